@@ -1,0 +1,1 @@
+"""The Dash app for exploring a shared embedding space (reads stores; nothing imports it)."""

@@ -1,0 +1,74 @@
+"""The ``probe`` command line: one module per subcommand, each a thin adapter over a function.
+
+A subcommand module defines ``NAME``, ``HELP`` (one line), ``EXAMPLE``,
+``add_arguments(parser)`` and ``run(args) -> int``. Errors from :mod:`probe.errors`
+print one line and exit with code 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from probe.errors import ProbeError
+
+# Subcommand modules in the order ``probe --help`` lists them.
+COMMANDS: tuple[str, ...] = (
+    "demo",
+    "import_",
+    "info",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="probe",
+        description="Look inside robot models co-trained on human and robot data: extract latents, "
+        "measure how well embodiments share one embedding space, retrieve human clips for robot states.",
+        epilog="Run 'probe COMMAND --help' for a command's options and an example. Start with 'probe demo'.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for module_name in COMMANDS:
+        module = importlib.import_module(f"probe.cli.{module_name}")
+        p = sub.add_parser(
+            module.NAME,
+            help=module.HELP,
+            description=module.HELP,
+            epilog=f"example:\n  {module.EXAMPLE}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``probe`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except ProbeError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; partial outputs were removed (rerun to start again, or --resume where offered)",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

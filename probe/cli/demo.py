@@ -1,0 +1,23 @@
+"""probe demo: the whole pipeline on the built-in co-training world."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "demo"
+HELP = "run the whole pipeline on the built-in co-training world (generate, train, extract, measure, report, serve)"
+EXAMPLE = "probe demo --out probe-demo --no-serve"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="probe-demo", help="directory for datasets, checkpoints, stores and reports")
+    p.add_argument("--no-serve", action="store_true", help="do not start the dashboard at the end")
+    p.add_argument("--size", default="default", choices=["tiny", "small", "default"],
+                   help="world size: tiny is for tests, default for the real demo")
+    p.add_argument("--overwrite", action="store_true", help="regenerate cached outputs")
+
+
+def run(args: argparse.Namespace) -> int:
+    from probe.demo import run_demo
+
+    return run_demo(args)

@@ -1,0 +1,59 @@
+"""The toolkit's exceptions: one base class, with standard-library parents.
+
+Every message says what was expected, what was found and how to fix it. The CLI
+prints ``str(error)`` on one line and exits with code 2; Python callers can catch
+either :class:`ProbeError` or the usual ``ValueError`` / ``FileNotFoundError``.
+"""
+
+from __future__ import annotations
+
+
+class ProbeError(Exception):
+    """Base class of every error the toolkit raises on bad input."""
+
+
+class StoreError(ProbeError, ValueError):
+    """A latent store is missing, corrupt, of another format version or inconsistent."""
+
+
+class StoreNotFoundError(StoreError, FileNotFoundError):
+    """A latent store path does not exist."""
+
+
+class OutputExistsError(ProbeError, FileExistsError):
+    """An output path exists and overwriting was not asked for."""
+
+
+class LatentsError(ProbeError, ValueError):
+    """A latent matrix or its metadata is malformed (shape, dtype, NaN, columns)."""
+
+
+class ImportSourceError(ProbeError, ValueError):
+    """A file given to ``probe import`` cannot be turned into a store."""
+
+
+class LayerNotFoundError(ProbeError, KeyError):
+    """A layer name is not in a model or a store."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class CheckpointError(ProbeError, ValueError):
+    """A checkpoint is missing, corrupt, unsafe to load or does not fit the model."""
+
+
+class DataError(ProbeError, ValueError):
+    """A dataset is missing, of an unknown format, or has bad episodes or stages."""
+
+
+class ConfigError(ProbeError, ValueError):
+    """An option or configuration value is invalid."""
+
+
+class MetricError(ProbeError, ValueError):
+    """Metrics cannot be computed on the given latents (too few samples, one embodiment ...)."""
+
+
+class IndexMismatchError(ProbeError, ValueError):
+    """A retrieval index does not belong to the store or layer it is used with."""

@@ -1,0 +1,338 @@
+"""The latent store: a directory that is the contract between every part of the toolkit.
+
+Layout (format ``probe-latent-store``, version 1)::
+
+    STORE/
+      manifest.json        format, version, n, provenance, layers {name: {dim, pooling, file}}, fingerprint
+      meta.parquet         one row per sample (columns in probe.columns)
+      layers/<layer>.npy   float32 (n, dim), row-aligned with meta.parquet, opened memory-mapped
+
+Stores are written atomically (a temporary sibling directory renamed into place)
+and never overwritten unless asked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from probe import columns as C
+from probe.atomic import _replace_dir, atomic_dir
+from probe.errors import LatentsError, StoreError, StoreNotFoundError
+from probe.latents import Latents
+from probe.validate import check_layer, check_matrix, check_meta, check_output_path
+
+FORMAT = "probe-latent-store"
+VERSION = 1
+MANIFEST = "manifest.json"
+META = "meta.parquet"
+LAYERS_DIR = "layers"
+
+
+def layer_filename(layer: str) -> str:
+    """File name of a layer inside ``layers/``: the name with unsafe characters replaced."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", layer) + ".npy"
+
+
+def _sha256_files(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True, eq=False)
+class Store:
+    """An opened latent store: its manifest, its metadata and memory-mapped layers."""
+
+    path: Path
+    manifest: dict[str, Any]
+    meta: pd.DataFrame = field(repr=False)
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self.manifest["layers"])
+
+    @property
+    def n(self) -> int:
+        return int(self.manifest["n"])
+
+    @property
+    def fingerprint(self) -> str:
+        """Content hash of ``meta.parquet`` and every layer file, fixed at write time."""
+        return str(self.manifest["fingerprint"])
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        return dict(self.manifest.get("provenance", {}))
+
+    def layer_info(self, layer: str) -> dict[str, Any]:
+        self._check_layer(layer)
+        return dict(self.manifest["layers"][layer])
+
+    def _check_layer(self, layer: str) -> None:
+        check_layer(layer, self.layers, where=f"store '{self.path}'",
+                    hint=f"run 'probe info {self.path}' to list all")
+
+    def matrix(self, layer: str) -> np.ndarray:
+        """The layer's ``(n, dim)`` float32 matrix, memory-mapped read-only."""
+        self._check_layer(layer)
+        file = self.path / LAYERS_DIR / self.manifest["layers"][layer]["file"]
+        try:
+            X = np.load(file, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"layer file '{file}' cannot be read ({exc}); re-create the store") from exc
+        _check_layer_shape(file, X, self.n, int(self.manifest["layers"][layer]["dim"]))
+        return X
+
+    def latents(self, layer: str) -> Latents:
+        """The layer as a validated :class:`Latents` (matrix memory-mapped)."""
+        X = self.matrix(layer)
+        try:
+            return Latents(X, self.meta, layer)
+        except LatentsError as exc:
+            file = self.path / LAYERS_DIR / self.manifest["layers"][layer]["file"]
+            raise StoreError(f"store '{self.path}', file '{file}': {exc}") from exc
+
+
+def _check_layer_shape(file: Path, X: np.ndarray, n: int, dim: int) -> None:
+    if X.dtype != np.float32 or X.ndim != 2:
+        raise StoreError(
+            f"layer file '{file}' holds {X.dtype} of shape {X.shape}, expected float32 (n, dim); "
+            "re-create the store with write_store or 'probe import'"
+        )
+    if X.shape[0] != n:
+        raise StoreError(
+            f"layer file '{file}' has {X.shape[0]} rows but meta.parquet has {n}; "
+            "the store is inconsistent: re-create it"
+        )
+    if X.shape[1] != dim:
+        raise StoreError(f"layer file '{file}' has dim {X.shape[1]} but the manifest says {dim}")
+
+
+def open_store(path: str | Path) -> Store:
+    """Open and check a store directory (manifest, metadata, layer headers)."""
+    path = Path(path)
+    if not path.exists():
+        raise StoreNotFoundError(
+            f"store '{path}' does not exist; create one with 'probe extract' or 'probe import'"
+        )
+    if not path.is_dir():
+        raise StoreError(f"store '{path}' is a file, expected a store directory holding {MANIFEST}")
+    manifest_file = path / MANIFEST
+    if not manifest_file.exists():
+        raise StoreError(
+            f"'{path}' is not a latent store: {MANIFEST} is missing "
+            "(an empty or partly copied directory?); re-create it with 'probe extract' or 'probe import'"
+        )
+    try:
+        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StoreError(f"'{manifest_file}' is not valid JSON ({exc}); the store is corrupt: re-create it") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise StoreError(f"'{manifest_file}' is not a {FORMAT} manifest (format={manifest.get('format') if isinstance(manifest, dict) else None!r})")
+    if manifest.get("version") != VERSION:
+        raise StoreError(
+            f"store '{path}' has format version {manifest.get('version')!r}, this toolkit reads version "
+            f"{VERSION}; re-create the store with this version or install the matching toolkit"
+        )
+    for key in ("n", "layers", "fingerprint"):
+        if key not in manifest:
+            raise StoreError(f"'{manifest_file}' lacks '{key}'; the store is corrupt: re-create it")
+    meta_file = path / META
+    if not meta_file.exists():
+        raise StoreError(f"store '{path}' lacks {META}; the store is corrupt: re-create it")
+    try:
+        meta = pd.read_parquet(meta_file)
+    except Exception as exc:  # pyarrow raises several types for a corrupt file
+        raise StoreError(f"'{meta_file}' cannot be read ({type(exc).__name__}: {exc}); re-create the store") from exc
+    try:
+        check_meta(meta, int(manifest["n"]), name=str(meta_file))
+    except LatentsError as exc:
+        raise StoreError(f"{exc}; the store is inconsistent: re-create it") from exc
+    store = Store(path, manifest, meta)
+    for layer, info in manifest["layers"].items():
+        file = path / LAYERS_DIR / info["file"]
+        if not file.exists():
+            raise StoreError(f"store '{path}' lists layer '{layer}' but '{file}' is missing; re-create the store")
+        try:
+            X = np.load(file, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"layer file '{file}' is corrupt ({exc}); re-create the store") from exc
+        _check_layer_shape(file, X, store.n, int(info["dim"]))
+    return store
+
+
+def _manifest(n: int, layer_info: dict[str, dict[str, Any]], provenance: Mapping[str, Any] | None,
+              warnings: list[str] | None) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "n": n,
+        "provenance": dict(provenance or {}),
+        "layers": layer_info,
+        "warnings": list(warnings or []),
+        "fingerprint": "",
+    }
+
+
+def _finish(tmp: Path, manifest: dict[str, Any]) -> None:
+    files = [tmp / META] + [tmp / LAYERS_DIR / info["file"] for info in manifest["layers"].values()]
+    manifest["fingerprint"] = _sha256_files(files)
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def _write_meta(meta: pd.DataFrame, file: Path) -> None:
+    meta.reset_index(drop=True).to_parquet(file, index=False)
+
+
+def write_store(
+    path: str | Path,
+    meta: pd.DataFrame,
+    layers: Mapping[str, np.ndarray],
+    *,
+    provenance: Mapping[str, Any] | None = None,
+    pooling: Mapping[str, str] | None = None,
+    warnings: list[str] | None = None,
+    overwrite: bool = False,
+) -> Store:
+    """Write a complete store atomically and return it opened.
+
+    ``layers`` maps layer names to float32 ``(n, d)`` matrices row-aligned with ``meta``.
+    """
+    if not layers:
+        raise StoreError("a store needs at least one layer; got none")
+    n = len(meta)
+    check_meta(meta, n)
+    for name, X in layers.items():
+        check_matrix(X, name=f"layer '{name}'")
+        if X.shape[0] != n:
+            raise LatentsError(f"layer '{name}' has {X.shape[0]} rows but meta has {n}; they must be row-aligned")
+    files = {name: layer_filename(name) for name in layers}
+    if len(set(files.values())) != len(files):
+        raise StoreError(f"layer names {list(layers)} collide once made file-safe; rename them")
+    info = {name: {"dim": int(X.shape[1]), "pooling": (pooling or {}).get(name, "none"), "file": files[name],
+                   "dtype": "float32"} for name, X in layers.items()}
+    manifest = _manifest(n, info, provenance, warnings)
+    with atomic_dir(path, overwrite=overwrite, what="store") as tmp:
+        (tmp / LAYERS_DIR).mkdir()
+        _write_meta(meta, tmp / META)
+        for name, X in layers.items():
+            out = np.lib.format.open_memmap(tmp / LAYERS_DIR / files[name], mode="w+", dtype=np.float32, shape=X.shape)
+            for start in range(0, n, 1 << 16):
+                out[start : start + (1 << 16)] = X[start : start + (1 << 16)]
+            out.flush()
+            del out
+        _finish(tmp, manifest)
+    return open_store(path)
+
+
+class StoreWriter:
+    """Stream latents into a store with memory bounded independently of its size.
+
+    The sample table is known up front; layer matrices are memory-mapped files in a
+    partial directory ``.<name>.partial`` next to the target, filled block by block.
+    ``commit()`` fingerprints and renames it into place. With ``resume=True`` an
+    earlier partial directory for the same samples is reused and :attr:`done` says
+    which rows are already written.
+    """
+
+    def __init__(self, path: str | Path, meta: pd.DataFrame, *, provenance: Mapping[str, Any] | None = None,
+                 overwrite: bool = False, resume: bool = False) -> None:
+        self.path = check_output_path(path, overwrite, what="store")
+        self.overwrite = overwrite
+        check_meta(meta, len(meta))
+        self.meta = meta.reset_index(drop=True)
+        self.n = len(self.meta)
+        self.provenance = dict(provenance or {})
+        self.partial = self.path.with_name(f".{self.path.name}.partial")
+        self.warnings: list[str] = []
+        self._maps: dict[str, np.memmap] = {}
+        self._info: dict[str, dict[str, Any]] = {}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        state = self.partial / "state.json"
+        if resume and state.exists() and self._same_samples():
+            saved = json.loads(state.read_text())
+            self._info = saved["layers"]
+            self.warnings = saved.get("warnings", [])
+            self.done = np.load(self.partial / "done.npy")
+            for name, info in self._info.items():
+                self._maps[name] = np.lib.format.open_memmap(self.partial / LAYERS_DIR / info["file"], mode="r+")
+        else:
+            shutil.rmtree(self.partial, ignore_errors=True)
+            (self.partial / LAYERS_DIR).mkdir(parents=True)
+            _write_meta(self.meta, self.partial / META)
+            self.done = np.zeros(self.n, dtype=bool)
+            self._save_state()
+
+    def _same_samples(self) -> bool:
+        try:
+            old = pd.read_parquet(self.partial / META, columns=[C.SAMPLE_ID])
+        except Exception:
+            return False
+        return old[C.SAMPLE_ID].astype(str).tolist() == self.meta[C.SAMPLE_ID].astype(str).tolist()
+
+    def _save_state(self) -> None:
+        np.save(self.partial / "done.tmp.npy", self.done)
+        (self.partial / "done.tmp.npy").replace(self.partial / "done.npy")
+        tmp = self.partial / "state.tmp.json"
+        tmp.write_text(json.dumps({"layers": self._info, "warnings": self.warnings}))
+        tmp.replace(self.partial / "state.json")
+
+    def write(self, rows: np.ndarray, values: Mapping[str, np.ndarray], pooling: Mapping[str, str] | None = None) -> None:
+        """Write one block: ``values[layer]`` is ``(len(rows), dim)`` for the sample positions ``rows``."""
+        rows = np.asarray(rows, dtype=np.int64)
+        for name, X in values.items():
+            X = np.asarray(X, dtype=np.float32)
+            check_matrix(X, name=f"layer '{name}' for samples {int(rows[0]) if len(rows) else 0}..")
+            if name not in self._maps:
+                file = layer_filename(name)
+                self._info[name] = {"dim": int(X.shape[1]), "pooling": (pooling or {}).get(name, "none"),
+                                    "file": file, "dtype": "float32"}
+                self._maps[name] = np.lib.format.open_memmap(self.partial / LAYERS_DIR / file, mode="w+",
+                                                             dtype=np.float32, shape=(self.n, X.shape[1]))
+            self._maps[name][rows] = X
+        for m in self._maps.values():
+            m.flush()
+        self.done[rows] = True
+        self._save_state()
+
+    def commit(self) -> Store:
+        """Check every row was written, fingerprint, and move the store into place."""
+        if not self.done.all():
+            missing = int((~self.done).sum())
+            raise StoreError(f"{missing} of {self.n} samples were never written; resume the run to finish the store")
+        if not self._maps:
+            raise StoreError("no layer was written; nothing to commit")
+        for m in self._maps.values():
+            m.flush()
+        self._maps.clear()
+        for extra in ("state.json", "done.npy"):
+            (self.partial / extra).unlink(missing_ok=True)
+        manifest = _manifest(self.n, self._info, self.provenance, self.warnings)
+        _finish(self.partial, manifest)
+        check_output_path(self.path, self.overwrite, what="store")
+        _replace_dir(self.partial, self.path)
+        return open_store(self.path)
+
+    def abort(self) -> None:
+        """Drop the partial directory."""
+        self._maps.clear()
+        shutil.rmtree(self.partial, ignore_errors=True)

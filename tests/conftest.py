@@ -1,0 +1,65 @@
+"""Shared fixtures: small synthetic stores built from labelled clusters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from probe import columns as C
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def synthetic_meta(n_episodes: int = 4, frames: int = 20, tasks=("pick", "push"),
+                   stages=("reach", "grasp", "lift"), embodiments=("human", "robot")) -> pd.DataFrame:
+    """Episodes of every task for every embodiment, stages in equal consecutive runs."""
+    rows = []
+    for emb in embodiments:
+        for task in tasks:
+            for ep in range(n_episodes):
+                episode_id = len(rows) // frames  # unique per (embodiment, task, episode)
+                for f in range(frames):
+                    s = min(f * len(stages) // frames, len(stages) - 1)
+                    s_start = s * frames / len(stages)
+                    s_len = frames / len(stages)
+                    rows.append({
+                        C.SAMPLE_ID: f"{emb}/{task}/{ep}/{f}",
+                        C.EMBODIMENT: emb,
+                        C.DATASET: f"{emb}-data",
+                        C.EPISODE: episode_id,
+                        C.FRAME: f,
+                        C.TIMESTAMP: f / 10.0,
+                        C.TASK: task,
+                        C.STAGE: stages[s],
+                        C.PROGRESS: f / (frames - 1),
+                        C.STAGE_PROGRESS: min(max((f - s_start) / max(s_len - 1, 1), 0.0), 1.0),
+                    })
+    meta = pd.DataFrame(rows)
+    meta[C.EPISODE] = meta[C.EPISODE].astype(np.int64)
+    return meta
+
+
+def clustered_latents(meta: pd.DataFrame, dim: int = 16, shift: float = 0.0, noise: float = 0.3,
+                      seed: int = 0) -> np.ndarray:
+    """Latents clustered by (task, stage); ``shift`` moves the second embodiment away."""
+    rng = np.random.default_rng(seed)
+    keys = sorted(set(zip(meta[C.TASK], meta[C.STAGE])))
+    centers = {k: rng.normal(size=dim) * 3 for k in keys}
+    X = np.stack([centers[(t, s)] for t, s in zip(meta[C.TASK], meta[C.STAGE])])
+    X = X + noise * rng.normal(size=X.shape)
+    second = (meta[C.EMBODIMENT] != meta[C.EMBODIMENT].iloc[0]).to_numpy()
+    X[second, 0] += shift
+    return X.astype(np.float32)
+
+
+@pytest.fixture
+def meta() -> pd.DataFrame:
+    return synthetic_meta()
+
+
+@pytest.fixture
+def latents_matrix(meta: pd.DataFrame) -> np.ndarray:
+    return clustered_latents(meta)

@@ -1,0 +1,98 @@
+"""probe import: parquet and npz sources, derived columns, bad sources."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from probe import columns as C
+from probe.cli import main
+from probe.errors import ImportSourceError, OutputExistsError
+from probe.importer import import_latents
+from probe.store import open_store, write_store
+
+
+def _parquet_from_store(store, path):
+    table = store.meta.copy()
+    for layer in store.layers:
+        table[layer] = list(np.asarray(store.matrix(layer)))
+    table.to_parquet(path)
+
+
+def test_parquet_round_trips_a_store(tmp_path, meta, latents_matrix):
+    original = write_store(tmp_path / "orig", meta, {"latent": latents_matrix, "trunk.b2": latents_matrix * 2})
+    _parquet_from_store(original, tmp_path / "x.parquet")
+    store = import_latents(tmp_path / "x.parquet", tmp_path / "imported")
+    assert sorted(store.layers) == ["latent", "trunk.b2"]
+    for layer in original.layers:
+        np.testing.assert_array_equal(np.asarray(store.matrix(layer)), np.asarray(original.matrix(layer)))
+    pd.testing.assert_frame_equal(store.meta[list(C.REQUIRED)], original.meta[list(C.REQUIRED)], check_dtype=False)
+
+
+def test_npz_with_derived_columns(tmp_path, meta, latents_matrix):
+    np.savez(tmp_path / "x.npz", X=latents_matrix, embodiment=meta[C.EMBODIMENT].to_numpy(str),
+             episode=meta[C.EPISODE].to_numpy(), task=meta[C.TASK].to_numpy(str), stage=meta[C.STAGE].to_numpy(str))
+    store = import_latents(tmp_path / "x.npz", tmp_path / "s")
+    m = store.meta
+    assert store.layers == ["latent"]
+    # derived: frames count up within each episode, progress spans 0..1, stage progress within each stage run
+    np.testing.assert_array_equal(m[C.FRAME].to_numpy(), meta[C.FRAME].to_numpy())
+    np.testing.assert_allclose(m[C.PROGRESS].to_numpy(), meta[C.PROGRESS].to_numpy())
+    first = m[(m[C.EPISODE] == m[C.EPISODE].iloc[0]) & (m[C.STAGE] == "grasp")]
+    assert first[C.STAGE_PROGRESS].min() == 0.0 and first[C.STAGE_PROGRESS].max() == 1.0
+    assert m[C.SAMPLE_ID].iloc[0] == f"x/human/{meta[C.EPISODE].iloc[0]}/0"
+    assert (m[C.DATASET] == "x").all()
+
+
+def test_cli_import_and_info(tmp_path, meta, latents_matrix, capsys):
+    np.savez(tmp_path / "x.npz", X=latents_matrix, embodiment=meta[C.EMBODIMENT].to_numpy(str),
+             episode=meta[C.EPISODE].to_numpy(), task=meta[C.TASK].to_numpy(str), stage=meta[C.STAGE].to_numpy(str))
+    assert main(["import", str(tmp_path / "x.npz"), "--out", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out
+    assert "wrote store" in out and "probe info" in out
+    assert main(["info", str(tmp_path / "s")]) == 0
+    assert "human" in capsys.readouterr().out
+    # exists -> one clear line, exit 2, store untouched
+    before = open_store(tmp_path / "s").fingerprint
+    assert main(["import", str(tmp_path / "x.npz"), "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: store") and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert open_store(tmp_path / "s").fingerprint == before
+
+
+def test_unknown_columns(tmp_path, meta, latents_matrix):
+    table = meta.assign(latent=list(latents_matrix), robot_arm=1)
+    table.to_parquet(tmp_path / "x.parquet")
+    with pytest.raises(ImportSourceError, match=r"unknown column\(s\) \['robot_arm'\].*x_robot_arm"):
+        import_latents(tmp_path / "x.parquet", tmp_path / "s")
+    assert not (tmp_path / "s").exists()
+    table.rename(columns={"robot_arm": "x_robot_arm"}).to_parquet(tmp_path / "y.parquet")
+    assert "x_robot_arm" in import_latents(tmp_path / "y.parquet", tmp_path / "s").meta
+
+
+def test_ragged_vectors(tmp_path, meta):
+    vectors = [np.ones(4 if i % 7 else 5, dtype=np.float32) for i in range(len(meta))]
+    pq.write_table(pa.Table.from_pandas(meta.assign(latent=vectors)), tmp_path / "x.parquet")
+    with pytest.raises(ImportSourceError, match="ragged vectors.*lengths \\[4, 5\\]"):
+        import_latents(tmp_path / "x.parquet", tmp_path / "s")
+    assert not (tmp_path / "s").exists()
+
+
+def test_missing_required_and_unknown_type(tmp_path, meta, latents_matrix):
+    np.savez(tmp_path / "x.npz", X=latents_matrix, embodiment=meta[C.EMBODIMENT].to_numpy(str))
+    with pytest.raises(ImportSourceError, match=r"lacks required column\(s\) \['episode', 'task', 'stage'\]"):
+        import_latents(tmp_path / "x.npz", tmp_path / "s")
+    (tmp_path / "x.csv").write_text("a,b\n")
+    with pytest.raises(ImportSourceError, match="expected .parquet or .npz"):
+        import_latents(tmp_path / "x.csv", tmp_path / "s")
+
+
+def test_output_exists(tmp_path, meta, latents_matrix):
+    (tmp_path / "s").mkdir()
+    np.savez(tmp_path / "x.npz", X=latents_matrix, embodiment=meta[C.EMBODIMENT].to_numpy(str),
+             episode=meta[C.EPISODE].to_numpy(), task=meta[C.TASK].to_numpy(str), stage=meta[C.STAGE].to_numpy(str))
+    with pytest.raises(OutputExistsError):
+        import_latents(tmp_path / "x.npz", tmp_path / "s")

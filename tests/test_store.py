@@ -1,0 +1,157 @@
+"""The latent store: round trips, atomic writes, and every bad input named in the issue."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from probe import columns as C
+from probe.errors import LatentsError, OutputExistsError, StoreError, StoreNotFoundError
+from probe.latents import Latents
+from probe.store import StoreWriter, open_store, write_store
+
+
+def test_write_and_open_round_trip(tmp_path, meta, latents_matrix):
+    store = write_store(tmp_path / "s", meta, {"trunk.block1": latents_matrix, "enc": latents_matrix[:, :4].copy()},
+                        provenance={"checkpoint": {"path": "x"}}, pooling={"trunk.block1": "mean"})
+    again = open_store(tmp_path / "s")
+    assert again.layers == ["trunk.block1", "enc"]
+    assert again.layer_info("trunk.block1") == {"dim": 16, "pooling": "mean", "file": "trunk.block1.npy", "dtype": "float32"}
+    lat = again.latents("trunk.block1")
+    assert isinstance(lat.X, np.memmap)
+    np.testing.assert_array_equal(np.asarray(lat.X), latents_matrix)
+    pd.testing.assert_frame_equal(lat.meta, meta.reset_index(drop=True), check_dtype=False)
+    assert store.fingerprint == again.fingerprint and len(store.fingerprint) == 64
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert manifest["format"] == "probe-latent-store" and manifest["version"] == 1 and manifest["n"] == len(meta)
+
+
+def test_selectors(meta, latents_matrix):
+    lat = Latents(latents_matrix, meta, "l")
+    human = lat.of("human")
+    assert set(human.meta[C.EMBODIMENT]) == {"human"} and len(human) == (meta[C.EMBODIMENT] == "human").sum()
+    grasp = lat.where(stage="grasp", task=["pick"])
+    assert set(grasp.meta[C.STAGE]) == {"grasp"} and set(grasp.meta[C.TASK]) == {"pick"}
+    np.testing.assert_array_equal(grasp.X, latents_matrix[lat.mask(stage="grasp", task="pick")])
+    assert lat.stages == ["reach", "grasp", "lift"]
+    assert len(set(lat.episode_keys())) == meta.groupby([C.DATASET, C.EPISODE]).ngroups
+
+
+def test_refuses_to_overwrite_and_keeps_old(tmp_path, meta, latents_matrix):
+    write_store(tmp_path / "s", meta, {"a": latents_matrix})
+    with pytest.raises(OutputExistsError, match="already exists.*--overwrite"):
+        write_store(tmp_path / "s", meta, {"b": latents_matrix})
+    assert open_store(tmp_path / "s").layers == ["a"]
+    write_store(tmp_path / "s", meta, {"b": latents_matrix}, overwrite=True)
+    assert open_store(tmp_path / "s").layers == ["b"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]
+
+
+def test_failed_write_leaves_nothing(tmp_path, meta, latents_matrix):
+    bad = latents_matrix.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(LatentsError, match="NaN or Inf.*first rows: 3"):
+        write_store(tmp_path / "s", meta, {"a": bad})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_store(tmp_path):
+    with pytest.raises(StoreNotFoundError, match="does not exist.*probe extract"):
+        open_store(tmp_path / "nope")
+
+
+def test_empty_directory(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StoreError, match="manifest.json is missing"):
+        open_store(tmp_path / "empty")
+
+
+def test_corrupt_manifest(tmp_path, meta, latents_matrix):
+    write_store(tmp_path / "s", meta, {"a": latents_matrix})
+    (tmp_path / "s" / "manifest.json").write_text("{not json")
+    with pytest.raises(StoreError, match="not valid JSON.*re-create"):
+        open_store(tmp_path / "s")
+
+
+def test_other_version(tmp_path, meta, latents_matrix):
+    write_store(tmp_path / "s", meta, {"a": latents_matrix})
+    m = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    m["version"] = 99
+    (tmp_path / "s" / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(StoreError, match="format version 99.*reads version 1"):
+        open_store(tmp_path / "s")
+
+
+def test_corrupt_meta(tmp_path, meta, latents_matrix):
+    write_store(tmp_path / "s", meta, {"a": latents_matrix})
+    (tmp_path / "s" / "meta.parquet").write_bytes(b"garbage")
+    with pytest.raises(StoreError, match="meta.parquet' cannot be read"):
+        open_store(tmp_path / "s")
+
+
+def test_row_count_mismatch(tmp_path, meta, latents_matrix):
+    write_store(tmp_path / "s", meta, {"a": latents_matrix})
+    np.save(tmp_path / "s" / "layers" / "a.npy", latents_matrix[:-5])
+    with pytest.raises(StoreError, match=r"a.npy' has \d+ rows but meta.parquet has \d+"):
+        open_store(tmp_path / "s")
+
+
+def test_nan_in_layer_file(tmp_path, meta, latents_matrix):
+    write_store(tmp_path / "s", meta, {"a": latents_matrix})
+    bad = latents_matrix.copy()
+    bad[7] = np.inf
+    np.save(tmp_path / "s" / "layers" / "a.npy", bad)
+    store = open_store(tmp_path / "s")
+    with pytest.raises(StoreError, match=r"a.npy.*NaN or Inf.*first rows: 7"):
+        store.latents("a")
+
+
+def test_missing_column(tmp_path, meta, latents_matrix):
+    with pytest.raises(LatentsError, match=r"missing required column\(s\) \['stage'\]"):
+        Latents(latents_matrix, meta.drop(columns=[C.STAGE]))
+    write_store(tmp_path / "s", meta, {"a": latents_matrix})
+    meta.drop(columns=[C.TASK]).to_parquet(tmp_path / "s" / "meta.parquet")
+    with pytest.raises(StoreError, match=r"meta.parquet: missing required column\(s\) \['task'\]"):
+        open_store(tmp_path / "s")
+
+
+def test_duplicate_sample_id(meta, latents_matrix):
+    meta.loc[5, C.SAMPLE_ID] = meta.loc[4, C.SAMPLE_ID]
+    with pytest.raises(LatentsError, match="must be unique.*1 ids repeat"):
+        Latents(latents_matrix, meta)
+
+
+def test_wrong_dtype_and_shape(meta, latents_matrix):
+    with pytest.raises(LatentsError, match="float32.*astype"):
+        Latents(latents_matrix.astype(np.float64), meta)
+    with pytest.raises(LatentsError, match="2-D"):
+        Latents(latents_matrix[:, 0].copy(), meta)
+    with pytest.raises(LatentsError, match="rows but the latent matrix has"):
+        Latents(latents_matrix[:-1].copy(), meta)
+
+
+def test_unknown_layer_lists_close_matches(tmp_path, meta, latents_matrix):
+    store = write_store(tmp_path / "s", meta, {"trunk.block1": latents_matrix, "trunk.block2": latents_matrix})
+    with pytest.raises(KeyError, match="layer 'trunk.block9' not found.*close matches: trunk.block[12], trunk.block[12]"):
+        store.latents("trunk.block9")
+
+
+def test_streaming_writer_and_resume(tmp_path, meta, latents_matrix):
+    n = len(meta)
+    w = StoreWriter(tmp_path / "s", meta)
+    w.write(np.arange(0, 50), {"a": latents_matrix[:50]})
+    del w  # interrupted: nothing at the target, a partial directory beside it
+    assert not (tmp_path / "s").exists()
+    w = StoreWriter(tmp_path / "s", meta, resume=True)
+    assert w.done[:50].all() and not w.done[50:].any()
+    with pytest.raises(StoreError, match="never written; resume"):
+        w.commit()
+    w.write(np.arange(50, n), {"a": latents_matrix[50:]})
+    store = w.commit()
+    np.testing.assert_array_equal(np.asarray(store.matrix("a")), latents_matrix)
+    fresh = write_store(tmp_path / "t", meta, {"a": latents_matrix})
+    assert fresh.fingerprint == store.fingerprint
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s", "t"]
