@@ -1,0 +1,470 @@
+"""2-D layouts of a layer's latents: UMAP on the shared FAISS graph, PCA, AlignedUMAP; cached on disk.
+
+UMAP is fitted on the same exact kNN graph the metrics use (:func:`metrics.knn.knn`,
+handed to umap-learn as ``precomputed_knn``), so the picture and the numbers see the
+same neighbourhoods. Very large stores are sampled, stratified by embodiment, task
+and stage, and a layout always says whether it was (``sampled``). Quality is
+measured: every layout carries its trustworthiness (scikit-learn, on a subsample).
+
+Layouts are cached in a cache directory (never inside a store: stores are
+immutable) under a key hashing the store fingerprint, the layer, the rows, the
+parameters and any warm-start initialisation; cache files are written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from probe import columns as C
+from probe.atomic import atomic_file
+from probe.errors import ConfigError
+from probe.latents import Latents
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+DEFAULT_CACHE_ENV = "PROBE_CACHE_DIR"
+
+
+class Method(str, Enum):
+    """How a layout is computed."""
+
+    UMAP = "umap"
+    PCA = "pca"
+    ALIGNED_UMAP = "aligned-umap"
+
+
+@dataclass(frozen=True)
+class ProjectionConfig:
+    """Parameters of a layout.
+
+    ``max_points`` caps the rows laid out (stratified sample; ``None`` = all rows).
+    ``n_epochs=None`` lets umap-learn choose (200 for large data, 500 for small).
+    ``seed=None`` makes UMAP non-deterministic but multi-threaded.
+    """
+
+    method: Method = Method.UMAP
+    n_neighbors: int = 15
+    min_dist: float = 0.1
+    metric: str = "cosine"
+    n_epochs: int | None = None
+    max_points: int | None = 20000
+    seed: int | None = 0
+    trust_points: int = 2000
+    trust_k: int = 10
+    warm_start: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "method", Method(self.method))
+        if self.metric not in ("cosine", "l2"):
+            raise ConfigError(f"projection metric must be 'cosine' or 'l2', got {self.metric!r}")
+        if self.n_neighbors < 2:
+            raise ConfigError(f"n_neighbors must be >= 2, got {self.n_neighbors}")
+        if self.max_points is not None and self.max_points < 10:
+            raise ConfigError(f"max_points must be >= 10 (or None for all rows), got {self.max_points}")
+        if self.trust_k < 1 or self.trust_points < 10:
+            raise ConfigError(f"trust_k must be >= 1 and trust_points >= 10, got {self.trust_k}, {self.trust_points}")
+
+    def params(self) -> dict[str, Any]:
+        """The parameters that change the coordinates (part of the cache key)."""
+        d = asdict(self)
+        d["method"] = self.method.value
+        return d
+
+
+@dataclass(frozen=True, eq=False)
+class Layout:
+    """A 2-D layout of some rows of a store layer.
+
+    ``coords (n, 2)`` float32 row-aligned with ``rows`` (integer positions in the
+    store / latents); ``sample_ids`` of those rows (used to warm-start the next
+    layout); ``trustworthiness`` in [0, 1] (higher is better) measured on a
+    subsample; ``sampled`` is True when only part of the rows was laid out.
+    """
+
+    coords: np.ndarray
+    rows: np.ndarray
+    method: str
+    params: dict[str, Any]
+    trustworthiness: float
+    sampled: bool
+    cache_key: str
+    n_total: int = 0
+    sample_ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=object), repr=False)
+    from_cache: bool = False
+
+    def __len__(self) -> int:
+        return int(self.coords.shape[0])
+
+    @property
+    def note(self) -> str:
+        """A one-line description for reports, saying when the layout is a sample."""
+        text = f"{self.method}, trustworthiness {self.trustworthiness:.3f}"
+        if self.sampled:
+            text += f", stratified sample of {len(self)} of {self.n_total} points"
+        return text
+
+
+def default_cache_dir() -> Path:
+    """``$PROBE_CACHE_DIR`` or ``~/.cache/embodiment-probe`` (read when called, not at import)."""
+    env = os.environ.get(DEFAULT_CACHE_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "embodiment-probe"
+
+
+# ---------------------------------------------------------------- sampling
+
+def sample_rows(meta: pd.DataFrame, max_points: int | None, *, seed: int = 0,
+                by: Sequence[str] = (C.EMBODIMENT, C.TASK, C.STAGE)) -> np.ndarray:
+    """Sorted row positions of a stratified sample of at most ``max_points`` rows.
+
+    Strata are the combinations of the ``by`` columns; each gets a share proportional
+    to its size (largest remainders), and at least one row while the budget allows,
+    so small embodiments, tasks and stages stay visible. All rows when
+    ``max_points`` is None or not smaller than the table.
+    """
+    n = len(meta)
+    if max_points is None or n <= max_points:
+        return np.arange(n, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    groups = meta.groupby(list(by), sort=True, observed=True).indices
+    keys = list(groups)
+    sizes = np.array([len(groups[k]) for k in keys], dtype=np.int64)
+    quota = np.zeros(len(keys), dtype=np.int64)
+    # one per stratum first (largest strata first if even that does not fit)
+    order = np.argsort(-sizes, kind="stable")
+    first = order[: min(len(keys), max_points)]
+    quota[first] = 1
+    left = max_points - int(quota.sum())
+    if left > 0:
+        room = sizes - quota
+        share = room / room.sum() * left
+        extra = np.floor(share).astype(np.int64)
+        rest = left - int(extra.sum())
+        if rest > 0:
+            extra[np.argsort(-(share - extra), kind="stable")[:rest]] += 1
+        quota += np.minimum(extra, room)
+    picked = [rng.choice(groups[k], size=int(q), replace=False) for k, q in zip(keys, quota) if q > 0]
+    return np.sort(np.concatenate(picked)).astype(np.int64)
+
+
+# ---------------------------------------------------------------- quality
+
+def trustworthiness(X: np.ndarray, coords: np.ndarray, *, metric: str = "cosine", k: int = 10,
+                    max_points: int = 2000, seed: int = 0) -> float:
+    """scikit-learn's trustworthiness of ``coords`` for ``X`` on a random subsample.
+
+    In [0, 1], higher is better: 1 means every 2-D neighbour is also a neighbour in
+    the latent space. For cosine, rows are L2-normalised and compared by Euclidean
+    distance (same neighbour ranking).
+    """
+    from sklearn.manifold import trustworthiness as sk_trust
+
+    from metrics.knn import prepare
+
+    n = X.shape[0]
+    rows = np.arange(n)
+    if n > max_points:
+        rows = np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
+    k = min(k, max((len(rows) - 1) // 2 - 1, 1))
+    Xs = prepare(np.asarray(X[rows]), "cosine" if metric == "cosine" else "l2")
+    return float(sk_trust(Xs, np.asarray(coords[rows], dtype=np.float32), n_neighbors=k, metric="euclidean"))
+
+
+# ---------------------------------------------------------------- cache
+
+def _hash_array(a: np.ndarray) -> str:
+    a = np.ascontiguousarray(a)
+    return hashlib.sha256(str(a.dtype).encode() + str(a.shape).encode() + a.tobytes()).hexdigest()
+
+
+def latents_fingerprint(latents: Latents) -> str:
+    """A content hash of a Latents value not read from a store (matrix and sample ids)."""
+    digest = hashlib.sha256()
+    for start in range(0, len(latents), 1 << 16):
+        digest.update(np.ascontiguousarray(latents.X[start : start + (1 << 16)]).tobytes())
+    digest.update("\0".join(latents.meta[C.SAMPLE_ID].astype(str)).encode())
+    return digest.hexdigest()
+
+
+def cache_key(fingerprint: str, layer: str, rows: np.ndarray, config: ProjectionConfig,
+              warm_from: str | None = None) -> str:
+    """The hash naming a cached layout: inputs, parameters and the layout it was warm-started from."""
+    payload = {
+        "v": CACHE_VERSION,
+        "fingerprint": fingerprint,
+        "layer": layer,
+        "rows": _hash_array(np.asarray(rows, dtype=np.int64)),
+        "params": config.params(),
+        "warm_from": warm_from,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _cache_file(cache_dir: Path, key: str) -> Path:
+    return cache_dir / "projections" / f"{key}.npz"
+
+
+def _load_cached(cache_dir: Path | None, key: str, latents: Latents, n_total: int) -> Layout | None:
+    if cache_dir is None:
+        return None
+    file = _cache_file(cache_dir, key)
+    if not file.exists():
+        return None
+    try:
+        with np.load(file, allow_pickle=False) as z:
+            coords, rows = z["coords"], z["rows"]
+            info = json.loads(str(z["info"]))
+    except Exception as exc:  # a corrupt cache entry is recomputed, not fatal
+        log.warning("ignoring unreadable cached layout %s (%s)", file, exc)
+        return None
+    return Layout(coords.astype(np.float32), rows.astype(np.int64), info["method"], info["params"],
+                  float(info["trustworthiness"]), bool(info["sampled"]), key, n_total,
+                  latents.meta[C.SAMPLE_ID].to_numpy()[rows], from_cache=True)
+
+
+def _save_cached(cache_dir: Path | None, layout: Layout) -> None:
+    if cache_dir is None:
+        return
+    file = _cache_file(cache_dir, layout.cache_key)
+    info = {"method": layout.method, "params": layout.params, "trustworthiness": layout.trustworthiness,
+            "sampled": layout.sampled}
+    with atomic_file(file) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, coords=layout.coords, rows=layout.rows, info=np.array(json.dumps(info)))
+
+
+# ---------------------------------------------------------------- layouts
+
+def _match(ids: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Position of each id in ``reference`` (-1 where absent)."""
+    pos = pd.Series(np.arange(len(reference)), index=pd.Index(reference))
+    pos = pos[~pos.index.duplicated()]
+    return pos.reindex(pd.Index(ids)).fillna(-1).to_numpy().astype(np.int64)
+
+
+def _shares_most(ids: np.ndarray, previous: Layout) -> bool:
+    return bool((_match(ids, previous.sample_ids) >= 0).sum() >= 0.5 * len(ids))
+
+
+def warm_init(sample_ids: np.ndarray, previous: Layout, neighbors: np.ndarray | None = None,
+              seed: int = 0) -> np.ndarray | None:
+    """Initial coordinates from a previous layout, matched by sample id.
+
+    Rows also in ``previous`` start where they were; other rows start at the mean of
+    their already-placed kNN neighbours (``neighbors (n, k)`` indices) or, failing
+    that, at a random point near the previous layout's centre, with a little noise.
+    None when fewer than half the rows are shared (a fresh layout is then better).
+    """
+    idx = _match(sample_ids, previous.sample_ids)
+    known = idx >= 0
+    if known.sum() < 0.5 * len(sample_ids):
+        return None
+    rng = np.random.default_rng(seed)
+    prev = previous.coords.astype(np.float64)
+    spread = prev.std(axis=0) + 1e-6
+    init = np.zeros((len(sample_ids), 2))
+    init[known] = prev[idx[known]]
+    missing = np.flatnonzero(~known)
+    for i in missing:
+        if neighbors is not None:
+            nb = neighbors[i][(neighbors[i] >= 0)]
+            nb = nb[known[nb]]
+            if len(nb):
+                init[i] = init[nb].mean(axis=0)
+                continue
+        init[i] = prev.mean(axis=0) + rng.normal(scale=0.5, size=2) * spread
+    init[missing] += rng.normal(scale=0.01, size=(len(missing), 2)) * spread
+    return init.astype(np.float32)
+
+
+def _umap_knn(X: np.ndarray, n_neighbors: int, metric: str, neighbors: Any | None) -> tuple[np.ndarray, np.ndarray]:
+    """umap-learn's ``precomputed_knn`` arrays from the shared FAISS graph (self in column 0)."""
+    from metrics.knn import knn
+
+    k = n_neighbors - 1
+    if neighbors is None or len(neighbors) != X.shape[0] or neighbors.k < k or str(getattr(
+            neighbors.metric, "value", neighbors.metric)) != metric:
+        neighbors = knn(X, k=k, metric=metric)
+    nb = neighbors.top(k)
+    n = X.shape[0]
+    indices = np.empty((n, n_neighbors), dtype=np.int64)
+    dists = np.empty((n, n_neighbors), dtype=np.float32)
+    indices[:, 0] = np.arange(n)
+    dists[:, 0] = 0.0
+    indices[:, 1:] = nb.indices
+    d = np.maximum(nb.distances, 0.0)
+    # umap's "euclidean" is the plain distance; metrics.knn's l2 is squared
+    dists[:, 1:] = d if metric == "cosine" else np.sqrt(d)
+    return indices, dists
+
+
+def _fit_umap(X: np.ndarray, config: ProjectionConfig, init: np.ndarray | None, neighbors: Any | None,
+              progress: bool) -> np.ndarray:
+    import umap  # heavy (numba): imported on use
+
+    n_neighbors = min(config.n_neighbors, X.shape[0] - 1)
+    indices, dists = _umap_knn(X, n_neighbors, config.metric, neighbors)
+    model = umap.UMAP(
+        n_neighbors=n_neighbors, min_dist=config.min_dist,
+        metric="cosine" if config.metric == "cosine" else "euclidean",
+        n_epochs=config.n_epochs, random_state=config.seed,
+        init=init if init is not None else "spectral",
+        precomputed_knn=(indices, dists), verbose=False, tqdm_kwds={"disable": not progress},
+    )
+    import warnings
+
+    with warnings.catch_warnings():
+        # we pass no NNDescent index on purpose (no transform of new data needed)
+        warnings.filterwarnings("ignore", message=".*knn_search_index.*")
+        warnings.filterwarnings("ignore", message=".*n_jobs value.*")
+        coords = model.fit_transform(X)
+    return np.asarray(coords, dtype=np.float32)
+
+
+def _fit_pca(X: np.ndarray, config: ProjectionConfig) -> np.ndarray:
+    from sklearn.decomposition import PCA
+
+    from metrics.knn import prepare
+
+    Xp = prepare(X, config.metric)
+    return PCA(n_components=2, random_state=config.seed or 0).fit_transform(Xp).astype(np.float32)
+
+
+def project(latents: Latents, config: ProjectionConfig = ProjectionConfig(), *, fingerprint: str | None = None,
+            cache_dir: str | Path | None = None, previous: Layout | None = None, neighbors: Any | None = None,
+            rows: np.ndarray | None = None, progress: bool = False) -> Layout:
+    """Lay out ``latents`` in 2-D (UMAP or PCA), reading and writing the cache.
+
+    Parameters
+    ----------
+    latents : Latents of one layer.
+    config : ProjectionConfig
+    fingerprint : the store's fingerprint (hashes the latents when None).
+    cache_dir : directory for cached layouts (None: no cache).
+    previous : a layout of another checkpoint or layer to warm-start from (rows
+        matched by sample id) when ``config.warm_start``.
+    neighbors : an optional :class:`metrics.knn.Neighbors` over exactly the rows laid
+        out (e.g. the metrics' graph); computed with FAISS otherwise.
+    rows : rows to lay out; a stratified sample of ``config.max_points`` when None.
+
+    Returns
+    -------
+    Layout
+    """
+    if config.method is Method.ALIGNED_UMAP:
+        raise ConfigError("aligned-umap lays out a series of checkpoints at once; use aligned_layouts(...)")
+    n_total = len(latents)
+    if rows is None:
+        rows = sample_rows(latents.meta, config.max_points, seed=config.seed or 0)
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) < 4:
+        raise ConfigError(f"a layout needs at least 4 points, got {len(rows)}")
+    sampled = len(rows) < n_total
+    sub = latents.take(rows) if sampled else latents
+    X = np.ascontiguousarray(sub.X, dtype=np.float32)
+    ids = sub.meta[C.SAMPLE_ID].to_numpy()
+    warm = previous is not None and config.warm_start and config.method is Method.UMAP
+    if warm and not _shares_most(ids, previous):
+        warm = False
+    fp = fingerprint or latents_fingerprint(latents)
+    key = cache_key(fp, latents.layer, rows, config, previous.cache_key if warm else None)
+    cdir = Path(cache_dir) if cache_dir is not None else None
+    cached = _load_cached(cdir, key, latents, n_total)
+    if cached is not None and len(cached.rows) == len(rows):
+        log.info("layout %s of layer %s read from cache", key, latents.layer)
+        return cached
+    if config.method is Method.PCA:
+        coords = _fit_pca(X, config)
+    else:
+        init = None
+        if warm:
+            from metrics.knn import knn
+
+            if neighbors is None:
+                neighbors = knn(X, k=min(config.n_neighbors, len(X) - 1) - 1, metric=config.metric)
+            init = warm_init(ids, previous, neighbors.indices, seed=config.seed or 0)
+        coords = _fit_umap(X, config, init, neighbors, progress)
+    trust = trustworthiness(X, coords, metric=config.metric, k=config.trust_k, max_points=config.trust_points,
+                            seed=config.seed or 0)
+    params = config.params() | {"warm_start_from": previous.cache_key if warm else None}
+    layout = Layout(coords, rows, config.method.value, params, trust, sampled, key, n_total, ids)
+    _save_cached(cdir, layout)
+    return layout
+
+
+def project_store(store: Any, layer: str, config: ProjectionConfig = ProjectionConfig(), *,
+                  cache_dir: str | Path | None = None, previous: Layout | None = None,
+                  progress: bool = False) -> Layout:
+    """:func:`project` a layer of an opened store, keyed by the store's fingerprint."""
+    return project(store.latents(layer), config, fingerprint=store.fingerprint, cache_dir=cache_dir,
+                   previous=previous, progress=progress)
+
+
+def project_series(items: Sequence[tuple[Latents, str | None]], config: ProjectionConfig = ProjectionConfig(),
+                   *, cache_dir: str | Path | None = None, progress: bool = False) -> list[Layout]:
+    """Comparable layouts of several checkpoints or layers, each warm-started from the previous.
+
+    ``items`` are ``(latents, fingerprint)`` pairs in display order. With
+    ``config.method == aligned-umap`` the series is fitted jointly by umap-learn's
+    AlignedUMAP (its own NN-descent graphs; relations by sample id) instead.
+    """
+    if config.method is Method.ALIGNED_UMAP:
+        return aligned_layouts(items, config, cache_dir=cache_dir)
+    layouts: list[Layout] = []
+    previous = None
+    for latents, fp in items:
+        layout = project(latents, config, fingerprint=fp, cache_dir=cache_dir, previous=previous, progress=progress)
+        layouts.append(layout)
+        previous = layout
+    return layouts
+
+
+def aligned_layouts(items: Sequence[tuple[Latents, str | None]], config: ProjectionConfig = ProjectionConfig(),
+                    *, cache_dir: str | Path | None = None) -> list[Layout]:
+    """Joint layouts of a series with umap-learn's AlignedUMAP (samples related by sample id)."""
+    import umap
+
+    parts = []
+    for latents, fp in items:
+        rows = sample_rows(latents.meta, config.max_points, seed=config.seed or 0)
+        sub = latents.take(rows) if len(rows) < len(latents) else latents
+        parts.append((latents, fp or latents_fingerprint(latents), rows, sub))
+    key = hashlib.sha256(json.dumps([cache_key(fp, lt.layer, rows, config) for lt, fp, rows, _ in parts]).encode()
+                         ).hexdigest()[:32]
+    cdir = Path(cache_dir) if cache_dir is not None else None
+    cached = [_load_cached(cdir, f"{key}-{i}", lt, len(lt)) for i, (lt, _, _, _) in enumerate(parts)]
+    if all(c is not None for c in cached):
+        return cached  # type: ignore[return-value]
+    relations = []
+    for (_, _, _, a), (_, _, _, b) in zip(parts, parts[1:]):
+        pos_b = pd.Series(np.arange(len(b)), index=pd.Index(b.meta[C.SAMPLE_ID]))
+        idx = pos_b.reindex(pd.Index(a.meta[C.SAMPLE_ID])).to_numpy()
+        relations.append({int(i): int(j) for i, j in enumerate(idx) if not np.isnan(j)})
+    Xs = [np.ascontiguousarray(sub.X) for *_, sub in parts]
+    if config.metric == "cosine":
+        from metrics.knn import normalize_rows
+
+        Xs = [normalize_rows(X) for X in Xs]
+    model = umap.AlignedUMAP(n_neighbors=config.n_neighbors, min_dist=config.min_dist, metric="euclidean",
+                             n_epochs=config.n_epochs or 200, random_state=config.seed)
+    model.fit(Xs, relations=relations)
+    out = []
+    for i, ((lt, _, rows, sub), coords) in enumerate(zip(parts, model.embeddings_)):
+        coords = np.asarray(coords, dtype=np.float32)
+        trust = trustworthiness(sub.X, coords, metric=config.metric, k=config.trust_k,
+                                max_points=config.trust_points, seed=config.seed or 0)
+        layout = Layout(coords, rows, Method.ALIGNED_UMAP.value, config.params(), trust, len(rows) < len(lt),
+                        f"{key}-{i}", len(lt), sub.meta[C.SAMPLE_ID].to_numpy())
+        _save_cached(cdir, layout)
+        out.append(layout)
+    return out
