@@ -57,3 +57,7 @@ class MetricError(ProbeError, ValueError):
 
 class IndexMismatchError(ProbeError, ValueError):
     """A retrieval index does not belong to the store or layer it is used with."""
+
+
+class IndexFileError(ProbeError, ValueError):
+    """A retrieval index directory is missing, corrupt or of another format version."""

@@ -20,6 +20,7 @@ COMMANDS: tuple[str, ...] = (
     "demo",
     "import_",
     "info",
+    "index",
 )
 
 

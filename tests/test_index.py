@@ -1,0 +1,165 @@
+"""Retrieval indexes: agreement with exact search, the manifest, and every bad input named in the issue."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import clustered_latents, synthetic_meta
+from metrics.knn import knn
+from probe import columns as C
+from probe.cli import main
+from probe.errors import ConfigError, IndexFileError, IndexMismatchError, LayerNotFoundError, OutputExistsError
+from probe.index import IndexConfig, IndexKind, build_index, open_index, resolve_params
+from probe.store import write_store
+
+
+@pytest.fixture
+def store(tmp_path):
+    meta = synthetic_meta(n_episodes=6, frames=20)
+    X = clustered_latents(meta, dim=16, noise=0.5)
+    Y = clustered_latents(meta, dim=8, seed=1)
+    return write_store(tmp_path / "store", meta, {"trunk": X, "head": Y})
+
+
+def _human(store):
+    return np.flatnonzero(store.meta[C.EMBODIMENT].to_numpy() == "human")
+
+
+def _robot(store):
+    return np.flatnonzero(store.meta[C.EMBODIMENT].to_numpy() == "robot")
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_flat_index_agrees_with_exact_knn(store, tmp_path, metric):
+    idx = build_index(store, "trunk", tmp_path / "idx", config=IndexConfig(metric=metric))
+    X = np.asarray(store.matrix("trunk"))
+    q = X[_robot(store)]
+    D, I = idx.search(q, 7)
+    ref = knn(q, X[_human(store)], 7, metric)
+    np.testing.assert_array_equal(I, ref.indices)
+    np.testing.assert_allclose(D, ref.distances, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(idx.rows, _human(store))  # index id i is store row rows[i]
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf", "ivfpq"])
+def test_approximate_kinds_recall_against_exact(tmp_path, kind):
+    rng = np.random.default_rng(0)
+    meta = synthetic_meta(n_episodes=30, frames=20)
+    X = rng.normal(size=(len(meta), 16)).astype(np.float32)  # no ties: recall is well defined
+    store = write_store(tmp_path / "s", meta, {"l": X})
+    idx = build_index(store, "l", tmp_path / kind, config=IndexConfig(kind=kind, metric="l2", rerank=100, nprobe=30))
+    q = X[_robot(store)][:100]
+    _, I = idx.search(q, 10)
+    exact = knn(q, X[_human(store)], 10, "l2").indices
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(I, exact)])
+    assert recall >= 0.9, f"{kind} recall@10 {recall:.3f}"
+    again = open_index(tmp_path / kind)
+    np.testing.assert_array_equal(again.search(q, 10)[1], I)
+
+
+def test_manifest_records_provenance_of_the_index(store, tmp_path):
+    build_index(store, "trunk", tmp_path / "idx", config=IndexConfig(kind="ivf", metric="cosine"))
+    manifest = json.loads((tmp_path / "idx" / "index.json").read_text())
+    assert manifest["format"] == "probe-index" and manifest["version"] == 1
+    assert manifest["store_fingerprint"] == store.fingerprint
+    assert manifest["store_path"] == str(store.path.resolve())
+    assert (manifest["layer"], manifest["embodiment"], manifest["metric"], manifest["normalization"]) == \
+        ("trunk", "human", "cosine", "l2")
+    assert manifest["kind"] == "ivf" and manifest["n"] == len(_human(store)) and manifest["dim"] == 16
+    assert manifest["params"]["nlist"] >= 1 and manifest["params"]["nprobe"] >= 1
+    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == ["index.faiss", "index.json", "rows.npy"]
+    assert open_index(tmp_path / "idx").store.fingerprint == store.fingerprint  # default: the recorded store
+
+
+def test_resolve_params_follow_data_size():
+    p = resolve_params(IndexConfig(kind=IndexKind.IVFPQ), 100_000, 256)
+    assert p["nlist"] == round(4 * 100_000 ** 0.5) and 256 % p["pq_m"] == 0 and p["pq_m"] == 64
+    assert p["pq_nbits"] == 8 and p["rerank"] > 0
+    assert resolve_params(IndexConfig(kind="ivf"), 100, 8)["nlist"] == 2  # at most n / 39 lists
+    with pytest.raises(ConfigError, match="pq_m=5 must divide the dimension 16"):
+        resolve_params(IndexConfig(kind="ivfpq", pq_m=5), 1000, 16)
+    with pytest.raises(ConfigError, match="index kind must be one of"):
+        IndexConfig(kind="annoy")
+
+
+def test_allowed_ids_restrict_the_search(store, tmp_path):
+    idx = build_index(store, "trunk", tmp_path / "idx")
+    allowed = np.arange(0, idx.n, 3)
+    _, I = idx.search(np.asarray(store.matrix("trunk"))[_robot(store)][:5], 4, allowed=allowed)
+    assert set(I.ravel()) <= set(allowed)
+
+
+def test_index_for_another_store_is_a_mismatch(store, tmp_path):
+    build_index(store, "trunk", tmp_path / "idx")
+    meta = store.meta.copy()
+    other = write_store(tmp_path / "other", meta, {"trunk": clustered_latents(meta, dim=16, seed=5)})
+    with pytest.raises(IndexMismatchError, match="was built from store .* but store .*other.* has fingerprint.*rebuild"):
+        open_index(tmp_path / "idx", other)
+
+
+def test_index_for_a_changed_store_is_a_mismatch(store, tmp_path):
+    build_index(store, "trunk", tmp_path / "idx")
+    meta = store.meta.copy()
+    write_store(store.path, meta, {"trunk": clustered_latents(meta, dim=16, seed=9)}, overwrite=True)
+    with pytest.raises(IndexMismatchError, match="another or a changed store"):
+        open_index(tmp_path / "idx")
+
+
+def test_index_for_another_layer_is_a_mismatch(store, tmp_path):
+    build_index(store, "trunk", tmp_path / "idx")
+    with pytest.raises(IndexMismatchError, match="holds layer 'trunk', not 'head'"):
+        open_index(tmp_path / "idx", store, layer="head")
+
+
+def test_corrupt_index_file_is_a_clear_error(store, tmp_path):
+    build_index(store, "trunk", tmp_path / "idx")
+    (tmp_path / "idx" / "index.faiss").write_bytes(b"not a faiss index" * 4)
+    with pytest.raises(IndexFileError, match="not a readable FAISS index.*rebuild"):
+        open_index(tmp_path / "idx")
+    (tmp_path / "idx" / "index.json").write_text("{broken")
+    with pytest.raises(IndexFileError, match="not valid JSON"):
+        open_index(tmp_path / "idx")
+    with pytest.raises(IndexFileError, match="does not exist"):
+        open_index(tmp_path / "nothing")
+
+
+def test_embodiment_without_samples_lists_the_others(store, tmp_path):
+    with pytest.raises(ConfigError, match=r"embodiment 'humanoid' has no samples.*human \(240 samples\), robot"):
+        build_index(store, "trunk", tmp_path / "idx", embodiment="humanoid")
+    assert not (tmp_path / "idx").exists() and [p.name for p in tmp_path.iterdir()] == ["store"]
+
+
+def test_k_larger_than_reference_set(store, tmp_path):
+    idx = build_index(store, "trunk", tmp_path / "idx")
+    with pytest.raises(ConfigError, match=r"k=241 must lie in 1..240.*lower -k"):
+        idx.search(np.zeros((1, 16), np.float32), 241)
+
+
+def test_query_of_wrong_dimension(store, tmp_path):
+    idx = build_index(store, "trunk", tmp_path / "idx")
+    with pytest.raises(ValueError, match=r"queries must be \(n, 16\).*got shape \(1, 8\)"):
+        idx.search(np.zeros((1, 8), np.float32), 1)
+
+
+def test_refuses_to_overwrite(store, tmp_path):
+    build_index(store, "trunk", tmp_path / "idx")
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        build_index(store, "trunk", tmp_path / "idx", config=IndexConfig(kind="hnsw"))
+    assert open_index(tmp_path / "idx").kind is IndexKind.FLAT
+    build_index(store, "trunk", tmp_path / "idx", config=IndexConfig(kind="hnsw"), overwrite=True)
+    assert open_index(tmp_path / "idx").kind is IndexKind.HNSW
+
+
+def test_cli_builds_and_reports_errors(store, tmp_path, capsys):
+    out = tmp_path / "cli-idx"
+    assert main(["index", str(store.path), "--layer", "head", "--kind", "hnsw", "--metric", "l2",
+                 "--out", str(out)]) == 0
+    assert open_index(out, layer="head").manifest.metric.value == "l2"
+    assert "indexed 240 human samples" in capsys.readouterr().out
+    assert main(["index", str(store.path), "--out", str(tmp_path / "x")]) == 2  # two layers: must choose
+    assert "choose one with --layer: trunk, head" in capsys.readouterr().err
+    with pytest.raises(LayerNotFoundError, match="close matches: trunk"):
+        main(["--debug", "index", str(store.path), "--layer", "trunc", "--out", str(tmp_path / "y")])
