@@ -1,0 +1,132 @@
+"""Typed configuration of the built-in world: what to generate and how to train on it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from enum import Enum
+
+from probe.errors import ConfigError
+from probe.world.tasks import TASK_NAMES, resolve_tasks
+
+
+class Size(str, Enum):
+    """Preset sizes: ``tiny`` for tests (seconds), ``small`` for quick looks, ``default`` for the demo."""
+
+    TINY = "tiny"
+    SMALL = "small"
+    DEFAULT = "default"
+
+
+class Recipe(str, Enum):
+    """Training recipes: human and robot data together, or robot data alone (the baseline)."""
+
+    COTRAINED = "cotrained"
+    ROBOT_ONLY = "robot-only"
+
+    @property
+    def embodiments(self) -> tuple[str, ...]:
+        return ("human", "robot") if self is Recipe.COTRAINED else ("robot",)
+
+
+def _size(value: str | Size) -> Size:
+    try:
+        return Size(value)
+    except ValueError:
+        raise ConfigError(f"unknown world size {value!r}; choose one of {', '.join(s.value for s in Size)}") from None
+
+
+def config_hash(obj: object) -> str:
+    """A short sha256 of a config dataclass (its JSON form)."""
+    return hashlib.sha256(json.dumps(asdict(obj), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """What ``generate_world`` writes: tasks, episodes per task and embodiment, frames and videos."""
+
+    size: Size = Size.DEFAULT
+    seed: int = 0
+    tasks: tuple[str, ...] = TASK_NAMES
+    episodes_per_task: int = 16
+    fps: float = 10.0
+    image_size: int = 64
+    episodes_per_video_file: int = 8
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", _size(self.size))
+        object.__setattr__(self, "tasks", tuple(t.name for t in resolve_tasks(self.tasks)))
+        if int(self.episodes_per_task) < 1:
+            raise ConfigError(
+                f"episodes_per_task must be at least 1, got {self.episodes_per_task}; "
+                "a world needs episodes to write datasets and train on"
+            )
+        if self.image_size < 16 or self.image_size % 2:
+            raise ConfigError(f"image_size must be an even number >= 16 (H.264 needs even sizes), "
+                              f"got {self.image_size}")
+        if self.fps <= 0:
+            raise ConfigError(f"fps must be positive, got {self.fps}")
+        if self.episodes_per_video_file < 1:
+            raise ConfigError(f"episodes_per_video_file must be at least 1, got {self.episodes_per_video_file}")
+
+    @classmethod
+    def preset(cls, size: str | Size = Size.DEFAULT, **overrides) -> WorldConfig:
+        """The preset of ``size``, with any field overridden."""
+        size = _size(size)
+        base = {Size.TINY: dict(episodes_per_task=2, episodes_per_video_file=4),
+                Size.SMALL: dict(episodes_per_task=8),
+                Size.DEFAULT: dict(episodes_per_task=16)}[size]
+        return cls(size=size, **(base | overrides))
+
+    @property
+    def hash(self) -> str:
+        return config_hash(self)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How ``train_world`` trains each recipe and which steps it checkpoints (step 0 always)."""
+
+    steps: int = 600
+    checkpoint_steps: tuple[int, ...] = (0, 50, 150, 300, 600)
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    horizon: int = 4
+    recipes: tuple[Recipe, ...] = (Recipe.COTRAINED, Recipe.ROBOT_ONLY)
+    seed: int = 0
+    threads: int = 2
+    model: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        try:
+            recipes = tuple(Recipe(r) for r in self.recipes)
+        except ValueError:
+            raise ConfigError(f"unknown recipe in {list(self.recipes)}; choose from "
+                              f"{', '.join(r.value for r in Recipe)}") from None
+        object.__setattr__(self, "recipes", recipes)
+        if self.steps < 1:
+            raise ConfigError(f"steps must be at least 1, got {self.steps}")
+        steps = tuple(sorted({0, self.steps, *(int(s) for s in self.checkpoint_steps)}))
+        if steps[-1] > self.steps or steps[0] < 0:
+            raise ConfigError(f"checkpoint_steps must lie in [0, steps={self.steps}], got {list(self.checkpoint_steps)}")
+        object.__setattr__(self, "checkpoint_steps", steps)
+        if self.batch_size < 2:
+            raise ConfigError(f"batch_size must be at least 2, got {self.batch_size}")
+
+    @classmethod
+    def preset(cls, size: str | Size = Size.DEFAULT, **overrides) -> TrainConfig:
+        """The preset of ``size``, with any field overridden."""
+        size = _size(size)
+        base = {Size.TINY: dict(steps=12, checkpoint_steps=(0, 6, 12), batch_size=8),
+                Size.SMALL: dict(steps=300, checkpoint_steps=(0, 30, 100, 300)),
+                Size.DEFAULT: dict(steps=600, checkpoint_steps=(0, 50, 150, 300, 600))}[size]
+        return cls(**(base | overrides))
+
+    def with_(self, **changes) -> TrainConfig:
+        return replace(self, **changes)
+
+    @property
+    def hash(self) -> str:
+        return config_hash(self)

@@ -1,0 +1,93 @@
+"""One episode of the world: a scene, an effector track, object tracks, rendered frames and labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from probe.world import render as R
+from probe.world.embodiments import Motion, plan_motion, start_position, state_and_action
+from probe.world.tasks import Scene, Task, object_tracks, sample_scene, stage_plan
+
+
+@dataclass(frozen=True, eq=False)
+class Episode:
+    """A generated episode of one embodiment.
+
+    Attributes
+    ----------
+    frames : uint8 ``(T, H, W, 3)`` RGB.
+    state, action : float32 ``(T, P)`` and ``(T, A)`` (``observation.state`` and ``action``).
+    stage : int ``(T,)`` index into ``task.stages``; ``bounds`` the ``[start, end)`` frames of each stage.
+    ee : float32 ``(T, 3)`` effector position in the table frame (ground truth, not written).
+    """
+
+    task: Task
+    embodiment: str
+    scene: Scene
+    motion: Motion
+    frames: np.ndarray
+    state: np.ndarray
+    action: np.ndarray
+
+    @property
+    def length(self) -> int:
+        return len(self.frames)
+
+    @property
+    def stage(self) -> np.ndarray:
+        return self.motion.stage
+
+    @property
+    def stage_names(self) -> np.ndarray:
+        return np.asarray(self.task.stages, dtype=object)[self.motion.stage]
+
+    @property
+    def bounds(self) -> tuple[tuple[int, int], ...]:
+        return self.motion.bounds
+
+    @property
+    def progress(self) -> np.ndarray:
+        return (np.arange(self.length) / max(self.length - 1, 1)).astype(np.float32)
+
+    @property
+    def ee(self) -> np.ndarray:
+        return self.motion.ee
+
+
+def _look(embodiment: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Scene appearance: a home kitchen for people, a lab bench for the robot."""
+    if embodiment == "human":
+        wood = np.array([0.58, 0.42, 0.26], np.float32) * rng.uniform(0.8, 1.15)
+        return {"table": wood, "background": np.array([0.85, 0.82, 0.74], np.float32) * rng.uniform(0.85, 1.0),
+                "skin": R.SKIN * rng.uniform(0.7, 1.08), "sleeve": rng.uniform(0.1, 0.7, 3).astype(np.float32)}
+    return {"table": np.array([0.62, 0.64, 0.67], np.float32) * rng.uniform(0.92, 1.05),
+            "background": np.array([0.22, 0.24, 0.27], np.float32) * rng.uniform(0.9, 1.1),
+            "links": R.ROBOT_ORANGE * rng.uniform(0.9, 1.05)}
+
+
+def make_episode(task: Task, embodiment: str, rng: np.random.Generator, *, fps: float = 10.0,
+                 image_size: int = 64) -> Episode:
+    """Sample a scene, move through the task's stages as ``embodiment`` and render every frame."""
+    scene = sample_scene(task, rng)
+    motion = plan_motion(embodiment, stage_plan(scene), start_position(embodiment, rng), fps, rng)
+    objects = object_tracks(scene, motion.ee, motion.stage)
+    look = _look(embodiment, rng)
+    T = len(motion.ee)
+    if embodiment == "human":
+        cam = R.egocentric_camera(motion.ee, rng, image_size)
+    else:
+        cam = R.front_camera(T, image_size)
+    cv = R.Canvas(cam, look["background"])
+    shadows = [(motion.ee, 0.05 if embodiment == "human" else 0.04)]
+    if "cup" in objects:
+        shadows.append((objects["cup"], 0.04))
+    R.draw_scene(cv, scene, objects, look["table"], shadows)
+    if embodiment == "human":
+        R.draw_hand(cv, motion.ee, motion.aperture, look["sleeve"], look["skin"])
+    else:
+        R.draw_robot(cv, motion.ee, motion.aperture, look["links"])
+    frames = cv.frames()
+    state, action = state_and_action(embodiment, motion)
+    return Episode(task, embodiment, scene, motion, frames, state, action)
