@@ -1,0 +1,417 @@
+"""Loading models to probe: built-in world policies, a user's own model, TorchScript archives.
+
+Safe by default: state dicts are read with ``safetensors`` or ``torch.load(weights_only=True)``;
+full unpickling of arbitrary Python objects happens only when the caller trusts the
+file (``trust=True``, the CLI's ``--trust-checkpoint``) and is logged as a warning.
+A state dict must fit the model exactly: a mismatch is a :class:`CheckpointError`
+with a readable diff, never a silent partial load.
+
+Kinds of checkpoint
+-------------------
+* ``world``: a directory holding ``config.json`` (``"type": "probe-world-policy"``)
+  and ``model.safetensors``, loaded with :func:`probe.world.policy.load_policy`.
+* ``state_dict``: ``--model package.module:factory`` (a callable returning an
+  ``nn.Module``, given ``--model-kwargs``) plus a ``.safetensors`` / ``.pt`` /
+  ``.pth`` / ``.bin`` file (or a directory holding one) of its weights.
+* ``torchscript``: an archive written by ``torch.jit.save`` (``torch.jit.load``).
+* ``pickled_module``: a whole pickled ``nn.Module``, only with ``trust=True``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import pickle
+import re
+import sys
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from probe.errors import CheckpointError, ConfigError
+
+log = logging.getLogger(__name__)
+
+WORLD_POLICY_TYPE = "probe-world-policy"
+STATE_DICT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+TORCHSCRIPT_SUFFIXES = (".ts", ".torchscript", ".jit")
+# keys under which training code commonly nests the weights
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights")
+# prefixes added by DataParallel / DistributedDataParallel and torch.compile
+STRIP_PREFIXES = ("module.", "_orig_mod.")
+STEP_KEYS = ("step", "global_step", "train_step", "training_step", "iteration")
+_DIFF_SHOWN = 8
+
+
+class CheckpointKind(str, Enum):
+    """How a checkpoint was loaded."""
+
+    WORLD = "world"
+    STATE_DICT = "state_dict"
+    TORCHSCRIPT = "torchscript"
+    PICKLED_MODULE = "pickled_module"
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A model ready for extraction and where it came from.
+
+    Attributes
+    ----------
+    model : the ``torch.nn.Module`` (or ``ScriptModule``), in eval mode.
+    kind : how it was loaded.
+    path : the checkpoint path as given.
+    sha256 : hash of the weight file (of ``model.safetensors`` for a directory).
+    step : training step when known (world config, ``step`` keys of a ``.pt`` dict), else None.
+    config : the world policy's config dict (empty for other kinds).
+    factory : the ``package.module:factory`` used to build the model, if any.
+    """
+
+    model: Any
+    kind: CheckpointKind
+    path: str
+    sha256: str
+    step: int | None = None
+    config: Mapping[str, Any] = field(default_factory=dict)
+    factory: str | None = None
+
+    @property
+    def name(self) -> str:
+        """A short name for outputs: the checkpoint directory's or file's stem."""
+        p = Path(self.path)
+        return p.name if p.is_dir() else p.stem
+
+    def provenance(self) -> dict[str, Any]:
+        """The ``checkpoint`` entry of a store manifest."""
+        return {"path": str(self.path), "sha256": self.sha256, "step": self.step, "kind": self.kind.value,
+                "factory": self.factory, "name": self.name}
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 4 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def import_object(spec: str, *, what: str, option: str) -> Any:
+    """Import ``package.module:attr`` (``attr`` may be dotted); errors say which option was wrong.
+
+    The current working directory is importable, like ``python -m``.
+    """
+    if not isinstance(spec, str) or ":" not in spec:
+        raise ConfigError(f"{option}: expected 'package.module:name' for the {what}, got {spec!r}; "
+                          "e.g. 'mypkg.models:build_encoder'")
+    module_name, _, attr = spec.partition(":")
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"{option}: cannot import module '{module_name}' for the {what} ({exc}); "
+                          "check the spelling and that the package is installed or in the working directory") from exc
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            public = [n for n in dir(obj) if not n.startswith("_")][:10]
+            raise ConfigError(f"{option}: module '{module_name}' has no attribute '{attr}' for the {what}; "
+                              f"it defines: {', '.join(public)}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ConfigError(f"{option}: '{spec}' is a {type(obj).__name__}, expected a callable {what}")
+    return obj
+
+
+def _is_torchscript(path: Path) -> bool:
+    if path.suffix in TORCHSCRIPT_SUFFIXES:
+        return True
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(re.search(r"(^|/)code/", n) for n in names) and any(n.endswith("constants.pkl") for n in names)
+
+
+def _weight_file(directory: Path) -> Path:
+    for name in ("model.safetensors", "pytorch_model.bin", "model.pt", "model.pth", "checkpoint.pt"):
+        if (directory / name).is_file():
+            return directory / name
+    found = sorted(p for p in directory.iterdir() if p.suffix in STATE_DICT_SUFFIXES)
+    if len(found) == 1:
+        return found[0]
+    raise CheckpointError(
+        f"checkpoint directory '{directory}' holds {len(found)} weight files "
+        f"({', '.join(p.name for p in found[:5]) or 'none'}), expected one of model.safetensors, "
+        "pytorch_model.bin, model.pt; pass the weight file itself as the checkpoint"
+    )
+
+
+def _read_config(directory: Path) -> dict[str, Any] | None:
+    file = directory / "config.json"
+    if not file.is_file():
+        return None
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"'{file}' is not valid JSON ({exc}); the checkpoint is corrupt: re-export it") from exc
+    return config if isinstance(config, dict) else None
+
+
+def config_step(config: Mapping[str, Any]) -> int | None:
+    """Training step recorded in a config or checkpoint dict (top level or under ``training``/``train``)."""
+    for scope in (config, config.get("training"), config.get("train"), config.get("provenance")):
+        if isinstance(scope, Mapping):
+            for key in STEP_KEYS:
+                value = scope.get(key)
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    return int(value)
+    return None
+
+
+def load_checkpoint(checkpoint: str | Path, *, model: str | None = None,
+                    model_kwargs: Mapping[str, Any] | None = None, trust: bool = False,
+                    device: str = "cpu") -> LoadedModel:
+    """Load a checkpoint into an eval-mode model on ``device``.
+
+    Parameters
+    ----------
+    checkpoint : a world policy directory, a weight file (with ``model``), a TorchScript
+        archive, or (only with ``trust``) a whole pickled module.
+    model : ``package.module:factory`` building the ``nn.Module`` whose weights ``checkpoint`` holds.
+    model_kwargs : keyword arguments for the factory.
+    trust : allow full unpickling (``torch.load(weights_only=False)``): runs code from the file.
+    device : where the model goes (``cpu``, ``cuda``, ``cuda:1`` ...).
+
+    Raises
+    ------
+    CheckpointError
+        Missing, corrupt, unsafe-to-load without trust, or not fitting the model.
+    """
+    path = Path(checkpoint)
+    if not path.exists():
+        raise CheckpointError(
+            f"checkpoint '{path}' does not exist; pass a world policy directory (config.json + "
+            "model.safetensors), a TorchScript archive, or a weight file together with --model package.module:factory"
+        )
+    if model_kwargs and not model:
+        raise ConfigError("--model-kwargs given without --model; they are the factory's keyword arguments")
+    if path.is_dir():
+        config = _read_config(path)
+        if config is not None and config.get("type") == WORLD_POLICY_TYPE and not model:
+            return _load_world(path, config, device)
+        if not model:
+            raise CheckpointError(
+                f"checkpoint directory '{path}' is not a world policy (config.json with "
+                f"\"type\": \"{WORLD_POLICY_TYPE}\" missing); for your own model pass --model "
+                "package.module:factory and the weights (a directory holding model.safetensors, or the file)"
+            )
+        weights = _weight_file(path)
+    else:
+        weights = path
+        config = None
+    if model is None and _is_torchscript(weights):
+        return _load_torchscript(path, weights, device)
+    if model is not None:
+        factory = import_object(model, what="model factory", option="--model")
+        state, step = _read_weights(weights, trust)
+        try:
+            module = factory(**dict(model_kwargs or {}))
+        except TypeError as exc:
+            raise ConfigError(f"--model {model}: calling the factory with {dict(model_kwargs or {})} failed "
+                              f"({exc}); pass its arguments as --model-kwargs '{{\"name\": value}}'") from exc
+        import torch
+
+        if not isinstance(module, torch.nn.Module):
+            raise ConfigError(f"--model {model}: the factory returned a {type(module).__name__}, expected a "
+                              "torch.nn.Module")
+        fit_state_dict(module, state, source=str(weights))
+        module.eval().to(device)
+        if config:
+            step = config_step(config) if config_step(config) is not None else step
+        return LoadedModel(module, CheckpointKind.STATE_DICT, str(path), file_sha256(weights), step,
+                           {}, model)
+    return _load_pickled_module(path, weights, trust, device)
+
+
+def _load_world(path: Path, config: dict[str, Any], device: str) -> LoadedModel:
+    weights = path / "model.safetensors"
+    if not weights.is_file():
+        raise CheckpointError(f"world policy '{path}' lacks model.safetensors; re-export the checkpoint")
+    try:
+        from probe.world.policy import load_policy
+    except ImportError as exc:
+        raise CheckpointError(f"'{path}' is a world policy but probe.world.policy cannot be imported ({exc})") from exc
+    try:
+        policy = load_policy(path)
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"world policy '{path}' cannot be loaded ({type(exc).__name__}: {exc}); "
+                              "the checkpoint is corrupt or from another version: re-create it") from exc
+    policy.eval().to(device)
+    cfg = dict(getattr(policy, "config", None) or config)
+    return LoadedModel(policy, CheckpointKind.WORLD, str(path), file_sha256(weights), config_step(cfg), cfg)
+
+
+def _load_torchscript(path: Path, weights: Path, device: str) -> LoadedModel:
+    import torch
+
+    try:
+        module = torch.jit.load(str(weights), map_location=device)
+    except Exception as exc:
+        raise CheckpointError(f"TorchScript archive '{weights}' cannot be loaded ({type(exc).__name__}: "
+                              f"{_first_line(exc)}); the file is corrupt or truncated: re-save it with "
+                              "torch.jit.save") from exc
+    module.eval()
+    return LoadedModel(module, CheckpointKind.TORCHSCRIPT, str(path), file_sha256(weights))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def _torch_load(weights: Path, trust: bool) -> Any:
+    import torch
+
+    if trust:
+        log.warning("loading '%s' with full unpickling because you trust it (--trust-checkpoint): "
+                    "this runs any code stored in the file", weights)
+        try:
+            return torch.load(weights, map_location="cpu", weights_only=False)  # trusted by the caller
+        except Exception as exc:
+            raise CheckpointError(f"checkpoint '{weights}' cannot be read even with trust "
+                                  f"({type(exc).__name__}: {_first_line(exc)}); the file is corrupt") from exc
+    try:
+        return torch.load(weights, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only load failed" in str(exc).lower() or "unsupported global" in str(exc).lower():
+            raise CheckpointError(
+                f"checkpoint '{weights}' is a pickle holding Python objects beyond tensors (e.g. a whole model "
+                "or an optimizer); it was not loaded because unpickling can run code. Save a state dict "
+                "(torch.save(model.state_dict(), ...) or safetensors) or, if you trust the file, pass "
+                "--trust-checkpoint (trust=True)"
+            ) from exc
+        raise CheckpointError(f"checkpoint '{weights}' is corrupt ({_first_line(exc)}); re-save it") from exc
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint '{weights}' cannot be read ({type(exc).__name__}: "
+                              f"{_first_line(exc)}); the file is corrupt or truncated: re-save it") from exc
+
+
+def load_state_dict(weights: str | Path, *, trust: bool = False) -> dict[str, Any]:
+    """Tensors of a weight file, unwrapped from common containers and prefixes.
+
+    ``.safetensors`` is read with safetensors; other files with
+    ``torch.load(weights_only=True)`` unless ``trust``.
+    """
+    return _read_weights(Path(weights), trust)[0]
+
+
+def _read_weights(weights: Path, trust: bool) -> tuple[dict[str, Any], int | None]:
+    if weights.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            obj: Any = load_file(str(weights), device="cpu")
+        except Exception as exc:
+            raise CheckpointError(f"safetensors file '{weights}' cannot be read ({type(exc).__name__}: "
+                                  f"{_first_line(exc)}); the file is corrupt or truncated: re-save it") from exc
+    else:
+        obj = _torch_load(weights, trust)
+    step = config_step(obj) if isinstance(obj, Mapping) else None
+    return unwrap_state_dict(obj, source=str(weights)), step
+
+
+def _is_tensor_dict(obj: Any) -> bool:
+    import torch
+
+    return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def unwrap_state_dict(obj: Any, *, source: str = "checkpoint") -> dict[str, Any]:
+    """Find the tensor dict inside ``obj`` (``state_dict`` / ``model`` ... wrappers) and strip ``module.``."""
+    import torch
+
+    if isinstance(obj, torch.nn.Module):
+        return dict(obj.state_dict())
+    for _ in range(3):  # nested wrappers, e.g. {"model": {"state_dict": ...}}
+        if _is_tensor_dict(obj) or not isinstance(obj, Mapping):
+            break
+        inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), (Mapping, torch.nn.Module))), None)
+        if inner is None:
+            break
+        obj = dict(inner.state_dict()) if isinstance(inner, torch.nn.Module) else inner
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"checkpoint '{source}' holds a {type(obj).__name__}, expected a state dict "
+                              "(a mapping of parameter names to tensors)")
+    tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CheckpointError(
+            f"checkpoint '{source}' holds no tensors at the top level or under {list(WRAPPER_KEYS)}; "
+            f"its keys are {list(obj)[:8]}; save model.state_dict() instead"
+        )
+    for prefix in STRIP_PREFIXES:
+        if all(k.startswith(prefix) for k in tensors):
+            tensors = {k[len(prefix):]: v for k, v in tensors.items()}
+    return tensors
+
+
+def state_dict_diff(expected: Mapping[str, Any], got: Mapping[str, Any]) -> tuple[list[str], list[str], list[str]]:
+    """Missing keys, unexpected keys and ``key: model shape vs checkpoint shape`` lines."""
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    shapes = [f"{k}: model {tuple(expected[k].shape)} vs checkpoint {tuple(got[k].shape)}"
+              for k in expected if k in got and tuple(expected[k].shape) != tuple(got[k].shape)]
+    return missing, unexpected, shapes
+
+
+def fit_state_dict(module: Any, state: Mapping[str, Any], *, source: str = "checkpoint") -> None:
+    """Load ``state`` into ``module`` strictly; any mismatch raises a readable :class:`CheckpointError`."""
+    expected = module.state_dict()
+    missing, unexpected, shapes = state_dict_diff(expected, state)
+    if missing or unexpected or shapes:
+        parts = []
+        for label, items in (("missing in checkpoint", missing), ("unexpected in checkpoint", unexpected),
+                             ("shape mismatches", shapes)):
+            if items:
+                more = f" ... (+{len(items) - _DIFF_SHOWN} more)" if len(items) > _DIFF_SHOWN else ""
+                parts.append(f"{len(items)} {label}: {', '.join(items[:_DIFF_SHOWN])}{more}")
+        raise CheckpointError(
+            f"checkpoint '{source}' does not fit the model ({len(expected)} tensors in the model, "
+            f"{len(state)} in the checkpoint); " + "; ".join(parts) +
+            "; check that --model and --model-kwargs build the architecture the checkpoint was saved from"
+        )
+    module.load_state_dict(dict(state), strict=True)
+
+
+def _load_pickled_module(path: Path, weights: Path, trust: bool, device: str) -> LoadedModel:
+    import torch
+
+    if not trust:
+        try:
+            obj = _torch_load(weights, trust=False)
+        except CheckpointError:
+            raise
+        if _is_tensor_dict(obj) or isinstance(obj, Mapping):
+            raise CheckpointError(
+                f"checkpoint '{path}' holds a state dict (weights only); pass --model package.module:factory "
+                "that builds the matching nn.Module (and --model-kwargs for its arguments)"
+            )
+    else:
+        obj = _torch_load(weights, trust=True)
+    if not isinstance(obj, torch.nn.Module):
+        raise CheckpointError(
+            f"checkpoint '{path}' holds a {type(obj).__name__}, not a model; pass --model "
+            "package.module:factory to build the model its weights belong to"
+        )
+    obj.eval().to(device)
+    return LoadedModel(obj, CheckpointKind.PICKLED_MODULE, str(path), file_sha256(weights))
