@@ -18,9 +18,14 @@ from probe.errors import ProbeError
 # Subcommand modules in the order ``probe --help`` lists them.
 COMMANDS: tuple[str, ...] = (
     "demo",
+    "layers",
+    "extract",
     "import_",
     "info",
     "index",
+    "retrieve",
+    "serve",
+    "report",
 )
 
 

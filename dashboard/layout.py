@@ -1,0 +1,185 @@
+"""The page: controls, the joint map with its legend and small multiples, side panels, selection table.
+
+Layout functions are pure: they take prepared data or plain values and return Dash components.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dash import dcc, html
+
+from dashboard import ids
+from dashboard.media import media_url, thumb_url
+from dashboard.state import MAX_PANELS, Clip, ColorBy, Prepared
+
+CSS = {
+    "page": {"fontFamily": "system-ui, -apple-system, Segoe UI, sans-serif", "fontSize": "13px",
+             "margin": "0 12px", "color": "#222"},
+    "bar": {"display": "flex", "flexWrap": "wrap", "gap": "10px", "alignItems": "end", "padding": "6px 0"},
+    "control": {"minWidth": "150px"},
+    "label": {"fontSize": "11px", "color": "#666", "display": "block"},
+    "main": {"display": "grid", "gridTemplateColumns": "minmax(0, 1fr) 420px", "gap": "12px"},
+    "card": {"border": "1px solid #ddd", "borderRadius": "6px", "padding": "8px", "marginBottom": "8px",
+             "background": "#fff"},
+    "h": {"margin": "0 0 6px 0", "fontSize": "14px"},
+}
+
+
+def _control(label: str, component: Any, width: str = "170px") -> html.Div:
+    return html.Div([html.Label(label, style=CSS["label"]), component], style={**CSS["control"], "width": width})
+
+
+def _dropdown(id_: str, options: list[str], multi: bool = False, placeholder: str = "all") -> dcc.Dropdown:
+    return dcc.Dropdown(id=id_, options=[{"label": o, "value": o} for o in options], multi=multi,
+                        clearable=multi, placeholder=placeholder, style={"fontSize": "12px"})
+
+
+def controls(prepared: Prepared) -> html.Div:
+    """Checkpoint, layer, colour, comparison and filters (values are set from the URL on load)."""
+    cats = prepared.categories
+    return html.Div([
+        _control("checkpoint", _dropdown(ids.STORE, prepared.names), "200px"),
+        _control("layer", _dropdown(ids.LAYER, prepared.layers), "180px"),
+        _control("colour by", dcc.RadioItems(id=ids.COLOR, options=[c.value for c in ColorBy], inline=True,
+                                             inputStyle={"marginRight": "3px"},
+                                             labelStyle={"marginRight": "8px"}), "430px"),
+        _control("task", _dropdown(ids.TASK, cats["task"], multi=True)),
+        _control("stage", _dropdown(ids.STAGE, cats["stage"], multi=True)),
+        _control("embodiment", _dropdown(ids.EMBODIMENT, cats["embodiment"], multi=True)),
+        _control("episode", _dropdown(ids.EPISODE, cats["episode"], multi=True), "200px"),
+        _control(f"compare checkpoints (max {MAX_PANELS})",
+                 _dropdown(ids.COMPARE, prepared.names, multi=True, placeholder="none"), "240px"),
+        html.Button("clear", id=ids.CLEAR, n_clicks=0, title="clear filters and selected point"),
+    ], style=CSS["bar"])
+
+
+def page(prepared: Prepared) -> html.Div:
+    """The whole page."""
+    panels = [dcc.Graph(id=f"{ids.PANEL}-{i}", figure={"data": [], "layout": {"height": 10}},
+                        config={"displayModeBar": False}, style={"display": "none", "flex": "1 1 0"})
+              for i in range(MAX_PANELS)]
+    return html.Div([
+        dcc.Location(id=ids.URL, refresh=False),
+        dcc.Store(id=ids.STATE),
+        dcc.Store(id=ids.DRAWN),
+        dcc.Store(id=ids.PANELS_DRAWN),
+        dcc.Store(id=ids.SELECTION),
+        dcc.Download(id=ids.DOWNLOAD),
+        html.H3("embodiment probe: the shared human / robot embedding space", style={"margin": "8px 0 0 0"}),
+        controls(prepared),
+        html.Div(id=ids.NOTICE, style={"color": "#a15c00", "fontSize": "12px"}),
+        html.Div([
+            html.Div([
+                html.Div(id=ids.MAP_INFO, style={"fontSize": "12px", "color": "#555"}),
+                html.Div(id=ids.LEGEND, style={"display": "flex", "flexWrap": "wrap", "gap": "10px",
+                                               "fontSize": "12px", "margin": "4px 0"}),
+                dcc.Graph(id=ids.MAP, config={"displaylogo": False, "scrollZoom": True,
+                                              "modeBarButtonsToAdd": ["lasso2d", "select2d"]},
+                          clear_on_unhover=True, style={"height": "620px"}),
+                html.Div(panels, id=ids.PANELS, style={"display": "flex", "gap": "6px"}),
+                html.Div([html.H4("selection (lasso or box on the map)", style=CSS["h"]),
+                          html.Button("download CSV", id=ids.CSV_BUTTON, n_clicks=0),
+                          html.Div(id=ids.SELECTION_TABLE)], style=CSS["card"]),
+            ]),
+            html.Div([
+                html.Div(id=ids.HOVER, style={**CSS["card"], "minHeight": "60px"}),
+                html.Div(id=ids.NEIGHBOURS, style=CSS["card"]),
+                html.Div(id=ids.METRICS, style=CSS["card"]),
+            ]),
+        ], style=CSS["main"]),
+    ], style=CSS["page"])
+
+
+def legend(items: list[tuple[str, str]], continuous: tuple[str, str] | None, note: str = "") -> list[Any]:
+    """HTML legend: colour swatches (or a gradient) and a note."""
+    out: list[Any] = []
+    if continuous is not None:
+        out.append(html.Span([continuous[0], html.Span(style={
+            "display": "inline-block", "width": "120px", "height": "10px", "margin": "0 6px",
+            "background": "linear-gradient(to right, #440154, #3b528b, #21918c, #5ec962, #fde725)"}),
+            continuous[1]]))
+    for label, color in items:
+        out.append(html.Span([html.Span(style={"display": "inline-block", "width": "10px", "height": "10px",
+                                                "borderRadius": "50%", "background": color,
+                                                "marginRight": "4px"}), label], className="legend-item"))
+    if note:
+        out.append(html.Span(note, style={"color": "#777"}))
+    return out
+
+
+def hover_card(labels: dict[str, Any], thumb: str | None) -> list[Any]:
+    """The hovered point: its frame (if the store has video) and its labels."""
+    rows = [html.Tr([html.Td(k, style={"color": "#777", "paddingRight": "8px"}), html.Td(str(v))])
+            for k, v in labels.items()]
+    out: list[Any] = []
+    if thumb:
+        out.append(html.Img(src=thumb, id="hover-thumb", style={"width": "192px", "float": "right"}))
+    out.append(html.Table(rows, style={"fontSize": "12px"}))
+    return out
+
+
+def clip_card(checkpoint: int, clip: Clip, highlighted: bool) -> html.Div:
+    """One nearest human clip: thumbnail, score, stage, a playable clip and a highlight button."""
+    video = None
+    if clip.video_token is not None:
+        video = html.Video(src=media_url(clip.video_token, clip.video_start, clip.video_end), controls=True,
+                           muted=True, preload="metadata", className="clip-video",
+                           style={"width": "100%", "maxHeight": "150px"})
+    thumb = html.Img(src=thumb_url(checkpoint, clip.row), style={"width": "96px", "float": "right"}) \
+        if clip.video_token is not None else None
+    return html.Div([
+        thumb,
+        html.Div([html.B(f"{clip.score:.3f}"), f"  {clip.stage}  ·  {clip.task}"]),
+        html.Div(f"episode {clip.episode}, {clip.start:.2f}-{clip.end:.2f} s", style={"color": "#666"}),
+        html.Button("highlighted" if highlighted else "show trajectory",
+                    id={"type": ids.CLIP, "index": clip.sample_id}, n_clicks=0,
+                    style={"fontSize": "11px", "fontWeight": "bold" if highlighted else "normal"}),
+        video,
+    ], className="clip", style={**CSS["card"], "overflow": "hidden",
+                                "borderColor": "#E45756" if highlighted else "#ddd"})
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+
+def metrics_panel(record: dict[str, Any] | None, gaps: list[dict[str, Any]], active_stages: tuple[str, ...],
+                  note: str = "") -> list[Any]:
+    """Headline metrics with intervals, per-stage values (click a stage to highlight it) and coverage gaps."""
+    out: list[Any] = [html.H4("metrics", style=CSS["h"])]
+    if note:
+        out.append(html.Div(note, style={"fontSize": "11px", "color": "#777"}))
+    if not record:
+        out.append(html.Div("no metrics for this layer (one embodiment only, or too few samples)"))
+        return out
+    head = [html.Tr([html.Th("metric"), html.Th("value"), html.Th("95% CI"), html.Th("chance")])]
+    for name, m in record.get("metrics", {}).items():
+        ci = m.get("ci")
+        head.append(html.Tr([html.Td(name), html.Td(_fmt(m.get("value"))),
+                             html.Td("-" if not ci else f"{ci[0]:.3f} - {ci[1]:.3f}"),
+                             html.Td(_fmt(m.get("null")))]))
+    out.append(html.Table(head, id="metrics-headline", style={"fontSize": "12px", "width": "100%"}))
+    per_stage = record.get("per_stage") or {}
+    if per_stage:
+        names = list(next(iter(per_stage.values())).keys())
+        rows = [html.Tr([html.Th("stage")] + [html.Th(n) for n in names])]
+        for stage, values in per_stage.items():
+            active = stage in active_stages
+            button = html.Button(stage, id={"type": ids.METRIC_STAGE, "index": stage}, n_clicks=0,
+                                 style={"fontWeight": "bold" if active else "normal", "fontSize": "11px"},
+                                 title="highlight this stage on the map")
+            cells = []
+            for n in names:
+                m = values.get(n, {})
+                ci = m.get("ci") if isinstance(m, dict) else None
+                v = m.get("value") if isinstance(m, dict) else m
+                cells.append(html.Td(_fmt(v) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")))
+            rows.append(html.Tr([html.Td(button)] + cells))
+        out.append(html.H5("per stage (click to highlight)", style={"margin": "8px 0 2px 0"}))
+        out.append(html.Table(rows, id="metrics-stages", style={"fontSize": "11px", "width": "100%"}))
+    if gaps:
+        out.append(html.H5("coverage gaps", style={"margin": "8px 0 2px 0"}))
+        out.append(html.Ul([html.Li(f"{g.get('column', '')} {g.get('value', '')}: {g.get('detail', '')}")
+                            for g in gaps[:20]], style={"margin": 0, "paddingLeft": "16px"}))
+    return out

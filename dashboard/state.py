@@ -1,0 +1,665 @@
+"""What the dashboard shows, computed before the server starts; and the view state in the URL.
+
+``prepare(stores)`` opens every store (one per checkpoint), lays out each layer in
+2-D (cached, aligned across checkpoints so a point's move means something), builds a
+FAISS index over the human rows for nearest-clip queries, computes the metrics
+records and registers the media files. Callbacks only read a :class:`Prepared`.
+
+``ViewState`` is what the URL holds: checkpoint, layer, colour, filters, the selected
+point and highlighted clip (by ``sample_id``, stable across checkpoints) and the
+checkpoints shown side by side. ``decode_state`` never fails: unknown or stale values
+fall back to defaults and come back as notices for the user.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from enum import Enum
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import numpy as np
+import pandas as pd
+
+from probe import columns as C
+from probe.errors import ConfigError
+from probe.progress import track
+from probe.store import Store, open_store
+from probe.validate import check_layer
+
+log = logging.getLogger(__name__)
+
+MAX_PANELS = 4  # a page holds only a handful of WebGL contexts
+PROGRESS_LEVELS = 32  # progress colour is quantised to this many steps
+EPISODE_COLORS = 24  # episodes cycle through this many colours
+
+
+class ColorBy(str, Enum):
+    """What colours the points of the map."""
+
+    EMBODIMENT = "embodiment"
+    TASK = "task"
+    STAGE = "stage"
+    PROGRESS = "progress"
+    EPISODE = "episode"
+    CHECKPOINT = "checkpoint"
+
+
+FILTERS: tuple[str, ...] = ("task", "stage", "embodiment", "episode")
+
+
+# ----------------------------------------------------------------------------------------------
+# prepared data
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A human clip near a query point: the matched moment and a window around it."""
+
+    row: int
+    sample_id: str
+    episode: str
+    task: str
+    stage: str
+    score: float
+    start: float
+    end: float
+    video_token: str | None = None
+    video_start: float | None = None
+    video_end: float | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Checkpoint:
+    """One store (a checkpoint) and the rows drawn on its map.
+
+    ``rows[p]`` is the store row of map point ``p`` (clicks map to rows through it);
+    ``point_of_row[r]`` is the inverse (-1 for rows not drawn).
+    """
+
+    name: str
+    store: Store
+    rows: np.ndarray
+    point_of_row: np.ndarray
+    points: pd.DataFrame  # meta of the map points, in point order, plus an 'episode_key' column
+    codes: dict[str, np.ndarray]  # colour/filter name -> category code per map point
+    episode_points: dict[int, np.ndarray]  # episode code -> map points of that episode by frame
+    video_code: np.ndarray  # per store row: index into video_tokens, -1 without video
+    video_tokens: list[str]
+    sample_index: pd.Index  # sample_id -> store row
+
+    @property
+    def meta(self) -> pd.DataFrame:
+        return self.store.meta
+
+    def row_of(self, sample_id: str | None) -> int | None:
+        """Store row of a sample id, or None when unknown."""
+        if sample_id is None:
+            return None
+        pos = self.sample_index.get_indexer([sample_id])[0]
+        return None if pos < 0 else int(pos)
+
+    def trajectory(self, row: int) -> np.ndarray:
+        """Map points of the episode holding ``row``, in frame order (empty if not drawn)."""
+        p = int(self.point_of_row[row]) if 0 <= row < len(self.point_of_row) else -1
+        if p < 0:
+            key = _episode_key(self.meta.iloc[[row]])[0]
+            code = self.points.index[self.points["episode_key"] == key]
+            p = int(code[0]) if len(code) else -1
+            if p < 0:
+                return np.empty(0, dtype=np.int64)
+        return self.episode_points.get(int(self.codes["episode"][p]), np.empty(0, dtype=np.int64))
+
+
+@dataclass(frozen=True, eq=False)
+class View:
+    """One (checkpoint, layer): the 2-D layout of the map points, the nearest-clip index and metrics."""
+
+    checkpoint: int
+    layer: str
+    coords: np.ndarray  # (m, 2) float32, row-aligned with Checkpoint.rows
+    method: str
+    trustworthiness: float | None
+    neighbours: Any  # NeighbourSearch
+    metrics: dict[str, Any] | None
+    coverage: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """Everything the app needs, computed once before the server starts."""
+
+    checkpoints: list[Checkpoint]
+    layers: list[str]
+    views: dict[tuple[int, str], View]
+    categories: dict[str, list[str]]  # task / stage / embodiment / episode / checkpoint -> ordered values
+    media: dict[str, Path]  # token -> absolute path of a registered video
+    k: int
+
+    @property
+    def names(self) -> list[str]:
+        return [ck.name for ck in self.checkpoints]
+
+    def checkpoint(self, name: str) -> tuple[int, Checkpoint]:
+        i = self.names.index(name)
+        return i, self.checkpoints[i]
+
+    def view(self, name: str, layer: str) -> View:
+        return self.views[(self.names.index(name), layer)]
+
+    def default_state(self) -> ViewState:
+        return ViewState(store=self.names[-1], layer=self.layers[0])
+
+    def frame_location(self, checkpoint: int, row: int) -> tuple[Path, float] | None:
+        """Registered video file and time of a store row's frame (None without video or out of range)."""
+        if not 0 <= checkpoint < len(self.checkpoints):
+            return None
+        ck = self.checkpoints[checkpoint]
+        if not 0 <= row < len(ck.video_code) or ck.video_code[row] < 0:
+            return None
+        meta = ck.meta
+        column = C.VIDEO_TIMESTAMP if C.VIDEO_TIMESTAMP in meta.columns else C.TIMESTAMP
+        return self.media[ck.video_tokens[ck.video_code[row]]], float(meta[column].iat[row])
+
+    def choices(self) -> Choices:
+        return Choices(self.names, self.layers,
+                       {k: self.categories[k] for k in FILTERS},
+                       {ck.name: ck.sample_index for ck in self.checkpoints})
+
+
+class NeighbourSearch:
+    """Nearest human clips of one vector: an exact FAISS index over a store's human rows.
+
+    A single-vector search (a few ms at 100k rows) is all a click callback runs.
+    """
+
+    def __init__(self, store: Store, layer: str, video_code: np.ndarray, video_tokens: list[str],
+                 k: int) -> None:
+        from metrics.knn import exact_index, prepare
+
+        meta = store.meta
+        self.store, self.layer, self.k = store, layer, k
+        self.human_rows = np.flatnonzero((meta[C.EMBODIMENT] == C.HUMAN).to_numpy())
+        self.episode = _episode_key(meta)
+        self.video_code, self.video_tokens = video_code, video_tokens
+        self._cache: dict[tuple[int, int], list[Clip]] = {}
+        X = store.matrix(layer)
+        self.index = exact_index(prepare(np.asarray(X[self.human_rows]), "cosine"), "cosine") \
+            if len(self.human_rows) else None
+
+    def clips(self, row: int, k: int | None = None) -> list[Clip]:
+        """Top-k human clips for store row ``row`` (best match per human episode, own episode excluded)."""
+        from metrics.knn import prepare, search
+
+        k = k or self.k
+        if self.index is None or not 0 <= row < len(self.episode):
+            return []
+        key = (row, k)
+        if key in self._cache:
+            return self._cache[key]
+        q = prepare(np.asarray(self.store.matrix(self.layer)[[row]]), "cosine")
+        want = min(len(self.human_rows), max(8 * k, 32))
+        D, I = search(self.index, q, want, "cosine")
+        meta = self.store.meta
+        out: list[Clip] = []
+        seen = {self.episode[row]}
+        for d, i in zip(D[0], I[0]):
+            if i < 0:
+                continue
+            r = int(self.human_rows[i])
+            if self.episode[r] in seen:
+                continue
+            seen.add(self.episode[r])
+            out.append(self._clip(meta, r, float(1.0 - d)))
+            if len(out) == k:
+                break
+        if len(self._cache) > 1024:
+            self._cache.clear()
+        self._cache[key] = out
+        return out
+
+    def _clip(self, meta: pd.DataFrame, r: int, score: float, half: float = 1.0) -> Clip:
+        m = meta.iloc[r]
+        t = float(m[C.TIMESTAMP])
+        start, end = max(0.0, t - half), t + half
+        token = vstart = vend = None
+        if self.video_code[r] >= 0:
+            token = self.video_tokens[self.video_code[r]]
+            vt = float(m[C.VIDEO_TIMESTAMP]) if C.VIDEO_TIMESTAMP in meta.columns else t
+            vstart, vend = max(0.0, vt - (t - start)), vt + (end - t)
+        return Clip(r, str(m[C.SAMPLE_ID]), str(self.episode[r]), str(m[C.TASK]), str(m[C.STAGE]), score,
+                    start, end, token, vstart, vend)
+
+
+def _episode_key(meta: pd.DataFrame) -> np.ndarray:
+    return (meta[C.DATASET].astype(str) + ":" + meta[C.EPISODE].astype(str)).to_numpy()
+
+
+def _sample_rows(meta: pd.DataFrame, max_points: int) -> np.ndarray:
+    """Deterministic subsample by hashed sample id: the same samples are kept in every checkpoint."""
+    n = len(meta)
+    if n <= max_points:
+        return np.arange(n, dtype=np.int64)
+    h = pd.util.hash_pandas_object(meta[C.SAMPLE_ID].astype(str), index=False).to_numpy()
+    return np.sort(np.argpartition(h, max_points)[:max_points]).astype(np.int64)
+
+
+def _unique_names(paths: Sequence[Path]) -> list[str]:
+    names = [p.name for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    return [f"{p.parent.name}/{p.name}" if names.count(p.name) > 1 else p.name for p in paths]
+
+
+def _register_videos(store: Store, media: dict[str, Path]) -> tuple[np.ndarray, list[str]]:
+    """Register the store's existing video files; per-row index into the returned token list."""
+    meta = store.meta
+    code = np.full(len(meta), -1, dtype=np.int32)
+    if C.VIDEO not in meta.columns:
+        return code, []
+    videos = meta[C.VIDEO].astype("string")
+    uniques = [v for v in videos.dropna().unique().tolist() if v]
+    tokens: list[str] = []
+    for value in uniques:
+        path = Path(value)
+        candidates = [path] if path.is_absolute() else [store.path / path, Path.cwd() / path]
+        found = next((p.resolve() for p in candidates if p.is_file()), None)
+        if found is None:
+            log.warning("video '%s' of store '%s' not found; its frames are shown without thumbnails",
+                        value, store.path)
+            continue
+        token = hashlib.sha256(str(found).encode()).hexdigest()[:20]
+        media[token] = found
+        code[(videos == value).fillna(False).to_numpy()] = len(tokens)
+        tokens.append(token)
+    return code, tokens
+
+
+def _checkpoint(name: str, store: Store, max_points: int, categories: dict[str, list[str]],
+                media: dict[str, Path]) -> Checkpoint:
+    meta = store.meta
+    rows = _sample_rows(meta, max_points)
+    point_of_row = np.full(len(meta), -1, dtype=np.int64)
+    point_of_row[rows] = np.arange(len(rows))
+    points = meta.iloc[rows].reset_index(drop=True).copy()
+    points["episode_key"] = _episode_key(points)
+    codes = {}
+    for col, name_ in ((C.TASK, "task"), (C.STAGE, "stage"), (C.EMBODIMENT, "embodiment"),
+                       ("episode_key", "episode")):
+        cats = pd.Categorical(points[col].astype(str), categories=categories[name_])
+        codes[name_] = cats.codes.astype(np.int32)
+    codes["progress"] = np.clip((points[C.PROGRESS].to_numpy(float) * PROGRESS_LEVELS).astype(np.int32),
+                                0, PROGRESS_LEVELS - 1)
+    order = np.lexsort((points[C.FRAME].to_numpy(), codes["episode"]))
+    ep_sorted = codes["episode"][order]
+    bounds = np.flatnonzero(np.diff(ep_sorted)) + 1
+    episode_points = {int(ep_sorted[g[0]]): g for g in np.split(order, bounds) if len(g)} if len(order) else {}
+    video_code, tokens = _register_videos(store, media)
+    return Checkpoint(name, store, rows, point_of_row, points, codes, episode_points, video_code, tokens,
+                      pd.Index(meta[C.SAMPLE_ID].astype(str)))
+
+
+def _layout(ck: Checkpoint, layer: str, reference: tuple[Checkpoint, np.ndarray] | None,
+            cache: Path | None) -> tuple[np.ndarray, str, float | None]:
+    """2-D coordinates of the map points (stand-in: PCA, Procrustes-aligned to the reference)."""
+    from sklearn.decomposition import PCA
+
+    X = np.asarray(ck.store.matrix(layer)[ck.rows], dtype=np.float32)
+    coords = PCA(n_components=2, random_state=0).fit_transform(X).astype(np.float32)
+    if reference is not None:
+        coords = _align(coords, ck, *reference)
+    return coords, "pca", None
+
+
+def _align(coords: np.ndarray, ck: Checkpoint, ref_ck: Checkpoint, ref_coords: np.ndarray) -> np.ndarray:
+    """Rotate/reflect/scale ``coords`` onto the reference layout over the samples both maps share."""
+    ref_pos = ref_ck.sample_index.get_indexer(ck.points[C.SAMPLE_ID].astype(str))
+    ref_point = np.where(ref_pos >= 0, ref_ck.point_of_row[np.maximum(ref_pos, 0)], -1)
+    both = ref_point >= 0
+    if both.sum() < 3:
+        return coords
+    A = coords[both].astype(np.float64)
+    B = ref_coords[ref_point[both]].astype(np.float64)
+    mu_a, mu_b = A.mean(0), B.mean(0)
+    U, S, Vt = np.linalg.svd((A - mu_a).T @ (B - mu_b))
+    R = U @ Vt
+    scale = S.sum() / max(((A - mu_a) ** 2).sum(), 1e-12)
+    return (((coords - mu_a) @ R) * scale + mu_b).astype(np.float32)
+
+
+def _metrics(store: Store, layer: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """Metrics record and coverage gaps (stand-in until probe.evaluate / probe.coverage land)."""
+    return _standin_metrics(store, layer)
+
+
+def _standin_metrics(store: Store, layer: str, n_max: int = 3000, k: int = 15,
+                     seed: int = 0) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    from metrics.knn import knn
+
+    meta = store.meta
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(meta), size=min(n_max, len(meta)), replace=False))
+    emb = meta[C.EMBODIMENT].to_numpy()[rows]
+    stage = meta[C.STAGE].astype(str).to_numpy()[rows]
+    if len(np.unique(emb)) < 2 or len(rows) <= k:
+        return None, []
+    X = np.asarray(store.matrix(layer)[rows])
+    nb = knn(X, k=k)
+    other = (emb[nb.indices] != emb[:, None]).mean(1)
+    human = emb == C.HUMAN
+    robot = ~human
+    match = np.full(len(rows), np.nan)
+    if human.any() and robot.any():
+        cross = knn(X[robot], X[human], k=1)
+        match[robot] = (stage[human][cross.indices[:, 0]] == stage[robot]).astype(float)
+
+    def summary(values: np.ndarray, null: float | None) -> dict[str, Any]:
+        values = values[np.isfinite(values)]
+        if not len(values):
+            return {"value": float("nan"), "ci": None, "null": null}
+        boots = [values[rng.integers(0, len(values), len(values))].mean() for _ in range(200)]
+        return {"value": float(values.mean()), "ci": [float(np.quantile(boots, 0.025)),
+                                                      float(np.quantile(boots, 0.975))], "null": null}
+
+    share = float(robot.mean())
+    null_mix = 2 * share * (1 - share)
+    n_stages = max(len(np.unique(stage)), 1)
+    record = {"store": str(store.path), "layer": layer, "n": int(len(rows)),
+              "metrics": {"cross_embodiment_neighbours": summary(other, null_mix),
+                          "stage_match_robot_to_human@1": summary(match, 1.0 / n_stages)},
+              "per_stage": {}}
+    for s in dict.fromkeys(stage):
+        sel = stage == s
+        record["per_stage"][s] = {"cross_embodiment_neighbours": summary(other[sel], null_mix),
+                                  "stage_match_robot_to_human@1": summary(match[sel], 1.0 / n_stages)}
+    gaps = []
+    for col in (C.TASK, C.STAGE):
+        by = meta.groupby(meta[col].astype(str))[C.EMBODIMENT].agg(lambda s: sorted(set(s)))
+        for value, embs in by.items():
+            if len(embs) < 2:
+                gaps.append({"column": col, "value": value, "detail": f"only {', '.join(embs)} data"})
+    return record, gaps
+
+
+def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str] | None = None,
+            max_points: int = 200_000, cache: str | Path | None = None, k: int = 8,
+            progress: bool = False) -> Prepared:
+    """Open the stores (one per checkpoint) and compute everything the app shows.
+
+    Parameters
+    ----------
+    stores : paths of latent stores (or opened stores), in checkpoint order.
+    layers : layer name(s) to prepare; all layers the stores share when None.
+    max_points : at most this many points per map (a deterministic subsample by sample id).
+    cache : projection cache directory.
+    k : human clips listed for a clicked point.
+    progress : show a progress bar.
+
+    Raises
+    ------
+    StoreError
+        A store is missing or corrupt (raised before any server starts).
+    ConfigError, LayerNotFoundError
+        Bad options or a layer no store holds.
+    """
+    if not stores:
+        raise ConfigError("no store given; pass one or more latent store directories (one per checkpoint)")
+    if max_points < 10:
+        raise ConfigError(f"max_points must be >= 10, got {max_points}")
+    if k < 1:
+        raise ConfigError(f"k must be >= 1, got {k}")
+    opened = [s if isinstance(s, Store) else open_store(s) for s in stores]
+    common = [layer for layer in opened[0].layers if all(layer in s.layers for s in opened[1:])]
+    if not common:
+        raise ConfigError("the stores share no layer; pass stores extracted from the same model layers "
+                          f"(layers: {', '.join(f'{s.path.name}: {s.layers}' for s in opened)})")
+    if layers is None:
+        chosen = common
+    else:
+        chosen = [layers] if isinstance(layers, str) else list(layers)
+        for layer in chosen:
+            check_layer(layer, common, where="the stores", hint="run 'probe info STORE' to list layers")
+    names = _unique_names([s.path for s in opened])
+    metas = [s.meta for s in opened]
+    categories = {
+        "embodiment": list(dict.fromkeys(v for m in metas for v in sorted(m[C.EMBODIMENT].astype(str).unique()))),
+        "task": list(dict.fromkeys(v for m in metas for v in sorted(m[C.TASK].astype(str).unique()))),
+        "stage": list(dict.fromkeys(v for m in metas for v in m[C.STAGE].astype(str))),
+        "episode": list(dict.fromkeys(v for m in metas for v in _episode_key(m))),
+        "checkpoint": names,
+    }
+    media: dict[str, Path] = {}
+    checkpoints = [_checkpoint(n, s, max_points, categories, media) for n, s in zip(names, opened)]
+    views: dict[tuple[int, str], View] = {}
+    jobs = [(i, layer) for layer in chosen for i in range(len(checkpoints))]
+    cache_dir = Path(cache) if cache is not None else None
+    for i, layer in track(jobs, total=len(jobs), desc="preparing maps, indexes, metrics", enabled=progress):
+        ck = checkpoints[i]
+        ref = None if i == 0 else (checkpoints[0], views[(0, layer)].coords)
+        coords, method, trust = _layout(ck, layer, ref, cache_dir)
+        search = NeighbourSearch(ck.store, layer, ck.video_code, ck.video_tokens, k)
+        record, gaps = _metrics(ck.store, layer)
+        views[(i, layer)] = View(i, layer, coords, method, trust, search, record, gaps)
+    return Prepared(checkpoints, chosen, views, categories, media, k)
+
+
+# ----------------------------------------------------------------------------------------------
+# view state and URL
+
+
+@dataclass(frozen=True)
+class ViewState:
+    """Everything that defines a view; all values are plain strings so it round-trips through a URL."""
+
+    store: str
+    layer: str
+    color: ColorBy = ColorBy.EMBODIMENT
+    task: tuple[str, ...] = ()
+    stage: tuple[str, ...] = ()
+    embodiment: tuple[str, ...] = ()
+    episode: tuple[str, ...] = ()
+    point: str | None = None
+    clip: str | None = None
+    compare: tuple[str, ...] = field(default=())
+
+    def filters(self) -> dict[str, tuple[str, ...]]:
+        """The active filters: column -> allowed values (empty tuple = no filter)."""
+        return {name: getattr(self, name) for name in FILTERS}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["color"] = self.color.value
+        for key in (*FILTERS, "compare"):
+            d[key] = list(d[key])
+        return d
+
+    def with_(self, **changes: Any) -> ViewState:
+        """A copy with some fields changed (sequences become tuples)."""
+        for key in (*FILTERS, "compare"):
+            if key in changes:
+                changes[key] = tuple(changes[key] or ())
+        if "color" in changes:
+            changes["color"] = ColorBy(changes["color"])
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Choices:
+    """The values a view state may take (from the prepared data)."""
+
+    stores: Sequence[str]
+    layers: Sequence[str]
+    categories: Mapping[str, Sequence[str]]  # filter name -> allowed values
+    points: Mapping[str, Any] | None = None  # store name -> container of its sample ids (``in`` is enough)
+
+
+def encode_state(state: ViewState, default: ViewState | None = None) -> str:
+    """The query string (with leading ``?``) of a state; fields equal to ``default`` are left out."""
+    pairs: list[tuple[str, str]] = []
+    for key, value in state.to_dict().items():
+        if default is not None and value == default.to_dict()[key] and key not in ("store", "layer"):
+            continue
+        if value is None or value == []:
+            continue
+        if isinstance(value, list):
+            pairs.extend((key, str(v)) for v in value)
+        else:
+            pairs.append((key, str(value)))
+    return "?" + urlencode(pairs)
+
+
+def decode_state(search: str | None, choices: Choices, default: ViewState) -> tuple[ViewState, list[str]]:
+    """Parse a query string into a valid state; returns the state and notices about dropped values."""
+    notices: list[str] = []
+    values: dict[str, list[str]] = {}
+    for key, value in parse_qsl((search or "").lstrip("?"), keep_blank_values=False):
+        values.setdefault(key, []).append(value)
+    unknown = sorted(set(values) - set(default.to_dict()))
+    if unknown:
+        notices.append(f"ignored unknown URL parameter(s): {', '.join(unknown)}")
+
+    def one(key: str, allowed: Sequence[str], fallback: str) -> str:
+        got = values.get(key)
+        if not got:
+            return fallback
+        if got[0] in allowed:
+            return got[0]
+        notices.append(f"{key} '{got[0]}' is not available (choose from: {', '.join(list(allowed)[:8])}); "
+                       f"showing '{fallback}'")
+        return fallback
+
+    store = one("store", choices.stores, default.store)
+    layer = one("layer", choices.layers, default.layer)
+    color = one("color", [c.value for c in ColorBy], default.color.value)
+    filters: dict[str, tuple[str, ...]] = {}
+    for name in FILTERS:
+        allowed = set(choices.categories.get(name, ()))
+        got = values.get(name, [])
+        kept = tuple(dict.fromkeys(v for v in got if v in allowed))
+        dropped = [v for v in got if v not in allowed]
+        if dropped:
+            notices.append(f"ignored unknown {name} value(s): {', '.join(dropped[:5])}")
+        filters[name] = kept
+    compare_got = values.get("compare", [])
+    compare = tuple(dict.fromkeys(v for v in compare_got if v in choices.stores))[:MAX_PANELS]
+    if len(compare) < len(set(compare_got)):
+        notices.append(f"compare holds at most {MAX_PANELS} known checkpoints; ignored the rest")
+    points = {}
+    for key in ("point", "clip"):
+        got = values.get(key)
+        sid = got[0] if got else None
+        if sid is not None and choices.points is not None and sid not in choices.points.get(store, ()):
+            notices.append(f"{key} '{sid}' is not a point of checkpoint '{store}'; nothing selected")
+            sid = None
+        points[key] = sid
+    state = ViewState(store=store, layer=layer, color=ColorBy(color), compare=compare, **filters, **points)
+    return state, notices
+
+
+def state_from_dict(d: Mapping[str, Any] | None, default: ViewState, choices: Choices | None = None) -> ViewState:
+    """The state held in the page's ``dcc.Store`` (a dict); ``default`` when empty or malformed.
+
+    With ``choices``, values that are not available (a crafted or stale request) are
+    replaced as :func:`decode_state` would.
+    """
+    if not d or not isinstance(d, Mapping):
+        return default
+    try:
+        state = default.with_(**{k: d[k] for k in default.to_dict() if k in d})
+    except (TypeError, ValueError):
+        return default
+    if choices is None:
+        return state
+    state, _ = decode_state(encode_state(state), choices, default)
+    return state
+
+
+# ----------------------------------------------------------------------------------------------
+# events -> state (pure; the callbacks are thin adapters over these)
+
+
+def click_row(prepared: Prepared, state: ViewState, click: Mapping[str, Any] | None) -> int | None:
+    """Store row of a clicked map point, from its trace and point index (never from coordinates).
+
+    Trace 0 holds every map point (``Checkpoint.rows``); trace 1 the selected point's
+    episode, trace 2 the highlighted clip's episode, trace 3 the marks (selected point,
+    then matched clips), each rebuilt here from the state. Unknown points give None.
+    """
+    from dashboard.figures import CLIP_TRAJECTORY, MARKS, POINTS, TRAJECTORY
+
+    try:
+        point = click["points"][0]  # type: ignore[index]
+        trace = int(point.get("curveNumber", 0))
+        index = int(point.get("pointIndex", point.get("pointNumber")))
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+    if state.store not in prepared.names:
+        return None
+    ci, ck = prepared.checkpoint(state.store)
+    if trace == POINTS:
+        points = np.arange(len(ck.rows))
+    elif trace in (TRAJECTORY, CLIP_TRAJECTORY):
+        row = ck.row_of(state.point if trace == TRAJECTORY else state.clip)
+        points = ck.trajectory(row) if row is not None else np.empty(0, dtype=np.int64)
+    elif trace == MARKS:
+        points = np.asarray(mark_points(prepared, state), dtype=np.int64)
+    else:
+        return None
+    if not 0 <= index < len(points):
+        return None
+    return int(ck.rows[points[index]])
+
+
+def selected_clips(prepared: Prepared, state: ViewState) -> list[Clip]:
+    """Nearest human clips of the selected point (one FAISS search, cached per row)."""
+    if state.point is None or state.store not in prepared.names or state.layer not in prepared.layers:
+        return []
+    ci, ck = prepared.checkpoint(state.store)
+    row = ck.row_of(state.point)
+    if row is None:
+        return []
+    return prepared.views[(ci, state.layer)].neighbours.clips(row)
+
+
+def mark_points(prepared: Prepared, state: ViewState) -> list[int]:
+    """Map points of the marks trace: the selected point, then matched clips drawn on the map."""
+    if state.store not in prepared.names:
+        return []
+    _, ck = prepared.checkpoint(state.store)
+    row = ck.row_of(state.point)
+    if row is None or ck.point_of_row[row] < 0:
+        return []
+    out = [int(ck.point_of_row[row])]
+    out += [int(ck.point_of_row[c.row]) for c in selected_clips(prepared, state) if ck.point_of_row[c.row] >= 0]
+    return out
+
+
+def apply_event(prepared: Prepared, state: ViewState, event: str, value: Any) -> ViewState:
+    """The state after one user event (a control change, a click, a clip or stage button, clear)."""
+    if event in ("store", "layer", "color"):
+        if value is None:
+            return state
+        allowed = {"store": prepared.names, "layer": prepared.layers, "color": [c.value for c in ColorBy]}[event]
+        return state.with_(**{event: value}) if value in allowed else state
+    if event in FILTERS:
+        allowed = set(prepared.categories[event])
+        return state.with_(**{event: [v for v in (value or []) if v in allowed]})
+    if event == "compare":
+        return state.with_(compare=[v for v in (value or []) if v in prepared.names][:MAX_PANELS])
+    if event == "click":
+        row = click_row(prepared, state, value)
+        if row is None:
+            return state
+        _, ck = prepared.checkpoint(state.store)
+        return state.with_(point=str(ck.meta[C.SAMPLE_ID].iat[row]), clip=None)
+    if event == "clip":
+        return state.with_(clip=None if value == state.clip else value)
+    if event == "metric_stage":
+        return state.with_(stage=() if state.stage == (value,) else (value,))
+    if event == "clear":
+        return state.with_(task=(), stage=(), embodiment=(), episode=(), point=None, clip=None)
+    return state

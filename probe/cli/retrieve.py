@@ -1,0 +1,183 @@
+"""probe retrieve: human clips for a robot state (or any sample), and retrieval evaluation."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+from probe.cli.output import console, outputs
+
+NAME = "retrieve"
+HELP = "find the clips of the indexed embodiment that show the same moment as a robot state; --eval scores it"
+EXAMPLE = "probe retrieve --index indexes/human --episode 12 --frame 40 -k 5 --export-clips clips/"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", required=True, help="index directory built by 'probe index'")
+    p.add_argument("--store", help="latent store (default: the one recorded in the index)")
+    q = p.add_argument_group("query (one of)")
+    q.add_argument("--episode", type=int, help="episode of the query frame (with --frame)")
+    q.add_argument("--frame", type=int, help="frame of the query within --episode")
+    q.add_argument("--dataset", help="dataset of --episode, where episode numbers repeat across datasets")
+    q.add_argument("--sample-id", action="append", help="query by sample id (repeatable)")
+    q.add_argument("--query-file", help="raw observation .npz (image/state arrays) embedded by the store's model")
+    q.add_argument("--checkpoint", help="with --query-file: checkpoint to embed it (default: the store's provenance)")
+    q.add_argument("--eval", action="store_true",
+                   help="score stage-match retrieval of every sample, both directions, instead of one query")
+    p.add_argument("-k", type=int, default=5, help="clips per query (default 5)")
+    p.add_argument("--task", help="only clips of this task")
+    p.add_argument("--per-episode", type=int, default=1, help="at most this many clips per episode (default 1)")
+    p.add_argument("--window", type=float, default=1.0,
+                   help="seconds of context before and after the matched frame (default 1.0)")
+    p.add_argument("--nprobe", type=int, help="ivf/ivfpq: lists searched (default: the index's)")
+    p.add_argument("--ef-search", type=int, help="hnsw: search depth (default: the index's)")
+    p.add_argument("--rerank", type=int, help="re-rank this many candidates exactly (default: the index's)")
+    p.add_argument("--r-cap", type=int, default=1000, help="--eval: cap on R for MAP@R on large stores (default 1000)")
+    p.add_argument("--export-clips", metavar="DIR", help="write the clips (mp4), a contact sheet PNG and captions")
+    p.add_argument("--out", help="--eval: also write the scores to this JSON file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --export-clips directory")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
+
+
+def _query(args: argparse.Namespace, retriever):
+    """(query latents, sample ids or None, query descriptions) for the chosen query kind."""
+    import numpy as np
+
+    from probe import columns as C
+    from probe.errors import ConfigError
+
+    given = [args.episode is not None or args.frame is not None, bool(args.sample_id), bool(args.query_file)]
+    if sum(given) != 1:
+        raise ConfigError("give exactly one query: --episode E --frame F, --sample-id S, --query-file obs.npz "
+                          "or --eval")
+    if given[0]:
+        if args.episode is None or args.frame is None:
+            raise ConfigError("--episode and --frame go together; give both")
+        row = retriever.locate(args.episode, args.frame, args.dataset)
+        ids = [str(retriever.store.meta[C.SAMPLE_ID].iloc[row])]
+    elif given[1]:
+        ids = list(args.sample_id)
+    else:
+        from probe.retrieval import embed_observation
+
+        X, info = embed_observation(retriever.store, retriever.layer, args.query_file, checkpoint=args.checkpoint)
+        return np.asarray(X, dtype=np.float32), None, [info]
+    rows = retriever.rows_of(ids)
+    meta = retriever.store.meta.iloc[rows]
+    info = [{"sample_id": r[C.SAMPLE_ID], "embodiment": r[C.EMBODIMENT], "dataset": r[C.DATASET],
+             "episode": int(r[C.EPISODE]), "frame": int(r[C.FRAME]), "task": r[C.TASK], "stage": r[C.STAGE],
+             "stage_progress": float(r[C.STAGE_PROGRESS]), "store_row": int(row)}
+            for row, (_, r) in zip(rows, meta.iterrows())]
+    return None, ids, info
+
+
+def _query_image(retriever, info: dict):
+    """The query's frame for the contact sheet: from the store's video, or the observation's image."""
+    from probe import columns as C
+
+    if "image" in info:
+        return info["image"]
+    meta = retriever.store.meta
+    if "store_row" not in info or C.VIDEO not in meta.columns or C.VIDEO_TIMESTAMP not in meta.columns:
+        return None
+    row = meta.iloc[info["store_row"]]
+    if not isinstance(row[C.VIDEO], str) or not row[C.VIDEO]:
+        return None
+    from probe.clips import read_frame
+
+    return read_frame(row[C.VIDEO], float(row[C.VIDEO_TIMESTAMP]))
+
+
+def _records(df) -> list[dict]:
+    out = []
+    for rec in df.to_dict(orient="records"):
+        out.append({k: (None if isinstance(v, float) and math.isnan(v) else
+                        v.item() if hasattr(v, "item") else v) for k, v in rec.items()})
+    return out
+
+
+def _run_eval(args: argparse.Namespace, retriever) -> int:
+    from rich.table import Table
+
+    from probe.atomic import write_json
+    from probe.retrieval import evaluate
+
+    scores = evaluate(retriever, k=args.k, r_cap=args.r_cap)
+    if args.out:
+        write_json(args.out, {"index": str(retriever.index.path), "layer": retriever.layer, "scores": scores})
+    if args.json:
+        print(json.dumps(scores, indent=2, default=str))
+        return 0
+    table = Table("direction", "P@1", f"P@{args.k}", "MAP@R", "MRR", "R@10", "queries", "no match", "search",
+                  title=f"stage-match retrieval, label = (task, stage), layer '{retriever.layer}'")
+    for direction, s in scores.items():
+        table.add_row(direction.replace("_to_", " -> "), f"{s['precision_at_1']:.3f}",
+                      f"{s[f'precision_at_{args.k}']:.3f}", f"{s['map_at_r']:.3f}", f"{s['mrr']:.3f}",
+                      f"{s['recall_at_10']:.3f}", str(s["n_queries"]), str(s["n_missing_label"]), s["search"])
+    console.print(table)
+    capped = {d: s["n_r_capped"] for d, s in scores.items() if s["n_r_capped"]}
+    if capped:
+        console.print(f"note: R capped at {args.r_cap} for {capped} queries (MAP@R at a truncated R; --r-cap)")
+    if args.out:
+        outputs({"scores": args.out})
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from probe.errors import ConfigError
+    from probe.retrieval import Retriever
+
+    retriever = Retriever.open(args.index, args.store)
+    if args.eval:
+        if args.episode is not None or args.sample_id or args.query_file:
+            raise ConfigError("--eval scores every sample; drop the query options (--episode/--sample-id/--query-file)")
+        return _run_eval(args, retriever)
+    X, ids, info = _query(args, retriever)
+    kwargs = dict(k=args.k, task=args.task, per_episode=args.per_episode, window=args.window, nprobe=args.nprobe,
+                  ef_search=args.ef_search, rerank=args.rerank)
+    results = retriever.search_samples(ids, **kwargs) if ids is not None else retriever.search(X, **kwargs)
+    exported = None
+    if args.export_clips:
+        from probe.clips import export_clips
+
+        queries = [{"image": _query_image(retriever, q),
+                    "caption": " ".join(f"{k}={v}" for k, v in q.items() if k != "image")} for q in info]
+        exported = export_clips(results, args.export_clips, queries=queries, overwrite=args.overwrite,
+                                progress=not args.json)
+    if args.json:
+        payload = {"index": str(retriever.index.path), "layer": retriever.layer,
+                   "queries": [{k: v for k, v in q.items() if k != "image"} for q in info],
+                   "results": _records(results)}
+        if exported:
+            payload["exported"] = {"directory": str(exported.directory), "clips": [str(c) for c in exported.clips],
+                                   "contact_sheet": str(exported.sheet), "captions": str(exported.captions),
+                                   "html": str(exported.html), "notes": exported.notes}
+        print(json.dumps(payload, indent=2, default=str))
+        return 0
+    for qi, q in enumerate(info):
+        desc = ", ".join(f"{k} {q[k]}" for k in ("sample_id", "embodiment", "task", "stage") if k in q)
+        console.print(f"[bold]query {qi}[/]: {desc or q.get('source', '')}")
+        table = Table("#", "score", "task", "stage", "stage %", "episode", "clip (s)", "video", "sample")
+        for _, r in results[results["query"] == qi].iterrows():
+            video = "-"
+            if isinstance(r["video"], str):
+                video = f"{r['video'].rsplit('/', 1)[-1]} @ {r['video_start']:.2f}-{r['video_end']:.2f}s"
+            table.add_row(str(r["rank"]), f"{r['score']:.3f}", str(r["task"]), str(r["stage"]),
+                          f"{r['stage_progress']:.0%}", f"{r['dataset']}:{r['episode']}",
+                          f"{r['start']:.2f}-{r['end']:.2f}", video, str(r["sample_id"]))
+        console.print(table)
+        n = int((results["query"] == qi).sum())
+        if n < args.k:
+            console.print(f"note: only {n} clips under --per-episode {args.per_episode} (fewer distinct "
+                          "episodes than -k); raise --per-episode for more")
+    if exported:
+        for note in exported.notes:
+            console.print(f"note: {note}")
+        outputs({"clips": f"{exported.directory} ({len(exported.clips)} mp4)", "contact sheet": exported.sheet,
+                 "captions": exported.captions, "page": exported.html})
+    elif not retriever.has_video:
+        console.print("note: the store has no video columns; clips are time windows only (no files to export)")
+    return 0

@@ -1,0 +1,174 @@
+"""Prepared data, URL state and event handling of the dashboard (no browser)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dashboard.state import (ColorBy, ViewState, apply_event, click_row, decode_state, encode_state, mark_points,
+                             prepare, selected_clips, state_from_dict)
+from probe import columns as C
+from probe.errors import ConfigError, LayerNotFoundError, StoreError, StoreNotFoundError
+from test_dashboard_data import make_stores
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dash-state")
+    stores = make_stores(root)
+    return prepare([s.path for s in stores], k=4)
+
+
+def test_prepare_builds_a_view_per_checkpoint_and_layer(prepared):
+    assert prepared.names == ["step-000100", "step-000200"]
+    assert prepared.layers == ["trunk.block0", "trunk.block1"]
+    assert set(prepared.views) == {(c, l) for c in (0, 1) for l in prepared.layers}
+    ck = prepared.checkpoints[0]
+    assert len(ck.rows) == ck.store.n
+    for view in prepared.views.values():
+        assert view.coords.shape == (len(ck.rows), 2) and view.coords.dtype == np.float32
+        assert np.isfinite(view.coords).all()
+        assert view.metrics is not None and view.metrics["metrics"]
+    # one registered video per episode, tokens are opaque
+    assert len(prepared.media) == ck.meta[C.VIDEO].nunique()
+    assert all(len(t) == 20 and p.is_absolute() for t, p in prepared.media.items())
+
+
+def test_layouts_of_checkpoints_are_aligned(prepared):
+    a = prepared.views[(0, "trunk.block0")].coords
+    b = prepared.views[(1, "trunk.block0")].coords
+    # aligned onto the first checkpoint: the same samples stay roughly where they were
+    spread = np.linalg.norm(a - a.mean(0), axis=1).mean()
+    assert np.linalg.norm(a - b, axis=1).mean() < spread
+
+
+def test_max_points_subsamples_the_same_samples_in_every_checkpoint(tmp_path):
+    stores = make_stores(tmp_path, video=False)
+    p = prepare([s.path for s in stores], layers="trunk.block1", max_points=50)
+    ids0 = p.checkpoints[0].points[C.SAMPLE_ID].tolist()
+    ids1 = p.checkpoints[1].points[C.SAMPLE_ID].tolist()
+    assert len(ids0) == 50 and ids0 == ids1
+    ck = p.checkpoints[0]
+    assert (ck.point_of_row[ck.rows] == np.arange(50)).all()
+    assert (ck.point_of_row >= 0).sum() == 50
+    assert p.media == {}
+
+
+def test_prepare_errors(tmp_path):
+    with pytest.raises(StoreNotFoundError, match="does not exist"):
+        prepare([tmp_path / "missing"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StoreError, match="manifest.json is missing"):
+        prepare([tmp_path / "empty"])
+    with pytest.raises(ConfigError, match="no store given"):
+        prepare([])
+    stores = make_stores(tmp_path / "s", n_episodes=1, video=False, checkpoints=1)
+    with pytest.raises(LayerNotFoundError, match="trunk.block9"):
+        prepare([stores[0].path], layers="trunk.block9")
+    with pytest.raises(ConfigError, match="max_points must be >= 10"):
+        prepare([stores[0].path], max_points=1)
+
+
+def test_url_state_round_trip(prepared):
+    default = prepared.default_state()
+    state = default.with_(store="step-000100", layer="trunk.block1", color="stage", task=["pick"],
+                          stage=["grasp", "lift"], point="robot/pick/0/3", compare=["step-000100", "step-000200"])
+    search = encode_state(state, default)
+    assert search.startswith("?") and "stage=grasp&stage=lift" in search
+    back, notices = decode_state(search, prepared.choices(), default)
+    assert back == state and notices == []
+
+
+def test_url_state_with_commas_and_spaces_round_trips(prepared):
+    default = prepared.default_state()
+    choices = prepared.choices()
+    choices.categories["task"].append("pick up, then place")  # a task instruction with a comma
+    try:
+        state = default.with_(task=["pick up, then place"])
+        assert decode_state(encode_state(state), choices, default)[0].task == ("pick up, then place",)
+    finally:
+        choices.categories["task"].pop()
+
+
+@pytest.mark.parametrize("search, notice", [
+    ("?store=step-999999", "store 'step-999999' is not available"),
+    ("?layer=nope", "layer 'nope' is not available"),
+    ("?color=rainbow", "color 'rainbow' is not available"),
+    ("?stage=fly&stage=grasp", "ignored unknown stage value(s): fly"),
+    ("?point=robot/pick/99/99", "is not a point of checkpoint"),
+    ("?bogus=1", "unknown URL parameter(s): bogus"),
+    ("?compare=a&compare=b", "compare holds at most"),
+])
+def test_stale_url_state_falls_back_with_a_notice(prepared, search, notice):
+    state, notices = decode_state(search, prepared.choices(), prepared.default_state())
+    assert any(notice in n for n in notices), notices
+    assert state.store in prepared.names and state.layer in prepared.layers
+    assert "fly" not in state.stage and state.point is None
+
+
+def test_garbage_url_never_fails(prepared):
+    for search in ("", None, "?", "?%zz", "?store", "?&&==", "?point=%00"):
+        state, _ = decode_state(search, prepared.choices(), prepared.default_state())
+        assert state.store in prepared.names
+    assert state_from_dict({"color": "nope"}, prepared.default_state()) == prepared.default_state()
+    assert state_from_dict(None, prepared.default_state()) == prepared.default_state()
+
+
+def test_click_maps_to_rows_by_point_index(prepared):
+    state = prepared.default_state()
+    _, ck = prepared.checkpoint(state.store)
+    for p in (0, 7, len(ck.rows) - 1):
+        assert click_row(prepared, state, {"points": [{"curveNumber": 0, "pointIndex": p}]}) == ck.rows[p]
+    assert click_row(prepared, state, {"points": [{"curveNumber": 0, "pointNumber": 5}]}) == ck.rows[5]
+    # unknown points: no row, no exception
+    for bad in (None, {}, {"points": []}, {"points": [{"curveNumber": 0, "pointIndex": 10**9}]},
+                {"points": [{"curveNumber": 0, "pointIndex": -1}]}, {"points": [{"curveNumber": 9, "pointIndex": 0}]},
+                {"points": [{"curveNumber": 0, "pointIndex": "x"}]}):
+        assert click_row(prepared, state, bad) is None
+
+
+def test_click_on_trajectory_trace_maps_to_the_episode_rows(prepared):
+    state = prepared.default_state()
+    _, ck = prepared.checkpoint(state.store)
+    robot = int(np.flatnonzero(ck.meta[C.EMBODIMENT] == "robot")[5])
+    state = apply_event(prepared, state, "click", {"points": [{"curveNumber": 0, "pointIndex": int(ck.point_of_row[robot])}]})
+    assert state.point == ck.meta[C.SAMPLE_ID].iat[robot]
+    traj = ck.trajectory(robot)
+    frames = ck.points[C.FRAME].to_numpy()[traj]
+    assert (np.diff(frames) > 0).all()
+    assert (ck.points["episode_key"].to_numpy()[traj] == ck.points["episode_key"].iat[ck.point_of_row[robot]]).all()
+    row = click_row(prepared, state, {"points": [{"curveNumber": 1, "pointIndex": 2}]})
+    assert row == ck.rows[traj[2]]
+
+
+def test_selected_point_gives_k_human_clips_from_other_episodes(prepared):
+    state = prepared.default_state()
+    _, ck = prepared.checkpoint(state.store)
+    robot = int(np.flatnonzero(ck.meta[C.EMBODIMENT] == "robot")[0])
+    state = state.with_(point=ck.meta[C.SAMPLE_ID].iat[robot])
+    clips = selected_clips(prepared, state)
+    assert len(clips) == 4
+    assert all(ck.meta[C.EMBODIMENT].iat[c.row] == "human" for c in clips)
+    assert len({c.episode for c in clips}) == 4
+    scores = [c.score for c in clips]
+    assert scores == sorted(scores, reverse=True)
+    # the clusters are (task, stage): the best match shares the robot's stage and task
+    assert clips[0].stage == ck.meta[C.STAGE].iat[robot] and clips[0].task == ck.meta[C.TASK].iat[robot]
+    c = clips[0]
+    assert c.video_token in prepared.media and c.video_start <= c.video_end and c.start <= c.end
+    marks = mark_points(prepared, state)
+    assert marks[0] == ck.point_of_row[robot] and len(marks) == 5
+
+
+def test_events(prepared):
+    state = prepared.default_state()
+    assert apply_event(prepared, state, "color", "stage").color is ColorBy.STAGE
+    assert apply_event(prepared, state, "color", "rainbow") == state
+    assert apply_event(prepared, state, "store", "nope") == state
+    assert apply_event(prepared, state, "stage", ["grasp", "fly"]).stage == ("grasp",)
+    s = apply_event(prepared, state, "metric_stage", "lift")
+    assert s.stage == ("lift",) and apply_event(prepared, s, "metric_stage", "lift").stage == ()
+    s = apply_event(prepared, s.with_(point="robot/pick/0/1", task=["pick"]), "clear", None)
+    assert s.stage == () and s.task == () and s.point is None
+    assert len(apply_event(prepared, state, "compare", prepared.names * 3).compare) <= 4
+    assert isinstance(state, ViewState)

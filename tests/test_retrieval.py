@@ -1,0 +1,258 @@
+"""Retriever: results as clips (window, per-episode diversity), clip export, the CLI and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import av
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import clustered_latents, synthetic_meta
+from metrics.knn import knn
+from probe import columns as C
+from probe.cli import main
+from probe.clips import read_frames, read_png, write_png
+from probe.errors import ConfigError, DataError, IndexMismatchError, OutputExistsError
+from probe.index import IndexConfig, build_index
+from probe.retrieval import RESULT_COLUMNS, Retriever, evaluate
+from probe.store import write_store
+
+FPS = 10
+
+
+def _write_video(path, n_frames: int) -> None:
+    """A 32x24 H.264 video whose frame i shows i in binary: 8 black/white stripes, 4 pixels wide."""
+    with av.open(str(path), mode="w") as out:
+        stream = out.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = 32, 24, "yuv420p"
+        stream.options = {"crf": "10", "g": "8"}
+        for i in range(n_frames):
+            img = np.zeros((24, 32, 3), np.uint8)
+            for bit in range(8):
+                if (i >> bit) & 1:
+                    img[:, 4 * bit : 4 * bit + 4] = 255
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def _level(img: np.ndarray) -> int:
+    """The frame index drawn into a decoded frame."""
+    return sum(1 << bit for bit in range(8) if img[4:20, 4 * bit + 1 : 4 * bit + 3].mean() > 128)
+
+
+@pytest.fixture
+def world(tmp_path):
+    """A store (2 tasks x 3 stages, 3 episodes each) whose human episodes share one video file, LeRobot style."""
+    meta = synthetic_meta(n_episodes=3, frames=20)
+    X = clustered_latents(meta, dim=16, noise=0.3)
+    human = (meta[C.EMBODIMENT] == "human").to_numpy()
+    video = tmp_path / "human.mp4"
+    _write_video(video, int(human.sum()))
+    meta[C.VIDEO] = np.where(human, str(video), None)
+    meta[C.VIDEO_TIMESTAMP] = np.where(human, np.cumsum(human) - 1, 0) / FPS  # episodes back to back
+    store = write_store(tmp_path / "store", meta, {"trunk": X})
+    build_index(store, "trunk", tmp_path / "idx")
+    return store, tmp_path
+
+
+def _robot_sample(store, task="pick", ep=1, frame=10) -> str:
+    return f"robot/{task}/{ep}/{frame}"
+
+
+def test_results_are_clips_with_windows_and_video_times(world):
+    store, tmp = world
+    r = Retriever.open(tmp / "idx")
+    res = r.search_samples([_robot_sample(store)], k=4, per_episode=1, window=0.5)
+    assert list(res.columns) == list(RESULT_COLUMNS) and len(res) == 4
+    assert (res[C.EMBODIMENT] == "human").all() and list(res["rank"]) == [1, 2, 3, 4]
+    assert res[[C.DATASET, C.EPISODE]].drop_duplicates().shape[0] == 4  # one clip per episode
+    assert (np.diff(res["distance"]) >= 0).all() and np.allclose(res["score"], 1 - res["distance"])
+    meta = store.meta
+    for _, hit in res.iterrows():
+        ep = meta[(meta[C.EPISODE] == hit[C.EPISODE]) & (meta[C.DATASET] == hit[C.DATASET])]
+        assert hit["start"] == max(ep[C.TIMESTAMP].min(), hit[C.TIMESTAMP] - 0.5)
+        assert hit["end"] == min(ep[C.TIMESTAMP].max(), hit[C.TIMESTAMP] + 0.5)
+        row = meta[meta[C.SAMPLE_ID] == hit[C.SAMPLE_ID]].iloc[0]
+        assert hit["video_start"] == pytest.approx(row[C.VIDEO_TIMESTAMP] - (hit[C.TIMESTAMP] - hit["start"]))
+        assert hit["video"] == row[C.VIDEO]
+    # the query is a pick/grasp moment: the three human pick episodes come first, at grasp, then another task
+    assert list(res[C.TASK]) == ["pick"] * 3 + ["push"] and (res[C.STAGE].iloc[:3] == "grasp").all()
+
+
+def test_first_clip_is_the_exact_nearest_neighbour(world):
+    store, _ = world
+    X = np.asarray(store.matrix("trunk"))
+    human = np.flatnonzero(store.meta[C.EMBODIMENT] == "human")
+    q = X[np.flatnonzero(store.meta[C.SAMPLE_ID] == _robot_sample(store))]
+    res = Retriever.open(world[1] / "idx").search(q, k=1, per_episode=None, window=0.0)
+    nn = knn(q, X[human], 1, "cosine")
+    assert res["store_row"].iloc[0] == human[nn.indices[0, 0]]
+    assert res["distance"].iloc[0] == pytest.approx(nn.distances[0, 0], abs=1e-5)
+
+
+def test_per_episode_and_overlapping_windows(world):
+    store, tmp = world
+    r = Retriever.open(tmp / "idx")
+    res = r.search_samples([_robot_sample(store)], k=6, per_episode=2, window=0.2)
+    per_ep = res.groupby([C.DATASET, C.EPISODE]).size()
+    assert per_ep.max() <= 2 and len(res) == 6
+    for _, group in res.groupby(C.EPISODE):  # no clip's matched frame lies inside another clip of its episode
+        t = group[C.TIMESTAMP].to_numpy()
+        for i in range(len(group)):
+            for j in range(len(group)):
+                if i != j:
+                    assert not (group["start"].iloc[j] <= t[i] <= group["end"].iloc[j])
+    # only 6 human episodes exist: asking for 8 clips at one per episode gives 6
+    assert len(r.search_samples([_robot_sample(store)], k=8, per_episode=1)) == 6
+
+
+def test_task_filter_and_own_episode_excluded(world):
+    store, tmp = world
+    r = Retriever.open(tmp / "idx")
+    res = r.search_samples([_robot_sample(store)], k=3, task="push")
+    assert (res[C.TASK] == "push").all()
+    human_q = r.search_samples(["human/pick/0/5"], k=3, per_episode=None, window=0.0)
+    own = store.meta.loc[store.meta[C.SAMPLE_ID] == "human/pick/0/5", C.EPISODE].iloc[0]
+    assert (human_q[C.EPISODE] != own).all()
+    with pytest.raises(ConfigError, match="task 'open' has no human samples in the index; its tasks are: pick, push"):
+        r.search_samples([_robot_sample(store)], k=3, task="open")
+
+
+def test_search_by_frame_and_batch_of_queries(world):
+    store, tmp = world
+    r = Retriever.open(tmp / "idx")
+    row = store.meta[store.meta[C.SAMPLE_ID] == _robot_sample(store)].iloc[0]
+    by_frame = r.search_frame(int(row[C.EPISODE]), 10, k=3)
+    by_id = r.search_samples([_robot_sample(store)], k=3)
+    pd.testing.assert_frame_equal(by_frame, by_id)
+    X = np.asarray(store.matrix("trunk"))[:5]
+    batch = r.search(X, k=2, per_episode=1)
+    assert sorted(set(batch["query"])) == [0, 1, 2, 3, 4] and (batch.groupby("query").size() == 2).all()
+
+
+def test_query_not_in_store(world):
+    store, tmp = world
+    r = Retriever.open(tmp / "idx")
+    with pytest.raises(DataError, match=r"episode 999 is not in store .*its episodes are human: 6 episodes"):
+        r.search_frame(999, 0)
+    ep = int(store.meta[C.EPISODE].iloc[-1])
+    with pytest.raises(DataError, match=rf"frame 57 is not in episode {ep} .*frames 0..19 \(nearest stored frame: 19\)"):
+        r.search_frame(ep, 57)
+    with pytest.raises(DataError, match="sample id.*not in store.*first: 'nope'"):
+        r.search_samples(["nope"])
+    with pytest.raises(DataError, match="dataset 'other' is not in store"):
+        r.search_frame(ep, 0, dataset="other")
+
+
+def test_k_larger_than_reference_set(world):
+    store, tmp = world
+    r = Retriever.open(tmp / "idx")
+    with pytest.raises(ConfigError, match=r"k=121 must lie in 1..120: the reference set \(human\) holds 120"):
+        r.search_samples([_robot_sample(store)], k=121)
+    with pytest.raises(ConfigError, match=r"k=61 must lie in 1..60.*task 'pick'"):
+        r.search_samples([_robot_sample(store)], k=61, task="pick")
+
+
+def test_retriever_against_another_store_or_layer(world):
+    store, tmp = world
+    meta = store.meta.copy()
+    other = write_store(tmp / "other", meta, {"trunk": clustered_latents(meta, dim=16, seed=3)})
+    with pytest.raises(IndexMismatchError, match="fingerprint"):
+        Retriever.open(tmp / "idx", other)
+    with pytest.raises(IndexMismatchError, match="holds layer 'trunk', not 'head'"):
+        Retriever.open(tmp / "idx", layer="head")
+
+
+def test_read_frames_cuts_the_right_window(world):
+    _, tmp = world
+    frames, fps = read_frames(tmp / "human.mp4", 2.0, 2.5)
+    assert fps == pytest.approx(FPS) and [_level(f) for f in frames] == [20, 21, 22, 23, 24, 25]
+    single, _ = read_frames(tmp / "human.mp4", 3.0, 3.0)
+    assert [_level(f) for f in single] == [30]
+
+
+def test_export_clips_writes_mp4_sheet_and_captions(world):
+    store, tmp = world
+    r = Retriever.open(tmp / "idx")
+    res = r.search_samples([_robot_sample(store)], k=3, window=0.3)
+    query_img = np.zeros((24, 32, 3), np.uint8)
+    from probe.clips import export_clips
+
+    out = export_clips(res, tmp / "clips", queries=[{"image": query_img, "caption": "robot pick"}])
+    assert len(out.clips) == 3 and all(p.exists() for p in out.clips)
+    for clip, (_, hit) in zip(out.clips, res.iterrows()):
+        with av.open(str(clip)) as c:
+            s = c.streams.video[0]
+            assert s.codec_context.name == "h264"
+            decoded = [f.to_ndarray(format="rgb24") for f in c.decode(s)]
+        first = int(round(hit["video_start"] * FPS))
+        last = int(round(hit["video_end"] * FPS))
+        assert [_level(f) for f in decoded] == list(range(first, last + 1))
+    sheet = read_png(out.sheet)
+    assert sheet.shape[0] >= 128 and sheet.shape[1] > 4 * 128  # query + 3 clips in one row
+    captions = json.loads(out.captions.read_text())
+    assert captions["queries"][0]["caption"] == "robot pick"
+    assert [c["rank"] for c in captions["queries"][0]["clips"]] == [1, 2, 3]
+    assert "pick / grasp" in captions["queries"][0]["clips"][0]["caption"]
+    assert "<video src='" in out.html.read_text()
+    with pytest.raises(OutputExistsError):
+        export_clips(res, tmp / "clips")
+
+
+def test_store_without_video_still_works(tmp_path):
+    meta = synthetic_meta(n_episodes=2, frames=10)
+    store = write_store(tmp_path / "s", meta, {"l": clustered_latents(meta, dim=8)})
+    build_index(store, "l", tmp_path / "idx", config=IndexConfig(kind="hnsw"))
+    r = Retriever.open(tmp_path / "idx")
+    res = r.search_samples(["robot/pick/0/3"], k=2)
+    assert res[C.VIDEO].isna().all() and res["video_start"].isna().all() and len(res) == 2
+    from probe.clips import export_clips
+
+    out = export_clips(res, tmp_path / "clips")
+    assert out.clips == [] and "no video columns" in out.notes[0] and out.sheet.exists()
+
+
+def test_png_round_trip(tmp_path):
+    img = np.random.default_rng(0).integers(0, 256, size=(7, 5, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(read_png(write_png(tmp_path / "x.png", img)), img)
+
+
+def test_cli_retrieve_table_json_and_export(world, capsys):
+    store, tmp = world
+    ep = int(store.meta.loc[store.meta[C.SAMPLE_ID] == _robot_sample(store), C.EPISODE].iloc[0])
+    assert main(["retrieve", "--index", str(tmp / "idx"), "--episode", str(ep), "--frame", "10", "-k", "3",
+                 "--export-clips", str(tmp / "cli-clips")]) == 0
+    out = capsys.readouterr().out
+    assert "grasp" in out and "human.mp4" in out and "contact sheet" in out
+    assert len(list((tmp / "cli-clips").glob("*.mp4"))) == 3
+    assert main(["retrieve", "--index", str(tmp / "idx"), "--sample-id", _robot_sample(store), "-k", "2",
+                 "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["queries"][0]["task"] == "pick" and len(payload["results"]) == 2
+    assert payload["results"][0]["stage"] == "grasp" and payload["results"][0]["video_end"] is not None
+    assert main(["retrieve", "--index", str(tmp / "idx"), "--episode", "999", "--frame", "0"]) == 2
+    assert "episode 999 is not in store" in capsys.readouterr().err
+    assert main(["retrieve", "--index", str(tmp / "idx"), "--episode", str(ep), "--frame", "0", "-k", "500"]) == 2
+    assert "k=500 must lie in 1..120" in capsys.readouterr().err
+
+
+def test_eval_uses_metrics_retrieval_both_directions(world, capsys):
+    store, tmp = world
+    scores = evaluate(Retriever.open(tmp / "idx"), k=5)
+    assert set(scores) == {"robot_to_human", "human_to_robot"}
+    from metrics.retrieval import combine_labels, cross_retrieval
+
+    ref = cross_retrieval(np.asarray(store.matrix("trunk")), store.meta[C.EMBODIMENT].to_numpy(),
+                          combine_labels(store.meta[C.TASK].to_numpy(), store.meta[C.STAGE].to_numpy()))
+    for direction, s in scores.items():
+        assert s["map_at_r"] == pytest.approx(ref[direction].map_at_r)
+        assert s["precision_at_1"] == pytest.approx(ref[direction].precision_at_1)
+        assert 0.9 <= s["precision_at_5"] <= 1.0  # clusters by (task, stage): near perfect
+    assert main(["retrieve", "--index", str(tmp / "idx"), "--eval", "--out", str(tmp / "eval.json")]) == 0
+    out = capsys.readouterr().out
+    assert "robot -> human" in out.replace("\n", " ") and "MAP@R" in out
+    assert json.loads((tmp / "eval.json").read_text())["scores"]["robot_to_human"]["n_queries"] == 120
