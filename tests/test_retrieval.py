@@ -254,5 +254,5 @@ def test_eval_uses_metrics_retrieval_both_directions(world, capsys):
         assert 0.9 <= s["precision_at_5"] <= 1.0  # clusters by (task, stage): near perfect
     assert main(["retrieve", "--index", str(tmp / "idx"), "--eval", "--out", str(tmp / "eval.json")]) == 0
     out = capsys.readouterr().out
-    assert "robot -> human" in out.replace("\n", " ") and "MAP@R" in out
+    assert "robot -> human" in out and "human -> robot" in out and "MAP@R" in out
     assert json.loads((tmp / "eval.json").read_text())["scores"]["robot_to_human"]["n_queries"] == 120

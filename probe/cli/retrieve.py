@@ -109,12 +109,13 @@ def _run_eval(args: argparse.Namespace, retriever) -> int:
     if args.json:
         print(json.dumps(scores, indent=2, default=str))
         return 0
-    table = Table("direction", "P@1", f"P@{args.k}", "MAP@R", "MRR", "R@10", "queries", "no match", "search",
-                  title=f"stage-match retrieval, label = (task, stage), layer '{retriever.layer}'")
+    table = Table(title=f"stage-match retrieval, label = (task, stage), layer '{retriever.layer}'")
+    for name in ("direction", "P@1", f"P@{args.k}", "MAP@R", "MRR", "queries", "search"):
+        table.add_column(name, no_wrap=True)
     for direction, s in scores.items():
         table.add_row(direction.replace("_to_", " -> "), f"{s['precision_at_1']:.3f}",
                       f"{s[f'precision_at_{args.k}']:.3f}", f"{s['map_at_r']:.3f}", f"{s['mrr']:.3f}",
-                      f"{s['recall_at_10']:.3f}", str(s["n_queries"]), str(s["n_missing_label"]), s["search"])
+                      f"{s['n_evaluated']}/{s['n_queries']}", s["search"])
     console.print(table)
     capped = {d: s["n_r_capped"] for d, s in scores.items() if s["n_r_capped"]}
     if capped:
@@ -160,14 +161,25 @@ def run(args: argparse.Namespace) -> int:
     for qi, q in enumerate(info):
         desc = ", ".join(f"{k} {q[k]}" for k in ("sample_id", "embodiment", "task", "stage") if k in q)
         console.print(f"[bold]query {qi}[/]: {desc or q.get('source', '')}")
-        table = Table("#", "score", "task", "stage", "stage %", "episode", "clip (s)", "video", "sample")
-        for _, r in results[results["query"] == qi].iterrows():
-            video = "-"
-            if isinstance(r["video"], str):
-                video = f"{r['video'].rsplit('/', 1)[-1]} @ {r['video_start']:.2f}-{r['video_end']:.2f}s"
-            table.add_row(str(r["rank"]), f"{r['score']:.3f}", str(r["task"]), str(r["stage"]),
-                          f"{r['stage_progress']:.0%}", f"{r['dataset']}:{r['episode']}",
-                          f"{r['start']:.2f}-{r['end']:.2f}", video, str(r["sample_id"]))
+        sub = results[results["query"] == qi]
+        with_video = sub["video"].map(lambda v: isinstance(v, str)).any()
+        wide = console.width >= 120
+        table = Table()
+        for name in ("#", "score", "task / stage", "stage %", "episode", "clip (s)"):
+            table.add_column(name, no_wrap=True)
+        if with_video:
+            table.add_column("video (file @ s)", overflow="fold")
+        if wide:
+            table.add_column("sample", overflow="fold")
+        for _, r in sub.iterrows():
+            cells = [str(r["rank"]), f"{r['score']:.3f}", f"{r['task']} / {r['stage']}", f"{r['stage_progress']:.0%}",
+                     f"{r['dataset']}:{r['episode']}", f"{r['start']:.2f}-{r['end']:.2f}"]
+            if with_video:
+                cells.append(f"{str(r['video']).rsplit('/', 1)[-1]} @ {r['video_start']:.2f}-{r['video_end']:.2f}"
+                             if isinstance(r["video"], str) else "-")
+            if wide:
+                cells.append(str(r["sample_id"]))
+            table.add_row(*cells)
         console.print(table)
         n = int((results["query"] == qi).sum())
         if n < args.k:
