@@ -1,0 +1,196 @@
+"""The suite: one graph, subsampling, episode bootstrap, nulls, scopes, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import metrics.suite as suite_module
+from conftest import clustered_latents, synthetic_meta
+from metrics.bootstrap import episode_bootstrap_weights, null_embodiment, null_stage, percentile_interval
+from metrics.subsample import strata_keys, stratified_subsample
+from metrics.suite import Kind, Labels, MetricInputError, MetricsConfig, REGISTRY, run_suite
+
+FAST = dict(k=20, bootstrap=4, null_repeats=1, bootstrap_samples=200)
+
+
+def _labels(meta):
+    return Labels(meta["embodiment"].to_numpy(), meta["stage"].to_numpy(), meta["task"].to_numpy(),
+                  (meta["dataset"] + ":" + meta["episode"].astype(str)).to_numpy())
+
+
+@pytest.fixture(scope="module")
+def small():
+    meta = synthetic_meta(n_episodes=4, frames=15)
+    return meta, _labels(meta)
+
+
+def test_mixed_vs_separated_and_null_baselines(small):
+    meta, labels = small
+    mixed = run_suite(clustered_latents(meta, noise=1.0), labels, MetricsConfig(**FAST))
+    apart = run_suite(clustered_latents(meta, shift=40.0, noise=1.0), labels, MetricsConfig(**FAST))
+    m, a = mixed.metrics, apart.metrics
+    for name in ("ilisi", "kbet", "knn_embodiment_mixing", "silhouette_embodiment", "bras"):
+        assert m[name].value > a[name].value + 0.3, name
+        assert a[name].value < a[name].null, name  # separated embodiments score below chance
+    assert a["embodiment_probe_acc"].value == 1.0 and m["embodiment_probe_acc"].value < 0.8
+    # stages are conserved in both: values well above the shuffled-stage null
+    for name in ("clisi", "silhouette_stage", "stage_nmi", "stage_ari"):
+        assert m[name].value > m[name].null + 0.2, name
+    for v in m.values():  # every headline metric has an interval around a finite value
+        assert np.isfinite(v.value) and np.isfinite(v.ci_lo) and v.ci_lo <= v.ci_hi
+
+
+def test_one_graph_searched_once(small, monkeypatch):
+    meta, labels = small
+    calls = []
+    real = suite_module.knn
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("k", args[2] if len(args) > 2 else None))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(suite_module, "knn", counting)
+    run_suite(clustered_latents(meta), labels, MetricsConfig(**FAST, by="stage"))
+    assert calls == [20]
+
+
+def test_row_permutation_changes_nothing(small):
+    meta, labels = small
+    X = clustered_latents(meta, shift=2.0, noise=1.5)
+    perm = np.random.default_rng(0).permutation(len(X))
+    cfg = MetricsConfig(k=20, bootstrap=0, null_repeats=0)
+    a = run_suite(X, labels, cfg).metrics
+    b = run_suite(X[perm], labels.take(perm), cfg).metrics
+    for name, spec in REGISTRY.items():
+        if spec.kind is not Kind.FIT:
+            assert a[name].value == pytest.approx(b[name].value, abs=1e-6), name
+
+
+def test_scopes_by_stage_and_task(small):
+    meta, labels = small
+    X = clustered_latents(meta)
+    res = run_suite(X, labels, MetricsConfig(**FAST, by="stage"))
+    assert set(res.scopes) == {"reach", "grasp", "lift"}
+    assert np.isfinite(res.scopes["grasp"]["ilisi"].value) and np.isnan(res.scopes["grasp"]["stage_nmi"].value)
+    out = res.to_dict()
+    assert set(out["per_stage"]["lift"]["kbet"]) == {"value", "ci", "null"}
+    res = run_suite(X, labels, MetricsConfig(**FAST, by="task", metrics=("stage_nmi", "kbet")))
+    assert set(res.scopes) == {"pick", "push"}
+    assert res.scopes["pick"]["stage_nmi"].value > 0.5
+    assert list(res.metrics) == ["kbet", "stage_nmi"]
+
+
+def test_subsample_is_reported(small):
+    meta, labels = small
+    res = run_suite(clustered_latents(meta), labels, MetricsConfig(**FAST, max_samples=100))
+    assert res.subsampled == 100 and res.to_dict()["subsampled"] == 100
+    assert any("stratified subsample of 100 of 240" in n for n in res.notes)
+
+
+def test_approximate_index_agrees_with_exact(small):
+    meta, labels = small
+    X = clustered_latents(meta, shift=1.0, noise=1.0)
+    cfg = dict(k=20, bootstrap=0, null_repeats=0, metrics=("ilisi", "kbet", "clisi"))
+    exact = run_suite(X, labels, MetricsConfig(**cfg)).metrics
+    approx = run_suite(X, labels, MetricsConfig(**cfg, index="hnsw"))
+    assert any("HNSW" in n for n in approx.notes)
+    for name in exact:
+        assert approx.metrics[name].value == pytest.approx(exact[name].value, abs=0.02)
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_one_embodiment_only(small):
+    meta, labels = small
+    robot = (meta["embodiment"] == "robot").to_numpy()
+    with pytest.raises(MetricInputError, match="only one is present \\(robot\\)"):
+        run_suite(clustered_latents(meta)[robot], labels.take(robot), MetricsConfig(**FAST))
+
+
+def test_stage_in_one_embodiment_is_noted(small):
+    meta, labels = small
+    stage = labels.stage.copy()
+    stage[(labels.embodiment == "robot") & (stage == "lift")] = "robot_only"
+    res = run_suite(clustered_latents(meta), labels.replace(stage=stage), MetricsConfig(**FAST))
+    assert any("stage 'robot_only' is present in embodiment 'robot' only" in n for n in res.notes)
+    assert np.isfinite(res.metrics["stage_transfer_acc_robot_to_human"].value)
+
+
+def test_fewer_samples_than_k_lowers_k(small):
+    meta, labels = small
+    rows = np.r_[0:8, 120:128]
+    res = run_suite(clustered_latents(meta)[rows], labels.take(rows),
+                    MetricsConfig(k=90, bootstrap=0, null_repeats=0, metrics=("ilisi", "kbet")))
+    assert res.k == 15 and any("k=15 instead of 90" in n for n in res.notes)
+    with pytest.raises(MetricInputError, match="at least 4 samples"):
+        run_suite(clustered_latents(meta)[[0, 120, 1]], labels.take([0, 120, 1]), MetricsConfig(**FAST))
+
+
+def test_constant_and_nan_latents(small):
+    meta, labels = small
+    X = np.ones((len(meta), 8), dtype=np.float32)
+    with pytest.raises(MetricInputError, match="constant latents"):
+        run_suite(X, labels, MetricsConfig(**FAST))
+    X = clustered_latents(meta)
+    X[3, 2] = np.nan
+    with pytest.raises(MetricInputError, match="NaN or Inf"):
+        run_suite(X, labels, MetricsConfig(**FAST))
+
+
+def test_single_stage_gives_nan_conservation_with_note(small):
+    meta, labels = small
+    one = labels.replace(stage=np.array(["all"] * len(labels)))
+    res = run_suite(clustered_latents(meta), one, MetricsConfig(**FAST))
+    for name in ("clisi", "silhouette_stage", "stage_nmi", "stage_ari", "stage_transfer_acc_robot_to_human"):
+        assert np.isnan(res.metrics[name].value)
+    assert any("single stage" in n for n in res.notes)
+    assert np.isfinite(res.metrics["ilisi"].value)
+
+
+def test_bad_config_and_unknown_metric(small):
+    meta, labels = small
+    with pytest.raises(MetricInputError, match="bootstrap must be >= 0"):
+        MetricsConfig(bootstrap=-1)
+    with pytest.raises(MetricInputError, match="unknown metric"):
+        run_suite(clustered_latents(meta), labels, MetricsConfig(metrics=("ilsi",)))
+
+
+# ------------------------------------------------------------------ building blocks
+
+
+def test_stratified_subsample_keeps_shares_and_small_strata():
+    strata = np.array([0] * 900 + [1] * 90 + [2] * 10)
+    rows = stratified_subsample(strata, 100, seed=0)
+    assert len(rows) == 100 and np.all(np.diff(rows) > 0)
+    assert np.bincount(strata[rows]).tolist() == [90, 9, 1]
+    assert len(stratified_subsample(strata, 5000)) == 1000
+    keys = strata_keys(np.array(["a", "a", "b"]), np.array([1, 2, 1]))
+    assert len(np.unique(keys)) == 3
+
+
+def test_episode_bootstrap_resamples_whole_episodes_within_embodiment():
+    episodes = np.repeat(np.arange(6), 5)
+    emb = np.where(episodes < 2, "human", "robot")
+    for w in episode_bootstrap_weights(episodes, emb, 20, seed=1):
+        per_episode = w.reshape(6, 5)
+        assert (per_episode == per_episode[:, :1]).all()  # frames of an episode move together
+        assert per_episode[:2, 0].sum() == 2 and per_episode[2:, 0].sum() == 4
+    assert percentile_interval(np.arange(101.0)) == pytest.approx((2.5, 97.5))
+
+
+def test_nulls_permute_runs_and_keep_proportions():
+    rng = np.random.default_rng(0)
+    episodes = np.repeat(np.arange(20), 9)
+    stage = np.tile(np.repeat(["a", "b", "c"], 3), 20)
+    emb = np.where(episodes < 8, "human", "robot")
+    task = np.where(episodes % 2 == 0, "pick", "push")
+    shuffled = null_embodiment(emb, stage, episodes, rng)
+    for s in "abc":
+        assert (shuffled[stage == s] == "human").sum() == (emb[stage == s] == "human").sum()
+    runs = shuffled.reshape(20, 3, 3)
+    assert (runs == runs[:, :, :1]).all()  # one label per (episode, stage) run
+    assert not np.array_equal(shuffled, emb)
+    st = null_stage(stage, task, episodes, rng)
+    assert sorted(st.tolist()) == sorted(stage.tolist()) and not np.array_equal(st, stage)
