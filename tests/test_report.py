@@ -1,0 +1,198 @@
+"""The report: files, numbers, verdict, gates and the bad inputs named in the task."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import clustered_latents, synthetic_meta
+from probe import columns as C
+from probe.cli import main
+from probe.errors import ConfigError, LayerNotFoundError, OutputExistsError
+from probe.projection import ProjectionConfig
+from probe.report import (
+    ReportConfig,
+    build_report,
+    known_metric_names,
+    parse_fail_under,
+    verdict,
+)
+from probe.store import write_store
+
+STEPS = ((100, 6.0), (200, 3.0), (300, 0.3))  # training step, distance between embodiments (alignment grows)
+FAST_UMAP = ProjectionConfig(n_epochs=40, n_neighbors=10, max_points=80)
+needs_suite = pytest.mark.skipif(not known_metric_names(), reason="the metrics suite (probe.evaluate) is not installed")
+
+
+def eval_config():
+    """A quick metrics configuration (few bootstrap replicates) when the suite is installed."""
+    try:
+        from metrics.suite import MetricsConfig
+    except ImportError:
+        return None
+    return MetricsConfig(bootstrap=5, null_repeats=1, k=20)
+
+
+def make_stores(root: Path, *, dataset_suffix: str = "", layers=("block0", "block1")) -> list[Path]:
+    meta = synthetic_meta(n_episodes=2, frames=12)
+    if dataset_suffix:
+        meta[C.DATASET] = meta[C.DATASET] + dataset_suffix
+    paths = []
+    for step, shift in STEPS:
+        X = {layer: clustered_latents(meta, dim=12, shift=shift * (i + 1) / len(layers), seed=i)
+             for i, layer in enumerate(layers)}
+        path = root / f"step-{step}"
+        write_store(path, meta, X, provenance={"step": step, "recipe": "co-trained"})
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory) -> list[Path]:
+    return make_stores(tmp_path_factory.mktemp("stores"))
+
+
+@pytest.fixture(scope="module")
+def report(stores, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reports") / "r"
+    config = ReportConfig(projection=FAST_UMAP, cache_dir=tmp_path_factory.mktemp("cache"),
+                          eval_config=eval_config())
+    return build_report([stores[2], stores[0], stores[1]], out, config)  # given out of order on purpose
+
+
+def test_report_writes_three_files_with_checkpoints_in_step_order(report):
+    out = report.out
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "report.html", "summary.md"]
+    doc = json.loads((out / "metrics.json").read_text())
+    assert [c["step"] for c in doc["checkpoints"]] == [100, 200, 300]
+    assert [c["label"] for c in doc["checkpoints"]] == ["co-trained step 100", "co-trained step 200",
+                                                        "co-trained step 300"]
+    assert doc["layers"] == ["block0", "block1"] and doc["headline_layer"] == "block1"
+    # layouts: one per checkpoint at the headline layer, plus the other layer of the last checkpoint
+    assert len(doc["layouts"]) == 4
+    assert all(l["trustworthiness"] > 0.8 for l in doc["layouts"])
+    assert not any(p.name.startswith(".") for p in out.parent.iterdir())  # atomic: no temporaries left
+
+
+def test_html_is_self_contained(report):
+    page = (report.out / "report.html").read_text()
+    assert page.count("Plotly.newPlot(") >= 4
+    # plotly.js is inlined exactly once, and nothing is fetched from the network
+    from plotly.offline import get_plotlyjs
+
+    js = get_plotlyjs()
+    assert page.count(js) == 1
+    ours = page.replace(js, "")  # plotly.js itself mentions a CDN (for geo maps we never draw)
+    assert not re.search(r"<script[^>]+src=", ours)
+    assert "cdn.plot.ly" not in ours and "<link" not in ours and "https://" not in ours
+    assert "Verdict" in page and "co-trained step 300" in page
+
+
+def test_summary_is_a_markdown_table(report):
+    md = (report.out / "summary.md").read_text()
+    assert md.startswith("## Embodiment alignment report")
+    if known_metric_names():
+        table = [line for line in md.splitlines() if line.startswith("| co-trained step")]
+        assert len(table) == 3 and all(line.count("|") == table[0].count("|") for line in table)
+    else:
+        assert "metrics not available" in md
+
+
+@needs_suite
+def test_metrics_and_verdict_follow_alignment(report):
+    doc = json.loads((report.out / "metrics.json").read_text())
+    assert doc["metrics_available"]
+    by_cp = {r["checkpoint"]: r for r in doc["records"] if r["layer"] == "block1"}
+    first, last = by_cp["co-trained step 100"], by_cp["co-trained step 300"]
+    assert last["metrics"]["ilisi"]["value"] > first["metrics"]["ilisi"]["value"]
+    v_first, v_last = verdict(first), verdict(last)
+    assert v_last.ratio > v_first.ratio
+    assert v_first.status == "separate" and v_last.status in ("shared", "partly shared")
+    assert "ilisi" in (report.out / "summary.md").read_text()
+
+
+def test_mixed_datasets_are_said(stores, tmp_path):
+    other = make_stores(tmp_path / "other", dataset_suffix="-v2")
+    result = build_report([stores[0], other[2]], tmp_path / "r",
+                          ReportConfig(projection=ProjectionConfig(method="pca"), cache_dir=tmp_path / "c",
+                                       retrieval_queries=0, eval_config=eval_config()))
+    notes = json.loads((tmp_path / "r" / "metrics.json").read_text())["notes"]
+    assert any("DIFFERENT datasets" in n and "human-data-v2" in n for n in notes)
+    assert "DIFFERENT datasets" in (tmp_path / "r" / "report.html").read_text()
+    assert result.data.checkpoints[0].label != result.data.checkpoints[1].label  # same step: labels made unique
+
+
+def test_layer_missing_from_one_store(stores, tmp_path):
+    odd = make_stores(tmp_path / "odd", layers=("block0", "head"))[0]
+    with pytest.raises(LayerNotFoundError) as err:
+        build_report([stores[0], odd], tmp_path / "r", ReportConfig(layers=("block1",)))
+    message = str(err.value)
+    assert "layer 'block1' not found" in message and str(odd) in message and "block0" in message
+    assert not (tmp_path / "r").exists()
+
+
+def test_existing_output_is_refused_unless_overwrite(stores, tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    with pytest.raises(OutputExistsError, match="already exists.*--overwrite"):
+        build_report(stores[:1], out, ReportConfig(projection=ProjectionConfig(method="pca")))
+    assert (out / "keep.txt").exists()
+    build_report(stores[:1], out, ReportConfig(projection=ProjectionConfig(method="pca"), overwrite=True,
+                                               cache_dir=tmp_path / "c", eval_config=eval_config()))
+    assert (out / "report.html").exists() and not (out / "keep.txt").exists()
+
+
+def test_fail_under_parsing():
+    assert parse_fail_under(["ilisi=1.5", " kbet = 0.2"]) == (("ilisi", 1.5), ("kbet", 0.2))
+    for bad in ("ilisi", "ilisi=high", "=1"):
+        with pytest.raises(ConfigError, match="METRIC=VALUE"):
+            parse_fail_under([bad])
+
+
+def test_fail_under_unknown_metric_lists_known_names(stores, tmp_path):
+    with pytest.raises(ConfigError) as err:
+        build_report(stores[:1], tmp_path / "r", ReportConfig(fail_under=(("ilsi", 1.0),)))
+    message = str(err.value)
+    if known_metric_names():
+        assert "unknown metric 'ilsi'" in message and "ilisi" in message and "kbet" in message
+    else:
+        assert "metrics not available" in message
+    assert not (tmp_path / "r").exists()  # refused before doing any work
+    code = main(["report", str(stores[0]), "--out", str(tmp_path / "r"), "--fail-under", "ilsi=1"])
+    assert code == 2
+
+
+@needs_suite
+def test_fail_under_gates_the_exit_code(stores, tmp_path, monkeypatch):
+    import probe.report as report_module
+
+    # the CLI builds its own config: keep its metric suite quick
+    monkeypatch.setattr(report_module.ReportConfig, "__init__.__defaults__", None, raising=False)
+    args = ["report", str(stores[2]), "--projection", "pca", "--cache", str(tmp_path / "c")]
+    assert main(args + ["--out", str(tmp_path / "ok"), "--fail-under", "ilisi=0.5"]) == 0
+    assert main(args + ["--out", str(tmp_path / "bad"), "--fail-under", "ilisi=100"]) == 1
+    doc = json.loads((tmp_path / "bad" / "metrics.json").read_text())
+    assert doc["failed"] and doc["fail_under"][0]["metric"] == "ilisi" and not doc["fail_under"][0]["passed"]
+    assert "FAIL" in (tmp_path / "bad" / "summary.md").read_text()
+
+
+def test_cli_report_pca(stores, tmp_path, capsys):
+    code = main(["report", *map(str, stores), "--layer", "block0", "--projection", "pca",
+                 "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "r")])
+    assert code == 0
+    doc = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert doc["layers"] == ["block0"] and all(l["method"] == "pca" for l in doc["layouts"])
+    assert "report.html" in capsys.readouterr().out
+
+
+def test_sampling_is_said_in_the_report(stores, tmp_path):
+    result = build_report(stores[:1], tmp_path / "r",
+                          ReportConfig(projection=ProjectionConfig(method="pca", max_points=40),
+                                       cache_dir=tmp_path / "c", retrieval_queries=0, eval_config=eval_config()))
+    assert any("stratified sample" in n and "40 of 96" in n for n in result.data.notes)
+    assert all(np.all(np.diff(l.rows) > 0) for l in result.data.layouts.values())
