@@ -32,9 +32,10 @@ def create_app(prepared: Prepared, *, title: str = "embodiment probe") -> Dash:
 
 def serve(stores: Sequence[str | Path], host: str = "127.0.0.1", port: int = 8050, *,
           layers: str | Sequence[str] | None = None, debug: bool = False, max_points: int = 200_000,
-          cache: str | Path | None = None, k: int = 8, progress: bool = True) -> None:
+          cache: str | Path | None = None, k: int = 8, method: str = "umap", progress: bool = True) -> None:
     """Prepare the stores (before the server starts), print the URL and serve until interrupted."""
-    prepared = prepare(stores, layers=layers, max_points=max_points, cache=cache, k=k, progress=progress)
+    prepared = prepare(stores, layers=layers, max_points=max_points, cache=cache, k=k, method=method,
+                       progress=progress)
     app = create_app(prepared)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/"
     log.info("serving %d checkpoint(s) at %s", len(prepared.checkpoints), url)

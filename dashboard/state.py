@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
@@ -28,7 +29,7 @@ import pandas as pd
 from probe import columns as C
 from probe.errors import ConfigError
 from probe.progress import track
-from probe.store import Store, open_store
+from probe.store import Store, layer_filename, open_store
 from probe.validate import check_layer
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class Checkpoint:
     video_code: np.ndarray  # per store row: index into video_tokens, -1 without video
     video_tokens: list[str]
     sample_index: pd.Index  # sample_id -> store row
+    video_by_value: dict[str, str] = field(default_factory=dict)  # 'video' column value -> token
 
     @property
     def meta(self) -> pd.DataFrame:
@@ -172,67 +174,73 @@ class Prepared:
 
 
 class NeighbourSearch:
-    """Nearest human clips of one vector: an exact FAISS index over a store's human rows.
+    """Nearest human clips of a store row: a :class:`probe.retrieval.Retriever` over the human rows.
 
-    A single-vector search (a few ms at 100k rows) is all a click callback runs.
+    The FAISS index is built (or reopened from the cache) at prepare time; a click runs
+    one single-vector search (a few ms at 100k rows), cached per row.
     """
 
-    def __init__(self, store: Store, layer: str, video_code: np.ndarray, video_tokens: list[str],
-                 k: int) -> None:
-        from metrics.knn import exact_index, prepare
-
-        meta = store.meta
-        self.store, self.layer, self.k = store, layer, k
-        self.human_rows = np.flatnonzero((meta[C.EMBODIMENT] == C.HUMAN).to_numpy())
-        self.episode = _episode_key(meta)
-        self.video_code, self.video_tokens = video_code, video_tokens
+    def __init__(self, retriever: Any | None, video_tokens: Mapping[str, str], k: int) -> None:
+        self.retriever, self.video_tokens, self.k = retriever, video_tokens, k
         self._cache: dict[tuple[int, int], list[Clip]] = {}
-        X = store.matrix(layer)
-        self.index = exact_index(prepare(np.asarray(X[self.human_rows]), "cosine"), "cosine") \
-            if len(self.human_rows) else None
+        if retriever is not None:
+            meta = retriever.store.meta
+            self.episode = _episode_key(meta)
+            self.n = len(meta)
+
+    @classmethod
+    def build(cls, store: Store, layer: str, video_tokens: Mapping[str, str], k: int,
+              index_dir: Path) -> NeighbourSearch:
+        """Open the cached index of the store's human rows, or build it into ``index_dir``."""
+        from probe.errors import ProbeError
+        from probe.index import build_index, open_index
+        from probe.retrieval import Retriever
+
+        if not (store.meta[C.EMBODIMENT] == C.HUMAN).any():
+            return cls(None, video_tokens, k)
+        index = None
+        if index_dir.exists():
+            try:
+                index = open_index(index_dir, store, layer=layer)
+            except ProbeError as exc:
+                log.info("rebuilding index %s (%s)", index_dir, exc)
+        if index is None:
+            index = build_index(store, layer, index_dir, embodiment=C.HUMAN, overwrite=True)
+        return cls(Retriever(index), video_tokens, k)
 
     def clips(self, row: int, k: int | None = None) -> list[Clip]:
-        """Top-k human clips for store row ``row`` (best match per human episode, own episode excluded)."""
-        from metrics.knn import prepare, search
-
+        """Top-k human clips for store row ``row`` (one clip per human episode, own episode excluded)."""
         k = k or self.k
-        if self.index is None or not 0 <= row < len(self.episode):
+        if self.retriever is None or not 0 <= row < self.n:
             return []
         key = (row, k)
         if key in self._cache:
             return self._cache[key]
-        q = prepare(np.asarray(self.store.matrix(self.layer)[[row]]), "cosine")
-        want = min(len(self.human_rows), max(8 * k, 32))
-        D, I = search(self.index, q, want, "cosine")
-        meta = self.store.meta
-        out: list[Clip] = []
-        seen = {self.episode[row]}
-        for d, i in zip(D[0], I[0]):
-            if i < 0:
-                continue
-            r = int(self.human_rows[i])
-            if self.episode[r] in seen:
-                continue
-            seen.add(self.episode[r])
-            out.append(self._clip(meta, r, float(1.0 - d)))
-            if len(out) == k:
-                break
-        if len(self._cache) > 1024:
+        r = self.retriever
+        q = np.asarray(r.store.matrix(r.layer)[[row]])
+        k_eff = min(k, r.index.n)
+        frame = r.search(q, k_eff, per_episode=1, window=1.0, exclude_episodes=[{self.episode[row]}])
+        out = []
+        for rec in frame.itertuples(index=False):
+            d = rec._asdict()
+            video = d.get(C.VIDEO)
+            token = self.video_tokens.get(str(video)) if isinstance(video, str) and video else None
+            out.append(Clip(int(d["store_row"]), str(d[C.SAMPLE_ID]), f"{d[C.DATASET]}:{d[C.EPISODE]}",
+                            str(d[C.TASK]), str(d[C.STAGE]), float(d["score"]), float(d["start"]),
+                            float(d["end"]), token, _num(d.get("video_start")) if token else None,
+                            _num(d.get("video_end")) if token else None))
+        if len(self._cache) > 4096:
             self._cache.clear()
         self._cache[key] = out
         return out
 
-    def _clip(self, meta: pd.DataFrame, r: int, score: float, half: float = 1.0) -> Clip:
-        m = meta.iloc[r]
-        t = float(m[C.TIMESTAMP])
-        start, end = max(0.0, t - half), t + half
-        token = vstart = vend = None
-        if self.video_code[r] >= 0:
-            token = self.video_tokens[self.video_code[r]]
-            vt = float(m[C.VIDEO_TIMESTAMP]) if C.VIDEO_TIMESTAMP in meta.columns else t
-            vstart, vend = max(0.0, vt - (t - start)), vt + (end - t)
-        return Clip(r, str(m[C.SAMPLE_ID]), str(self.episode[r]), str(m[C.TASK]), str(m[C.STAGE]), score,
-                    start, end, token, vstart, vend)
+
+def _num(value: Any) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
 
 
 def _episode_key(meta: pd.DataFrame) -> np.ndarray:
@@ -255,12 +263,13 @@ def _unique_names(paths: Sequence[Path]) -> list[str]:
     return [f"{p.parent.name}/{p.name}" if names.count(p.name) > 1 else p.name for p in paths]
 
 
-def _register_videos(store: Store, media: dict[str, Path]) -> tuple[np.ndarray, list[str]]:
-    """Register the store's existing video files; per-row index into the returned token list."""
+def _register_videos(store: Store, media: dict[str, Path]) -> tuple[np.ndarray, list[str], dict[str, str]]:
+    """Register the store's existing video files: per-row index into the token list, and value -> token."""
     meta = store.meta
     code = np.full(len(meta), -1, dtype=np.int32)
+    by_value: dict[str, str] = {}
     if C.VIDEO not in meta.columns:
-        return code, []
+        return code, [], by_value
     videos = meta[C.VIDEO].astype("string")
     uniques = [v for v in videos.dropna().unique().tolist() if v]
     tokens: list[str] = []
@@ -276,7 +285,8 @@ def _register_videos(store: Store, media: dict[str, Path]) -> tuple[np.ndarray, 
         media[token] = found
         code[(videos == value).fillna(False).to_numpy()] = len(tokens)
         tokens.append(token)
-    return code, tokens
+        by_value[value] = token
+    return code, tokens, by_value
 
 
 def _checkpoint(name: str, store: Store, max_points: int, categories: dict[str, list[str]],
@@ -298,21 +308,18 @@ def _checkpoint(name: str, store: Store, max_points: int, categories: dict[str, 
     ep_sorted = codes["episode"][order]
     bounds = np.flatnonzero(np.diff(ep_sorted)) + 1
     episode_points = {int(ep_sorted[g[0]]): g for g in np.split(order, bounds) if len(g)} if len(order) else {}
-    video_code, tokens = _register_videos(store, media)
+    video_code, tokens, by_value = _register_videos(store, media)
     return Checkpoint(name, store, rows, point_of_row, points, codes, episode_points, video_code, tokens,
-                      pd.Index(meta[C.SAMPLE_ID].astype(str)))
+                      pd.Index(meta[C.SAMPLE_ID].astype(str)), by_value)
 
 
-def _layout(ck: Checkpoint, layer: str, reference: tuple[Checkpoint, np.ndarray] | None,
-            cache: Path | None) -> tuple[np.ndarray, str, float | None]:
-    """2-D coordinates of the map points (stand-in: PCA, Procrustes-aligned to the reference)."""
-    from sklearn.decomposition import PCA
+def _layout(ck: Checkpoint, layer: str, method: str, previous: Any | None, cache: Path | None) -> Any:
+    """A :class:`probe.projection.Layout` of the map points, warm-started from ``previous`` (cached)."""
+    from probe.projection import ProjectionConfig, project
 
-    X = np.asarray(ck.store.matrix(layer)[ck.rows], dtype=np.float32)
-    coords = PCA(n_components=2, random_state=0).fit_transform(X).astype(np.float32)
-    if reference is not None:
-        coords = _align(coords, ck, *reference)
-    return coords, "pca", None
+    config = ProjectionConfig(method=method, max_points=None)
+    return project(ck.store.latents(layer), config, fingerprint=ck.store.fingerprint, cache_dir=cache,
+                   previous=previous, rows=ck.rows)
 
 
 def _align(coords: np.ndarray, ck: Checkpoint, ref_ck: Checkpoint, ref_coords: np.ndarray) -> np.ndarray:
@@ -387,7 +394,7 @@ def _standin_metrics(store: Store, layer: str, n_max: int = 3000, k: int = 15,
 
 def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str] | None = None,
             max_points: int = 200_000, cache: str | Path | None = None, k: int = 8,
-            progress: bool = False) -> Prepared:
+            method: str = "umap", progress: bool = False) -> Prepared:
     """Open the stores (one per checkpoint) and compute everything the app shows.
 
     Parameters
@@ -395,8 +402,9 @@ def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str]
     stores : paths of latent stores (or opened stores), in checkpoint order.
     layers : layer name(s) to prepare; all layers the stores share when None.
     max_points : at most this many points per map (a deterministic subsample by sample id).
-    cache : projection cache directory.
+    cache : cache directory for layouts and indexes (None: nothing cached, indexes in a temporary directory).
     k : human clips listed for a clicked point.
+    method : layout method, "umap" (warm-started across checkpoints) or "pca".
     progress : show a progress bar.
 
     Raises
@@ -412,6 +420,8 @@ def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str]
         raise ConfigError(f"max_points must be >= 10, got {max_points}")
     if k < 1:
         raise ConfigError(f"k must be >= 1, got {k}")
+    if method not in ("umap", "pca"):
+        raise ConfigError(f"method must be 'umap' or 'pca', got {method!r}")
     opened = [s if isinstance(s, Store) else open_store(s) for s in stores]
     common = [layer for layer in opened[0].layers if all(layer in s.layers for s in opened[1:])]
     if not common:
@@ -437,13 +447,19 @@ def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str]
     views: dict[tuple[int, str], View] = {}
     jobs = [(i, layer) for layer in chosen for i in range(len(checkpoints))]
     cache_dir = Path(cache) if cache is not None else None
+    index_root = cache_dir / "dashboard-indexes" if cache_dir is not None else Path(tempfile.mkdtemp(prefix="probe-dash-"))
+    previous: dict[str, Any] = {}
     for i, layer in track(jobs, total=len(jobs), desc="preparing maps, indexes, metrics", enabled=progress):
         ck = checkpoints[i]
-        ref = None if i == 0 else (checkpoints[0], views[(0, layer)].coords)
-        coords, method, trust = _layout(ck, layer, ref, cache_dir)
-        search = NeighbourSearch(ck.store, layer, ck.video_code, ck.video_tokens, k)
+        lay = _layout(ck, layer, method, previous.get(layer), cache_dir)
+        previous[layer] = lay
+        coords = np.asarray(lay.coords, dtype=np.float32)
+        if i > 0:  # warm starts keep maps close; a similarity transform makes them comparable
+            coords = _align(coords, ck, checkpoints[0], views[(0, layer)].coords)
+        index_dir = index_root / f"{ck.store.fingerprint[:16]}-{layer_filename(layer)[:-4]}"
+        search = NeighbourSearch.build(ck.store, layer, ck.video_by_value, k, index_dir)
         record, gaps = _metrics(ck.store, layer)
-        views[(i, layer)] = View(i, layer, coords, method, trust, search, record, gaps)
+        views[(i, layer)] = View(i, layer, coords, lay.method, float(lay.trustworthiness), search, record, gaps)
     return Prepared(checkpoints, chosen, views, categories, media, k)
 
 

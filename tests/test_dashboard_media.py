@@ -17,7 +17,7 @@ from test_dashboard_data import make_stores
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("dash-media")
     stores = make_stores(root, n_episodes=2, frames=10)
-    prepared = prepare([s.path for s in stores], layers="trunk.block0", k=3)
+    prepared = prepare([s.path for s in stores], layers="trunk.block0", k=3, method="pca")
     app = create_app(prepared)
     return prepared, app, app.server.test_client(), root
 
@@ -86,7 +86,7 @@ def test_thumbnails_are_jpeg_frames_of_registered_videos(setup):
 
 def test_store_without_video_has_no_thumbnails(tmp_path):
     stores = make_stores(tmp_path, n_episodes=1, video=False, checkpoints=1)
-    prepared = prepare([stores[0].path])
+    prepared = prepare([stores[0].path], method="pca")
     client = create_app(prepared).server.test_client()
     assert prepared.media == {}
     assert client.get("/thumb/0/0.jpg").status_code == 404
@@ -120,11 +120,14 @@ def test_unknown_point_in_a_request_is_not_a_500(setup):
 def test_serve_cli_refuses_a_bad_store_without_starting(tmp_path, capsys):
     from probe.cli import main
 
-    code = main(["serve", str(tmp_path / "nope"), "--port", "0"])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    code = main(["serve", str(tmp_path / "nope"), "--port", port])
     assert code == 2
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "broken").mkdir()
-    assert main(["serve", str(tmp_path / "broken")]) == 2
+    assert main(["serve", str(tmp_path / "broken"), "--port", port]) == 2
     assert "manifest.json is missing" in capsys.readouterr().err
 
 
@@ -138,6 +141,8 @@ def test_serve_cli_refuses_a_busy_port(tmp_path, capsys):
         port = s.getsockname()[1]
         assert main(["serve", str(stores[0].path), "--port", str(port)]) == 2
     assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
+    assert main(["serve", str(stores[0].path), "--port", "0"]) == 2
+    assert "--port must be in 1..65535" in capsys.readouterr().err
 
 
 def test_serve_cli_defaults(tmp_path):

@@ -16,7 +16,7 @@ from test_dashboard_data import make_stores
 def prepared(tmp_path_factory):
     root = tmp_path_factory.mktemp("dash-state")
     stores = make_stores(root)
-    return prepare([s.path for s in stores], k=4)
+    return prepare([s.path for s in stores], k=4, method="pca")
 
 
 def test_prepare_builds_a_view_per_checkpoint_and_layer(prepared):
@@ -44,7 +44,7 @@ def test_layouts_of_checkpoints_are_aligned(prepared):
 
 def test_max_points_subsamples_the_same_samples_in_every_checkpoint(tmp_path):
     stores = make_stores(tmp_path, video=False)
-    p = prepare([s.path for s in stores], layers="trunk.block1", max_points=50)
+    p = prepare([s.path for s in stores], layers="trunk.block1", max_points=50, method="pca")
     ids0 = p.checkpoints[0].points[C.SAMPLE_ID].tolist()
     ids1 = p.checkpoints[1].points[C.SAMPLE_ID].tolist()
     assert len(ids0) == 50 and ids0 == ids1
@@ -172,3 +172,14 @@ def test_events(prepared):
     assert s.stage == () and s.task == () and s.point is None
     assert len(apply_event(prepared, state, "compare", prepared.names * 3).compare) <= 4
     assert isinstance(state, ViewState)
+
+
+def test_umap_layouts_are_cached_warm_started_and_trustworthy(tmp_path):
+    stores = make_stores(tmp_path / "s", n_episodes=2, frames=10, video=False)
+    cache = tmp_path / "cache"
+    p = prepare([s.path for s in stores], layers="trunk.block0", cache=cache)
+    views = [p.views[(i, "trunk.block0")] for i in (0, 1)]
+    assert all(v.method == "umap" and v.trustworthiness > 0.8 for v in views)
+    assert any(cache.rglob("*")) and any((cache / "dashboard-indexes").iterdir())
+    again = prepare([s.path for s in stores], layers="trunk.block0", cache=cache)
+    assert np.allclose(again.views[(1, "trunk.block0")].coords, views[1].coords)

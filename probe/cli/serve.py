@@ -21,6 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-points", type=int, default=200_000,
                    help="at most this many points per map (a fixed subsample by sample id; default 200000)")
     p.add_argument("--cache", default=None, help="projection cache directory (default: the toolkit's cache)")
+    p.add_argument("--projection", choices=("umap", "pca"), default="umap",
+                   help="map layout: umap (warm-started across checkpoints, cached) or pca (fast)")
     p.add_argument("-k", "--neighbours", type=int, default=8, help="nearest human clips listed per click")
     # --debug (shared with every command) also runs Dash in debug mode here
 
@@ -44,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
     check_port(args.host, args.port)
     # the CLI is the one place that starts the dashboard; it is loaded only when this command runs
     app = importlib.import_module("dashboard.app")
+    from probe.projection import default_cache_dir
+
     app.serve(args.stores, host=args.host, port=args.port, layers=args.layer,
-              debug=bool(getattr(args, "debug", False)), max_points=args.max_points, cache=args.cache,
-              k=args.neighbours, progress=True)
+              debug=bool(getattr(args, "debug", False)), max_points=args.max_points,
+              cache=args.cache or default_cache_dir(), k=args.neighbours, method=args.projection, progress=True)
     return 0
