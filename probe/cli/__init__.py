@@ -24,6 +24,7 @@ COMMANDS: tuple[str, ...] = (
     "info",
     "index",
     "retrieve",
+    "coverage",
     "serve",
     "report",
 )

@@ -1,0 +1,93 @@
+"""probe coverage: where human data fails to cover robot states, and which human clips carry the transfer."""
+
+from __future__ import annotations
+
+import argparse
+
+from probe.cli.output import console, outputs
+
+NAME = "coverage"
+HELP = "rank robot stages by how poorly human data covers them, and human clips by how much transfer they carry"
+EXAMPLE = "probe coverage stores/cotrained --layer trunk.block3 --out coverage.json --csv"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("store", help="latent store directory")
+    p.add_argument("--layer", help="layer (default: the store's only layer)")
+    p.add_argument("--metric", default="cosine", choices=["cosine", "l2"], help="distance (default: cosine)")
+    p.add_argument("--a", default="human", help="covering embodiment (default: human)")
+    p.add_argument("--b", default="robot", help="covered embodiment (default: robot)")
+    p.add_argument("--quantile", type=float, default=0.95,
+                   help="threshold = this quantile of human-to-other-human-episode NN distances (default 0.95)")
+    p.add_argument("--top", type=int, default=10, help="rows shown per table (default 10)")
+    p.add_argument("--out", help="write the result as JSON here")
+    p.add_argument("--samples", action="store_true", help="include the per-sample table in the JSON")
+    p.add_argument("--csv", action="store_true",
+                   help="also write the tables as CSV next to --out (<stem>.stages.csv ...); without --out, "
+                        "print the stage table as CSV")
+    p.add_argument("--json", action="store_true", help="print the JSON instead of tables")
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from rich.table import Table
+
+    from probe import columns as C
+    from probe.atomic import write_json, write_text
+    from probe.coverage import coverage
+    from probe.index import resolve_layer
+    from probe.store import open_store
+
+    store = open_store(args.store)
+    layer = resolve_layer(store, args.layer)
+    result = coverage(store.latents(layer), a=args.a, b=args.b, metric=args.metric, quantile=args.quantile)
+    payload = {"store": str(store.path), "fingerprint": store.fingerprint, **result.to_dict(samples=args.samples)}
+    written: dict[str, Path] = {}
+    if args.out:
+        out = Path(args.out)
+        written["coverage"] = write_json(out, payload)
+        if args.csv:
+            tables = {"stages": result.stages, "tasks": result.tasks, "episodes": result.episodes,
+                      "clips": result.clips, "samples": result.samples}
+            for name, table in tables.items():
+                written[f"{name} csv"] = write_text(out.with_name(f"{out.stem}.{name}.csv"), table.to_csv(index=False))
+    elif args.csv:
+        print(result.stages.to_csv(index=False), end="")
+        return 0
+    if args.json:
+        print(json.dumps(payload, indent=2, default=str))
+        return 0
+    a, b = result.a, result.b
+    console.print(f"[bold]{store.path}[/] layer '{layer}': {len(result.samples)} {b} states, threshold "
+                  f"{result.threshold:.4f} ({result.quantile:.0%} quantile of {a}-to-other-{a}-episode NN "
+                  f"{result.metric.value} distance); {result.share_beyond:.0%} of {b} states lie beyond it")
+    stages = Table(title=f"where {a} data is missing: {b} stages, worst covered first")
+    for col in ("#", "task", "stage", f"{b}", f"{a}", "median dist", "beyond", "NN same stage"):
+        stages.add_column(col, no_wrap=True)
+    for _, r in result.stages.head(args.top).iterrows():
+        style = "bold red" if r["reference_samples"] == 0 else ("yellow" if r["share_beyond"] > 0.5 else "")
+        stages.add_row(str(r["rank"]), str(r[C.TASK]), str(r[C.STAGE]), str(r["samples"]),
+                       str(r["reference_samples"]), f"{r['median_distance']:.4f}", f"{r['share_beyond']:.0%}",
+                       f"{r['nn_same_stage']:.0%}", style=style)
+    console.print(stages)
+    clips = Table(title=f"{a} clips carrying the most transfer (nearest {a} clip to covered {b} states)")
+    for col in ("#", "episode", "task", "stage", "clip (s)", f"{b} states", "share"):
+        clips.add_column(col, no_wrap=True)
+    has_video = C.VIDEO in result.clips.columns
+    if has_video:
+        clips.add_column("video (file @ s)", overflow="fold")
+    for _, r in result.clips.head(args.top).iterrows():
+        cells = [str(r["rank"]), f"{r[C.DATASET]}:{r[C.EPISODE]}", str(r[C.TASK]), str(r[C.STAGE]),
+                 f"{r['start']:.2f}-{r['end']:.2f}", str(r["nearest_to"]), f"{r['share']:.1%}"]
+        if has_video:
+            cells.append(f"{str(r[C.VIDEO]).rsplit('/', 1)[-1]} @ {r['video_start']:.2f}-{r['video_end']:.2f}"
+                         if isinstance(r[C.VIDEO], str) else "-")
+        clips.add_row(*cells)
+    console.print(clips)
+    for line in result.advice():
+        console.print(f"- {line}")
+    if written:
+        outputs(written)
+    return 0
