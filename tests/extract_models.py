@@ -82,3 +82,78 @@ class Tokens(nn.Module):
 def tokens(vocab: int = 20, dim: int = 8) -> Tokens:
     torch.manual_seed(2)
     return Tokens(vocab, dim)
+
+
+# -- an in-memory dataset that follows the reader contract (probe.readers.base) -------------------
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from probe.adapters import ImageAdapter  # noqa: E402
+from probe.errors import DataError  # noqa: E402
+from probe.readers.base import Batch, Dataset, DatasetInfo, EpisodeInfo, Format, VideoRef  # noqa: E402
+
+
+class ArrayDataset(Dataset):
+    """Episodes of random images and states held in memory; ``bad`` episodes fail to decode."""
+
+    def __init__(self, name: str, embodiment: str, n_episodes: int = 3, length: int = 10, size: int = 16,
+                 state_dim: int = 10, stages: tuple[str, ...] = ("reach", "grasp"), bad: tuple[int, ...] = (),
+                 seed: int = 0, task: str = "pick", bright: tuple[int, ...] = ()) -> None:
+        rng = np.random.default_rng(seed)
+        self.images = rng.integers(0, 120, size=(n_episodes, length, size, size, 3), dtype=np.uint8)
+        for ep in bright:
+            self.images[ep] = 250
+        self.states = rng.normal(size=(n_episodes, length, state_dim)).astype(np.float32)
+        self.stages, self.bad, self.task, self.length = stages, set(bad), task, length
+        self.info = DatasetInfo(name=name, path=f"/memory/{name}", format=Format.LEROBOT_V3, fps=10.0,
+                                embodiment=embodiment, robot_type=embodiment,
+                                features={"observation.state": (state_dim,)},
+                                video_keys=("observation.images.cam",), fingerprint=f"fp-{name}-{seed}")
+        self.warnings = []
+        self.reads = 0
+        self.frames_read = 0
+
+    def episodes(self) -> list[EpisodeInfo]:
+        k = len(self.stages)
+        return [EpisodeInfo(i, self.length, self.task, 10.0,
+                            {"observation.images.cam": VideoRef(f"/memory/{self.info.name}/ep{i}.mp4", 2.0 * i)},
+                            tuple((s, j * self.length // k, (j + 1) * self.length // k) for j, s in enumerate(self.stages)))
+                for i in range(self.images.shape[0])]
+
+    def frame_table(self, episode) -> pd.DataFrame:
+        ep = self.episode(episode)
+        f = np.arange(ep.length)
+        return pd.DataFrame({"episode": ep.index, "frame": f, "timestamp": f / 10.0, "task": self.task})
+
+    def read(self, episode, frames, *, images=True, size=None) -> Batch:
+        ep = self.episode(episode)
+        if ep.index in self.bad:
+            raise DataError(f"video of episode {ep.index} is undecodable (invalid data found when processing input)")
+        self.reads += 1
+        frames = np.asarray(frames, np.int64)
+        self.frames_read += len(frames)
+        return Batch(frames=frames, timestamps=frames / 10.0,
+                     images={"observation.images.cam": self.images[ep.index, frames]} if images else {},
+                     state=self.states[ep.index, frames])
+
+
+class InterruptingImage(ImageAdapter):
+    """An image adapter that raises KeyboardInterrupt on its ``after``-th batch (simulates Ctrl-C)."""
+
+    def __init__(self, model=None, *, after: int = 2, **kwargs) -> None:
+        super().__init__(model, **kwargs)
+        self.after, self.calls = after, 0
+
+    def prepare(self, batch, meta, embodiment, device):
+        self.calls += 1
+        if self.calls > self.after:
+            raise KeyboardInterrupt
+        return super().prepare(batch, meta, embodiment, device)
+
+
+def two_layers(model, inputs, batch):
+    """An --embed function: representations computed by hand (like a VLA unrolling its layers)."""
+    images = inputs.args[0]
+    stem = model.stem(images)
+    return {"manual.stem_tokens": stem.flatten(2).transpose(1, 2), "manual.logits": model(images)}

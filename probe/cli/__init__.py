@@ -20,6 +20,8 @@ COMMANDS: tuple[str, ...] = (
     "demo",
     "layers",
     "extract",
+    "layers",
+    "extract",
     "import_",
     "info",
     "index",

@@ -1,0 +1,81 @@
+"""probe extract: checkpoints x datasets -> latent stores (one per checkpoint)."""
+
+from __future__ import annotations
+
+import argparse
+
+from probe.cli.output import console, outputs
+
+NAME = "extract"
+HELP = "run checkpoints over human and robot datasets and store pooled layer outputs (latent stores)"
+EXAMPLE = ("probe extract --checkpoint world/checkpoints/cotrained/step-000600 --data human=world/datasets/human "
+           "--data robot=world/datasets/robot --layer trunk.block2 --layer vision --out stores/cotrained")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", action="append", required=True, metavar="CKPT",
+                   help="world policy directory, weight file (with --model) or TorchScript archive; "
+                        "repeat to compare checkpoints (one store each under --out)")
+    p.add_argument("--data", action="append", required=True, metavar="[EMBODIMENT=]PATH",
+                   help="a dataset (LeRobot v2/v3, HDF5, keypoints+video); repeat for each embodiment")
+    p.add_argument("--layer", action="append", default=[], metavar="NAME",
+                   help="module to hook (repeatable); 'output' is the model's return value, 'output.KEY' an "
+                        "entry of a returned dict (run 'probe layers CHECKPOINT' to list them)")
+    p.add_argument("--pool", default="mean", choices=["mean", "first", "last", "max", "flatten"],
+                   help="how token / spatial outputs become one vector per sample (default: mean)")
+    p.add_argument("--stages", default="auto", help="stage labels: auto, column:NAME, subtasks, file:PATH, progress:N")
+    p.add_argument("--stride", type=int, default=1, help="take every N-th frame")
+    p.add_argument("--fps", type=float, default=None, help="resample episodes to this frame rate")
+    p.add_argument("--max-frames", type=int, default=None, help="at most N frames per episode")
+    p.add_argument("--max-episodes", type=int, default=None, help="at most N episodes per dataset")
+    p.add_argument("--model", default=None, metavar="MODULE:FACTORY",
+                   help="callable building your nn.Module, whose weights --checkpoint holds")
+    p.add_argument("--model-kwargs", default=None, metavar="JSON", help="keyword arguments of the --model factory")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow full unpickling of .pt files (runs code from the file: only for files you trust)")
+    p.add_argument("--adapter", default=None,
+                   help="how batches become model inputs: world, image, state or MODULE:CALLABLE "
+                        "(default: world for world policies, image otherwise)")
+    p.add_argument("--adapter-kwargs", default=None, metavar="JSON",
+                   help='adapter options, e.g. \'{"size": 224, "mean": [0.485, 0.456, 0.406], '
+                        '"std": [0.229, 0.224, 0.225]}\'')
+    p.add_argument("--embed", default=None, metavar="MODULE:FN",
+                   help="function (model, inputs, batch) -> {name: tensor} for representations hooks cannot reach")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--autocast", default="none", choices=["none", "bf16", "fp16"], help="mixed precision forward")
+    p.add_argument("--out", required=True, help="store directory (a directory of stores for several checkpoints)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing stores")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument("--skip-bad-episodes", action="store_true",
+                   help="skip episodes whose frames cannot be read (with a warning) instead of stopping")
+    p.add_argument("--engine", default="local", choices=["local", "ray"], help="run batches here or on Ray Data")
+    p.add_argument("--ray-actors", type=int, default=1, help="Ray Data actor pool size (--engine ray)")
+    p.add_argument("--ray-gpus-per-actor", type=float, default=0.0, help="GPUs per Ray actor (0: CPU actors)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from probe.extract import ExtractConfig, extract, parse_json_kwargs
+
+    config = ExtractConfig(
+        checkpoints=tuple(args.checkpoint), data=tuple(args.data), layers=tuple(args.layer), out=args.out,
+        pool=args.pool, stages=args.stages, stride=args.stride, fps=args.fps, max_frames=args.max_frames,
+        max_episodes=args.max_episodes, model=args.model,
+        model_kwargs=parse_json_kwargs(args.model_kwargs, "--model-kwargs"),
+        trust_checkpoint=args.trust_checkpoint, adapter=args.adapter,
+        adapter_kwargs=parse_json_kwargs(args.adapter_kwargs, "--adapter-kwargs"), embed=args.embed,
+        batch_size=args.batch_size, device=args.device, autocast=args.autocast, overwrite=args.overwrite,
+        resume=args.resume, skip_bad_episodes=args.skip_bad_episodes, engine=args.engine,
+        ray_actors=args.ray_actors, ray_gpus_per_actor=args.ray_gpus_per_actor,
+    )
+    result = extract(config, progress=True)
+    stores = result if isinstance(result, list) else [result]
+    for store in stores:
+        counts = ", ".join(f"{k}={v}" for k, v in store.meta["embodiment"].value_counts().items())
+        dims = ", ".join(f"{x} ({store.layer_info(x)['dim']}-d)" for x in store.layers)
+        console.print(f"{store.name}: {store.n} samples ({counts}), layers: {dims}")
+        for warning in store.manifest.get("warnings", []):
+            console.print(f"[yellow]warning:[/] {warning}")
+    outputs({f"store {s.name}": s.path for s in stores},
+            [f"probe metrics {stores[0].path}", f"probe report {' '.join(str(s.path) for s in stores)}"])
+    return 0

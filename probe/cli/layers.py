@@ -1,0 +1,55 @@
+"""probe layers: list a model's modules with output shapes, to choose --layer for extraction."""
+
+from __future__ import annotations
+
+import argparse
+
+from probe.cli.output import console
+
+NAME = "layers"
+HELP = "list a checkpoint's layers (module names, types, output shapes) to choose --layer"
+EXAMPLE = "probe layers world/checkpoints/cotrained/step-000600"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="world policy directory, weight file (with --model) or TorchScript archive")
+    p.add_argument("--model", default=None, metavar="MODULE:FACTORY", help="callable building your nn.Module")
+    p.add_argument("--model-kwargs", default=None, metavar="JSON", help="keyword arguments of the --model factory")
+    p.add_argument("--trust-checkpoint", action="store_true", help="allow full unpickling (trusted files only)")
+    p.add_argument("--adapter", default=None, help="world, image, state or MODULE:CALLABLE")
+    p.add_argument("--adapter-kwargs", default=None, metavar="JSON", help="adapter options")
+    p.add_argument("--data", default=None, metavar="[EMBODIMENT=]PATH",
+                   help="run the dummy forward on two real frames of this dataset")
+    p.add_argument("--input-shape", default=None, metavar="C,H,W",
+                   help="shape of one input without the batch dimension (e.g. 3,224,224 or 10 for a state)")
+    p.add_argument("--embodiment", default=None, help="embodiment for the example batch (world policies)")
+    p.add_argument("--all", action="store_true", help="also list modules the forward pass did not call")
+
+
+def run(args: argparse.Namespace) -> int:
+    from probe.extract import parse_json_kwargs
+    from probe.extract import layer_table
+
+    shape = None
+    if args.input_shape:
+        try:
+            shape = tuple(int(s) for s in args.input_shape.replace("x", ",").split(",") if s.strip())
+        except ValueError:
+            from probe.errors import ConfigError
+
+            raise ConfigError(f"--input-shape: expected integers like 3,224,224, got {args.input_shape!r}") from None
+    infos, provenance = layer_table(
+        args.checkpoint, model=args.model, model_kwargs=parse_json_kwargs(args.model_kwargs, "--model-kwargs"),
+        trust=args.trust_checkpoint, adapter=args.adapter,
+        adapter_kwargs=parse_json_kwargs(args.adapter_kwargs, "--adapter-kwargs"), data=args.data,
+        input_shape=shape, embodiment=args.embodiment)
+    rows = [(i.name, i.type, "x".join(map(str, i.shape)) if i.shape else "not called", f"{i.parameters:,}")
+            for i in infos if i.shape is not None or args.all]
+    header = ("layer", "type", "output shape", "params")
+    widths = [max(len(r[k]) for r in [header, *rows]) for k in range(3)]
+    console.print(f"{provenance['path']} ({provenance['kind']}, step {provenance['step']})", markup=False)
+    for row in [header, *rows]:  # plain lines: names must stay whole to be copied into --layer
+        console.print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[3], markup=False,
+                      soft_wrap=True)
+    console.print("next: probe extract --checkpoint CKPT --data human=PATH --data robot=PATH --layer NAME --out STORE")
+    return 0
