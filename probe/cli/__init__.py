@@ -20,8 +20,6 @@ COMMANDS: tuple[str, ...] = (
     "demo",
     "layers",
     "extract",
-    "layers",
-    "extract",
     "import_",
     "info",
     "index",
