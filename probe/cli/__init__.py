@@ -22,6 +22,7 @@ COMMANDS: tuple[str, ...] = (
     "extract",
     "import_",
     "info",
+    "metrics",
     "index",
     "retrieve",
     "coverage",

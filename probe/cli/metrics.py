@@ -1,0 +1,102 @@
+"""probe metrics: alignment metrics of stores (mixing of embodiments, conservation of stages ...)."""
+
+from __future__ import annotations
+
+import argparse
+
+from probe.cli.output import console, outputs
+
+NAME = "metrics"
+HELP = "alignment metrics of latent stores: embodiment mixing, stage conservation, with 95% intervals and nulls"
+EXAMPLE = "probe metrics probe-demo/stores/cotrained/step-000400 --layer all --by stage --out metrics.json"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("stores", nargs="+", metavar="STORE", help="latent store directories (several: compare them)")
+    p.add_argument("--layer", default="all", help="layer name, or 'all' (default) for every layer of each store")
+    p.add_argument("--by", choices=["stage", "task"], default=None, help="also report every metric per stage or task")
+    p.add_argument("--k", type=int, default=90, help="neighbours of the one kNN graph (default 90; LISI perplexity k/3)")
+    p.add_argument("--metric", choices=["cosine", "l2"], default="cosine", help="distance (default cosine)")
+    p.add_argument("--bootstrap", type=int, default=30, help="episode-bootstrap replicates for 95%% intervals (0: none)")
+    p.add_argument("--nulls", type=int, default=3, help="label permutations per null baseline (0: none)")
+    p.add_argument("--max-samples", type=int, default=20_000,
+                   help="rows above which O(n^2) and fitted metrics use a stratified subsample (default 20000)")
+    p.add_argument("--families", default=None,
+                   help="comma-separated families to compute (mixing, conservation, paired, distribution, temporal, "
+                        "retrieval; default all)")
+    p.add_argument("--metrics", default=None, help="comma-separated metric names to compute (default all)")
+    p.add_argument("--index", choices=["exact", "hnsw"], default="exact",
+                   help="kNN search: exact (default) or approximate HNSW for millions of samples")
+    p.add_argument("--human", default="human", help="name of the human embodiment (default 'human')")
+    p.add_argument("--seed", type=int, default=0, help="seed of subsampling, bootstrap and nulls")
+    p.add_argument("--out", default=None, help="write the metrics as JSON here")
+    p.add_argument("--csv", default=None, help="write the long-form table (one row per metric and scope) as CSV here")
+
+
+def _config(args: argparse.Namespace):
+    from metrics.suite import MetricInputError, MetricsConfig
+    from probe.errors import ConfigError
+
+    split = (lambda s: tuple(x.strip() for x in s.split(",") if x.strip()) if s else None)
+    try:
+        return MetricsConfig(k=args.k, metric=args.metric, bootstrap=args.bootstrap, null_repeats=args.nulls,
+                             max_samples=args.max_samples, seed=args.seed, by=args.by,
+                             families=split(args.families), metrics=split(args.metrics), index=args.index,
+                             human=args.human)
+    except (MetricInputError, ValueError) as exc:
+        raise ConfigError(f"invalid metrics option: {exc}") from exc
+
+
+def _fmt(v) -> str:
+    return "—" if v is None else f"{v:.3f}"
+
+
+def print_records(records: list[dict]) -> None:
+    """A readable table: metric, value, 95% interval, null baseline, which direction is better."""
+    from pathlib import Path
+
+    from rich.table import Table
+
+    from probe.evaluate import better_arrow
+
+    several = len(records) > 1
+    table = Table(*(["store", "layer", "step"] if several else []), "metric", "value", "95% interval", "null",
+                  "better", title=None if several else f"{records[0]['store']}  layer {records[0]['layer']}  "
+                                                       f"n={records[0]['n']}")
+    for rec in records:
+        for name, v in rec["metrics"].items():
+            ci = v["ci"]
+            cells = [name, _fmt(v["value"]), f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "—", _fmt(v["null"]),
+                     better_arrow(name)]
+            if several:
+                cells = [Path(rec["store"]).name, rec["layer"], "" if rec.get("step") is None else str(rec["step"])] + cells
+            table.add_row(*cells)
+    console.print(table)
+    for key in ("per_stage", "per_task"):
+        for rec in records:
+            if key not in rec:
+                continue
+            scopes = list(rec[key])
+            names = list(rec["metrics"])
+            sub = Table("metric", *scopes, title=f"{key.replace('_', ' ')}: {rec['layer']}")
+            for name in names:
+                sub.add_row(name, *[_fmt(rec[key][s].get(name, {}).get("value")) for s in scopes])
+            console.print(sub)
+    for rec in records:
+        for note in rec["notes"]:
+            console.print(f"[dim]note ({rec['layer']}):[/] {note}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from probe.evaluate import evaluate, write_metrics_csv, write_metrics_json
+
+    config = _config(args)
+    records = evaluate(args.stores, layers=args.layer, config=config, progress=True)
+    print_records(records)
+    written = {}
+    if args.out:
+        written["metrics JSON"] = write_metrics_json(args.out, records)
+    if args.csv:
+        written["metrics table"] = write_metrics_csv(args.csv, records)
+    outputs(written, [] if args.by else [f"probe metrics {args.stores[0]} --by stage   (per-stage values)"])
+    return 0

@@ -1,0 +1,100 @@
+"""probe.evaluate and 'probe metrics': stores and Latents in, records / long-form frame / JSON / CSV out."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import clustered_latents, synthetic_meta
+from probe.cli import main
+from probe.errors import LatentsError, LayerNotFoundError, MetricError
+from probe.evaluate import FRAME_COLUMNS, MetricsConfig, evaluate, metrics_frame, write_metrics_json
+from probe.latents import Latents
+from probe.store import write_store
+
+CFG = MetricsConfig(k=20, bootstrap=3, null_repeats=1, bootstrap_samples=200)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    meta = synthetic_meta(n_episodes=4, frames=15)
+    layers = {"trunk.block1": clustered_latents(meta, noise=1.0), "head": clustered_latents(meta, shift=30.0, seed=1)}
+    return write_store(tmp_path_factory.mktemp("s") / "step-000400", meta, layers, provenance={"step": 400})
+
+
+def test_evaluate_store_all_layers_json_shape(store, tmp_path):
+    records = evaluate(store.path, layers="all", config=replace(CFG, by="stage"))
+    assert [r["layer"] for r in records] == ["trunk.block1", "head"]
+    rec = records[0]
+    assert rec["store"] == str(store.path) and rec["step"] == 400 and rec["n"] == 240
+    assert set(rec["metrics"]["ilisi"]) == {"value", "ci", "null"}
+    assert set(rec["per_stage"]) == {"reach", "grasp", "lift"}
+    assert isinstance(rec["notes"], list)
+    # the shared layer mixes embodiments, the head separates them
+    assert records[0]["metrics"]["ilisi"]["value"] > 0.3 > records[1]["metrics"]["ilisi"]["value"]
+    path = write_metrics_json(tmp_path / "m.json", records)
+    loaded = json.loads(path.read_text())
+    assert isinstance(loaded, list) and loaded[1]["metrics"]["kbet"]["value"] == records[1]["metrics"]["kbet"]["value"]
+    write_metrics_json(tmp_path / "one.json", records[:1])
+    assert json.loads((tmp_path / "one.json").read_text())["layer"] == "trunk.block1"
+
+
+def test_metrics_frame_long_form(store):
+    records = evaluate(store, layers=["head"], config=replace(CFG, by="task"))
+    frame = metrics_frame(records)
+    assert list(frame.columns) == FRAME_COLUMNS
+    assert set(frame["scope"]) == {"overall", "pick", "push"}
+    row = frame[(frame.metric == "embodiment_probe_acc") & (frame.scope == "overall")].iloc[0]
+    assert row.value == 1.0 and row.better == "lower" and row.family == "mixing" and row.step == 400
+    assert frame["value"].dtype == float
+
+
+def test_evaluate_latents_directly():
+    meta = synthetic_meta(n_episodes=3, frames=12)
+    lat = Latents(clustered_latents(meta), meta, "emb")
+    (rec,) = evaluate(lat, config=CFG)
+    assert rec["layer"] == "emb" and rec["store"] == ""
+
+
+def test_layer_not_in_store(store):
+    with pytest.raises(LayerNotFoundError, match="layer 'trunk.block9' not found .* close matches: trunk.block1"):
+        evaluate(store.path, layers="trunk.block9", config=CFG)
+
+
+def test_nan_latents_rejected_at_latents():
+    meta = synthetic_meta(n_episodes=2, frames=10)
+    X = clustered_latents(meta)
+    X[5, 0] = np.nan
+    with pytest.raises(LatentsError, match="NaN or Inf"):
+        Latents(X, meta, "x")
+
+
+def test_one_embodiment_store_is_a_metric_error(tmp_path):
+    meta = synthetic_meta(n_episodes=3, frames=10, embodiments=("robot",))
+    store = write_store(tmp_path / "robot-only", meta, {"h": clustered_latents(meta)})
+    with pytest.raises(MetricError, match="layer 'h': alignment metrics compare embodiments, but only one"):
+        evaluate(store.path, config=CFG)
+
+
+def test_cli_writes_json_and_csv(store, tmp_path, capsys):
+    out, csv = tmp_path / "m.json", tmp_path / "m.csv"
+    code = main(["metrics", str(store.path), "--layer", "trunk.block1", "--k", "20", "--bootstrap", "2",
+                 "--nulls", "1", "--families", "mixing", "--out", str(out), "--csv", str(csv)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "ilisi" in text and "95% interval" in text and "wrote metrics JSON" in text
+    rec = json.loads(out.read_text())
+    assert rec["layer"] == "trunk.block1" and "clisi" not in rec["metrics"] and "kbet" in rec["metrics"]
+    frame = pd.read_csv(csv)
+    assert set(frame.metric) == set(rec["metrics"])
+
+
+def test_cli_errors_are_one_line(store, capsys):
+    assert main(["metrics", str(store.path), "--layer", "nope"]) == 2
+    assert "error: layer 'nope' not found" in capsys.readouterr().err
+    assert main(["metrics", str(store.path), "--bootstrap", "-1"]) == 2
+    assert "bootstrap must be >= 0" in capsys.readouterr().err
