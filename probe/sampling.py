@@ -1,0 +1,71 @@
+"""Which frames of an episode to read: stride, target frame rate, a cap per episode."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from probe.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How frames are picked from each episode.
+
+    Attributes
+    ----------
+    stride : keep every ``stride``-th frame (>= 1).
+    fps : target frame rate; frames are taken every ``episode_fps / fps`` frames
+        (combined with ``stride`` by taking the larger step). None keeps all.
+    max_frames : at most this many frames per episode, evenly spaced over the
+        frames kept by ``stride``/``fps``. None means no cap.
+    """
+
+    stride: int = 1
+    fps: float | None = None
+    max_frames: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stride, bool) or not isinstance(self.stride, (int, np.integer)) or self.stride < 1:
+            raise ConfigError(f"sampling stride must be an integer >= 1, got {self.stride!r}")
+        if self.fps is not None and (not isinstance(self.fps, (int, float)) or not math.isfinite(self.fps)
+                                     or self.fps <= 0):
+            raise ConfigError(f"sampling fps must be a positive number or None, got {self.fps!r}")
+        if self.max_frames is not None and (isinstance(self.max_frames, bool)
+                                            or not isinstance(self.max_frames, (int, np.integer))
+                                            or self.max_frames < 1):
+            raise ConfigError(f"sampling max_frames must be an integer >= 1 or None, got {self.max_frames!r}")
+
+
+def sample_frames(length: int, episode_fps: float, config: SamplingConfig = SamplingConfig()) -> np.ndarray:
+    """Sorted, unique int64 frame indices of an episode of ``length`` frames.
+
+    Deterministic: frames ``0, step, 2*step, ...`` where ``step`` is the larger of
+    ``stride`` and ``episode_fps / fps`` (fractional steps are rounded per frame,
+    so 30 -> 20 fps keeps 2 of every 3 frames), then, if more than
+    ``max_frames`` remain, ``max_frames`` of them evenly spaced, first and last included.
+    """
+    if length < 0:
+        raise ConfigError(f"episode length must be >= 0, got {length}")
+    if length == 0:
+        return np.zeros(0, dtype=np.int64)
+    step = float(config.stride)
+    if config.fps is not None:
+        if episode_fps <= 0:
+            raise ConfigError(f"episode fps must be positive to sample at {config.fps} fps, got {episode_fps}")
+        step = max(step, float(episode_fps) / float(config.fps))
+    if step == int(step):
+        frames = np.arange(0, length, int(step), dtype=np.int64)
+    else:
+        n = int(math.floor((length - 1) / step)) + 1
+        frames = np.unique(np.round(np.arange(n) * step).astype(np.int64))
+        frames = frames[frames < length]
+    if config.max_frames is not None and len(frames) > config.max_frames:
+        if config.max_frames == 1:
+            pick = np.array([0])
+        else:
+            pick = np.unique(np.round(np.linspace(0, len(frames) - 1, config.max_frames)).astype(np.int64))
+        frames = frames[pick]
+    return frames
