@@ -99,11 +99,17 @@ def _images(batch: Batch, video_key: str | None) -> np.ndarray:
 
 def images_to_tensor(images: np.ndarray, device: torch.device, size: tuple[int, int] | None = None) -> torch.Tensor:
     """uint8 ``(B, H, W, 3)`` -> float32 ``(B, 3, H, W)`` in [0, 1] on ``device``, resized to ``size``."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(device, non_blocking=True)
+    x = torch.from_numpy(_writable(images, np.uint8)).to(device, non_blocking=True)
     x = x.permute(0, 3, 1, 2).float().div_(255.0)
     if size is not None and tuple(x.shape[-2:]) != tuple(size):
         x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
     return x
+
+
+def _writable(values: np.ndarray, dtype: type) -> np.ndarray:
+    """A C-contiguous writable array of ``dtype`` (torch refuses read-only memory)."""
+    out = np.ascontiguousarray(values, dtype=dtype)
+    return out if out.flags.writeable else out.copy()
 
 
 def _pair(size: int | Sequence[int] | None) -> tuple[int, int] | None:
@@ -179,7 +185,7 @@ class StateAdapter(Adapter):
         if values is None:
             raise DataError("the dataset has no state vectors (observation.state or keypoints); "
                             "use --adapter image for video")
-        return ModelInputs((torch.from_numpy(np.asarray(values, np.float32)).to(device),))
+        return ModelInputs((torch.from_numpy(_writable(values, np.float32)).to(device),))
 
     def example(self, embodiment: str, device: torch.device, input_shape: Sequence[int] | None = None) -> ModelInputs:
         if not input_shape:
@@ -244,7 +250,7 @@ class WorldAdapter(Adapter):
         image = images_to_tensor(_images(batch, self.video_key), device, self.image_size)
         if batch.state is None:
             raise DataError(f"the {embodiment} dataset has no observation.state; the world policy needs it")
-        state = torch.from_numpy(np.asarray(batch.state, np.float32)).to(device)
+        state = torch.from_numpy(_writable(batch.state, np.float32)).to(device)
         want = self.state_dims.get(embodiment)
         if want is not None and state.shape[1] != want:
             raise DataError(f"{embodiment} state has {state.shape[1]} values, the policy expects {want}; "

@@ -227,9 +227,7 @@ def open_data(config: ExtractConfig, progress: bool = False) -> OpenedData:
         if spec.dataset is not None:
             ds = spec.dataset
         else:
-            from probe.readers import open_dataset
-
-            ds = open_dataset(spec.path, embodiment=spec.embodiment)
+            ds = _open(spec, config.skip_bad_episodes)
         emb = spec.embodiment or ds.info.embodiment
         name = ds.info.name
         while name in names:
@@ -244,10 +242,19 @@ def open_data(config: ExtractConfig, progress: bool = False) -> OpenedData:
         raise DataError("no samples: the datasets have no usable episodes or frames after sampling; "
                         "check --stride / --fps / --max-frames and the dataset paths")
     samples[_POS] = np.arange(len(samples), dtype=np.int64)
-    warnings += stage_coverage_warnings(samples)
-    for w in warnings:
+    coverage = stage_coverage_warnings(samples)
+    for w in coverage:  # the readers log their own warnings
         log.warning(w)
+    warnings += coverage
     return OpenedData(tuple(datasets), tuple(embodiments), tuple(names), samples, tuple(warnings))
+
+
+def _open(spec: DataSpec, skip_bad: bool) -> Any:
+    from probe.readers import Format, detect_format, open_dataset
+
+    fmt = detect_format(spec.path)
+    options = {"skip_bad_episodes": True} if skip_bad and fmt in (Format.LEROBOT_V2, Format.LEROBOT_V3) else {}
+    return open_dataset(spec.path, embodiment=spec.embodiment, format=fmt, **options)
 
 
 def _dataset_samples(ds: Any, index: int, name: str, embodiment: str, config: ExtractConfig,
@@ -285,14 +292,11 @@ def _dataset_samples(ds: Any, index: int, name: str, embodiment: str, config: Ex
 
 def _interim_samples(ds: Any, ep: Any, config: ExtractConfig) -> pd.DataFrame:
     """INTERIM until probe.stages / probe.sampling land: stage column or segments, else progress bins."""
+    from probe.sampling import SamplingConfig, sample_frames
+
     table = ds.frame_table(ep).reset_index(drop=True)
     n = len(table)
-    step = config.stride
-    if config.fps:
-        step = max(step, int(round((ep.fps or ds.info.fps) / config.fps)))
-    frames = np.arange(0, n, step)
-    if config.max_frames and len(frames) > config.max_frames:
-        frames = frames[np.unique(np.linspace(0, len(frames) - 1, config.max_frames).round().astype(int))]
+    frames = sample_frames(n, ep.fps or ds.info.fps, SamplingConfig(config.stride, config.fps, config.max_frames))
     if C.STAGE not in table:
         stage = np.array(["episode"] * n, dtype=object)
         for name, a, b in ep.stage_segments:
@@ -506,7 +510,9 @@ class Extractor:
                                      getattr(inputs, "mask", None))
                 self.embed_layers = list(wanted)
         arrays = {}
-        for name, x in out.items():
+        order = [x for x in self.hooked + self.embed_layers if x in out]
+        for name in order:
+            x = out[name]
             x = x.float().cpu().numpy()
             if x.shape[0] != len(meta):
                 raise LatentsError(f"layer '{name}' gave {x.shape[0]} vectors for a batch of {len(meta)} samples; "

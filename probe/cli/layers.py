@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
             for i in infos if i.shape is not None or args.all]
     header = ("layer", "type", "output shape", "params")
     widths = [max(len(r[k]) for r in [header, *rows]) for k in range(3)]
-    console.print(f"{provenance['path']} ({provenance['kind']}, step {provenance['step']})", markup=False)
+    console.print(f"{provenance['path']} ({provenance['kind']}, step {provenance['step']})", markup=False,
+                  soft_wrap=True)
     for row in [header, *rows]:  # plain lines: names must stay whole to be copied into --layer
         console.print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[3], markup=False,
                       soft_wrap=True)
