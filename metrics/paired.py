@@ -19,13 +19,9 @@ svcca                  [0, 1]      1               Raghu et al. 2017
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 
 from metrics.knn import knn
-
-log = logging.getLogger(__name__)
 
 _ROW_BLOCK = 8192  # rows per block when accumulating (d x d) products
 
@@ -183,26 +179,32 @@ def _principal(X: np.ndarray, keep: float) -> np.ndarray:
     return U[:, : min(r, len(S))]
 
 
-def svcca(A: np.ndarray, B: np.ndarray, keep: float = 0.99) -> float:
+def svcca(A: np.ndarray, B: np.ndarray, keep: float = 0.99, max_dims: int | None = None) -> float:
     """Singular vector canonical correlation analysis (Raghu et al. 2017, "SVCCA").
 
     Each of A, B is column-centred and reduced by SVD to the fewest directions explaining
-    ``keep`` (default 99 %) of its variance; the result is the mean of the canonical
-    correlations between the two reduced subspaces (cosines of their principal angles).
-    Range [0, 1], higher is better; 1 for rotated and scaled copies (and for copies related
-    by any invertible linear map when ``keep = 1``).
-    CCA overfits when the kept dimensions approach m: with m rows and r kept directions,
-    random data already scores about ``sqrt(r / m)``; keep m well above r (a warning is
-    logged when r > m / 2). Deviation: exact CCA via orthonormal bases (QR/SVD) instead of
-    the epsilon-regularised covariance inversion of google/svcca.
+    ``keep`` (default 99 %) of its variance, but at most ``max_dims`` (default ``m // 4``);
+    the result is the mean of the canonical correlations between the two reduced
+    subspaces (cosines of their principal angles). Range [0, 1], higher is better; 1 for
+    rotated and scaled copies (and for copies related by any invertible linear map when
+    nothing is dropped).
+
+    Deviations from google/svcca: (1) the ``max_dims`` cap. CCA needs many more rows than
+    kept directions: with r directions among m rows even independent data scores about
+    ``sqrt(r / m)``, and r close to m gives 1 for anything. Matched pairs have few rows
+    (tasks x stages x bins), so the cap keeps chance well below 1 (about 0.5 at r = m/4);
+    judge values against a null (shuffled pairs), not against 0. Pass ``max_dims`` large
+    for the plain 99 % rule. (2) Exact CCA via orthonormal bases (QR/SVD) instead of the
+    epsilon-regularised covariance inversion.
     """
     A, B = _check_pair(A, B, 2, "svcca")
     if not 0 < keep <= 1:
         raise ValueError(f"keep must be in (0, 1]; got {keep}")
-    Ua, Ub = _principal(_centered(A), keep), _principal(_centered(B), keep)
-    m, r = A.shape[0], max(Ua.shape[1], Ub.shape[1])
-    if r > m / 2:
-        log.warning("svcca keeps %d directions for only %d paired rows: CCA overfits, values are inflated", r, m)
+    m = A.shape[0]
+    cap = max(1, m // 4) if max_dims is None else int(max_dims)
+    if cap < 1:
+        raise ValueError(f"max_dims must be >= 1 or None; got {max_dims}")
+    Ua, Ub = _principal(_centered(A), keep)[:, :cap], _principal(_centered(B), keep)[:, :cap]
     rho = np.linalg.svd(Ua.T @ Ub, compute_uv=False)
     return float(np.clip(rho, 0.0, 1.0).mean())
 

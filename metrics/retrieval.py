@@ -41,6 +41,7 @@ __all__ = [
     "retrieval_precision_at_1",
     "retrieval_recall_at_10",
     "retrieval_recall_at_5",
+    "retrieval_k",
     "retrieval_recall_at_k",
 ]
 

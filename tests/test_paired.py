@@ -81,6 +81,16 @@ def test_independent_random_matrices_score_low():
     assert P.mutual_knn(A, B, k=10) < 0.1
 
 
+def test_svcca_dimension_cap_keeps_chance_below_one_on_few_pairs():
+    rng = np.random.default_rng(0)
+    A, B = rng.normal(size=(60, 64)), rng.normal(size=(60, 64))
+    assert P.svcca(A, B, max_dims=1000) > 0.8          # the plain 99 % rule overfits on 60 rows
+    assert P.svcca(A, B) < 0.5                          # default cap m // 4 = 15 directions
+    assert P.svcca(A, A + 0.5 * rng.normal(size=A.shape)) > 0.75
+    with pytest.raises(ValueError, match="max_dims must be >= 1"):
+        P.svcca(A, B, max_dims=0)
+
+
 def test_procrustes_against_scipy_orthogonal_procrustes():
     from scipy.linalg import orthogonal_procrustes
     A, rng = _data(m=40, d=6)
