@@ -93,3 +93,14 @@ def null_stage(stage: np.ndarray, task: np.ndarray, episodes: np.ndarray, rng: n
     """Stage labels shuffled between (episode, stage) runs of the same task: the conservation null."""
     segments = np.char.add(np.char.add(np.asarray(episodes).astype(str), "\x1f"), np.asarray(stage).astype(str))
     return permute_segments(stage, segments, task, rng)
+
+
+def shuffle_within(values: np.ndarray, groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``values`` permuted within each group (e.g. frame order within each episode: the temporal null)."""
+    values = np.asarray(values).copy()
+    groups = np.asarray(groups)
+    order = np.argsort(groups, kind="stable")
+    bounds = np.flatnonzero(groups[order][1:] != groups[order][:-1]) + 1
+    for sel in np.split(order, bounds):
+        values[sel] = values[rng.permutation(sel)]
+    return values

@@ -192,3 +192,176 @@ register(
                _prep_fit, _transfer(False), _TASK, requires=_requires_human,
                description="stage classifier trained on human, tested on robot (balanced accuracy)"),
 )
+
+
+# ---------------------------------------------------------------- paired similarity (matched moments)
+
+_PAIRED = {"cka_linear": Better.HIGHER, "cka_debiased": Better.HIGHER, "mutual_knn": Better.HIGHER,
+           "procrustes_angular": Better.LOWER, "svcca": Better.HIGHER}
+_DISTRIBUTION = ("mmd_rbf", "frechet_distance", "sliced_wasserstein", "sinkhorn_divergence")
+
+
+def _two_sides(ctx: Context, embodiment: np.ndarray) -> tuple[str, str]:
+    """(human, other): the pair the paired and distribution metrics compare (first other embodiment)."""
+    human = ctx.config.human
+    others = sorted(set(np.unique(embodiment).tolist()) - {human})
+    if len(others) > 1:
+        ctx.note(f"paired and distribution metrics compare '{human}' with '{others[0]}' only "
+                 f"(also present: {', '.join(others[1:])})")
+    return human, others[0]
+
+
+def _prep_all_rows(ctx: Context, labels: Labels, rows: Any) -> dict[str, Any]:
+    """Linear-cost metrics use every row (group means / moments), whatever the subsample."""
+    return {"rows": np.arange(len(labels)), "cache": {}}
+
+
+def _paired_scores(ctx: Context, state: dict, labels: Labels, w: np.ndarray) -> dict[str, float]:
+    from metrics.pairs import matched_pairs
+    from metrics.paired import paired_scores
+
+    key = ("paired", weights_key(w))
+    if key not in state["cache"]:
+        r = repeat_rows(state["rows"], w)
+        a, b = _two_sides(ctx, labels.embodiment)
+        progress = labels.progress if labels.progress is not None else np.zeros(len(labels))
+        pairs = matched_pairs(ctx.X[r], labels.embodiment[r], labels.task[r], labels.stage[r], progress[r], a, b)
+        if len(pairs) < 2:
+            raise ValueError(f"only {len(pairs)} (task, stage, progress) cells are seen by both embodiments")
+        state["cache"][key] = paired_scores(pairs.A, pairs.B)
+    return state["cache"][key]
+
+
+def _paired(name: str):
+    def score(ctx: Context, state: dict, labels: Labels, w: np.ndarray) -> float:
+        return _paired_scores(ctx, state, labels, w)[name]
+    return score
+
+
+# ---------------------------------------------------------------- distribution distances (two point clouds)
+
+
+def _distribution(name: str):
+    def score(ctx: Context, state: dict, labels: Labels, w: np.ndarray) -> float:
+        from metrics import distribution as dist
+
+        r = repeat_rows(state["rows"], w)
+        a, b = _two_sides(ctx, labels.embodiment)
+        P, Q = ctx.X[r[labels.embodiment[r] == a]], ctx.X[r[labels.embodiment[r] == b]]
+        seed = ctx.config.seed
+        with _few_threads(len(r)):
+            if name == "mmd_rbf":
+                return dist.mmd_rbf(P, Q, seed=seed)
+            if name == "frechet_distance":
+                return dist.frechet_distance(P, Q)
+            if name == "sliced_wasserstein":
+                return dist.sliced_wasserstein(P, Q, seed=seed)
+            return dist.sinkhorn_divergence(P, Q, seed=seed)
+    return score
+
+
+# ---------------------------------------------------------------- cross-embodiment retrieval (per query)
+
+_RETRIEVAL = ("precision_at_1", "map_at_r", "mrr", "recall_at_5", "recall_at_10")
+_RETRIEVAL_FIELDS = {"precision_at_1": "hit_at_1", "map_at_r": "ap_at_r", "mrr": "reciprocal_rank",
+                     "recall_at_5": "hit_at_5", "recall_at_10": "hit_at_10"}
+
+
+def _cross_graph(ctx: Context, rows: np.ndarray, query: np.ndarray, reference: np.ndarray,
+                 ref_labels: np.ndarray) -> Any:
+    """The query -> reference kNN graph among the subsample, searched once (k = largest R, capped)."""
+    from metrics.knn import knn
+    from metrics.retrieval import retrieval_k
+
+    key = ("cross", weights_key(rows), weights_key(query))
+    if key not in ctx.cache:
+        k = retrieval_k(ref_labels, ctx.config.retrieval_max_r)
+        full = retrieval_k(ref_labels, None)
+        if k < full:
+            ctx.note(f"MAP@R is capped at R={k} (largest label count {full}); raise retrieval_max_r for exact values")
+        ctx.cache[key] = knn(ctx.X[query], ctx.X[reference], k, ctx.config.metric)
+    return ctx.cache[key]
+
+
+def _prep_retrieval(ctx: Context, labels: Labels, rows: np.ndarray) -> dict[str, Any]:
+    from metrics.retrieval import combine_labels, evaluate_retrieval
+
+    human = ctx.config.human
+    emb = labels.embodiment[rows]
+    lab = combine_labels(labels.task[rows], labels.stage[rows])
+    out: dict[str, Any] = {}
+    for direction, q_mask in (("robot_to_human", emb != human), ("human_to_robot", emb == human)):
+        q, ref = rows[q_mask], rows[~q_mask]
+        graph = _cross_graph(ctx, rows, q, ref, lab[~q_mask])
+        out[direction] = (q, evaluate_retrieval(graph, lab[q_mask], lab[~q_mask], ctx.config.retrieval_max_r))
+    return out
+
+
+def _retrieval(name: str, direction: str):
+    field = _RETRIEVAL_FIELDS[name]
+
+    def score(ctx: Context, state: dict, labels: Labels, w: np.ndarray) -> float:
+        q, result = state[direction]
+        values = getattr(result, field)
+        wq = w[q].astype(np.float64)
+        ok = ~np.isnan(values) & (wq > 0)
+        return float(np.average(values[ok], weights=wq[ok])) if ok.any() else float("nan")
+    return score
+
+
+register(*[
+    MetricSpec(name, Family.PAIRED, better, Kind.FIT, Null.EMBODIMENT, _prep_all_rows, _paired(name), _STAGE_TASK,
+               requires=_requires_human, description="paired similarity of matched (task, stage, progress) means")
+    for name, better in _PAIRED.items()
+])
+register(*[
+    MetricSpec(name, Family.DISTRIBUTION, Better.LOWER, Kind.FIT, Null.EMBODIMENT, _prep_fit, _distribution(name),
+               _STAGE_TASK, requires=_requires_human, description="distance between the embodiments' distributions")
+    for name in _DISTRIBUTION
+])
+register(*[
+    MetricSpec(f"retrieval_{name}_{direction}", Family.RETRIEVAL, Better.HIGHER, Kind.SAMPLES, Null.STAGE,
+               _prep_retrieval, _retrieval(name, direction), _STAGE_TASK, requires=_requires_human,
+               description=f"cross-embodiment retrieval of the same (task, stage), {direction.replace('_', ' ')}")
+    for direction in ("robot_to_human", "human_to_robot") for name in _RETRIEVAL
+])
+
+
+# ---------------------------------------------------------------- temporal alignment (episode pairs)
+
+
+def _prep_temporal(ctx: Context, labels: Labels, rows: Any) -> dict[str, Any]:
+    """Episode pairs of every shared task, over all rows (the pair cap bounds the cost)."""
+    from metrics.temporal import episode_alignment
+
+    a, b = _two_sides(ctx, labels.embodiment)
+    frame = labels.frame if labels.frame is not None else np.arange(len(labels))
+    result = episode_alignment(ctx.X, labels.embodiment, labels.task, labels.episode, frame, a, b,
+                               seed=ctx.config.seed, metric=ctx.config.metric)
+    if result.n_pairs_total > len(result.pairs):
+        ctx.note(f"temporal metrics use {len(result.pairs)} of {result.n_pairs_total} (human, robot) episode pairs")
+    _, first = np.unique(labels.episode, return_index=True)
+    return {"pairs": result.pairs, "episode_row": dict(zip(labels.episode[first].tolist(), first.tolist()))}
+
+
+def _temporal(field: str):
+    def score(ctx: Context, state: dict, labels: Labels, w: np.ndarray) -> float:
+        pairs, row = state["pairs"], state["episode_row"]
+        if len(pairs) == 0:
+            raise ValueError("no task is seen by both embodiments: no episode pairs")
+        wa = np.array([w[row[e]] for e in pairs["episode_a"]], dtype=np.float64)
+        wb = np.array([w[row[e]] for e in pairs["episode_b"]], dtype=np.float64)
+        values, weight = pairs[field].astype(np.float64), wa * wb
+        ok = ~np.isnan(values) & (weight > 0)
+        return float(np.average(values[ok], weights=weight[ok])) if ok.any() else float("nan")
+    return score
+
+
+register(
+    MetricSpec("kendall_tau", Family.TEMPORAL, Better.HIGHER, Kind.SAMPLES, Null.FRAME, _prep_temporal,
+               _temporal("tau"), _TASK, requires=_requires_human,
+               description="order agreement of nearest-frame matches between human and robot episodes"),
+    MetricSpec("cycle_consistency", Family.TEMPORAL, Better.HIGHER, Kind.SAMPLES, Null.FRAME, _prep_temporal,
+               _temporal("cycle"), _TASK, requires=_requires_human,
+               description="share of frames whose nearest-frame match cycles back (Dwibedi et al. 2019)"),
+)

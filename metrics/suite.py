@@ -73,6 +73,7 @@ class Null(str, Enum):
 
     EMBODIMENT = "embodiment"
     STAGE = "stage"
+    FRAME = "frame"  # frame order shuffled within each episode (temporal metrics)
     NONE = "none"
 
 
@@ -371,6 +372,9 @@ def _safe(fn: Callable[[], float], ctx: Context, what: str) -> float:
 def _null_labels(spec: MetricSpec, labels: Labels, rng: np.random.Generator) -> Labels:
     if spec.null is Null.EMBODIMENT:
         return labels.replace(embodiment=bs.null_embodiment(labels.embodiment, labels.stage, labels.episode, rng))
+    if spec.null is Null.FRAME:
+        frame = labels.frame if labels.frame is not None else np.arange(len(labels))
+        return labels.replace(frame=bs.shuffle_within(frame, labels.episode, rng))
     return labels.replace(stage=bs.null_stage(labels.stage, labels.task, labels.episode, rng))
 
 
@@ -436,7 +440,8 @@ def run_suite(X: np.ndarray, labels: Labels, config: MetricsConfig | None = None
                  f"embodiment); fitted metrics are refitted on a {len(boot_rows)}-sample subsample per replicate")
     if config.null_repeats:
         ctx.note(f"null baselines average {config.null_repeats} permutations of (episode, stage) runs: embodiment "
-                 "labels shuffled within stage (mixing), stage labels shuffled within task (conservation)")
+                 "labels shuffled within stage (mixing, paired, distribution), stage labels shuffled within task "
+                 "(conservation, retrieval); frame order shuffled within episodes (temporal)")
 
     states = _States(ctx)
     boot_states = _States(ctx)

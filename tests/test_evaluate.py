@@ -16,7 +16,7 @@ from probe.evaluate import FRAME_COLUMNS, MetricsConfig, evaluate, metrics_frame
 from probe.latents import Latents
 from probe.store import write_store
 
-CFG = MetricsConfig(k=20, bootstrap=3, null_repeats=1, bootstrap_samples=200)
+CFG = MetricsConfig(k=20, bootstrap=3, null_repeats=1, bootstrap_samples=200, families=("mixing", "conservation"))
 
 
 @pytest.fixture(scope="module")

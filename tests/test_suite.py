@@ -11,7 +11,7 @@ from metrics.bootstrap import episode_bootstrap_weights, null_embodiment, null_s
 from metrics.subsample import strata_keys, stratified_subsample
 from metrics.suite import Kind, Labels, MetricInputError, MetricsConfig, REGISTRY, run_suite
 
-FAST = dict(k=20, bootstrap=4, null_repeats=1, bootstrap_samples=200)
+FAST = dict(k=20, bootstrap=4, null_repeats=1, bootstrap_samples=200, families=("mixing", "conservation"))
 
 
 def _labels(meta):
@@ -59,11 +59,11 @@ def test_row_permutation_changes_nothing(small):
     meta, labels = small
     X = clustered_latents(meta, shift=2.0, noise=1.5)
     perm = np.random.default_rng(0).permutation(len(X))
-    cfg = MetricsConfig(k=20, bootstrap=0, null_repeats=0)
+    cfg = MetricsConfig(k=20, bootstrap=0, null_repeats=0, families=("mixing", "conservation", "retrieval"))
     a = run_suite(X, labels, cfg).metrics
     b = run_suite(X[perm], labels.take(perm), cfg).metrics
     for name, spec in REGISTRY.items():
-        if spec.kind is not Kind.FIT:
+        if name in a and spec.kind is not Kind.FIT:
             assert a[name].value == pytest.approx(b[name].value, abs=1e-6), name
 
 
@@ -75,7 +75,7 @@ def test_scopes_by_stage_and_task(small):
     assert np.isfinite(res.scopes["grasp"]["ilisi"].value) and np.isnan(res.scopes["grasp"]["stage_nmi"].value)
     out = res.to_dict()
     assert set(out["per_stage"]["lift"]["kbet"]) == {"value", "ci", "null"}
-    res = run_suite(X, labels, MetricsConfig(**FAST, by="task", metrics=("stage_nmi", "kbet")))
+    res = run_suite(X, labels, MetricsConfig(**{**FAST, "families": None}, by="task", metrics=("stage_nmi", "kbet")))
     assert set(res.scopes) == {"pick", "push"}
     assert res.scopes["pick"]["stage_nmi"].value > 0.5
     assert list(res.metrics) == ["kbet", "stage_nmi"]
@@ -194,3 +194,20 @@ def test_nulls_permute_runs_and_keep_proportions():
     assert not np.array_equal(shuffled, emb)
     st = null_stage(stage, task, episodes, rng)
     assert sorted(st.tolist()) == sorted(stage.tolist()) and not np.array_equal(st, stage)
+
+
+def test_paired_distribution_retrieval_temporal_families(small):
+    meta, labels = small
+    labels = labels.replace(progress=meta["stage_progress"].to_numpy(), frame=meta["frame"].to_numpy())
+    cfg = MetricsConfig(**{**FAST, "bootstrap": 2, "families": ("paired", "distribution", "retrieval", "temporal")})
+    mixed = run_suite(clustered_latents(meta, noise=1.0), labels, cfg).metrics
+    apart = run_suite(clustered_latents(meta, shift=40.0, noise=1.0), labels, cfg).metrics
+    assert {s.family.value for s in REGISTRY.values() if s.name in mixed} == {"paired", "distribution", "retrieval",
+                                                                              "temporal"}
+    for name in ("mmd_rbf", "frechet_distance", "sliced_wasserstein"):
+        assert apart[name].value > 5 * mixed[name].value, name
+        assert mixed[name].value < apart[name].null * 5, name
+    assert mixed["cka_linear"].value > 0.9
+    assert mixed["retrieval_precision_at_1_robot_to_human"].value > mixed["retrieval_precision_at_1_robot_to_human"].null
+    assert mixed["retrieval_map_at_r_human_to_robot"].value > 0.8
+    assert mixed["kendall_tau"].value > mixed["kendall_tau"].null + 0.3  # frame order shuffled: tau near 0
