@@ -17,7 +17,7 @@ from dashboard.figures import (CLIP_TRAJECTORY, MARKS, POINTS, TRAJECTORY, map_f
                                overlay, panel_figure, view_encoding)
 from dashboard.media import thumb_url
 from dashboard.selection import active_mask, counts, selected_points, selection_csv
-from dashboard.state import (MAX_PANELS, PROGRESS_LEVELS, Prepared, ViewState, apply_event, decode_state,
+from dashboard.state import (HEADLINE, MAX_PANELS, STAGE_COLUMNS, PROGRESS_LEVELS, Prepared, ViewState, apply_event, decode_state,
                              encode_state, mark_points, selected_clips, state_from_dict)
 from probe import columns as C
 
@@ -246,4 +246,4 @@ def register(app: Dash, prepared: Prepared) -> None:
         ci, _ = prepared.checkpoint(state.store)
         view = prepared.views[(ci, state.layer)]
         note = f"{state.store} · {state.layer}"
-        return layout.metrics_panel(view.metrics, view.coverage, state.stage, note)
+        return layout.metrics_panel(view.metrics, view.coverage, state.stage, note, HEADLINE, STAGE_COLUMNS)

@@ -144,42 +144,55 @@ def _fmt(v: Any) -> str:
     return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
 
-def metrics_panel(record: dict[str, Any] | None, gaps: list[dict[str, Any]], active_stages: tuple[str, ...],
-                  note: str = "") -> list[Any]:
+def _metric_rows(metrics: dict[str, Any], names: list[str]) -> list[Any]:
+    from probe.evaluate import better_arrow
+
+    rows = [html.Tr([html.Th("metric"), html.Th("value"), html.Th("95% CI"), html.Th("null")])]
+    for name in names:
+        m = metrics.get(name) or {}
+        ci = m.get("ci")
+        rows.append(html.Tr([html.Td(f"{name} {better_arrow(name)}"), html.Td(_fmt(m.get("value"))),
+                             html.Td("-" if not ci else f"{ci[0]:.3f} - {ci[1]:.3f}"),
+                             html.Td(_fmt(m.get("null")))]))
+    return rows
+
+
+def metrics_panel(record: dict[str, Any] | None, gaps: list[str], active_stages: tuple[str, ...],
+                  note: str = "", headline: tuple[str, ...] = (), stage_columns: tuple[str, ...] = ()) -> list[Any]:
     """Headline metrics with intervals, per-stage values (click a stage to highlight it) and coverage gaps."""
     out: list[Any] = [html.H4("metrics", style=CSS["h"])]
     if note:
         out.append(html.Div(note, style={"fontSize": "11px", "color": "#777"}))
-    if not record:
-        out.append(html.Div("no metrics for this layer (one embodiment only, or too few samples)"))
-        return out
-    head = [html.Tr([html.Th("metric"), html.Th("value"), html.Th("95% CI"), html.Th("chance")])]
-    for name, m in record.get("metrics", {}).items():
-        ci = m.get("ci")
-        head.append(html.Tr([html.Td(name), html.Td(_fmt(m.get("value"))),
-                             html.Td("-" if not ci else f"{ci[0]:.3f} - {ci[1]:.3f}"),
-                             html.Td(_fmt(m.get("null")))]))
-    out.append(html.Table(head, id="metrics-headline", style={"fontSize": "12px", "width": "100%"}))
-    per_stage = record.get("per_stage") or {}
-    if per_stage:
-        names = list(next(iter(per_stage.values())).keys())
-        rows = [html.Tr([html.Th("stage")] + [html.Th(n) for n in names])]
-        for stage, values in per_stage.items():
-            active = stage in active_stages
-            button = html.Button(stage, id={"type": ids.METRIC_STAGE, "index": stage}, n_clicks=0,
-                                 style={"fontWeight": "bold" if active else "normal", "fontSize": "11px"},
-                                 title="highlight this stage on the map")
-            cells = []
-            for n in names:
-                m = values.get(n, {})
-                ci = m.get("ci") if isinstance(m, dict) else None
-                v = m.get("value") if isinstance(m, dict) else m
-                cells.append(html.Td(_fmt(v) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")))
-            rows.append(html.Tr([html.Td(button)] + cells))
-        out.append(html.H5("per stage (click to highlight)", style={"margin": "8px 0 2px 0"}))
-        out.append(html.Table(rows, id="metrics-stages", style={"fontSize": "11px", "width": "100%"}))
+    metrics = (record or {}).get("metrics") or {}
+    if not metrics:
+        reason = (record or {}).get("error", "no metrics for this layer")
+        out.append(html.Div(reason, style={"color": "#a15c00"}))
+    else:
+        names = [n for n in headline if n in metrics] or list(metrics)[:6]
+        small = {"fontSize": "12px", "width": "100%"}
+        out.append(html.Table(_metric_rows(metrics, names), id="metrics-headline", style=small))
+        out.append(html.Details([html.Summary(f"all {len(metrics)} metrics"),
+                                 html.Table(_metric_rows(metrics, list(metrics)), style=small)]))
+        per_stage = record.get("per_stage") or {}
+        if per_stage:
+            first = next(iter(per_stage.values()))
+            cols = [c for c in stage_columns if c in first] or list(first)[:3]
+            rows = [html.Tr([html.Th("stage")] + [html.Th(c) for c in cols])]
+            for stage, values in per_stage.items():
+                active = stage in active_stages
+                button = html.Button(stage, id={"type": ids.METRIC_STAGE, "index": stage}, n_clicks=0,
+                                     style={"fontWeight": "bold" if active else "normal", "fontSize": "11px"},
+                                     title="highlight this stage on the map")
+                cells = []
+                for c in cols:
+                    m = values.get(c) or {}
+                    ci = m.get("ci")
+                    cells.append(html.Td(_fmt(m.get("value")) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")))
+                rows.append(html.Tr([html.Td(button)] + cells))
+            out.append(html.H5("per stage (click a stage to highlight it)", style={"margin": "8px 0 2px 0"}))
+            out.append(html.Table(rows, id="metrics-stages", style={"fontSize": "11px", "width": "100%"}))
     if gaps:
         out.append(html.H5("coverage gaps", style={"margin": "8px 0 2px 0"}))
-        out.append(html.Ul([html.Li(f"{g.get('column', '')} {g.get('value', '')}: {g.get('detail', '')}")
-                            for g in gaps[:20]], style={"margin": 0, "paddingLeft": "16px"}))
+        out.append(html.Ul([html.Li(g) for g in gaps[:8]], id="coverage-gaps",
+                           style={"margin": 0, "paddingLeft": "16px", "fontSize": "12px"}))
     return out

@@ -128,7 +128,7 @@ class View:
     trustworthiness: float | None
     neighbours: Any  # NeighbourSearch
     metrics: dict[str, Any] | None
-    coverage: list[dict[str, Any]]
+    coverage: list[str]
 
 
 @dataclass(frozen=True, eq=False)
@@ -338,63 +338,60 @@ def _align(coords: np.ndarray, ck: Checkpoint, ref_ck: Checkpoint, ref_coords: n
     return (((coords - mu_a) @ R) * scale + mu_b).astype(np.float32)
 
 
-def _metrics(store: Store, layer: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """Metrics record and coverage gaps (stand-in until probe.evaluate / probe.coverage land)."""
-    return _standin_metrics(store, layer)
+HEADLINE = ("ilisi", "knn_embodiment_mixing", "clisi", "stage_transfer_acc_robot_to_human",
+            "retrieval_precision_at_1_robot_to_human", "retrieval_map_at_r_robot_to_human")
+STAGE_COLUMNS = ("knn_embodiment_mixing", "retrieval_precision_at_1_robot_to_human", "silhouette_stage")
 
 
-def _standin_metrics(store: Store, layer: str, n_max: int = 3000, k: int = 15,
-                     seed: int = 0) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    from metrics.knn import knn
+def _metrics(store: Store, layer: str, config: Any, cache: Path | None) -> tuple[dict[str, Any] | None, list[str]]:
+    """The layer's metrics record (:func:`probe.evaluate.evaluate_latents`, per stage) and coverage gaps.
 
-    meta = store.meta
-    rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(len(meta), size=min(n_max, len(meta)), replace=False))
-    emb = meta[C.EMBODIMENT].to_numpy()[rows]
-    stage = meta[C.STAGE].astype(str).to_numpy()[rows]
-    if len(np.unique(emb)) < 2 or len(rows) <= k:
-        return None, []
-    X = np.asarray(store.matrix(layer)[rows])
-    nb = knn(X, k=k)
-    other = (emb[nb.indices] != emb[:, None]).mean(1)
-    human = emb == C.HUMAN
-    robot = ~human
-    match = np.full(len(rows), np.nan)
-    if human.any() and robot.any():
-        cross = knn(X[robot], X[human], k=1)
-        match[robot] = (stage[human][cross.indices[:, 0]] == stage[robot]).astype(float)
+    Records are cached as JSON under ``cache/dashboard-metrics`` keyed by the store
+    fingerprint, the layer and the configuration. A layer on which the metrics cannot
+    be computed (one embodiment ...) gets ``None`` and a note instead of failing.
+    """
+    import json
 
-    def summary(values: np.ndarray, null: float | None) -> dict[str, Any]:
-        values = values[np.isfinite(values)]
-        if not len(values):
-            return {"value": float("nan"), "ci": None, "null": null}
-        boots = [values[rng.integers(0, len(values), len(values))].mean() for _ in range(200)]
-        return {"value": float(values.mean()), "ci": [float(np.quantile(boots, 0.025)),
-                                                      float(np.quantile(boots, 0.975))], "null": null}
+    from probe.errors import ProbeError
+    from probe.evaluate import evaluate_latents
 
-    share = float(robot.mean())
-    null_mix = 2 * share * (1 - share)
-    n_stages = max(len(np.unique(stage)), 1)
-    record = {"store": str(store.path), "layer": layer, "n": int(len(rows)),
-              "metrics": {"cross_embodiment_neighbours": summary(other, null_mix),
-                          "stage_match_robot_to_human@1": summary(match, 1.0 / n_stages)},
-              "per_stage": {}}
-    for s in dict.fromkeys(stage):
-        sel = stage == s
-        record["per_stage"][s] = {"cross_embodiment_neighbours": summary(other[sel], null_mix),
-                                  "stage_match_robot_to_human@1": summary(match[sel], 1.0 / n_stages)}
-    gaps = []
-    for col in (C.TASK, C.STAGE):
-        by = meta.groupby(meta[col].astype(str))[C.EMBODIMENT].agg(lambda s: sorted(set(s)))
-        for value, embs in by.items():
-            if len(embs) < 2:
-                gaps.append({"column": col, "value": value, "detail": f"only {', '.join(embs)} data"})
+    key = hashlib.sha256(json.dumps([store.fingerprint, layer, repr(config)]).encode()).hexdigest()[:24]
+    file = cache / "dashboard-metrics" / f"{key}.json" if cache is not None else None
+    if file is not None and file.is_file():
+        try:
+            saved = json.loads(file.read_text(encoding="utf-8"))
+            return saved["record"], saved["gaps"]
+        except (ValueError, KeyError):
+            log.info("ignoring unreadable metrics cache %s", file)
+    latents = store.latents(layer)
+    try:
+        record = evaluate_latents(latents, config, store=str(store.path), step=store.provenance.get("step"))
+    except ProbeError as exc:
+        log.warning("no metrics for %s layer %s: %s", store.path, layer, exc)
+        record = {"error": str(exc)}
+    gaps = _coverage_gaps(latents)
+    if file is not None:
+        from probe.atomic import write_json
+
+        file.parent.mkdir(parents=True, exist_ok=True)
+        write_json(file, {"record": record, "gaps": gaps})
     return record, gaps
+
+
+def _coverage_gaps(latents: Any) -> list[str]:
+    """Plain sentences on which robot stages human data covers poorly (:mod:`probe.coverage`)."""
+    from probe.coverage import coverage
+    from probe.errors import ProbeError
+
+    try:
+        return coverage(latents).advice()
+    except ProbeError as exc:
+        return [f"coverage not computed: {exc}"]
 
 
 def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str] | None = None,
             max_points: int = 200_000, cache: str | Path | None = None, k: int = 8,
-            method: str = "umap", progress: bool = False) -> Prepared:
+            method: str = "umap", metrics_config: Any | None = None, progress: bool = False) -> Prepared:
     """Open the stores (one per checkpoint) and compute everything the app shows.
 
     Parameters
@@ -405,6 +402,8 @@ def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str]
     cache : cache directory for layouts and indexes (None: nothing cached, indexes in a temporary directory).
     k : human clips listed for a clicked point.
     method : layout method, "umap" (warm-started across checkpoints) or "pca".
+    metrics_config : :class:`metrics.suite.MetricsConfig` of the metrics panel (default: the suite's
+        defaults, reported per stage).
     progress : show a progress bar.
 
     Raises
@@ -422,6 +421,10 @@ def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str]
         raise ConfigError(f"k must be >= 1, got {k}")
     if method not in ("umap", "pca"):
         raise ConfigError(f"method must be 'umap' or 'pca', got {method!r}")
+    if metrics_config is None:
+        from metrics.suite import MetricsConfig
+
+        metrics_config = MetricsConfig(by="stage")
     opened = [s if isinstance(s, Store) else open_store(s) for s in stores]
     common = [layer for layer in opened[0].layers if all(layer in s.layers for s in opened[1:])]
     if not common:
@@ -458,7 +461,7 @@ def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str]
             coords = _align(coords, ck, checkpoints[0], views[(0, layer)].coords)
         index_dir = index_root / f"{ck.store.fingerprint[:16]}-{layer_filename(layer)[:-4]}"
         search = NeighbourSearch.build(ck.store, layer, ck.video_by_value, k, index_dir)
-        record, gaps = _metrics(ck.store, layer)
+        record, gaps = _metrics(ck.store, layer, metrics_config, cache_dir)
         views[(i, layer)] = View(i, layer, coords, lay.method, float(lay.trustworthiness), search, record, gaps)
     return Prepared(checkpoints, chosen, views, categories, media, k)
 

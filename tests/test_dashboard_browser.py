@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from probe import columns as C
-from test_dashboard_data import make_stores
+from test_dashboard_data import light_metrics, make_stores
 
 pytestmark = pytest.mark.browser
 
@@ -39,7 +39,7 @@ def server(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("dash-browser")
     stores = make_stores(root)
-    prepared = prepare([s.path for s in stores], k=K, method="pca")
+    prepared = prepare([s.path for s in stores], k=K, method="pca", metrics_config=light_metrics())
     app = create_app(prepared)
     port = _free_port()
     httpd = make_server("127.0.0.1", port, app.server, threaded=True)

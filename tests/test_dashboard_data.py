@@ -69,3 +69,12 @@ def test_make_stores_writes_decodable_videos(tmp_path):
     assert Path(meta[C.VIDEO].iat[0]).is_file()
     jpeg = frame_jpeg(meta[C.VIDEO].iat[0], 0.3)
     assert jpeg[:2] == b"\xff\xd8" and jpeg[-2:] == b"\xff\xd9"
+
+
+def light_metrics():
+    """A quick metrics configuration for tests (few metrics, few replicates), reported per stage."""
+    from metrics.suite import MetricsConfig
+
+    return MetricsConfig(by="stage", k=30, bootstrap=3, null_repeats=1,
+                         metrics=("ilisi", "knn_embodiment_mixing", "silhouette_stage",
+                                  "retrieval_precision_at_1_robot_to_human"))

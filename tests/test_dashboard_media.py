@@ -10,14 +10,14 @@ import pytest
 from dashboard.app import create_app
 from dashboard.state import prepare
 from probe import columns as C
-from test_dashboard_data import make_stores
+from test_dashboard_data import light_metrics, make_stores
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("dash-media")
     stores = make_stores(root, n_episodes=2, frames=10)
-    prepared = prepare([s.path for s in stores], layers="trunk.block0", k=3, method="pca")
+    prepared = prepare([s.path for s in stores], layers="trunk.block0", k=3, method="pca", metrics_config=light_metrics())
     app = create_app(prepared)
     return prepared, app, app.server.test_client(), root
 
@@ -86,7 +86,7 @@ def test_thumbnails_are_jpeg_frames_of_registered_videos(setup):
 
 def test_store_without_video_has_no_thumbnails(tmp_path):
     stores = make_stores(tmp_path, n_episodes=1, video=False, checkpoints=1)
-    prepared = prepare([stores[0].path], method="pca")
+    prepared = prepare([stores[0].path], method="pca", metrics_config=light_metrics())
     client = create_app(prepared).server.test_client()
     assert prepared.media == {}
     assert client.get("/thumb/0/0.jpg").status_code == 404

@@ -9,14 +9,14 @@ from dashboard.state import (ColorBy, ViewState, apply_event, click_row, decode_
                              prepare, selected_clips, state_from_dict)
 from probe import columns as C
 from probe.errors import ConfigError, LayerNotFoundError, StoreError, StoreNotFoundError
-from test_dashboard_data import make_stores
+from test_dashboard_data import light_metrics, make_stores
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     root = tmp_path_factory.mktemp("dash-state")
     stores = make_stores(root)
-    return prepare([s.path for s in stores], k=4, method="pca")
+    return prepare([s.path for s in stores], k=4, method="pca", metrics_config=light_metrics())
 
 
 def test_prepare_builds_a_view_per_checkpoint_and_layer(prepared):
@@ -44,7 +44,7 @@ def test_layouts_of_checkpoints_are_aligned(prepared):
 
 def test_max_points_subsamples_the_same_samples_in_every_checkpoint(tmp_path):
     stores = make_stores(tmp_path, video=False)
-    p = prepare([s.path for s in stores], layers="trunk.block1", max_points=50, method="pca")
+    p = prepare([s.path for s in stores], layers="trunk.block1", max_points=50, method="pca", metrics_config=light_metrics())
     ids0 = p.checkpoints[0].points[C.SAMPLE_ID].tolist()
     ids1 = p.checkpoints[1].points[C.SAMPLE_ID].tolist()
     assert len(ids0) == 50 and ids0 == ids1
@@ -177,9 +177,49 @@ def test_events(prepared):
 def test_umap_layouts_are_cached_warm_started_and_trustworthy(tmp_path):
     stores = make_stores(tmp_path / "s", n_episodes=2, frames=10, video=False)
     cache = tmp_path / "cache"
-    p = prepare([s.path for s in stores], layers="trunk.block0", cache=cache)
+    p = prepare([s.path for s in stores], layers="trunk.block0", cache=cache, metrics_config=light_metrics())
     views = [p.views[(i, "trunk.block0")] for i in (0, 1)]
     assert all(v.method == "umap" and v.trustworthiness > 0.8 for v in views)
     assert any(cache.rglob("*")) and any((cache / "dashboard-indexes").iterdir())
-    again = prepare([s.path for s in stores], layers="trunk.block0", cache=cache)
+    again = prepare([s.path for s in stores], layers="trunk.block0", cache=cache, metrics_config=light_metrics())
     assert np.allclose(again.views[(1, "trunk.block0")].coords, views[1].coords)
+
+
+def test_metrics_panel_shows_headline_per_stage_and_gaps(prepared):
+    from dash import html
+
+    from dashboard.layout import metrics_panel
+    from dashboard.state import HEADLINE, STAGE_COLUMNS
+
+    view = prepared.views[(1, "trunk.block0")]
+    assert set(view.metrics["per_stage"]) == {"reach", "grasp", "lift"}
+    assert all(isinstance(g, str) for g in view.coverage) and view.coverage
+    panel = html.Div(metrics_panel(view.metrics, view.coverage, ("grasp",), "", HEADLINE, STAGE_COLUMNS))
+    text = str(panel)
+    assert "ilisi" in text and "knn_embodiment_mixing" in text and "coverage gaps" in text
+    buttons = [c for c in _walk(panel) if isinstance(c, html.Button)]
+    assert {b.id["index"] for b in buttons} == {"reach", "grasp", "lift"}
+    assert [b.style["fontWeight"] for b in buttons if b.id["index"] == "grasp"] == ["bold"]
+    empty = html.Div(metrics_panel({"error": "layer 'x': only one embodiment"}, [], (), ""))
+    assert "only one embodiment" in str(empty)
+
+
+def _walk(component):
+    yield component
+    children = getattr(component, "children", None)
+    if isinstance(children, (list, tuple)):
+        for c in children:
+            yield from _walk(c)
+    elif children is not None and hasattr(children, "children"):
+        yield from _walk(children)
+
+
+def test_one_embodiment_store_prepares_without_metrics(tmp_path):
+    from conftest import clustered_latents, synthetic_meta
+    from probe.store import write_store
+
+    meta = synthetic_meta(n_episodes=2, frames=6, embodiments=("robot",))
+    store = write_store(tmp_path / "robot-only", meta, {"l": clustered_latents(meta)})
+    p = prepare([store.path], method="pca", metrics_config=light_metrics())
+    view = p.views[(0, "l")]
+    assert "error" in view.metrics and view.neighbours.clips(0) == []
