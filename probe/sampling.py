@@ -60,12 +60,12 @@ def sample_frames(length: int, episode_fps: float, config: SamplingConfig = Samp
         frames = np.arange(0, length, int(step), dtype=np.int64)
     else:
         n = int(math.floor((length - 1) / step)) + 1
-        frames = np.unique(np.round(np.arange(n) * step).astype(np.int64))
+        frames = np.unique(np.floor(np.arange(n) * step + 0.5).astype(np.int64))  # half up
         frames = frames[frames < length]
     if config.max_frames is not None and len(frames) > config.max_frames:
         if config.max_frames == 1:
             pick = np.array([0])
         else:
-            pick = np.unique(np.round(np.linspace(0, len(frames) - 1, config.max_frames)).astype(np.int64))
+            pick = np.unique(np.floor(np.linspace(0, len(frames) - 1, config.max_frames) + 0.5).astype(np.int64))
         frames = frames[pick]
     return frames

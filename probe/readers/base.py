@@ -132,12 +132,20 @@ class Dataset(abc.ABC):
 
     @abc.abstractmethod
     def frame_table(self, episode: EpisodeInfo | int) -> pd.DataFrame:
-        """One row per frame: ``episode, frame, timestamp, task``, optional ``stage``, scalar columns."""
+        """One row per frame: ``episode, frame, timestamp, task``, optional ``stage``, scalar columns.
+
+        Readers with video also give ``video`` and ``video_timestamp`` (file path and time
+        within it of the first video key; empty path when the file is missing).
+        """
 
     @abc.abstractmethod
     def read(self, episode: EpisodeInfo | int, frames: np.ndarray, *, images: bool = True,
              size: tuple[int, int] | None = None) -> Batch:
         """Arrays of ``frames`` of one episode; ``size=(H, W)`` resizes images, ``images=False`` skips decoding."""
+
+    def all_episode_indices(self) -> list[int]:
+        """Indices of every episode the dataset declares, including ones left out as bad."""
+        return [ep.index for ep in self.episodes()]
 
     def episode(self, episode: EpisodeInfo | int) -> EpisodeInfo:
         """The :class:`EpisodeInfo` of an episode index (or the value itself)."""

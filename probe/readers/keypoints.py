@@ -148,7 +148,9 @@ class KeypointsDataset(Dataset):
         n = ep.length
         return pd.DataFrame({C.EPISODE: np.zeros(n, dtype=np.int64), C.FRAME: np.arange(n, dtype=np.int64),
                              C.TIMESTAMP: np.arange(n, dtype=np.float64) / ep.fps, C.TASK: [ep.task] * n,
-                             APERTURE: hand_aperture(np.asarray(self._kp))})
+                             APERTURE: hand_aperture(np.asarray(self._kp)),
+                             **({C.VIDEO: str(self._video), C.VIDEO_TIMESTAMP: np.arange(n) / ep.fps}
+                                if self._video is not None else {})})
 
     def read(self, episode: EpisodeInfo | int, frames: np.ndarray, *, images: bool = True,
              size: tuple[int, int] | None = None) -> Batch:

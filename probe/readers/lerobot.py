@@ -271,6 +271,14 @@ class LeRobotDataset(Dataset):
     def episodes(self) -> list[EpisodeInfo]:
         return list(self._episodes)
 
+    def all_episode_indices(self) -> list[int]:
+        return [int(r["episode_index"]) for r in self._episode_rows]
+
+    def _video_times(self, ref: VideoRef, ts: np.ndarray, all_ts: np.ndarray) -> np.ndarray:
+        # v2: one video per episode starting at 0; v3: the episode starts at from_timestamp in a shared file
+        base = all_ts[0] if (self._format is Format.LEROBOT_V2 and len(all_ts)) else 0.0
+        return ref.from_timestamp + (ts - base)
+
     def _table(self, ep: EpisodeInfo) -> pa.Table:
         row = next(r for r in self._episode_rows if int(r["episode_index"]) == ep.index)
         path = self._data_path(row)
@@ -320,6 +328,10 @@ class LeRobotDataset(Dataset):
                 df[name] = col.to_numpy(zero_copy_only=False)
         if STAGE_COLUMN in df.columns:
             df[C.STAGE] = df[STAGE_COLUMN].astype(str)
+        if self.info.video_keys:
+            ref = ep.video[self.info.video_keys[0]]
+            df[C.VIDEO] = ref.path or ""
+            df[C.VIDEO_TIMESTAMP] = self._video_times(ref, df[C.TIMESTAMP].to_numpy(), df[C.TIMESTAMP].to_numpy())
         return df
 
     def _timestamps(self, table: pa.Table, ep: EpisodeInfo) -> np.ndarray:
@@ -335,11 +347,9 @@ class LeRobotDataset(Dataset):
         all_ts = self._timestamps(table, ep)
         ts = all_ts[frames]
         rows = table.select([c for c in (STATE, ACTION) if c in table.column_names]).take(pa.array(frames))
-        # v2: one video per episode starting at 0; v3: the episode starts at from_timestamp in a shared file
-        base = all_ts[0] if (self._format is Format.LEROBOT_V2 and len(all_ts)) else 0.0
         video_paths, video_ts, decoded = {}, {}, {}
         for key, ref in ep.video.items():
-            vt = ref.from_timestamp + (ts - base)
+            vt = self._video_times(ref, ts, all_ts)
             video_ts[key] = vt
             if ref.path is None:
                 if images:
