@@ -1,0 +1,34 @@
+"""Derive reach/grasp/lift/put down/release stages for g1_inspire_pick_can and write a sidecar stage file.
+
+The right Inspire hand's closure (mean of observation.state[:, 20:26], about 1 = open)
+drops while the can is held; :func:`probe.stages.closure_stages` turns that into five
+segments per episode. Use the file with ``probe extract --stages file:g1_stages.csv``.
+
+    .venv/bin/python examples/g1_closure_stages.py ../shared/data/g1_inspire_pick_can g1_stages.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from probe.readers import open_dataset
+from probe.stages import closure_stage_table, write_stage_file
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", help="path of g1_inspire_pick_can (LeRobot v2.1)")
+    parser.add_argument("out", help="sidecar file to write (.csv, .json or .parquet)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    ds = open_dataset(args.dataset, video_keys=[])  # states only: every episode, no video needed
+    segments = closure_stage_table(ds)
+    write_stage_file(segments, args.out)
+    lengths = (segments["end"] - segments["start"]).groupby(segments["stage"], sort=False).median()
+    print(f"wrote {len(segments)} segments of {segments['episode'].nunique()} episodes to {args.out}")
+    print("median frames per stage: " + ", ".join(f"{s} {int(n)}" for s, n in lengths.items()))
+
+
+if __name__ == "__main__":
+    main()
