@@ -240,9 +240,11 @@ class LeRobotDataset(Dataset):
             bad = None
             for key in self.info.video_keys:
                 path = self._video_path(key, row)
-                start = float(row.get(f"videos/{key}/from_timestamp", 0.0) or 0.0)
+                start = row.get(f"videos/{key}/from_timestamp")
+                start = 0.0 if start is None or pd.isna(start) else float(start)
                 end = row.get(f"videos/{key}/to_timestamp")
-                video[key] = VideoRef(str(path) if path else None, start, None if end is None else float(end))
+                end = None if end is None or pd.isna(end) else float(end)
+                video[key] = VideoRef(str(path) if path else None, start, end)
                 if path is None:
                     bad = bad or f"video '{key}' is missing"
                 elif self._skip:
