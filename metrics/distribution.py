@@ -22,11 +22,13 @@ laptop CPU. Kernel sums are taken in float32 row blocks: no ``n x n`` matrix is 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import warnings
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
-import ot
 from scipy import linalg
 from scipy.spatial.distance import pdist
 
@@ -241,6 +243,31 @@ def frechet_distance(P: np.ndarray, Q: np.ndarray, eps: float = 1e-6) -> float:
 
 # ----------------------------------------------------------------------------- OT
 
+_POT_DISABLE = ("POT_BACKEND_DISABLE_PYTORCH", "POT_BACKEND_DISABLE_JAX", "POT_BACKEND_DISABLE_CUPY",
+                "POT_BACKEND_DISABLE_TENSORFLOW")
+
+
+def _pot() -> ModuleType:
+    """POT, imported on first use with only its numpy backend.
+
+    POT imports torch (and jax, cupy, tensorflow) at import time when they are installed,
+    which ``metrics/`` must not do; its documented environment switches turn that off for
+    the duration of the import and are restored afterwards.
+    """
+    if "ot" in sys.modules:
+        return sys.modules["ot"]
+    saved = {key: os.environ.get(key) for key in _POT_DISABLE}
+    os.environ.update({key: "1" for key in _POT_DISABLE})
+    try:
+        import ot
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return ot
+
 
 def sliced_wasserstein(P: np.ndarray, Q: np.ndarray, n_projections: int = 128, seed: int = 0) -> float:
     """Sliced 2-Wasserstein distance (Bonneel et al. 2015), POT's ``ot.sliced_wasserstein_distance``.
@@ -254,7 +281,7 @@ def sliced_wasserstein(P: np.ndarray, Q: np.ndarray, n_projections: int = 128, s
     if n_projections < 1:
         raise ValueError(f"n_projections must be >= 1; got {n_projections}")
     P64, Q64 = np.asarray(P, dtype=np.float64), np.asarray(Q, dtype=np.float64)
-    return float(ot.sliced_wasserstein_distance(P64, Q64, n_projections=n_projections, p=2, seed=seed))
+    return float(_pot().sliced_wasserstein_distance(P64, Q64, n_projections=n_projections, p=2, seed=seed))
 
 
 def sinkhorn_divergence(P: np.ndarray, Q: np.ndarray, epsilon: float = 0.05, *,
@@ -287,7 +314,7 @@ def sinkhorn_divergence(P: np.ndarray, Q: np.ndarray, epsilon: float = 0.05, *,
     for method in ("sinkhorn_stabilized", "sinkhorn_log"):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            value = float(ot.bregman.empirical_sinkhorn_divergence(
+            value = float(_pot().bregman.empirical_sinkhorn_divergence(
                 P64, Q64, reg, numIterMax=n_iter, stopThr=_SINKHORN_TOL, method=method, warn=True))
         if np.isfinite(value):
             break

@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-import ot
 import pytest
 from scipy.spatial.distance import cdist, pdist
 
 from metrics import distribution as D
 
 FIXTURES = Path(__file__).with_name("fixtures")
+ot = D._pot()  # POT without its torch backend
 
 
 def _gauss(n, d=5, shift=0.0, seed=0, scale=1.0):
@@ -127,3 +127,13 @@ def test_invalid_inputs():
         D.frechet_distance(bad, P)
     with pytest.raises(ValueError, match="epsilon must be > 0"):
         D.sinkhorn_divergence(P, P, epsilon=0)
+
+
+def test_pot_is_used_without_loading_torch():
+    import subprocess
+    import sys
+    code = ("import sys, numpy as np, metrics.distribution as D\n"
+            "x = np.random.default_rng(0).normal(size=(20, 3))\n"
+            "D.sliced_wasserstein(x, x + 1); D.sinkhorn_divergence(x, x + 1)\n"
+            "assert 'torch' not in sys.modules, 'POT loaded torch'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
