@@ -166,3 +166,30 @@ def test_probe_needs_two_episodes_per_embodiment():
     groups = np.where(emb == "human", 0, 1)
     with pytest.raises(ValueError, match="at least 2 episodes of every embodiment"):
         embodiment_probe_acc(X, emb, groups)
+
+
+def test_matches_scib_metrics_reference():
+    """Frozen scib-metrics 0.5 values (tests/fixtures/make_scib_reference.py) on the same data and graph."""
+    import json
+    from pathlib import Path
+
+    from metrics.conservation import silhouette_stage
+    from metrics.knn import Metric
+
+    fx = json.loads((Path(__file__).parent / "fixtures" / "scib_reference.json").read_text())
+    ref = fx["reference"]
+    X = np.array(fx["X"], dtype=np.float32)
+    emb, stage = np.array(fx["embodiment"]), np.array(fx["stage"])
+    X64 = X.astype(np.float64)
+    d2 = ((X64[:, None, :] - X64[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d2, np.inf)
+    idx = np.argsort(d2, axis=1, kind="stable")[:, : fx["k"]]
+    nb = Neighbors(idx, np.take_along_axis(d2, idx, axis=1).astype(np.float32), Metric.L2)
+    assert ilisi(nb, emb) == pytest.approx(ref["ilisi"], abs=1e-3)
+    assert clisi(nb, stage) == pytest.approx(ref["clisi"], abs=1e-3)
+    assert kbet(nb.top(fx["kbet_k"]), emb) == pytest.approx(ref["kbet"], abs=1e-3)
+    assert silhouette_embodiment(X, emb, stage, "l2") == pytest.approx(ref["silhouette_batch"], abs=1e-3)
+    assert silhouette_stage(X, stage, "l2") == pytest.approx(ref["silhouette_label"], abs=1e-3)
+    assert bras(X, emb, stage, "cosine") == pytest.approx(ref["bras"], abs=1e-3)
+    # the graph agrees with our exact FAISS search
+    np.testing.assert_array_equal(knn(X, None, fx["k"], "l2").indices[:, :10], idx[:, :10])
