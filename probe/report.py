@@ -39,12 +39,11 @@ import pandas as pd
 from probe import columns as C
 from probe import figures as F
 from probe.atomic import atomic_dir
-from probe.errors import ConfigError
+from probe.errors import ConfigError, ProbeError
 from probe.progress import track
 from probe.projection import Layout, ProjectionConfig, default_cache_dir, project
 from probe.store import Store, open_store
 from probe.validate import check_output_path, close_matches
-from probe.errors import ProbeError
 
 log = logging.getLogger(__name__)
 
@@ -120,26 +119,28 @@ def _evaluate_module() -> Any | None:
 
 def known_metric_names() -> list[str]:
     """Metric names the suite computes (empty when the suite is not installed)."""
-    ev = _evaluate_module()
-    if ev is None:
+    if _evaluate_module() is None:
         return []
-    for attr in ("metric_names", "known_metrics"):
-        fn = getattr(ev, attr, None)
-        if callable(fn):
-            return list(fn())
-    try:
-        from metrics import suite
-    except ImportError:
-        return []
-    for attr in ("available", "metric_names", "names"):
-        fn = getattr(suite, attr, None)
-        if callable(fn):
-            return list(fn())
-    for attr in ("METRICS", "NAMES", "REGISTRY"):
-        value = getattr(suite, attr, None)
-        if value is not None:
-            return [getattr(m, "name", m) for m in value]
-    return []
+    from metrics.suite import available
+
+    return list(available())
+
+
+def default_eval_config(bootstrap: int | None = None, metrics: Sequence[str] | None = None) -> Any:
+    """The suite's configuration for reports: per-stage values on; ``bootstrap`` replicates and a
+    subset of ``metrics`` if given (unknown names are refused, listing the known ones)."""
+    from metrics.suite import MetricsConfig
+
+    kwargs: dict[str, Any] = {"by": "stage"}
+    if bootstrap is not None:
+        kwargs["bootstrap"] = bootstrap
+    if metrics:
+        known = known_metric_names()
+        for name in metrics:
+            if name not in known:
+                raise ConfigError(f"--metrics names unknown metric '{name}'; known metrics: {', '.join(known)}")
+        kwargs["metrics"] = tuple(dict.fromkeys(metrics))
+    return MetricsConfig(**kwargs)
 
 
 def check_fail_under(fail_under: Sequence[tuple[str, float]]) -> None:
@@ -161,9 +162,7 @@ def compute_metrics(store: Store, layers: Sequence[str], eval_config: Any = None
     ev = _evaluate_module()
     if ev is None:
         return []
-    if eval_config is None:
-        return list(ev.evaluate(store, list(layers)))
-    return list(ev.evaluate(store, list(layers), eval_config))
+    return list(ev.evaluate(store, list(layers), eval_config if eval_config is not None else default_eval_config()))
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -411,29 +410,27 @@ def retrieval_examples(store: Store, layer: str, n_queries: int = 3, k: int = 4,
 
 # ---------------------------------------------------------------- coverage adapter
 
-def coverage_gaps(store: Store, layer: str) -> tuple[pd.DataFrame | None, list[str]]:
-    """Coverage gaps of robot states by human data, from ``probe.coverage`` when installed."""
+def coverage_gaps(store: Store, layer: str, metric: str = "cosine"
+                  ) -> tuple[pd.DataFrame | None, dict[str, Any] | None, list[str]]:
+    """Robot (task, stage) groups worst covered by human data, from ``probe.coverage`` when installed.
+
+    Returns a ``label`` / ``gap`` table (gap = share of the group's robot states beyond
+    the calibrated threshold), the coverage summary for ``metrics.json`` and notes.
+    """
     try:
         from probe.coverage import coverage
     except ImportError:
-        return None, ["coverage not available: probe.coverage is not installed in this build"]
-    result = coverage(store.latents(layer))
-    frame = None
-    for attr in ("gaps", "by_group", "frame", "table"):
-        value = getattr(result, attr, None)
-        if callable(value):
-            value = value()
-        if isinstance(value, pd.DataFrame):
-            frame = value
-            break
-    if frame is None and callable(getattr(result, "to_frame", None)):
-        frame = result.to_frame()
-    if frame is None or frame.empty:
-        return None, ["coverage computed but no gap table was returned"]
-    label = next((c for c in ("label", "group", "region", C.STAGE, C.TASK) if c in frame.columns), frame.columns[0])
-    value = next((c for c in ("gap", "distance", "uncovered", "fraction") if c in frame.columns),
-                 frame.select_dtypes("number").columns[-1])
-    return frame.rename(columns={label: "label", value: "gap"})[["label", "gap"]], []
+        return None, None, ["coverage not available: probe.coverage is not installed in this build"]
+    try:
+        result = coverage(store.latents(layer), metric=metric)
+    except ProbeError as exc:
+        return None, None, [f"coverage not computed: {exc}"]
+    stages = result.stages
+    frame = pd.DataFrame({"label": (stages[C.TASK].astype(str) + " / " + stages[C.STAGE].astype(str)).to_numpy(),
+                          "gap": stages["share_beyond"].astype(float).to_numpy()})
+    summary = result.to_dict()
+    summary = {k: summary[k] for k in ("a", "b", "layer", "threshold", "share_beyond", "advice", "stages")}
+    return frame, summary, [f"coverage: {line}" for line in result.advice()]
 
 
 # ---------------------------------------------------------------- assembly
@@ -449,6 +446,8 @@ class ReportData:
     layouts: dict[tuple[str, str], Layout] = field(default_factory=dict)
     examples: list[F.RetrievalExample] = field(default_factory=list)
     coverage: pd.DataFrame | None = None
+    coverage_summary: dict[str, Any] | None = None
+    coverage_notes: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     metrics_available: bool = False
     failures: list[dict[str, Any]] = field(default_factory=list)
@@ -521,8 +520,8 @@ def collect(store_paths: Sequence[str | Path], config: ReportConfig = ReportConf
         data.examples, more = retrieval_examples(cps[-1].store, headline, config.retrieval_queries,
                                                  config.retrieval_k, config.projection.metric)
         data.notes += more
-    data.coverage, more = coverage_gaps(cps[-1].store, headline)
-    data.notes += more
+    data.coverage, data.coverage_summary, data.coverage_notes = coverage_gaps(cps[-1].store, headline,
+                                                                              config.projection.metric)
 
     for name, threshold in config.fail_under:
         for cp in cps:
@@ -585,6 +584,7 @@ def metrics_json(data: ReportData) -> dict[str, Any]:
         "layouts": [{"checkpoint": label, "layer": layer, "method": l.method, "trustworthiness": l.trustworthiness,
                      "sampled": l.sampled, "n": len(l), "n_total": l.n_total, "cache_key": l.cache_key}
                     for (label, layer), l in data.layouts.items()],
+        "coverage": data.coverage_summary,
         "fail_under": data.checks, "failed": bool(data.failures), "notes": data.notes,
     })
 
@@ -755,9 +755,13 @@ def render_html(data: ReportData) -> str:
         sections.append(fig(F.retrieval_examples(data.examples), "retrieval"))
     else:
         sections.append("<div class='note'>no retrieval examples</div>")
-    sections.append("<h2 id='coverage'>Coverage gaps</h2>")
+    sections.append(f"<h2 id='coverage'>Coverage gaps ({html.escape(data.checkpoints[-1].label)}, "
+                    f"layer {html.escape(data.headline)})</h2>")
+    sections += [f"<p>{html.escape(n)}</p>" for n in data.coverage_notes]
     if data.coverage is not None:
-        sections.append(fig(F.coverage_bars(data.coverage), "coverage"))
+        sections.append("<p class='small'>share of each robot (task / stage) group's states farther from every "
+                        "human sample than the human-to-human threshold</p>")
+        sections.append(fig(F.coverage_bars(data.coverage, value="gap", title=""), "coverage"))
     else:
         sections.append("<div class='note'>coverage not available</div>")
 

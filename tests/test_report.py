@@ -34,7 +34,17 @@ def eval_config():
         from metrics.suite import MetricsConfig
     except ImportError:
         return None
-    return MetricsConfig(bootstrap=5, null_repeats=1, k=20)
+    return MetricsConfig(bootstrap=3, null_repeats=1, k=20, by="stage",
+                         metrics=("ilisi", "kbet", "silhouette_stage", "stage_transfer_acc_robot_to_human"))
+
+
+def quick_eval():
+    """The fewest metrics the report's logic needs, without intervals (tests of other parts)."""
+    try:
+        from metrics.suite import MetricsConfig
+    except ImportError:
+        return None
+    return MetricsConfig(bootstrap=0, null_repeats=1, k=20, by="stage", metrics=("ilisi",))
 
 
 def make_stores(root: Path, *, dataset_suffix: str = "", layers=("block0", "block1")) -> list[Path]:
@@ -119,7 +129,7 @@ def test_mixed_datasets_are_said(stores, tmp_path):
     other = make_stores(tmp_path / "other", dataset_suffix="-v2")
     result = build_report([stores[0], other[2]], tmp_path / "r",
                           ReportConfig(projection=ProjectionConfig(method="pca"), cache_dir=tmp_path / "c",
-                                       retrieval_queries=0, eval_config=eval_config()))
+                                       retrieval_queries=0, eval_config=quick_eval()))
     notes = json.loads((tmp_path / "r" / "metrics.json").read_text())["notes"]
     assert any("DIFFERENT datasets" in n and "human-data-v2" in n for n in notes)
     assert "DIFFERENT datasets" in (tmp_path / "r" / "report.html").read_text()
@@ -143,7 +153,7 @@ def test_existing_output_is_refused_unless_overwrite(stores, tmp_path):
         build_report(stores[:1], out, ReportConfig(projection=ProjectionConfig(method="pca")))
     assert (out / "keep.txt").exists()
     build_report(stores[:1], out, ReportConfig(projection=ProjectionConfig(method="pca"), overwrite=True,
-                                               cache_dir=tmp_path / "c", eval_config=eval_config()))
+                                               cache_dir=tmp_path / "c", eval_config=quick_eval()))
     assert (out / "report.html").exists() and not (out / "keep.txt").exists()
 
 
@@ -168,12 +178,9 @@ def test_fail_under_unknown_metric_lists_known_names(stores, tmp_path):
 
 
 @needs_suite
-def test_fail_under_gates_the_exit_code(stores, tmp_path, monkeypatch):
-    import probe.report as report_module
-
-    # the CLI builds its own config: keep its metric suite quick
-    monkeypatch.setattr(report_module.ReportConfig, "__init__.__defaults__", None, raising=False)
-    args = ["report", str(stores[2]), "--projection", "pca", "--cache", str(tmp_path / "c")]
+def test_fail_under_gates_the_exit_code(stores, tmp_path):
+    args = ["report", str(stores[2]), "--projection", "pca", "--cache", str(tmp_path / "c"), "--bootstrap", "0",
+            "--metrics", "kbet"]
     assert main(args + ["--out", str(tmp_path / "ok"), "--fail-under", "ilisi=0.5"]) == 0
     assert main(args + ["--out", str(tmp_path / "bad"), "--fail-under", "ilisi=100"]) == 1
     doc = json.loads((tmp_path / "bad" / "metrics.json").read_text())
@@ -182,17 +189,20 @@ def test_fail_under_gates_the_exit_code(stores, tmp_path, monkeypatch):
 
 
 def test_cli_report_pca(stores, tmp_path, capsys):
-    code = main(["report", *map(str, stores), "--layer", "block0", "--projection", "pca",
-                 "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "r")])
+    code = main(["report", *map(str, stores), "--layer", "block0", "--projection", "pca", "--bootstrap", "0",
+                 "--metrics", "ilisi", "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "r")])
     assert code == 0
     doc = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert doc["layers"] == ["block0"] and all(l["method"] == "pca" for l in doc["layouts"])
     assert "report.html" in capsys.readouterr().out
+    if known_metric_names():
+        assert {n for r in doc["records"] for n in r["metrics"]} == {"ilisi"}
+        assert main(["report", str(stores[0]), "--metrics", "ilsi", "--out", str(tmp_path / "x")]) == 2
 
 
 def test_sampling_is_said_in_the_report(stores, tmp_path):
     result = build_report(stores[:1], tmp_path / "r",
                           ReportConfig(projection=ProjectionConfig(method="pca", max_points=40),
-                                       cache_dir=tmp_path / "c", retrieval_queries=0, eval_config=eval_config()))
+                                       cache_dir=tmp_path / "c", retrieval_queries=0, eval_config=quick_eval()))
     assert any("stratified sample" in n and "40 of 96" in n for n in result.data.notes)
     assert all(np.all(np.diff(l.rows) > 0) for l in result.data.layouts.values())

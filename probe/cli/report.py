@@ -27,6 +27,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--projection", choices=["umap", "pca"], default="umap", help="layout method (default umap)")
     p.add_argument("--cache", default=None, metavar="DIR",
                    help="cache directory for layouts (default $PROBE_CACHE_DIR or ~/.cache/embodiment-probe)")
+    p.add_argument("--bootstrap", type=int, default=None, metavar="N",
+                   help="bootstrap replicates for the 95%% intervals (default: the suite's; 0 = no intervals, fastest)")
+    p.add_argument("--metrics", default=None, metavar="NAMES",
+                   help="comma-separated metrics to compute (default: the whole suite; --fail-under metrics are "
+                        "always added)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
 
 
@@ -34,15 +39,20 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from probe.projection import ProjectionConfig
-    from probe.report import ReportConfig, build_report, parse_fail_under
+    from probe.report import ReportConfig, build_report, default_eval_config, known_metric_names, parse_fail_under
 
+    fail_under = parse_fail_under(args.fail_under)
+    metrics = None
+    if args.metrics:
+        metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] + [name for name, _ in fail_under]
     layers = None
     if args.layer and not (len(args.layer) == 1 and args.layer[0] == "all"):
         layers = tuple(args.layer)
     config = ReportConfig(
-        layers=layers, headline_layer=args.headline_layer, fail_under=parse_fail_under(args.fail_under),
+        layers=layers, headline_layer=args.headline_layer, fail_under=fail_under,
         projection=ProjectionConfig(method=args.projection, max_points=args.max_points),
         cache_dir=Path(args.cache) if args.cache else None, overwrite=args.overwrite,
+        eval_config=default_eval_config(args.bootstrap, metrics) if known_metric_names() else None,
     )
     result = build_report(args.stores, args.out, config, progress=True)
     out = Path(args.out)
