@@ -206,3 +206,32 @@ def test_sampling_is_said_in_the_report(stores, tmp_path):
                                        cache_dir=tmp_path / "c", retrieval_queries=0, eval_config=quick_eval()))
     assert any("stratified sample" in n and "40 of 96" in n for n in result.data.notes)
     assert all(np.all(np.diff(l.rows) > 0) for l in result.data.layouts.values())
+
+
+def test_export_points_opens_in_pandas(stores, tmp_path):
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "points.parquet"
+    code = main(["export", str(stores[0]), "--layer", "block0", "--projection", "pca", "--cache",
+                 str(tmp_path / "c"), "--out", str(out)])
+    assert code == 0
+    df = pd.read_parquet(out)
+    from probe.store import open_store
+
+    store = open_store(stores[0])
+    assert len(df) == store.n and {"x", "y", "row", "vector", C.SAMPLE_ID, C.STAGE} <= set(df.columns)
+    np.testing.assert_allclose(np.stack(df["vector"].to_numpy()), store.matrix("block0")[df["row"].to_numpy()])
+    assert df[C.SAMPLE_ID].tolist() == store.meta[C.SAMPLE_ID].iloc[df["row"]].tolist()
+    info = json.loads(pq.read_schema(out).metadata[b"embodiment_probe"])
+    assert info["layer"] == "block0" and info["method"] == "pca" and not info["sampled"]
+    # bad inputs: existing file, unknown layer
+    assert main(["export", str(stores[0]), "--layer", "block0", "--out", str(out)]) == 2
+    from probe.export import export_points
+
+    with pytest.raises(LayerNotFoundError, match="layer 'nope' not found.*block0"):
+        export_points(stores[0], "nope", tmp_path / "p2.parquet")
+    sampled = export_points(stores[0], "block1", tmp_path / "p3.parquet", include_latents=False,
+                            projection=ProjectionConfig(method="pca", max_points=30), cache_dir=tmp_path / "c")
+    df3 = pd.read_parquet(tmp_path / "p3.parquet")
+    assert len(df3) == 30 and "vector" not in df3.columns and sampled.layout.sampled

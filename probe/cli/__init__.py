@@ -28,6 +28,7 @@ COMMANDS: tuple[str, ...] = (
     "coverage",
     "serve",
     "report",
+    "export",
 )
 
 
