@@ -150,6 +150,9 @@ class ExtractConfig:
         if not self.layers and not self.embed:
             raise ConfigError("no layer given; pass --layer NAME (run 'probe layers CHECKPOINT' to list them)")
         parse_pooling(self.pool)
+        from probe.stages import StageSpec
+
+        StageSpec.parse(self.stages)  # a bad spec fails before any work
         for name, p in self.layer_pooling.items():
             parse_pooling(p)
         if int(self.batch_size) < 1:
@@ -221,7 +224,6 @@ class OpenedData:
 
 def open_data(config: ExtractConfig, progress: bool = False) -> OpenedData:
     """Open every dataset and build the sample table (stages labelled, frames sampled)."""
-    sampling = None
     datasets, embodiments, names, tables, warnings = [], [], [], [], []
     for i, spec in enumerate(config.data):
         if spec.dataset is not None:
@@ -236,13 +238,15 @@ def open_data(config: ExtractConfig, progress: bool = False) -> OpenedData:
         embodiments.append(emb)
         names.append(name)
         warnings += [f"{name}: {w}" for w in getattr(ds, "warnings", [])]
-        tables.append(_dataset_samples(ds, i, name, emb, config, sampling))
+        tables.append(_dataset_samples(ds, i, name, emb, config, warnings))
     samples = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     if samples.empty:
         raise DataError("no samples: the datasets have no usable episodes or frames after sampling; "
                         "check --stride / --fps / --max-frames and the dataset paths")
     samples[_POS] = np.arange(len(samples), dtype=np.int64)
-    coverage = stage_coverage_warnings(samples)
+    from probe.stages import stages_by_embodiment_report
+
+    coverage = stages_by_embodiment_report(samples)
     for w in coverage:  # the readers log their own warnings
         log.warning(w)
     warnings += coverage
@@ -258,75 +262,45 @@ def _open(spec: DataSpec, skip_bad: bool) -> Any:
 
 
 def _dataset_samples(ds: Any, index: int, name: str, embodiment: str, config: ExtractConfig,
-                     sampling: Any) -> pd.DataFrame:
+                     warnings: list[str]) -> pd.DataFrame:
+    from probe.sampling import SamplingConfig, sample_frames
+    from probe.stages import stage_labeller
+
+    sampling = SamplingConfig(config.stride, config.fps, config.max_frames)
+    labeller = stage_labeller(ds, config.stages)
     episodes = ds.episodes()
     if config.max_episodes is not None:
         episodes = episodes[: config.max_episodes]
     parts = []
     for ep in episodes:
-        rows = _interim_samples(ds, ep, config)
+        table = labeller.label(ep)
+        rows = table.iloc[sample_frames(len(table), ep.fps or ds.info.fps, sampling)]
+        frames = rows[C.FRAME].to_numpy(np.int64)
         out = pd.DataFrame({
-            C.SAMPLE_ID: [f"{name}/{ep.index}/{int(f)}" for f in rows[C.FRAME]],
+            C.SAMPLE_ID: [f"{name}/{ep.index}/{int(f)}" for f in frames],
             C.EMBODIMENT: embodiment,
             C.DATASET: name,
-            C.EPISODE: np.int64(ep.index),
-            C.FRAME: rows[C.FRAME].astype(np.int64).to_numpy(),
-            C.TIMESTAMP: rows[C.TIMESTAMP].astype(np.float64).to_numpy(),
+            C.EPISODE: np.full(len(rows), ep.index, dtype=np.int64),
+            C.FRAME: frames,
+            C.TIMESTAMP: rows[C.TIMESTAMP].to_numpy(np.float64),
             C.TASK: rows[C.TASK].astype(str).to_numpy() if C.TASK in rows else ep.task,
             C.STAGE: rows[C.STAGE].astype(str).to_numpy(),
-            C.PROGRESS: rows[C.PROGRESS].astype(np.float64).to_numpy(),
-            C.STAGE_PROGRESS: rows[C.STAGE_PROGRESS].astype(np.float64).to_numpy(),
+            C.PROGRESS: rows[C.PROGRESS].to_numpy(np.float64),
+            C.STAGE_PROGRESS: rows[C.STAGE_PROGRESS].to_numpy(np.float64),
         })
-        if ds.info.video_keys:
-            key = ds.info.video_keys[0]
-            ref = ep.video.get(key)
+        if C.VIDEO in rows and C.VIDEO_TIMESTAMP in rows:
+            out[C.VIDEO] = rows[C.VIDEO].fillna("").astype(str).to_numpy()
+            out[C.VIDEO_TIMESTAMP] = rows[C.VIDEO_TIMESTAMP].astype(np.float64).fillna(0.0).to_numpy()
+        elif ds.info.video_keys:
+            ref = ep.video.get(ds.info.video_keys[0])
             out[C.VIDEO] = str(ref.path) if ref is not None and ref.path else ""
-            offset = ref.from_timestamp if ref is not None else 0.0
-            out[C.VIDEO_TIMESTAMP] = out[C.TIMESTAMP].to_numpy() + float(offset)
+            out[C.VIDEO_TIMESTAMP] = out[C.TIMESTAMP].to_numpy() + float(ref.from_timestamp if ref else 0.0)
         out[_DS] = index
         parts.append(out)
+    warnings += [f"{name}: {w}" for w in labeller.warnings]
     if not parts:
         return pd.DataFrame()
     return pd.concat(parts, ignore_index=True)
-
-
-def _interim_samples(ds: Any, ep: Any, config: ExtractConfig) -> pd.DataFrame:
-    """INTERIM until probe.stages / probe.sampling land: stage column or segments, else progress bins."""
-    from probe.sampling import SamplingConfig, sample_frames
-
-    table = ds.frame_table(ep).reset_index(drop=True)
-    n = len(table)
-    frames = sample_frames(n, ep.fps or ds.info.fps, SamplingConfig(config.stride, config.fps, config.max_frames))
-    if C.STAGE not in table:
-        stage = np.array(["episode"] * n, dtype=object)
-        for name, a, b in ep.stage_segments:
-            stage[a:b] = name
-        table[C.STAGE] = stage
-    stage = table[C.STAGE].astype(str).to_numpy()
-    run_start = np.zeros(n, np.int64)
-    run_end = np.zeros(n, np.int64)
-    for i in range(1, n):
-        run_start[i] = run_start[i - 1] if stage[i] == stage[i - 1] else i
-    run_end[-1] = n - 1
-    for i in range(n - 2, -1, -1):
-        run_end[i] = run_end[i + 1] if stage[i] == stage[i + 1] else i
-    idx = np.arange(n)
-    table[C.PROGRESS] = idx / max(n - 1, 1)
-    table[C.STAGE_PROGRESS] = (idx - run_start) / np.maximum(run_end - run_start, 1)
-    if C.TASK not in table:
-        table[C.TASK] = ep.task
-    return table.iloc[frames].reset_index(drop=True)
-
-
-def stage_coverage_warnings(samples: pd.DataFrame) -> list[str]:
-    """A warning for each stage seen by only one embodiment (when there are several)."""
-    embodiments = sorted(samples[C.EMBODIMENT].unique())
-    if len(embodiments) < 2:
-        return []
-    seen = samples.groupby(C.STAGE)[C.EMBODIMENT].unique()
-    return [f"stage '{stage}' is seen only by embodiment '{embs[0]}' (not by {[e for e in embodiments if e != embs[0]]}); "
-            "cross-embodiment metrics for it are undefined"
-            for stage, embs in seen.items() if len(embs) == 1]
 
 
 # -- reading batches ----------------------------------------------------------------------------

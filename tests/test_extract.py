@@ -224,3 +224,28 @@ def test_config_validation():
     spec = ExtractConfig(checkpoints="c", data="human=some/path", layers="x", out="o").data[0]
     assert (spec.embodiment, spec.path) == ("human", "some/path")
     assert json.loads('{"a": 1}') == {"a": 1}
+
+
+def test_stage_spec_progress_bins_and_bad_spec(tmp_path, ckpt):
+    store = extract(config(ckpt, tmp_path / "s", layers=("head",), stages="progress:2"))
+    assert set(store.meta[C.STAGE]) == {"p0", "p1"} and store.provenance["stages"] == "progress:2"
+    from probe.errors import ConfigError
+
+    with pytest.raises((ConfigError, DataError), match="progress"):
+        config(ckpt, tmp_path / "t", stages="progres:2")
+
+
+def test_autocast_bf16_is_close_to_float32(tmp_path, ckpt):
+    full = extract(config(ckpt, tmp_path / "f32", layers=("head",), max_episodes=1))
+    half = extract(config(ckpt, tmp_path / "bf16", layers=("head",), max_episodes=1, autocast="bf16"))
+    assert half.provenance["autocast"] == "bf16"
+    np.testing.assert_allclose(half.matrix("head"), full.matrix("head"), atol=0.05)
+    assert not np.array_equal(half.matrix("head"), full.matrix("head"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_without_gpu_is_a_clear_error(tmp_path, ckpt):
+    from probe.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no CUDA GPU; use --device cpu or auto"):
+        extract(config(ckpt, tmp_path / "s", device="cuda"))
