@@ -606,6 +606,7 @@ def extract_one(config: ExtractConfig, checkpoint: str, path: Path, opened: Open
             run_ray(config, checkpoint, opened, writer, extractor, skipped, progress=progress)
         else:
             run_local(config, opened, writer, extractor, skipped, progress=progress, bar=bar)
+        writer.provenance["layers"] = extractor.pooling()  # embed names are known once batches ran
         if not writer.done.any() and skipped:
             raise DataError(f"every episode was skipped as unreadable ({len(skipped)}); nothing to write")
         for msg in skipped.values():

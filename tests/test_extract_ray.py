@@ -1,0 +1,43 @@
+"""The Ray Data engine gives the same store as the local engine (Ray started locally, one CPU actor)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.torch import save_file
+
+from probe.extract import ExtractConfig, extract
+
+from extract_models import ArrayDataset, tiny_cnn
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (optional extra: pip install 'ray[data]')")
+
+
+@pytest.mark.slow
+def test_ray_engine_equals_local(tmp_path):
+    ckpt = tmp_path / "enc.safetensors"
+    save_file(tiny_cnn(seed=3).state_dict(), ckpt)
+
+    def cfg(out, engine):
+        data = (ArrayDataset("hands", "human", seed=1, bad=(2,)), ArrayDataset("arm", "robot", seed=2))
+        return ExtractConfig(checkpoints=(str(ckpt),), data=data, layers=("stem", "head"), out=str(tmp_path / out),
+                             model="extract_models:tiny_cnn", adapter_kwargs={"size": None}, batch_size=8,
+                             device="cpu", engine=engine, skip_bad_episodes=True)
+
+    local = extract(cfg("local", "local"))
+    tests_dir = str(Path(__file__).resolve().parent)  # actors import the model factory from tests/
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": tests_dir + os.pathsep + str(Path(tests_dir).parent)}})
+    try:
+        remote = extract(cfg("ray", "ray"))
+    finally:
+        ray.shutdown()
+    assert remote.provenance["engine"] == "ray"
+    assert remote.meta["sample_id"].tolist() == local.meta["sample_id"].tolist()
+    assert remote.layers == local.layers
+    for layer in local.layers:
+        np.testing.assert_allclose(remote.matrix(layer), local.matrix(layer), atol=1e-6)
+    assert any("skipped" in w for w in remote.manifest["warnings"])
