@@ -137,3 +137,11 @@ def test_pot_is_used_without_loading_torch():
             "D.sliced_wasserstein(x, x + 1); D.sinkhorn_divergence(x, x + 1)\n"
             "assert 'torch' not in sys.modules, 'POT loaded torch'\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_sinkhorn_default_epsilon_in_high_dimension():
+    # small epsilon would score two samples of one 128-d Gaussian near their (large) empirical W2^2
+    P, Q = _gauss(200, d=128, seed=1), _gauss(200, d=128, seed=2)
+    same, shifted = D.sinkhorn_divergence(P, Q), D.sinkhorn_divergence(P, Q + 1.0)
+    assert same < 0.05 * shifted
+    assert shifted == pytest.approx(128.0, rel=0.15)     # W2^2 of a unit mean shift in every dimension
