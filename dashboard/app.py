@@ -37,6 +37,9 @@ def serve(stores: Sequence[str | Path], host: str = "127.0.0.1", port: int = 805
     prepared = prepare(stores, layers=layers, max_points=max_points, cache=cache, k=k, method=method,
                        progress=progress)
     app = create_app(prepared)
+    from metrics.knn import set_threads
+
+    set_threads(1)  # the server runs single-vector searches only: one thread answers fastest
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/"
     log.info("serving %d checkpoint(s) at %s", len(prepared.checkpoints), url)
     from probe.cli.output import console

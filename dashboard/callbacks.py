@@ -194,9 +194,16 @@ def register(app: Dash, prepared: Prepared) -> None:
         thumb = thumb_url(ci, row) if ck.video_code[row] >= 0 else None
         return layout.hover_card(labels, thumb)
 
-    @app.callback(Output(ids.NEIGHBOURS, "children"), Input(ids.STATE, "data"))
-    def neighbours(state_data):
+    @app.callback(Output(ids.NEIGHBOURS, "children"), Output(ids.NEIGHBOURS_KEY, "data"),
+                  Input(ids.STATE, "data"), State(ids.NEIGHBOURS_KEY, "data"))
+    def neighbours(state_data, shown):
         state = state_from_dict(state_data, default, choices)
+        key = [state.store, state.layer, state.point, state.clip]
+        if key == shown:
+            return no_update, no_update
+        return _neighbours(state), key
+
+    def _neighbours(state: ViewState) -> list[Any]:
         title = html.H4(f"nearest human clips (top {prepared.k})", style=layout.CSS["h"])
         if state.point is None:
             return [title, html.Div("click a robot point on the map", style={"color": "#777"})]
@@ -240,10 +247,14 @@ def register(app: Dash, prepared: Prepared) -> None:
         return {"content": selection_csv(ck.points, view.coords, pts, active),
                 "filename": f"selection-{state.store.replace('/', '_')}-{state.layer}.csv", "type": "text/csv"}
 
-    @app.callback(Output(ids.METRICS, "children"), Input(ids.STATE, "data"))
-    def metrics(state_data):
+    @app.callback(Output(ids.METRICS, "children"), Output(ids.METRICS_KEY, "data"),
+                  Input(ids.STATE, "data"), State(ids.METRICS_KEY, "data"))
+    def metrics(state_data, shown):
         state = state_from_dict(state_data, default, choices)
+        key = [state.store, state.layer, list(state.stage)]
+        if key == shown:
+            return no_update, no_update
         ci, _ = prepared.checkpoint(state.store)
         view = prepared.views[(ci, state.layer)]
         note = f"{state.store} · {state.layer}"
-        return layout.metrics_panel(view.metrics, view.coverage, state.stage, note, HEADLINE, STAGE_COLUMNS)
+        return layout.metrics_panel(view.metrics, view.coverage, state.stage, note, HEADLINE, STAGE_COLUMNS), key

@@ -36,3 +36,5 @@ METRIC_STAGE = "metric-stage"  # pattern-matching type of a per-stage row button
 
 DRAWN = "drawn"               # dcc.Store: what the map currently shows (so updates can be patches)
 PANELS_DRAWN = "panels-drawn"
+METRICS_KEY = "metrics-key"     # dcc.Store: what the metrics panel shows (skip re-sending it)
+NEIGHBOURS_KEY = "neighbours-key"

@@ -65,6 +65,8 @@ def page(prepared: Prepared) -> html.Div:
         dcc.Store(id=ids.DRAWN),
         dcc.Store(id=ids.PANELS_DRAWN),
         dcc.Store(id=ids.SELECTION),
+        dcc.Store(id=ids.METRICS_KEY),
+        dcc.Store(id=ids.NEIGHBOURS_KEY),
         dcc.Download(id=ids.DOWNLOAD),
         html.H3("embodiment probe: the shared human / robot embedding space", style={"margin": "8px 0 0 0"}),
         controls(prepared),

@@ -94,8 +94,13 @@ def test_store_without_video_has_no_thumbnails(tmp_path):
 
 
 def _callback(client, output, inputs, state=(), triggered=None):
-    cid, prop = output.split(".")
-    body = {"output": output, "outputs": {"id": cid, "property": prop}, "inputs": inputs, "state": list(state),
+    outs = [o.split(".") for o in output.split("+")]
+    if len(outs) == 1:
+        output, outputs = output, {"id": outs[0][0], "property": outs[0][1]}
+    else:
+        output = ".." + "...".join(f"{c}.{p}" for c, p in outs) + ".."
+        outputs = [{"id": c, "property": p} for c, p in outs]
+    body = {"output": output, "outputs": outputs, "inputs": inputs, "state": list(state),
             "changedPropIds": triggered or [f"{i['id']}.{i['property']}" for i in inputs][:1]}
     return client.post("/_dash-update-component", data=json.dumps(body), content_type="application/json")
 
@@ -103,7 +108,9 @@ def _callback(client, output, inputs, state=(), triggered=None):
 def test_unknown_point_in_a_request_is_not_a_500(setup):
     prepared, app, client, _ = setup
     state = prepared.default_state().with_(point="robot/no/such/point").to_dict()
-    response = _callback(client, "neighbours.children", [{"id": "view-state", "property": "data", "value": state}])
+    response = _callback(client, "neighbours.children+neighbours-key.data",
+                         [{"id": "view-state", "property": "data", "value": state}],
+                         [{"id": "neighbours-key", "property": "data", "value": None}])
     assert response.status_code == 200
     assert "click a robot point" in response.get_data(as_text=True)  # unknown point dropped
     hover = _callback(client, "hover-card.children",
@@ -112,8 +119,9 @@ def test_unknown_point_in_a_request_is_not_a_500(setup):
                       [{"id": "view-state", "property": "data", "value": state}])
     assert hover.status_code == 200
     assert "hover a point" in hover.get_data(as_text=True)
-    crafted = _callback(client, "metrics.children",
-                        [{"id": "view-state", "property": "data", "value": {"store": "../../etc", "layer": 3}}])
+    crafted = _callback(client, "metrics.children+metrics-key.data",
+                        [{"id": "view-state", "property": "data", "value": {"store": "../../etc", "layer": 3}}],
+                        [{"id": "metrics-key", "property": "data", "value": None}])
     assert crafted.status_code == 200 and "metrics" in crafted.get_data(as_text=True)
 
 

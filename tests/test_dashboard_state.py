@@ -223,3 +223,19 @@ def test_one_embodiment_store_prepares_without_metrics(tmp_path):
     p = prepare([store.path], method="pca", metrics_config=light_metrics())
     view = p.views[(0, "l")]
     assert "error" in view.metrics and view.neighbours.clips(0) == []
+
+
+def test_click_clips_agree_with_the_retriever(prepared):
+    view = prepared.views[(1, "trunk.block1")]
+    search = view.neighbours
+    r = search.retriever
+    meta = r.store.meta
+    for row in (0, 50, len(meta) - 1):
+        own = {f"{meta[C.DATASET].iat[row]}:{meta[C.EPISODE].iat[row]}"}
+        ref = r.search(np.asarray(r.store.matrix(r.layer)[[row]]), 4, per_episode=1, window=1.0,
+                       exclude_episodes=[own])
+        mine = search.clips(row, 4)
+        assert [c.sample_id for c in mine] == ref[C.SAMPLE_ID].tolist()
+        assert np.allclose([c.score for c in mine], ref["score"].to_numpy(), atol=1e-5)
+        assert np.allclose([c.start for c in mine], ref["start"].to_numpy())
+        assert np.allclose([c.video_start for c in mine], ref["video_start"].to_numpy())
