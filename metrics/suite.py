@@ -207,6 +207,7 @@ class MetricSpec:
     scopes: frozenset[By] = frozenset({By.STAGE, By.TASK})
     requires: Callable[[Context, Labels], str | None] | None = None  # a reason to skip, or None
     description: str = ""
+    default: bool = True  # False: computed only when named in ``MetricsConfig.metrics`` (slow ones)
 
 
 REGISTRY: dict[str, MetricSpec] = {}
@@ -341,7 +342,7 @@ def _selected(config: MetricsConfig) -> list[MetricSpec]:
             raise MetricInputError(f"unknown metric(s) {unknown}; available: {', '.join(REGISTRY)}")
     specs = [s for s in REGISTRY.values()
              if (config.families is None or s.family in config.families)
-             and (config.metrics is None or s.name in config.metrics)]
+             and (s.name in config.metrics if config.metrics is not None else s.default)]
     if not specs:
         raise MetricInputError(f"no metric selected (families={config.families}, metrics={config.metrics})")
     return specs
@@ -405,6 +406,10 @@ def run_suite(X: np.ndarray, labels: Labels, config: MetricsConfig | None = None
     n = X.shape[0]
     notes: list[str] = []
     specs = _selected(config)
+    opt_in = [s.name for s in REGISTRY.values() if not s.default and config.metrics is None
+              and (config.families is None or s.family in config.families)]
+    if opt_in:
+        notes.append(f"not computed by default (slow): {', '.join(opt_in)}; name them in metrics (--metrics) to compute")
 
     k = config.k
     if k > n - 1:
