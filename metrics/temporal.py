@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import kendalltau
+from threadpoolctl import threadpool_limits
 
 from metrics.knn import Metric, prepare
 
@@ -247,11 +248,13 @@ def episode_alignment(X: np.ndarray, embodiment: np.ndarray, task: np.ndarray, e
     pairs = np.zeros(len(candidates), dtype=[("task", f"U{w_task}"), ("episode_a", f"U{w_ep}"),
                                              ("episode_b", f"U{w_ep}"), ("n_a", np.int64), ("n_b", np.int64),
                                              ("tau", np.float64), ("cycle", np.float64)])
-    for i, (ka, kb) in enumerate(candidates):
-        U, V = X[episodes[a][ka]], X[episodes[b][kb]]
-        t, ea = ka.split("\x1f", 1)
-        pairs[i] = (t, ea, kb.split("\x1f", 1)[1], len(U), len(V), kendall_tau(U, V, metric),
-                    cycle_consistency(U, V, tolerance, metric))
+    # episodes are small: one BLAS thread avoids thread wake-up costs that dominate on a busy machine
+    with threadpool_limits(limits=1):
+        for i, (ka, kb) in enumerate(candidates):
+            U, V = X[episodes[a][ka]], X[episodes[b][kb]]
+            t, ea = ka.split("\x1f", 1)
+            pairs[i] = (t, ea, kb.split("\x1f", 1)[1], len(U), len(V), kendall_tau(U, V, metric),
+                        cycle_consistency(U, V, tolerance, metric))
     if total == 0:
         log.warning("episode_alignment: no task is shared by '%s' and '%s': no episode pairs", a, b)
     return EpisodeAlignment(pairs, total, skipped)
