@@ -224,10 +224,12 @@ def _paired_scores(ctx: Context, state: dict, labels: Labels, w: np.ndarray) -> 
     if key not in state["cache"]:
         r = repeat_rows(state["rows"], w)
         a, b = _two_sides(ctx, labels.embodiment)
-        progress = labels.progress if labels.progress is not None else np.zeros(len(labels))
-        pairs = matched_pairs(ctx.X[r], labels.embodiment[r], labels.task[r], labels.stage[r], progress[r], a, b)
+        if labels.stage_progress is None:
+            raise ValueError("matched pairs need stage_progress (position within each stage) for every sample")
+        sp = labels.stage_progress
+        pairs = matched_pairs(ctx.X[r], labels.embodiment[r], labels.task[r], labels.stage[r], sp[r], a, b)
         if len(pairs) < 2:
-            raise ValueError(f"only {len(pairs)} (task, stage, progress) cells are seen by both embodiments")
+            raise ValueError(f"only {len(pairs)} (task, stage, stage-progress bin) cells are seen by both embodiments")
         state["cache"][key] = paired_scores(pairs.A, pairs.B)
     return state["cache"][key]
 
@@ -311,7 +313,7 @@ def _retrieval(name: str, direction: str):
 
 register(*[
     MetricSpec(name, Family.PAIRED, better, Kind.FIT, Null.EMBODIMENT, _prep_all_rows, _paired(name), _STAGE_TASK,
-               requires=_requires_human, description="paired similarity of matched (task, stage, progress) means")
+               requires=_requires_human, description="paired similarity of matched (task, stage, stage-progress bin) means")
     for name, better in _PAIRED.items()
 ])
 register(*[

@@ -94,6 +94,7 @@ class Labels:
     episode: np.ndarray
     progress: np.ndarray | None = None  # in-episode progress in [0, 1] (temporal metrics)
     frame: np.ndarray | None = None  # frame index within the episode (temporal metrics)
+    stage_progress: np.ndarray | None = None  # position within the stage in [0, 1] (matched pairs)
 
     def __len__(self) -> int:
         return len(self.embodiment)

@@ -44,6 +44,7 @@ def labels_of(latents: Latents) -> Labels:
         episode=latents.episode_keys(),
         progress=meta[C.PROGRESS].to_numpy(dtype=np.float64),
         frame=meta[C.FRAME].to_numpy(dtype=np.int64),
+        stage_progress=meta[C.STAGE_PROGRESS].to_numpy(dtype=np.float64),
     )
 
 

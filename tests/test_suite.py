@@ -198,7 +198,8 @@ def test_nulls_permute_runs_and_keep_proportions():
 
 def test_paired_distribution_retrieval_temporal_families(small):
     meta, labels = small
-    labels = labels.replace(progress=meta["stage_progress"].to_numpy(), frame=meta["frame"].to_numpy())
+    labels = labels.replace(progress=meta["progress"].to_numpy(), frame=meta["frame"].to_numpy(),
+                            stage_progress=meta["stage_progress"].to_numpy())
     cfg = MetricsConfig(**{**FAST, "bootstrap": 2, "families": ("paired", "distribution", "retrieval", "temporal")})
     mixed = run_suite(clustered_latents(meta, noise=1.0), labels, cfg).metrics
     apart = run_suite(clustered_latents(meta, shift=40.0, noise=1.0), labels, cfg).metrics

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import socket
+from pathlib import Path
+from typing import Any
 
 NAME = "serve"
 HELP = "interactive dashboard: the joint human/robot map, nearest human clips, selections, metrics"
@@ -42,13 +43,19 @@ def check_port(host: str, port: int) -> None:
                               "or stop the program using it") from exc
 
 
+def launch(stores: list[str], **options: Any) -> None:
+    """Start the dashboard on ``stores`` (blocks). The CLI is the one place that loads ``dashboard``."""
+    from dashboard.app import serve
+
+    serve(stores, **options)
+
+
 def run(args: argparse.Namespace) -> int:
     check_port(args.host, args.port)
-    # the CLI is the one place that starts the dashboard; it is loaded only when this command runs
-    app = importlib.import_module("dashboard.app")
     from probe.projection import default_cache_dir
 
-    app.serve(args.stores, host=args.host, port=args.port, layers=args.layer,
-              debug=bool(getattr(args, "debug", False)), max_points=args.max_points,
-              cache=args.cache or default_cache_dir(), k=args.neighbours, method=args.projection, progress=True)
+    launch(args.stores, host=args.host, port=args.port, layers=args.layer,
+           debug=bool(getattr(args, "debug", False)), max_points=args.max_points,
+           cache=Path(args.cache) if args.cache else default_cache_dir(), k=args.neighbours,
+           method=args.projection, progress=True)
     return 0
