@@ -127,7 +127,7 @@ def clip_card(checkpoint: int, clip: Clip, highlighted: bool) -> html.Div:
     if clip.video_token is not None:
         video = html.Video(src=media_url(clip.video_token, clip.video_start, clip.video_end), controls=True,
                            muted=True, preload="metadata", className="clip-video",
-                           style={"width": "100%", "maxHeight": "150px"})
+                           style={"width": "100%", "maxHeight": "96px", "background": "#000"})
     thumb = html.Img(src=thumb_url(checkpoint, clip.row), style={"width": "96px", "float": "right"}) \
         if clip.video_token is not None else None
     return html.Div([
