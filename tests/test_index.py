@@ -76,7 +76,7 @@ def test_manifest_records_provenance_of_the_index(store, tmp_path):
 
 def test_resolve_params_follow_data_size():
     p = resolve_params(IndexConfig(kind=IndexKind.IVFPQ), 100_000, 256)
-    assert p["nlist"] == round(4 * 100_000 ** 0.5) and 256 % p["pq_m"] == 0 and p["pq_m"] == 64
+    assert p["nlist"] == round(4 * 100_000 ** 0.5) and 256 % p["pq_m"] == 0 and p["pq_m"] == 16
     assert p["pq_nbits"] == 8 and p["rerank"] > 0
     assert resolve_params(IndexConfig(kind="ivf"), 100, 8)["nlist"] == 2  # at most n / 39 lists
     with pytest.raises(ConfigError, match="pq_m=5 must divide the dimension 16"):
