@@ -6,6 +6,8 @@ The "bio-conservation" side of single-cell integration benchmarks (Luecken et al
 
 from __future__ import annotations
 
+import warnings
+
 from typing import NamedTuple
 
 import numpy as np
@@ -114,6 +116,7 @@ def stage_transfer_acc(X: np.ndarray, stage: np.ndarray, embodiment: np.ndarray,
     -------
     StageTransfer; accuracy in [0, 1], higher is better (chance = 1 / #shared stages).
     """
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score
     from sklearn.pipeline import make_pipeline
@@ -136,5 +139,7 @@ def stage_transfer_acc(X: np.ndarray, stage: np.ndarray, embodiment: np.ndarray,
     src &= np.isin(stage, shared)
     tgt &= np.isin(stage, shared)
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
-    model.fit(X[src], stage[src])
+    with warnings.catch_warnings():  # separable classes stop lbfgs early; the fit is still right
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X[src], stage[src])
     return StageTransfer(float(balanced_accuracy_score(stage[tgt], model.predict(X[tgt]))), shared)

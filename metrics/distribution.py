@@ -221,7 +221,7 @@ def frechet_distance(P: np.ndarray, Q: np.ndarray, eps: float = 1e-6) -> float:
     P, Q = _check_two(P, Q, "frechet_distance")
     d = P.shape[1]
     if min(P.shape[0], Q.shape[0]) <= d:
-        log.warning("frechet_distance: %d and %d samples for %d dimensions: covariances are singular; "
+        log.info("frechet_distance: %d and %d samples for %d dimensions: covariances are singular; "
                     "the distance is unreliable", P.shape[0], Q.shape[0], d)
     mu1, s1 = _moments(P)
     mu2, s2 = _moments(Q)

@@ -8,6 +8,8 @@ above a few ten thousand rows). iLISI lives in :mod:`metrics.lisi`.
 
 from __future__ import annotations
 
+import warnings
+
 from typing import NamedTuple
 
 import numpy as np
@@ -233,6 +235,7 @@ def embodiment_probe_acc(X: np.ndarray, embodiment: np.ndarray, groups: np.ndarr
     float in [0, 1]; 1 / #embodiments (0.5 for two) is perfect mixing, 1 is full separation.
     Lower is better.
     """
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score
     from sklearn.model_selection import StratifiedGroupKFold
@@ -252,6 +255,8 @@ def embodiment_probe_acc(X: np.ndarray, embodiment: np.ndarray, groups: np.ndarr
     cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     for train, test in cv.split(X, codes, groups):
         model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
-        model.fit(X[train], codes[train])
+        with warnings.catch_warnings():  # separable classes stop lbfgs early; the fit is still right
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(X[train], codes[train])
         pred[test] = model.predict(X[test])
     return float(balanced_accuracy_score(codes, pred))

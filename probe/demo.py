@@ -17,8 +17,17 @@ log = logging.getLogger(__name__)
 
 DEMO_LAYERS = ("vision", "trunk.block0", "trunk.block1", "trunk.block2")
 HEADLINE_LAYER = "trunk.block2"
-HEADLINE_METRICS = ("knn_embodiment_mixing", "ilisi", "embodiment_probe_acc", "stage_transfer_acc_robot_to_human",
-                    "silhouette_stage", "retrieval_precision_at_1_robot_to_human", "cka_linear")
+# (metric, short column label) for the printed table
+HEADLINE_METRICS = (("knn_embodiment_mixing", "kNN mixing"), ("ilisi", "iLISI"), ("embodiment_probe_acc", "emb. probe"),
+                    ("stage_transfer_acc_robot_to_human", "stage r->h"),
+                    ("retrieval_precision_at_1_robot_to_human", "P@1 r->h"), ("cka_linear", "CKA"))
+
+
+def demo_metrics_config():
+    """The demo's metrics: every family, per stage, 10 episode-bootstrap replicates (the report reuses them)."""
+    from probe.evaluate import MetricsConfig
+
+    return MetricsConfig(by="stage", bootstrap=10, null_repeats=1)
 
 
 @dataclass
@@ -59,14 +68,20 @@ def _print_metrics(records: list[dict]) -> None:
 
     from probe.evaluate import better_arrow
 
-    table = Table("store", *[f"{m} {better_arrow(m)}" for m in HEADLINE_METRICS], title=f"headline metrics ({HEADLINE_LAYER})")
+    table = Table("checkpoint", *[f"{label} {better_arrow(m)}" for m, label in HEADLINE_METRICS],
+                  title=f"headline metrics at {HEADLINE_LAYER} (value [null])")
     for rec in records:
         cells = []
-        for m in HEADLINE_METRICS:
+        for m, _ in HEADLINE_METRICS:
             e = rec["metrics"].get(m)
-            cells.append("-" if not e or e.get("value") is None else f"{e['value']:.3f}")
-        table.add_row(str(Path(rec["store"]).parent.name + "/" + Path(rec["store"]).name), *cells)
-    console.print(table)
+            if not e or e.get("value") is None:
+                cells.append("-")
+            else:
+                null = e.get("null")
+                cells.append(f"{e['value']:.2f}" + (f" [{null:.2f}]" if null is not None else ""))
+        path = Path(rec["store"])
+        table.add_row(f"{path.parent.name}/{path.name.replace('step-', '')}", *cells)
+    console.print(table, width=max(console.width, 132))
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -92,10 +107,11 @@ def run_demo(args: argparse.Namespace) -> int:
         console.print(f"  stores {recipe}: {out / 'stores' / recipe}")
 
     console.print(f"[bold]3/6[/] alignment metrics of every checkpoint ({HEADLINE_LAYER})")
-    from probe.evaluate import MetricsConfig, evaluate, write_metrics_json
+    from probe.evaluate import evaluate, write_metrics_json
 
     all_stores = [p for paths in done.stores.values() for p in paths]
-    records = evaluate(all_stores, layers=HEADLINE_LAYER, config=MetricsConfig(bootstrap=10, max_samples=4000))
+    records = evaluate(all_stores, layers=HEADLINE_LAYER, config=demo_metrics_config(), cache_dir=out / "cache",
+                       progress=True)
     done.metrics = write_metrics_json(out / "metrics.json", records)
     _print_metrics(records)
 
@@ -105,8 +121,9 @@ def run_demo(args: argparse.Namespace) -> int:
     console.print("[bold]5/6[/] report over all checkpoints")
     from probe.report import ReportConfig, build_report
 
-    report = build_report(all_stores, out / "report", ReportConfig(overwrite=True, headline_layer=HEADLINE_LAYER,
-                                                                    cache_dir=out / "cache"), progress=True)
+    report = build_report(all_stores, out / "report",
+                          ReportConfig(overwrite=True, headline_layer=HEADLINE_LAYER, cache_dir=out / "cache",
+                                       eval_config=demo_metrics_config()), progress=True)
     done.report = report.out / "report.html"
 
     from probe.cli.output import outputs

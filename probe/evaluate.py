@@ -10,6 +10,8 @@ layer, checkpoint step) and writes JSON / CSV atomically.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -89,8 +91,33 @@ def _layers_of(store: Store, layers: str | Sequence[str] | None) -> list[str]:
     return names
 
 
+def _cache_file(cache_dir: Path, store: Store, layer: str, config: MetricsConfig) -> Path:
+    key = hashlib.sha256(json.dumps([store.fingerprint, layer, repr(config)]).encode()).hexdigest()[:24]
+    return cache_dir / "metrics" / f"{key}.json"
+
+
+def _cached_record(cache_dir: Path | None, store: Store, layer: str, config: MetricsConfig,
+                   compute: Any) -> dict[str, Any]:
+    """A record from the cache (keyed by store fingerprint, layer and config), or computed and cached."""
+    if cache_dir is None:
+        return compute()
+    file = _cache_file(Path(cache_dir), store, layer, config)
+    if file.is_file():
+        try:
+            record = json.loads(file.read_text(encoding="utf-8"))
+            record["store"] = str(store.path)
+            return record
+        except ValueError:
+            log.info("ignoring unreadable metrics cache %s", file)
+    record = compute()
+    file.parent.mkdir(parents=True, exist_ok=True)
+    write_json(file, record)
+    return record
+
+
 def evaluate(sources: Source | Sequence[Source], layers: str | Sequence[str] | None = "all",
-             config: MetricsConfig | None = None, *, progress: bool = False) -> list[dict[str, Any]]:
+             config: MetricsConfig | None = None, *, progress: bool = False,
+             cache_dir: str | Path | None = None) -> list[dict[str, Any]]:
     """Metrics of every requested layer of every store (or of given :class:`Latents`).
 
     Parameters
@@ -100,6 +127,8 @@ def evaluate(sources: Source | Sequence[Source], layers: str | Sequence[str] | N
         (ignored for :class:`Latents`, which carry their layer)
     config : :class:`MetricsConfig` (k, metric, bootstrap, max_samples, seed, families, by ...)
     progress : show progress bars
+    cache_dir : if given, records are cached there as JSON, keyed by the store's
+        fingerprint, the layer and the configuration, so a second call is instant
 
     Returns
     -------
@@ -123,8 +152,11 @@ def evaluate(sources: Source | Sequence[Source], layers: str | Sequence[str] | N
         step = opened.provenance.get("step")
         for layer in _layers_of(opened, layers):
             log.info("metrics of %s, layer %s", opened.path, layer)
-            records.append(evaluate_latents(opened.latents(layer), config, store=str(opened.path), step=step,
-                                            progress=progress))
+            def compute(opened: Store = opened, layer: str = layer) -> dict[str, Any]:
+                return evaluate_latents(opened.latents(layer), config, store=str(opened.path), step=step,
+                                        progress=progress)
+
+            records.append(_cached_record(cache_dir, opened, layer, config, compute))
     return records
 
 

@@ -157,12 +157,14 @@ def check_fail_under(fail_under: Sequence[tuple[str, float]]) -> None:
             raise ConfigError(f"--fail-under names unknown metric '{name}'{hint}; known metrics: {', '.join(known)}")
 
 
-def compute_metrics(store: Store, layers: Sequence[str], eval_config: Any = None) -> list[dict[str, Any]]:
-    """The suite's records for one store (empty when the suite is not installed)."""
+def compute_metrics(store: Store, layers: Sequence[str], eval_config: Any = None,
+                    cache_dir: Path | None = None) -> list[dict[str, Any]]:
+    """The suite's records for one store (empty when the suite is not installed), cached in ``cache_dir``."""
     ev = _evaluate_module()
     if ev is None:
         return []
-    return list(ev.evaluate(store, list(layers), eval_config if eval_config is not None else default_eval_config()))
+    config = eval_config if eval_config is not None else default_eval_config()
+    return list(ev.evaluate(store, list(layers), config, cache_dir=cache_dir))
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -497,11 +499,13 @@ def collect(store_paths: Sequence[str | Path], config: ReportConfig = ReportConf
     data.metrics_available = _evaluate_module() is not None
     if not data.metrics_available:
         data.notes.append(NOT_AVAILABLE)
+    cache = Path(config.cache_dir) if config.cache_dir is not None else default_cache_dir()
+    # every checkpoint at the headline layer (metric-vs-step curves), every layer of the last one (vs-layer curves)
     for cp in track(cps, desc="metrics", enabled=progress and data.metrics_available):
-        for rec in compute_metrics(cp.store, layers, config.eval_config):
+        wanted = layers if cp is cps[-1] else [headline]
+        for rec in compute_metrics(cp.store, wanted, config.eval_config, cache):
             data.records[(cp.label, str(rec.get("layer")))] = rec
 
-    cache = Path(config.cache_dir) if config.cache_dir is not None else default_cache_dir()
     steps = [(cp, headline) for cp in cps] + [(cps[-1], layer) for layer in layers if layer != headline]
     previous: dict[str, Layout] = {}
     for cp, layer in track(steps, desc="layouts", enabled=progress):
@@ -579,7 +583,7 @@ def metrics_json(data: ReportData) -> dict[str, Any]:
                         for cp in data.checkpoints],
         "verdict": _series_verdicts(data), "verdict_rules": list(VERDICT_RULES),
         "verdicts": [{"checkpoint": cp.label, "layer": layer, **vars(verdict(data.record(cp, layer)))}
-                     for cp in data.checkpoints for layer in data.layers],
+                     for cp in data.checkpoints for layer in data.layers if (cp.label, layer) in data.records],
         "records": [{"checkpoint": label, **rec} for (label, _), rec in data.records.items()],
         "layouts": [{"checkpoint": label, "layer": layer, "method": l.method, "trustworthiness": l.trustworthiness,
                      "sampled": l.sampled, "n": len(l), "n_total": l.n_total, "cache_key": l.cache_key}

@@ -98,3 +98,19 @@ def test_cli_errors_are_one_line(store, capsys):
     assert "error: layer 'nope' not found" in capsys.readouterr().err
     assert main(["metrics", str(store.path), "--bootstrap", "-1"]) == 2
     assert "bootstrap must be >= 0" in capsys.readouterr().err
+
+
+def test_records_are_cached_by_fingerprint_layer_and_config(store, tmp_path):
+    first = evaluate(store.path, layers="head", config=CFG, cache_dir=tmp_path)
+    files = list((tmp_path / "metrics").glob("*.json"))
+    assert len(files) == 1
+    # a cached record is returned as stored: tamper with it to prove the second call reads it
+    saved = json.loads(files[0].read_text())
+    saved["notes"] = ["from the cache"]
+    files[0].write_text(json.dumps(saved))
+    again = evaluate(store.path, layers="head", config=CFG, cache_dir=tmp_path)
+    assert again[0]["notes"] == ["from the cache"]
+    assert again[0]["metrics"]["ilisi"] == first[0]["metrics"]["ilisi"]
+    # another configuration is another entry
+    evaluate(store.path, layers="head", config=replace(CFG, k=15), cache_dir=tmp_path)
+    assert len(list((tmp_path / "metrics").glob("*.json"))) == 2
