@@ -256,3 +256,10 @@ def test_eval_uses_metrics_retrieval_both_directions(world, capsys):
     out = capsys.readouterr().out
     assert "robot -> human" in out and "human -> robot" in out and "MAP@R" in out
     assert json.loads((tmp / "eval.json").read_text())["scores"]["robot_to_human"]["n_queries"] == 120
+
+
+def test_raw_observation_query_is_a_clear_error_until_wired(world, capsys):
+    _, tmp = world
+    np.savez(tmp / "obs.npz", image=np.zeros((24, 32, 3), np.uint8), state=np.zeros(4, np.float32))
+    assert main(["retrieve", "--index", str(tmp / "idx"), "--query-file", str(tmp / "obs.npz")]) == 2
+    assert "raw-observation queries" in capsys.readouterr().err

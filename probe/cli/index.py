@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pq-nbits", type=int, help="ivfpq: bits per code (default 8)")
     p.add_argument("--hnsw-m", type=int, default=32, help="hnsw: neighbours per node (default 32)")
     p.add_argument("--ef-construction", type=int, default=80, help="hnsw: build depth (default 80)")
-    p.add_argument("--nprobe", type=int, help="ivf/ivfpq: lists searched per query (default max(8, nlist/16))")
+    p.add_argument("--nprobe", type=int, help="ivf/ivfpq: lists searched per query (default max(16, nlist/40))")
     p.add_argument("--ef-search", type=int, help="hnsw: search depth (default 128)")
     p.add_argument("--rerank", type=int, help="re-rank this many candidates exactly (default 0; ivfpq 100)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing index directory")
