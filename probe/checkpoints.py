@@ -88,8 +88,11 @@ class LoadedModel:
 
     def provenance(self) -> dict[str, Any]:
         """The ``checkpoint`` entry of a store manifest."""
-        return {"path": str(self.path), "sha256": self.sha256, "step": self.step, "kind": self.kind.value,
-                "factory": self.factory, "name": self.name}
+        out = {"path": str(self.path), "sha256": self.sha256, "step": self.step, "kind": self.kind.value,
+               "factory": self.factory, "name": self.name}
+        if self.config.get("recipe") is not None:  # world policies: the training recipe names the series
+            out["recipe"] = str(self.config["recipe"])
+        return out
 
 
 def file_sha256(path: str | Path) -> str:

@@ -100,6 +100,7 @@ def test_world_policy_two_checkpoints(world, tmp_path):
     assert [s.path.name for s in stores] == ["step-000000", "step-000400"]
     s0, s1 = stores
     assert s1.provenance["checkpoint"]["step"] == 400 and s1.provenance["adapter"]["name"] == "world"
+    assert s1.provenance["checkpoint"]["recipe"] == "cotrained"  # the report names series by it
     assert s1.layers == ["trunk.block2", "output.embedding"] and s1.layer_info("trunk.block2")["dim"] == 128
     assert set(s1.meta[C.EMBODIMENT]) == {"human", "robot"} and set(s1.meta[C.STAGE]) >= {"reach", "release"}
     assert not np.allclose(s0.matrix("output.embedding"), s1.matrix("output.embedding"))
