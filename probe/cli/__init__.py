@@ -18,6 +18,7 @@ from probe.errors import ProbeError
 # Subcommand modules in the order ``probe --help`` lists them.
 COMMANDS: tuple[str, ...] = (
     "demo",
+    "world",
     "layers",
     "extract",
     "import_",

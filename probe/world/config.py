@@ -96,7 +96,7 @@ class TrainConfig:
     horizon: int = 4
     recipes: tuple[Recipe, ...] = (Recipe.COTRAINED, Recipe.ROBOT_ONLY)
     seed: int = 0
-    threads: int = 2
+    threads: int = 1  # the model is small: one thread is as fast and robust on a busy machine
     model: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -83,6 +83,22 @@ def _image_stats(pixel_sum: np.ndarray, pixel_sq: np.ndarray, lo: np.ndarray, hi
     return {"min": shape(lo), "max": shape(hi), "mean": shape(mean), "std": shape(std), "count": [n]}
 
 
+def rgb_to_yuv420p(img: np.ndarray) -> np.ndarray:
+    """BT.601 limited-range YUV 4:2:0 planes of an RGB uint8 ``(H, W, 3)`` frame, stacked as ``(3H/2, W)``.
+
+    Converted here rather than by swscale so that the encoder's input is bit-for-bit reproducible.
+    """
+    rgb = img.astype(np.float32) / 255.0
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    y = 16 + 65.481 * r + 128.553 * g + 24.966 * b
+    cb = 128 - 37.797 * r - 74.203 * g + 112.0 * b
+    cr = 128 + 112.0 * r - 93.786 * g - 18.214 * b
+    h, w = y.shape
+    pool = lambda c: c.reshape(h // 2, 2, w // 2, 2).mean((1, 3))  # noqa: E731
+    planes = [y.reshape(-1), pool(cb).reshape(-1), pool(cr).reshape(-1)]
+    return np.clip(np.concatenate(planes) + 0.5, 0, 255).astype(np.uint8).reshape(h * 3 // 2, w)
+
+
 def _write_video(path: Path, frames: Sequence[np.ndarray], fps: float) -> None:
     import av
 
@@ -91,10 +107,14 @@ def _write_video(path: Path, frames: Sequence[np.ndarray], fps: float) -> None:
         stream = container.add_stream("libx264", rate=int(round(fps)))
         h, w = frames[0].shape[1:3]
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"crf": "18", "preset": "veryfast", "g": "20"}
+        # single-threaded, no lookahead: multi-threaded x264 output is not bit-for-bit reproducible
+        stream.options = {"crf": "18", "preset": "veryfast", "g": "20",
+                          "x264-params": "threads=1:lookahead-threads=1:sync-lookahead=0:rc-lookahead=0"}
+        stream.codec_context.thread_count = 1
+        stream.codec_context.thread_type = "NONE"
         for clip in frames:
             for img in clip:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                for packet in stream.encode(av.VideoFrame.from_ndarray(rgb_to_yuv420p(img), format="yuv420p")):
                     container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
