@@ -351,17 +351,14 @@ def _summary(result, match: np.ndarray, k: int, search: str) -> dict:
 
 def embed_observation(store: Store, layer: str, path: str | Path, *, checkpoint: str | Path | None = None
                       ) -> tuple[np.ndarray, dict]:
-    """Latent of a raw observation file (``.npz`` with ``image``/``state``) by the store's model and layer.
+    """Latents of a raw observation file (``.npz`` with ``image``/``state``) by the store's model and layer.
 
     The checkpoint, adapter and pooling recorded in the store's provenance are used
-    (``checkpoint`` overrides the path). Returns ``(X (1, dim), info)`` where ``info``
-    describes the query (and holds its ``image`` for contact sheets).
+    (``checkpoint`` overrides the path); see :mod:`probe.observation`. Returns
+    ``(X (n, dim), info)`` where ``info`` describes the query (``source``,
+    ``embodiment``, ``task``, ``checkpoint``, ``frames``) and holds its ``images``
+    for contact sheets.
     """
-    try:
-        from probe import extract  # noqa: F401  (the extraction helpers' API)
-    except ImportError:
-        raise ConfigError("raw-observation queries (--query-file) need the extraction module probe.extract, "
-                          "which this installation lacks; query a stored frame with --episode/--frame or "
-                          "--sample-id instead") from None
-    raise ConfigError("raw-observation queries are not wired to probe.extract yet; query a stored frame with "
-                      "--episode/--frame or --sample-id instead")
+    from probe.observation import embed_observation as embed
+
+    return embed(store, layer, path, checkpoint=checkpoint)

@@ -258,8 +258,8 @@ def test_eval_uses_metrics_retrieval_both_directions(world, capsys):
     assert json.loads((tmp / "eval.json").read_text())["scores"]["robot_to_human"]["n_queries"] == 120
 
 
-def test_raw_observation_query_is_a_clear_error_until_wired(world, capsys):
-    _, tmp = world
+def test_raw_observation_query_needs_a_store_made_by_extract(world, capsys):
+    _, tmp = world  # a store written directly: no checkpoint in its provenance (tests/test_query_file.py embeds)
     np.savez(tmp / "obs.npz", image=np.zeros((24, 32, 3), np.uint8), state=np.zeros(4, np.float32))
     assert main(["retrieve", "--index", str(tmp / "idx"), "--query-file", str(tmp / "obs.npz")]) == 2
-    assert "raw-observation queries" in capsys.readouterr().err
+    assert "records no checkpoint" in capsys.readouterr().err

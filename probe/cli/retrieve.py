@@ -48,6 +48,8 @@ def _query(args: argparse.Namespace, retriever):
     from probe.errors import ConfigError
 
     given = [args.episode is not None or args.frame is not None, bool(args.sample_id), bool(args.query_file)]
+    if args.checkpoint and not args.query_file:
+        raise ConfigError("--checkpoint only applies to --query-file (stored samples already have latents)")
     if sum(given) != 1:
         raise ConfigError("give exactly one query: --episode E --frame F, --sample-id S, --query-file obs.npz "
                           "or --eval")
@@ -61,8 +63,12 @@ def _query(args: argparse.Namespace, retriever):
     else:
         from probe.retrieval import embed_observation
 
-        X, info = embed_observation(retriever.store, retriever.layer, args.query_file, checkpoint=args.checkpoint)
-        return np.asarray(X, dtype=np.float32), None, [info]
+        X, obs = embed_observation(retriever.store, retriever.layer, args.query_file, checkpoint=args.checkpoint)
+        images = obs.pop("images")
+        n = int(obs.pop("frames"))
+        info = [{**obs, **({"frame": i} if n > 1 else {}),
+                 **({"image": images[i]} if images is not None else {})} for i in range(n)]
+        return np.asarray(X, dtype=np.float32), None, info
     rows = retriever.rows_of(ids)
     meta = retriever.store.meta.iloc[rows]
     info = [{"sample_id": r[C.SAMPLE_ID], "embodiment": r[C.EMBODIMENT], "dataset": r[C.DATASET],
@@ -159,7 +165,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(payload, indent=2, default=str))
         return 0
     for qi, q in enumerate(info):
-        desc = ", ".join(f"{k} {q[k]}" for k in ("sample_id", "embodiment", "task", "stage") if k in q)
+        desc = ", ".join(f"{k} {q[k]}" for k in ("sample_id", "source", "frame", "embodiment", "task", "stage")
+                         if q.get(k) is not None)
         console.print(f"[bold]query {qi}[/]: {desc or q.get('source', '')}")
         sub = results[results["query"] == qi]
         with_video = sub["video"].map(lambda v: isinstance(v, str)).any()
