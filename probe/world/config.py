@@ -76,7 +76,7 @@ class WorldConfig:
         size = _size(size)
         base = {Size.TINY: dict(episodes_per_task=2, episodes_per_video_file=4),
                 Size.SMALL: dict(episodes_per_task=8),
-                Size.DEFAULT: dict(episodes_per_task=16)}[size]
+                Size.DEFAULT: dict(episodes_per_task=20)}[size]
         return cls(size=size, **(base | overrides))
 
     @property
@@ -121,7 +121,7 @@ class TrainConfig:
         size = _size(size)
         base = {Size.TINY: dict(steps=12, checkpoint_steps=(0, 6, 12), batch_size=8),
                 Size.SMALL: dict(steps=300, checkpoint_steps=(0, 30, 100, 300)),
-                Size.DEFAULT: dict(steps=600, checkpoint_steps=(0, 50, 150, 300, 600))}[size]
+                Size.DEFAULT: dict(steps=1200, checkpoint_steps=(0, 50, 150, 300, 600, 1200))}[size]
         return cls(**(base | overrides))
 
     def with_(self, **changes) -> TrainConfig:
