@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -295,6 +296,8 @@ def _dataset_samples(ds: Any, index: int, name: str, embodiment: str, config: Ex
             ref = ep.video.get(ds.info.video_keys[0])
             out[C.VIDEO] = str(ref.path) if ref is not None and ref.path else ""
             out[C.VIDEO_TIMESTAMP] = out[C.TIMESTAMP].to_numpy() + float(ref.from_timestamp if ref else 0.0)
+        if C.VIDEO in out:  # absolute, so that clips and thumbnails resolve from any working directory
+            out[C.VIDEO] = [os.path.abspath(v) if v else "" for v in out[C.VIDEO]]
         out[_DS] = index
         parts.append(out)
     warnings += [f"{name}: {w}" for w in labeller.warnings]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -125,3 +127,12 @@ def test_world_layers_cli_with_data(world, capsys):
     assert main(["layers", str(ckpt), "--data", f"human={world / 'w/datasets/human'}"]) == 0
     out = capsys.readouterr().out
     assert "stems.human" in out and "stems.robot" not in out and "trunk.block1" in out and "(world, step 400)" in out
+
+
+def test_video_paths_are_absolute_whatever_the_working_directory(world, tmp_path, monkeypatch):
+    monkeypatch.chdir(world)  # relative dataset paths, as a user in the project directory would type them
+    store = extract(ExtractConfig(checkpoints=(str(world / "ckpt" / "cotrained" / "step-000400"),),
+                                  data=("human=w/datasets/human", "robot=w/datasets/robot"), layers=("trunk.block2",),
+                                  out=str(tmp_path / "s"), stride=8, device="cpu"))
+    videos = store.meta[C.VIDEO].map(Path)
+    assert all(v.is_absolute() and v.is_file() for v in videos)
