@@ -443,8 +443,8 @@ def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str]
     cache : cache directory for layouts and indexes (None: nothing cached, indexes in a temporary directory).
     k : human clips listed for a clicked point.
     method : layout method, "umap" (warm-started across checkpoints) or "pca".
-    metrics_config : :class:`metrics.suite.MetricsConfig` of the metrics panel (default: the suite's
-        defaults, reported per stage).
+    metrics_config : :class:`metrics.suite.MetricsConfig` of the metrics panel (default:
+        :func:`probe.evaluate.interactive_config`, per stage).
     progress : show a progress bar.
 
     Raises
@@ -463,9 +463,9 @@ def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str]
     if method not in ("umap", "pca"):
         raise ConfigError(f"method must be 'umap' or 'pca', got {method!r}")
     if metrics_config is None:
-        from metrics.suite import MetricsConfig
+        from probe.evaluate import interactive_config
 
-        metrics_config = MetricsConfig(by="stage")
+        metrics_config = interactive_config()
     opened = [s if isinstance(s, Store) else open_store(s) for s in stores]
     common = [layer for layer in opened[0].layers if all(layer in s.layers for s in opened[1:])]
     if not common:

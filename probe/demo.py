@@ -23,13 +23,6 @@ HEADLINE_METRICS = (("knn_embodiment_mixing", "kNN mixing"), ("ilisi", "iLISI"),
                     ("retrieval_precision_at_1_robot_to_human", "P@1 r->h"), ("cka_linear", "CKA"))
 
 
-def demo_metrics_config():
-    """The demo's metrics: every family, per stage, 10 episode-bootstrap replicates (the report reuses them)."""
-    from probe.evaluate import MetricsConfig
-
-    return MetricsConfig(by="stage", bootstrap=10, null_repeats=1)
-
-
 @dataclass
 class DemoOutputs:
     """Where each stage of the demo wrote its outputs."""
@@ -107,10 +100,10 @@ def run_demo(args: argparse.Namespace) -> int:
         console.print(f"  stores {recipe}: {out / 'stores' / recipe}")
 
     console.print(f"[bold]3/6[/] alignment metrics of every checkpoint ({HEADLINE_LAYER})")
-    from probe.evaluate import evaluate, write_metrics_json
+    from probe.evaluate import evaluate, interactive_config, write_metrics_json
 
     all_stores = [p for paths in done.stores.values() for p in paths]
-    records = evaluate(all_stores, layers=HEADLINE_LAYER, config=demo_metrics_config(), cache_dir=out / "cache",
+    records = evaluate(all_stores, layers=HEADLINE_LAYER, config=interactive_config(), cache_dir=out / "cache",
                        progress=True)
     done.metrics = write_metrics_json(out / "metrics.json", records)
     _print_metrics(records)
@@ -123,7 +116,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     report = build_report(all_stores, out / "report",
                           ReportConfig(overwrite=True, headline_layer=HEADLINE_LAYER, cache_dir=out / "cache",
-                                       eval_config=demo_metrics_config()), progress=True)
+                                       eval_config=interactive_config()), progress=True)
     done.report = report.out / "report.html"
 
     from probe.cli.output import outputs

@@ -27,7 +27,7 @@ from probe.errors import ConfigError, MetricError
 from probe.latents import Latents
 from probe.store import Store, open_store
 
-__all__ = ["MetricsConfig", "evaluate", "evaluate_latents", "labels_of", "metrics_frame", "write_metrics_json",
+__all__ = ["MetricsConfig", "evaluate", "evaluate_latents", "interactive_config", "labels_of", "metrics_frame", "write_metrics_json",
            "write_metrics_csv", "FRAME_COLUMNS"]
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,12 @@ def _layers_of(store: Store, layers: str | Sequence[str] | None) -> list[str]:
     for name in names:
         store.layer_info(name)  # raises LayerNotFoundError with close matches
     return names
+
+
+def interactive_config() -> MetricsConfig:
+    """A lighter configuration for interactive views (the demo, the dashboard): every family, per
+    stage, 10 episode-bootstrap replicates and one null permutation (the default uses 30 and 3)."""
+    return MetricsConfig(by="stage", bootstrap=10, null_repeats=1)
 
 
 def _cache_file(cache_dir: Path, store: Store, layer: str, config: MetricsConfig) -> Path:
