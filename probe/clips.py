@@ -25,6 +25,7 @@ import pandas as pd
 from probe import columns as C
 from probe.atomic import atomic_dir
 from probe.errors import DataError
+from probe.readers.video import open_video
 
 log = logging.getLogger(__name__)
 
@@ -38,23 +39,6 @@ _BACKGROUND = (245, 245, 245)
 # --------------------------------------------------------------------------- decoding
 
 
-def _open(path: str | Path):
-    import av
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"video file '{path}' does not exist (the store's '{C.VIDEO}' column points to it); "
-                        "move the videos back or re-create the store")
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError) as exc:
-        raise DataError(f"cannot open video '{path}': {exc}; the file may be truncated or not a video") from exc
-    if not container.streams.video:
-        container.close()
-        raise DataError(f"'{path}' has no video stream")
-    return container
-
-
 def read_frames(path: str | Path, start: float, end: float) -> tuple[list[np.ndarray], float]:
     """RGB frames of ``path`` whose time lies in ``[start, end]`` seconds, and the stream's frame rate.
 
@@ -63,7 +47,8 @@ def read_frames(path: str | Path, start: float, end: float) -> tuple[list[np.nda
     """
     import av
 
-    with _open(path) as container:
+    with open_video(path, missing_hint=f" (the store's '{C.VIDEO}' column points to it); move the videos "
+                                        "back or re-create the store") as container:
         stream = container.streams.video[0]
         fps = float(stream.average_rate or stream.guessed_rate or 30.0)
         tb = float(stream.time_base)

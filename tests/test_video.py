@@ -91,3 +91,14 @@ def test_av1_real_video_decodes_and_changes_over_time() -> None:
     assert diff > 1.0  # the arm moved
     # decoding one frame alone gives the same pixels as decoding it within a batch
     np.testing.assert_array_equal(decode_at(G1_VIDEO, [6.0])[0], frames[1])
+
+
+def test_clip_reading_shares_the_checks_and_says_where_the_path_came_from(tmp_path: Path) -> None:
+    from probe.clips import read_frames
+
+    with pytest.raises(DataError, match="does not exist \\(the store's 'video' column points to it\\)"):
+        read_frames(tmp_path / "gone.mp4", 0.0, 1.0)
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video at all" * 100)
+    with pytest.raises(DataError, match="cannot open video .*bad.mp4"):
+        read_frames(bad, 0.0, 1.0)

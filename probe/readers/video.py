@@ -36,12 +36,16 @@ class VideoStreamInfo:
     duration: float
 
 
-def _open(path: str | Path):
+def open_video(path: str | Path, *, missing_hint: str = ""):
+    """Open ``path`` with PyAV; :class:`DataError` if it is missing, unreadable or has no video stream.
+
+    ``missing_hint`` is appended to the message for a missing file (where the path came from, the fix).
+    """
     import av
 
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"video file '{path}' does not exist")
+        raise DataError(f"video file '{path}' does not exist{missing_hint}")
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError) as exc:
@@ -54,7 +58,7 @@ def _open(path: str | Path):
 
 def video_info(path: str | Path) -> VideoStreamInfo:
     """Codec, size, frame rate, frame count and duration of a video file's first stream."""
-    with _open(path) as container:
+    with open_video(path) as container:
         stream = container.streams.video[0]
         fps = float(stream.average_rate or stream.guessed_rate or 0.0)
         if stream.duration is not None:
@@ -70,7 +74,7 @@ def check_video(path: str | Path) -> None:
     """Raise :class:`DataError` unless ``path`` opens as a video and its first frame decodes."""
     import av
 
-    with _open(path) as container:
+    with open_video(path) as container:
         stream = container.streams.video[0]
         try:
             next(container.decode(stream))
@@ -99,7 +103,7 @@ def decode_at(path: str | Path, timestamps: Sequence[float] | np.ndarray, *,
     ts = np.asarray(timestamps, dtype=np.float64).reshape(-1)
     if size is not None and (len(size) != 2 or min(size) <= 0):
         raise DataError(f"size must be (height, width) with positive values, got {size}")
-    with _open(path) as container:
+    with open_video(path) as container:
         stream = container.streams.video[0]
         stream.codec_context.thread_type = "AUTO"
         fps = float(stream.average_rate or stream.guessed_rate or 30.0)
