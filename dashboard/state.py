@@ -385,37 +385,36 @@ STAGE_COLUMNS = ("knn_embodiment_mixing", "retrieval_precision_at_1_robot_to_hum
 
 
 def _metrics(store: Store, layer: str, config: Any, cache: Path | None) -> tuple[dict[str, Any] | None, list[str]]:
-    """The layer's metrics record (:func:`probe.evaluate.evaluate_latents`, per stage) and coverage gaps.
+    """The layer's metrics record and coverage gaps.
 
-    Records are cached as JSON under ``cache/dashboard-metrics`` keyed by the store
-    fingerprint, the layer and the configuration. A layer on which the metrics cannot
-    be computed (one embodiment ...) gets ``None`` and a note instead of failing.
+    The record comes from :func:`probe.evaluate.evaluate` with its cache (shared with
+    ``probe metrics``, the report and the demo); coverage advice is cached beside it
+    under ``cache/dashboard-coverage``. A layer on which the metrics cannot be computed
+    (one embodiment ...) gets an ``error`` record instead of failing.
     """
     import json
 
     from probe.errors import ProbeError
-    from probe.evaluate import evaluate_latents
+    from probe.evaluate import evaluate
 
-    key = hashlib.sha256(json.dumps([store.fingerprint, layer, repr(config)]).encode()).hexdigest()[:24]
-    file = cache / "dashboard-metrics" / f"{key}.json" if cache is not None else None
-    if file is not None and file.is_file():
-        try:
-            saved = json.loads(file.read_text(encoding="utf-8"))
-            return saved["record"], saved["gaps"]
-        except (ValueError, KeyError):
-            log.info("ignoring unreadable metrics cache %s", file)
-    latents = store.latents(layer)
     try:
-        record = evaluate_latents(latents, config, store=str(store.path), step=store.provenance.get("step"))
+        record = evaluate(store, layer, config, cache_dir=cache)[0]
     except ProbeError as exc:
         log.warning("no metrics for %s layer %s: %s", store.path, layer, exc)
         record = {"error": str(exc)}
-    gaps = _coverage_gaps(latents)
+    key = hashlib.sha256(json.dumps([store.fingerprint, layer]).encode()).hexdigest()[:24]
+    file = cache / "dashboard-coverage" / f"{key}.json" if cache is not None else None
+    if file is not None and file.is_file():
+        try:
+            return record, json.loads(file.read_text(encoding="utf-8"))["gaps"]
+        except (ValueError, KeyError):
+            log.info("ignoring unreadable coverage cache %s", file)
+    gaps = _coverage_gaps(store.latents(layer))
     if file is not None:
         from probe.atomic import write_json
 
         file.parent.mkdir(parents=True, exist_ok=True)
-        write_json(file, {"record": record, "gaps": gaps})
+        write_json(file, {"gaps": gaps})
     return record, gaps
 
 

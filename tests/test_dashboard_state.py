@@ -183,6 +183,12 @@ def test_umap_layouts_are_cached_warm_started_and_trustworthy(tmp_path):
     assert any(cache.rglob("*")) and any((cache / "dashboard-indexes").iterdir())
     again = prepare([s.path for s in stores], layers="trunk.block0", cache=cache, metrics_config=light_metrics())
     assert np.allclose(again.views[(1, "trunk.block0")].coords, views[1].coords)
+    # metrics live in the cache probe.evaluate shares with 'probe metrics' and the report: one entry per store
+    from probe.evaluate import evaluate
+
+    assert len(list((cache / "metrics").glob("*.json"))) == len(stores)
+    cached = evaluate(stores[1].path, "trunk.block0", light_metrics(), cache_dir=cache)[0]
+    assert cached["metrics"] == again.views[(1, "trunk.block0")].metrics["metrics"]
 
 
 def test_metrics_panel_shows_headline_per_stage_and_gaps(prepared):
