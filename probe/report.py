@@ -528,11 +528,17 @@ def collect(store_paths: Sequence[str | Path], config: ReportConfig = ReportConf
                                                                               config.projection.metric)
 
     for name, threshold in config.fail_under:
+        from metrics.suite import REGISTRY, Better
+
+        # "fails under" means "is worse than": below for higher-is-better, above for lower-is-better metrics
+        lower_better = name in REGISTRY and REGISTRY[name].better is Better.LOWER
         for cp in cps:
             value = _value(_entry(data.record(cp, headline), name))
+            ok = value <= threshold if lower_better else value >= threshold
             check = {"metric": name, "threshold": threshold, "store": str(cp.store.path), "checkpoint": cp.label,
                      "layer": headline, "value": value if math.isfinite(value) else None,
-                     "passed": bool(math.isfinite(value) and value >= threshold)}
+                     "better": "lower" if lower_better else "higher",
+                     "passed": bool(math.isfinite(value) and ok)}
             data.checks.append(check)
             if not check["passed"]:
                 data.failures.append(check)

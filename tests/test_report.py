@@ -188,6 +188,16 @@ def test_fail_under_gates_the_exit_code(stores, tmp_path):
     assert "FAIL" in (tmp_path / "bad" / "summary.md").read_text()
 
 
+def test_fail_under_follows_the_metric_direction(stores, tmp_path):
+    """embodiment_probe_acc is lower-is-better (0.5 = mixed): the gate fails when it is above the value."""
+    args = ["report", str(stores[2]), "--projection", "pca", "--cache", str(tmp_path / "c"), "--bootstrap", "0",
+            "--metrics", "embodiment_probe_acc"]
+    assert main(args + ["--out", str(tmp_path / "ok"), "--fail-under", "embodiment_probe_acc=1.01"]) == 0
+    assert main(args + ["--out", str(tmp_path / "bad"), "--fail-under", "embodiment_probe_acc=0.0"]) == 1
+    check = json.loads((tmp_path / "bad" / "metrics.json").read_text())["fail_under"][0]
+    assert check["better"] == "lower" and not check["passed"] and check["value"] > 0.0
+
+
 def test_cli_report_pca(stores, tmp_path, capsys):
     code = main(["report", *map(str, stores), "--layer", "block0", "--projection", "pca", "--bootstrap", "0",
                  "--metrics", "ilisi", "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "r")])

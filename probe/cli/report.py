@@ -20,8 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="layer drawn per checkpoint and gated by --fail-under (default: the last selected layer)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (must not exist unless --overwrite)")
     p.add_argument("--fail-under", action="append", default=[], metavar="METRIC=VALUE",
-                   help="exit with code 1 (after writing the report) when METRIC at the headline layer is below "
-                        "VALUE for any store (repeatable)")
+                   help="exit with code 1 (after writing the report) when METRIC at the headline layer is worse "
+                        "than VALUE for any store: below it, or above it for lower-is-better metrics such as "
+                        "embodiment_probe_acc (repeatable)")
     p.add_argument("--max-points", type=int, default=5000, metavar="N",
                    help="points per layout; larger stores are sampled by embodiment, task and stage (default 5000)")
     p.add_argument("--projection", choices=["umap", "pca"], default="umap", help="layout method (default umap)")
