@@ -621,6 +621,9 @@ def extract_one(config: ExtractConfig, checkpoint: str, path: Path, opened: Open
     except ProbeError:
         writer.abort()  # a deterministic error: nothing to resume, nothing half-written
         raise
+    except BaseException:
+        writer.sync()  # interrupted: record what was written, for --resume
+        raise
     return _publish(staged, path, opened, skipped, config.overwrite)
 
 

@@ -17,6 +17,7 @@ import hashlib
 import json
 import re
 import shutil
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -254,6 +255,8 @@ class StoreWriter:
     which rows are already written.
     """
 
+    sync_every_s: float = 2.0
+
     def __init__(self, path: str | Path, meta: pd.DataFrame, *, provenance: Mapping[str, Any] | None = None,
                  overwrite: bool = False, resume: bool = False) -> None:
         self.path = check_output_path(path, overwrite, what="store")
@@ -266,6 +269,7 @@ class StoreWriter:
         self.warnings: list[str] = []
         self._maps: dict[str, np.memmap] = {}
         self._info: dict[str, dict[str, Any]] = {}
+        self._synced = time.monotonic()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         state = self.partial / "state.json"
         if resume and state.exists() and self._same_samples():
@@ -309,10 +313,21 @@ class StoreWriter:
                 self._maps[name] = np.lib.format.open_memmap(self.partial / LAYERS_DIR / file, mode="w+",
                                                              dtype=np.float32, shape=(self.n, X.shape[1]))
             self._maps[name][rows] = X
+        self.done[rows] = True
+        if time.monotonic() - self._synced >= self.sync_every_s:
+            self.sync()
+
+    def sync(self) -> None:
+        """Flush the written blocks and record them as done (what ``resume`` continues from).
+
+        :meth:`write` syncs at most every ``sync_every_s`` seconds (per-batch syncs cost
+        more than a small model's forward); rows written since the last sync are simply
+        written again by a resumed run.
+        """
         for m in self._maps.values():
             m.flush()
-        self.done[rows] = True
         self._save_state()
+        self._synced = time.monotonic()
 
     def commit(self) -> Store:
         """Check every row was written, fingerprint, and move the store into place."""

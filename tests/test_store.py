@@ -143,13 +143,16 @@ def test_streaming_writer_and_resume(tmp_path, meta, latents_matrix):
     n = len(meta)
     w = StoreWriter(tmp_path / "s", meta)
     w.write(np.arange(0, 50), {"a": latents_matrix[:50]})
+    w.write(np.arange(50, 60), {"a": latents_matrix[50:60]})
+    w.sync()  # what extraction does when interrupted
+    w.write(np.arange(60, 70), {"a": latents_matrix[60:70]})  # not synced: written again on resume
     del w  # interrupted: nothing at the target, a partial directory beside it
     assert not (tmp_path / "s").exists()
     w = StoreWriter(tmp_path / "s", meta, resume=True)
-    assert w.done[:50].all() and not w.done[50:].any()
+    assert w.done[:60].all() and not w.done[60:].any()
     with pytest.raises(StoreError, match="never written; resume"):
         w.commit()
-    w.write(np.arange(50, n), {"a": latents_matrix[50:]})
+    w.write(np.arange(60, n), {"a": latents_matrix[60:]})
     store = w.commit()
     np.testing.assert_array_equal(np.asarray(store.matrix("a")), latents_matrix)
     fresh = write_store(tmp_path / "t", meta, {"a": latents_matrix})

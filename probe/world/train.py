@@ -50,10 +50,9 @@ class EmbodimentData:
 
 
 def _decode(path: Path) -> np.ndarray:
-    import av
+    from probe.readers.video import decode_all  # the pixels extraction sees
 
-    with av.open(str(path)) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(container.streams.video[0])])
+    return decode_all(path)
 
 
 def load_embodiment(dataset_dir: str | Path, embodiment: str, tasks: list[str], horizon: int) -> EmbodimentData:
