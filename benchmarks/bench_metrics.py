@@ -56,8 +56,13 @@ def synthetic(n: int, dim: int = 256, seed: int = 0) -> tuple[np.ndarray, Labels
     offset = rng.normal(size=dim).astype(np.float32) * 1.5
     X = centers[task, stage] + rng.normal(size=(len(episode), dim)).astype(np.float32)
     X[emb == "robot"] += offset * (stage[emb == "robot"] % 2 == 0)[:, None]  # mixed in odd stages only
+    key = episode * STAGES + stage  # contiguous runs: one per (episode, stage)
+    _, start, count = np.unique(key, return_index=True, return_counts=True)
+    run = np.repeat(np.arange(len(start)), count)
+    stage_progress = (np.arange(len(key)) - start[run]) / np.maximum(count[run] - 1, 1)
     labels = Labels(emb, np.array([f"stage{s}" for s in stage]), np.array([f"task{t}" for t in task]),
-                    episode.astype(str), progress=frame / max(per_ep - 1, 1), frame=frame)
+                    episode.astype(str), progress=frame / max(per_ep - 1, 1), frame=frame,
+                    stage_progress=stage_progress)
     return X, labels
 
 
