@@ -329,8 +329,12 @@ def build_graph(X: np.ndarray, k: int, metric: Metric, index: IndexKind, notes: 
     hnsw.hnsw.efConstruction = 80
     hnsw.add(Z)
     hnsw.hnsw.efSearch = max(2 * k, 128)
-    notes.append(f"neighbours from an approximate HNSW index (M=32, efSearch={max(2 * k, 128)}), not exact search")
+    notes.append(_hnsw_note(k))
     return knn(X, None, k, metric, index=hnsw)
+
+
+def _hnsw_note(k: int) -> str:
+    return f"neighbours from an approximate HNSW index (M=32, efSearch={max(2 * k, 128)}), not exact search"
 
 
 # ---------------------------------------------------------------------------- running
@@ -381,7 +385,7 @@ def _null_labels(spec: MetricSpec, labels: Labels, rng: np.random.Generator) -> 
 
 
 def run_suite(X: np.ndarray, labels: Labels, config: MetricsConfig | None = None, *,
-              progress: bool = False) -> SuiteResult:
+              graph: Neighbors | None = None, progress: bool = False) -> SuiteResult:
     """Compute the selected metrics with intervals, nulls and scopes.
 
     Parameters
@@ -389,6 +393,9 @@ def run_suite(X: np.ndarray, labels: Labels, config: MetricsConfig | None = None
     X : (n, d) float32 latents (a memory map is fine)
     labels : row-aligned :class:`Labels`
     config : :class:`MetricsConfig` (defaults if None)
+    graph : the kNN graph of ``X`` (self excluded, at least ``config.k`` neighbours,
+        ``config.metric``, searched with ``config.index``) when the caller already has
+        it, e.g. from a cache shared with layouts; searched here when None
     progress : show a progress bar over metrics (tqdm)
 
     Returns
@@ -421,7 +428,15 @@ def run_suite(X: np.ndarray, labels: Labels, config: MetricsConfig | None = None
         zero = int((np.einsum("ij,ij->i", X32, X32) == 0).sum())
         if zero:
             notes.append(f"{zero} latent vectors are all zeros: they have no direction under cosine distance")
-    graph = build_graph(X32, k, config.metric, config.index, notes)
+    if graph is None:
+        graph = build_graph(X32, k, config.metric, config.index, notes)
+    else:
+        if len(graph) != n or graph.k < k or Metric(graph.metric) is not config.metric:
+            raise MetricInputError(f"the given graph ({len(graph)} rows, k={graph.k}, {Metric(graph.metric).value}) "
+                                   f"does not fit {n} rows at k={k}, {config.metric.value}; pass graph=None")
+        graph = graph.top(k)
+        if config.index is IndexKind.HNSW:
+            notes.append(_hnsw_note(k))
 
     strata = strata_keys(labels.embodiment, labels.task, labels.stage)
     rows = stratified_subsample(strata, config.max_samples, config.seed)

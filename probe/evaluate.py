@@ -20,10 +20,11 @@ from typing import Any, Union
 import numpy as np
 import pandas as pd
 
-from metrics.suite import REGISTRY, Better, Labels, MetricInputError, MetricsConfig, run_suite
+from metrics.suite import REGISTRY, Better, Labels, MetricInputError, MetricsConfig, check_inputs, run_suite
 from probe import columns as C
 from probe.atomic import atomic_file, write_json
 from probe.errors import ConfigError, MetricError
+from probe.graphs import shared_graph
 from probe.latents import Latents
 from probe.store import Store, open_store
 
@@ -51,11 +52,14 @@ def labels_of(latents: Latents) -> Labels:
 
 
 def evaluate_latents(latents: Latents, config: MetricsConfig | None = None, *, store: str = "",
-                     step: Any = None, progress: bool = False) -> dict[str, Any]:
+                     step: Any = None, fingerprint: str | None = None, cache_dir: str | Path | None = None,
+                     progress: bool = False) -> dict[str, Any]:
     """Metrics of one :class:`Latents` as a JSON-ready record.
 
     Returns ``{"store", "layer", "step", "n", "k", "subsampled", "metrics": {NAME: {"value",
-    "ci", "null"}}, "per_stage"|"per_task": {...}, "notes": [...]}``.
+    "ci", "null"}}, "per_stage"|"per_task": {...}, "notes": [...]}``. With the store's
+    ``fingerprint`` and a ``cache_dir`` the kNN graph comes from (or goes to) the cache
+    shared with layouts (:func:`probe.graphs.shared_graph`).
 
     Raises
     ------
@@ -66,7 +70,13 @@ def evaluate_latents(latents: Latents, config: MetricsConfig | None = None, *, s
     config = config or MetricsConfig()
     where = f"store '{store}', layer '{latents.layer}'" if store else f"layer '{latents.layer}'"
     try:
-        result = run_suite(latents.X, labels_of(latents), config, progress=progress)
+        labels = labels_of(latents)
+        graph = None
+        if fingerprint is not None and cache_dir is not None:
+            check_inputs(latents.X, labels)  # before searching (and caching) a graph of bad latents
+            graph = shared_graph(latents.X, fingerprint=fingerprint, layer=latents.layer, k=config.k,
+                                 metric=config.metric, index=config.index.value, cache_dir=cache_dir)
+        result = run_suite(latents.X, labels, config, graph=graph, progress=progress)
     except MetricInputError as exc:
         raise MetricError(f"{where}: {exc}") from exc
     record: dict[str, Any] = {"store": store, "layer": latents.layer, "step": step}
@@ -160,7 +170,7 @@ def evaluate(sources: Source | Sequence[Source], layers: str | Sequence[str] | N
             log.info("metrics of %s, layer %s", opened.path, layer)
             def compute(opened: Store = opened, layer: str = layer) -> dict[str, Any]:
                 return evaluate_latents(opened.latents(layer), config, store=str(opened.path), step=step,
-                                        progress=progress)
+                                        fingerprint=opened.fingerprint, cache_dir=cache_dir, progress=progress)
 
             records.append(_cached_record(cache_dir, opened, layer, config, compute))
     return records

@@ -2,7 +2,9 @@
 
 UMAP is fitted on the same exact kNN graph the metrics use (:func:`metrics.knn.knn`,
 handed to umap-learn as ``precomputed_knn``), so the picture and the numbers see the
-same neighbourhoods. Very large stores are sampled, stratified by embodiment, task
+same neighbourhoods. When a layout covers every row of a layer and a cache directory
+is given, the graph itself is shared: :func:`probe.graphs.shared_graph` searches it
+once (k=90, the metrics' k) and both read it from the cache. Very large stores are sampled, stratified by embodiment, task
 and stage, and a layout always says whether it was (``sampled``). Quality is
 measured: every layout carries its trustworthiness (scikit-learn, on a subsample).
 
@@ -386,6 +388,12 @@ def project(latents: Latents, config: ProjectionConfig = ProjectionConfig(), *, 
     if config.method is Method.PCA:
         coords = _fit_pca(X, config)
     else:
+        if neighbors is None and cdir is not None and not sampled and np.array_equal(rows, np.arange(n_total)):
+            from metrics.suite import MetricsConfig
+            from probe.graphs import shared_graph
+
+            neighbors = shared_graph(X, fingerprint=fp, layer=latents.layer, k=MetricsConfig.k, metric=config.metric,
+                                     cache_dir=cdir)  # the metrics' graph: searched once for both
         init = None
         if warm:
             from metrics.knn import knn
