@@ -13,7 +13,7 @@ import numpy as np
 
 from metrics import conservation as cons
 from metrics import mixing as mix
-from metrics.lisi import clisi_score, ilisi_score, lisi_samples
+from metrics.lisi import clisi_score, ilisi_score, lisi_kernel, lisi_samples
 from metrics.suite import (
     Better,
     By,
@@ -36,8 +36,15 @@ def _n_labels(values: np.ndarray) -> int:
 # ---------------------------------------------------------------- kNN-graph metrics (all rows)
 
 
+def _lisi_kernel(ctx: Context) -> np.ndarray:
+    """The label-free part of LISI, once per graph (shared by iLISI, cLISI and their nulls)."""
+    if "lisi_kernel" not in ctx.cache:
+        ctx.cache["lisi_kernel"] = lisi_kernel(ctx.graph)
+    return ctx.cache["lisi_kernel"]
+
+
 def _prep_ilisi(ctx: Context, labels: Labels, rows: Any) -> np.ndarray:
-    return lisi_samples(ctx.graph, labels.embodiment)
+    return lisi_samples(ctx.graph, labels.embodiment, kernel=_lisi_kernel(ctx))
 
 
 def _score_ilisi(ctx: Context, lisi: np.ndarray, labels: Labels, w: np.ndarray) -> float:
@@ -45,7 +52,7 @@ def _score_ilisi(ctx: Context, lisi: np.ndarray, labels: Labels, w: np.ndarray) 
 
 
 def _prep_clisi(ctx: Context, labels: Labels, rows: Any) -> np.ndarray:
-    return lisi_samples(ctx.graph, labels.stage)
+    return lisi_samples(ctx.graph, labels.stage, kernel=_lisi_kernel(ctx))
 
 
 def _score_clisi(ctx: Context, lisi: np.ndarray, labels: Labels, w: np.ndarray) -> float:

@@ -70,8 +70,40 @@ def _perplexity_kernel(D: np.ndarray, perplexity: float, tol: float, max_iter: i
     return H, P
 
 
+def lisi_kernel(neighbors: Neighbors, perplexity: float | None = None, tol: float = 1e-5,
+                max_iter: int = 50) -> np.ndarray:
+    """Each sample's neighbour weights at the given perplexity (rows sum to 1, 0 for missing neighbours).
+
+    The expensive part of LISI, and independent of labels: compute it once per graph
+    and pass it to :func:`lisi_samples` for iLISI, cLISI and every label permutation.
+
+    Parameters
+    ----------
+    neighbors : Neighbors with ``indices (n, k)``
+    perplexity : effective neighbourhood size; default ``floor(k / 3)`` as scib
+    tol, max_iter : binary search tolerance and iterations (scib: 1e-5, 50)
+
+    Returns
+    -------
+    (n, k) float32 Gaussian kernel, calibrated per row so its entropy is log(perplexity).
+    """
+    if perplexity is None:
+        perplexity = float(np.floor(neighbors.k / 3))
+    if perplexity < 1:
+        raise ValueError(f"LISI needs perplexity >= 1 (k >= 3 neighbours), got k={neighbors.k}")
+    n = len(neighbors)
+    out = np.empty((n, neighbors.k), dtype=np.float32)
+    for start in range(0, n, _ROWS):
+        D = lisi_distances(neighbors.subset(slice(start, start + _ROWS)))
+        finite = np.isfinite(D)
+        D = D - np.where(finite, D, np.inf).min(axis=1, keepdims=True)
+        _, P = _perplexity_kernel(D, perplexity, tol, max_iter)
+        out[start : start + len(D)] = np.where(finite, P, 0.0)
+    return out
+
+
 def lisi_samples(neighbors: Neighbors, labels: np.ndarray, perplexity: float | None = None,
-                 tol: float = 1e-5, max_iter: int = 50) -> np.ndarray:
+                 tol: float = 1e-5, max_iter: int = 50, *, kernel: np.ndarray | None = None) -> np.ndarray:
     """Per-sample LISI: the effective number of labels in each sample's neighbourhood.
 
     Parameters
@@ -80,6 +112,8 @@ def lisi_samples(neighbors: Neighbors, labels: np.ndarray, perplexity: float | N
     labels : (n,) str or int array (embodiment for iLISI, stage for cLISI)
     perplexity : effective neighbourhood size; default ``floor(k / 3)`` as scib
     tol, max_iter : binary search tolerance and iterations (scib: 1e-5, 50)
+    kernel : :func:`lisi_kernel` of ``neighbors`` if already computed (then
+        ``perplexity``, ``tol`` and ``max_iter`` are not used)
 
     Returns
     -------
@@ -90,21 +124,17 @@ def lisi_samples(neighbors: Neighbors, labels: np.ndarray, perplexity: float | N
     n, L = len(codes), len(uniques)
     if len(neighbors) != n:
         raise ValueError(f"the graph has {len(neighbors)} rows but labels has {n}; they must be row-aligned")
-    if perplexity is None:
-        perplexity = float(np.floor(neighbors.k / 3))
-    if perplexity < 1:
-        raise ValueError(f"LISI needs perplexity >= 1 (k >= 3 neighbours), got k={neighbors.k}")
+    P = lisi_kernel(neighbors, perplexity, tol, max_iter) if kernel is None else kernel
+    if P.shape != neighbors.indices.shape:
+        raise ValueError(f"kernel shape {P.shape} does not match the graph's {neighbors.indices.shape}")
     out = np.empty(n)
     for start in range(0, n, _ROWS):
-        D = lisi_distances(neighbors.subset(slice(start, start + _ROWS)))
         idx = neighbors.indices[start : start + _ROWS]
-        finite = np.isfinite(D)
-        D = D - np.where(finite, D, np.inf).min(axis=1, keepdims=True)
-        _, P = _perplexity_kernel(D, perplexity, tol, max_iter)
-        m = D.shape[0]
+        w = P[start : start + _ROWS]
+        m = idx.shape[0]
         nb_codes = np.where(idx >= 0, codes[np.maximum(idx, 0)], 0)
-        per_label = np.zeros((m, L))
-        np.add.at(per_label, (np.repeat(np.arange(m), idx.shape[1]), nb_codes.ravel()), np.where(finite, P, 0).ravel())
+        flat = (np.arange(m)[:, None] * L + nb_codes).ravel()
+        per_label = np.bincount(flat, weights=w.ravel(), minlength=m * L).reshape(m, L)
         simpson = (per_label**2).sum(axis=1)
         with np.errstate(divide="ignore"):
             out[start : start + m] = np.where(simpson > 0, 1.0 / np.where(simpson > 0, simpson, 1.0), np.nan)
