@@ -82,6 +82,11 @@ def run_demo(args: argparse.Namespace) -> int:
     from probe.world.build import build_world
 
     out = Path(args.out)
+    port = int(getattr(args, "port", 8050))
+    if not args.no_serve:
+        from probe.cli.serve import check_port
+
+        check_port("127.0.0.1", port)  # before minutes of work, not after
     out.mkdir(parents=True, exist_ok=True)
     done = DemoOutputs()
     console.print(f"[bold]probe demo[/] -> {out.resolve()}  (size {args.size})")
@@ -129,11 +134,11 @@ def run_demo(args: argparse.Namespace) -> int:
     console.print("[bold]6/6[/] dashboard")
     from probe.cli.serve import check_port, launch
 
-    check_port("127.0.0.1", 8050)
+    check_port("127.0.0.1", port)
     cotrained = done.stores["cotrained"]
     shown = [str(p) for p in cotrained[:: max(1, len(cotrained) // 3)]]
     shown += [str(done.stores["robot-only"][-1])]
-    launch(shown, cache=out / "cache")
+    launch(shown, cache=out / "cache", port=port)
     return 0
 
 

@@ -28,3 +28,15 @@ def test_demo_runs_every_stage_and_reuses_its_outputs(tmp_path, capsys):
     before = {p: p.stat().st_mtime_ns for p in (out / "stores").rglob("manifest.json")}
     assert main(["demo", "--out", str(out), "--size", "tiny", "--no-serve"]) == 0
     assert {p: p.stat().st_mtime_ns for p in (out / "stores").rglob("manifest.json")} == before
+
+
+def test_demo_refuses_a_busy_port_before_any_work(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert main(["demo", "--out", str(tmp_path / "demo"), "--size", "tiny", "--port", str(port)]) == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()

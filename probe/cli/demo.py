@@ -15,6 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", default="default", choices=["tiny", "small", "default"],
                    help="world size: tiny is for tests, default for the real demo")
     p.add_argument("--overwrite", action="store_true", help="regenerate cached outputs")
+    p.add_argument("--port", type=int, default=8050, help="dashboard port on 127.0.0.1 (default 8050); checked first")
 
 
 def run(args: argparse.Namespace) -> int:
