@@ -1,0 +1,127 @@
+"""Assembling a report: :func:`collect` computes everything the report shows into :class:`ReportData`.
+
+Stores are opened and checked, metrics computed per checkpoint and layer, layouts
+projected (warm-started along each series), retrieval examples and coverage gaps
+picked and the ``--fail-under`` gates checked, all before anything is written.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from probe import figures as F
+from probe.errors import ConfigError
+from probe.progress import track
+from probe.projection import Layout, default_cache_dir, project
+from probe.report.checkpoints import Checkpoint, _unique_labels, describe, order_checkpoints, resolve_layers
+from probe.report.config import ReportConfig
+from probe.report.examples import coverage_gaps, retrieval_examples
+from probe.report.records import _entry, _value
+from probe.report.suite import NOT_AVAILABLE, _evaluate_module, check_fail_under, compute_metrics
+from probe.store import open_store
+
+HEADLINE = ("ilisi", "kbet", "knn_embodiment_mixing", "silhouette_embodiment", "embodiment_probe_acc", "clisi",
+            "silhouette_stage", "stage_transfer_acc_robot_to_human", "retrieval_precision_at_1",
+            "retrieval_map_at_r", "cka_linear", "mutual_knn", "mmd_rbf")
+
+
+@dataclass
+class ReportData:
+    """Everything the report shows, computed before anything is written."""
+
+    checkpoints: list[Checkpoint]
+    layers: list[str]
+    headline: str
+    records: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (store label, layer) -> record
+    layouts: dict[tuple[str, str], Layout] = field(default_factory=dict)
+    examples: list[F.RetrievalExample] = field(default_factory=list)
+    coverage: pd.DataFrame | None = None
+    coverage_summary: dict[str, Any] | None = None
+    coverage_notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    metrics_available: bool = False
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
+    def record(self, cp: Checkpoint, layer: str) -> dict[str, Any] | None:
+        return self.records.get((cp.label, layer))
+
+    def metric_names(self) -> list[str]:
+        seen = {n for r in self.records.values() for n in r.get("metrics", {})}
+        return [n for n in HEADLINE if n in seen] + sorted(seen - set(HEADLINE))
+
+
+def collect(store_paths: Sequence[str | Path], config: ReportConfig = ReportConfig(), *,
+            progress: bool = False) -> ReportData:
+    """Open the stores and compute metrics, layouts, retrieval examples, coverage and threshold checks."""
+    if not store_paths:
+        raise ConfigError("a report needs at least one store")
+    check_fail_under(config.fail_under)
+    stores = [open_store(p) for p in store_paths]
+    layers, notes = resolve_layers(stores, config.layers)
+    headline = config.headline_layer or layers[-1]
+    if headline not in layers:
+        raise ConfigError(f"headline layer '{headline}' is not among the selected layers: {', '.join(layers)}")
+    cps = _unique_labels(order_checkpoints([describe(s) for s in stores]))
+    data = ReportData(cps, layers, headline, notes=notes)
+    dataset_sets = {cp.datasets for cp in cps}
+    if len(dataset_sets) > 1:
+        data.notes.append("the stores come from DIFFERENT datasets, so differences between them mix model changes "
+                          "with data changes: " + "; ".join(f"{cp.label}: {', '.join(cp.datasets)}" for cp in cps))
+    fps = [cp.store.fingerprint for cp in cps]
+    if len(set(fps)) < len(fps):
+        data.notes.append("some stores are identical copies (same fingerprint)")
+
+    data.metrics_available = _evaluate_module() is not None
+    if not data.metrics_available:
+        data.notes.append(NOT_AVAILABLE)
+    cache = Path(config.cache_dir) if config.cache_dir is not None else default_cache_dir()
+    # every checkpoint at the headline layer (metric-vs-step curves), every layer of the last one (vs-layer curves)
+    for cp in track(cps, desc="metrics", enabled=progress and data.metrics_available):
+        wanted = layers if cp is cps[-1] else [headline]
+        for rec in compute_metrics(cp.store, wanted, config.eval_config, cache):
+            data.records[(cp.label, str(rec.get("layer")))] = rec
+
+    steps = [(cp, headline) for cp in cps] + [(cps[-1], layer) for layer in layers if layer != headline]
+    previous: dict[str, Layout] = {}
+    for cp, layer in track(steps, desc="layouts", enabled=progress):
+        chain = cp.series if layer == headline else f"{cp.label}/layers"
+        prev = previous.get(chain) or (data.layouts.get((cps[-1].label, headline)) if layer != headline else None)
+        layout = project(cp.store.latents(layer), config.projection, fingerprint=cp.store.fingerprint,
+                         cache_dir=cache, previous=prev)
+        data.layouts[(cp.label, layer)] = layout
+        previous[chain] = layout
+    if any(l.sampled for l in data.layouts.values()):
+        first = next(l for l in data.layouts.values() if l.sampled)
+        data.notes.append(f"layouts show a stratified sample (by embodiment, task, stage) of {len(first)} of "
+                          f"{first.n_total} points per store (--max-points); metrics use every point")
+
+    if config.retrieval_queries:
+        data.examples, more = retrieval_examples(cps[-1].store, headline, config.retrieval_queries,
+                                                 config.retrieval_k, config.projection.metric)
+        data.notes += more
+    data.coverage, data.coverage_summary, data.coverage_notes = coverage_gaps(cps[-1].store, headline,
+                                                                              config.projection.metric)
+
+    for name, threshold in config.fail_under:
+        from metrics.suite import REGISTRY, Better
+
+        # "fails under" means "is worse than": below for higher-is-better, above for lower-is-better metrics
+        lower_better = name in REGISTRY and REGISTRY[name].better is Better.LOWER
+        for cp in cps:
+            value = _value(_entry(data.record(cp, headline), name))
+            ok = value <= threshold if lower_better else value >= threshold
+            check = {"metric": name, "threshold": threshold, "store": str(cp.store.path), "checkpoint": cp.label,
+                     "layer": headline, "value": value if math.isfinite(value) else None,
+                     "better": "lower" if lower_better else "higher",
+                     "passed": bool(math.isfinite(value) and ok)}
+            data.checks.append(check)
+            if not check["passed"]:
+                data.failures.append(check)
+    return data

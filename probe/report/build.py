@@ -1,0 +1,51 @@
+"""Building a report: :func:`build_report` collects, renders and writes the three files atomically.
+
+The output directory is checked before any work; ``--fail-under`` failures do not
+raise but come back in the :class:`ReportResult` for the caller (the CLI) to act on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from probe.atomic import atomic_dir
+from probe.report.assembly import ReportData, collect
+from probe.report.config import ReportConfig
+from probe.report.page import render_html
+from probe.report.summary import metrics_json, summary_markdown
+from probe.validate import check_output_path
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """Where the report went and whether a ``--fail-under`` gate failed."""
+
+    out: Path
+    failures: tuple[dict[str, Any], ...]
+    data: ReportData
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.failures)
+
+
+def build_report(store_paths: Sequence[str | Path], out: str | Path, config: ReportConfig = ReportConfig(), *,
+                 progress: bool = False) -> ReportResult:
+    """Compute and write ``report.html``, ``metrics.json`` and ``summary.md`` into ``out`` atomically.
+
+    Raises before any work on an existing ``out`` (unless ``config.overwrite``), an
+    unknown ``--fail-under`` metric or a layer missing from a store. Threshold failures
+    do not raise: they are in the result (and the files) for the caller to act on.
+    """
+    check_output_path(out, config.overwrite, what="report directory")
+    data = collect(store_paths, config, progress=progress)
+    page = render_html(data)
+    with atomic_dir(out, overwrite=config.overwrite, what="report directory") as tmp:
+        (tmp / "report.html").write_text(page, encoding="utf-8")
+        (tmp / "metrics.json").write_text(json.dumps(metrics_json(data), indent=2) + "\n", encoding="utf-8")
+        (tmp / "summary.md").write_text(summary_markdown(data), encoding="utf-8")
+    return ReportResult(Path(out), tuple(data.failures), data)

@@ -1,0 +1,134 @@
+"""What the report shows of the data itself: retrieval examples with their video frames, and coverage gaps.
+
+Frames are decoded with PyAV and embedded as PNG data URIs (a missing video degrades
+to a caption); coverage gaps come from :mod:`probe.coverage` when it is installed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from probe import columns as C
+from probe import figures as F
+from probe.errors import ProbeError
+from probe.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def _png(rgb: np.ndarray) -> str:
+    """A ``data:image/png`` URI of an RGB uint8 image (zlib PNG encoder: no imaging library needed)."""
+    import base64
+    import struct
+    import zlib
+
+    h, w, _ = rgb.shape
+    raw = b"".join(b"\x00" + rgb[y].tobytes() for y in range(h))
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def frame_image(store: Store, row: int, width: int = 160) -> str | None:
+    """The video frame of a store row as a PNG data URI, or None when the store has no video for it."""
+    meta = store.meta
+    if C.VIDEO not in meta.columns or C.VIDEO_TIMESTAMP not in meta.columns:
+        return None
+    video, ts = meta.at[row, C.VIDEO], meta.at[row, C.VIDEO_TIMESTAMP]
+    if video is None or (isinstance(video, float) and math.isnan(video)) or str(video) == "":
+        return None
+    path = Path(str(video))
+    if not path.is_absolute():
+        path = store.path / path
+    try:
+        import av
+
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            container.seek(max(int((float(ts) - 0.5) / stream.time_base), 0), stream=stream, backward=True)
+            chosen = None
+            for frame in container.decode(stream):
+                chosen = frame
+                if frame.pts is not None and float(frame.pts * stream.time_base) >= float(ts) - 1e-3:
+                    break
+            if chosen is None:
+                return None
+            height = max(int(round(chosen.height * width / chosen.width)) // 2 * 2, 2)
+            return _png(chosen.to_ndarray(format="rgb24", width=width, height=height))
+    except Exception as exc:  # a missing or broken video degrades to a caption, and says so in the log
+        log.warning("cannot read frame of row %d from '%s': %s", row, path, exc)
+        return None
+
+
+def _caption(meta: pd.DataFrame, row: int) -> str:
+    r = meta.iloc[row]
+    return f"{r[C.EMBODIMENT]} | {r[C.TASK]} | {r[C.STAGE]} | ep {r[C.EPISODE]} f {r[C.FRAME]}"
+
+
+def retrieval_examples(store: Store, layer: str, n_queries: int = 3, k: int = 4,
+                       metric: str = "cosine") -> tuple[list[F.RetrievalExample], list[str]]:
+    """Robot query frames (one per stage, mid-stage) and their top-k human frames in ``layer``."""
+    from metrics.knn import knn
+
+    meta = store.meta
+    emb = meta[C.EMBODIMENT].astype(str)
+    kinds = sorted(emb.unique())
+    if len(kinds) < 2:
+        return [], ["retrieval examples need two embodiments; this store has one"]
+    query_kind = C.ROBOT if C.ROBOT in kinds else kinds[-1]
+    q_rows = np.flatnonzero((emb == query_kind).to_numpy())
+    r_rows = np.flatnonzero((emb != query_kind).to_numpy())
+    qmeta = meta.iloc[q_rows]
+    chosen: list[int] = []
+    for stage in list(dict.fromkeys(qmeta[C.STAGE].astype(str)))[:n_queries]:
+        sub = qmeta[qmeta[C.STAGE].astype(str) == stage]
+        first_ep = sub[C.EPISODE].iloc[0]
+        sub = sub[sub[C.EPISODE] == first_ep]
+        chosen.append(int(sub.index[np.argmin(np.abs(sub[C.STAGE_PROGRESS].to_numpy() - 0.5))]))
+    X = store.matrix(layer)
+    nb = knn(np.asarray(X[chosen]), np.asarray(X[r_rows]), k=min(k, len(r_rows)), metric=metric)
+    examples = []
+    for qi, row in enumerate(chosen):
+        matches = []
+        for j, dist in zip(nb.indices[qi], nb.distances[qi]):
+            ref = int(r_rows[j])
+            sim = f" | sim {1 - dist:.2f}" if metric == "cosine" else f" | d {dist:.2f}"
+            matches.append(F.Thumb(_caption(meta, ref) + sim, frame_image(store, ref), ref))
+        examples.append(F.RetrievalExample(F.Thumb(_caption(meta, row), frame_image(store, row), row), matches))
+    notes = []
+    if not any(e.query.image for e in examples):
+        notes.append("the store has no video columns: retrieval examples are shown as labels")
+    return examples, notes
+
+
+def coverage_gaps(store: Store, layer: str, metric: str = "cosine"
+                  ) -> tuple[pd.DataFrame | None, dict[str, Any] | None, list[str]]:
+    """Robot (task, stage) groups worst covered by human data, from ``probe.coverage`` when installed.
+
+    Returns a ``label`` / ``gap`` table (gap = share of the group's robot states beyond
+    the calibrated threshold), the coverage summary for ``metrics.json`` and notes.
+    """
+    try:
+        from probe.coverage import coverage
+    except ImportError:
+        return None, None, ["coverage not available: probe.coverage is not installed in this build"]
+    try:
+        result = coverage(store.latents(layer), metric=metric)
+    except ProbeError as exc:
+        return None, None, [f"coverage not computed: {exc}"]
+    stages = result.stages
+    frame = pd.DataFrame({"label": (stages[C.TASK].astype(str) + " / " + stages[C.STAGE].astype(str)).to_numpy(),
+                          "gap": stages["share_beyond"].astype(float).to_numpy()})
+    summary = result.to_dict()
+    summary = {k: summary[k] for k in ("a", "b", "layer", "threshold", "share_beyond", "advice", "stages")}
+    return frame, summary, [f"coverage: {line}" for line in result.advice()]

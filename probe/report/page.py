@@ -1,0 +1,178 @@
+"""The report page: one self-contained HTML file with plotly.js inlined once and no network requests.
+
+Sections: verdict and gates, UMAP layouts per checkpoint (and per layer), headline
+metrics with intervals and nulls, per-stage values, metrics across layers and training
+steps, retrieval examples, coverage gaps and the stores used.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from probe import columns as C
+from probe import figures as F
+from probe.report.assembly import ReportData
+from probe.report.checkpoints import Checkpoint
+from probe.report.records import _entry, _per_stage, _value, fmt
+from probe.report.suite import NOT_AVAILABLE
+from probe.report.summary import _series_verdicts
+from probe.report.verdicts import MIXING_METRICS, STAGE_METRICS, VERDICT_RULES, verdict
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1400px;padding:16px 24px;
+color:#222}
+h1{font-size:1.6em;margin-bottom:4px}h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}
+.verdict{background:#f3f6fb;border-left:5px solid #1F63B5;padding:10px 16px;margin:12px 0}
+.verdict li{margin:4px 0}.note{background:#fff7e6;border-left:5px solid #F58518;padding:6px 12px;margin:6px 0}
+table{border-collapse:collapse;font-size:13px;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 8px;
+text-align:right}th{background:#f5f5f5}td:first-child,th:first-child{text-align:left}
+.fail{color:#b00020;font-weight:bold}.pass{color:#137333}.small{color:#666;font-size:12px}
+"""
+
+
+def _figure_html(fig: Any, div_id: str) -> str:
+    return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
+                       config={"displaylogo": False, "responsive": True})
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _panel_caption(data: ReportData, cp: Checkpoint, layer: str) -> str:
+    rec = data.record(cp, layer)
+    v = verdict(rec)
+    parts = []
+    if v.mixing_metric:
+        parts.append(f"{v.mixing_metric} {_value(_entry(rec, v.mixing_metric)):.2f} ({v.ratio:.0%} of null)")
+    st = _entry(rec, STAGE_METRICS[0])
+    if math.isfinite(_value(st)):
+        parts.append(f"stage transfer {_value(st):.2f}")
+    layout = data.layouts.get((cp.label, layer))
+    if layout is not None:
+        parts.append(f"trust {layout.trustworthiness:.2f}")
+    return " · ".join(parts)
+
+
+def render_html(data: ReportData) -> str:
+    """The self-contained report page (plotly.js inlined once; no network requests)."""
+    from plotly.offline import get_plotlyjs
+
+    sections: list[str] = []
+    fig_no = [0]
+
+    def fig(figure: Any, name: str) -> str:
+        fig_no[0] += 1
+        return _figure_html(figure, f"fig-{fig_no[0]}-{name}")
+
+    verdict_items = "".join(f"<li>{html.escape(line)}</li>" for line in _series_verdicts(data))
+    sections.append(f"<div class='verdict'><b>Verdict</b><ul>{verdict_items}</ul>"
+                    "<details><summary class='small'>how the verdict is derived</summary><ul class='small'>"
+                    + "".join(f"<li>{html.escape(r)}</li>" for r in VERDICT_RULES) + "</ul></details></div>")
+    sections += [f"<div class='note'>{html.escape(n)}</div>" for n in data.notes]
+    if data.checks:
+        rows = [[html.escape(f"{c['metric']} >= {c['threshold']:g}"), html.escape(c["checkpoint"]),
+                 "—" if c["value"] is None else f"{c['value']:.3f}",
+                 "<span class='pass'>pass</span>" if c["passed"] else "<span class='fail'>FAIL</span>"]
+                for c in data.checks]
+        sections.append("<h2>Gates (--fail-under)</h2>" + _table(["gate", "checkpoint", "value", "result"], rows))
+
+    head_panels = []
+    for cp in data.checkpoints:
+        layout = data.layouts[(cp.label, data.headline)]
+        meta = cp.store.meta.iloc[layout.rows].reset_index(drop=True)
+        head_panels.append(F.Panel(cp.label, layout.coords, meta, layout.rows.tolist(),
+                                   _panel_caption(data, cp, data.headline)))
+    sections.append(f"<h2 id='layouts'>Layouts per checkpoint (layer {html.escape(data.headline)})</h2>"
+                    "<p class='small'>UMAP on the metrics' kNN graph, each checkpoint warm-started from the previous "
+                    "one so panels are comparable. " + html.escape("; ".join(
+                        f"{cp.label}: {data.layouts[(cp.label, data.headline)].note}" for cp in data.checkpoints))
+                    + "</p>")
+    sections.append(fig(F.small_multiples(head_panels, F.ColorBy.EMBODIMENT, title="coloured by embodiment"),
+                        "umap-embodiment"))
+    sections.append(fig(F.small_multiples(head_panels, F.ColorBy.STAGE, title="coloured by stage"), "umap-stage"))
+    if len(data.layers) > 1:
+        last = data.checkpoints[-1]
+        panels = []
+        for layer in data.layers:
+            layout = data.layouts[(last.label, layer)]
+            meta = last.store.meta.iloc[layout.rows].reset_index(drop=True)
+            panels.append(F.Panel(layer, layout.coords, meta, layout.rows.tolist(), _panel_caption(data, last, layer)))
+        sections.append(f"<h3>Layers of {html.escape(last.label)}</h3>")
+        sections.append(fig(F.small_multiples(panels, F.ColorBy.EMBODIMENT), "umap-layers"))
+
+    sections.append("<h2 id='metrics'>Headline metrics (95% intervals, null baselines)</h2>")
+    names = data.metric_names()
+    if not names:
+        sections.append(f"<div class='note'>{html.escape(NOT_AVAILABLE)}</div>")
+    else:
+        rows = []
+        for cp in data.checkpoints:
+            rec = data.record(cp, data.headline)
+            rows.append([html.escape(cp.label)] + [
+                html.escape(fmt(_entry(rec, n))) + (f"<br><span class='small'>null {_value(_entry(rec, n), 'null'):.3f}"
+                                                    "</span>" if math.isfinite(_value(_entry(rec, n), "null")) else "")
+                for n in names])
+        sections.append(_table(["checkpoint"] + names, rows))
+        last = data.checkpoints[-1]
+        rec = data.record(last, data.headline) or {}
+        sections.append(fig(F.metric_bars({n: _entry(rec, n) for n in names if _entry(rec, n)},
+                                          title=f"{last.label}, layer {data.headline}"), "metric-bars"))
+        for note in rec.get("notes", []):
+            sections.append(f"<div class='note'>{html.escape(str(note))}</div>")
+
+        stage_metric = next((m for m in MIXING_METRICS if any(_per_stage(data.record(cp, data.headline), m)
+                                                              for cp in data.checkpoints)), None)
+        if stage_metric:
+            per_stage = {cp.label: _per_stage(data.record(cp, data.headline), stage_metric) for cp in data.checkpoints}
+            stages = list(dict.fromkeys(data.checkpoints[-1].store.meta[C.STAGE].astype(str)))
+            sections.append(f"<h2 id='stages'>Per stage: {html.escape(stage_metric)}</h2>")
+            sections.append(fig(F.per_stage_bars(per_stage, metric=stage_metric, stages=stages), "per-stage"))
+
+        curve_names = [n for n in names if n in MIXING_METRICS + STAGE_METRICS] or names[:4]
+        if len(data.layers) > 1:
+            last = data.checkpoints[-1]
+            sections.append(f"<h2 id='layers'>Metrics across layers ({html.escape(last.label)})</h2>")
+            series = {n: [_entry(data.record(last, layer), n) for layer in data.layers] for n in curve_names}
+            nulls = {n: _value(_entry(data.record(last, data.headline), n), "null") for n in curve_names}
+            sections.append(fig(F.metric_curves(data.layers, series, x_title="layer", nulls=nulls), "vs-layer"))
+        for series_name in dict.fromkeys(cp.series for cp in data.checkpoints):
+            cps = [cp for cp in data.checkpoints if cp.series == series_name and cp.step is not None]
+            if len(cps) > 1:
+                sections.append(f"<h2 id='steps'>Metrics across training ({html.escape(series_name or 'series')}, "
+                                f"layer {html.escape(data.headline)})</h2>")
+                series = {n: [_entry(data.record(cp, data.headline), n) for cp in cps] for n in curve_names}
+                nulls = {n: _value(_entry(data.record(cps[-1], data.headline), n), "null") for n in curve_names}
+                sections.append(fig(F.metric_curves([cp.step for cp in cps], series, x_title="training step",
+                                                    nulls=nulls), f"vs-step-{series_name or 'series'}"))
+
+    sections.append("<h2 id='retrieval'>Retrieval examples (robot frame and its nearest human frames)</h2>")
+    if data.examples:
+        sections.append(fig(F.retrieval_examples(data.examples), "retrieval"))
+    else:
+        sections.append("<div class='note'>no retrieval examples</div>")
+    sections.append(f"<h2 id='coverage'>Coverage gaps ({html.escape(data.checkpoints[-1].label)}, "
+                    f"layer {html.escape(data.headline)})</h2>")
+    sections += [f"<p>{html.escape(n)}</p>" for n in data.coverage_notes]
+    if data.coverage is not None:
+        sections.append("<p class='small'>share of each robot (task / stage) group's states farther from every "
+                        "human sample than the human-to-human threshold</p>")
+        sections.append(fig(F.coverage_bars(data.coverage, value="gap", title=""), "coverage"))
+    else:
+        sections.append("<div class='note'>coverage not available</div>")
+
+    rows = [[html.escape(cp.label), html.escape(str(cp.store.path)), cp.store.fingerprint[:12], str(cp.store.n),
+             html.escape(", ".join(cp.datasets))] for cp in data.checkpoints]
+    sections.append("<h2>Stores</h2>" + _table(["checkpoint", "store", "fingerprint", "samples", "datasets"], rows))
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Embodiment alignment report</title>"
+            f"<style>{_CSS}</style><script type='text/javascript'>{get_plotlyjs()}</script></head><body>"
+            f"<h1>Embodiment alignment report</h1><p class='small'>{len(data.checkpoints)} checkpoint(s), "
+            f"layers: {html.escape(', '.join(data.layers))}; generated {created}</p>"
+            + "\n".join(sections) + "</body></html>")

@@ -1,0 +1,101 @@
+"""The report's text outputs: the verdict lines, ``metrics.json`` and the Markdown ``summary.md``.
+
+``metrics.json`` is the machine-readable report (non-finite numbers become ``null``);
+``summary.md`` is a table of the headline metrics fit to paste in a pull request.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from probe.report.assembly import HEADLINE, ReportData
+from probe.report.records import _entry, _ratio, _value, fmt
+from probe.report.suite import NOT_AVAILABLE
+from probe.report.verdicts import VERDICT_RULES, verdict
+
+
+def _series_verdicts(data: ReportData) -> list[str]:
+    lines = []
+    for series in dict.fromkeys(cp.series for cp in data.checkpoints):
+        cps = [cp for cp in data.checkpoints if cp.series == series]
+        last = cps[-1]
+        v = verdict(data.record(last, data.headline))
+        line = f"{last.label}, layer {data.headline}: {v.sentence()}"
+        emerged = next((cp for cp in cps if verdict(data.record(cp, data.headline)).status == "shared"), None)
+        if len(cps) > 1 and v.status != "unknown":
+            line += (f"; alignment emerges at {emerged.label}" if emerged is not None
+                     else "; no checkpoint of this series reaches a shared space")
+        best = max(((layer, _ratio(_entry(data.record(last, layer), v.mixing_metric or ""))) for layer in data.layers),
+                   key=lambda t: -1 if not math.isfinite(t[1]) else t[1])
+        if len(data.layers) > 1 and math.isfinite(best[1]):
+            line += f"; best-mixed layer: {best[0]} ({best[1]:.0%} of null)"
+        lines.append(line)
+    return lines
+
+
+def metrics_json(data: ReportData) -> dict[str, Any]:
+    """The machine-readable report."""
+    def clean(obj: Any) -> Any:
+        if isinstance(obj, float):
+            return obj if math.isfinite(obj) else None
+        if isinstance(obj, dict):
+            return {str(k): clean(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [clean(v) for v in obj]
+        if isinstance(obj, np.generic):
+            return clean(obj.item())
+        return obj
+
+    return clean({
+        "format": "probe-report", "version": 1,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "layers": data.layers, "headline_layer": data.headline,
+        "metrics_available": data.metrics_available,
+        "checkpoints": [{"label": cp.label, "store": str(cp.store.path), "fingerprint": cp.store.fingerprint,
+                         "series": cp.series, "step": cp.step, "datasets": list(cp.datasets), "n": cp.store.n}
+                        for cp in data.checkpoints],
+        "verdict": _series_verdicts(data), "verdict_rules": list(VERDICT_RULES),
+        "verdicts": [{"checkpoint": cp.label, "layer": layer, **vars(verdict(data.record(cp, layer)))}
+                     for cp in data.checkpoints for layer in data.layers if (cp.label, layer) in data.records],
+        "records": [{"checkpoint": label, **rec} for (label, _), rec in data.records.items()],
+        "layouts": [{"checkpoint": label, "layer": layer, "method": l.method, "trustworthiness": l.trustworthiness,
+                     "sampled": l.sampled, "n": len(l), "n_total": l.n_total, "cache_key": l.cache_key}
+                    for (label, layer), l in data.layouts.items()],
+        "coverage": data.coverage_summary,
+        "fail_under": data.checks, "failed": bool(data.failures), "notes": data.notes,
+    })
+
+
+def summary_markdown(data: ReportData) -> str:
+    """A Markdown table of the headline metrics, fit to paste in a pull request."""
+    names = [n for n in data.metric_names() if n in HEADLINE][:8] or data.metric_names()[:8]
+    out = ["## Embodiment alignment report", ""]
+    out += [f"- {line}" for line in _series_verdicts(data)] + [""]
+    if names:
+        out.append("| checkpoint | layer | verdict | " + " | ".join(names) + " |")
+        out.append("|---|---|---|" + "---|" * len(names))
+        for cp in data.checkpoints:
+            rec = data.record(cp, data.headline)
+            cells = []
+            for n in names:
+                e = _entry(rec, n)
+                null = _value(e, "null")
+                cells.append(fmt(e) + (f" (null {null:.3f})" if math.isfinite(null) else ""))
+            out.append(f"| {cp.label} | {data.headline} | {verdict(rec).status} | " + " | ".join(cells) + " |")
+        out.append("")
+        out.append("Values: estimate [95% interval]; null: value with embodiment labels shuffled.")
+    else:
+        out.append(f"_{NOT_AVAILABLE}_")
+    if data.checks:
+        out += ["", "| gate | checkpoint | value | result |", "|---|---|---|---|"]
+        for c in data.checks:
+            value = "—" if c["value"] is None else f"{c['value']:.3f}"
+            out.append(f"| {c['metric']} >= {c['threshold']:g} | {c['checkpoint']} | {value} | "
+                       f"{'pass' if c['passed'] else '**FAIL**'} |")
+    if data.notes:
+        out += [""] + [f"> note: {n}" for n in data.notes]
+    return "\n".join(out) + "\n"

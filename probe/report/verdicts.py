@@ -1,0 +1,73 @@
+"""The verdict on a checkpoint and layer: shared, partly shared, mixed but stages lost, or separate.
+
+:data:`VERDICT_RULES` states the rules in words (they are printed in the report);
+:func:`verdict` applies them to one record of the metrics suite.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from probe.report.records import _entry, _per_stage, _ratio, _value
+
+MIXING_METRICS = ("ilisi", "knn_embodiment_mixing", "kbet")
+STAGE_METRICS = ("stage_transfer_acc_robot_to_human", "silhouette_stage")
+SHARED_RATIO = 0.8
+PARTLY_RATIO = 0.5
+VERDICT_RULES = (
+    f"mixing ratio = value / null of the first of {', '.join(MIXING_METRICS)} (null: labels shuffled = perfect "
+    f"mixing); shared >= {SHARED_RATIO}, partly shared >= {PARTLY_RATIO}, separate below",
+    f"stages conserved when {STAGE_METRICS[0]} beats its null (or {STAGE_METRICS[1]} > 0); a mixed space "
+    "whose stages are not conserved is called 'mixed but stages lost', not shared",
+    f"stages with a per-stage mixing ratio below {PARTLY_RATIO} are listed as not shared",
+    "alignment emerges at the first training step of a series whose verdict is 'shared'",
+)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The verdict for one checkpoint and layer, and why."""
+
+    status: str  # shared | partly shared | mixed but stages lost | separate | unknown
+    mixing_metric: str | None
+    ratio: float
+    stages_conserved: bool | None
+    unshared_stages: tuple[str, ...] = ()
+
+    def sentence(self) -> str:
+        if self.status == "unknown":
+            return "no verdict: mixing metrics were not computed"
+        text = f"{self.status} ({self.mixing_metric} at {self.ratio:.0%} of its null"
+        if self.stages_conserved is not None:
+            text += ", stages conserved" if self.stages_conserved else ", stages NOT conserved"
+        text += ")"
+        if self.unshared_stages:
+            text += f"; not shared in stage(s): {', '.join(self.unshared_stages)}"
+        return text
+
+
+def verdict(record: Mapping[str, Any] | None) -> Verdict:
+    """Apply :data:`VERDICT_RULES` to one record of the metrics suite."""
+    name = next((m for m in MIXING_METRICS if math.isfinite(_ratio(_entry(record, m)))), None)
+    if name is None:
+        return Verdict("unknown", None, math.nan, None)
+    ratio = _ratio(_entry(record, name))
+    conserved: bool | None = None
+    transfer = _entry(record, STAGE_METRICS[0])
+    if math.isfinite(_value(transfer)) and math.isfinite(_value(transfer, "null")):
+        ci = transfer.get("ci") or [None, None]
+        lower = _value({"value": ci[0]}) if ci and ci[0] is not None else _value(transfer)
+        conserved = bool((lower if math.isfinite(lower) else _value(transfer)) > _value(transfer, "null"))
+    elif math.isfinite(_value(_entry(record, STAGE_METRICS[1]))):
+        conserved = _value(_entry(record, STAGE_METRICS[1])) > 0
+    if ratio >= SHARED_RATIO:
+        status = "shared" if conserved is not False else "mixed but stages lost"
+    elif ratio >= PARTLY_RATIO:
+        status = "partly shared"
+    else:
+        status = "separate"
+    unshared = tuple(s for s, e in _per_stage(record, name).items() if _ratio(e) < PARTLY_RATIO)
+    return Verdict(status, name, ratio, conserved, unshared)
