@@ -1,0 +1,208 @@
+"""Loading the stores: :func:`prepare` computes everything the app shows before the server starts.
+
+It opens the stores (one per checkpoint), picks the map points (a deterministic
+subsample by sample id), registers the videos, lays out each layer in 2-D (cached,
+warm-started and aligned across checkpoints), builds the nearest-clip indexes and
+computes the metrics records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dashboard.state.metrics_panel import _metrics
+from dashboard.state.neighbours import NeighbourSearch
+from dashboard.state.prepared import Checkpoint, Prepared, View, _episode_key
+from probe import columns as C
+from probe.errors import ConfigError
+from probe.progress import track
+from probe.store import Store, layer_filename, open_store
+from probe.validate import check_layer
+
+log = logging.getLogger(__name__)
+
+PROGRESS_LEVELS = 32  # progress colour is quantised to this many steps
+
+
+def _num(value: Any) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) else None
+
+
+def _sample_rows(meta: pd.DataFrame, max_points: int) -> np.ndarray:
+    """Deterministic subsample by hashed sample id: the same samples are kept in every checkpoint."""
+    n = len(meta)
+    if n <= max_points:
+        return np.arange(n, dtype=np.int64)
+    h = pd.util.hash_pandas_object(meta[C.SAMPLE_ID].astype(str), index=False).to_numpy()
+    return np.sort(np.argpartition(h, max_points)[:max_points]).astype(np.int64)
+
+
+def _unique_names(paths: Sequence[Path]) -> list[str]:
+    names = [p.name for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    return [f"{p.parent.name}/{p.name}" if names.count(p.name) > 1 else p.name for p in paths]
+
+
+def _register_videos(store: Store, media: dict[str, Path]) -> tuple[np.ndarray, list[str], dict[str, str]]:
+    """Register the store's existing video files: per-row index into the token list, and value -> token."""
+    meta = store.meta
+    code = np.full(len(meta), -1, dtype=np.int32)
+    by_value: dict[str, str] = {}
+    if C.VIDEO not in meta.columns:
+        return code, [], by_value
+    videos = meta[C.VIDEO].astype("string")
+    uniques = [v for v in videos.dropna().unique().tolist() if v]
+    tokens: list[str] = []
+    for value in uniques:
+        path = Path(value)
+        candidates = [path] if path.is_absolute() else [store.path / path, Path.cwd() / path]
+        found = next((p.resolve() for p in candidates if p.is_file()), None)
+        if found is None:
+            log.warning("video '%s' of store '%s' not found; its frames are shown without thumbnails",
+                        value, store.path)
+            continue
+        token = hashlib.sha256(str(found).encode()).hexdigest()[:20]
+        media[token] = found
+        code[(videos == value).fillna(False).to_numpy()] = len(tokens)
+        tokens.append(token)
+        by_value[value] = token
+    return code, tokens, by_value
+
+
+def _checkpoint(name: str, store: Store, max_points: int, categories: dict[str, list[str]],
+                media: dict[str, Path]) -> Checkpoint:
+    meta = store.meta
+    rows = _sample_rows(meta, max_points)
+    point_of_row = np.full(len(meta), -1, dtype=np.int64)
+    point_of_row[rows] = np.arange(len(rows))
+    points = meta.iloc[rows].reset_index(drop=True).copy()
+    points["episode_key"] = _episode_key(points)
+    codes = {}
+    for col, name_ in ((C.TASK, "task"), (C.STAGE, "stage"), (C.EMBODIMENT, "embodiment"),
+                       ("episode_key", "episode")):
+        cats = pd.Categorical(points[col].astype(str), categories=categories[name_])
+        codes[name_] = cats.codes.astype(np.int32)
+    codes["progress"] = np.clip((points[C.PROGRESS].to_numpy(float) * PROGRESS_LEVELS).astype(np.int32),
+                                0, PROGRESS_LEVELS - 1)
+    order = np.lexsort((points[C.FRAME].to_numpy(), codes["episode"]))
+    ep_sorted = codes["episode"][order]
+    bounds = np.flatnonzero(np.diff(ep_sorted)) + 1
+    episode_points = {int(ep_sorted[g[0]]): g for g in np.split(order, bounds) if len(g)} if len(order) else {}
+    video_code, tokens, by_value = _register_videos(store, media)
+    return Checkpoint(name, store, rows, point_of_row, points, codes, episode_points, video_code, tokens,
+                      pd.Index(meta[C.SAMPLE_ID].astype(str)), by_value)
+
+
+def _layout(ck: Checkpoint, layer: str, method: str, previous: Any | None, cache: Path | None) -> Any:
+    """A :class:`probe.projection.Layout` of the map points, warm-started from ``previous`` (cached)."""
+    from probe.projection import ProjectionConfig, project
+
+    config = ProjectionConfig(method=method, max_points=None)
+    return project(ck.store.latents(layer), config, fingerprint=ck.store.fingerprint, cache_dir=cache,
+                   previous=previous, rows=ck.rows)
+
+
+def _align(coords: np.ndarray, ck: Checkpoint, ref_ck: Checkpoint, ref_coords: np.ndarray) -> np.ndarray:
+    """Rotate/reflect/scale ``coords`` onto the reference layout over the samples both maps share."""
+    ref_pos = ref_ck.sample_index.get_indexer(ck.points[C.SAMPLE_ID].astype(str))
+    ref_point = np.where(ref_pos >= 0, ref_ck.point_of_row[np.maximum(ref_pos, 0)], -1)
+    both = ref_point >= 0
+    if both.sum() < 3:
+        return coords
+    A = coords[both].astype(np.float64)
+    B = ref_coords[ref_point[both]].astype(np.float64)
+    mu_a, mu_b = A.mean(0), B.mean(0)
+    U, S, Vt = np.linalg.svd((A - mu_a).T @ (B - mu_b))
+    R = U @ Vt
+    scale = S.sum() / max(((A - mu_a) ** 2).sum(), 1e-12)
+    return (((coords - mu_a) @ R) * scale + mu_b).astype(np.float32)
+
+
+def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str] | None = None,
+            max_points: int = 200_000, cache: str | Path | None = None, k: int = 8,
+            method: str = "umap", metrics_config: Any | None = None, progress: bool = False) -> Prepared:
+    """Open the stores (one per checkpoint) and compute everything the app shows.
+
+    Parameters
+    ----------
+    stores : paths of latent stores (or opened stores), in checkpoint order.
+    layers : layer name(s) to prepare; all layers the stores share when None.
+    max_points : at most this many points per map (a deterministic subsample by sample id).
+    cache : cache directory for layouts and indexes (None: nothing cached, indexes in a temporary directory).
+    k : human clips listed for a clicked point.
+    method : layout method, "umap" (warm-started across checkpoints) or "pca".
+    metrics_config : :class:`metrics.suite.MetricsConfig` of the metrics panel (default:
+        :func:`probe.evaluate.interactive_config`, per stage).
+    progress : show a progress bar.
+
+    Raises
+    ------
+    StoreError
+        A store is missing or corrupt (raised before any server starts).
+    ConfigError, LayerNotFoundError
+        Bad options or a layer no store holds.
+    """
+    if not stores:
+        raise ConfigError("no store given; pass one or more latent store directories (one per checkpoint)")
+    if max_points < 10:
+        raise ConfigError(f"max_points must be >= 10, got {max_points}")
+    if k < 1:
+        raise ConfigError(f"k must be >= 1, got {k}")
+    if method not in ("umap", "pca"):
+        raise ConfigError(f"method must be 'umap' or 'pca', got {method!r}")
+    if metrics_config is None:
+        from probe.evaluate import interactive_config
+
+        metrics_config = interactive_config()
+    opened = [s if isinstance(s, Store) else open_store(s) for s in stores]
+    common = [layer for layer in opened[0].layers if all(layer in s.layers for s in opened[1:])]
+    if not common:
+        raise ConfigError("the stores share no layer; pass stores extracted from the same model layers "
+                          f"(layers: {', '.join(f'{s.path.name}: {s.layers}' for s in opened)})")
+    if layers is None:
+        chosen = common
+    else:
+        chosen = [layers] if isinstance(layers, str) else list(layers)
+        for layer in chosen:
+            check_layer(layer, common, where="the stores", hint="run 'probe info STORE' to list layers")
+    names = _unique_names([s.path for s in opened])
+    metas = [s.meta for s in opened]
+    categories = {
+        "embodiment": list(dict.fromkeys(v for m in metas for v in sorted(m[C.EMBODIMENT].astype(str).unique()))),
+        "task": list(dict.fromkeys(v for m in metas for v in sorted(m[C.TASK].astype(str).unique()))),
+        "stage": list(dict.fromkeys(v for m in metas for v in m[C.STAGE].astype(str))),
+        "episode": list(dict.fromkeys(v for m in metas for v in _episode_key(m))),
+        "checkpoint": names,
+    }
+    media: dict[str, Path] = {}
+    checkpoints = [_checkpoint(n, s, max_points, categories, media) for n, s in zip(names, opened)]
+    views: dict[tuple[int, str], View] = {}
+    jobs = [(i, layer) for layer in chosen for i in range(len(checkpoints))]
+    cache_dir = Path(cache) if cache is not None else None
+    index_root = cache_dir / "dashboard-indexes" if cache_dir is not None else Path(tempfile.mkdtemp(prefix="probe-dash-"))
+    previous: dict[str, Any] = {}
+    for i, layer in track(jobs, total=len(jobs), desc="preparing maps, indexes, metrics", enabled=progress):
+        ck = checkpoints[i]
+        lay = _layout(ck, layer, method, previous.get(layer), cache_dir)
+        previous[layer] = lay
+        coords = np.asarray(lay.coords, dtype=np.float32)
+        if i > 0:  # warm starts keep maps close; a similarity transform makes them comparable
+            coords = _align(coords, ck, checkpoints[0], views[(0, layer)].coords)
+        index_dir = index_root / f"{ck.store.fingerprint[:16]}-{layer_filename(layer)[:-4]}"
+        search = NeighbourSearch.build(ck.store, layer, ck.video_by_value, k, index_dir)
+        record, gaps = _metrics(ck.store, layer, metrics_config, cache_dir)
+        views[(i, layer)] = View(i, layer, coords, lay.method, float(lay.trustworthiness), search, record, gaps)
+    return Prepared(checkpoints, chosen, views, categories, media, k)

@@ -1,0 +1,65 @@
+"""What the metrics panel shows: its headline columns, and each layer's metrics record and coverage advice.
+
+Records come from :func:`probe.evaluate.evaluate` and its cache; coverage advice is
+cached beside it. Computed at prepare time, never in a callback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from probe.store import Store
+
+log = logging.getLogger(__name__)
+
+HEADLINE = ("ilisi", "knn_embodiment_mixing", "clisi", "stage_transfer_acc_robot_to_human",
+            "retrieval_precision_at_1_robot_to_human", "retrieval_map_at_r_robot_to_human")
+STAGE_COLUMNS = ("knn_embodiment_mixing", "retrieval_precision_at_1_robot_to_human", "silhouette_stage")
+
+
+def _metrics(store: Store, layer: str, config: Any, cache: Path | None) -> tuple[dict[str, Any] | None, list[str]]:
+    """The layer's metrics record and coverage gaps.
+
+    The record comes from :func:`probe.evaluate.evaluate` with its cache (shared with
+    ``probe metrics``, the report and the demo); coverage advice is cached beside it
+    under ``cache/dashboard-coverage``. A layer on which the metrics cannot be computed
+    (one embodiment ...) gets an ``error`` record instead of failing.
+    """
+    import json
+
+    from probe.errors import ProbeError
+    from probe.evaluate import evaluate
+
+    try:
+        record = evaluate(store, layer, config, cache_dir=cache)[0]
+    except ProbeError as exc:
+        log.warning("no metrics for %s layer %s: %s", store.path, layer, exc)
+        record = {"error": str(exc)}
+    key = hashlib.sha256(json.dumps([store.fingerprint, layer]).encode()).hexdigest()[:24]
+    file = cache / "dashboard-coverage" / f"{key}.json" if cache is not None else None
+    if file is not None and file.is_file():
+        try:
+            return record, json.loads(file.read_text(encoding="utf-8"))["gaps"]
+        except (ValueError, KeyError):
+            log.info("ignoring unreadable coverage cache %s", file)
+    gaps = _coverage_gaps(store.latents(layer))
+    if file is not None:
+        from probe.atomic import write_json
+
+        file.parent.mkdir(parents=True, exist_ok=True)
+        write_json(file, {"gaps": gaps})
+    return record, gaps
+
+
+def _coverage_gaps(latents: Any) -> list[str]:
+    """Plain sentences on which robot stages human data covers poorly (:mod:`probe.coverage`)."""
+    from probe.coverage import coverage
+    from probe.errors import ProbeError
+
+    try:
+        return coverage(latents).advice()
+    except ProbeError as exc:
+        return [f"coverage not computed: {exc}"]

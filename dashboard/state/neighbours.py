@@ -1,0 +1,124 @@
+"""Nearest human clips of a clicked point: :class:`NeighbourSearch` over a FAISS index of the human rows.
+
+The index is built (or reopened from the cache) at prepare time; a click runs one
+search, then numpy bookkeeping keeps one clip per human episode.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dashboard.state.prepared import Clip, _episode_key
+from probe import columns as C
+from probe.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class NeighbourSearch:
+    """Nearest human clips of a store row: a :class:`probe.retrieval.Retriever` over the human rows.
+
+    The FAISS index is built (or reopened from the cache) at prepare time; a click runs
+    one single-vector search (a few ms at 100k rows), cached per row.
+    """
+
+    def __init__(self, retriever: Any | None, video_tokens: Mapping[str, str], k: int,
+                 window: float = 1.0) -> None:
+        self.retriever, self.k, self.window = retriever, k, window
+        self._cache: dict[tuple[int, int], list[Clip]] = {}
+        self.n = 0
+        if retriever is None:
+            return
+        store = retriever.store
+        meta = store.meta
+        self.n = len(meta)
+        self.X = store.matrix(retriever.layer)
+        self.episode = _episode_key(meta)
+        ref = retriever.reference  # index id -> metadata of the human rows
+        self.ref_rows = np.asarray(retriever.index.rows, dtype=np.int64)
+        self.ref_episode = self.episode[self.ref_rows]
+        self.ref_t = ref[C.TIMESTAMP].to_numpy(np.float64)
+        grouped = pd.Series(self.ref_t).groupby(self.ref_episode)
+        self.ref_lo = grouped.transform("min").to_numpy()
+        self.ref_hi = grouped.transform("max").to_numpy()
+        self.ref_sid = ref[C.SAMPLE_ID].astype(str).to_numpy()
+        self.ref_task = ref[C.TASK].astype(str).to_numpy()
+        self.ref_stage = ref[C.STAGE].astype(str).to_numpy()
+        self.ref_token = np.full(len(ref), None, dtype=object)
+        self.ref_vt = self.ref_t.copy()
+        if C.VIDEO in ref.columns:
+            self.ref_token = ref[C.VIDEO].map(lambda v: video_tokens.get(str(v))).to_numpy(dtype=object)
+            if C.VIDEO_TIMESTAMP in ref.columns:
+                self.ref_vt = ref[C.VIDEO_TIMESTAMP].to_numpy(np.float64)
+
+    @classmethod
+    def build(cls, store: Store, layer: str, video_tokens: Mapping[str, str], k: int,
+              index_dir: Path) -> NeighbourSearch:
+        """Open the cached index of the store's human rows, or build it into ``index_dir``."""
+        from probe.errors import ProbeError
+        from probe.index import build_index, open_index
+        from probe.retrieval import Retriever
+
+        if not (store.meta[C.EMBODIMENT] == C.HUMAN).any():
+            return cls(None, video_tokens, k)
+        index = None
+        if index_dir.exists():
+            try:
+                index = open_index(index_dir, store, layer=layer)
+            except ProbeError as exc:
+                log.info("rebuilding index %s (%s)", index_dir, exc)
+        if index is None:
+            index = build_index(store, layer, index_dir, embodiment=C.HUMAN, overwrite=True)
+        return cls(Retriever(index), video_tokens, k)
+
+    def clips(self, row: int, k: int | None = None) -> list[Clip]:
+        """Top-k human clips for store row ``row``: one per human episode, never the query's own episode.
+
+        As :meth:`probe.retrieval.Retriever.search` with ``per_episode=1``: one search of
+        the index (deepened while too few episodes are found), then numpy bookkeeping
+        over arrays prepared once (no data frames on the click path).
+        """
+        k = k or self.k
+        if self.retriever is None or not 0 <= row < self.n:
+            return []
+        key = (row, k)
+        if key in self._cache:
+            return self._cache[key]
+        index = self.retriever.index
+        q = np.asarray(self.X[[row]], dtype=np.float32)
+        own = self.episode[row]
+        depth = min(index.n, max(8 * k, 64))
+        while True:
+            D, I = index.search(q, depth)
+            ids, dist = I[0], D[0]
+            keep = ids >= 0
+            ids, dist = ids[keep], dist[keep]
+            eps = self.ref_episode[ids]
+            ok = eps != own
+            _, first = np.unique(eps[ok], return_index=True)
+            chosen = np.sort(first)[:k]
+            if len(chosen) >= k or depth >= index.n:
+                break
+            depth = min(index.n, depth * 4)
+        ids, dist = ids[ok][chosen], dist[ok][chosen]
+        metric = getattr(index.metric, "value", index.metric)
+        out = []
+        for i, d in zip(ids.tolist(), dist.tolist()):
+            t = self.ref_t[i]
+            start, end = max(self.ref_lo[i], t - self.window), min(self.ref_hi[i], t + self.window)
+            token = self.ref_token[i]
+            vt = self.ref_vt[i]
+            out.append(Clip(int(self.ref_rows[i]), str(self.ref_sid[i]), str(self.ref_episode[i]),
+                            str(self.ref_task[i]), str(self.ref_stage[i]),
+                            float(1.0 - d) if metric == "cosine" else float(-d), float(start), float(end),
+                            token, vt - (t - start) if token else None, vt + (end - t) if token else None))
+        if len(self._cache) > 4096:
+            self._cache.clear()
+        self._cache[key] = out
+        return out
