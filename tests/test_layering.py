@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN_IN_METRICS = {"torch", "probe", "dashboard"}
 
@@ -48,3 +50,21 @@ def test_nothing_imports_dashboard_but_its_launcher():
 def test_cli_import_is_light():
     code = "import sys, probe.cli; probe.cli.build_parser(); assert 'torch' not in sys.modules, 'torch at CLI start'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+@pytest.mark.parametrize("argv", [["--help"]] + [[name, "--help"] for name in
+                                                  ("demo", "world", "layers", "extract", "import", "info", "metrics",
+                                                   "index", "retrieve", "coverage", "serve", "report", "export")])
+def test_every_help_page_renders(argv: list[str], capsys) -> None:
+    from probe.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 0
+    assert "usage: probe" in capsys.readouterr().out
+
+
+def test_python_dash_m_runs_the_cli() -> None:
+    done = subprocess.run([sys.executable, "-m", "probe.cli", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "demo" in done.stdout

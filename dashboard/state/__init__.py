@@ -23,7 +23,7 @@ from dashboard.state.loading import PROGRESS_LEVELS, prepare
 from dashboard.state.metrics_panel import HEADLINE, STAGE_COLUMNS
 from dashboard.state.neighbours import NeighbourSearch
 from dashboard.state.prepared import Checkpoint, Clip, Prepared, View
-from dashboard.state.viewstate import (EPISODE_COLORS, FILTERS, MAX_PANELS, Choices, ColorBy, ViewState, decode_state,
+from dashboard.state.viewstate import (FILTERS, MAX_PANELS, Choices, ColorBy, ViewState, decode_state,
                                        encode_state, state_from_dict)
 
 __all__ = [
@@ -31,7 +31,6 @@ __all__ = [
     "Choices",
     "Clip",
     "ColorBy",
-    "EPISODE_COLORS",
     "FILTERS",
     "HEADLINE",
     "MAX_PANELS",

@@ -32,14 +32,6 @@ log = logging.getLogger(__name__)
 PROGRESS_LEVELS = 32  # progress colour is quantised to this many steps
 
 
-def _num(value: Any) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if np.isfinite(value) else None
-
-
 def _sample_rows(meta: pd.DataFrame, max_points: int) -> np.ndarray:
     """Deterministic subsample by hashed sample id: the same samples are kept in every checkpoint."""
     n = len(meta)

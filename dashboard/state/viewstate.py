@@ -15,7 +15,6 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 MAX_PANELS = 4  # a page holds only a handful of WebGL contexts
-EPISODE_COLORS = 24  # episodes cycle through this many colours
 
 
 class ColorBy(str, Enum):

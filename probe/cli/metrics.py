@@ -7,7 +7,7 @@ import argparse
 from probe.cli.output import console, outputs
 
 NAME = "metrics"
-HELP = "alignment metrics of latent stores: embodiment mixing, stage conservation, with 95% intervals and nulls"
+HELP = "alignment metrics of latent stores: embodiment mixing, stage conservation, with 95%% intervals and nulls"
 EXAMPLE = "probe metrics probe-demo/stores/cotrained/step-000400 --layer all --by stage --out metrics.json"
 
 
