@@ -1,17 +1,30 @@
-"""Benchmark extraction: end-to-end frames/s versus the bare model forward, and peak memory at 1x and 10x data.
+"""Benchmark extraction: end-to-end frames/s versus the bare model forward, one pass over several checkpoints,
+and peak memory at 1x and 10x data.
 
 End to end = ``probe.extract.extract`` (open datasets, decode video, adapter, hooks,
 pooling, NaN checks, streaming store writes). Bare forward = the same model on the
-same batches already decoded and prepared in memory, no hooks. Goal: ratio >= 0.7.
+same batches already decoded and prepared in memory, no hooks (timed at torch's
+default thread count and at one thread fewer than cores, the faster counts). Goal:
+ratio >= 0.7.
+
+One pass: ``N`` checkpoints extracted together (each batch read and decoded once and
+run through every model); its per-checkpoint throughput is ``N x samples / seconds``,
+compared with the bare forward of one model. By default ``N`` is every checkpoint of
+the recipe ``--checkpoint`` belongs to (its ``step-*`` siblings), topped up with
+fresh initialisations when ``--checkpoints`` asks for more.
 
 Peak memory is measured in a fresh subprocess per scale (max RSS); 10x lists each
 dataset ten times (distinct names), so samples and store size grow 10x while the
-working set should not (goal: flat).
+working set should not (goal: flat). The one pass gets its own peak RSS.
+
+The machine may be shared: every timing is the best of ``--repeats`` runs.
 
 Usage::
 
     .venv/bin/python benchmarks/bench_extract.py                      # generates a small world in a temp dir
     .venv/bin/python benchmarks/bench_extract.py --world world --checkpoint world/checkpoints/cotrained/step-000600
+    .venv/bin/python benchmarks/bench_extract.py --world world --checkpoint world/checkpoints/cotrained/step-000600 \\
+        --checkpoints 6 --scale 3
     .venv/bin/python benchmarks/bench_extract.py --size tiny --batch-size 64 --device cuda --json out.json
 """
 
@@ -19,7 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import subprocess
 import sys
 import tempfile
@@ -38,41 +51,70 @@ def make_world(tmp: Path, size: str) -> Path:
     return generate_world(tmp / "world", size=size)
 
 
-def make_checkpoint(tmp: Path) -> Path:
+def make_checkpoint(tmp: Path, seed: int = 0) -> Path:
     import torch
 
     from probe.world.embodiments import SPECS
     from probe.world.policy import make_policy, save_policy
     from probe.world.tasks import STAGES, TASK_NAMES
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     policy = make_policy({k: {"state_dim": s.state_dim, "action_dim": s.action_dim} for k, s in SPECS.items()},
                          list(TASK_NAMES), list(STAGES), image_size=64)
-    return save_policy(policy, tmp / "ckpt" / "step-000000", 0, "cotrained")
+    return save_policy(policy, tmp / "ckpt" / f"init-{seed:02d}" / "step-000000", 0, "init")
+
+
+def checkpoint_set(ckpt: Path | None, n: int | None, tmp: Path) -> list[Path]:
+    """``ckpt`` and its ``step-*`` siblings (all, or the first ``n``), topped up with fresh initialisations."""
+    found: list[Path] = []
+    if ckpt is not None:
+        siblings = sorted(p for p in ckpt.parent.glob("step-*") if (p / "config.json").exists())
+        found = [ckpt] + [p for p in siblings if p.resolve() != ckpt.resolve()]
+    want = len(found) if n is None and found else (n or 6)
+    found = found[:want]
+    seed = 1
+    while len(found) < want:
+        found.append(make_checkpoint(tmp, seed))
+        seed += 1
+    return found
 
 
 def data_specs(world: Path, copies: int) -> tuple[str, ...]:
     return tuple(f"{emb}={world / 'datasets' / emb}" for _ in range(copies) for emb in ("human", "robot"))
 
 
-def end_to_end(world: Path, ckpt: Path, out: Path, copies: int, batch_size: int, device: str) -> dict:
+def end_to_end(world: Path, ckpts: list[Path] | Path, out: Path, copies: int, batch_size: int, device: str,
+               pass_memory: int | str | None = None) -> dict:
+    """One ``extract`` call over ``ckpts`` (one pass, unless ``pass_memory`` splits it)."""
     from probe.extract import ExtractConfig, extract
 
-    config = ExtractConfig(checkpoints=(str(ckpt),), data=data_specs(world, copies), layers=LAYERS, out=str(out),
-                           batch_size=batch_size, device=device, overwrite=Path(out).exists())
+    ckpts = [ckpts] if isinstance(ckpts, (str, Path)) else list(ckpts)
+    config = ExtractConfig(checkpoints=tuple(str(c) for c in ckpts), data=data_specs(world, copies), layers=LAYERS,
+                           out=str(out), batch_size=batch_size, device=device, overwrite=Path(out).exists(),
+                           pass_memory=pass_memory)
     t0 = time.perf_counter()
-    store = extract(config)
+    result = extract(config)
     seconds = time.perf_counter() - t0
-    return {"samples": store.n, "seconds": seconds, "fps": store.n / seconds}
+    n = (result[0] if isinstance(result, list) else result).n
+    return {"samples": n, "checkpoints": len(ckpts), "seconds": seconds, "fps": n / seconds,
+            "fps_per_checkpoint": n * len(ckpts) / seconds}
 
 
-def bare_forward(world: Path, ckpt: Path, batch_size: int, device: str, repeats: int = 1) -> dict:
-    """The model alone on the same batches, decoded and prepared beforehand."""
+def best_of(repeats: int, fn, *args, **kwargs) -> dict:
+    """The fastest of ``repeats`` runs (the machine may be shared)."""
+    runs = [fn(*args, **kwargs) for _ in range(max(1, repeats))]
+    return min(runs, key=lambda r: r["seconds"])
+
+
+def bare_forward(world: Path, ckpt: Path, batch_size: int, device: str, repeats: int = 1,
+                 threads: int | None = None) -> dict:
+    """The model alone on the same batches, decoded and prepared beforehand (best of ``repeats``)."""
     import torch
 
-    from probe.extract import ExtractConfig, Extractor, batches_of, open_data, read_work
+    from probe.batches import batches_of, open_data, read_work
     from probe.checkpoints import load_checkpoint
-    from probe.extract import resolve_device
+    from probe.extract import ExtractConfig, resolve_device
+    from probe.extractor import Extractor
 
     device = resolve_device(device)
     config = ExtractConfig(checkpoints=(str(ckpt),), data=data_specs(world, 1), layers=LAYERS, out="-",
@@ -86,31 +128,56 @@ def bare_forward(world: Path, ckpt: Path, batch_size: int, device: str, repeats:
         work = read_work(opened, rows, images=True, size=ex.image_size, skip_bad=False)
         prepared.append(ex.adapter.prepare(work.batch, work.meta, opened.embodiments[work.dataset], ex.device))
     n = sum(len(p) for p in prepared)
-    with torch.inference_mode():
-        ex.adapter.forward(loaded.model, prepared[0])  # warm-up
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(repeats):
-            for inputs in prepared:
-                out = ex.adapter.forward(loaded.model, inputs)
-                out["embedding"].float().cpu()  # results leave the device, as in extraction
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - t0
-    return {"samples": n * repeats, "seconds": seconds, "fps": n * repeats / seconds}
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        with torch.inference_mode():
+            ex.adapter.forward(loaded.model, prepared[0])  # warm-up
+            times = []
+            for _ in range(max(1, repeats)):
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                for inputs in prepared:
+                    out = ex.adapter.forward(loaded.model, inputs)
+                    out["embedding"].float().cpu()  # results leave the device, as in extraction
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(before)
+    seconds = min(times)
+    return {"samples": n, "seconds": seconds, "fps": n / seconds, "threads": threads or before}
 
 
-def peak_memory(world: Path, ckpt: Path, out: Path, copies: int, batch_size: int, device: str) -> dict:
-    """Max RSS of a fresh interpreter running one extraction of ``copies`` x the data."""
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MiB.
+
+    ``VmHWM`` belongs to the address space, so unlike ``ru_maxrss`` (which Linux keeps
+    across ``exec``) it does not report the benchmark process that spawned this one.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_memory(world: Path, ckpts: list[Path] | Path, out: Path, copies: int, batch_size: int, device: str) -> dict:
+    """Max RSS of a fresh interpreter running one extraction of ``copies`` x the data over ``ckpts``."""
+    ckpts = [ckpts] if isinstance(ckpts, (str, Path)) else list(ckpts)
     code = (
-        "import json, resource, sys; sys.path.insert(0, %r)\n"
-        "from benchmarks.bench_extract import end_to_end\n"
+        "import json, sys; sys.path.insert(0, %r)\n"
+        "from benchmarks.bench_extract import end_to_end, peak_rss_mb\n"
         "from pathlib import Path\n"
-        "r = end_to_end(Path(%r), Path(%r), Path(%r), %d, %d, %r)\n"
-        "r['max_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "r = end_to_end(Path(%r), [Path(c) for c in %r], Path(%r), %d, %d, %r)\n"
+        "r['max_rss_mb'] = peak_rss_mb()\n"
         "print(json.dumps(r))\n"
-    ) % (str(ROOT), str(world), str(ckpt), str(out), copies, batch_size, device)
+    ) % (str(ROOT), str(world), [str(c) for c in ckpts], str(out), copies, batch_size, device)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     if proc.returncode:
         raise RuntimeError(proc.stderr[-2000:])
@@ -122,28 +189,52 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--world", type=Path, help="a generated world (default: generate one in a temp dir)")
     p.add_argument("--size", default="tiny", help="world size to generate when --world is not given")
     p.add_argument("--checkpoint", type=Path, help="world policy checkpoint (default: a freshly initialised one)")
+    p.add_argument("--checkpoints", type=int, default=None, metavar="N",
+                   help="checkpoints in the one-pass measurement (default: every step-* sibling of --checkpoint, "
+                        "else 6 fresh initialisations; 1 skips it)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="cpu")
     p.add_argument("--scale", type=int, default=10, help="the larger data multiple for the memory check")
+    p.add_argument("--repeats", type=int, default=3, help="timings are the best of this many runs")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     with tempfile.TemporaryDirectory(prefix="bench-extract-") as tmp_name:
         tmp = Path(tmp_name)
         world = args.world or make_world(tmp, args.size)
-        ckpt = args.checkpoint or make_checkpoint(tmp)
+        ckpts = checkpoint_set(args.checkpoint, args.checkpoints, tmp)
+        ckpt = ckpts[0]
         end_to_end(world, ckpt, tmp / "store-e2e", 1, args.batch_size, args.device)  # warm-up (imports, first ops)
-        e2e = end_to_end(world, ckpt, tmp / "store-e2e", 1, args.batch_size, args.device)
-        bare = bare_forward(world, ckpt, args.batch_size, args.device)
+        e2e = best_of(args.repeats, end_to_end, world, ckpt, tmp / "store-e2e", 1, args.batch_size, args.device)
+        bare_runs = [bare_forward(world, ckpt, args.batch_size, args.device, args.repeats, threads)
+                     for threads in dict.fromkeys([None, max(1, cores - 1)])]
+        bare = max(bare_runs, key=lambda r: r["fps"])
+        result = {
+            "device": args.device, "batch_size": args.batch_size, "layers": list(LAYERS), "cores": cores,
+            "end_to_end_fps": round(e2e["fps"], 1), "bare_forward_fps": round(bare["fps"], 1),
+            "bare_forward_fps_by_threads": {str(r["threads"]): round(r["fps"], 1) for r in bare_runs},
+            "ratio": round(e2e["fps"] / bare["fps"], 3),
+        }
+        same = bare_runs[-1]  # extraction runs CPU passes with one core left to the reader
+        if len(ckpts) > 1:
+            one_pass = best_of(args.repeats, end_to_end, world, ckpts, tmp / "stores-pass", 1, args.batch_size,
+                               args.device)
+            result |= {
+                "one_pass_checkpoints": len(ckpts), "one_pass_seconds": round(one_pass["seconds"], 2),
+                "one_pass_fps_per_checkpoint": round(one_pass["fps_per_checkpoint"], 1),
+                "one_pass_ratio": round(one_pass["fps_per_checkpoint"] / bare["fps"], 3),
+                "one_pass_ratio_vs_bare_at_same_threads": round(one_pass["fps_per_checkpoint"] / same["fps"], 3),
+            }
         mem1 = peak_memory(world, ckpt, tmp / "store-1x", 1, args.batch_size, args.device)
         memn = peak_memory(world, ckpt, tmp / f"store-{args.scale}x", args.scale, args.batch_size, args.device)
-    result = {
-        "device": args.device, "batch_size": args.batch_size, "layers": list(LAYERS),
-        "end_to_end_fps": round(e2e["fps"], 1), "bare_forward_fps": round(bare["fps"], 1),
-        "ratio": round(e2e["fps"] / bare["fps"], 3), "samples_1x": mem1["samples"],
-        "peak_rss_mb_1x": round(mem1["max_rss_mb"], 1), f"samples_{args.scale}x": memn["samples"],
-        f"peak_rss_mb_{args.scale}x": round(memn["max_rss_mb"], 1),
-        f"fps_{args.scale}x": round(memn["fps"], 1),
-    }
+        result |= {
+            "samples_1x": mem1["samples"], "peak_rss_mb_1x": round(mem1["max_rss_mb"], 1),
+            f"samples_{args.scale}x": memn["samples"], f"peak_rss_mb_{args.scale}x": round(memn["max_rss_mb"], 1),
+            f"fps_{args.scale}x": round(memn["fps"], 1),
+        }
+        if len(ckpts) > 1:
+            memp = peak_memory(world, ckpts, tmp / "stores-pass-mem", 1, args.batch_size, args.device)
+            result[f"peak_rss_mb_one_pass_{len(ckpts)}"] = round(memp["max_rss_mb"], 1)
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

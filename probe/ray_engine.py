@@ -34,7 +34,7 @@ class _Worker:
 
     def __init__(self, config: Any, checkpoint: str, opened: Any, device: str) -> None:
         from probe.checkpoints import load_checkpoint
-        from probe.extract import Extractor
+        from probe.extractor import Extractor
 
         self.config, self.opened = config, opened
         loaded = load_checkpoint(checkpoint, model=config.model, model_kwargs=config.model_kwargs,
@@ -42,7 +42,7 @@ class _Worker:
         self.extractor = Extractor(loaded, config, device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        from probe.extract import _POS, read_work
+        from probe.batches import _POS, read_work
 
         samples = self.opened.samples
         out: dict[str, list[Any]] = {"rows": [], "values": [], "skipped": []}
@@ -61,7 +61,7 @@ class _Worker:
 def run_ray(config: Any, checkpoint: str, opened: Any, writer: Any, extractor: Any,
             skipped: dict[tuple[int, int], str], *, progress: bool = False) -> None:
     """Run the batches still to do on Ray Data actors and stream the results into ``writer``."""
-    from probe.extract import _POS, batches_of
+    from probe.batches import _POS, batches_of
     from probe.progress import bar
 
     ray = _import_ray()

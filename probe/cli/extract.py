@@ -49,6 +49,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("--skip-bad-episodes", action="store_true",
                    help="skip episodes whose frames cannot be read (with a warning) instead of stopping")
+    passes = p.add_mutually_exclusive_group()
+    passes.add_argument("--pass-memory", default=None, metavar="SIZE",
+                        help="with several checkpoints, each batch is read and decoded once and run through every "
+                             "checkpoint of a pass; checkpoints are loaded one by one and join the pass while their "
+                             "summed parameter and buffer size stays within SIZE (e.g. 4GB, 512MiB). "
+                             "Default: a quarter of the available RAM (CPU) or free GPU memory (CUDA)")
+    passes.add_argument("--one-checkpoint-per-pass", action="store_true",
+                        help="read the data again for every checkpoint (same as --pass-memory 0)")
     p.add_argument("--engine", default="local", choices=["local", "ray"], help="run batches here or on Ray Data")
     p.add_argument("--ray-actors", type=int, default=1, help="Ray Data actor pool size (--engine ray)")
     p.add_argument("--ray-gpus-per-actor", type=float, default=0.0, help="GPUs per Ray actor (0: CPU actors)")
@@ -67,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, device=args.device, autocast=args.autocast, overwrite=args.overwrite,
         resume=args.resume, skip_bad_episodes=args.skip_bad_episodes, engine=args.engine,
         ray_actors=args.ray_actors, ray_gpus_per_actor=args.ray_gpus_per_actor,
+        pass_memory=0 if args.one_checkpoint_per_pass else args.pass_memory,
     )
     result = extract(config, progress=True)
     stores = result if isinstance(result, list) else [result]

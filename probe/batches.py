@@ -1,0 +1,233 @@
+"""The data side of extraction: the sample table, batches of it, and reading them ahead of the model.
+
+:func:`open_data` opens every dataset once and builds the sample table (one row per
+future latent, stages labelled, frames sampled). :func:`batches_of` cuts the rows
+still to do into batches that never mix datasets, :func:`read_work` decodes one
+batch, and :func:`prefetch` reads ahead in a background thread while the model runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from probe import columns as C
+from probe.errors import DataError
+
+if TYPE_CHECKING:
+    from probe.extract import DataSpec, ExtractConfig
+
+log = logging.getLogger(__name__)
+
+# internal columns of the sample table (not written to the store)
+_DS = "_dataset_index"
+_POS = "_row"
+
+
+# -- the sample table ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class OpenedData:
+    """The opened datasets, their sample table (one row per future latent) and warnings."""
+
+    datasets: tuple[Any, ...]
+    embodiments: tuple[str, ...]
+    names: tuple[str, ...]
+    samples: pd.DataFrame
+    warnings: tuple[str, ...]
+
+    @property
+    def meta(self) -> pd.DataFrame:
+        return self.samples.drop(columns=[_DS, _POS]).reset_index(drop=True)
+
+
+def open_data(config: ExtractConfig, progress: bool = False) -> OpenedData:
+    """Open every dataset and build the sample table (stages labelled, frames sampled)."""
+    datasets, embodiments, names, tables, warnings = [], [], [], [], []
+    for i, spec in enumerate(config.data):
+        if spec.dataset is not None:
+            ds = spec.dataset
+        else:
+            ds = _open(spec, config.skip_bad_episodes)
+        emb = spec.embodiment or ds.info.embodiment
+        name = ds.info.name
+        while name in names:
+            name = f"{ds.info.name}-{len(names) + 1}"
+        datasets.append(ds)
+        embodiments.append(emb)
+        names.append(name)
+        warnings += [f"{name}: {w}" for w in getattr(ds, "warnings", [])]
+        tables.append(_dataset_samples(ds, i, name, emb, config, warnings))
+    samples = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    if samples.empty:
+        raise DataError("no samples: the datasets have no usable episodes or frames after sampling; "
+                        "check --stride / --fps / --max-frames and the dataset paths")
+    samples[_POS] = np.arange(len(samples), dtype=np.int64)
+    from probe.stages import stages_by_embodiment_report
+
+    coverage = stages_by_embodiment_report(samples)
+    for w in coverage:  # the readers log their own warnings
+        log.warning(w)
+    warnings += coverage
+    return OpenedData(tuple(datasets), tuple(embodiments), tuple(names), samples, tuple(warnings))
+
+
+def _open(spec: DataSpec, skip_bad: bool) -> Any:
+    from probe.readers import Format, detect_format, open_dataset
+
+    fmt = detect_format(spec.path)
+    options = {"skip_bad_episodes": True} if skip_bad and fmt in (Format.LEROBOT_V2, Format.LEROBOT_V3) else {}
+    return open_dataset(spec.path, embodiment=spec.embodiment, format=fmt, **options)
+
+
+def _dataset_samples(ds: Any, index: int, name: str, embodiment: str, config: ExtractConfig,
+                     warnings: list[str]) -> pd.DataFrame:
+    from probe.sampling import SamplingConfig, sample_frames
+    from probe.stages import stage_labeller
+
+    sampling = SamplingConfig(config.stride, config.fps, config.max_frames)
+    labeller = stage_labeller(ds, config.stages)
+    episodes = ds.episodes()
+    if config.max_episodes is not None:
+        episodes = episodes[: config.max_episodes]
+    parts = []
+    for ep in episodes:
+        table = labeller.label(ep)
+        rows = table.iloc[sample_frames(len(table), ep.fps or ds.info.fps, sampling)]
+        frames = rows[C.FRAME].to_numpy(np.int64)
+        out = pd.DataFrame({
+            C.SAMPLE_ID: [f"{name}/{ep.index}/{int(f)}" for f in frames],
+            C.EMBODIMENT: embodiment,
+            C.DATASET: name,
+            C.EPISODE: np.full(len(rows), ep.index, dtype=np.int64),
+            C.FRAME: frames,
+            C.TIMESTAMP: rows[C.TIMESTAMP].to_numpy(np.float64),
+            C.TASK: rows[C.TASK].astype(str).to_numpy() if C.TASK in rows else ep.task,
+            C.STAGE: rows[C.STAGE].astype(str).to_numpy(),
+            C.PROGRESS: rows[C.PROGRESS].to_numpy(np.float64),
+            C.STAGE_PROGRESS: rows[C.STAGE_PROGRESS].to_numpy(np.float64),
+        })
+        if C.VIDEO in rows and C.VIDEO_TIMESTAMP in rows:
+            out[C.VIDEO] = rows[C.VIDEO].fillna("").astype(str).to_numpy()
+            out[C.VIDEO_TIMESTAMP] = rows[C.VIDEO_TIMESTAMP].astype(np.float64).fillna(0.0).to_numpy()
+        elif ds.info.video_keys:
+            ref = ep.video.get(ds.info.video_keys[0])
+            out[C.VIDEO] = str(ref.path) if ref is not None and ref.path else ""
+            out[C.VIDEO_TIMESTAMP] = out[C.TIMESTAMP].to_numpy() + float(ref.from_timestamp if ref else 0.0)
+        if C.VIDEO in out:  # absolute, so that clips and thumbnails resolve from any working directory
+            out[C.VIDEO] = [os.path.abspath(v) if v else "" for v in out[C.VIDEO]]
+        out[_DS] = index
+        parts.append(out)
+    warnings += [f"{name}: {w}" for w in labeller.warnings]
+    if not parts:
+        return pd.DataFrame()
+    return pd.concat(parts, ignore_index=True)
+
+
+# -- reading batches ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Work:
+    """One batch of samples of one dataset, read and ready for the model (or skipped episodes)."""
+
+    dataset: int
+    rows: np.ndarray
+    meta: pd.DataFrame
+    batch: Any
+    skipped: tuple[tuple[int, str], ...] = ()
+    n_asked: int = 0
+
+
+def batches_of(samples: pd.DataFrame, todo: np.ndarray, batch_size: int) -> Iterator[pd.DataFrame]:
+    """Sample rows still to do, in order, cut into batches that never mix datasets."""
+    todo_rows = samples[todo]
+    for _, group in todo_rows.groupby(_DS, sort=True):
+        for start in range(0, len(group), batch_size):
+            yield group.iloc[start : start + batch_size]
+
+
+def concat_batches(parts: Sequence[Any]) -> Any:
+    """One :class:`~probe.readers.base.Batch` from several (same dataset)."""
+    from probe.readers.base import Batch
+
+    if len(parts) == 1:
+        return parts[0]
+
+    def cat(values: list[Any]) -> Any:
+        return None if any(v is None for v in values) else np.concatenate(values)
+
+    keys = list(parts[0].images)
+    return Batch(
+        frames=np.concatenate([p.frames for p in parts]),
+        timestamps=np.concatenate([p.timestamps for p in parts]),
+        images={k: np.concatenate([p.images[k] for p in parts]) for k in keys},
+        state=cat([p.state for p in parts]),
+        action=cat([p.action for p in parts]),
+        keypoints=cat([p.keypoints for p in parts]),
+        video_paths=dict(parts[0].video_paths),
+        video_timestamps={k: np.concatenate([p.video_timestamps[k] for p in parts]) for k in parts[0].video_timestamps
+                          if all(k in p.video_timestamps for p in parts)},
+    )
+
+
+def read_work(opened: OpenedData, rows: pd.DataFrame, *, images: bool, size: tuple[int, int] | None,
+              skip_bad: bool, bad: set[tuple[int, int]] | None = None) -> Work:
+    """Read the frames of ``rows`` (one dataset), episode by episode.
+
+    ``bad`` collects ``(dataset, episode)`` pairs already skipped, so that later
+    batches of a bad episode are dropped without trying again.
+    """
+    d = int(rows[_DS].iloc[0])
+    ds = opened.datasets[d]
+    bad = set() if bad is None else bad
+    parts, keep, skipped = [], [], []
+    for episode, group in rows.groupby(C.EPISODE, sort=False):
+        frames = group[C.FRAME].to_numpy(np.int64)
+        if (d, int(episode)) in bad:
+            continue
+        try:
+            batch = ds.read(int(episode), frames, images=images, size=size)
+            if len(batch) != len(frames):
+                raise DataError(f"the reader returned {len(batch)} frames for {len(frames)} asked")
+        except Exception as exc:
+            msg = (f"dataset '{opened.names[d]}' episode {int(episode)}: cannot read frames "
+                   f"{int(frames[0])}..{int(frames[-1])} ({type(exc).__name__}: {exc})")
+            if not skip_bad:
+                raise DataError(f"{msg}; repair or remove the episode, or pass --skip-bad-episodes "
+                                "to skip it with a warning") from exc
+            log.warning("%s; skipped (--skip-bad-episodes)", msg)
+            bad.add((d, int(episode)))
+            skipped.append((int(episode), msg))
+            continue
+        parts.append(batch)
+        keep.append(group)
+    if not parts:
+        return Work(d, np.empty(0, np.int64), rows.iloc[:0], None, tuple(skipped), len(rows))
+    meta = pd.concat(keep)
+    return Work(d, meta[_POS].to_numpy(np.int64), meta, concat_batches(parts), tuple(skipped), len(rows))
+
+
+def prefetch(items: Iterable[Any], fn: Callable[[Any], Any], depth: int = 2) -> Iterator[Any]:
+    """``fn(item)`` for each item, computed ``depth`` items ahead in a background thread."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe-read") as pool:
+        pending: deque[Future[Any]] = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) > depth:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for fut in pending:
+                fut.cancel()

@@ -1,0 +1,370 @@
+"""One pass over the data for several checkpoints: read and decode each batch once, run every model on it.
+
+:func:`plan_passes` loads checkpoints one by one and groups them into passes whose
+models fit a memory budget (:func:`pass_budget`: by default a quarter of the
+available RAM, or of the free GPU memory). :func:`run_pass` then reads each batch
+once (video decode, parquet reads) and hands it to every checkpoint of the pass.
+Each checkpoint keeps its own :class:`~probe.store.StoreWriter` (staging directory
+and resume mask): a batch is read when any of them still needs its rows, and each
+writes only the rows it has not written yet. A checkpoint that fails with a
+:class:`~probe.errors.ProbeError` (NaN latents, a layer that never fires) is
+aborted and dropped from the pass; the others finish.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from probe import columns as C
+from probe.batches import _DS, _POS, OpenedData, batches_of, prefetch, read_work
+from probe.errors import ConfigError, DataError, ProbeError
+from probe.extractor import Extractor
+from probe.store import Store, StoreWriter, open_store
+from probe.validate import check_output_path
+
+if TYPE_CHECKING:
+    from probe.extract import ExtractConfig
+
+log = logging.getLogger(__name__)
+
+BUDGET_FRACTION = 0.25
+PREFETCH_DEPTH = 4  # batches read ahead of the model (4 read ~7% faster than 2 with one checkpoint)
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+          "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+# -- the memory budget -----------------------------------------------------------------------------
+
+
+def parse_bytes(value: int | float | str | None, option: str = "--pass-memory") -> int | None:
+    """Bytes from ``4000000``, ``'4GB'``, ``'512MiB'`` or ``'1.5G'``; None or ``'auto'`` stay None.
+
+    Decimal units (``KB``, ``MB``, ``GB``, ``TB``; the ``B`` is optional) and binary
+    ones (``KiB``, ``MiB``, ``GiB``, ``TiB``) are understood, case-insensitively.
+    """
+    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number, unit = float(value), ""
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(value))
+        if not match or match.group(2).lower() not in _UNITS:
+            raise ConfigError(f"{option}: expected a size like 4GB, 512MiB or 0, or 'auto', got {value!r}")
+        number, unit = float(match.group(1)), match.group(2).lower()
+    if number < 0:
+        raise ConfigError(f"{option}: a memory size cannot be negative, got {value!r}")
+    return int(number * _UNITS[unit])
+
+
+def available_memory(device: str) -> int:
+    """Bytes a pass may count on: free GPU memory for ``cuda``, available RAM otherwise."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        free, _total = torch.cuda.mem_get_info(torch.device(device))
+        return int(free)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return 4 * 10**9  # unknown platform: assume a modest machine
+
+
+def pass_budget(config: ExtractConfig, device: str) -> int:
+    """Bytes of model parameters and buffers one pass may hold: ``config.pass_memory``, else a quarter
+    of the available RAM (CPU) or of the free GPU memory (CUDA)."""
+    if config.pass_memory is not None:
+        return int(config.pass_memory)
+    return int(BUDGET_FRACTION * available_memory(device))
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+# -- checkpoints of a pass -------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class CheckpointRun:
+    """One checkpoint in a pass: its model, staging writer, skipped episodes, and its store or error."""
+
+    index: int
+    checkpoint: str
+    path: Path
+    extractor: Extractor | None
+    writer: StoreWriter | None = None
+    skipped: dict[tuple[int, int], str] = field(default_factory=dict)
+    error: ProbeError | None = None
+    store: Store | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.error is None and self.store is None
+
+    def fail(self, error: ProbeError) -> None:
+        """Record ``error`` and drop everything this checkpoint wrote (nothing half-written)."""
+        log.error("checkpoint '%s' failed: %s", self.checkpoint, error)
+        self.error = error
+        if self.writer is not None:
+            self.writer.abort()
+        shutil.rmtree(_staging(self.path), ignore_errors=True)
+
+    def release(self) -> None:
+        """Let go of the model and writer once the pass is over."""
+        self.extractor = None
+        self.writer = None
+
+
+def plan_passes(config: ExtractConfig, items: Sequence[tuple[int, str, Path]], device: str,
+                budget: int) -> Iterator[list[CheckpointRun]]:
+    """Load the checkpoints ``(index, checkpoint, store path)`` one by one and yield them in passes.
+
+    A pass grows while the summed parameter and buffer bytes of its models stay within
+    ``budget`` (its first model always fits, so ``budget=0`` gives one checkpoint per
+    pass), all its models want the same decoded input (image size, images or not), and
+    the engine is local (Ray runs one checkpoint per pass). Every checkpoint of a pass is
+    loaded and validated (weights, layer names) before the pass is yielded, so a broken
+    checkpoint fails before that pass extracts anything.
+    """
+    from probe.checkpoints import load_checkpoint
+
+    group: list[CheckpointRun] = []
+    used = 0
+    for index, checkpoint, path in items:
+        loaded = load_checkpoint(checkpoint, model=config.model, model_kwargs=config.model_kwargs,
+                                 trust=config.trust_checkpoint, device=device)
+        extractor = Extractor(loaded, config, device)
+        size = extractor.model_bytes
+        if group and (used + size > budget or extractor.read_key != group[0].extractor.read_key
+                      or config.engine == "ray"):
+            yield group
+            group, used = [], 0
+        group.append(CheckpointRun(index, checkpoint, Path(path), extractor))
+        used += size
+    if group:
+        yield group
+
+
+# -- running a pass --------------------------------------------------------------------------------
+
+
+def provenance(config: ExtractConfig, opened: OpenedData, extractor: Extractor, engine: str) -> dict[str, Any]:
+    """The manifest's ``provenance``: checkpoint, datasets, adapter, layers, sampling, engine."""
+    from probe.adapters import adapter_name
+
+    options = extractor.adapter.options() if callable(getattr(extractor.adapter, "options", None)) else {}
+    return {
+        "tool": "probe extract",
+        "checkpoint": extractor.loaded.provenance(),
+        "datasets": [{"name": n, "path": str(ds.info.path), "embodiment": e, "format": str(ds.info.format.value),
+                      "fingerprint": ds.info.fingerprint, "fps": float(ds.info.fps)}
+                     for ds, n, e in zip(opened.datasets, opened.names, opened.embodiments)],
+        "adapter": {"name": adapter_name(config.adapter, extractor.adapter), "options": options},
+        "embed": config.embed,
+        "layers": extractor.pooling(),
+        "sampling": {"stride": config.stride, "fps": config.fps, "max_frames": config.max_frames,
+                     "max_episodes": config.max_episodes},
+        "stages": config.stages,
+        "engine": engine,
+        "batch_size": config.batch_size,
+        "device": str(extractor.device),
+        "autocast": config.autocast,
+    }
+
+
+def _staging(path: Path) -> Path:
+    return path.with_name(f".{path.name}.staging")
+
+
+def run_pass(config: ExtractConfig, opened: OpenedData, runs: Sequence[CheckpointRun], *,
+             progress: bool = False) -> None:
+    """Extract every checkpoint of ``runs`` in one pass over the data and publish their stores.
+
+    Afterwards each run holds its ``store``, or the ``error`` it failed with (its
+    writer aborted). An error of the data itself (an unreadable episode) aborts every
+    writer and is raised; an interrupt (Ctrl-C, any non-toolkit exception) syncs every
+    writer so that ``resume`` continues where it stopped.
+    """
+    engine = str(config.engine)
+    for run in runs:
+        run.writer = StoreWriter(_staging(run.path), opened.meta,
+                                 provenance=provenance(config, opened, run.extractor, engine),
+                                 overwrite=True, resume=config.resume)
+        run.writer.warnings.extend(w for w in opened.warnings if w not in run.writer.warnings)
+    try:
+        if engine == "ray":
+            from probe.ray_engine import run_ray
+
+            (run,) = runs
+            run_ray(config, run.checkpoint, opened, run.writer, run.extractor, run.skipped, progress=progress)
+        else:
+            _run_local(config, opened, runs, progress=progress)
+        for run in runs:
+            if run.live:
+                try:
+                    run.store = _finish(run, opened, config.overwrite)
+                except ProbeError as exc:
+                    run.fail(exc)
+    except ProbeError:
+        for run in runs:
+            if run.live:
+                run.writer.abort()  # a deterministic error: nothing to resume, nothing half-written
+        raise
+    except BaseException:
+        for run in runs:
+            if run.live:
+                try:
+                    run.writer.sync()  # interrupted: record what was written, for --resume
+                except OSError as exc:  # e.g. interrupted while committing: the interrupt matters more
+                    log.warning("could not record the progress of '%s' for --resume: %s", run.path, exc)
+        raise
+    finally:
+        for run in runs:
+            run.release()
+
+
+@contextlib.contextmanager
+def reader_core(device: str) -> Iterator[int]:
+    """Leave one core to the reader thread while a local CPU pass runs (torch's setting restored after).
+
+    torch's intra-op threads and the prefetching reader otherwise fight for the same
+    cores, and a forward whose threads wait for a descheduled sibling stalls (on a
+    2-core machine under load, a bare forward ran 12x slower with 2 threads than with 1).
+    Yields the number of threads the pass runs with.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    if not str(device).startswith("cpu"):
+        yield before
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = max(1, min(before, cores - 1))
+    torch.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_local(config: ExtractConfig, opened: OpenedData, runs: Sequence[CheckpointRun], *, progress: bool) -> None:
+    """Read each batch once (ahead, in a thread) and run every live checkpoint of the pass on it."""
+    from probe.progress import bar
+
+    first = runs[0].extractor
+    todo = np.zeros(len(opened.samples), dtype=bool)
+    for run in runs:
+        todo |= ~run.writer.done
+    live = [run for run in runs if run.live]
+
+    def wanted() -> Iterator[Any]:  # rows some live checkpoint still needs; none once all failed
+        for rows in batches_of(opened.samples, todo, config.batch_size):
+            if not live:
+                return
+            positions = rows[_POS].to_numpy(np.int64)
+            if any(not run.writer.done[positions].all() for run in live):
+                yield rows
+
+    bad: set[tuple[int, int]] = set()
+
+    def read(rows: Any) -> Any:
+        return read_work(opened, rows, images=first.needs_images, size=first.image_size,
+                         skip_bad=config.skip_bad_episodes, bad=bad)
+
+    desc = f"extract {first.loaded.name}" if len(runs) == 1 else f"extract {len(runs)} checkpoints"
+    with bar(int(todo.sum()), desc=desc, enabled=progress, unit="frame") as pbar, reader_core(str(first.device)):
+        for work in prefetch(wanted(), read, depth=PREFETCH_DEPTH):
+            for run in list(live):
+                for episode, msg in work.skipped:
+                    run.skipped[(work.dataset, episode)] = msg
+                if not len(work.rows):
+                    continue
+                need = ~run.writer.done[work.rows]
+                if not need.any():
+                    continue
+                try:
+                    values = run.extractor(work.batch, work.meta, opened.embodiments[work.dataset])
+                    if not need.all():  # resumed: some rows of this batch were written before
+                        values = {name: x[need] for name, x in values.items()}
+                    run.writer.write(work.rows[need], values, pooling=run.extractor.pooling())
+                except ProbeError as exc:  # this checkpoint's own failure: drop it, the others go on
+                    run.fail(exc)
+                    live.remove(run)
+            pbar.update(work.n_asked)
+
+
+def _finish(run: CheckpointRun, opened: OpenedData, overwrite: bool) -> Store:
+    """Fill skipped rows, commit the staging store and publish it at the run's path."""
+    writer, extractor = run.writer, run.extractor
+    writer.provenance["layers"] = extractor.pooling()  # embed names are known once batches ran
+    if not writer.done.any() and run.skipped:
+        raise DataError(f"every episode was skipped as unreadable ({len(run.skipped)}); nothing to write")
+    for msg in run.skipped.values():
+        if msg not in writer.warnings:
+            writer.warnings.append(f"{msg}; skipped (--skip-bad-episodes)")
+    if run.skipped:
+        _fill_skipped(writer, extractor)
+    staged = writer.commit()
+    return _publish(staged, run.path, opened, run.skipped, overwrite)
+
+
+def _fill_skipped(writer: StoreWriter, extractor: Extractor) -> None:
+    """Zero rows for skipped samples so the staging store can commit; :func:`_publish` drops them."""
+    rows = np.flatnonzero(~writer.done)
+    if not len(rows):
+        return
+    dims = extractor.dims
+    for start in range(0, len(rows), 4096):
+        chunk = rows[start : start + 4096]
+        writer.write(chunk, {name: np.zeros((len(chunk), d), np.float32) for name, d in dims.items()})
+
+
+def _publish(staged: Store, path: Path, opened: OpenedData, skipped: Mapping[tuple[int, int], str],
+             overwrite: bool) -> Store:
+    """Move the staging store into place, dropping the samples of skipped episodes."""
+    from probe.atomic import _replace_dir
+
+    if not skipped:
+        check_output_path(path, overwrite, what="store")
+        _replace_dir(staged.path, path)
+        return open_store(path)
+    samples = opened.samples
+    drop = np.zeros(len(samples), dtype=bool)
+    for (d, episode) in skipped:
+        drop |= ((samples[_DS] == d) & (samples[C.EPISODE] == episode)).to_numpy()
+    keep = np.flatnonzero(~drop)
+    writer = StoreWriter(path, staged.meta.iloc[keep].reset_index(drop=True), provenance=staged.provenance,
+                         overwrite=overwrite)
+    writer.warnings.extend(staged.manifest.get("warnings", []))
+    pooling = {name: info["pooling"] for name, info in staged.manifest["layers"].items()}
+    try:
+        for start in range(0, len(keep), 8192):
+            chunk = keep[start : start + 8192]
+            writer.write(np.arange(start, start + len(chunk)),
+                         {name: np.asarray(staged.matrix(name)[chunk]) for name in staged.layers}, pooling=pooling)
+        store = writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    shutil.rmtree(staged.path, ignore_errors=True)
+    return store
