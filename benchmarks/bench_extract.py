@@ -224,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                 "one_pass_fps_per_checkpoint": round(one_pass["fps_per_checkpoint"], 1),
                 "one_pass_ratio": round(one_pass["fps_per_checkpoint"] / bare["fps"], 3),
                 "one_pass_ratio_vs_bare_at_same_threads": round(one_pass["fps_per_checkpoint"] / same["fps"], 3),
+                "one_pass_speedup_per_checkpoint": round(one_pass["fps_per_checkpoint"] / e2e["fps"], 2),
             }
         mem1 = peak_memory(world, ckpt, tmp / "store-1x", 1, args.batch_size, args.device)
         memn = peak_memory(world, ckpt, tmp / f"store-{args.scale}x", args.scale, args.batch_size, args.device)

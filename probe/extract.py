@@ -285,7 +285,7 @@ def extract(config: ExtractConfig, progress: bool = False) -> Store | list[Store
         device = resolve_device(config.device)
         budget = pass_budget(config, device)
         for runs in plan_passes(config, todo, device, budget):
-            log.info("pass over the data for %d checkpoint(s): %s", len(runs), ", ".join(r.path.name for r in runs))
+            log.info("one pass over the data for %s", ", ".join(r.path.name for r in runs))
             run_pass(config, opened, runs, progress=progress)
             stores.update({r.index: r.store for r in runs if r.store is not None})
             failed += [r for r in runs if r.error is not None]

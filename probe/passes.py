@@ -157,11 +157,13 @@ def plan_passes(config: ExtractConfig, items: Sequence[tuple[int, str, Path]], d
         size = extractor.model_bytes
         if group and (used + size > budget or extractor.read_key != group[0].extractor.read_key
                       or config.engine == "ray"):
+            log.info("pass of %d checkpoint(s): %s of weights (budget %s)", len(group), _size(used), _size(budget))
             yield group
             group, used = [], 0
         group.append(CheckpointRun(index, checkpoint, Path(path), extractor))
         used += size
     if group:
+        log.info("pass of %d checkpoint(s): %s of weights (budget %s)", len(group), _size(used), _size(budget))
         yield group
 
 
@@ -248,8 +250,12 @@ def reader_core(device: str) -> Iterator[int]:
     """Leave one core to the reader thread while a local CPU pass runs (torch's setting restored after).
 
     torch's intra-op threads and the prefetching reader otherwise fight for the same
-    cores, and a forward whose threads wait for a descheduled sibling stalls (on a
-    2-core machine under load, a bare forward ran 12x slower with 2 threads than with 1).
+    cores, and a forward whose threads wait for a descheduled sibling stalls. Measured
+    on 2 cores (built-in world, batch 64): one checkpoint runs ~20% faster with 1 thread
+    than with torch's 2; one pass over 6-10 checkpoints (the reader mostly idle) runs
+    10-20% slower on an idle machine, but with 2 threads it stalled up to 10x whenever
+    other processes took a core, and with 1 it never did. Switching per batch between
+    1 thread (reader busy) and 2 (reader idle) measured no better than always 1.
     Yields the number of threads the pass runs with.
     """
     import torch
