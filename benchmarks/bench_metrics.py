@@ -148,6 +148,7 @@ def main() -> None:
     p.add_argument("--index", choices=["exact", "hnsw"], default="exact")
     p.add_argument("--families", default=None, help="comma-separated families (default all)")
     p.add_argument("--bootstrap", type=int, default=0, help="also time the suite with this many replicates")
+    p.add_argument("--nulls", type=int, default=0, help="also time the suite with null baselines, no bootstrap")
     p.add_argument("--max-samples", type=int, default=20_000)
     p.add_argument("--scib", default=None, help="python interpreter with scib-metrics for the comparison")
     p.add_argument("--out", default=None, help="write the results as JSON here")
@@ -176,6 +177,13 @@ def main() -> None:
         print(f"whole suite, no bootstrap, no nulls: {t_suite:.1f} s (goal < 60 s at 100k on 2 cores)")
         entry = {"n": len(X), "dim": args.dim, "index": args.index, "threads": args.threads, "graph_s": t_graph,
                  "metrics": timings, "suite_s": t_suite, "peak_rss_mb": peak_mb()}
+        if args.nulls:
+            cfg = MetricsConfig(bootstrap=0, null_repeats=args.nulls, index=args.index, families=families,
+                                max_samples=args.max_samples)
+            t = time.perf_counter()
+            run_suite(X, labels, cfg)
+            entry["suite_with_nulls_s"] = time.perf_counter() - t
+            print(f"whole suite with {args.nulls} null permutations, no bootstrap: {entry['suite_with_nulls_s']:.1f} s")
         if args.bootstrap:
             cfg = MetricsConfig(bootstrap=args.bootstrap, null_repeats=3, index=args.index, families=families,
                                 max_samples=args.max_samples)
