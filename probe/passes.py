@@ -177,7 +177,8 @@ def provenance(config: ExtractConfig, opened: OpenedData, extractor: Extractor, 
     options = extractor.adapter.options() if callable(getattr(extractor.adapter, "options", None)) else {}
     return {
         "tool": "probe extract",
-        "checkpoint": extractor.loaded.provenance(),
+        "checkpoint": extractor.loaded.provenance() | ({"model_kwargs": dict(config.model_kwargs)}
+                                                       if config.model_kwargs else {}),
         "datasets": [{"name": n, "path": str(ds.info.path), "embodiment": e, "format": str(ds.info.format.value),
                       "fingerprint": ds.info.fingerprint, "fps": float(ds.info.fps)}
                      for ds, n, e in zip(opened.datasets, opened.names, opened.embodiments)],

@@ -349,16 +349,17 @@ def _summary(result, match: np.ndarray, k: int, search: str) -> dict:
 # ---------------------------------------------------------------------- raw observations
 
 
-def embed_observation(store: Store, layer: str, path: str | Path, *, checkpoint: str | Path | None = None
-                      ) -> tuple[np.ndarray, dict]:
+def embed_observation(store: Store, layer: str, path: str | Path, *, checkpoint: str | Path | None = None,
+                      trust: bool = False) -> tuple[np.ndarray, dict]:
     """Latents of a raw observation file (``.npz`` with ``image``/``state``) by the store's model and layer.
 
     The checkpoint, adapter and pooling recorded in the store's provenance are used
-    (``checkpoint`` overrides the path); see :mod:`probe.observation`. Returns
+    (``checkpoint`` overrides the path; ``trust`` allows full unpickling, as
+    ``--trust-checkpoint``); see :mod:`probe.observation`. Returns
     ``(X (n, dim), info)`` where ``info`` describes the query (``source``,
     ``embodiment``, ``task``, ``checkpoint``, ``frames``) and holds its ``images``
     for contact sheets.
     """
     from probe.observation import embed_observation as embed
 
-    return embed(store, layer, path, checkpoint=checkpoint)
+    return embed(store, layer, path, checkpoint=checkpoint, trust=trust)

@@ -39,6 +39,14 @@ def config(ckpt, out, data=None, **kw):
     return ExtractConfig(**(base | kw))
 
 
+def test_model_kwargs_are_recorded_so_the_model_can_be_rebuilt(tmp_path):
+    path = tmp_path / "wide.safetensors"
+    save_file(tiny_cnn(dim=12, seed=3).state_dict(), path)
+    store = extract(config(path, tmp_path / "store", model_kwargs={"dim": 12}))
+    assert store.provenance["checkpoint"]["model_kwargs"] == {"dim": 12}
+    assert store.layer_info("head")["dim"] == 12
+
+
 def _leftovers(tmp_path):
     return sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
 
@@ -249,3 +257,22 @@ def test_cuda_without_gpu_is_a_clear_error(tmp_path, ckpt):
 
     with pytest.raises(ConfigError, match="no CUDA GPU; use --device cpu or auto"):
         extract(config(ckpt, tmp_path / "s", device="cuda"))
+
+
+def test_query_file_embedding_of_a_pickled_checkpoint_needs_trust(tmp_path):
+    from probe.cli import build_parser
+    from probe.errors import CheckpointError
+    from probe.retrieval import embed_observation
+
+    path = tmp_path / "full.pt"
+    torch.save(tiny_cnn(seed=3), path)  # a whole pickled module: it loads only with trust
+    data = datasets()
+    store = extract(config(path, tmp_path / "store", data=data, model=None, trust_checkpoint=True))
+    np.savez(tmp_path / "obs.npz", image=data[1].images[0][0], embodiment="robot")
+    with pytest.raises(CheckpointError, match="--trust-checkpoint"):
+        embed_observation(store, "head", tmp_path / "obs.npz")
+    X, _ = embed_observation(store, "head", tmp_path / "obs.npz", trust=True)
+    np.testing.assert_allclose(X[0], store.matrix("head")[int(np.flatnonzero(
+        (store.meta[C.DATASET] == "arm").to_numpy())[0])], atol=1e-5)
+    args = build_parser().parse_args(["retrieve", "--index", "i", "--query-file", "q.npz", "--trust-checkpoint"])
+    assert args.trust_checkpoint is True

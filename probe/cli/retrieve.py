@@ -23,6 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--sample-id", action="append", help="query by sample id (repeatable)")
     q.add_argument("--query-file", help="raw observation .npz (image/state arrays) embedded by the store's model")
     q.add_argument("--checkpoint", help="with --query-file: checkpoint to embed it (default: the store's provenance)")
+    q.add_argument("--trust-checkpoint", action="store_true",
+                   help="with --query-file: allow full unpickling of a .pt checkpoint (runs code from the file: "
+                        "only for files you trust)")
     q.add_argument("--eval", action="store_true",
                    help="score stage-match retrieval of every sample, both directions, instead of one query")
     p.add_argument("-k", type=int, default=5, help="clips per query (default 5)")
@@ -48,8 +51,9 @@ def _query(args: argparse.Namespace, retriever):
     from probe.errors import ConfigError
 
     given = [args.episode is not None or args.frame is not None, bool(args.sample_id), bool(args.query_file)]
-    if args.checkpoint and not args.query_file:
-        raise ConfigError("--checkpoint only applies to --query-file (stored samples already have latents)")
+    if (args.checkpoint or args.trust_checkpoint) and not args.query_file:
+        raise ConfigError("--checkpoint and --trust-checkpoint only apply to --query-file (stored samples already "
+                          "have latents)")
     if sum(given) != 1:
         raise ConfigError("give exactly one query: --episode E --frame F, --sample-id S, --query-file obs.npz "
                           "or --eval")
@@ -63,7 +67,8 @@ def _query(args: argparse.Namespace, retriever):
     else:
         from probe.retrieval import embed_observation
 
-        X, obs = embed_observation(retriever.store, retriever.layer, args.query_file, checkpoint=args.checkpoint)
+        X, obs = embed_observation(retriever.store, retriever.layer, args.query_file, checkpoint=args.checkpoint,
+                                    trust=args.trust_checkpoint)
         images = obs.pop("images")
         n = int(obs.pop("frames"))
         info = [{**obs, **({"frame": i} if n > 1 else {}),
