@@ -10,7 +10,7 @@ metrics both compute are timed in scib-metrics too, on the same data and graph, 
 the ratio is printed.
 
     .venv/bin/python benchmarks/bench_metrics.py --sizes 20000 100000 --threads 2
-    .venv/bin/python benchmarks/bench_metrics.py --sizes 1000000 --index hnsw --families mixing
+    .venv/bin/python benchmarks/bench_metrics.py --sizes 1000000 --index ivf
     .venv/bin/python benchmarks/bench_metrics.py --sizes 5000 --scib /tmp/scibenv/bin/python
 """
 
@@ -145,7 +145,7 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[20_000, 100_000])
     p.add_argument("--dim", type=int, default=256)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--index", choices=["exact", "hnsw"], default="exact")
+    p.add_argument("--index", choices=["exact", "ivf", "hnsw"], default="exact")
     p.add_argument("--families", default=None, help="comma-separated families (default all)")
     p.add_argument("--bootstrap", type=int, default=0, help="also time the suite with this many replicates")
     p.add_argument("--nulls", type=int, default=0, help="also time the suite with null baselines, no bootstrap")

@@ -88,15 +88,33 @@ def test_subsample_is_reported(small):
     assert any("stratified subsample of 100 of 240" in n for n in res.notes)
 
 
-def test_approximate_index_agrees_with_exact(small):
+@pytest.mark.parametrize("index, name", [("hnsw", "HNSW"), ("ivf", "IVF-flat")])
+def test_approximate_index_agrees_with_exact_and_says_its_recall(small, index, name):
+    import re
+
     meta, labels = small
     X = clustered_latents(meta, shift=1.0, noise=1.0)
     cfg = dict(k=20, bootstrap=0, null_repeats=0, metrics=("ilisi", "kbet", "clisi"))
     exact = run_suite(X, labels, MetricsConfig(**cfg)).metrics
-    approx = run_suite(X, labels, MetricsConfig(**cfg, index="hnsw"))
-    assert any("HNSW" in n for n in approx.notes)
-    for name in exact:
-        assert approx.metrics[name].value == pytest.approx(exact[name].value, abs=0.02)
+    approx = run_suite(X, labels, MetricsConfig(**cfg, index=index))
+    note = next(n for n in approx.notes if name in n)
+    recall = float(re.search(r"recall@20 ([0-9.]+) against exact search on 240 sampled rows", note).group(1))
+    assert 0.8 <= recall <= 1.0
+    for metric in exact:
+        assert approx.metrics[metric].value == pytest.approx(exact[metric].value, abs=0.02)
+
+
+def test_graph_recall_counts_shared_neighbours():
+    from metrics.knn import Metric, Neighbors, knn
+    from metrics.suite import graph_recall
+
+    X = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
+    exact = knn(X, None, 5, "l2")
+    assert graph_recall(X, exact, Metric.L2) == (200, 1.0)
+    half = exact.indices.copy()
+    half[:, 2:] = (half[:, 2:] + 1) % 200  # 2 of 5 kept (shifted ids are almost never true neighbours)
+    rows, recall = graph_recall(X, Neighbors(half, exact.distances, Metric.L2), Metric.L2)
+    assert rows == 200 and 0.4 <= recall < 0.6
 
 
 # ------------------------------------------------------------------ bad input
