@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from metrics import bootstrap as bs
-from metrics.knn import Metric, Neighbors, knn, prepare
+from metrics.graph import IndexKind, approximate_note, build_graph
+from metrics.knn import Metric, Neighbors
 from metrics.subsample import strata_keys, stratified_subsample
 
 log = logging.getLogger(__name__)
@@ -75,14 +76,6 @@ class Null(str, Enum):
     STAGE = "stage"
     FRAME = "frame"  # frame order shuffled within each episode (temporal metrics)
     NONE = "none"
-
-
-class IndexKind(str, Enum):
-    """kNN index: exact (FAISS flat) or approximate (FAISS HNSW or IVF-flat, for very large stores)."""
-
-    EXACT = "exact"
-    HNSW = "hnsw"
-    IVF = "ivf"
 
 
 @dataclass(frozen=True)
@@ -316,62 +309,6 @@ def _stage_notes(labels: Labels, ctx: Context) -> None:
                      "within-stage mixing, transfer and paired metrics")
 
 
-# ---------------------------------------------------------------------------- graph
-
-
-def build_graph(X: np.ndarray, k: int, metric: Metric, index: IndexKind, notes: list[str]) -> Neighbors:
-    """The one kNN graph: exact FAISS flat, or an approximate index for very large stores.
-
-    ``hnsw``: HNSW (M=32, efConstruction 80, efSearch max(2k, 128)); ``ivf``: IVF-flat
-    (nlist 4 sqrt(n), nprobe 16). An approximate graph is checked against exact search
-    on up to 1,000 sampled rows and its recall@k goes into ``notes``.
-    """
-    if index is IndexKind.EXACT:
-        return knn(X, None, k, metric)
-    import faiss
-
-    Z = prepare(X, metric)
-    n, d = Z.shape
-    faiss_metric = faiss.METRIC_INNER_PRODUCT if metric is Metric.COSINE else faiss.METRIC_L2
-    if index is IndexKind.HNSW:
-        ann = faiss.IndexHNSWFlat(d, 32, faiss_metric)
-        ann.hnsw.efConstruction = 80
-        ann.add(Z)
-        ann.hnsw.efSearch = max(2 * k, 128)
-        what = f"HNSW (M=32, efSearch={ann.hnsw.efSearch})"
-    else:
-        nlist = max(1, min(int(4 * np.sqrt(n)), n // 39))  # FAISS wants >= 39 training rows per list
-        quantizer = faiss.IndexFlatIP(d) if metric is Metric.COSINE else faiss.IndexFlatL2(d)
-        ann = faiss.IndexIVFFlat(quantizer, d, nlist, faiss_metric)
-        train = np.random.default_rng(0).choice(n, size=min(n, 64 * nlist), replace=False)
-        ann.train(Z[np.sort(train)])
-        ann.add(Z)
-        ann.nprobe = min(nlist, IVF_NPROBE)
-        what = f"IVF-flat (nlist={nlist}, nprobe={ann.nprobe})"
-    graph = knn(Z, None, k, metric, index=ann)
-    rows, recall = graph_recall(Z, graph, metric)
-    notes.append(f"neighbours from an approximate {what} index, not exact search: recall@{k} {recall:.3f} "
-                 f"against exact search on {rows} sampled rows")
-    return graph
-
-
-IVF_NPROBE = 16
-
-
-def graph_recall(X: np.ndarray, graph: Neighbors, metric: Metric, sample: int = 1000, seed: int = 0
-                 ) -> tuple[int, float]:
-    """Share of each sampled row's ``graph`` neighbours that exact search also finds (recall@k), averaged."""
-    n, k = len(graph), graph.k
-    rows = np.sort(np.random.default_rng(seed).choice(n, size=min(sample, n), replace=False))
-    exact = knn(X[rows], X, min(k + 1, n), metric).indices
-    hits = [len(np.intersect1d(graph.indices[i], exact[j][exact[j] != i][:k])) for j, i in enumerate(rows)]
-    return len(rows), float(np.mean(hits) / k)
-
-
-def _approximate_note(index: IndexKind) -> str:
-    return f"neighbours from an approximate {index.value} index, not exact search (graph given by the caller)"
-
-
 # ---------------------------------------------------------------------------- running
 
 
@@ -471,7 +408,7 @@ def run_suite(X: np.ndarray, labels: Labels, config: MetricsConfig | None = None
                                    f"does not fit {n} rows at k={k}, {config.metric.value}; pass graph=None")
         graph = graph.top(k)
         if config.index is not IndexKind.EXACT:
-            notes.append(_approximate_note(config.index))
+            notes.append(approximate_note(config.index))
 
     strata = strata_keys(labels.embodiment, labels.task, labels.stage)
     rows = stratified_subsample(strata, config.max_samples, config.seed)

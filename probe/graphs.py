@@ -67,7 +67,7 @@ def shared_graph(X: np.ndarray, *, fingerprint: str, layer: str, k: int, metric:
     -------
     Neighbors
     """
-    from metrics.suite import IndexKind, build_graph
+    from metrics.graph import IndexKind, build_graph
 
     metric = Metric(metric)
     n = int(X.shape[0])

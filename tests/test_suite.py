@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import metrics.suite as suite_module
+import metrics.graph as graph_module
 from conftest import clustered_latents, synthetic_meta
 from metrics.bootstrap import episode_bootstrap_weights, null_embodiment, null_stage, percentile_interval
 from metrics.subsample import strata_keys, stratified_subsample
@@ -44,13 +44,13 @@ def test_mixed_vs_separated_and_null_baselines(small):
 def test_one_graph_searched_once(small, monkeypatch):
     meta, labels = small
     calls = []
-    real = suite_module.knn
+    real = graph_module.knn
 
     def counting(*args, **kwargs):
         calls.append(kwargs.get("k", args[2] if len(args) > 2 else None))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(suite_module, "knn", counting)
+    monkeypatch.setattr(graph_module, "knn", counting)  # where the suite's graph is searched
     run_suite(clustered_latents(meta), labels, MetricsConfig(**FAST, by="stage"))
     assert calls == [20]
 
@@ -106,7 +106,7 @@ def test_approximate_index_agrees_with_exact_and_says_its_recall(small, index, n
 
 def test_graph_recall_counts_shared_neighbours():
     from metrics.knn import Metric, Neighbors, knn
-    from metrics.suite import graph_recall
+    from metrics.graph import graph_recall
 
     X = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
     exact = knn(X, None, 5, "l2")
