@@ -108,9 +108,7 @@ def decode_at(path: str | Path, timestamps: Sequence[float] | np.ndarray, *,
         raise DataError(f"size must be (height, width) with positive values, got {size}")
     with open_video(path) as container:
         stream = container.streams.video[0]
-        native = (int(stream.codec_context.height), int(stream.codec_context.width))
-        # frame threads only pay off for large frames; for small ones they add latency and contend with the model
-        stream.codec_context.thread_type = "AUTO" if native[0] * native[1] > SMALL_FRAME_PIXELS else "NONE"
+        native = _prepare_stream(stream)
         fps = float(stream.average_rate or stream.guessed_rate or 30.0)
         tol = (1.0 / fps if tolerance_s is None else float(tolerance_s)) + 1e-6
         height, width = (int(s) for s in size) if size is not None else native
@@ -177,8 +175,7 @@ def decode_all(path: str | Path, *, _fast: bool = True) -> np.ndarray:
 
     with open_video(path) as container:
         stream = container.streams.video[0]
-        native = (int(stream.codec_context.height), int(stream.codec_context.width))
-        stream.codec_context.thread_type = "AUTO" if native[0] * native[1] > SMALL_FRAME_PIXELS else "NONE"
+        native = _prepare_stream(stream)
         convert = _FrameConverter(stream, native, _fast)
         try:
             planes = [convert(frame) for frame in container.decode(stream)]
@@ -226,6 +223,17 @@ class _FrameConverter:
         return yuv420_to_rgb(arrays, full_range=YUV420_FULL_RANGE[self.pix_fmt]) if self.fast else arrays
 
 
+
+
+def _prepare_stream(stream) -> tuple[int, int]:
+    """The stream's native ``(height, width)``; decoding threads only for large frames.
+
+    Frame threads pay off for large frames; for small ones they add latency and
+    contend with the model for cores.
+    """
+    native = (int(stream.codec_context.height), int(stream.codec_context.width))
+    stream.codec_context.thread_type = "AUTO" if native[0] * native[1] > SMALL_FRAME_PIXELS else "NONE"
+    return native
 
 
 class _FormatChanged(Exception):
