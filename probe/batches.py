@@ -8,6 +8,7 @@ batch, and :func:`prefetch` reads ahead in a background thread while the model r
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 from collections import deque
@@ -99,38 +100,51 @@ def _dataset_samples(ds: Any, index: int, name: str, embodiment: str, config: Ex
     episodes = ds.episodes()
     if config.max_episodes is not None:
         episodes = episodes[: config.max_episodes]
-    parts = []
+    parts: dict[str, list[np.ndarray]] = {}
+    has_video = bool(ds.info.video_keys)
+    columns_of = getattr(ds, "frame_columns", None)  # arrays without a DataFrame, where the reader has them
     for ep in episodes:
-        table = labeller.label(ep)
-        rows = table.iloc[sample_frames(len(table), ep.fps or ds.info.fps, sampling)]
-        frames = rows[C.FRAME].to_numpy(np.int64)
-        out = pd.DataFrame({
-            C.SAMPLE_ID: [f"{name}/{ep.index}/{int(f)}" for f in frames],
-            C.EMBODIMENT: embodiment,
-            C.DATASET: name,
-            C.EPISODE: np.full(len(rows), ep.index, dtype=np.int64),
+        table = columns_of(ep) if columns_of is not None else ds.frame_table(ep)
+        labels = labeller.labels(ep, table)
+        n_frames = len(table[C.FRAME])
+        take = sample_frames(n_frames, ep.fps or ds.info.fps, sampling)
+        frames = np.asarray(table[C.FRAME], dtype=np.int64)[take]
+        n = len(frames)
+        cols = {
+            C.SAMPLE_ID: np.array([f"{name}/{ep.index}/{f}" for f in frames.tolist()], dtype=object),
+            C.EPISODE: np.full(n, ep.index, dtype=np.int64),
             C.FRAME: frames,
-            C.TIMESTAMP: rows[C.TIMESTAMP].to_numpy(np.float64),
-            C.TASK: rows[C.TASK].astype(str).to_numpy() if C.TASK in rows else ep.task,
-            C.STAGE: rows[C.STAGE].astype(str).to_numpy(),
-            C.PROGRESS: rows[C.PROGRESS].to_numpy(np.float64),
-            C.STAGE_PROGRESS: rows[C.STAGE_PROGRESS].to_numpy(np.float64),
-        })
-        if C.VIDEO in rows and C.VIDEO_TIMESTAMP in rows:
-            out[C.VIDEO] = rows[C.VIDEO].fillna("").astype(str).to_numpy()
-            out[C.VIDEO_TIMESTAMP] = rows[C.VIDEO_TIMESTAMP].astype(np.float64).fillna(0.0).to_numpy()
-        elif ds.info.video_keys:
+            C.TIMESTAMP: np.asarray(table[C.TIMESTAMP], dtype=np.float64)[take],
+            C.TASK: (np.asarray(table[C.TASK], dtype=object)[take].astype(str).astype(object) if C.TASK in table
+                     else np.full(n, ep.task, dtype=object)),
+            C.STAGE: labels[C.STAGE][take],
+            C.PROGRESS: labels[C.PROGRESS][take],
+            C.STAGE_PROGRESS: labels[C.STAGE_PROGRESS][take],
+        }
+        if C.VIDEO in table and C.VIDEO_TIMESTAMP in table:
+            video = np.asarray(table[C.VIDEO], dtype=object)[take]
+            cols[C.VIDEO] = np.where(pd.isna(video), "", video).astype(str).astype(object)
+            cols[C.VIDEO_TIMESTAMP] = np.nan_to_num(np.asarray(table[C.VIDEO_TIMESTAMP], dtype=np.float64)[take])
+        elif has_video:
             ref = ep.video.get(ds.info.video_keys[0])
-            out[C.VIDEO] = str(ref.path) if ref is not None and ref.path else ""
-            out[C.VIDEO_TIMESTAMP] = out[C.TIMESTAMP].to_numpy() + float(ref.from_timestamp if ref else 0.0)
-        if C.VIDEO in out:  # absolute, so that clips and thumbnails resolve from any working directory
-            out[C.VIDEO] = [os.path.abspath(v) if v else "" for v in out[C.VIDEO]]
-        out[_DS] = index
-        parts.append(out)
+            cols[C.VIDEO] = np.full(n, str(ref.path) if ref is not None and ref.path else "", dtype=object)
+            cols[C.VIDEO_TIMESTAMP] = cols[C.TIMESTAMP] + float(ref.from_timestamp if ref else 0.0)
+        for key, values in cols.items():
+            parts.setdefault(key, []).append(values)
     warnings += [f"{name}: {w}" for w in labeller.warnings]
     if not parts:
         return pd.DataFrame()
-    return pd.concat(parts, ignore_index=True)
+    columns = {key: np.concatenate(values) for key, values in parts.items()}
+    total = len(columns[C.SAMPLE_ID])
+    columns[C.EMBODIMENT] = np.full(total, embodiment, dtype=object)
+    columns[C.DATASET] = np.full(total, name, dtype=object)
+    if C.VIDEO in columns:  # absolute, so that clips and thumbnails resolve from any working directory
+        paths, inverse = np.unique(columns[C.VIDEO].astype(str), return_inverse=True)
+        columns[C.VIDEO] = np.array([os.path.abspath(v) if v else "" for v in paths], dtype=object)[inverse.reshape(-1)]
+    columns[_DS] = np.full(total, index, dtype=np.int64)
+    order = [C.SAMPLE_ID, C.EMBODIMENT, C.DATASET, C.EPISODE, C.FRAME, C.TIMESTAMP, C.TASK, C.STAGE, C.PROGRESS,
+             C.STAGE_PROGRESS, C.VIDEO, C.VIDEO_TIMESTAMP, _DS]
+    return pd.DataFrame({key: columns[key] for key in order if key in columns})
 
 
 # -- reading batches ----------------------------------------------------------------------------
@@ -190,40 +204,47 @@ def read_work(opened: OpenedData, rows: pd.DataFrame, *, images: bool, size: tup
     d = int(rows[_DS].iloc[0])
     ds = opened.datasets[d]
     bad = set() if bad is None else bad
+    episodes = rows[C.EPISODE].to_numpy(np.int64)
+    all_frames = rows[C.FRAME].to_numpy(np.int64)
+    uniq, first = np.unique(episodes, return_index=True)
     parts, keep, skipped = [], [], []
-    for episode, group in rows.groupby(C.EPISODE, sort=False):
-        frames = group[C.FRAME].to_numpy(np.int64)
-        if (d, int(episode)) in bad:
+    for episode in uniq[np.argsort(first, kind="stable")].tolist():  # episodes in order of appearance
+        if (d, episode) in bad:
             continue
+        idx = np.flatnonzero(episodes == episode)
+        frames = all_frames[idx]
         try:
-            batch = ds.read(int(episode), frames, images=images, size=size)
+            batch = ds.read(episode, frames, images=images, size=size)
             if len(batch) != len(frames):
                 raise DataError(f"the reader returned {len(batch)} frames for {len(frames)} asked")
         except Exception as exc:
-            msg = (f"dataset '{opened.names[d]}' episode {int(episode)}: cannot read frames "
+            msg = (f"dataset '{opened.names[d]}' episode {episode}: cannot read frames "
                    f"{int(frames[0])}..{int(frames[-1])} ({type(exc).__name__}: {exc})")
             if not skip_bad:
                 raise DataError(f"{msg}; repair or remove the episode, or pass --skip-bad-episodes "
                                 "to skip it with a warning") from exc
             log.warning("%s; skipped (--skip-bad-episodes)", msg)
-            bad.add((d, int(episode)))
-            skipped.append((int(episode), msg))
+            bad.add((d, episode))
+            skipped.append((episode, msg))
             continue
         parts.append(batch)
-        keep.append(group)
+        keep.append(idx)
     if not parts:
         return Work(d, np.empty(0, np.int64), rows.iloc[:0], None, tuple(skipped), len(rows))
-    meta = pd.concat(keep)
+    meta = rows.iloc[np.concatenate(keep)]
     return Work(d, meta[_POS].to_numpy(np.int64), meta, concat_batches(parts), tuple(skipped), len(rows))
 
 
 def prefetch(items: Iterable[Any], fn: Callable[[Any], Any], depth: int = 2) -> Iterator[Any]:
-    """``fn(item)`` for each item, computed ``depth`` items ahead in a background thread."""
+    """``fn(item)`` for each item, computed ``depth`` items ahead in a background thread.
+
+    ``fn`` runs in a copy of the caller's context (an active frame cache applies there too).
+    """
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe-read") as pool:
         pending: deque[Future[Any]] = deque()
         try:
             for item in items:
-                pending.append(pool.submit(fn, item))
+                pending.append(pool.submit(contextvars.copy_context().run, fn, item))
                 if len(pending) > depth:
                     yield pending.popleft().result()
             while pending:

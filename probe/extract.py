@@ -25,6 +25,7 @@ from probe.batches import (  # noqa: F401  (re-exported: probe.extract is the pu
 )
 from probe.errors import ConfigError, ProbeError
 from probe.extractor import Extractor, layer_table  # noqa: F401  (re-exported)
+from probe.framecache import FrameCache, default_frame_cache, use_frame_cache
 from probe.hooks import Pooling, parse_pooling
 from probe.store import Store, open_store
 from probe.validate import check_output_path
@@ -107,6 +108,10 @@ class ExtractConfig:
         decoded once, every model run on it) while their summed size stays within this
         budget. None: a quarter of the available RAM (CPU) or of the free GPU memory (CUDA);
         0: one checkpoint per pass (every checkpoint reads the data again).
+    frame_cache : where decoded frames are kept so that the next extraction over the same
+        videos does not decode them again: ``'auto'`` (``$PROBE_CACHE_DIR/frames``), a
+        directory, or ``'off'`` / None. See :mod:`probe.framecache`.
+    frame_cache_max : its size limit (bytes or ``'10GB'``); least recently used frames go first.
     overwrite, resume, skip_bad_episodes : output and failure policy.
     engine, ray_actors, ray_gpus_per_actor : local or Ray Data.
     """
@@ -138,11 +143,16 @@ class ExtractConfig:
     ray_actors: int = 1
     ray_gpus_per_actor: float = 0.0
     pass_memory: int | str | None = None
+    frame_cache: str | None = "auto"
+    frame_cache_max: int | str = "10GB"
 
     def __post_init__(self) -> None:
         from probe.passes import parse_bytes
 
         object.__setattr__(self, "pass_memory", parse_bytes(self.pass_memory))
+        object.__setattr__(self, "frame_cache_max", parse_bytes(self.frame_cache_max, "--frame-cache-max"))
+        cache = None if self.frame_cache is None else str(self.frame_cache).strip()
+        object.__setattr__(self, "frame_cache", None if cache in (None, "", "off", "none") else cache)
         checkpoints = (self.checkpoints,) if isinstance(self.checkpoints, (str, Path)) else self.checkpoints
         object.__setattr__(self, "checkpoints", tuple(str(c) for c in checkpoints))
         data = (self.data,) if isinstance(self.data, (str, Path, DataSpec)) or hasattr(self.data, "episodes") else self.data
@@ -262,6 +272,20 @@ def extract(config: ExtractConfig, progress: bool = False) -> Store | list[Store
     The one store, or a list (one per checkpoint, under ``config.out``, in the order
     of ``config.checkpoints``) when several checkpoints are given.
     """
+    with use_frame_cache(frame_cache(config)):
+        return _extract(config, progress)
+
+
+def frame_cache(config: ExtractConfig) -> FrameCache | None:
+    """The frame cache ``config`` asks for (None when ``frame_cache`` is off)."""
+    if config.frame_cache is None:
+        return None
+    if config.frame_cache == "auto":
+        return default_frame_cache(int(config.frame_cache_max))
+    return FrameCache(config.frame_cache, int(config.frame_cache_max))
+
+
+def _extract(config: ExtractConfig, progress: bool) -> Store | list[Store]:
     from probe.passes import pass_budget, plan_passes, run_pass
 
     names = _checkpoint_names(config.checkpoints)

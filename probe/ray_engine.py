@@ -40,16 +40,21 @@ class _Worker:
         loaded = load_checkpoint(checkpoint, model=config.model, model_kwargs=config.model_kwargs,
                                  trust=config.trust_checkpoint, device=device)
         self.extractor = Extractor(loaded, config, device)
+        from probe.extract import frame_cache
+
+        self.frames = frame_cache(config)  # on a cluster: each node's own cache directory
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         from probe.batches import _POS, read_work
+        from probe.framecache import use_frame_cache
 
         samples = self.opened.samples
         out: dict[str, list[Any]] = {"rows": [], "values": [], "skipped": []}
         for rows in batch["rows"]:
             meta = samples.iloc[np.asarray(rows, dtype=np.int64)]
-            work = read_work(self.opened, meta, images=self.extractor.needs_images, size=self.extractor.image_size,
-                             skip_bad=self.config.skip_bad_episodes)
+            with use_frame_cache(self.frames):
+                work = read_work(self.opened, meta, images=self.extractor.needs_images,
+                                 size=self.extractor.image_size, skip_bad=self.config.skip_bad_episodes)
             values = (self.extractor(work.batch, work.meta, self.opened.embodiments[work.dataset])
                       if len(work.rows) else {})
             out["rows"].append(work.meta[_POS].to_numpy(np.int64) if len(work.rows) else np.empty(0, np.int64))

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -136,7 +136,7 @@ def run_progress(stages: Sequence[str] | np.ndarray) -> np.ndarray:
 def progress_bins(length: int, bins: int = DEFAULT_BINS) -> np.ndarray:
     """Stage names ``p0 .. p{bins-1}`` by equal bins of episode progress."""
     k = np.minimum((progress_of(length) * bins).astype(np.int64), bins - 1)
-    return np.array([f"p{i}" for i in k], dtype=object)
+    return np.array([f"p{i}" for i in range(bins)], dtype=object)[k]
 
 
 def segments_to_stages(segments: Sequence[tuple[str, int, int]], length: int, *, episode: int | str = "?",
@@ -255,20 +255,26 @@ class StageLabeller:
     def label(self, episode: Any, table: pd.DataFrame | None = None) -> pd.DataFrame:
         """The episode's frame table with ``stage``, ``stage_progress`` and ``progress`` set for every frame."""
         ep = self.dataset.episode(episode)
-        table = (self.dataset.frame_table(ep) if table is None else table).reset_index(drop=True).copy()
-        n = len(table)
+        table = (self.dataset.frame_table(ep) if table is None else table).reset_index(drop=True)
+        labels = self.labels(ep, table)
+        return pd.concat([table.drop(columns=[c for c in labels if c in table.columns]),
+                          pd.DataFrame(labels, index=table.index)], axis=1)
+
+    def labels(self, episode: Any, table: pd.DataFrame | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``stage``, ``stage_progress`` and ``progress`` per frame of the episode's frame ``table``
+        (a frame table, or its columns as arrays)."""
+        ep = self.dataset.episode(episode)
+        n = len(table[C.FRAME])
         stages, source = self._stages(ep, table, n)
         self.sources[ep.index] = source
-        table[C.STAGE] = stages.astype(str) if len(stages) else np.array([], dtype=object)
-        table[C.STAGE_PROGRESS] = run_progress(stages)
-        table[C.PROGRESS] = progress_of(n)
-        return table
+        return {C.STAGE: np.asarray(stages, dtype=object).astype(str).astype(object) if n else np.array([], object),
+                C.STAGE_PROGRESS: run_progress(stages), C.PROGRESS: progress_of(n)}
 
     def _stages(self, ep: Any, table: pd.DataFrame, n: int) -> tuple[np.ndarray, str]:
         spec = self.spec
         source = spec.source
         if source is StageSource.AUTO:
-            if "stage" in table.columns and table["stage"].notna().any():
+            if "stage" in table and pd.notna(np.asarray(table["stage"], dtype=object)).any():
                 return self._from_column(ep, table, "stage"), "column:stage"
             if ep.stage_segments:
                 return self._from_segments(ep, ep.stage_segments, n, "the dataset's subtask annotations"), "subtasks"
@@ -293,15 +299,15 @@ class StageLabeller:
         return progress_bins(n, spec.bins), str(spec)
 
     def _from_column(self, ep: Any, table: pd.DataFrame, column: str) -> np.ndarray:
-        if column not in table.columns:
+        if column not in table:
             raise DataError(
                 f"dataset '{self.dataset.info.name}', episode {ep.index} has no per-frame column '{column}'; "
-                f"columns: {list(table.columns)} (choose one with --stages column:NAME)"
+                f"columns: {list(table)} (choose one with --stages column:NAME)"
             )
-        values = table[column]
-        missing = values.isna()
-        out = values.astype(str).to_numpy(dtype=object)
-        out[missing.to_numpy()] = UNLABELLED
+        values = np.asarray(table[column], dtype=object)
+        missing = pd.isna(values)
+        out = values.astype(str).astype(object)
+        out[missing] = UNLABELLED
         if missing.any():
             self._warn(f"episode {ep.index}: {int(missing.sum())} frames have no '{column}' value; "
                        f"labelled '{UNLABELLED}'")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,18 @@ import pytest
 from probe import columns as C
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Caches (frames, graphs, layouts) of this test session live in its temp dir, not in ~/.cache."""
+    before = os.environ.get("PROBE_CACHE_DIR")
+    os.environ["PROBE_CACHE_DIR"] = str(tmp_path_factory.mktemp("probe-cache"))
+    yield
+    if before is None:
+        os.environ.pop("PROBE_CACHE_DIR", None)
+    else:
+        os.environ["PROBE_CACHE_DIR"] = before
 
 
 def synthetic_meta(n_episodes: int = 4, frames: int = 20, tasks=("pick", "push"),

@@ -57,6 +57,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                              "Default: a quarter of the available RAM (CPU) or free GPU memory (CUDA)")
     passes.add_argument("--one-checkpoint-per-pass", action="store_true",
                         help="read the data again for every checkpoint (same as --pass-memory 0)")
+    p.add_argument("--frame-cache", default="auto", metavar="DIR|auto|off",
+                   help="keep decoded frames so that the next extraction over the same videos (another checkpoint, "
+                        "other layers, --resume) skips decoding; auto: $PROBE_CACHE_DIR/frames "
+                        "(default ~/.cache/embodiment-probe/frames)")
+    p.add_argument("--frame-cache-max", default="10GB", metavar="SIZE",
+                   help="size limit of the frame cache; least recently used frames are evicted (default 10GB)")
     p.add_argument("--engine", default="local", choices=["local", "ray"], help="run batches here or on Ray Data")
     p.add_argument("--ray-actors", type=int, default=1, help="Ray Data actor pool size (--engine ray)")
     p.add_argument("--ray-gpus-per-actor", type=float, default=0.0, help="GPUs per Ray actor (0: CPU actors)")
@@ -75,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, device=args.device, autocast=args.autocast, overwrite=args.overwrite,
         resume=args.resume, skip_bad_episodes=args.skip_bad_episodes, engine=args.engine,
         ray_actors=args.ray_actors, ray_gpus_per_actor=args.ray_gpus_per_actor,
-        pass_memory=0 if args.one_checkpoint_per_pass else args.pass_memory,
+        pass_memory=0 if args.one_checkpoint_per_pass else args.pass_memory, frame_cache=args.frame_cache,
+        frame_cache_max=args.frame_cache_max,
     )
     result = extract(config, progress=True)
     stores = result if isinstance(result, list) else [result]

@@ -151,9 +151,12 @@ class Dataset(abc.ABC):
         """The :class:`EpisodeInfo` of an episode index (or the value itself)."""
         if isinstance(episode, EpisodeInfo):
             return episode
-        for ep in self.episodes():
-            if ep.index == int(episode):
-                return ep
+        by_index = self.__dict__.get("_episode_by_index")
+        if by_index is None or int(episode) not in by_index:  # built once; rebuilt if episodes changed
+            by_index = self.__dict__["_episode_by_index"] = {ep.index: ep for ep in self.episodes()}
+        found = by_index.get(int(episode))
+        if found is not None:
+            return found
         known = [e.index for e in self.episodes()]
         raise DataError(
             f"episode {episode} not found in dataset '{self.info.name}'; it has {len(known)} episodes "

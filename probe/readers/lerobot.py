@@ -129,6 +129,7 @@ class LeRobotDataset(Dataset):
         self._format = fmt
         self._skip = skip_bad_episodes
         self._cache: OrderedDict[Path, pa.Table] = OrderedDict()
+        self._episodes_read: OrderedDict[int, pa.Table] = OrderedDict()
         features = self._meta.get("features", {})
         declared = [k for k, v in features.items() if v.get("dtype") == "video"]
         if "fps" not in self._meta:
@@ -137,6 +138,7 @@ class LeRobotDataset(Dataset):
         robot_type = str(self._meta.get("robot_type") or "unknown")
         self._tasks = self._load_tasks()
         self._episode_rows = self._load_episode_rows()
+        self._row_of: dict[int, dict[str, Any]] | None = None
         if video_keys is None:
             keys = []
             for key in declared:
@@ -282,7 +284,20 @@ class LeRobotDataset(Dataset):
         return ref.from_timestamp + (ts - base)
 
     def _table(self, ep: EpisodeInfo) -> pa.Table:
-        row = next(r for r in self._episode_rows if int(r["episode_index"]) == ep.index)
+        """The episode's rows in frame order (checked against its length); the last few are kept."""
+        table = self._episodes_read.get(ep.index)
+        if table is None:
+            table = self._episode_table(ep)
+            self._episodes_read[ep.index] = table
+            while len(self._episodes_read) > _CACHE_FILES:
+                self._episodes_read.popitem(last=False)
+        self._episodes_read.move_to_end(ep.index)
+        return table
+
+    def _episode_table(self, ep: EpisodeInfo) -> pa.Table:
+        if self._row_of is None:
+            self._row_of = {int(r["episode_index"]): r for r in self._episode_rows}
+        row = self._row_of[ep.index]
         path = self._data_path(row)
         table = self._cache.get(path)
         if table is None:
@@ -310,31 +325,34 @@ class LeRobotDataset(Dataset):
         return table
 
     def frame_table(self, episode: EpisodeInfo | int) -> pd.DataFrame:
+        return pd.DataFrame(self.frame_columns(episode), copy=False)
+
+    def frame_columns(self, episode: EpisodeInfo | int) -> dict[str, np.ndarray]:
+        """The columns of :meth:`frame_table` as arrays (no DataFrame built: cheaper per episode)."""
         ep = self.episode(episode)
         table = self._table(ep)
         n = table.num_rows
-        df = pd.DataFrame({C.EPISODE: np.full(n, ep.index, dtype=np.int64),
-                           C.FRAME: np.arange(n, dtype=np.int64),
-                           C.TIMESTAMP: self._timestamps(table, ep)})
+        ts = self._timestamps(table, ep)
+        cols: dict[str, Any] = {C.EPISODE: np.full(n, ep.index, dtype=np.int64),
+                                C.FRAME: np.arange(n, dtype=np.int64), C.TIMESTAMP: ts}
         if "task_index" in table.column_names:
-            idx = table.column("task_index").to_numpy()
-            df[C.TASK] = [self._tasks.get(int(i), ep.task) for i in idx]
+            codes, inverse = np.unique(table.column("task_index").to_numpy(), return_inverse=True)
+            names = np.array([self._tasks.get(int(i), ep.task) for i in codes], dtype=object)
+            cols[C.TASK] = names[inverse.reshape(-1)]
         else:
-            df[C.TASK] = ep.task
+            cols[C.TASK] = np.full(n, ep.task, dtype=object)
         for name, col in zip(table.column_names, table.columns):
-            if name in _BOOKKEEPING or name in (STATE, ACTION) or name in df.columns:
+            if name in _BOOKKEEPING or name in (STATE, ACTION) or name in cols:
                 continue
             t = col.type
             if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_string(t) \
                     or pa.types.is_large_string(t):
-                df[name] = col.to_numpy(zero_copy_only=False)
-        if STAGE_COLUMN in df.columns:
-            df[C.STAGE] = df[STAGE_COLUMN].astype(str)
+                cols[name] = col.to_numpy(zero_copy_only=False)
         if self.info.video_keys:
             ref = ep.video[self.info.video_keys[0]]
-            df[C.VIDEO] = ref.path or ""
-            df[C.VIDEO_TIMESTAMP] = self._video_times(ref, df[C.TIMESTAMP].to_numpy(), df[C.TIMESTAMP].to_numpy())
-        return df
+            cols[C.VIDEO] = np.full(n, ref.path or "", dtype=object)
+            cols[C.VIDEO_TIMESTAMP] = self._video_times(ref, ts, ts)
+        return cols
 
     def _timestamps(self, table: pa.Table, ep: EpisodeInfo) -> np.ndarray:
         if "timestamp" in table.column_names:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from probe.errors import DataError
+from probe.framecache import active_frame_cache
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +101,23 @@ def decode_at(path: str | Path, timestamps: Sequence[float] | np.ndarray, *,
     Returns
     -------
     uint8 array ``(n, H, W, 3)`` in the order of ``timestamps``.
-    """
-    import av
 
+    While a :class:`~probe.framecache.FrameCache` is active (``use_frame_cache``),
+    the result is looked up there first and kept there after decoding.
+    """
     ts = np.asarray(timestamps, dtype=np.float64).reshape(-1)
     if size is not None and (len(size) != 2 or min(size) <= 0):
         raise DataError(f"size must be (height, width) with positive values, got {size}")
+    cache = active_frame_cache()
+    if cache is None or not len(ts):
+        return _decode_at(path, ts, size, tolerance_s, _fast)
+    return cache.fetch(path, ts, size, tolerance_s, lambda: _decode_at(path, ts, size, tolerance_s, _fast))
+
+
+def _decode_at(path: str | Path, ts: np.ndarray, size: tuple[int, int] | None, tolerance_s: float | None,
+               _fast: bool) -> np.ndarray:
+    import av
+
     with open_video(path) as container:
         stream = container.streams.video[0]
         native = _prepare_stream(stream)
@@ -165,7 +177,7 @@ def decode_at(path: str | Path, timestamps: Sequence[float] | np.ndarray, *,
         except av.error.FFmpegError as exc:
             raise DataError(f"error decoding video '{path}': {exc}; the file may be corrupt") from exc
         except _FormatChanged:  # the pixel format or size changes mid-stream: convert frame by frame
-            return decode_at(path, ts, size=size, tolerance_s=tolerance_s, _fast=False)
+            return _decode_at(path, ts, size, tolerance_s, False)
     return convert.finish(out)
 
 
