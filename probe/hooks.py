@@ -17,6 +17,7 @@ Shapes are read as:
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -161,6 +162,10 @@ class LayerHooks:
     Use as a context manager around forward passes; after each pass,
     :meth:`collect` returns ``{layer: (B, d) float32 tensor}`` and checks every
     hooked layer fired. A layer called several times in one pass keeps its last output.
+
+    Several threads may run forward passes of the same model at once: the hooks are
+    registered while any thread is inside the context, and each thread collects the
+    outputs of its own pass.
     """
 
     def __init__(self, model: torch.nn.Module, layers: Sequence[str], pooling: Mapping[str, Pooling] | Pooling | str = Pooling.MEAN,
@@ -173,9 +178,21 @@ class LayerHooks:
             self.pooling = {name: parse_pooling(pooling.get(name, Pooling.MEAN)) for name in self.layers}
         else:
             self.pooling = {name: parse_pooling(pooling) for name in self.layers}
-        self.mask: torch.Tensor | None = None
-        self._out: dict[str, torch.Tensor] = {}
+        self._local = threading.local()  # this thread's pass: outputs and token mask
         self._handles: list[Any] = []
+        self._users = 0
+        self._lock = threading.Lock()
+
+    @property
+    def mask(self) -> torch.Tensor | None:
+        return getattr(self._local, "mask", None)
+
+    @property
+    def _out(self) -> dict[str, torch.Tensor]:
+        out = getattr(self._local, "out", None)
+        if out is None:
+            out = self._local.out = {}
+        return out
 
     def _hook(self, name: str) -> Callable[..., None]:
         def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
@@ -187,19 +204,26 @@ class LayerHooks:
         return hook
 
     def __enter__(self) -> LayerHooks:
-        modules = dict(self.model.named_modules())
-        self._handles = [modules[name].register_forward_hook(self._hook(name)) for name in self.module_layers]
+        with self._lock:
+            if self._users == 0:
+                modules = dict(self.model.named_modules())
+                self._handles = [modules[name].register_forward_hook(self._hook(name))
+                                 for name in self.module_layers]
+            self._users += 1
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                for h in self._handles:
+                    h.remove()
+                self._handles = []
 
     def reset(self, mask: torch.Tensor | None = None) -> None:
-        """Forget the last pass's outputs; ``mask`` is the next pass's token mask."""
-        self._out = {}
-        self.mask = mask
+        """Forget this thread's last pass's outputs; ``mask`` is its next pass's token mask."""
+        self._local.out = {}
+        self._local.mask = mask
 
     def collect(self, result: Any = None) -> dict[str, torch.Tensor]:
         """The pooled outputs of the last pass (``result``: the forward's return value, for ``output``).
@@ -229,7 +253,7 @@ class LayerHooks:
                 "them for these inputs, e.g. a module of another embodiment or an unused head); "
                 f"choose layers on the forward path ({LAYERS_HINT})"
             )
-        out, self._out = self._out, {}
+        out, self._local.out = self._out, {}
         return out
 
 

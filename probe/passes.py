@@ -18,7 +18,9 @@ import logging
 import os
 import re
 import shutil
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -246,36 +248,47 @@ def run_pass(config: ExtractConfig, opened: OpenedData, runs: Sequence[Checkpoin
             run.release()
 
 
-@contextlib.contextmanager
-def reader_core(device: str) -> Iterator[int]:
-    """Leave one core to the reader thread while a local CPU pass runs (torch's setting restored after).
+MAX_MODEL_WORKERS = 4  # concurrent forwards on CPU (each on cores // workers intra-op threads)
 
-    torch's intra-op threads and the prefetching reader otherwise fight for the same
-    cores, and a forward whose threads wait for a descheduled sibling stalls. Measured
-    on 2 cores (built-in world, batch 64): one checkpoint runs ~20% faster with 1 thread
-    than with torch's 2; one pass over 6-10 checkpoints (the reader mostly idle) runs
-    10-20% slower on an idle machine, but with 2 threads it stalled up to 10x whenever
-    other processes took a core, and with 1 it never did. Switching per batch between
-    1 thread (reader busy) and 2 (reader idle) measured no better than always 1.
-    Yields the number of threads the pass runs with.
+
+def cpu_cores() -> int:
+    """Cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def model_workers(device: str) -> Iterator[int]:
+    """How many batches run through the models at once; on CPU, torch's intra-op threads are split among them.
+
+    A forward of a small model on one batch parallelises poorly over cores (its ops are
+    too small to split well): on the 2-core machine of ``benchmarks/RESULTS.md`` the
+    world policy forwards 11,500 frames/s on one thread and 19,000 on two. Two batches
+    at once, one thread each, run prepare + forward + hooks + pooling at about 15,000
+    frames/s where one batch on two threads managed 9,000, and no forward waits on a
+    sibling thread that another process descheduled. CPU: ``min(cores, 4)`` workers
+    with ``cores // workers`` threads each (torch's setting restored after); CUDA: one.
     """
     import torch
 
-    before = torch.get_num_threads()
     if not str(device).startswith("cpu"):
-        yield before
+        yield 1
         return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = max(1, min(before, cores - 1))
-    torch.set_num_threads(threads)
+    before = torch.get_num_threads()
+    cores = max(1, min(cpu_cores(), before))
+    workers = max(1, min(cores, MAX_MODEL_WORKERS))
+    torch.set_num_threads(max(1, cores // workers))
     try:
-        yield threads
+        yield workers
     finally:
         torch.set_num_threads(before)
 
 
+Outcome = dict[int, "dict[str, np.ndarray] | ProbeError"]
+
+
 def _run_local(config: ExtractConfig, opened: OpenedData, runs: Sequence[CheckpointRun], *, progress: bool) -> None:
-    """Read each batch once (ahead, in a thread) and run every live checkpoint of the pass on it."""
+    """Read each batch once (ahead, in a thread), run every live checkpoint of the pass on it (several
+    batches at once on CPU, see :func:`model_workers`) and write the results in order."""
     from probe.progress import bar
 
     first = runs[0].extractor
@@ -298,26 +311,60 @@ def _run_local(config: ExtractConfig, opened: OpenedData, runs: Sequence[Checkpo
         return read_work(opened, rows, images=first.needs_images, size=first.image_size,
                          skip_bad=config.skip_bad_episodes, bad=bad)
 
+    def compute(work: Any, todo_runs: list[tuple[CheckpointRun, np.ndarray]]) -> Outcome:
+        """Each run's pooled arrays for its rows still to do, or the toolkit error it failed with."""
+        outcome: Outcome = {}
+        for run, need in todo_runs:
+            try:
+                values = run.extractor(work.batch, work.meta, opened.embodiments[work.dataset])
+                outcome[run.index] = values if need.all() else {name: x[need] for name, x in values.items()}
+            except ProbeError as exc:  # this checkpoint's own failure: dropped, the others go on
+                outcome[run.index] = exc
+        return outcome
+
+    def write(work: Any, todo_runs: list[tuple[CheckpointRun, np.ndarray]], outcome: Future[Outcome]) -> None:
+        result = outcome.result()
+        for run, need in todo_runs:
+            value = result[run.index]
+            if not run.live or run not in live:
+                continue
+            if isinstance(value, ProbeError):
+                run.fail(value)
+                live.remove(run)
+                continue
+            try:
+                run.writer.write(work.rows[need], value, pooling=run.extractor.pooling())
+            except ProbeError as exc:
+                run.fail(exc)
+                live.remove(run)
+
     desc = f"extract {first.loaded.name}" if len(runs) == 1 else f"extract {len(runs)} checkpoints"
-    with bar(int(todo.sum()), desc=desc, enabled=progress, unit="frame") as pbar, reader_core(str(first.device)):
-        for work in prefetch(wanted(), read, depth=PREFETCH_DEPTH):
-            for run in list(live):
-                for episode, msg in work.skipped:
-                    run.skipped[(work.dataset, episode)] = msg
-                if not len(work.rows):
-                    continue
-                need = ~run.writer.done[work.rows]
-                if not need.any():
-                    continue
-                try:
-                    values = run.extractor(work.batch, work.meta, opened.embodiments[work.dataset])
-                    if not need.all():  # resumed: some rows of this batch were written before
-                        values = {name: x[need] for name, x in values.items()}
-                    run.writer.write(work.rows[need], values, pooling=run.extractor.pooling())
-                except ProbeError as exc:  # this checkpoint's own failure: drop it, the others go on
-                    run.fail(exc)
-                    live.remove(run)
-            pbar.update(work.n_asked)
+    with bar(int(todo.sum()), desc=desc, enabled=progress, unit="frame") as pbar, \
+            model_workers(str(first.device)) as workers, \
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe-model") as pool:
+        pending: deque[tuple[Any, list[tuple[CheckpointRun, np.ndarray]], Future[Outcome]]] = deque()
+        try:
+            for work in prefetch(wanted(), read, depth=PREFETCH_DEPTH):
+                todo_runs = []
+                for run in live:
+                    for episode, msg in work.skipped:
+                        run.skipped[(work.dataset, episode)] = msg
+                    if len(work.rows):
+                        need = ~run.writer.done[work.rows]
+                        if need.any():
+                            todo_runs.append((run, need))
+                pending.append((work, todo_runs, pool.submit(compute, work, todo_runs)))
+                while len(pending) > workers or (pending and pending[0][2].done()):
+                    done = pending.popleft()
+                    write(*done)
+                    pbar.update(done[0].n_asked)
+            while pending:
+                done = pending.popleft()
+                write(*done)
+                pbar.update(done[0].n_asked)
+        finally:
+            for _, _, fut in pending:
+                fut.cancel()
 
 
 def _finish(run: CheckpointRun, opened: OpenedData, overwrite: bool) -> Store:

@@ -68,6 +68,22 @@ def test_one_pass_reads_once_and_equals_one_pass_per_checkpoint(tmp_path, ckpts)
     assert _leftovers(tmp_path / "together") == []
 
 
+def test_concurrent_model_workers_write_what_one_worker_writes(tmp_path, ckpts, monkeypatch):
+    import probe.passes
+
+    monkeypatch.setattr(probe.passes, "cpu_cores", lambda: 4)  # four batches in flight, whatever this machine has
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        together = extract(config(ckpts, tmp_path / "four"))
+        assert torch.get_num_threads() == 4  # restored after the pass
+    finally:
+        torch.set_num_threads(before)
+    monkeypatch.setattr(probe.passes, "MAX_MODEL_WORKERS", 1)
+    alone = extract(config(ckpts, tmp_path / "one"))
+    _assert_same(together, alone)
+
+
 def test_memory_budget_groups_checkpoints_into_passes(tmp_path, ckpts):
     size = sum(p.numel() * p.element_size() for p in tiny_cnn().parameters())
     data = datasets()

@@ -90,6 +90,34 @@ def test_hooks_are_removed():
     assert not model.head._forward_hooks
 
 
+def test_threads_sharing_the_hooks_each_collect_their_own_pass():
+    import threading
+
+    model = tiny_cnn().eval()
+    hooks = LayerHooks(model, ["stem", "head"])
+    inputs = [torch.rand(2 + i, 3, 16, 16) for i in range(8)]
+    got: dict[int, dict[str, torch.Tensor]] = {}
+    start = threading.Barrier(4)
+
+    def work(k: int) -> None:
+        start.wait()
+        for i in range(k, len(inputs), 4):
+            with hooks, torch.inference_mode():
+                hooks.reset()
+                got[i] = hooks.collect(model(inputs[i]))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not model.head._forward_hooks  # removed once the last thread left
+    for i, x in enumerate(inputs):
+        with torch.no_grad():
+            assert torch.allclose(got[i]["head"], model(x)), i
+            assert torch.allclose(got[i]["stem"], model.stem(x).mean(dim=(2, 3)), atol=1e-6), i
+
+
 def test_list_layers_shapes():
     model = tiny_cnn().eval()
     infos = {i.name: i for i in list_layers(model, lambda: model(torch.zeros(2, 3, 16, 16)))}
