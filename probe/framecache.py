@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -81,7 +82,7 @@ class FrameCache:
         """The cached frames (an in-memory copy), or None; a damaged entry is removed."""
         path = self._path(key)
         try:
-            frames = np.load(path, allow_pickle=False)
+            frames = _read_uint8_npy(path)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except (OSError, ValueError, EOFError) as exc:
@@ -178,6 +179,28 @@ class FrameCache:
     def clear(self) -> None:
         """Remove every entry."""
         self.evict(target=0)
+
+
+_HEADER = re.compile(rb"\{'descr': '\|u1', 'fortran_order': False, 'shape': \(([0-9, ]*)\), \}")
+
+
+def _read_uint8_npy(path: Path) -> np.ndarray:
+    """A C-ordered uint8 ``.npy`` file as :func:`numpy.load` reads it, without parsing its header as
+    Python (the common case: the header np.save writes for such arrays); anything else goes to np.load."""
+    with open(path, "rb") as f:
+        head = f.read(128)
+        if head[:8] == b"\x93NUMPY\x01\x00" and len(head) >= 10:
+            end = 10 + int.from_bytes(head[8:10], "little")
+            match = _HEADER.match(head[10:end]) if end <= len(head) else None
+            if match is not None:
+                shape = tuple(int(x) for x in match.group(1).split(b",") if x.strip())
+                count = int(np.prod(shape)) if shape else 1
+                f.seek(end)
+                data = np.fromfile(f, dtype=np.uint8, count=count)
+                if data.size != count:
+                    raise ValueError(f"truncated: {data.size} of {count} bytes")
+                return data.reshape(shape)
+    return np.load(path, allow_pickle=False)
 
 
 def default_frame_cache(max_bytes: int = DEFAULT_MAX_BYTES) -> FrameCache:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,16 @@ def _matrix(table: pa.Table, name: str) -> np.ndarray | None:
     return col.to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(col), 1)
 
 
+@dataclass(frozen=True)
+class _EpisodeArrays:
+    """One episode's rows (frame order) and the columns every read takes from them."""
+
+    table: pa.Table
+    timestamps: np.ndarray
+    state: np.ndarray | None
+    action: np.ndarray | None
+
+
 class LeRobotDataset(Dataset):
     """A LeRobot v2.x or v3.0 dataset read in place.
 
@@ -129,7 +140,7 @@ class LeRobotDataset(Dataset):
         self._format = fmt
         self._skip = skip_bad_episodes
         self._cache: OrderedDict[Path, pa.Table] = OrderedDict()
-        self._episodes_read: OrderedDict[int, pa.Table] = OrderedDict()
+        self._episodes_read: OrderedDict[int, _EpisodeArrays] = OrderedDict()
         features = self._meta.get("features", {})
         declared = [k for k, v in features.items() if v.get("dtype") == "video"]
         if "fps" not in self._meta:
@@ -284,15 +295,20 @@ class LeRobotDataset(Dataset):
         return ref.from_timestamp + (ts - base)
 
     def _table(self, ep: EpisodeInfo) -> pa.Table:
-        """The episode's rows in frame order (checked against its length); the last few are kept."""
-        table = self._episodes_read.get(ep.index)
-        if table is None:
+        """The episode's rows in frame order (checked against its length)."""
+        return self._arrays(ep).table
+
+    def _arrays(self, ep: EpisodeInfo) -> _EpisodeArrays:
+        """The episode's rows with its timestamps, state and action as arrays; the last few episodes are kept."""
+        arrays = self._episodes_read.get(ep.index)
+        if arrays is None:
             table = self._episode_table(ep)
-            self._episodes_read[ep.index] = table
+            arrays = _EpisodeArrays(table, self._timestamps(table, ep), _matrix(table, STATE), _matrix(table, ACTION))
+            self._episodes_read[ep.index] = arrays
             while len(self._episodes_read) > _CACHE_FILES:
                 self._episodes_read.popitem(last=False)
         self._episodes_read.move_to_end(ep.index)
-        return table
+        return arrays
 
     def _episode_table(self, ep: EpisodeInfo) -> pa.Table:
         if self._row_of is None:
@@ -363,10 +379,9 @@ class LeRobotDataset(Dataset):
              size: tuple[int, int] | None = None) -> Batch:
         ep = self.episode(episode)
         frames = check_frames(frames, ep.length, ep.index)
-        table = self._table(ep)
-        all_ts = self._timestamps(table, ep)
+        arrays = self._arrays(ep)
+        all_ts = arrays.timestamps
         ts = all_ts[frames]
-        rows = table.select([c for c in (STATE, ACTION) if c in table.column_names]).take(pa.array(frames))
         video_paths, video_ts, decoded = {}, {}, {}
         for key, ref in ep.video.items():
             vt = self._video_times(ref, ts, all_ts)
@@ -385,8 +400,10 @@ class LeRobotDataset(Dataset):
                     decoded[key] = decode_at(ref.path, vt, size=size)
                 except DataError as exc:
                     raise DataError(f"dataset '{self.info.name}', episode {ep.index}, video '{key}': {exc}") from exc
-        return Batch(frames=frames, timestamps=ts, images=decoded, state=_matrix(rows, STATE),
-                     action=_matrix(rows, ACTION), video_paths=video_paths, video_timestamps=video_ts)
+        return Batch(frames=frames, timestamps=ts, images=decoded,
+                     state=None if arrays.state is None else arrays.state[frames],
+                     action=None if arrays.action is None else arrays.action[frames],
+                     video_paths=video_paths, video_timestamps=video_ts)
 
 
 def _segments(row: dict[str, Any], index: int) -> tuple[tuple[str, int, int], ...]:
