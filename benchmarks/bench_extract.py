@@ -20,7 +20,9 @@ Peak memory is measured in a fresh subprocess per scale (max RSS); 10x lists eac
 dataset ten times (distinct names), so samples and store size grow 10x while the
 working set should not (goal: flat). The one pass gets its own peak RSS.
 
-The machine may be shared: every timing is the best of ``--repeats`` runs.
+The machine may be shared: the measurements run in ``--repeats`` interleaved rounds
+(peer, cold, warm, one pass), each ratio is taken within a round, and the median
+over rounds is reported, with every round's numbers.
 
 Usage::
 
@@ -41,6 +43,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -106,68 +110,65 @@ def end_to_end(world: Path, ckpts: list[Path] | Path, out: Path, copies: int, ba
             "fps_per_checkpoint": n * len(ckpts) / seconds}
 
 
-def best_of(repeats: int, fn, *args, **kwargs) -> dict:
-    """The fastest of ``repeats`` runs (the machine may be shared)."""
-    runs = [fn(*args, **kwargs) for _ in range(max(1, repeats))]
-    return min(runs, key=lambda r: r["seconds"])
+class BareForward:
+    """The model alone on the same batches, decoded and prepared once, beforehand (the peer)."""
 
+    def __init__(self, world: Path, ckpt: Path, batch_size: int, device: str) -> None:
+        import torch
 
-def bare_forward(world: Path, ckpt: Path, batch_size: int, device: str, repeats: int = 1,
-                 threads: int | None = None, concurrent: int = 1) -> dict:
-    """The model alone on the same batches, decoded and prepared beforehand (best of ``repeats``).
+        from probe.batches import batches_of, open_data, read_work
+        from probe.checkpoints import load_checkpoint
+        from probe.extract import ExtractConfig, resolve_device
+        from probe.extractor import Extractor
 
-    ``concurrent`` > 1 runs that many batches at once from as many threads (each on
-    ``threads`` intra-op threads), as extraction does on CPU: a stricter peer than the plain loop.
-    """
-    import torch
+        self.device = resolve_device(device)
+        config = ExtractConfig(checkpoints=(str(ckpt),), data=data_specs(world, 1), layers=LAYERS, out="-",
+                               batch_size=batch_size, device=self.device)
+        opened = open_data(config)
+        self.loaded = load_checkpoint(ckpt, device=self.device)
+        self.ex = Extractor(self.loaded, config, self.device)
+        todo = torch.ones(len(opened.samples), dtype=torch.bool).numpy()
+        self.prepared = []
+        for rows in batches_of(opened.samples, todo, batch_size):
+            work = read_work(opened, rows, images=True, size=self.ex.image_size, skip_bad=False)
+            self.prepared.append(self.ex.adapter.prepare(work.batch, work.meta, opened.embodiments[work.dataset],
+                                                         self.ex.device))
+        self.n = sum(len(p) for p in self.prepared)
+        self._run(self.prepared[:1])  # warm-up
 
-    from probe.batches import batches_of, open_data, read_work
-    from probe.checkpoints import load_checkpoint
-    from probe.extract import ExtractConfig, resolve_device
-    from probe.extractor import Extractor
+    def _run(self, part: list) -> None:
+        import torch
 
-    device = resolve_device(device)
-    config = ExtractConfig(checkpoints=(str(ckpt),), data=data_specs(world, 1), layers=LAYERS, out="-",
-                           batch_size=batch_size, device=device)
-    opened = open_data(config)
-    loaded = load_checkpoint(ckpt, device=device)
-    ex = Extractor(loaded, config, device)
-    todo = torch.ones(len(opened.samples), dtype=torch.bool).numpy()
-    prepared = []
-    for rows in batches_of(opened.samples, todo, batch_size):
-        work = read_work(opened, rows, images=True, size=ex.image_size, skip_bad=False)
-        prepared.append(ex.adapter.prepare(work.batch, work.meta, opened.embodiments[work.dataset], ex.device))
-    n = sum(len(p) for p in prepared)
-    from concurrent.futures import ThreadPoolExecutor
-
-    def run(part: list) -> None:
         with torch.inference_mode():
             for inputs in part:
-                out = ex.adapter.forward(loaded.model, inputs)
+                out = self.ex.adapter.forward(self.loaded.model, inputs)
                 out["embedding"].float().cpu()  # results leave the device, as in extraction
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads or before)
-    try:
-        run(prepared[:1])  # warm-up
-        times = []
-        with ThreadPoolExecutor(max(1, concurrent)) as pool:
-            for _ in range(max(1, repeats)):
-                if device.startswith("cuda"):
+    def __call__(self, threads: int | None = None, concurrent: int = 1) -> dict:
+        """One timed pass over every batch: a plain loop on ``threads`` intra-op threads, or ``concurrent``
+        batches at once from as many threads (as extraction runs them on CPU), a stricter peer."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads or before)
+        try:
+            with ThreadPoolExecutor(max(1, concurrent)) as pool:
+                if self.device.startswith("cuda"):
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
                 if concurrent > 1:
-                    list(pool.map(run, [[p] for p in prepared]))
+                    list(pool.map(self._run, [[p] for p in self.prepared]))
                 else:
-                    run(prepared)
-                if device.startswith("cuda"):
+                    self._run(self.prepared)
+                if self.device.startswith("cuda"):
                     torch.cuda.synchronize()
-                times.append(time.perf_counter() - t0)
-    finally:
-        torch.set_num_threads(before)
-    seconds = min(times)
-    return {"samples": n, "seconds": seconds, "fps": n / seconds, "threads": threads or before,
-            "concurrent": concurrent}
+                seconds = time.perf_counter() - t0
+        finally:
+            torch.set_num_threads(before)
+        return {"samples": self.n, "seconds": seconds, "fps": self.n / seconds, "threads": threads or before,
+                "concurrent": concurrent}
 
 
 def peak_rss_mb() -> float:
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="cpu")
     p.add_argument("--scale", type=int, default=10, help="the larger data multiple for the memory check")
-    p.add_argument("--repeats", type=int, default=3, help="timings are the best of this many runs")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved rounds of every measurement (medians reported)")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -226,36 +227,52 @@ def main(argv: list[str] | None = None) -> int:
         ckpt = ckpts[0]
         frames = str(tmp / "frame-cache")
         end_to_end(world, ckpt, tmp / "store-e2e", 1, args.batch_size, args.device, frame_cache=frames)  # warm-up
-        cold = best_of(args.repeats, end_to_end, world, ckpt, tmp / "store-e2e", 1, args.batch_size, args.device)
-        warm = best_of(args.repeats, end_to_end, world, ckpt, tmp / "store-e2e", 1, args.batch_size, args.device,
-                       frame_cache=frames)
-        bare_runs = [bare_forward(world, ckpt, args.batch_size, args.device, args.repeats, threads)
-                     for threads in dict.fromkeys([None, max(1, cores - 1)])]
-        bare = max(bare_runs, key=lambda r: r["fps"])
-        workers = min(cores, 4)
-        parallel = bare_forward(world, ckpt, args.batch_size, args.device, args.repeats, max(1, cores // workers),
-                                concurrent=workers) if args.device == "cpu" and workers > 1 else None
+        bare = BareForward(world, ckpt, args.batch_size, args.device)
+        workers = min(cores, 4) if args.device == "cpu" else 1
+        threads = list(dict.fromkeys([None, max(1, cores - 1)]))
+        rounds = []
+        for _ in range(max(1, args.repeats)):  # interleaved, so that each ratio compares like conditions
+            r: dict = {"bare": max((bare(t) for t in threads), key=lambda x: x["fps"])}
+            if workers > 1:
+                r["bare_batches_at_once"] = bare(max(1, cores // workers), concurrent=workers)
+            r["cold"] = end_to_end(world, ckpt, tmp / "store-e2e", 1, args.batch_size, args.device)
+            r["warm"] = end_to_end(world, ckpt, tmp / "store-e2e", 1, args.batch_size, args.device,
+                                   frame_cache=frames)
+            if len(ckpts) > 1:
+                for kind, cache in (("cold", None), ("warm", frames)):
+                    r[f"pass_{kind}"] = end_to_end(world, ckpts, tmp / "stores-pass", 1, args.batch_size,
+                                                   args.device, frame_cache=cache)
+            rounds.append(r)
+
+        def median(values: list[float]) -> float:
+            return float(np.median(values))
+
+        def ratio(key: str, peer: str = "bare", per_checkpoint: bool = False) -> float:
+            field = "fps_per_checkpoint" if per_checkpoint else "fps"
+            return round(median([r[key][field] / r[peer]["fps"] for r in rounds]), 3)
+
         result = {
             "device": args.device, "batch_size": args.batch_size, "layers": list(LAYERS), "cores": cores,
-            "samples": cold["samples"],
-            "end_to_end_fps_cold": round(cold["fps"], 1), "end_to_end_fps_warm": round(warm["fps"], 1),
-            "bare_forward_fps": round(bare["fps"], 1),
-            "bare_forward_fps_by_threads": {str(r["threads"]): round(r["fps"], 1) for r in bare_runs},
-            "ratio_cold": round(cold["fps"] / bare["fps"], 3), "ratio_warm": round(warm["fps"] / bare["fps"], 3),
+            "samples": bare.n, "rounds": len(rounds),
+            "bare_forward_fps": round(median([r["bare"]["fps"] for r in rounds]), 1),
+            "end_to_end_fps_cold": round(median([r["cold"]["fps"] for r in rounds]), 1),
+            "end_to_end_fps_warm": round(median([r["warm"]["fps"] for r in rounds]), 1),
+            "ratio_cold": ratio("cold"), "ratio_warm": ratio("warm"),
         }
-        if parallel is not None:  # the stricter peer: batches at once, as extraction runs them on CPU
-            result |= {f"bare_forward_fps_{workers}_batches_at_once": round(parallel["fps"], 1),
-                       "ratio_warm_vs_batches_at_once": round(warm["fps"] / parallel["fps"], 3)}
+        if workers > 1:
+            result |= {f"bare_forward_fps_{workers}_batches_at_once":
+                       round(median([r["bare_batches_at_once"]["fps"] for r in rounds]), 1),
+                       "ratio_warm_vs_batches_at_once": ratio("warm", "bare_batches_at_once")}
         if len(ckpts) > 1:
-            for kind, cache in (("cold", None), ("warm", frames)):
-                one_pass = best_of(args.repeats, end_to_end, world, ckpts, tmp / "stores-pass", 1, args.batch_size,
-                                   args.device, frame_cache=cache)
+            result["one_pass_checkpoints"] = len(ckpts)
+            for kind in ("cold", "warm"):
                 result |= {
-                    "one_pass_checkpoints": len(ckpts),
-                    f"one_pass_seconds_{kind}": round(one_pass["seconds"], 2),
-                    f"one_pass_fps_per_checkpoint_{kind}": round(one_pass["fps_per_checkpoint"], 1),
-                    f"one_pass_ratio_{kind}": round(one_pass["fps_per_checkpoint"] / bare["fps"], 3),
+                    f"one_pass_fps_per_checkpoint_{kind}":
+                        round(median([r[f"pass_{kind}"]["fps_per_checkpoint"] for r in rounds]), 1),
+                    f"one_pass_ratio_{kind}": ratio(f"pass_{kind}", per_checkpoint=True),
                 }
+        result["per_round"] = [{k: round(v["fps_per_checkpoint" if k.startswith("pass") else "fps"], 1)
+                                for k, v in r.items()} for r in rounds]
         mem1 = peak_memory(world, ckpt, tmp / "store-1x", 1, args.batch_size, args.device)
         memn = peak_memory(world, ckpt, tmp / f"store-{args.scale}x", args.scale, args.batch_size, args.device)
         result |= {

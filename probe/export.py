@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from probe.atomic import atomic_file
-from probe.projection import Layout, ProjectionConfig, default_cache_dir, project_store
+from probe.cachedir import default_cache_dir
+from probe.projection import Layout, ProjectionConfig, project_store
 from probe.store import open_store
 from probe.validate import check_output_path
 

@@ -205,7 +205,7 @@ def _read_uint8_npy(path: Path) -> np.ndarray:
 
 def default_frame_cache(max_bytes: int = DEFAULT_MAX_BYTES) -> FrameCache:
     """The frame cache under the toolkit's cache directory (``$PROBE_CACHE_DIR/frames``)."""
-    from probe.projection import default_cache_dir
+    from probe.cachedir import default_cache_dir
 
     return FrameCache(default_cache_dir() / "frames", max_bytes)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
@@ -36,7 +35,6 @@ from probe.latents import Latents
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
-DEFAULT_CACHE_ENV = "PROBE_CACHE_DIR"
 
 
 class Method(str, Enum):
@@ -116,12 +114,6 @@ class Layout:
         if self.sampled:
             text += f", stratified sample of {len(self)} of {self.n_total} points"
         return text
-
-
-def default_cache_dir() -> Path:
-    """``$PROBE_CACHE_DIR`` or ``~/.cache/embodiment-probe`` (read when called, not at import)."""
-    env = os.environ.get(DEFAULT_CACHE_ENV)
-    return Path(env) if env else Path.home() / ".cache" / "embodiment-probe"
 
 
 # ---------------------------------------------------------------- sampling

@@ -30,6 +30,7 @@ COMMANDS: tuple[str, ...] = (
     "serve",
     "report",
     "export",
+    "cache",
 )
 
 

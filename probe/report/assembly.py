@@ -18,7 +18,8 @@ import pandas as pd
 from probe import figures as F
 from probe.errors import ConfigError
 from probe.progress import track
-from probe.projection import Layout, default_cache_dir, project
+from probe.cachedir import default_cache_dir
+from probe.projection import Layout, project
 from probe.report.checkpoints import Checkpoint, _unique_labels, describe, order_checkpoints, resolve_layers
 from probe.report.config import ReportConfig
 from probe.report.examples import coverage_gaps, retrieval_examples
