@@ -36,6 +36,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -102,12 +103,45 @@ def end_to_end(world: Path, ckpts: list[Path] | Path, out: Path, copies: int, ba
     config = ExtractConfig(checkpoints=tuple(str(c) for c in ckpts), data=data_specs(world, copies), layers=LAYERS,
                            out=str(out), batch_size=batch_size, device=device, overwrite=Path(out).exists(),
                            pass_memory=pass_memory, frame_cache=frame_cache or "off")
-    t0 = time.perf_counter()
-    result = extract(config)
-    seconds = time.perf_counter() - t0
+    with timed_phases() as phases:
+        t0 = time.perf_counter()
+        result = extract(config)
+        seconds = time.perf_counter() - t0
     n = (result[0] if isinstance(result, list) else result).n
+    streaming = phases.get("stream", seconds)
     return {"samples": n, "checkpoints": len(ckpts), "seconds": seconds, "fps": n / seconds,
-            "fps_per_checkpoint": n * len(ckpts) / seconds}
+            "fps_per_checkpoint": n * len(ckpts) / seconds, "phases": phases,
+            "streaming_fps_per_checkpoint": n * len(ckpts) / streaming}
+
+
+@contextlib.contextmanager
+def timed_phases():
+    """Seconds spent opening the data (``open``), streaming batches through the models (``stream``)
+    and committing stores (``commit``) during the block, by wrapping those functions."""
+    import probe.extract
+    import probe.passes
+
+    phases: dict[str, float] = {}
+    targets = [(probe.extract, "open_data", "open"), (probe.passes, "_run_local", "stream"),
+               (probe.passes, "_finish", "commit")]
+    originals = [getattr(module, name) for module, name, _ in targets]
+
+    def timed(fn, phase):
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                phases[phase] = phases.get(phase, 0.0) + time.perf_counter() - t0
+        return wrapper
+
+    for (module, name, phase), fn in zip(targets, originals):
+        setattr(module, name, timed(fn, phase))
+    try:
+        yield phases
+    finally:
+        for (module, name, _), fn in zip(targets, originals):
+            setattr(module, name, fn)
 
 
 class BareForward:
@@ -271,6 +305,12 @@ def main(argv: list[str] | None = None) -> int:
                         round(median([r[f"pass_{kind}"]["fps_per_checkpoint"] for r in rounds]), 1),
                     f"one_pass_ratio_{kind}": ratio(f"pass_{kind}", per_checkpoint=True),
                 }
+        for key in ("warm", "pass_warm"):  # the streaming part alone: without opening datasets and committing
+            if key in rounds[0]:
+                result[f"streaming_ratio_{key}"] = round(median(
+                    [r[key]["streaming_fps_per_checkpoint"] / r["bare"]["fps"] for r in rounds]), 3)
+                result[f"phases_{key}_seconds"] = {p: round(median([r[key]["phases"].get(p, 0.0) for r in rounds]), 3)
+                                                   for p in ("open", "stream", "commit")}
         result["per_round"] = [{k: round(v["fps_per_checkpoint" if k.startswith("pass") else "fps"], 1)
                                 for k, v in r.items()} for r in rounds]
         mem1 = peak_memory(world, ckpt, tmp / "store-1x", 1, args.batch_size, args.device)
