@@ -9,6 +9,7 @@ batch, and :func:`prefetch` reads ahead in a background thread while the model r
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 import os
 from collections import deque
@@ -46,8 +47,10 @@ class OpenedData:
     samples: pd.DataFrame
     warnings: tuple[str, ...]
 
-    @property
+    @functools.cached_property
     def meta(self) -> pd.DataFrame:
+        """The sample table without its internal columns: what each store's ``meta.parquet`` holds
+        (built once, shared by every checkpoint's writer)."""
         return self.samples.drop(columns=[_DS, _POS]).reset_index(drop=True)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import re
 import shutil
 import time
@@ -125,6 +126,16 @@ def _check_layer_shape(file: Path, X: np.ndarray, n: int, dim: int) -> None:
         )
     if X.shape[1] != dim:
         raise StoreError(f"layer file '{file}' has dim {X.shape[1]} but the manifest says {dim}")
+
+
+def _release(array: np.memmap) -> None:
+    """Drop a flushed memory map's pages from this process's resident set (no-op where unsupported)."""
+    mm = getattr(array, "_mmap", None)
+    if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        try:
+            mm.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):
+            pass
 
 
 def open_store(path: str | Path) -> Store:
@@ -322,10 +333,12 @@ class StoreWriter:
 
         :meth:`write` syncs at most every ``sync_every_s`` seconds (per-batch syncs cost
         more than a small model's forward); rows written since the last sync are simply
-        written again by a resumed run.
+        written again by a resumed run. Flushed pages are then released from this
+        process (they stay in the OS page cache), so its memory does not grow with the store.
         """
         for m in self._maps.values():
             m.flush()
+            _release(m)
         self._save_state()
         self._synced = time.monotonic()
 
