@@ -14,6 +14,7 @@ aborted and dropped from the pass; the others finish.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -401,7 +402,7 @@ def _publish(staged: Store, path: Path, opened: OpenedData, skipped: Mapping[tup
     if not skipped:
         check_output_path(path, overwrite, what="store")
         _replace_dir(staged.path, path)
-        return open_store(path)
+        return dataclasses.replace(staged, path=path)  # opened and checked by commit() a moment ago
     samples = opened.samples
     drop = np.zeros(len(samples), dtype=bool)
     for (d, episode) in skipped:
