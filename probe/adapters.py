@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -84,6 +84,15 @@ class Adapter(abc.ABC):
     def options(self) -> dict[str, Any]:
         """What the adapter was configured with (written to the store manifest)."""
         return {}
+
+    def input_key(self) -> Hashable | None:
+        """A key such that adapters with equal keys make equal inputs from any batch, or None.
+
+        Checkpoints of one pass whose adapters share a key share one ``prepare`` per
+        batch. Return a key only when ``prepare`` depends on nothing but the key and
+        the models leave their inputs unmodified; the default None never shares.
+        """
+        return None
 
 
 def _images(batch: Batch, video_key: str | None) -> np.ndarray:
@@ -267,6 +276,10 @@ class WorldAdapter(Adapter):
 
     def options(self) -> dict[str, Any]:
         return {"image_size": self.image_size, "video_key": self.video_key}
+
+    def input_key(self) -> Hashable | None:
+        # the world policy computes out of place; its inputs depend on these alone
+        return ("world", self.image_size, self.video_key, tuple(self.tasks), tuple(sorted(self.state_dims.items())))
 
 
 BUILTIN: dict[str, type[Adapter]] = {"world": WorldAdapter, "image": ImageAdapter, "state": StateAdapter}

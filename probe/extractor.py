@@ -8,7 +8,7 @@ An :class:`Extractor` turns one read batch into pooled float32 arrays per layer
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -78,15 +78,30 @@ class Extractor:
     def pooling(self) -> dict[str, str]:
         return {x: self.config.pooling_of(x).value for x in self.hooked + self.embed_layers}
 
+    @property
+    def input_key(self) -> Hashable | None:
+        """Extractors with equal keys get equal model inputs from a batch, so one ``prepare`` serves them all
+        (adapters opt in with ``input_key()``; None: never shared)."""
+        method = getattr(self.adapter, "input_key", None)
+        key = method() if callable(method) else None
+        return None if key is None else (key, str(self.device))
+
+    def prepare(self, batch: Any, meta: pd.DataFrame, embodiment: str) -> Any:
+        """The adapter's model inputs for one batch."""
+        return self.adapter.prepare(batch, meta, embodiment, self.device)
+
     def __call__(self, batch: Any, meta: pd.DataFrame, embodiment: str) -> dict[str, np.ndarray]:
         """Pooled ``{layer: (B, d) float32}`` for one batch; NaN / Inf raise naming layer and samples."""
+        return self.run(self.prepare(batch, meta, embodiment), batch, meta)
+
+    def run(self, inputs: Any, batch: Any, meta: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Pooled ``{layer: (B, d) float32}`` from prepared ``inputs`` (see :meth:`__call__`)."""
         import contextlib
 
         import torch
 
         from probe.hooks import pool
 
-        inputs = self.adapter.prepare(batch, meta, embodiment, self.device)
         cast = (torch.autocast(self.device.type, dtype=self.autocast) if self.autocast is not None
                 else contextlib.nullcontext())
         with self.hooks, torch.inference_mode(), cast:

@@ -315,9 +315,23 @@ def _run_local(config: ExtractConfig, opened: OpenedData, runs: Sequence[Checkpo
     def compute(work: Any, todo_runs: list[tuple[CheckpointRun, np.ndarray]]) -> Outcome:
         """Each run's pooled arrays for its rows still to do, or the toolkit error it failed with."""
         outcome: Outcome = {}
+        shared: dict[Any, Any] = {}  # one prepare per input key (see Extractor.input_key)
+        embodiment = opened.embodiments[work.dataset]
         for run, need in todo_runs:
             try:
-                values = run.extractor(work.batch, work.meta, opened.embodiments[work.dataset])
+                key = run.extractor.input_key
+                if key is None:
+                    inputs = run.extractor.prepare(work.batch, work.meta, embodiment)
+                else:
+                    if key not in shared:
+                        try:
+                            shared[key] = run.extractor.prepare(work.batch, work.meta, embodiment)
+                        except ProbeError as exc:
+                            shared[key] = exc
+                    if isinstance(shared[key], ProbeError):
+                        raise shared[key]
+                    inputs = shared[key]
+                values = run.extractor.run(inputs, work.batch, work.meta)
                 outcome[run.index] = values if need.all() else {name: x[need] for name, x in values.items()}
             except ProbeError as exc:  # this checkpoint's own failure: dropped, the others go on
                 outcome[run.index] = exc

@@ -136,3 +136,21 @@ def test_video_paths_are_absolute_whatever_the_working_directory(world, tmp_path
                                   out=str(tmp_path / "s"), stride=8, device="cpu"))
     videos = store.meta[C.VIDEO].map(Path)
     assert all(v.is_absolute() and v.is_file() for v in videos)
+
+
+def test_world_checkpoints_of_a_pass_share_one_prepare_per_batch(world, tmp_path, monkeypatch):
+    from probe.adapters import WorldAdapter
+
+    ckpts = tuple(str(world / "ckpt" / "cotrained" / f"step-{s:06d}") for s in (0, 400))
+    data = (f"human={world / 'w/datasets/human'}", f"robot={world / 'w/datasets/robot'}")
+    base = dict(checkpoints=ckpts, data=data, layers=("trunk.block2",), stride=4, device="cpu", batch_size=8)
+    calls = []
+    prepare = WorldAdapter.prepare
+    monkeypatch.setattr(WorldAdapter, "prepare", lambda self, *a: calls.append(1) or prepare(self, *a))
+    together = extract(ExtractConfig(out=str(tmp_path / "together"), **base))
+    batches = len(calls)
+    calls.clear()
+    apart = extract(ExtractConfig(out=str(tmp_path / "apart"), pass_memory=0, **base))
+    assert len(calls) == 2 * batches  # one pass each: every checkpoint prepares every batch
+    for a, b in zip(together, apart):
+        np.testing.assert_array_equal(a.matrix("trunk.block2"), b.matrix("trunk.block2"))
