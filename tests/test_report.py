@@ -100,6 +100,7 @@ def test_html_is_self_contained(report):
     assert not re.search(r"<script[^>]+src=", ours)
     assert "cdn.plot.ly" not in ours and "<link" not in ours and "https://" not in ours
     assert "Verdict" in page and "co-trained step 300" in page
+    assert "null: the value with labels shuffled between whole (episode, stage) runs" in page  # nulls explained
 
 
 def test_summary_is_a_markdown_table(report):

@@ -33,6 +33,12 @@ text-align:right}th{background:#f5f5f5}td:first-child,th:first-child{text-align:
 .fail{color:#b00020;font-weight:bold}.pass{color:#137333}.small{color:#666;font-size:12px}
 """
 
+NULL_NOTE = ("null: the value with labels shuffled between whole (episode, stage) runs: embodiment labels within "
+             "each stage for mixing, paired and distribution metrics, stage labels within each task for "
+             "conservation and retrieval. It is what a space that mixes embodiments perfectly (or keeps no stage "
+             "structure) scores. Mixing nulls sit below the metric's ideal value (e.g. about 0.8 rather than 1 for "
+             "kNN mixing) because a frame's nearest neighbours are mostly frames of its own run, which keep one label "
+             "after the shuffle; so mixing is read as a fraction of its null.")
 
 def _figure_html(fig: Any, div_id: str) -> str:
     return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
@@ -120,6 +126,7 @@ def render_html(data: ReportData) -> str:
                                                     "</span>" if math.isfinite(_value(_entry(rec, n), "null")) else "")
                 for n in names])
         sections.append(_table(["checkpoint"] + names, rows))
+        sections.append(f"<p class='small'>{html.escape(NULL_NOTE)}</p>")
         last = data.checkpoints[-1]
         rec = data.record(last, data.headline) or {}
         sections.append(fig(F.metric_bars({n: _entry(rec, n) for n in names if _entry(rec, n)},
