@@ -200,27 +200,11 @@ def load_checkpoint(checkpoint: str | Path, *, model: str | None = None,
         Missing, corrupt, unsafe-to-load without trust, or not fitting the model.
     """
     path = Path(checkpoint)
-    if not path.exists():
-        raise CheckpointError(
-            f"checkpoint '{path}' does not exist; pass a world policy directory (config.json + "
-            "model.safetensors), a TorchScript archive, or a weight file together with --model package.module:factory"
-        )
     if model_kwargs and not model:
         raise ConfigError("--model-kwargs given without --model; they are the factory's keyword arguments")
-    if path.is_dir():
-        config = _read_config(path)
-        if config is not None and config.get("type") == WORLD_POLICY_TYPE and not model:
-            return _load_world(path, config, device)
-        if not model:
-            raise CheckpointError(
-                f"checkpoint directory '{path}' is not a world policy (config.json with "
-                f"\"type\": \"{WORLD_POLICY_TYPE}\" missing); for your own model pass --model "
-                "package.module:factory and the weights (a directory holding model.safetensors, or the file)"
-            )
-        weights = _weight_file(path)
-    else:
-        weights = path
-        config = None
+    weights, config = _locate(path, model)
+    if config is not None and config.get("type") == WORLD_POLICY_TYPE and not model:
+        return _load_world(path, config, device)
     if model is None and _is_torchscript(weights):
         return _load_torchscript(path, weights, device)
     if model is not None:
@@ -245,10 +229,59 @@ def load_checkpoint(checkpoint: str | Path, *, model: str | None = None,
     return _load_pickled_module(path, weights, trust, device)
 
 
+def _locate(path: Path, model: str | None) -> tuple[Path, dict[str, Any] | None]:
+    """The weight file of a checkpoint path and its directory's ``config.json`` (None for a file)."""
+    if not path.exists():
+        raise CheckpointError(
+            f"checkpoint '{path}' does not exist; pass a world policy directory (config.json + "
+            "model.safetensors), a TorchScript archive, or a weight file together with --model package.module:factory"
+        )
+    if not path.is_dir():
+        return path, None
+    config = _read_config(path)
+    if config is not None and config.get("type") == WORLD_POLICY_TYPE and not model:
+        weights = path / "model.safetensors"
+        if not weights.is_file():
+            raise CheckpointError(f"world policy '{path}' lacks model.safetensors; re-export the checkpoint")
+        return weights, config
+    if not model:
+        raise CheckpointError(
+            f"checkpoint directory '{path}' is not a world policy (config.json with "
+            f"\"type\": \"{WORLD_POLICY_TYPE}\" missing); for your own model pass --model "
+            "package.module:factory and the weights (a directory holding model.safetensors, or the file)"
+        )
+    return _weight_file(path), config
+
+
+def check_checkpoint(checkpoint: str | Path, *, model: str | None = None) -> None:
+    """Fail early, without loading it, on a checkpoint that cannot load: missing, not a known layout, or a
+    weight file whose header or archive index is unreadable (truncated, still being written, corrupt).
+
+    Runs over every checkpoint of ``probe extract`` before the first pass, so that a broken one
+    among many does not stop the run hours in. Key mismatches are found when the model loads.
+    """
+    weights, _ = _locate(Path(checkpoint), model)
+    if weights.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(weights), framework="pt") as f:
+                f.keys()
+        except Exception as exc:  # safetensors raises its own error types for a bad header
+            raise CheckpointError(f"'{weights}' is not a readable safetensors file ({type(exc).__name__}: "
+                                  f"{_first_line(exc)}); it may be truncated (still being written?) or corrupt: "
+                                  "re-export it") from exc
+    elif weights.suffix in (*STATE_DICT_SUFFIXES, *TORCHSCRIPT_SUFFIXES) and weights.suffix != ".bin":
+        if not zipfile.is_zipfile(weights):
+            with open(weights, "rb") as f:
+                head = f.read(2)
+            if head[:1] != b"\x80":  # neither a torch.save zip archive nor a legacy pickle
+                raise CheckpointError(f"'{weights}' is neither a torch.save archive nor a pickle; it may be "
+                                      "truncated (still being written?) or corrupt: re-save it")
+
+
 def _load_world(path: Path, config: dict[str, Any], device: str) -> LoadedModel:
     weights = path / "model.safetensors"
-    if not weights.is_file():
-        raise CheckpointError(f"world policy '{path}' lacks model.safetensors; re-export the checkpoint")
     try:
         from probe.world.policy import load_policy
     except ImportError as exc:

@@ -295,6 +295,10 @@ def _extract(config: ExtractConfig, progress: bool) -> Store | list[Store]:
     if not config.resume:
         for path in paths:
             check_output_path(path, config.overwrite, what="store")
+    from probe.checkpoints import check_checkpoint
+
+    for checkpoint in config.checkpoints:  # a broken one among many fails now, not passes later
+        check_checkpoint(checkpoint, model=config.model)
     opened = open_data(config, progress=progress)
     stores: dict[int, Store] = {}
     todo = []

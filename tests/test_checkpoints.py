@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from probe.checkpoints import CheckpointKind, load_checkpoint, load_state_dict
+from probe.checkpoints import CheckpointKind, check_checkpoint, load_checkpoint, load_state_dict
 from probe.errors import CheckpointError, ConfigError
 
 from extract_models import tiny_cnn
@@ -85,6 +85,24 @@ def test_truncated_safetensors(tmp_path):
     (tmp_path / "w.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         load_checkpoint(tmp_path / "w.safetensors", model=FACTORY)
+
+
+def test_check_without_loading_finds_truncated_and_missing_files(tmp_path):
+    save_file(tiny_cnn().state_dict(), tmp_path / "w.safetensors")
+    torch.save(tiny_cnn().state_dict(), tmp_path / "w.pt")
+    check_checkpoint(tmp_path / "w.safetensors", model=FACTORY)  # whole files pass
+    check_checkpoint(tmp_path / "w.pt", model=FACTORY)
+    for name in ("w.safetensors", "w.pt"):
+        data = (tmp_path / name).read_bytes()
+        (tmp_path / f"cut-{name}").write_bytes(data[: len(data) // 2])
+        with pytest.raises(CheckpointError, match="truncated"):
+            check_checkpoint(tmp_path / f"cut-{name}", model=FACTORY)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        check_checkpoint(tmp_path / "nope.pt", model=FACTORY)
+    (tmp_path / "policy").mkdir()
+    (tmp_path / "policy" / "config.json").write_text('{"type": "probe-world-policy"}')
+    with pytest.raises(CheckpointError, match="lacks model.safetensors"):
+        check_checkpoint(tmp_path / "policy")
 
 
 def test_pickle_needs_trust(tmp_path, caplog):

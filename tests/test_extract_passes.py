@@ -114,6 +114,16 @@ def test_failing_checkpoint_is_dropped_and_the_others_are_published(tmp_path, ck
     _assert_same([open_store(out / "enc-step-000100"), open_store(out / "enc-step-000200")], reference)
 
 
+def test_a_truncated_checkpoint_of_a_later_pass_fails_before_the_first_pass(tmp_path, ckpts):
+    data = open(ckpts[2], "rb").read()
+    cut = tmp_path / "ckpts" / "enc-step-000700.safetensors"
+    cut.write_bytes(data[: len(data) // 3])  # e.g. still being written by the trainer
+    data_sets = datasets()
+    with pytest.raises(CheckpointError, match="truncated"):
+        extract(config([ckpts[0], ckpts[1], str(cut)], tmp_path / "cmp", data=data_sets, pass_memory=0))
+    assert frames_read(data_sets) == 0 and not (tmp_path / "cmp").exists()
+
+
 def test_unloadable_checkpoint_fails_before_any_extraction(tmp_path, ckpts):
     corrupt = tmp_path / "ckpts" / "enc-step-000900.safetensors"
     corrupt.write_bytes(b"garbage")
