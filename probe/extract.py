@@ -147,7 +147,7 @@ class ExtractConfig:
     frame_cache_max: int | str = "10GB"
 
     def __post_init__(self) -> None:
-        from probe.passes import parse_bytes
+        from probe.budget import parse_bytes
 
         object.__setattr__(self, "pass_memory", parse_bytes(self.pass_memory))
         object.__setattr__(self, "frame_cache_max", parse_bytes(self.frame_cache_max, "--frame-cache-max"))
@@ -286,7 +286,8 @@ def frame_cache(config: ExtractConfig) -> FrameCache | None:
 
 
 def _extract(config: ExtractConfig, progress: bool) -> Store | list[Store]:
-    from probe.passes import pass_budget, plan_passes, run_pass
+    from probe.budget import pass_budget
+    from probe.passes import plan_passes, run_pass
 
     names = _checkpoint_names(config.checkpoints)
     paths = store_paths(config, names)

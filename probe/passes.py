@@ -1,7 +1,7 @@
 """One pass over the data for several checkpoints: read and decode each batch once, run every model on it.
 
 :func:`plan_passes` loads checkpoints one by one and groups them into passes whose
-models fit a memory budget (:func:`pass_budget`: by default a quarter of the
+models fit a memory budget (:func:`probe.budget.pass_budget`: by default a quarter of the
 available RAM, or of the free GPU memory). :func:`run_pass` then reads each batch
 once (video decode, parquet reads) and hands it to every checkpoint of the pass.
 Each checkpoint keeps its own :class:`~probe.store.StoreWriter` (staging directory
@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import re
 import shutil
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
@@ -30,9 +29,10 @@ import numpy as np
 
 from probe import columns as C
 from probe.batches import _DS, _POS, OpenedData, batches_of, prefetch, read_work
-from probe.errors import ConfigError, DataError, ProbeError
+from probe.budget import format_bytes
+from probe.errors import DataError, ProbeError
 from probe.extractor import Extractor
-from probe.store import Store, StoreWriter, open_store
+from probe.store import Store, StoreWriter
 from probe.validate import check_output_path
 
 if TYPE_CHECKING:
@@ -40,68 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BUDGET_FRACTION = 0.25
 PREFETCH_DEPTH = 4  # batches read ahead of the model (4 read ~7% faster than 2 with one checkpoint)
-_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
-          "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-
-
-# -- the memory budget -----------------------------------------------------------------------------
-
-
-def parse_bytes(value: int | float | str | None, option: str = "--pass-memory") -> int | None:
-    """Bytes from ``4000000``, ``'4GB'``, ``'512MiB'`` or ``'1.5G'``; None or ``'auto'`` stay None.
-
-    Decimal units (``KB``, ``MB``, ``GB``, ``TB``; the ``B`` is optional) and binary
-    ones (``KiB``, ``MiB``, ``GiB``, ``TiB``) are understood, case-insensitively.
-    """
-    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        number, unit = float(value), ""
-    else:
-        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(value))
-        if not match or match.group(2).lower() not in _UNITS:
-            raise ConfigError(f"{option}: expected a size like 4GB, 512MiB or 0, or 'auto', got {value!r}")
-        number, unit = float(match.group(1)), match.group(2).lower()
-    if number < 0:
-        raise ConfigError(f"{option}: a memory size cannot be negative, got {value!r}")
-    return int(number * _UNITS[unit])
-
-
-def available_memory(device: str) -> int:
-    """Bytes a pass may count on: free GPU memory for ``cuda``, available RAM otherwise."""
-    if str(device).startswith("cuda"):
-        import torch
-
-        free, _total = torch.cuda.mem_get_info(torch.device(device))
-        return int(free)
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (AttributeError, ValueError, OSError):
-        return 4 * 10**9  # unknown platform: assume a modest machine
-
-
-def pass_budget(config: ExtractConfig, device: str) -> int:
-    """Bytes of model parameters and buffers one pass may hold: ``config.pass_memory``, else a quarter
-    of the available RAM (CPU) or of the free GPU memory (CUDA)."""
-    if config.pass_memory is not None:
-        return int(config.pass_memory)
-    return int(BUDGET_FRACTION * available_memory(device))
-
-
-def _size(n: int) -> str:
-    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
 
 
 # -- checkpoints of a pass -------------------------------------------------------------------------
@@ -160,13 +99,13 @@ def plan_passes(config: ExtractConfig, items: Sequence[tuple[int, str, Path]], d
         size = extractor.model_bytes
         if group and (used + size > budget or extractor.read_key != group[0].extractor.read_key
                       or config.engine == "ray"):
-            log.info("pass of %d checkpoint(s): %s of weights (budget %s)", len(group), _size(used), _size(budget))
+            log.info("pass of %d checkpoint(s): %s of weights (budget %s)", len(group), format_bytes(used), format_bytes(budget))
             yield group
             group, used = [], 0
         group.append(CheckpointRun(index, checkpoint, Path(path), extractor))
         used += size
     if group:
-        log.info("pass of %d checkpoint(s): %s of weights (budget %s)", len(group), _size(used), _size(budget))
+        log.info("pass of %d checkpoint(s): %s of weights (budget %s)", len(group), format_bytes(used), format_bytes(budget))
         yield group
 
 

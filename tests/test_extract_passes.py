@@ -10,7 +10,8 @@ from safetensors.torch import save_file
 from probe.cli import main
 from probe.errors import CheckpointError, ConfigError, LatentsError
 from probe.extract import ExtractConfig, extract
-from probe.passes import parse_bytes, plan_passes
+from probe.budget import parse_bytes
+from probe.passes import plan_passes
 
 from extract_models import ArrayDataset, tiny_cnn
 

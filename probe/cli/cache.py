@@ -18,18 +18,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="delete these parts (e.g. frames graphs), or everything when none is named")
 
 
-def _size(n: int) -> str:
-    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
-
-
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from rich.table import Table
 
+    from probe.budget import format_bytes as _size
     from probe.cachedir import cache_usage, clear_cache, default_cache_dir
 
     root = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
