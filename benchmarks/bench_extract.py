@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -253,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds of every measurement (medians reported)")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from probe.passes import MAX_MODEL_WORKERS, cpu_cores
+
+    cores = cpu_cores()
     with tempfile.TemporaryDirectory(prefix="bench-extract-") as tmp_name:
         tmp = Path(tmp_name)
         world = args.world or make_world(tmp, args.size)
@@ -262,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         frames = str(tmp / "frame-cache")
         end_to_end(world, ckpt, tmp / "store-e2e", 1, args.batch_size, args.device, frame_cache=frames)  # warm-up
         bare = BareForward(world, ckpt, args.batch_size, args.device)
-        workers = min(cores, 4) if args.device == "cpu" else 1
+        workers = min(cores, MAX_MODEL_WORKERS) if args.device == "cpu" else 1
         threads = list(dict.fromkeys([None, max(1, cores - 1)]))
         rounds = []
         for _ in range(max(1, args.repeats)):  # interleaved, so that each ratio compares like conditions
