@@ -119,7 +119,8 @@ class FrameCache:
             if self._bytes is None:
                 self._bytes = self.size_bytes()
             else:
-                self._bytes += path.stat().st_size
+                with contextlib.suppress(OSError):  # evicted meanwhile by another process
+                    self._bytes += path.stat().st_size
             over = self._bytes > self.max_bytes
         if over:
             self.evict()
