@@ -14,12 +14,11 @@ from probe import columns as C
 from probe.errors import ConfigError, DataError
 from probe.readers import open_dataset
 from probe.sampling import SamplingConfig, sample_frames
+from probe.closure import closure_stage_table, closure_stages
 from probe.stages import (
     UNLABELLED,
     StageSource,
     StageSpec,
-    closure_stage_table,
-    closure_stages,
     label_stages,
     read_stage_file,
     run_progress,

@@ -346,9 +346,9 @@ class LeRobotDataset(Dataset):
     def frame_columns(self, episode: EpisodeInfo | int) -> dict[str, np.ndarray]:
         """The columns of :meth:`frame_table` as arrays (no DataFrame built: cheaper per episode)."""
         ep = self.episode(episode)
-        table = self._table(ep)
+        arrays = self._arrays(ep)
+        table, ts = arrays.table, arrays.timestamps
         n = table.num_rows
-        ts = self._timestamps(table, ep)
         cols: dict[str, Any] = {C.EPISODE: np.full(n, ep.index, dtype=np.int64),
                                 C.FRAME: np.arange(n, dtype=np.int64), C.TIMESTAMP: ts}
         if "task_index" in table.column_names:
