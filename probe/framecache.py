@@ -33,7 +33,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1  # bump when decode_at's output for the same inputs changes
+FORMAT_VERSION = 2  # bump when decode_at's output for the same inputs changes
 DEFAULT_MAX_BYTES = 10 * 10**9
 EVICT_TO = 0.8  # after passing max_bytes, evict down to this fraction of it
 

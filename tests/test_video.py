@@ -15,8 +15,8 @@ from probe.readers.video import check_video, decode_at, resize, video_info
 G1_VIDEO = SHARED_DATA / "g1_inspire_pick_can/videos/chunk-000/observation.images.cam_high/episode_000001.mp4"
 
 
-def write_gray_video(path: Path, n: int = 20, fps: int = 10, size: int = 32) -> Path:
-    """An H.264 video whose frame i is uniformly gray with level 10 * i."""
+def write_gray_video(path: Path, n: int = 20, fps: int = 10, size: int = 32, step: int = 10) -> Path:
+    """An H.264 video whose frame i is uniformly gray with level ``step * i``."""
     import av
 
     with av.open(str(path), "w") as container:
@@ -25,10 +25,29 @@ def write_gray_video(path: Path, n: int = 20, fps: int = 10, size: int = 32) -> 
         stream.pix_fmt = "yuv420p"
         stream.options = {"g": "5"}  # a keyframe every 5 frames so that seeking matters
         for i in range(n):
-            img = np.full((size, size, 3), 10 * i, dtype=np.uint8)
+            img = np.full((size, size, 3), step * i, dtype=np.uint8)
             frame = av.VideoFrame.from_ndarray(img, format="rgb24")
             frame.pts = i
             frame.time_base = Fraction(1, fps)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def write_colour_video(path: Path, pix_fmt: str = "yuv420p", n: int = 16, fps: int = 10) -> Path:
+    """An H.264 video of smooth colour gradients that move, in ``pix_fmt`` (limited or full range)."""
+    import av
+
+    yy, xx = np.mgrid[0:48, 0:64]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, pix_fmt
+        for i in range(n):
+            img = np.stack([(xx * 4 + i * 7) % 256, (yy * 5 + i * 3) % 256, (xx + yy + i * 11) % 256], -1)
+            frame = av.VideoFrame.from_ndarray(img.astype(np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, fps)
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
@@ -104,10 +123,17 @@ def test_clip_reading_shares_the_checks_and_says_where_the_path_came_from(tmp_pa
         read_frames(bad, 0.0, 1.0)
 
 
-@pytest.mark.parametrize("video", ["world", "g1"])
-def test_numpy_yuv_conversion_matches_swscale(video: str, gray_video: Path) -> None:
-    """The vectorised 4:2:0 -> RGB path stays within 3 levels of FFmpeg's swscale on real frames."""
-    path = gray_video if video == "world" else G1_VIDEO
+@pytest.mark.parametrize("video", ["gray", "yuv420p", "yuvj420p", "g1"])
+def test_yuv_conversion_matches_swscale(video: str, gray_video: Path, tmp_path: Path) -> None:
+    """The OpenCV (limited range) and numpy (full range) 4:2:0 -> RGB paths stay within 3 levels of
+    FFmpeg's swscale, on colour frames and on the real G1 video."""
+    import av
+
+    paths = {"gray": gray_video, "g1": G1_VIDEO}
+    path = paths.get(video) or write_colour_video(tmp_path / f"{video}.mp4", video)
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].codec_context.pix_fmt == ("yuv420p" if video == "gray" else
+                                                                     {"g1": "yuv420p"}.get(video, video))
     ts = np.linspace(0.0, 1.5, 7)
     fast = decode_at(path, ts)
     slow = decode_at(path, ts, _fast=False)  # swscale, frame by frame
@@ -131,3 +157,44 @@ def test_yuv_to_rgb_ranges() -> None:
     assert yuv420_to_rgb(planes(255), full_range=True).min() == 255
     red = yuv420_to_rgb(planes(81, 90, 240))[0, 0, 0]  # BT.601 limited-range red
     assert red[0] > 250 and red[1] < 5 and red[2] < 5
+
+
+def test_consecutive_reads_continue_where_the_last_ended_and_equal_fresh_reads(tmp_path: Path) -> None:
+    """A thread's reads of one file share an open decoder: forward reads neither reopen nor seek, and every
+    read (forward, backward, repeated, across a long gap, past the end) equals a read from a fresh open."""
+    from probe.readers import decoder as D
+
+    path = write_gray_video(tmp_path / "long.mp4", n=60, step=4)  # 6 s, a keyframe every 5 frames
+    D.close_decoders()
+    reads = [[0.0, 0.1, 0.2], [0.3, 0.4], [0.4, 0.5], [0.2], [1.0, 0.9], [5.5], [0.6], [5.9, 7.0 - 1.05]]
+    iterators = []
+    for times in reads:
+        got = decode_at(path, times, tolerance_s=1.2)
+        (dec,) = D._local.decoders.values()
+        iterators.append(dec.frames)
+        D.close_decoders()
+        np.testing.assert_array_equal(got, decode_at(path, times, tolerance_s=1.2))
+        D.close_decoders()
+        decode_at(path, times, tolerance_s=1.2)  # leave the decoder where this read ended, for the next
+    assert round(float(decode_at(path, [5.9]).mean()) / 4) == 59
+
+    D.close_decoders()
+    decode_at(path, [0.0, 0.1])
+    first = next(iter(D._local.decoders.values()))
+    first_frames = first.frames
+    decode_at(path, [0.2, 0.3])  # forward: same decoder, no seek
+    assert next(iter(D._local.decoders.values())) is first and first.frames is first_frames
+    decode_at(path, [0.1])  # backward: seeks
+    assert first.frames is not first_frames
+
+
+def test_an_edited_video_is_reopened(tmp_path: Path) -> None:
+    path = write_gray_video(tmp_path / "v.mp4")
+    assert levels(decode_at(path, [0.5])).tolist() == [5]
+    write_colour_video(tmp_path / "other.mp4").replace(path)
+    from probe.readers.decoder import close_decoders
+
+    got = decode_at(path, [0.5])
+    close_decoders()
+    np.testing.assert_array_equal(got, decode_at(path, [0.5]))
+    assert got.shape == (1, 48, 64, 3)
