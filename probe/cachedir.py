@@ -4,10 +4,17 @@
 dear to compute and cheap to keep, each keyed by what it was computed from, so that
 stale entries are never served. Anything there may be deleted at any time: it is
 computed again when needed. ``probe cache`` shows and clears it.
+
+Each part is bounded: the frame cache by ``--frame-cache-max``, every other part by
+``$PROBE_CACHE_MAX`` (default 20 GB each). :func:`keep_within` removes a part's least
+recently used entries (files, or directories such as a FAISS index) once it passes its
+limit; readers :func:`touch` what they use, so recency is last use, not creation.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
 from collections.abc import Iterable
@@ -16,7 +23,12 @@ from pathlib import Path
 
 from probe.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 DEFAULT_CACHE_ENV = "PROBE_CACHE_DIR"
+CACHE_MAX_ENV = "PROBE_CACHE_MAX"
+DEFAULT_PART_MAX = 20 * 2**30  # bytes per part (graphs, projections, ...); frames have --frame-cache-max
+PRUNE_TO = 0.8  # once past its limit, a part is pruned down to this fraction of it
 
 # subdirectory -> what it holds (who writes it)
 KINDS: dict[str, str] = {
@@ -78,4 +90,63 @@ def clear_cache(kinds: Iterable[str] | None = None, root: str | Path | None = No
         if usage[kind].path.is_dir():
             shutil.rmtree(usage[kind].path, ignore_errors=True)
             freed += usage[kind].bytes
+    return freed
+
+
+def part_limit() -> int:
+    """The byte limit of each cache part but frames: ``$PROBE_CACHE_MAX`` (e.g. ``5GB``) or 20 GB."""
+    from probe.budget import parse_bytes
+
+    raw = os.environ.get(CACHE_MAX_ENV, "").strip()
+    return DEFAULT_PART_MAX if not raw else int(parse_bytes(raw, f"${CACHE_MAX_ENV}"))
+
+
+def touch(path: str | Path) -> None:
+    """Mark a cache entry as just used (its mtime), so that :func:`keep_within` removes it last."""
+    with contextlib.suppress(OSError):
+        os.utime(path)
+
+
+def _size(path: Path) -> int:
+    if not path.is_dir():
+        return path.stat().st_size
+    total = 0
+    for dirpath, _, names in os.walk(path):
+        for name in names:
+            with contextlib.suppress(OSError):
+                total += os.stat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+def keep_within(part: str | Path, max_bytes: int | None = None, *, keep: str | Path | None = None) -> int:
+    """Remove the least recently used entries of one cache part while it holds more than ``max_bytes``
+    (default :func:`part_limit`), down to ``PRUNE_TO`` of it; ``keep`` (the entry just written) stays.
+    Returns the bytes freed."""
+    part = Path(part)
+    limit = part_limit() if max_bytes is None else int(max_bytes)
+    entries = []
+    with contextlib.suppress(OSError):
+        for entry in part.iterdir():
+            if entry.name.startswith("."):  # a write in progress
+                continue
+            with contextlib.suppress(OSError):  # removed meanwhile by another process
+                entries.append((entry.stat().st_mtime, _size(entry), entry))
+    total = sum(size for _, size, _ in entries)
+    if total <= limit:
+        return 0
+    keep = Path(keep).resolve() if keep is not None else None
+    freed = 0
+    for _, size, entry in sorted(entries, key=lambda e: e[0]):
+        if total - freed <= PRUNE_TO * limit:
+            break
+        if keep is not None and entry.resolve() == keep:
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+        freed += size
+    log.info("cache '%s': removed %.1f MB of least recently used entries (limit %.1f MB)", part, freed / 1e6,
+             limit / 1e6)
     return freed

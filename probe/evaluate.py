@@ -23,6 +23,7 @@ import pandas as pd
 from metrics.suite import REGISTRY, Better, Labels, MetricInputError, MetricsConfig, check_inputs, run_suite
 from probe import columns as C
 from probe.atomic import atomic_file, write_json
+from probe.cachedir import keep_within, touch
 from probe.errors import ConfigError, MetricError
 from probe.graphs import shared_graph
 from probe.latents import Latents
@@ -122,12 +123,14 @@ def _cached_record(cache_dir: Path | None, store: Store, layer: str, config: Met
         try:
             record = json.loads(file.read_text(encoding="utf-8"))
             record["store"] = str(store.path)
+            touch(file)
             return record
         except ValueError:
             log.info("ignoring unreadable metrics cache %s", file)
     record = compute()
     file.parent.mkdir(parents=True, exist_ok=True)
     write_json(file, record)
+    keep_within(file.parent, keep=file)
     return record
 
 

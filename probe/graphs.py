@@ -23,6 +23,7 @@ import numpy as np
 
 from metrics.knn import Metric, Neighbors
 from probe.atomic import atomic_file
+from probe.cachedir import keep_within, touch
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ def load_graph(file: Path, n: int, k: int, metric: Metric) -> Neighbors | None:
         return None
     if indices.shape[0] != n or indices.shape[1] < k or distances.shape != indices.shape:
         return None
+    touch(file)
     return Neighbors(indices[:, :k].astype(np.int64), distances[:, :k], metric)
 
 
@@ -83,4 +85,5 @@ def shared_graph(X: np.ndarray, *, fingerprint: str, layer: str, k: int, metric:
         with atomic_file(file, what="cached graph") as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, indices=graph.indices.astype(np.int32), distances=graph.distances.astype(np.float32))
+        keep_within(file.parent, keep=file)
     return graph

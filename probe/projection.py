@@ -29,6 +29,7 @@ import pandas as pd
 
 from probe import columns as C
 from probe.atomic import atomic_file
+from probe.cachedir import keep_within, touch
 from probe.errors import ConfigError
 from probe.latents import Latents
 
@@ -222,6 +223,7 @@ def _load_cached(cache_dir: Path | None, key: str, latents: Latents, n_total: in
     except Exception as exc:  # a corrupt cache entry is recomputed, not fatal
         log.warning("ignoring unreadable cached layout %s (%s)", file, exc)
         return None
+    touch(file)
     return Layout(coords.astype(np.float32), rows.astype(np.int64), info["method"], info["params"],
                   float(info["trustworthiness"]), bool(info["sampled"]), key, n_total,
                   latents.meta[C.SAMPLE_ID].to_numpy()[rows], from_cache=True)
@@ -235,6 +237,7 @@ def _save_cached(cache_dir: Path | None, layout: Layout) -> None:
             "sampled": layout.sampled}
     with atomic_file(file) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, coords=layout.coords, rows=layout.rows, info=np.array(json.dumps(info)))
+    keep_within(file.parent, keep=file)
 
 
 # ---------------------------------------------------------------- layouts

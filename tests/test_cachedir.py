@@ -50,3 +50,50 @@ def test_cli_shows_and_clears(tmp_path, capsys):
     assert main(["cache", "--cache-dir", str(tmp_path), "--clear", "nonsense"]) == 2
     assert "unknown cache part" in capsys.readouterr().err
     assert (tmp_path / "frames").exists()  # nothing cleared on a bad request
+
+
+def _entry(path, size, age):
+    import os
+
+    if path.suffix:
+        path.write_bytes(b"x" * size)
+    else:  # a directory entry, like a dashboard FAISS index
+        path.mkdir()
+        (path / "index.faiss").write_bytes(b"x" * size)
+    os.utime(path, (1_000_000 + age, 1_000_000 + age))
+    return path
+
+
+def test_keep_within_removes_least_recently_used_entries_down_to_the_prune_fraction(tmp_path):
+    from probe.cachedir import PRUNE_TO, keep_within, touch
+
+    part = tmp_path / "graphs"
+    part.mkdir()
+    a, b, c, d = (_entry(part / n, 1000, age) for n, age in (("a.npz", 1), ("b", 2), ("c.npz", 3), ("d.npz", 4)))
+    assert keep_within(part, 4000) == 0 and len(list(part.iterdir())) == 4  # at the limit: nothing removed
+    touch(a)  # just used: now the most recent
+    assert keep_within(part, 3000, keep=b) == 2000  # down to 0.8 * 3000: two oldest go, but never `keep`
+    assert sorted(p.name for p in part.iterdir()) == ["a.npz", "b"] and PRUNE_TO == 0.8
+    assert not c.exists() and not d.exists()
+    assert keep_within(tmp_path / "missing", 10) == 0
+
+
+def test_cache_limit_comes_from_the_environment_and_bounds_the_graph_cache(tmp_path, monkeypatch):
+    import pytest
+
+    from probe.cachedir import DEFAULT_PART_MAX, part_limit
+    from probe.errors import ConfigError
+    from probe.graphs import graph_file, shared_graph
+
+    assert part_limit() == DEFAULT_PART_MAX
+    monkeypatch.setenv("PROBE_CACHE_MAX", "lots")
+    with pytest.raises(ConfigError, match="PROBE_CACHE_MAX"):
+        part_limit()
+    X = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
+    monkeypatch.setenv("PROBE_CACHE_MAX", "50kB")  # room for two graphs of 300 x 10 neighbours (about 25 kB each)
+    for layer in ("one", "two"):
+        shared_graph(X, fingerprint="f", layer=layer, k=10, cache_dir=tmp_path)
+    assert len(list((tmp_path / "graphs").iterdir())) == 2
+    shared_graph(X, fingerprint="f", layer="three", k=10, cache_dir=tmp_path)  # past 50 kB: down to 40 kB
+    files = list((tmp_path / "graphs").iterdir())
+    assert files == [graph_file(tmp_path, "f", "three", "cosine", "exact")]

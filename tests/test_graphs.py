@@ -19,13 +19,13 @@ def test_graph_is_searched_once_and_sliced(tmp_path: Path) -> None:
     g = shared_graph(X, fingerprint="fp", layer="a", k=20, cache_dir=tmp_path)
     file = graph_file(tmp_path, "fp", "a", "cosine", "exact")
     assert file.is_file()
-    stamp = file.stat().st_mtime_ns
+    stamp = file.stat().st_ino  # an atomic rewrite makes a new file; a cache hit only touches it
     small = shared_graph(X, fingerprint="fp", layer="a", k=5, cache_dir=tmp_path)
-    assert file.stat().st_mtime_ns == stamp  # served from the cache
+    assert file.stat().st_ino == stamp  # served from the cache
     np.testing.assert_array_equal(small.indices, g.indices[:, :5])
     np.testing.assert_array_equal(small.indices, knn(X, None, 5, "cosine").indices)
     bigger = shared_graph(X, fingerprint="fp", layer="a", k=30, cache_dir=tmp_path)  # more than cached: search again
-    assert bigger.k == 30 and file.stat().st_mtime_ns != stamp
+    assert bigger.k == 30 and file.stat().st_ino != stamp
     shared_graph(X, fingerprint="other", layer="a", k=5, cache_dir=tmp_path)  # another store: its own file
     assert len(list((tmp_path / SUBDIR).glob("*.npz"))) == 2
 
@@ -45,11 +45,11 @@ def test_metrics_and_layout_share_the_graph(tmp_path: Path, meta, latents_matrix
     evaluate(store.path, "a", MetricsConfig(bootstrap=0, null_repeats=0, families=("mixing",)), cache_dir=cache)
     files = list((cache / SUBDIR).glob("*.npz"))
     assert len(files) == 1
-    stamp = files[0].stat().st_mtime_ns
+    stamp = files[0].stat().st_ino
     layout = project(store.latents("a"), ProjectionConfig(max_points=None, n_epochs=20), fingerprint=store.fingerprint,
                      cache_dir=cache)
     assert not layout.sampled and list((cache / SUBDIR).glob("*.npz")) == files
-    assert files[0].stat().st_mtime_ns == stamp  # the layout read the metrics' graph
+    assert files[0].stat().st_ino == stamp  # the layout read the metrics' graph
 
 
 def test_a_graph_that_does_not_fit_is_refused() -> None:

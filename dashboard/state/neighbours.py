@@ -16,6 +16,7 @@ import pandas as pd
 
 from dashboard.state.prepared import Clip, _episode_key
 from probe import columns as C
+from probe.cachedir import keep_within, touch
 from probe.store import Store
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,9 @@ class NeighbourSearch:
                 log.info("rebuilding index %s (%s)", index_dir, exc)
         if index is None:
             index = build_index(store, layer, index_dir, embodiment=C.HUMAN, overwrite=True)
+            keep_within(index_dir.parent, keep=index_dir)
+        else:
+            touch(index_dir)
         return cls(Retriever(index), video_tokens, k)
 
     def clips(self, row: int, k: int | None = None) -> list[Clip]:
