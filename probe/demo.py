@@ -49,7 +49,7 @@ def _extract_recipe(world, recipe: str, out: Path, overwrite: bool, progress: bo
     config = ExtractConfig(
         checkpoints=tuple(str(c) for c in checkpoints),
         data=tuple(f"{emb}={path}" for emb, path in world.datasets.items()),
-        layers=DEMO_LAYERS, out=str(out), overwrite=True, batch_size=64,
+        layers=DEMO_LAYERS, out=str(out), overwrite=True, batch_size=256,
     )
     stores = extract(config, progress=progress)
     stores = stores if isinstance(stores, list) else [stores]

@@ -112,6 +112,10 @@ class ExtractConfig:
         videos does not decode them again: ``'auto'`` (``$PROBE_CACHE_DIR/frames``), a
         directory, or ``'off'`` / None. See :mod:`probe.framecache`.
     frame_cache_max : its size limit (bytes or ``'10GB'``); least recently used frames go first.
+    model_workers : batches run through the models at once on CPU, each on its share of the
+        cores (None: ``min(cores, 4)``; see :func:`probe.passes.model_workers`). 1 runs one
+        batch at a time on every core: for adapters, models or embed functions that keep
+        state between calls. CUDA always runs one.
     overwrite, resume, skip_bad_episodes : output and failure policy.
     engine, ray_actors, ray_gpus_per_actor : local or Ray Data.
     """
@@ -133,7 +137,7 @@ class ExtractConfig:
     adapter: str | None = None
     adapter_kwargs: Mapping[str, Any] = field(default_factory=dict)
     embed: str | None = None
-    batch_size: int = 32
+    batch_size: int = 64
     device: str = Device.AUTO.value
     autocast: str = Autocast.NONE.value
     overwrite: bool = False
@@ -145,6 +149,7 @@ class ExtractConfig:
     pass_memory: int | str | None = None
     frame_cache: str | None = "auto"
     frame_cache_max: int | str = "10GB"
+    model_workers: int | None = None
 
     def __post_init__(self) -> None:
         from probe.budget import parse_bytes
@@ -174,6 +179,8 @@ class ExtractConfig:
             parse_pooling(p)
         if int(self.batch_size) < 1:
             raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.model_workers is not None and int(self.model_workers) < 1:
+            raise ConfigError(f"model_workers must be at least 1 (or None for automatic), got {self.model_workers}")
         if int(self.stride) < 1:
             raise ConfigError(f"stride must be at least 1, got {self.stride}")
         if self.fps is not None and not self.fps > 0:

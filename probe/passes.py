@@ -197,7 +197,7 @@ def cpu_cores() -> int:
 
 
 @contextlib.contextmanager
-def model_workers(device: str) -> Iterator[int]:
+def model_workers(device: str, requested: int | None = None) -> Iterator[int]:
     """How many batches run through the models at once; on CPU, torch's intra-op threads are split among them.
 
     A forward of a small model on one batch parallelises poorly over cores (its ops are
@@ -205,8 +205,8 @@ def model_workers(device: str) -> Iterator[int]:
     world policy forwards 11,500 frames/s on one thread and 19,000 on two. Two batches
     at once, one thread each, run prepare + forward + hooks + pooling at about 15,000
     frames/s where one batch on two threads managed 9,000, and no forward waits on a
-    sibling thread that another process descheduled. CPU: ``min(cores, 4)`` workers
-    with ``cores // workers`` threads each (torch's setting restored after); CUDA: one.
+    sibling thread that another process descheduled. CPU: ``requested`` or ``min(cores, 4)``
+    workers with ``cores // workers`` threads each (torch's setting restored after); CUDA: one.
     """
     import torch
 
@@ -215,7 +215,7 @@ def model_workers(device: str) -> Iterator[int]:
         return
     before = torch.get_num_threads()
     cores = max(1, min(cpu_cores(), before))
-    workers = max(1, min(cores, MAX_MODEL_WORKERS))
+    workers = max(1, min(cores, MAX_MODEL_WORKERS) if requested is None else int(requested))
     torch.set_num_threads(max(1, cores // workers))
     try:
         yield workers
@@ -294,7 +294,7 @@ def _run_local(config: ExtractConfig, opened: OpenedData, runs: Sequence[Checkpo
 
     desc = f"extract {first.loaded.name}" if len(runs) == 1 else f"extract {len(runs)} checkpoints"
     with bar(int(todo.sum()), desc=desc, enabled=progress, unit="frame") as pbar, \
-            model_workers(str(first.device)) as workers, \
+            model_workers(str(first.device), config.model_workers) as workers, \
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe-model") as pool:
         pending: deque[tuple[Any, list[tuple[CheckpointRun, np.ndarray]], Future[Outcome]]] = deque()
         try:

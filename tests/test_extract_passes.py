@@ -80,9 +80,29 @@ def test_concurrent_model_workers_write_what_one_worker_writes(tmp_path, ckpts, 
         assert torch.get_num_threads() == 4  # restored after the pass
     finally:
         torch.set_num_threads(before)
-    monkeypatch.setattr(probe.passes, "MAX_MODEL_WORKERS", 1)
-    alone = extract(config(ckpts, tmp_path / "one"))
+    alone = extract(config(ckpts, tmp_path / "one", model_workers=1))
     _assert_same(together, alone)
+
+
+def test_model_workers_option_sets_batches_at_once_and_threads(monkeypatch):
+    import probe.passes
+    from probe.errors import ConfigError
+
+    monkeypatch.setattr(probe.passes, "cpu_cores", lambda: 4)
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        with probe.passes.model_workers("cpu") as workers:
+            assert (workers, torch.get_num_threads()) == (4, 1)
+        with probe.passes.model_workers("cpu", 1) as workers:  # --model-workers 1: one batch on every core
+            assert (workers, torch.get_num_threads()) == (1, 4)
+        with probe.passes.model_workers("cuda", 3) as workers:
+            assert workers == 1
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ConfigError, match="model_workers must be at least 1"):
+        config(["x"], "out", model_workers=0)
 
 
 def test_memory_budget_groups_checkpoints_into_passes(tmp_path, ckpts):

@@ -41,8 +41,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         '"std": [0.229, 0.224, 0.225]}\'')
     p.add_argument("--embed", default=None, metavar="MODULE:FN",
                    help="function (model, inputs, batch) -> {name: tensor} for representations hooks cannot reach")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=64, help="frames per forward (default: 64)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--model-workers", type=int, default=None, metavar="N",
+                   help="on CPU, batches run through the models at once, each on its share of the cores "
+                        "(default: min(cores, 4)); 1 if your adapter, model or --embed keeps state between calls")
     p.add_argument("--autocast", default="none", choices=["none", "bf16", "fp16"], help="mixed precision forward")
     p.add_argument("--out", required=True, help="store directory (a directory of stores for several checkpoints)")
     p.add_argument("--overwrite", action="store_true", help="replace existing stores")
@@ -82,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume, skip_bad_episodes=args.skip_bad_episodes, engine=args.engine,
         ray_actors=args.ray_actors, ray_gpus_per_actor=args.ray_gpus_per_actor,
         pass_memory=0 if args.one_checkpoint_per_pass else args.pass_memory, frame_cache=args.frame_cache,
-        frame_cache_max=args.frame_cache_max,
+        frame_cache_max=args.frame_cache_max, model_workers=args.model_workers,
     )
     result = extract(config, progress=True)
     stores = result if isinstance(result, list) else [result]
