@@ -14,7 +14,7 @@ import numpy as np
 from metrics import conservation as cons
 from metrics import mixing as mix
 from metrics.lisi import clisi_score, ilisi_score, lisi_kernel, lisi_samples
-from metrics.suite import (
+from metrics.spec import (
     Better,
     By,
     Context,

@@ -62,7 +62,7 @@ def shared_graph(X: np.ndarray, *, fingerprint: str, layer: str, k: int, metric:
     fingerprint, layer : identify the rows (the store's fingerprint and the layer name).
     k : neighbours per row; capped at n - 1.
     metric : "cosine" or "l2" (as :func:`metrics.knn.knn`).
-    index : "exact" (FAISS flat), or "ivf" / "hnsw" (approximate; see :func:`metrics.suite.build_graph`).
+    index : "exact" (FAISS flat), or "ivf" / "hnsw" (approximate; see :func:`metrics.graph.build_graph`).
     cache_dir : cache root; None computes without caching.
 
     Returns

@@ -27,15 +27,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from metrics.layout_quality import trustworthiness
 from probe import columns as C
-from probe.atomic import atomic_file
-from probe.cachedir import keep_within, touch
 from probe.errors import ConfigError
 from probe.latents import Latents
+from probe.layout_cache import cache_key, latents_fingerprint, read_layout, write_layout
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+__all__ = ["Layout", "Method", "ProjectionConfig", "aligned_layouts", "cache_key", "latents_fingerprint", "project",
+           "project_series", "project_store", "sample_rows", "trustworthiness", "warm_init"]
 
 
 class Method(str, Enum):
@@ -153,91 +154,21 @@ def sample_rows(meta: pd.DataFrame, max_points: int | None, *, seed: int = 0,
     return np.sort(np.concatenate(picked)).astype(np.int64)
 
 
-# ---------------------------------------------------------------- quality
-
-def trustworthiness(X: np.ndarray, coords: np.ndarray, *, metric: str = "cosine", k: int = 10,
-                    max_points: int = 2000, seed: int = 0) -> float:
-    """scikit-learn's trustworthiness of ``coords`` for ``X`` on a random subsample.
-
-    In [0, 1], higher is better: 1 means every 2-D neighbour is also a neighbour in
-    the latent space. For cosine, rows are L2-normalised and compared by Euclidean
-    distance (same neighbour ranking).
-    """
-    from sklearn.manifold import trustworthiness as sk_trust
-
-    from metrics.knn import prepare
-
-    n = X.shape[0]
-    rows = np.arange(n)
-    if n > max_points:
-        rows = np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
-    k = min(k, max((len(rows) - 1) // 2 - 1, 1))
-    Xs = prepare(np.asarray(X[rows]), "cosine" if metric == "cosine" else "l2")
-    return float(sk_trust(Xs, np.asarray(coords[rows], dtype=np.float32), n_neighbors=k, metric="euclidean"))
-
-
 # ---------------------------------------------------------------- cache
 
-def _hash_array(a: np.ndarray) -> str:
-    a = np.ascontiguousarray(a)
-    return hashlib.sha256(str(a.dtype).encode() + str(a.shape).encode() + a.tobytes()).hexdigest()
-
-
-def latents_fingerprint(latents: Latents) -> str:
-    """A content hash of a Latents value not read from a store (matrix and sample ids)."""
-    digest = hashlib.sha256()
-    for start in range(0, len(latents), 1 << 16):
-        digest.update(np.ascontiguousarray(latents.X[start : start + (1 << 16)]).tobytes())
-    digest.update("\0".join(latents.meta[C.SAMPLE_ID].astype(str)).encode())
-    return digest.hexdigest()
-
-
-def cache_key(fingerprint: str, layer: str, rows: np.ndarray, config: ProjectionConfig,
-              warm_from: str | None = None) -> str:
-    """The hash naming a cached layout: inputs, parameters and the layout it was warm-started from."""
-    payload = {
-        "v": CACHE_VERSION,
-        "fingerprint": fingerprint,
-        "layer": layer,
-        "rows": _hash_array(np.asarray(rows, dtype=np.int64)),
-        "params": config.params(),
-        "warm_from": warm_from,
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
-
-
-def _cache_file(cache_dir: Path, key: str) -> Path:
-    return cache_dir / "projections" / f"{key}.npz"
-
-
 def _load_cached(cache_dir: Path | None, key: str, latents: Latents, n_total: int) -> Layout | None:
-    if cache_dir is None:
+    found = read_layout(cache_dir, key)
+    if found is None:
         return None
-    file = _cache_file(cache_dir, key)
-    if not file.exists():
-        return None
-    try:
-        with np.load(file, allow_pickle=False) as z:
-            coords, rows = z["coords"], z["rows"]
-            info = json.loads(str(z["info"]))
-    except Exception as exc:  # a corrupt cache entry is recomputed, not fatal
-        log.warning("ignoring unreadable cached layout %s (%s)", file, exc)
-        return None
-    touch(file)
-    return Layout(coords.astype(np.float32), rows.astype(np.int64), info["method"], info["params"],
-                  float(info["trustworthiness"]), bool(info["sampled"]), key, n_total,
-                  latents.meta[C.SAMPLE_ID].to_numpy()[rows], from_cache=True)
+    coords, rows, info = found
+    return Layout(coords, rows, info["method"], info["params"], float(info["trustworthiness"]), bool(info["sampled"]),
+                  key, n_total, latents.meta[C.SAMPLE_ID].to_numpy()[rows], from_cache=True)
 
 
 def _save_cached(cache_dir: Path | None, layout: Layout) -> None:
-    if cache_dir is None:
-        return
-    file = _cache_file(cache_dir, layout.cache_key)
     info = {"method": layout.method, "params": layout.params, "trustworthiness": layout.trustworthiness,
             "sampled": layout.sampled}
-    with atomic_file(file) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, coords=layout.coords, rows=layout.rows, info=np.array(json.dumps(info)))
-    keep_within(file.parent, keep=file)
+    write_layout(cache_dir, layout.cache_key, layout.coords, layout.rows, info)
 
 
 # ---------------------------------------------------------------- layouts
@@ -374,7 +305,7 @@ def project(latents: Latents, config: ProjectionConfig = ProjectionConfig(), *, 
     if warm and not _shares_most(ids, previous):
         warm = False
     fp = fingerprint or latents_fingerprint(latents)
-    key = cache_key(fp, latents.layer, rows, config, previous.cache_key if warm else None)
+    key = cache_key(fp, latents.layer, rows, config.params(), previous.cache_key if warm else None)
     cdir = Path(cache_dir) if cache_dir is not None else None
     cached = _load_cached(cdir, key, latents, n_total)
     if cached is not None and len(cached.rows) == len(rows):
@@ -442,7 +373,7 @@ def aligned_layouts(items: Sequence[tuple[Latents, str | None]], config: Project
         rows = sample_rows(latents.meta, config.max_points, seed=config.seed or 0)
         sub = latents.take(rows) if len(rows) < len(latents) else latents
         parts.append((latents, fp or latents_fingerprint(latents), rows, sub))
-    key = hashlib.sha256(json.dumps([cache_key(fp, lt.layer, rows, config) for lt, fp, rows, _ in parts]).encode()
+    key = hashlib.sha256(json.dumps([cache_key(fp, lt.layer, rows, config.params()) for lt, fp, rows, _ in parts]).encode()
                          ).hexdigest()[:32]
     cdir = Path(cache_dir) if cache_dir is not None else None
     cached = [_load_cached(cdir, f"{key}-{i}", lt, len(lt)) for i, (lt, _, _, _) in enumerate(parts)]
