@@ -13,7 +13,6 @@ from probe import columns as C
 from probe.cli import main
 from probe.errors import DataError, LatentsError, LayerNotFoundError, OutputExistsError
 from probe.extract import ExtractConfig, extract
-from probe.store import open_store
 
 from extract_models import ArrayDataset, tiny_cnn
 
