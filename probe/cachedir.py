@@ -134,10 +134,24 @@ def keep_within(part: str | Path, max_bytes: int | None = None, *, keep: str | P
     total = sum(size for _, size, _ in entries)
     if total <= limit:
         return 0
+    freed = remove_least_recent(entries, int(PRUNE_TO * limit), keep=keep)
+    if freed:
+        log.info("cache '%s': removed %.1f MB of least recently used entries (limit %.1f MB)", part, freed / 1e6,
+                 limit / 1e6)
+    return freed
+
+
+def remove_least_recent(entries: Iterable[tuple[float, int, Path]], target: int, *,
+                        keep: str | Path | None = None) -> int:
+    """Remove ``(mtime, bytes, path)`` entries, oldest first, until at most ``target`` bytes remain;
+    ``keep`` stays whatever its age. Returns the bytes removed (entries another process removed first
+    count as removed)."""
+    entries = sorted(entries, key=lambda e: e[0])
+    total = sum(size for _, size, _ in entries)
     keep = Path(keep).resolve() if keep is not None else None
     freed = 0
-    for _, size, entry in sorted(entries, key=lambda e: e[0]):
-        if total - freed <= PRUNE_TO * limit:
+    for _, size, entry in entries:
+        if total - freed <= target:
             break
         if keep is not None and entry.resolve() == keep:
             continue
@@ -147,6 +161,4 @@ def keep_within(part: str | Path, max_bytes: int | None = None, *, keep: str | P
             with contextlib.suppress(OSError):
                 entry.unlink()
         freed += size
-    log.info("cache '%s': removed %.1f MB of least recently used entries (limit %.1f MB)", part, freed / 1e6,
-             limit / 1e6)
     return freed

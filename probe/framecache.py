@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2  # bump when decode_at's output for the same inputs changes
 DEFAULT_MAX_BYTES = 10 * 10**9
-EVICT_TO = 0.8  # after passing max_bytes, evict down to this fraction of it
 
 _ACTIVE: contextvars.ContextVar[FrameCache | None] = contextvars.ContextVar("probe_frame_cache", default=None)
 
@@ -160,19 +159,14 @@ class FrameCache:
 
     def evict(self, target: int | None = None) -> int:
         """Remove least recently used entries until at most ``target`` bytes remain
-        (default :data:`EVICT_TO` of ``max_bytes``); returns the bytes removed."""
-        target = int(EVICT_TO * self.max_bytes) if target is None else int(target)
-        entries = sorted(self._entries(), key=lambda e: e[1].st_mtime_ns)
-        total = sum(st.st_size for _, st in entries)
-        removed = 0
-        for entry, st in entries:
-            if total - removed <= target:
-                break
-            with contextlib.suppress(OSError):
-                entry.unlink()
-                removed += st.st_size
+        (default :data:`probe.cachedir.PRUNE_TO` of ``max_bytes``); returns the bytes removed."""
+        from probe.cachedir import PRUNE_TO, remove_least_recent
+
+        target = int(PRUNE_TO * self.max_bytes) if target is None else int(target)
+        entries = [(st.st_mtime_ns, st.st_size, entry) for entry, st in self._entries()]
+        removed = remove_least_recent(entries, target)
         with self._lock:
-            self._bytes = total - removed
+            self._bytes = sum(size for _, size, _ in entries) - removed
         if removed:
             log.info("frame cache '%s': evicted %.1f MB of least recently used frames", self.root, removed / 1e6)
         return removed
