@@ -17,6 +17,13 @@ compared with the bare forward of one model. By default ``N`` is every checkpoin
 the recipe ``--checkpoint`` belongs to (its ``step-*`` siblings), topped up with
 fresh initialisations when ``--checkpoints`` asks for more.
 
+Reading alone: every batch of ``--scale`` x the data read and decoded with no model and no frame cache, in
+one thread of this process (how extraction reads below 8 cores) and in ``P``
+reader processes (``--read-processes``, default the cores, at most 8; see
+:mod:`probe.readpool`). Their ratio is how far reading scales with the cores, which
+is what a GPU machine needs: there the forward is fast and reading sets the pace.
+``--read-workers`` sets the reader processes of every extraction measured.
+
 Peak memory is measured in a fresh subprocess per scale (max RSS); 10x lists each
 dataset ten times (distinct names), so samples and store size grow 10x while the
 working set should not (goal: flat). The one pass gets its own peak RSS.
@@ -92,7 +99,8 @@ def data_specs(world: Path, copies: int) -> tuple[str, ...]:
 
 
 def end_to_end(world: Path, ckpts: list[Path] | Path, out: Path, copies: int, batch_size: int, device: str,
-               pass_memory: int | str | None = None, frame_cache: str | None = None) -> dict:
+               pass_memory: int | str | None = None, frame_cache: str | None = None,
+               read_workers: int | None = None) -> dict:
     """One ``extract`` call over ``ckpts`` (one pass, unless ``pass_memory`` splits it).
 
     ``frame_cache`` None decodes every frame (cold); a directory serves frames a previous run decoded (warm).
@@ -102,7 +110,7 @@ def end_to_end(world: Path, ckpts: list[Path] | Path, out: Path, copies: int, ba
     ckpts = [ckpts] if isinstance(ckpts, (str, Path)) else list(ckpts)
     config = ExtractConfig(checkpoints=tuple(str(c) for c in ckpts), data=data_specs(world, copies), layers=LAYERS,
                            out=str(out), batch_size=batch_size, device=device, overwrite=Path(out).exists(),
-                           pass_memory=pass_memory, frame_cache=frame_cache or "off")
+                           pass_memory=pass_memory, frame_cache=frame_cache or "off", read_workers=read_workers)
     with timed_phases() as phases:
         t0 = time.perf_counter()
         result = extract(config)
@@ -142,6 +150,31 @@ def timed_phases():
     finally:
         for (module, name, _), fn in zip(targets, originals):
             setattr(module, name, fn)
+
+
+def read_alone(world: Path, copies: int, batch_size: int, processes: int) -> dict:
+    """Frames/s of reading and decoding every batch of ``copies`` x the data (no model, no frame cache): in one
+    thread of this process (``processes`` 0, as extraction reads on small machines) or in reader processes
+    (their start included)."""
+    from probe.batches import batches_of, open_data, read_work
+    from probe.extract import ExtractConfig
+    from probe.framecache import use_frame_cache
+    from probe.readpool import read_ahead
+
+    opened = open_data(ExtractConfig(checkpoints=("-",), data=data_specs(world, copies), layers=LAYERS, out="-",
+                                     batch_size=batch_size))
+    todo = np.ones(len(opened.samples), dtype=bool)
+    with use_frame_cache(None):
+        t0 = time.perf_counter()
+        if processes:
+            works = read_ahead(opened, batches_of(opened.samples, todo, batch_size), workers=processes,
+                               images=True, size=(64, 64), skip_bad=False, bad=set())
+            n = sum(len(w.rows) for w in works)
+        else:
+            n = sum(len(read_work(opened, rows, images=True, size=(64, 64), skip_bad=False).rows)
+                    for rows in batches_of(opened.samples, todo, batch_size))
+        seconds = time.perf_counter() - t0
+    return {"samples": n, "seconds": seconds, "fps": n / seconds, "processes": processes}
 
 
 class BareForward:
@@ -251,6 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--scale", type=int, default=10, help="the larger data multiple for the memory check")
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds of every measurement (medians reported)")
+    p.add_argument("--read-workers", type=int, default=None, metavar="N",
+                   help="reader processes of every extraction (default: extraction's automatic choice)")
+    p.add_argument("--read-processes", type=int, default=None, metavar="P",
+                   help="reader processes of the reading-alone measurement (default: cores, at most 8)")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
     from probe.passes import MAX_MODEL_WORKERS, cpu_cores
@@ -262,7 +299,10 @@ def main(argv: list[str] | None = None) -> int:
         ckpts = checkpoint_set(args.checkpoint, args.checkpoints, tmp)
         ckpt = ckpts[0]
         frames = str(tmp / "frame-cache")
-        end_to_end(world, ckpt, tmp / "store-e2e", 1, args.batch_size, args.device, frame_cache=frames)  # warm-up
+        rw = args.read_workers
+        readers = args.read_processes or min(cores, 8)
+        end_to_end(world, ckpt, tmp / "store-e2e", 1, args.batch_size, args.device, frame_cache=frames,
+                   read_workers=rw)  # warm-up
         bare = BareForward(world, ckpt, args.batch_size, args.device)
         workers = min(cores, MAX_MODEL_WORKERS) if args.device == "cpu" else 1
         threads = list(dict.fromkeys([None, max(1, cores - 1)]))
@@ -272,13 +312,16 @@ def main(argv: list[str] | None = None) -> int:
             if workers > 1:
                 r["bare_batches_at_once"] = bare(max(1, cores // workers), concurrent=workers)
             r["bare"] = max((v for k, v in r.items() if k.startswith("bare_")), key=lambda x: x["fps"])
-            r["cold"] = end_to_end(world, ckpt, tmp / "store-e2e", 1, args.batch_size, args.device)
+            r["cold"] = end_to_end(world, ckpt, tmp / "store-e2e", 1, args.batch_size, args.device,
+                                   read_workers=rw)
             r["warm"] = end_to_end(world, ckpt, tmp / "store-e2e", 1, args.batch_size, args.device,
-                                   frame_cache=frames)
+                                   frame_cache=frames, read_workers=rw)
             if len(ckpts) > 1:
                 for kind, cache in (("cold", None), ("warm", frames)):
                     r[f"pass_{kind}"] = end_to_end(world, ckpts, tmp / "stores-pass", 1, args.batch_size,
-                                                   args.device, frame_cache=cache)
+                                                   args.device, frame_cache=cache, read_workers=rw)
+            r["read_thread"] = read_alone(world, args.scale, args.batch_size, 0)
+            r["read_processes"] = read_alone(world, args.scale, args.batch_size, readers)
             rounds.append(r)
 
         def median(values: list[float]) -> float:
@@ -295,7 +338,11 @@ def main(argv: list[str] | None = None) -> int:
             "bare_forward_fps_loop": round(median([r["bare_loop"]["fps"] for r in rounds]), 1),
             "end_to_end_fps_cold": round(median([r["cold"]["fps"] for r in rounds]), 1),
             "end_to_end_fps_warm": round(median([r["warm"]["fps"] for r in rounds]), 1),
-            "ratio_cold": ratio("cold"), "ratio_warm": ratio("warm"),
+            "ratio_cold": ratio("cold"), "ratio_warm": ratio("warm"), "read_workers": rw,
+            "read_alone_fps_thread": round(median([r["read_thread"]["fps"] for r in rounds]), 1),
+            f"read_alone_fps_{readers}_processes": round(median([r["read_processes"]["fps"] for r in rounds]), 1),
+            "read_alone_speedup": round(median([r["read_processes"]["fps"] / r["read_thread"]["fps"]
+                                                for r in rounds]), 3),
         }
         if workers > 1:
             result |= {f"bare_forward_fps_{workers}_batches_at_once":

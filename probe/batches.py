@@ -205,37 +205,61 @@ def read_work(opened: OpenedData, rows: pd.DataFrame, *, images: bool, size: tup
     batches of a bad episode are dropped without trying again.
     """
     d = int(rows[_DS].iloc[0])
-    ds = opened.datasets[d]
     bad = set() if bad is None else bad
-    episodes = rows[C.EPISODE].to_numpy(np.int64)
-    all_frames = rows[C.FRAME].to_numpy(np.int64)
+    batch, keep, skipped = read_frames(opened.datasets[d], opened.names[d], rows[C.EPISODE].to_numpy(np.int64),
+                                       rows[C.FRAME].to_numpy(np.int64), images=images, size=size,
+                                       skip_bad=skip_bad, bad={e for (b, e) in bad if b == d})
+    for episode, msg in skipped:
+        log.warning("%s; skipped (--skip-bad-episodes)", msg)
+        bad.add((d, episode))
+    return work_of(d, rows, batch, keep, skipped)
+
+
+def work_of(d: int, rows: pd.DataFrame, batch: Any, keep: np.ndarray,
+            skipped: Sequence[tuple[int, str]]) -> Work:
+    """The :class:`Work` of ``rows`` from what :func:`read_frames` returned for them."""
+    if batch is None:
+        return Work(d, np.empty(0, np.int64), rows.iloc[:0], None, tuple(skipped), len(rows))
+    meta = rows.iloc[keep]
+    return Work(d, meta[_POS].to_numpy(np.int64), meta, batch, tuple(skipped), len(rows))
+
+
+def read_frames(ds: Any, name: str, episodes: np.ndarray, frames: np.ndarray, *, images: bool,
+                size: tuple[int, int] | None, skip_bad: bool,
+                bad: set[int] | frozenset[int] = frozenset()) -> tuple[Any, np.ndarray, list[tuple[int, str]]]:
+    """Read ``frames`` of ``episodes`` (parallel arrays, one dataset ``ds`` named ``name``), episode by episode.
+
+    Returns ``(batch, keep, skipped)``: one :class:`~probe.readers.base.Batch` (None
+    when nothing was read), the positions of the rows it holds, in its order, and
+    ``(episode, message)`` for episodes skipped as unreadable under ``skip_bad`` (an
+    unreadable episode otherwise raises :class:`DataError`). Episodes in ``bad`` are
+    dropped without reading. Touches nothing but ``ds``, so it also runs in reader
+    processes (:mod:`probe.readpool`).
+    """
     uniq, first = np.unique(episodes, return_index=True)
     parts, keep, skipped = [], [], []
     for episode in uniq[np.argsort(first, kind="stable")].tolist():  # episodes in order of appearance
-        if (d, episode) in bad:
+        if episode in bad:
             continue
         idx = np.flatnonzero(episodes == episode)
-        frames = all_frames[idx]
+        wanted = frames[idx]
         try:
-            batch = ds.read(episode, frames, images=images, size=size)
-            if len(batch) != len(frames):
-                raise DataError(f"the reader returned {len(batch)} frames for {len(frames)} asked")
+            batch = ds.read(episode, wanted, images=images, size=size)
+            if len(batch) != len(wanted):
+                raise DataError(f"the reader returned {len(batch)} frames for {len(wanted)} asked")
         except Exception as exc:
-            msg = (f"dataset '{opened.names[d]}' episode {episode}: cannot read frames "
-                   f"{int(frames[0])}..{int(frames[-1])} ({type(exc).__name__}: {exc})")
+            msg = (f"dataset '{name}' episode {episode}: cannot read frames "
+                   f"{int(wanted[0])}..{int(wanted[-1])} ({type(exc).__name__}: {exc})")
             if not skip_bad:
                 raise DataError(f"{msg}; repair or remove the episode, or pass --skip-bad-episodes "
                                 "to skip it with a warning") from exc
-            log.warning("%s; skipped (--skip-bad-episodes)", msg)
-            bad.add((d, episode))
             skipped.append((episode, msg))
             continue
         parts.append(batch)
         keep.append(idx)
     if not parts:
-        return Work(d, np.empty(0, np.int64), rows.iloc[:0], None, tuple(skipped), len(rows))
-    meta = rows.iloc[np.concatenate(keep)]
-    return Work(d, meta[_POS].to_numpy(np.int64), meta, concat_batches(parts), tuple(skipped), len(rows))
+        return None, np.empty(0, np.int64), skipped
+    return concat_batches(parts), np.concatenate(keep), skipped
 
 
 def prefetch(items: Iterable[Any], fn: Callable[[Any], Any], depth: int = 2) -> Iterator[Any]:

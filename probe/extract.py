@@ -116,6 +116,9 @@ class ExtractConfig:
         cores (None: ``min(cores, 4)``; see :func:`probe.passes.model_workers`). 1 runs one
         batch at a time on every core: for adapters, models or embed functions that keep
         state between calls. CUDA always runs one.
+    read_workers : processes that read and decode batches (0: a thread of this process;
+        None: :func:`probe.readpool.default_read_workers`, 0 below 8 CPU cores). Scripts
+        that use them must guard their entry point with ``if __name__ == "__main__":``.
     overwrite, resume, skip_bad_episodes : output and failure policy.
     engine, ray_actors, ray_gpus_per_actor : local or Ray Data.
     """
@@ -150,6 +153,7 @@ class ExtractConfig:
     frame_cache: str | None = "auto"
     frame_cache_max: int | str = "10GB"
     model_workers: int | None = None
+    read_workers: int | None = None
 
     def __post_init__(self) -> None:
         from probe.budget import parse_bytes
@@ -181,6 +185,9 @@ class ExtractConfig:
             raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.model_workers is not None and int(self.model_workers) < 1:
             raise ConfigError(f"model_workers must be at least 1 (or None for automatic), got {self.model_workers}")
+        if self.read_workers is not None and int(self.read_workers) < 0:
+            raise ConfigError(f"read_workers must be at least 0 (0: read in this process; None: automatic), "
+                              f"got {self.read_workers}")
         if int(self.stride) < 1:
             raise ConfigError(f"stride must be at least 1, got {self.stride}")
         if self.fps is not None and not self.fps > 0:

@@ -32,6 +32,7 @@ from probe.batches import _DS, _POS, OpenedData, batches_of, prefetch, read_work
 from probe.budget import format_bytes
 from probe.errors import DataError, ProbeError
 from probe.extractor import Extractor
+from probe.readpool import default_read_workers, read_ahead
 from probe.store import Store, StoreWriter
 from probe.validate import check_output_path
 
@@ -292,13 +293,22 @@ def _run_local(config: ExtractConfig, opened: OpenedData, runs: Sequence[Checkpo
                 run.fail(exc)
                 live.remove(run)
 
+    readers = (default_read_workers(str(first.device), cpu_cores()) if config.read_workers is None
+               else int(config.read_workers))
+    if readers:
+        log.info("reading in %d process(es)", readers)
+        works = read_ahead(opened, wanted(), workers=readers, images=first.needs_images, size=first.image_size,
+                           skip_bad=config.skip_bad_episodes, bad=bad)
+    else:
+        works = prefetch(wanted(), read, depth=PREFETCH_DEPTH)
     desc = f"extract {first.loaded.name}" if len(runs) == 1 else f"extract {len(runs)} checkpoints"
     with bar(int(todo.sum()), desc=desc, enabled=progress, unit="frame") as pbar, \
             model_workers(str(first.device), config.model_workers) as workers, \
-            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe-model") as pool:
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe-model") as pool, \
+            contextlib.closing(works):
         pending: deque[tuple[Any, list[tuple[CheckpointRun, np.ndarray]], Future[Outcome]]] = deque()
         try:
-            for work in prefetch(wanted(), read, depth=PREFETCH_DEPTH):
+            for work in works:
                 todo_runs = []
                 for run in live:
                     for episode, msg in work.skipped:

@@ -46,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-workers", type=int, default=None, metavar="N",
                    help="on CPU, batches run through the models at once, each on its share of the cores "
                         "(default: min(cores, 4)); 1 if your adapter, model or --embed keeps state between calls")
+    p.add_argument("--read-workers", type=int, default=None, metavar="N",
+                   help="processes that read and decode video (0: a thread of this process; default: all cores "
+                        "but two with a GPU, a quarter of them on CPU, 0 below 8 cores)")
     p.add_argument("--autocast", default="none", choices=["none", "bf16", "fp16"], help="mixed precision forward")
     p.add_argument("--out", required=True, help="store directory (a directory of stores for several checkpoints)")
     p.add_argument("--overwrite", action="store_true", help="replace existing stores")
@@ -86,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         ray_actors=args.ray_actors, ray_gpus_per_actor=args.ray_gpus_per_actor,
         pass_memory=0 if args.one_checkpoint_per_pass else args.pass_memory, frame_cache=args.frame_cache,
         frame_cache_max=args.frame_cache_max, model_workers=args.model_workers,
+        read_workers=args.read_workers,
     )
     result = extract(config, progress=True)
     stores = result if isinstance(result, list) else [result]

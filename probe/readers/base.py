@@ -9,8 +9,10 @@ only those frames, one forward decode per episode and video).
 from __future__ import annotations
 
 import abc
+import dataclasses
 import hashlib
 from collections.abc import Iterable, Mapping
+from typing import Any
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -45,8 +47,17 @@ class VideoRef:
     to_timestamp: float | None = None
 
 
+class _Frozen:
+    """Pickling for frozen dataclasses holding read-only mappings (``MappingProxyType`` does not pickle):
+    rebuilt from plain dicts through ``__init__``, which wraps them again."""
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        values = (getattr(self, f.name) for f in dataclasses.fields(self))  # type: ignore[arg-type]
+        return type(self), tuple(dict(v) if isinstance(v, MappingProxyType) else v for v in values)
+
+
 @dataclass(frozen=True)
-class DatasetInfo:
+class DatasetInfo(_Frozen):
     """What a dataset is: name, format, frame rate, embodiment, features, fingerprint.
 
     ``features`` maps feature names to shapes; ``video_keys`` are the camera
@@ -72,7 +83,7 @@ class DatasetInfo:
 
 
 @dataclass(frozen=True)
-class EpisodeInfo:
+class EpisodeInfo(_Frozen):
     """One episode: its index in the dataset, length in frames, task and media.
 
     ``stage_segments`` holds annotated ``(name, start, end)`` sub-task segments

@@ -25,6 +25,17 @@ RESEEK_GAP_S = 4.0  # seek instead of decoding through a gap longer than this
 _local = threading.local()
 
 
+def _forget_in_child() -> None:
+    """A forked child must not read through its parent's open videos (the file offsets are shared): it
+    starts with none. They are dropped unclosed: closing in the child would not touch the parent's files."""
+    global _local
+    _local = threading.local()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
+
+
 class Decoder:
     """An open video's first stream and the last frame decoded from it (``prev``, at ``prev_t`` seconds)."""
 
