@@ -14,7 +14,7 @@ import logging
 
 from probe.readers import open_dataset
 from probe.closure import closure_stage_table
-from probe.stages import write_stage_file
+from probe.stage_files import write_stage_file
 
 
 def main() -> None:

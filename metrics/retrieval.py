@@ -8,9 +8,10 @@ lacks scores ``nan`` (not 0): it is left out of every mean and counted in
 :class:`RetrievalResult`. Labels are any 1-D array of hashables; use
 :func:`combine_labels` to make one label from (task, stage).
 
-Per-query forms (``*_samples``) pair with the aggregates (``retrieval_*``), as
-scikit-learn's ``silhouette_samples`` / ``silhouette_score``. This module is the one
-implementation used by the report and by ``probe retrieve --eval``.
+Per-query forms (``*_samples``, in :mod:`metrics.ranking` and importable from here)
+pair with the aggregates (``retrieval_*``), as scikit-learn's ``silhouette_samples`` /
+``silhouette_score``. This module is the one implementation used by the report and
+by ``probe retrieve --eval``.
 """
 
 from __future__ import annotations
@@ -21,10 +22,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from metrics.knn import Metric, Neighbors, knn
+from metrics.ranking import (
+    APatR,
+    _check_width,
+    _indices,
+    _mean,
+    ap_at_r_samples,
+    combine_labels,
+    hit_at_k_samples,
+    match_matrix,
+    reciprocal_rank_samples,
+)
 
 log = logging.getLogger(__name__)
-
-_BLOCK = 4096  # query rows per block when forming (block, k) match matrices
 
 __all__ = [
     "APatR",
@@ -44,200 +54,6 @@ __all__ = [
     "retrieval_k",
     "retrieval_recall_at_k",
 ]
-
-
-# ----------------------------------------------------------------------------- inputs
-
-
-def combine_labels(*columns: np.ndarray) -> np.ndarray:
-    """One label per sample from several label columns, e.g. ``combine_labels(task, stage)``.
-
-    Returns a string array ``"task\\x1fstage"`` (unit separator, so no real label collides).
-    """
-    if not columns:
-        raise ValueError("combine_labels needs at least one label column; pass e.g. (task, stage)")
-    cols = [np.asarray(c).astype(str) for c in columns]
-    n = len(cols[0])
-    for c in cols:
-        if c.ndim != 1 or len(c) != n:
-            raise ValueError(f"label columns must be 1-D and of equal length; got shapes {[x.shape for x in cols]}")
-    out = cols[0]
-    for c in cols[1:]:
-        out = np.char.add(np.char.add(out, "\x1f"), c)
-    return out
-
-
-def _indices(neighbors: Neighbors | np.ndarray) -> np.ndarray:
-    idx = neighbors.indices if isinstance(neighbors, Neighbors) else np.asarray(neighbors)
-    if idx.ndim != 2 or idx.shape[1] < 1:
-        raise ValueError(
-            f"neighbour indices must be a 2-D (n_query, k) integer array with k >= 1; got shape {idx.shape}; "
-            "pass metrics.knn.knn(query, reference, k) or its .indices"
-        )
-    if not np.issubdtype(idx.dtype, np.integer):
-        raise ValueError(f"neighbour indices must be integers; got dtype {idx.dtype}")
-    return idx
-
-
-def _encode(query_labels: np.ndarray, reference_labels: np.ndarray, n_query: int, idx: np.ndarray
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """Joint integer codes of query and reference labels, with shape checks."""
-    ql = np.asarray(query_labels)
-    rl = np.asarray(reference_labels)
-    if ql.ndim != 1 or rl.ndim != 1:
-        raise ValueError(
-            f"labels must be 1-D; got query {ql.shape} and reference {rl.shape}; "
-            "use combine_labels(task, stage) to make one label from several columns"
-        )
-    if len(ql) != n_query:
-        raise ValueError(
-            f"query labels hold {len(ql)} entries but the neighbour matrix has {n_query} query rows; "
-            "pass the labels of the rows that were searched"
-        )
-    if len(rl) == 0:
-        raise ValueError("the reference is empty; retrieval needs at least one reference sample")
-    if idx.size and (idx.max() >= len(rl) or idx.min() < -1):
-        raise ValueError(
-            f"neighbour indices must lie in [-1, {len(rl) - 1}] (the reference holds {len(rl)} samples); "
-            f"got range [{idx.min()}, {idx.max()}]; were query and reference swapped?"
-        )
-    numeric = set("biuf")
-    if not (ql.dtype.kind in numeric and rl.dtype.kind in numeric):
-        ql, rl = ql.astype(str), rl.astype(str)
-    _, codes = np.unique(np.concatenate([ql, rl]), return_inverse=True)
-    codes = codes.reshape(-1)
-    return codes[:n_query].astype(np.int64), codes[n_query:].astype(np.int64)
-
-
-def _label_counts(q: np.ndarray, r: np.ndarray) -> np.ndarray:
-    """R per query: how many reference samples carry the query's label."""
-    n_codes = int(max(q.max(initial=-1), r.max(initial=-1))) + 1
-    return np.bincount(r, minlength=n_codes)[q].astype(np.int64)
-
-
-def _blocks(n: int):
-    for start in range(0, n, _BLOCK):
-        yield slice(start, min(start + _BLOCK, n))
-
-
-def _match_block(idx: np.ndarray, q: np.ndarray, r: np.ndarray) -> np.ndarray:
-    valid = idx >= 0
-    return valid & (r[np.where(valid, idx, 0)] == q[:, None])
-
-
-def match_matrix(neighbors: Neighbors | np.ndarray, query_labels: np.ndarray,
-                 reference_labels: np.ndarray) -> np.ndarray:
-    """``(n_query, k)`` bool: is the j-th neighbour of query i of the query's label.
-
-    Missing neighbours (index -1) never match. Use on small sets (dashboard, examples):
-    the other functions work block by block.
-    """
-    idx = _indices(neighbors)
-    q, r = _encode(query_labels, reference_labels, idx.shape[0], idx)
-    return _match_block(idx, q, r)
-
-
-# ----------------------------------------------------------------------------- per query
-
-
-def hit_at_k_samples(neighbors: Neighbors | np.ndarray, query_labels: np.ndarray,
-                     reference_labels: np.ndarray, k: int) -> np.ndarray:
-    """Per query: 1.0 if one of its first ``k`` neighbours has its label, else 0.0; nan if the reference lacks it.
-
-    ``k = 1`` gives precision@1 per query. The graph must hold ``k`` neighbours, or all of
-    the reference when it has fewer than ``k`` samples (then top-k is the whole reference).
-    """
-    idx = _indices(neighbors)
-    q, r = _encode(query_labels, reference_labels, idx.shape[0], idx)
-    _check_width(idx, k, len(r), f"recall@{k}")
-    R = _label_counts(q, r)
-    out = np.empty(len(q), dtype=np.float64)
-    for s in _blocks(len(q)):
-        out[s] = _match_block(idx[s, :k], q[s], r).any(axis=1)
-    out[R == 0] = np.nan
-    return out
-
-
-@dataclass(frozen=True)
-class APatR:
-    """Per-query AP@R: ``values`` (nan where the reference lacks the label), the true
-    ``r`` (reference samples with the query's label) and the ``r_used`` in the sum
-    (``min(r, r_cap, k)``); ``capped`` marks queries where ``r_used < r``."""
-
-    values: np.ndarray
-    r: np.ndarray
-    r_used: np.ndarray
-
-    @property
-    def capped(self) -> np.ndarray:
-        return self.r_used < self.r
-
-
-def ap_at_r_samples(neighbors: Neighbors | np.ndarray, query_labels: np.ndarray,
-                    reference_labels: np.ndarray, r_cap: int | None = None) -> APatR:
-    """Per-query average precision at R (Musgrave et al. 2020, "A Metric Learning Reality Check").
-
-    ``AP@R = (1/R) * sum_{i<=R} P@i * rel_i`` where R is the number of reference samples with
-    the query's label and rel_i says whether the i-th neighbour matches. Range [0, 1], higher
-    is better; 1 means the R nearest references are exactly those of the query's label.
-
-    Exact only when the graph holds ``k >= R`` neighbours (search at the largest label
-    count). Otherwise, or when ``r_cap`` is given, R is replaced by ``min(R, r_cap, k)`` in
-    both the sum and the denominator (AP at a truncated R, which can still reach 1); the
-    queries concerned are flagged (``capped``). Deviation: pytorch-metric-learning 2.x, when
-    its ``k`` is below the label count, sums the first k terms but divides by the full R
-    (a lower bound it warns is "incorrect"); that number is ``values * r_used / r``.
-    """
-    idx = _indices(neighbors)
-    if r_cap is not None and r_cap < 1:
-        raise ValueError(f"r_cap must be >= 1 or None; got {r_cap}")
-    q, r = _encode(query_labels, reference_labels, idx.shape[0], idx)
-    R = _label_counts(q, r)
-    width = idx.shape[1]
-    r_used = np.minimum(R, width if r_cap is None else min(width, r_cap))
-    values = np.empty(len(q), dtype=np.float64)
-    ranks = np.arange(1, width + 1, dtype=np.float64)
-    for s in _blocks(len(q)):
-        match = _match_block(idx[s], q[s], r)
-        relevant = ranks[None, :] <= r_used[s, None]
-        eq = match & relevant
-        cum = np.cumsum(eq, axis=1, dtype=np.float64)
-        precision_sum = (cum * eq / ranks).sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            values[s] = precision_sum / r_used[s]
-    values[R == 0] = np.nan
-    return APatR(values, R, r_used)
-
-
-def reciprocal_rank_samples(neighbors: Neighbors | np.ndarray, query_labels: np.ndarray,
-                            reference_labels: np.ndarray) -> np.ndarray:
-    """Per query: 1 / rank of the first neighbour with its label; 0 if none in the graph; nan if
-    the reference lacks the label (pytorch-metric-learning's ``mean_reciprocal_rank``)."""
-    idx = _indices(neighbors)
-    q, r = _encode(query_labels, reference_labels, idx.shape[0], idx)
-    R = _label_counts(q, r)
-    out = np.empty(len(q), dtype=np.float64)
-    for s in _blocks(len(q)):
-        match = _match_block(idx[s], q[s], r)
-        first = np.argmax(match, axis=1)
-        out[s] = np.where(match.any(axis=1), 1.0 / (first + 1.0), 0.0)
-    out[R == 0] = np.nan
-    return out
-
-
-def _check_width(idx: np.ndarray, k: int, n_reference: int, name: str) -> None:
-    if k < 1:
-        raise ValueError(f"k must be >= 1 for {name}; got {k}")
-    if idx.shape[1] < min(k, n_reference):
-        raise ValueError(
-            f"{name} needs {min(k, n_reference)} neighbours per query but the graph holds {idx.shape[1]}; "
-            f"search with k >= {min(k, n_reference)}"
-        )
-
-
-def _mean(values: np.ndarray) -> float:
-    finite = values[~np.isnan(values)]
-    return float(finite.mean()) if finite.size else float("nan")
 
 
 # ----------------------------------------------------------------------------- aggregates

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from probe.errors import ConfigError, DataError
-from probe.stages import SEGMENT_COLUMNS
+from probe.stage_files import SEGMENT_COLUMNS
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ Sources, chosen by a :class:`StageSpec` parsed from a string:
 - ``file:PATH`` — a sidecar ``.csv`` / ``.json`` / ``.parquet`` with columns
   ``episode, start, end, stage`` in frames (start inclusive, end exclusive), or
   ``episode, start_s, end_s, stage`` in seconds (converted with the episode's fps).
-  An optional ``dataset`` column keeps the rows of the dataset of that name.
-  JSON is a list of such records, or ``{"unit": "seconds"|"frames", "segments": [...]}``.
+  An optional ``dataset`` column keeps the rows of the dataset of that name
+  (reading and writing such files: :mod:`probe.stage_files`).
 - ``progress:N`` — N equal bins of episode progress, named ``p0 .. p{N-1}``.
 - ``auto`` (default) — per episode, the first that exists of: a ``stage`` column,
   sub-task segments, else ``progress:5``.
@@ -22,12 +22,10 @@ contiguous run of one stage) and ``progress`` (0..1 within the episode).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,13 +33,12 @@ import pandas as pd
 
 from probe import columns as C
 from probe.errors import ConfigError, DataError
+from probe.stage_files import read_stage_file
 
 log = logging.getLogger(__name__)
 
 UNLABELLED = "unlabelled"
 DEFAULT_BINS = 5
-SEGMENT_COLUMNS = ("episode", "start", "end", "stage")
-SECONDS_COLUMNS = ("episode", "start_s", "end_s", "stage")
 
 
 class StageSource(str, Enum):
@@ -164,73 +161,6 @@ def segments_to_stages(segments: Sequence[tuple[str, int, int]], length: int, *,
     for name, start, end in ordered:
         stages[start:end] = name
     return stages, int(np.sum(stages == UNLABELLED))
-
-
-# -- sidecar files -------------------------------------------------------------------------------
-
-
-def read_stage_file(path: str | Path, *, unit: str | None = None) -> pd.DataFrame:
-    """A sidecar stage file as a frame ``episode, start, end, stage`` (+ ``dataset``) or its seconds variant.
-
-    ``unit`` (``'frames'`` or ``'seconds'``) says how plain ``start``/``end``
-    columns are meant; by default frames (``start_s``/``end_s`` are always seconds).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"stage file '{path}' does not exist")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".csv":
-            df = pd.read_csv(path)
-        elif suffix == ".parquet":
-            df = pd.read_parquet(path)
-        elif suffix == ".json":
-            obj = json.loads(path.read_text())
-            if isinstance(obj, dict):
-                unit = unit or obj.get("unit")
-                obj = obj.get("segments", [])
-            df = pd.DataFrame(obj)
-        else:
-            raise DataError(f"stage file '{path}' must end in .csv, .json or .parquet")
-    except (OSError, ValueError) as exc:
-        if isinstance(exc, DataError):
-            raise
-        raise DataError(f"cannot read stage file '{path}': {exc}") from exc
-    unit = (unit or "frames").lower()
-    if unit not in ("frames", "seconds"):
-        raise DataError(f"stage file '{path}': unit must be 'frames' or 'seconds', got {unit!r}")
-    if unit == "seconds" and {"start", "end"} <= set(df.columns):
-        df = df.rename(columns={"start": "start_s", "end": "end_s"})
-    if set(SECONDS_COLUMNS) <= set(df.columns):
-        return df
-    missing = [c for c in SEGMENT_COLUMNS if c not in df.columns]
-    if missing:
-        raise DataError(
-            f"stage file '{path}' lacks column(s) {missing}; expected columns episode, start, end, stage "
-            f"(frames, end exclusive) or episode, start_s, end_s, stage (seconds); got {list(df.columns)}"
-        )
-    return df
-
-
-def write_stage_file(segments: pd.DataFrame, path: str | Path) -> Path:
-    """Write segments (``episode, start, end, stage``) atomically as .csv, .json or .parquet."""
-    from probe.atomic import atomic_file
-
-    path = Path(path)
-    missing = [c for c in SEGMENT_COLUMNS if c not in segments.columns]
-    if missing:
-        raise DataError(f"segments lack column(s) {missing}; expected {list(SEGMENT_COLUMNS)}")
-    with atomic_file(path) as tmp:
-        suffix = path.suffix.lower()
-        if suffix == ".csv":
-            segments.to_csv(tmp, index=False)
-        elif suffix == ".parquet":
-            segments.to_parquet(tmp, index=False)
-        elif suffix == ".json":
-            tmp.write_text(segments.to_json(orient="records", indent=1))
-        else:
-            raise DataError(f"stage file '{path}' must end in .csv, .json or .parquet")
-    return path
 
 
 # -- the labeller --------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from metrics import ranking
 from metrics import retrieval as R
 from metrics.knn import knn
 from tests.conftest import clustered_latents, synthetic_meta
@@ -87,7 +88,7 @@ def _brute_force(idx, ql, rl):
 
 @pytest.mark.parametrize("k", [None, 12])
 def test_agrees_with_brute_force_numpy(k, monkeypatch):
-    monkeypatch.setattr(R, "_BLOCK", 7)   # several query blocks
+    monkeypatch.setattr(ranking, "BLOCK", 7)   # several query blocks
     rng = np.random.default_rng(3)
     ref_labels = rng.integers(0, 6, size=120)
     query_labels = rng.integers(0, 7, size=50)

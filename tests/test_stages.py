@@ -20,12 +20,11 @@ from probe.stages import (
     StageSource,
     StageSpec,
     label_stages,
-    read_stage_file,
     run_progress,
     stage_labeller,
     stages_by_embodiment_report,
-    write_stage_file,
 )
+from probe.stage_files import read_stage_file, write_stage_file
 from test_readers_formats import write_v3
 
 G1 = SHARED_DATA / "g1_inspire_pick_can"
