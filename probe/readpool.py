@@ -103,10 +103,16 @@ class _Shared:
         """Write ``array`` to a new file in shared memory (small arrays travel as they are)."""
         if array.nbytes < SHARE_MIN_BYTES:
             return array
-        fd, path = tempfile.mkstemp(prefix=f"{SHARE_PREFIX}{os.getppid()}-", dir=_share_dir())
+        try:
+            fd, path = tempfile.mkstemp(prefix=f"{SHARE_PREFIX}{os.getppid()}-", dir=_share_dir())
+        except OSError:
+            return array  # no shared memory to write to: through the pipe (the parent warns)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(np.ascontiguousarray(array).data)
+        except OSError:  # full (a container's /dev/shm is 64 MB by default)
+            os.unlink(path)
+            return array
         except BaseException:
             os.unlink(path)
             raise
@@ -186,6 +192,9 @@ def _received(item: tuple[int, pd.DataFrame, Future[Any]], bad: set[tuple[int, i
     d, rows, fut = item
     batch, keep, skipped = fut.result()
     if batch is not None and batch.images:
+        piped = [v for v in batch.images.values() if not isinstance(v, _Shared) and v.nbytes >= SHARE_MIN_BYTES]
+        if piped and not _WARNED:
+            _warn_piped()
         batch = dataclasses.replace(batch, images={k: v.take() if isinstance(v, _Shared) else v
                                                    for k, v in batch.images.items()})
     skipped = [(episode, msg) for episode, msg in skipped if (d, episode) not in bad]  # reported once, as in a thread
@@ -194,3 +203,12 @@ def _received(item: tuple[int, pd.DataFrame, Future[Any]], bad: set[tuple[int, i
         bad.add((d, episode))
     return work_of(d, rows, batch, keep, skipped)
 
+
+_WARNED: list[bool] = []
+
+
+def _warn_piped() -> None:
+    _WARNED.append(True)
+    log.warning("reader processes could not write frames to shared memory ('%s' full or not writable); they "
+                "travel through a pipe instead, which is slower. Give it more room (docker run --shm-size=2g) "
+                "or read in this process (--read-workers 0)", _share_dir())

@@ -127,3 +127,17 @@ def test_negative_read_workers_is_a_config_error(world, tmp_path):
         _config(world, tmp_path / "s", read_workers=-1)
     assert main(["extract", "--checkpoint", "x", "--data", "y", "--layer", "z", "--out", str(tmp_path / "s"),
                  "--read-workers", "-2"]) != 0
+
+
+def test_without_shared_memory_frames_travel_through_the_pipe_with_a_warning(world, tmp_path, monkeypatch, caplog):
+    import probe.readpool
+
+    blocked = tmp_path / "no-shm"
+    blocked.write_text("a file, not a directory: nothing can be created in it (as in a full /dev/shm)")
+    monkeypatch.setattr(probe.readpool, "_share_dir", lambda: str(blocked))
+    monkeypatch.setattr(probe.readpool, "_WARNED", [])
+    with caplog.at_level(logging.WARNING):
+        piped = extract(_config(world, tmp_path / "piped", read_workers=2))
+    assert "could not write frames to shared memory" in caplog.text
+    threaded = extract(_config(world, tmp_path / "thread", read_workers=0))
+    np.testing.assert_array_equal(piped.matrix("vision"), threaded.matrix("vision"))
