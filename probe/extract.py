@@ -117,8 +117,9 @@ class ExtractConfig:
         batch at a time on every core: for adapters, models or embed functions that keep
         state between calls. CUDA always runs one.
     read_workers : processes that read and decode batches (0: a thread of this process;
-        None: :func:`probe.readpool.default_read_workers`, 0 below 8 CPU cores). Scripts
-        that use them must guard their entry point with ``if __name__ == "__main__":``.
+        None: :func:`probe.readpool.default_read_workers`, 0 below 8 CPU cores). Forked on
+        Linux; elsewhere spawned, so a script must guard its entry point with
+        ``if __name__ == "__main__":``.
     overwrite, resume, skip_bad_episodes : output and failure policy.
     engine, ray_actors, ray_gpus_per_actor : local or Ray Data.
     """

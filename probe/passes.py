@@ -228,8 +228,9 @@ Outcome = dict[int, "dict[str, np.ndarray] | ProbeError"]
 
 
 def _run_local(config: ExtractConfig, opened: OpenedData, runs: Sequence[CheckpointRun], *, progress: bool) -> None:
-    """Read each batch once (ahead, in a thread), run every live checkpoint of the pass on it (several
-    batches at once on CPU, see :func:`model_workers`) and write the results in order."""
+    """Read each batch once (ahead, in a thread or in reader processes, see :mod:`probe.readpool`), run every
+    live checkpoint of the pass on it (several batches at once on CPU, see :func:`model_workers`) and write
+    the results in order."""
     from probe.progress import bar
 
     first = runs[0].extractor

@@ -52,7 +52,8 @@ def default_read_workers(device: str, cores: int) -> int:
 
     On a GPU the cores have nothing else to do: all but two read (at most
     :data:`MAX_READ_WORKERS`). On CPU the model needs the cores too: a quarter of
-    them read, none below 8 cores, where a process costs more than it brings.
+    them read, none below 8 cores (on 2 cores, reader processes measured no faster
+    than the thread: ``benchmarks/RESULTS.md``).
     """
     if not str(device).startswith("cpu"):
         return max(0, min(MAX_READ_WORKERS, cores - 2)) if cores >= 4 else 0
@@ -63,13 +64,15 @@ def default_read_workers(device: str, cores: int) -> int:
 
 _DATASETS: tuple[Any, ...] = ()
 _NAMES: tuple[str, ...] = ()
+_PREFIX = SHARE_PREFIX = "probe-read-"  # shared-memory files: SHARE_PREFIX + parent pid + "-"
 
 
-def _start(datasets: tuple[Any, ...], names: tuple[str, ...], cache: tuple[str, int] | None) -> None:
-    """Initialise a reader process: its datasets and frame cache; Ctrl-C is the parent's to handle."""
-    global _DATASETS, _NAMES
+def _start(datasets: tuple[Any, ...], names: tuple[str, ...], cache: tuple[str, int] | None, prefix: str) -> None:
+    """Initialise a reader process: its datasets, frame cache and the name prefix of the frames it hands
+    back (the parent's, so that the parent finds leftovers); Ctrl-C is the parent's to handle."""
+    global _DATASETS, _NAMES, _PREFIX
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _DATASETS, _NAMES = datasets, names
+    _DATASETS, _NAMES, _PREFIX = datasets, names, prefix
     if cache is not None:
         from probe.framecache import FrameCache, _ACTIVE
 
@@ -104,7 +107,7 @@ class _Shared:
         if array.nbytes < SHARE_MIN_BYTES:
             return array
         try:
-            fd, path = tempfile.mkstemp(prefix=f"{SHARE_PREFIX}{os.getppid()}-", dir=_share_dir())
+            fd, path = tempfile.mkstemp(prefix=_PREFIX, dir=_share_dir())
         except OSError:
             return array  # no shared memory to write to: through the pipe (the parent warns)
         try:
@@ -127,7 +130,6 @@ class _Shared:
 
 
 SHARE_MIN_BYTES = 1 << 16
-SHARE_PREFIX = "probe-read-"
 
 
 def _share_dir() -> str:
@@ -137,16 +139,18 @@ def _share_dir() -> str:
 # -- in the parent -----------------------------------------------------------------------------------
 
 
-def _context() -> multiprocessing.context.BaseContext:
+def start_method() -> str:
+    """How reader processes start here: ``fork`` on Linux, else ``forkserver`` or ``spawn``."""
     if sys.platform.startswith("linux"):
-        return multiprocessing.get_context("fork")
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+        return "fork"
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def read_ahead(opened: OpenedData, batches: Iterable[pd.DataFrame], *, workers: int, images: bool,
-               size: tuple[int, int] | None, skip_bad: bool, bad: set[tuple[int, int]]) -> Iterator[Work]:
-    """The :class:`~probe.batches.Work` of every batch of sample rows, in order, read by ``workers`` processes.
+               size: tuple[int, int] | None, skip_bad: bool, bad: set[tuple[int, int]],
+               method: str | None = None) -> Iterator[Work]:
+    """The :class:`~probe.batches.Work` of every batch of sample rows, in order, read by ``workers`` processes
+    started by ``method`` (default :func:`start_method`).
 
     Equals :func:`probe.batches.read_work` batch by batch. ``bad`` collects the
     ``(dataset, episode)`` pairs skipped so far; an episode is reported skipped
@@ -155,15 +159,19 @@ def read_ahead(opened: OpenedData, batches: Iterable[pd.DataFrame], *, workers: 
     """
     from probe.framecache import active_frame_cache
 
+    method = method or start_method()
     cache = active_frame_cache()
+    prefix = f"{SHARE_PREFIX}{os.getpid()}-"
     try:
         pool = ProcessPoolExecutor(
-            max_workers=int(workers), mp_context=_context(), initializer=_start,
-            initargs=(opened.datasets, opened.names, None if cache is None else (str(cache.root), cache.max_bytes)))
+            max_workers=int(workers), mp_context=multiprocessing.get_context(method), initializer=_start,
+            initargs=(opened.datasets, opened.names, None if cache is None else (str(cache.root), cache.max_bytes),
+                      prefix))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot start {workers} reader process(es) ({exc}); pass --read-workers 0 "
                           "to read in this process") from exc
     pending: deque[tuple[int, pd.DataFrame, Future[Any]]] = deque()
+    piped = False  # frames came through the pipe: warned once per call
     try:
         for rows in batches:
             d = int(rows[_DS].iloc[0])
@@ -171,44 +179,47 @@ def read_ahead(opened: OpenedData, batches: Iterable[pd.DataFrame], *, workers: 
             pending.append((d, rows, pool.submit(_read, d, rows[C.EPISODE].to_numpy(np.int64),
                                                  rows[C.FRAME].to_numpy(np.int64), images, size, skip_bad, known)))
             if len(pending) > DEPTH_PER_WORKER * workers:
-                yield _received(pending.popleft(), bad)
+                work, through_pipe = _received(pending.popleft(), bad)
+                piped = _warn_piped(through_pipe, piped)
+                yield work
         while pending:
-            yield _received(pending.popleft(), bad)
+            work, through_pipe = _received(pending.popleft(), bad)
+            piped = _warn_piped(through_pipe, piped)
+            yield work
     except BrokenProcessPool as exc:
-        raise DataError(
-            f"a reader process died ({exc}). If extraction runs from a script, guard it with "
-            "'if __name__ == \"__main__\":'; if a video crashes the decoder, find it with --read-workers 0"
-        ) from exc
+        guard = ("" if method == "fork" else " If extraction runs from a script, guard it with "
+                 "'if __name__ == \"__main__\":'.")
+        raise DataError(f"a reader process died ({exc}).{guard} If a video crashes the decoder, find it with "
+                        "--read-workers 0") from exc
     finally:
         for *_, fut in pending:
             fut.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
-        for path in glob.glob(os.path.join(_share_dir(), f"{SHARE_PREFIX}{os.getpid()}-*")):
+        for path in glob.glob(os.path.join(_share_dir(), f"{prefix}*")):
             with contextlib.suppress(OSError):  # batches read but never received (an error, an interrupt)
                 os.unlink(path)
 
 
-def _received(item: tuple[int, pd.DataFrame, Future[Any]], bad: set[tuple[int, int]]) -> Work:
+def _received(item: tuple[int, pd.DataFrame, Future[Any]], bad: set[tuple[int, int]]) -> tuple[Work, bool]:
+    """The Work of one batch read by a process, and whether its frames came through the pipe."""
     d, rows, fut = item
     batch, keep, skipped = fut.result()
+    through_pipe = False
     if batch is not None and batch.images:
-        piped = [v for v in batch.images.values() if not isinstance(v, _Shared) and v.nbytes >= SHARE_MIN_BYTES]
-        if piped and not _WARNED:
-            _warn_piped()
+        through_pipe = any(not isinstance(v, _Shared) and v.nbytes >= SHARE_MIN_BYTES for v in batch.images.values())
         batch = dataclasses.replace(batch, images={k: v.take() if isinstance(v, _Shared) else v
                                                    for k, v in batch.images.items()})
     skipped = [(episode, msg) for episode, msg in skipped if (d, episode) not in bad]  # reported once, as in a thread
     for episode, msg in skipped:
         log.warning("%s; skipped (--skip-bad-episodes)", msg)
         bad.add((d, episode))
-    return work_of(d, rows, batch, keep, skipped)
+    return work_of(d, rows, batch, keep, skipped), through_pipe
 
 
-_WARNED: list[bool] = []
-
-
-def _warn_piped() -> None:
-    _WARNED.append(True)
-    log.warning("reader processes could not write frames to shared memory ('%s' full or not writable); they "
-                "travel through a pipe instead, which is slower. Give it more room (docker run --shm-size=2g) "
-                "or read in this process (--read-workers 0)", _share_dir())
+def _warn_piped(through_pipe: bool, warned: bool) -> bool:
+    """Warn, once, that frames came through the pipe; returns whether it has warned."""
+    if through_pipe and not warned:
+        log.warning("reader processes could not write frames to shared memory ('%s' full or not writable); they "
+                    "travel through a pipe instead, which is slower. Give it more room (docker run --shm-size=2g) "
+                    "or read in this process (--read-workers 0)", _share_dir())
+    return warned or through_pipe

@@ -5,7 +5,6 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import pickle
 
 import numpy as np
 import pytest
@@ -15,7 +14,6 @@ from probe import columns as C
 from probe.cli import main
 from probe.errors import ConfigError, DataError
 from probe.extract import ExtractConfig, extract
-from probe.readers import open_dataset
 from probe.readpool import SHARE_PREFIX, _share_dir, default_read_workers
 
 from extract_models import ArrayDataset
@@ -106,14 +104,27 @@ def test_skip_bad_episodes_in_reader_processes_warns_once_and_matches_a_thread(t
     assert forked.manifest["warnings"] == threaded.manifest["warnings"]
 
 
-def test_datasets_travel_to_spawned_readers_pickled(world):
-    root, _ = world
-    ds = open_dataset(root / "w/datasets/robot")
-    copy = pickle.loads(pickle.dumps(ds))
-    assert copy.info == ds.info and copy.episodes() == ds.episodes()
-    ep = ds.episodes()[0]
-    np.testing.assert_array_equal(copy.read(ep, np.arange(3)).images[ds.info.video_keys[0]],
-                                  ds.read(ep, np.arange(3)).images[ds.info.video_keys[0]])
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_spawned_readers_get_the_datasets_pickled_and_read_the_same_frames(world, method):
+    """The start methods of macOS and Windows (the datasets travel pickled, the main module is re-imported)."""
+    from probe.batches import batches_of, open_data, read_work
+    from probe.readpool import read_ahead
+
+    config = _config(world, "-")
+    opened = open_data(config)
+    todo = np.ones(len(opened.samples), dtype=bool)
+    alone = [read_work(opened, rows, images=True, size=(64, 64), skip_bad=False)
+             for rows in batches_of(opened.samples, todo, 16)]
+    spawned = list(read_ahead(opened, batches_of(opened.samples, todo, 16), workers=2, images=True, size=(64, 64),
+                              skip_bad=False, bad=set(), method=method))
+    assert len(spawned) == len(alone) > 4
+    for a, b in zip(alone, spawned):
+        np.testing.assert_array_equal(a.rows, b.rows)
+        assert list(a.batch.images) == list(b.batch.images)
+        for key, frames in a.batch.images.items():
+            np.testing.assert_array_equal(frames, b.batch.images[key])
+        np.testing.assert_array_equal(a.batch.state, b.batch.state)
+    assert _shared_leftovers() == []
 
 
 def test_default_read_workers_leave_small_machines_reading_in_a_thread():
@@ -135,7 +146,6 @@ def test_without_shared_memory_frames_travel_through_the_pipe_with_a_warning(wor
     blocked = tmp_path / "no-shm"
     blocked.write_text("a file, not a directory: nothing can be created in it (as in a full /dev/shm)")
     monkeypatch.setattr(probe.readpool, "_share_dir", lambda: str(blocked))
-    monkeypatch.setattr(probe.readpool, "_WARNED", [])
     with caplog.at_level(logging.WARNING):
         piped = extract(_config(world, tmp_path / "piped", read_workers=2))
     assert "could not write frames to shared memory" in caplog.text
