@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import shutil
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_ENV = "PROBE_CACHE_DIR"
 CACHE_MAX_ENV = "PROBE_CACHE_MAX"
-DEFAULT_PART_MAX = 20 * 2**30  # bytes per part (graphs, projections, ...); frames have --frame-cache-max
+DEFAULT_PART_MAX = 20 * 10**9  # bytes per part (graphs, projections, ...); frames have --frame-cache-max
 PRUNE_TO = 0.8  # once past its limit, a part is pruned down to this fraction of it
 
 # subdirectory -> what it holds (who writes it)
@@ -59,11 +60,14 @@ class CacheUsage:
 
 
 def cache_usage(root: str | Path | None = None) -> list[CacheUsage]:
-    """Files and bytes of every part of the cache (known parts first, then any other directory there)."""
+    """Files and bytes of every part of the cache this toolkit writes (:data:`KINDS`).
+
+    Other directories under ``root`` are not the toolkit's (a mistyped ``--cache-dir``
+    may point at a home directory): they are neither listed nor ever cleared.
+    """
     root = Path(root) if root is not None else default_cache_dir()
-    others = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in KINDS) if root.is_dir() else []
     out = []
-    for kind in [*KINDS, *others]:
+    for kind in KINDS:
         path = root / kind
         files = size = 0
         if path.is_dir():
@@ -74,17 +78,18 @@ def cache_usage(root: str | Path | None = None) -> list[CacheUsage]:
                         files += 1
                     except OSError:  # removed meanwhile
                         pass
-        out.append(CacheUsage(kind, path, files, size, KINDS.get(kind, "(not written by this version)")))
+        out.append(CacheUsage(kind, path, files, size, KINDS[kind]))
     return out
 
 
 def clear_cache(kinds: Iterable[str] | None = None, root: str | Path | None = None) -> int:
-    """Delete the named parts of the cache (all when ``kinds`` is None); returns the bytes freed."""
+    """Delete the named parts of the cache (every part of :data:`KINDS` when ``kinds`` is None, nothing
+    else under ``root``); returns the bytes freed."""
     usage = {u.kind: u for u in cache_usage(root)}
     wanted = list(usage) if kinds is None else list(dict.fromkeys(kinds))
     unknown = [k for k in wanted if k not in usage]
     if unknown:
-        raise ConfigError(f"unknown cache part(s) {unknown}; the cache holds {sorted(usage)}")
+        raise ConfigError(f"unknown cache part(s) {unknown}; the cache's parts are {sorted(usage)}")
     freed = 0
     for kind in wanted:
         if usage[kind].path.is_dir():
@@ -98,7 +103,8 @@ def part_limit() -> int:
     from probe.budget import parse_bytes
 
     raw = os.environ.get(CACHE_MAX_ENV, "").strip()
-    return DEFAULT_PART_MAX if not raw else int(parse_bytes(raw, f"${CACHE_MAX_ENV}"))
+    limit = parse_bytes(raw, f"${CACHE_MAX_ENV}") if raw else None
+    return DEFAULT_PART_MAX if limit is None else int(limit)  # unset or 'auto': the default
 
 
 def touch(path: str | Path) -> None:
@@ -127,7 +133,8 @@ def keep_within(part: str | Path, max_bytes: int | None = None, *, keep: str | P
     entries = []
     with contextlib.suppress(OSError):
         for entry in part.iterdir():
-            if entry.name.startswith("."):  # a write in progress
+            if entry.name.startswith("."):  # a write in progress, or one a killed process left
+                _remove_if_stale(entry)
                 continue
             with contextlib.suppress(OSError):  # removed meanwhile by another process
                 entries.append((entry.stat().st_mtime, _size(entry), entry))
@@ -139,6 +146,19 @@ def keep_within(part: str | Path, max_bytes: int | None = None, *, keep: str | P
         log.info("cache '%s': removed %.1f MB of least recently used entries (limit %.1f MB)", part, freed / 1e6,
                  limit / 1e6)
     return freed
+
+
+STALE_S = 24 * 3600  # a temporary entry this old belongs to a write that was killed
+
+
+def _remove_if_stale(entry: Path) -> None:
+    with contextlib.suppress(OSError):
+        if time.time() - entry.stat().st_mtime > STALE_S:
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink()
+            log.info("cache: removed '%s', left by an interrupted write", entry)
 
 
 def remove_least_recent(entries: Iterable[tuple[float, int, Path]], target: int, *,

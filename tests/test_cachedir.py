@@ -13,8 +13,8 @@ def _fill(root):
     FrameCache(root / "frames").put("ab" * 32, np.zeros((4, 8, 8, 3), np.uint8))
     (root / "graphs").mkdir(parents=True)
     (root / "graphs" / "g.npz").write_bytes(b"x" * 1000)
-    (root / "stale-part").mkdir()
-    (root / "stale-part" / "old.bin").write_bytes(b"y" * 10)
+    (root / "Documents").mkdir()  # not the toolkit's: a --cache-dir pointing at a home directory
+    (root / "Documents" / "thesis.tex").write_bytes(b"y" * 10)
 
 
 def test_usage_counts_files_and_bytes_per_part(tmp_path):
@@ -22,15 +22,16 @@ def test_usage_counts_files_and_bytes_per_part(tmp_path):
     usage = {u.kind: u for u in cache_usage(tmp_path)}
     assert usage["frames"].files == 1 and usage["frames"].bytes == 4 * 8 * 8 * 3 + 128
     assert usage["graphs"].bytes == 1000 and usage["projections"].files == 0
-    assert usage["stale-part"].bytes == 10 and "not written" in usage["stale-part"].what
+    assert "Documents" not in usage
 
 
 def test_clear_one_part_keeps_the_others(tmp_path):
     _fill(tmp_path)
     assert clear_cache(["frames"], tmp_path) == 4 * 8 * 8 * 3 + 128
     assert not (tmp_path / "frames").exists() and (tmp_path / "graphs" / "g.npz").exists()
-    assert clear_cache(None, tmp_path) == 1010
+    assert clear_cache(None, tmp_path) == 1000
     assert sum(u.bytes for u in cache_usage(tmp_path)) == 0
+    assert (tmp_path / "Documents" / "thesis.tex").read_bytes() == b"y" * 10  # clearing everything keeps it
 
 
 def test_default_follows_the_environment(tmp_path, monkeypatch):
@@ -78,6 +79,18 @@ def test_keep_within_removes_least_recently_used_entries_down_to_the_prune_fract
     assert keep_within(tmp_path / "missing", 10) == 0
 
 
+def test_keep_within_removes_what_a_killed_write_left_but_not_a_write_in_progress(tmp_path):
+    from probe.cachedir import STALE_S, keep_within
+
+    part = tmp_path / "graphs"
+    part.mkdir()
+    killed = _entry(part / ".g.npz.tmp-1", 10, 0)  # written long ago
+    running = part / ".h.npz.tmp-2"
+    running.write_bytes(b"x")  # written now
+    keep_within(part, 10**9)
+    assert not killed.exists() and running.exists() and STALE_S >= 3600
+
+
 def test_cache_limit_comes_from_the_environment_and_bounds_the_graph_cache(tmp_path, monkeypatch):
     import pytest
 
@@ -85,6 +98,9 @@ def test_cache_limit_comes_from_the_environment_and_bounds_the_graph_cache(tmp_p
     from probe.errors import ConfigError
     from probe.graphs import graph_file, shared_graph
 
+    monkeypatch.delenv("PROBE_CACHE_MAX", raising=False)
+    assert part_limit() == DEFAULT_PART_MAX
+    monkeypatch.setenv("PROBE_CACHE_MAX", "auto")
     assert part_limit() == DEFAULT_PART_MAX
     monkeypatch.setenv("PROBE_CACHE_MAX", "lots")
     with pytest.raises(ConfigError, match="PROBE_CACHE_MAX"):

@@ -30,6 +30,7 @@ def _metrics(store: Store, layer: str, config: Any, cache: Path | None) -> tuple
     """
     import json
 
+    from probe.cachedir import keep_within, touch
     from probe.errors import ProbeError
     from probe.evaluate import evaluate
 
@@ -42,7 +43,9 @@ def _metrics(store: Store, layer: str, config: Any, cache: Path | None) -> tuple
     file = cache / "dashboard-coverage" / f"{key}.json" if cache is not None else None
     if file is not None and file.is_file():
         try:
-            return record, json.loads(file.read_text(encoding="utf-8"))["gaps"]
+            gaps = json.loads(file.read_text(encoding="utf-8"))["gaps"]
+            touch(file)
+            return record, gaps
         except (ValueError, KeyError):
             log.info("ignoring unreadable coverage cache %s", file)
     gaps = _coverage_gaps(store.latents(layer))
@@ -51,6 +54,7 @@ def _metrics(store: Store, layer: str, config: Any, cache: Path | None) -> tuple
 
         file.parent.mkdir(parents=True, exist_ok=True)
         write_json(file, {"gaps": gaps})
+        keep_within(file.parent, keep=file)
     return record, gaps
 
 
