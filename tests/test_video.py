@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -36,14 +39,14 @@ def write_gray_video(path: Path, n: int = 20, fps: int = 10, size: int = 32, ste
     return path
 
 
-def write_colour_video(path: Path, pix_fmt: str = "yuv420p", n: int = 16, fps: int = 10) -> Path:
+def write_colour_video(path: Path, pix_fmt: str = "yuv420p", n: int = 16, fps: int = 10, height: int = 48) -> Path:
     """An H.264 video of smooth colour gradients that move, in ``pix_fmt`` (limited or full range)."""
     import av
 
-    yy, xx = np.mgrid[0:48, 0:64]
+    yy, xx = np.mgrid[0:height, 0:64]
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, pix_fmt
+        stream.width, stream.height, stream.pix_fmt = 64, height, pix_fmt
         for i in range(n):
             img = np.stack([(xx * 4 + i * 7) % 256, (yy * 5 + i * 3) % 256, (xx + yy + i * 11) % 256], -1)
             frame = av.VideoFrame.from_ndarray(img.astype(np.uint8), format="rgb24")
@@ -123,17 +126,19 @@ def test_clip_reading_shares_the_checks_and_says_where_the_path_came_from(tmp_pa
         read_frames(bad, 0.0, 1.0)
 
 
-@pytest.mark.parametrize("video", ["gray", "yuv420p", "yuvj420p", "g1"])
+@pytest.mark.parametrize("video", ["gray", "yuv420p", "yuvj420p", "yuv420p-66", "yuvj420p-66", "g1"])
 def test_yuv_conversion_matches_swscale(video: str, gray_video: Path, tmp_path: Path) -> None:
     """The OpenCV (limited range) and numpy (full range) 4:2:0 -> RGB paths stay within 3 levels of
-    FFmpeg's swscale, on colour frames and on the real G1 video."""
+    FFmpeg's swscale, on colour frames (also 66 rows high, where the chroma planes do not start on a
+    row of the I420 buffer) and on the real G1 video."""
     import av
 
     paths = {"gray": gray_video, "g1": G1_VIDEO}
-    path = paths.get(video) or write_colour_video(tmp_path / f"{video}.mp4", video)
+    pix_fmt, _, rows = video.partition("-")
+    path = paths.get(video) or write_colour_video(tmp_path / f"{video}.mp4", pix_fmt, height=int(rows or 48))
     with av.open(str(path)) as container:
         assert container.streams.video[0].codec_context.pix_fmt == ("yuv420p" if video == "gray" else
-                                                                     {"g1": "yuv420p"}.get(video, video))
+                                                                     {"g1": "yuv420p"}.get(pix_fmt, pix_fmt))
     ts = np.linspace(0.0, 1.5, 7)
     fast = decode_at(path, ts)
     slow = decode_at(path, ts, _fast=False)  # swscale, frame by frame
@@ -167,11 +172,9 @@ def test_consecutive_reads_continue_where_the_last_ended_and_equal_fresh_reads(t
     path = write_gray_video(tmp_path / "long.mp4", n=60, step=4)  # 6 s, a keyframe every 5 frames
     D.close_decoders()
     reads = [[0.0, 0.1, 0.2], [0.3, 0.4], [0.4, 0.5], [0.2], [1.0, 0.9], [5.5], [0.6], [5.9, 7.0 - 1.05]]
-    iterators = []
     for times in reads:
         got = decode_at(path, times, tolerance_s=1.2)
-        (dec,) = D._local.decoders.values()
-        iterators.append(dec.frames)
+        assert len(D._local.decoders) == 1  # the continued decoder, not a fresh one beside it
         D.close_decoders()
         np.testing.assert_array_equal(got, decode_at(path, times, tolerance_s=1.2))
         D.close_decoders()
@@ -198,3 +201,36 @@ def test_an_edited_video_is_reopened(tmp_path: Path) -> None:
     close_decoders()
     np.testing.assert_array_equal(got, decode_at(path, [0.5]))
     assert got.shape == (1, 48, 64, 3)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork only")
+def test_a_forked_child_neither_reads_through_nor_frees_its_parents_open_videos() -> None:
+    """The G1 video decodes with frame threads; a forked child that freed that decoder would wait on
+    threads it does not have, forever. It starts with no open videos and can read on its own."""
+    from probe.readers import decoder as D
+
+    D.close_decoders()
+    decode_at(G1_VIDEO, [0.5])  # an open decoder with frame threads in this thread
+    assert len(D._local.decoders) == 1
+    pid = os.fork()
+    if pid == 0:  # the child: collect garbage, read the same video afresh, report by exit code
+        import gc
+
+        try:
+            gc.collect()
+            ok = not getattr(D._local, "decoders", None) and decode_at(G1_VIDEO, [0.5]).shape[0] == 1
+            os._exit(0 if ok else 3)
+        except BaseException:
+            os._exit(4)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung")
+    assert os.waitstatus_to_exitcode(status) == 0
+    D.close_decoders()

@@ -25,10 +25,15 @@ RESEEK_GAP_S = 4.0  # seek instead of decoding through a gap longer than this
 _local = threading.local()
 
 
+_inherited: list[threading.local] = []  # a forked child's copy of its parent's decoders, never used nor freed
+
+
 def _forget_in_child() -> None:
     """A forked child must not read through its parent's open videos (the file offsets are shared): it
-    starts with none. They are dropped unclosed: closing in the child would not touch the parent's files."""
+    starts with none. The inherited ones are kept, neither used nor freed: freeing a decoder that ran
+    with frame threads waits on threads a forked child does not have, and hangs."""
     global _local
+    _inherited.append(_local)
     _local = threading.local()
 
 

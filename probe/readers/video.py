@@ -246,12 +246,22 @@ def _i420(frame, dst: np.ndarray) -> None:
     """Copy a 4:2:0 frame's planes, without their row padding, into ``dst`` ``(3H/2, W)`` (the I420 layout
     of ``frame.to_ndarray()``, at a third of its cost)."""
     height, width = frame.height, frame.width
-    q = height // 4
-    targets = (dst[:height], dst[height : height + q].reshape(height // 2, width // 2),
-               dst[height + q :].reshape(height // 2, width // 2))
-    for plane, target in zip(frame.planes, targets):
+    for plane, target in zip(frame.planes, _i420_planes(dst, height, width)):
         rows, cols = target.shape
         target[...] = np.frombuffer(plane, np.uint8, count=plane.line_size * rows).reshape(rows, -1)[:, :cols]
+
+
+def _i420_planes(buffer: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views of the Y ``(H, W)``, U and V ``(H/2, W/2)`` planes of an I420 buffer ``(..., 3H/2, W)``, by byte
+    offset: when ``H`` is not a multiple of 4 a chroma plane does not start on a row of the buffer."""
+    flat = buffer.reshape(*buffer.shape[:-2], -1)
+    if not np.may_share_memory(flat, buffer):
+        raise ValueError("an I420 buffer must be contiguous")
+    luma, chroma = height * width, (height // 2) * (width // 2)
+    lead = buffer.shape[:-2]
+    return (flat[..., :luma].reshape(*lead, height, width),
+            flat[..., luma : luma + chroma].reshape(*lead, height // 2, width // 2),
+            flat[..., luma + chroma : luma + 2 * chroma].reshape(*lead, height // 2, width // 2))
 
 
 def _opencv():
@@ -295,15 +305,15 @@ def yuv420_to_rgb(planes: np.ndarray, *, full_range: bool = False, chunk: int = 
     else:
         y_scale, y_offset, c_scale = 255.0 / 219.0, 16.0, 255.0 / 224.0
     kr, kgu, kgv, kb = (np.float32(k * c_scale) for k in (1.402, 0.344136, 0.714136, 1.772))
-    q = height // 4
     for s in range(0, n, chunk):
-        p = planes[s : s + chunk]
+        p = np.ascontiguousarray(planes[s : s + chunk])
         m = len(p)
-        y = p[:, :height].astype(np.float32)
+        y_plane, u_plane, v_plane = _i420_planes(p, height, width)
+        y = y_plane.astype(np.float32)
         y -= y_offset
         y *= y_scale
-        u = p[:, height : height + q].reshape(m, height // 2, width // 2).astype(np.float32) - 128.0
-        v = p[:, height + q :].reshape(m, height // 2, width // 2).astype(np.float32) - 128.0
+        u = u_plane.astype(np.float32) - 128.0
+        v = v_plane.astype(np.float32) - 128.0
         rgb = np.empty((m, height, width, 3), dtype=np.float32)
         for c, chroma in enumerate((kr * v, -kgu * u - kgv * v, kb * u)):
             rgb[..., c] = y + chroma.repeat(2, axis=1).repeat(2, axis=2)
