@@ -134,7 +134,7 @@ def keep_within(part: str | Path, max_bytes: int | None = None, *, keep: str | P
     with contextlib.suppress(OSError):
         for entry in part.iterdir():
             if entry.name.startswith("."):  # a write in progress, or one a killed process left
-                _remove_if_stale(entry)
+                remove_if_stale(entry)
                 continue
             with contextlib.suppress(OSError):  # removed meanwhile by another process
                 entries.append((entry.stat().st_mtime, _size(entry), entry))
@@ -151,7 +151,8 @@ def keep_within(part: str | Path, max_bytes: int | None = None, *, keep: str | P
 STALE_S = 24 * 3600  # a temporary entry this old belongs to a write that was killed
 
 
-def _remove_if_stale(entry: Path) -> None:
+def remove_if_stale(entry: Path) -> None:
+    """Remove a temporary cache entry (file or directory) older than :data:`STALE_S`: a killed write's."""
     with contextlib.suppress(OSError):
         if time.time() - entry.stat().st_mtime > STALE_S:
             if entry.is_dir():

@@ -2,8 +2,9 @@
 
 Comparing checkpoints means extracting the same frames many times: every new
 checkpoint of a training run, another choice of layers, a resumed run. Decoding
-is the dearest part of reading (a 64x64 H.264 frame costs several times what the
-world policy's forward does), so :func:`probe.readers.video.decode_at` looks its
+is the dearest part of reading (a 64x64 H.264 frame costs about 95 us of reading
+thread, about what the world policy's forward costs on one core, and 24 us from
+this cache: ``benchmarks/RESULTS.md``), so :func:`probe.readers.video.decode_at` looks its
 result up here first while a :class:`FrameCache` is active (:func:`use_frame_cache`).
 
 An entry is the uint8 RGB array one ``decode_at`` call returns, stored as ``.npy``
@@ -24,12 +25,14 @@ import json
 import logging
 import os
 import re
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+
+from probe.atomic import atomic_file
+from probe.cachedir import remove_if_stale, touch
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +92,7 @@ class FrameCache:
             with contextlib.suppress(OSError):
                 path.unlink()
             return None
-        with contextlib.suppress(OSError):
-            os.utime(path)  # recently used
+        touch(path)  # recently used
         return frames
 
     def put(self, key: str, frames: np.ndarray) -> None:
@@ -101,15 +103,8 @@ class FrameCache:
         """
         path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=path.parent)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    np.save(f, np.ascontiguousarray(frames), allow_pickle=False)
-                os.replace(name, path)
-            except BaseException:
-                Path(name).unlink(missing_ok=True)
-                raise
+            with atomic_file(path) as tmp, open(tmp, "wb") as f:
+                np.save(f, np.ascontiguousarray(frames), allow_pickle=False)
         except OSError as exc:
             log.warning("could not write to the frame cache '%s' (%s); frames will be decoded again next time",
                         self.root, exc)
@@ -148,9 +143,12 @@ class FrameCache:
         for shard in self.root.iterdir():
             if not shard.is_dir():
                 continue
-            for entry in shard.glob("*.npy"):
-                with contextlib.suppress(OSError):
-                    out.append((entry, entry.stat()))
+            for entry in shard.iterdir():
+                if entry.name.startswith("."):  # a write in progress, or a killed one's leftover
+                    remove_if_stale(entry)
+                elif entry.suffix == ".npy":
+                    with contextlib.suppress(OSError):
+                        out.append((entry, entry.stat()))
         return out
 
     def size_bytes(self) -> int:
