@@ -73,11 +73,10 @@ def peak_mb() -> float:
 def time_metrics(X: np.ndarray, labels: Labels, config: MetricsConfig) -> tuple[dict, float, object]:
     """Graph once, then each selected metric's prepare + score; returns (timings, graph seconds, graph)."""
     t = time.perf_counter()
-    notes: list[str] = []
-    graph = build_graph(X, config.k, config.metric, config.index, notes)
+    graph = build_graph(X, config.k, config.metric, config.index)
     t_graph = time.perf_counter() - t
-    for note in notes:  # an approximate graph's recall (checking it is part of the graph's time)
-        print(f"  note: {note}")
+    if graph.note:  # an approximate graph's recall (checking it is part of the graph's time)
+        print(f"  note: {graph.note}")
     strata = strata_keys(labels.embodiment, labels.task, labels.stage)
     rows = stratified_subsample(strata, config.max_samples, config.seed)
     boot_rows = rows[stratified_subsample(strata[rows], config.bootstrap_samples, config.seed + 1)]

@@ -8,6 +8,7 @@ sample of rows so the output can say how approximate it was.
 
 from __future__ import annotations
 
+import dataclasses
 from enum import Enum
 
 import numpy as np
@@ -23,12 +24,12 @@ class IndexKind(str, Enum):
     IVF = "ivf"
 
 
-def build_graph(X: np.ndarray, k: int, metric: Metric, index: IndexKind, notes: list[str]) -> Neighbors:
+def build_graph(X: np.ndarray, k: int, metric: Metric, index: IndexKind) -> Neighbors:
     """The one kNN graph: exact FAISS flat, or an approximate index for very large stores.
 
     ``hnsw``: HNSW (M=32, efConstruction 80, efSearch max(2k, 128)); ``ivf``: IVF-flat
     (nlist 4 sqrt(n), nprobe 16). An approximate graph is checked against exact search
-    on up to 1,000 sampled rows and its recall@k goes into ``notes``.
+    on up to 1,000 sampled rows; the index and its recall@k are the graph's ``note``.
     """
     if index is IndexKind.EXACT:
         return knn(X, None, k, metric)
@@ -53,10 +54,10 @@ def build_graph(X: np.ndarray, k: int, metric: Metric, index: IndexKind, notes: 
         ann.nprobe = min(nlist, IVF_NPROBE)
         what = f"IVF-flat (nlist={nlist}, nprobe={ann.nprobe})"
     graph = knn(Z, None, k, metric, index=ann)
+    del ann
     rows, recall = graph_recall(Z, graph, metric)
-    notes.append(f"neighbours from an approximate {what} index, not exact search: recall@{k} {recall:.3f} "
-                 f"against exact search on {rows} sampled rows")
-    return graph
+    return dataclasses.replace(graph, note=f"neighbours from an approximate {what} index, not exact search: "
+                               f"recall@{k} {recall:.3f} against exact search on {rows} sampled rows")
 
 
 IVF_NPROBE = 16

@@ -31,11 +31,15 @@ class Neighbors:
 
     Distances are ``1 - cosine similarity`` for cosine and squared Euclidean for l2,
     ascending along each row. ``indices`` is -1 where fewer than k neighbours exist.
+    ``note`` says how the graph was searched when not exactly (an approximate index and
+    its measured recall, see :func:`metrics.graph.build_graph`); it travels with the
+    graph, through caches, to every output built on it.
     """
 
     indices: np.ndarray
     distances: np.ndarray
     metric: Metric
+    note: str = ""
 
     @property
     def k(self) -> int:
@@ -48,11 +52,11 @@ class Neighbors:
         """The first ``k`` neighbours of every row (the graph is searched once, at the largest k)."""
         if k > self.k:
             raise ValueError(f"asked for {k} neighbours but the graph holds {self.k}; search with a larger k")
-        return Neighbors(self.indices[:, :k], self.distances[:, :k], self.metric)
+        return Neighbors(self.indices[:, :k], self.distances[:, :k], self.metric, self.note)
 
     def subset(self, rows: np.ndarray) -> Neighbors:
         """The neighbour lists of some query rows (indices still point into the reference)."""
-        return Neighbors(self.indices[rows], self.distances[rows], self.metric)
+        return Neighbors(self.indices[rows], self.distances[rows], self.metric, self.note)
 
 
 def normalize_rows(X: np.ndarray) -> np.ndarray:

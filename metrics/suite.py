@@ -152,14 +152,16 @@ def run_suite(X: np.ndarray, labels: Labels, config: MetricsConfig | None = None
         if zero:
             notes.append(f"{zero} latent vectors are all zeros: they have no direction under cosine distance")
     if graph is None:
-        graph = build_graph(X32, k, config.metric, config.index, notes)
+        graph = build_graph(X32, k, config.metric, config.index)
     else:
         if len(graph) != n or graph.k < k or Metric(graph.metric) is not config.metric:
             raise MetricInputError(f"the given graph ({len(graph)} rows, k={graph.k}, {Metric(graph.metric).value}) "
                                    f"does not fit {n} rows at k={k}, {config.metric.value}; pass graph=None")
         graph = graph.top(k)
-        if config.index is not IndexKind.EXACT:
-            notes.append(approximate_note(config.index))
+    if graph.note:
+        notes.append(graph.note)
+    elif config.index is not IndexKind.EXACT:  # a caller's graph that does not say how it was searched
+        notes.append(approximate_note(config.index))
 
     strata = strata_keys(labels.embodiment, labels.task, labels.stage)
     rows = stratified_subsample(strata, config.max_samples, config.seed)

@@ -43,13 +43,14 @@ def load_graph(file: Path, n: int, k: int, metric: Metric) -> Neighbors | None:
     try:
         with np.load(file) as z:
             indices, distances = z["indices"], z["distances"]
+            note = str(z["note"]) if "note" in z.files else ""
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         log.warning("ignoring unreadable cached graph %s (%s)", file, exc)
         return None
     if indices.shape[0] != n or indices.shape[1] < k or distances.shape != indices.shape:
         return None
     touch(file)
-    return Neighbors(indices[:, :k].astype(np.int64), distances[:, :k], metric)
+    return Neighbors(indices[:, :k].astype(np.int64), distances[:, :k], metric, note)
 
 
 def shared_graph(X: np.ndarray, *, fingerprint: str, layer: str, k: int, metric: Metric | str = Metric.COSINE,
@@ -80,10 +81,11 @@ def shared_graph(X: np.ndarray, *, fingerprint: str, layer: str, k: int, metric:
         if cached is not None:
             log.info("kNN graph of layer %s (k=%d) read from %s", layer, k, file)
             return cached
-    graph = build_graph(np.ascontiguousarray(X, dtype=np.float32), k, metric, IndexKind(index), [])
+    graph = build_graph(np.ascontiguousarray(X, dtype=np.float32), k, metric, IndexKind(index))
     if file is not None:
         with atomic_file(file, what="cached graph") as tmp:
             with open(tmp, "wb") as fh:
-                np.savez(fh, indices=graph.indices.astype(np.int32), distances=graph.distances.astype(np.float32))
+                np.savez(fh, indices=graph.indices.astype(np.int32), distances=graph.distances.astype(np.float32),
+                         note=np.array(graph.note))
         keep_within(file.parent, keep=file)
     return graph

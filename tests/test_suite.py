@@ -104,6 +104,27 @@ def test_approximate_index_agrees_with_exact_and_says_its_recall(small, index, n
         assert approx.metrics[metric].value == pytest.approx(exact[metric].value, abs=0.02)
 
 
+def test_an_approximate_graphs_measured_recall_reaches_the_notes_through_the_graph_cache(tmp_path, monkeypatch):
+    """The recall an approximate index measured is part of the graph: cached with it, and noted by every
+    suite run on it (report, dashboard and demo hand the suite a cached graph)."""
+    import re
+
+    import metrics.graph
+    from probe.graphs import shared_graph
+
+    monkeypatch.setattr(metrics.graph, "IVF_NPROBE", 1)  # one of 51 lists: far from exact
+    meta = synthetic_meta(n_episodes=40, frames=15)  # 2,400 rows
+    X = clustered_latents(meta, noise=3.0)
+    built = shared_graph(X, fingerprint="f", layer="l", k=10, index="ivf", cache_dir=tmp_path)
+    recall = float(re.search(r"nprobe=1\) index, not exact search: recall@10 ([0-9.]+)", built.note).group(1))
+    assert recall < 0.95
+    cached = shared_graph(X, fingerprint="f", layer="l", k=10, index="ivf", cache_dir=tmp_path)
+    assert cached.note == built.note and cached.indices is not built.indices  # read back from the file
+    res = run_suite(X, _labels(meta), MetricsConfig(k=10, index="ivf", bootstrap=0, null_repeats=0,
+                                                    metrics=("ilisi",)), graph=cached)
+    assert built.note in res.notes
+
+
 def test_graph_recall_counts_shared_neighbours():
     from metrics.knn import Metric, Neighbors, knn
     from metrics.graph import graph_recall
