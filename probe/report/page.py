@@ -35,10 +35,11 @@ text-align:right}th{background:#f5f5f5}td:first-child,th:first-child{text-align:
 
 NULL_NOTE = ("null: the value with labels shuffled between whole (episode, stage) runs: embodiment labels within "
              "each stage for mixing, paired and distribution metrics, stage labels within each task for "
-             "conservation and retrieval. It is what a space that mixes embodiments perfectly (or keeps no stage "
-             "structure) scores. Mixing nulls sit below the metric's ideal value (e.g. about 0.8 rather than 1 for "
-             "kNN mixing) because a frame's nearest neighbours are mostly frames of its own run, which keep one label "
-             "after the shuffle; so mixing is read as a fraction of its null.")
+             "conservation and retrieval, and frame order within each episode for temporal metrics. It is what a space that mixes embodiments perfectly (or keeps no stage "
+             "structure) scores. Mixing nulls sit below the metric's ideal value (in the built-in demo, about 0.8 "
+             "rather than 1 for kNN mixing) because a frame's nearest neighbours are mostly frames of its own run, "
+             "which keep one label after the shuffle; so mixing is read as a fraction of its null.")
+
 
 def _figure_html(fig: Any, div_id: str) -> str:
     return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
