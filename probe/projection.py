@@ -32,6 +32,7 @@ from probe import columns as C
 from probe.errors import ConfigError
 from probe.latents import Latents
 from probe.layout_cache import cache_key, latents_fingerprint, read_layout, write_layout
+from probe.warm_start import shares_most, warm_init
 
 log = logging.getLogger(__name__)
 
@@ -173,48 +174,6 @@ def _save_cached(cache_dir: Path | None, layout: Layout) -> None:
 
 # ---------------------------------------------------------------- layouts
 
-def _match(ids: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Position of each id in ``reference`` (-1 where absent)."""
-    pos = pd.Series(np.arange(len(reference)), index=pd.Index(reference))
-    pos = pos[~pos.index.duplicated()]
-    return pos.reindex(pd.Index(ids)).fillna(-1).to_numpy().astype(np.int64)
-
-
-def _shares_most(ids: np.ndarray, previous: Layout) -> bool:
-    return bool((_match(ids, previous.sample_ids) >= 0).sum() >= 0.5 * len(ids))
-
-
-def warm_init(sample_ids: np.ndarray, previous: Layout, neighbors: np.ndarray | None = None,
-              seed: int = 0) -> np.ndarray | None:
-    """Initial coordinates from a previous layout, matched by sample id.
-
-    Rows also in ``previous`` start where they were; other rows start at the mean of
-    their already-placed kNN neighbours (``neighbors (n, k)`` indices) or, failing
-    that, at a random point near the previous layout's centre, with a little noise.
-    None when fewer than half the rows are shared (a fresh layout is then better).
-    """
-    idx = _match(sample_ids, previous.sample_ids)
-    known = idx >= 0
-    if known.sum() < 0.5 * len(sample_ids):
-        return None
-    rng = np.random.default_rng(seed)
-    prev = previous.coords.astype(np.float64)
-    spread = prev.std(axis=0) + 1e-6
-    init = np.zeros((len(sample_ids), 2))
-    init[known] = prev[idx[known]]
-    missing = np.flatnonzero(~known)
-    for i in missing:
-        if neighbors is not None:
-            nb = neighbors[i][(neighbors[i] >= 0)]
-            nb = nb[known[nb]]
-            if len(nb):
-                init[i] = init[nb].mean(axis=0)
-                continue
-        init[i] = prev.mean(axis=0) + rng.normal(scale=0.5, size=2) * spread
-    init[missing] += rng.normal(scale=0.01, size=(len(missing), 2)) * spread
-    return init.astype(np.float32)
-
-
 def _umap_knn(X: np.ndarray, n_neighbors: int, metric: str, neighbors: Any | None) -> tuple[np.ndarray, np.ndarray]:
     """umap-learn's ``precomputed_knn`` arrays from the shared FAISS graph (self in column 0)."""
     from metrics.knn import knn
@@ -302,7 +261,7 @@ def project(latents: Latents, config: ProjectionConfig = ProjectionConfig(), *, 
     X = np.ascontiguousarray(sub.X, dtype=np.float32)
     ids = sub.meta[C.SAMPLE_ID].to_numpy()
     warm = previous is not None and config.warm_start and config.method is Method.UMAP
-    if warm and not _shares_most(ids, previous):
+    if warm and not shares_most(ids, previous):
         warm = False
     fp = fingerprint or latents_fingerprint(latents)
     key = cache_key(fp, latents.layer, rows, config.params(), previous.cache_key if warm else None)
