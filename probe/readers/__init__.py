@@ -19,7 +19,7 @@ def detect_format(path: str | Path) -> Format:
     """The :class:`Format` of a dataset path (raises :class:`DataError` when unknown)."""
     from probe.readers.hdf5 import is_hdf5
     from probe.readers.keypoints import is_keypoints
-    from probe.readers.lerobot import lerobot_version
+    from probe.readers.lerobot_meta import lerobot_version
 
     path = Path(path)
     if not path.exists():

@@ -20,7 +20,6 @@ per-episode list columns ``subtask_names``, ``subtask_start_frames`` (inclusive)
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from probe.readers.base import (
     default_embodiment,
     fingerprint,
 )
+from probe.readers.lerobot_meta import lerobot_version, read_json, read_jsonl, subtask_segments  # noqa: F401  (lerobot_version re-exported)
 from probe.readers.video import check_video, decode_at
 
 log = logging.getLogger(__name__)
@@ -53,44 +53,8 @@ log = logging.getLogger(__name__)
 STATE = "observation.state"
 ACTION = "action"
 STAGE_COLUMN = "stage"
-SUBTASK_NAMES = "subtask_names"
-SUBTASK_STARTS = "subtask_start_frames"
-SUBTASK_ENDS = "subtask_end_frames"
 _BOOKKEEPING = ("index", "episode_index", "frame_index", "timestamp", "task_index")
 _CACHE_FILES = 4  # data files kept in memory (v3 files hold many episodes)
-
-
-def lerobot_version(path: str | Path) -> Format | None:
-    """:class:`Format` of a LeRobot dataset root, or None if ``meta/info.json`` is absent."""
-    info_path = Path(path) / "meta" / "info.json"
-    if not info_path.is_file():
-        return None
-    version = str(_read_json(info_path).get("codebase_version", ""))
-    if version.startswith("v3"):
-        return Format.LEROBOT_V3
-    if version.startswith("v2"):
-        return Format.LEROBOT_V2
-    raise DataError(
-        f"LeRobot dataset '{path}' has codebase_version {version!r}; supported are v2.0, v2.1 and v3.0 "
-        "(convert older datasets with LeRobot's conversion scripts)"
-    )
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"cannot read '{path}': {exc}") from exc
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        raise DataError(f"LeRobot v2 dataset is missing '{path}'; a v2.x dataset needs meta/episodes.jsonl "
-                        "and meta/tasks.jsonl")
-    try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except json.JSONDecodeError as exc:
-        raise DataError(f"cannot parse '{path}': {exc}") from exc
 
 
 def _matrix(table: pa.Table, name: str) -> np.ndarray | None:
@@ -136,7 +100,7 @@ class LeRobotDataset(Dataset):
         if fmt is None:
             raise DataError(f"'{path}' is not a LeRobot dataset: meta/info.json not found")
         self.warnings: list[str] = []
-        self._meta = _read_json(self.root / "meta" / "info.json")
+        self._meta = read_json(self.root / "meta" / "info.json")
         self._format = fmt
         self._skip = skip_bad_episodes
         self._cache: OrderedDict[Path, pa.Table] = OrderedDict()
@@ -188,7 +152,7 @@ class LeRobotDataset(Dataset):
     def _load_tasks(self) -> dict[int, str]:
         meta = self.root / "meta"
         if self._format is Format.LEROBOT_V2:
-            return {int(r["task_index"]): str(r["task"]) for r in _read_jsonl(meta / "tasks.jsonl")}
+            return {int(r["task_index"]): str(r["task"]) for r in read_jsonl(meta / "tasks.jsonl")}
         path = meta / "tasks.parquet"
         if not path.is_file():
             raise DataError(f"LeRobot v3 dataset is missing '{path}'")
@@ -200,7 +164,7 @@ class LeRobotDataset(Dataset):
     def _load_episode_rows(self) -> list[dict[str, Any]]:
         meta = self.root / "meta"
         if self._format is Format.LEROBOT_V2:
-            rows = _read_jsonl(meta / "episodes.jsonl")
+            rows = read_jsonl(meta / "episodes.jsonl")
         else:
             files = sorted((meta / "episodes").rglob("*.parquet"))
             if not files:
@@ -272,7 +236,7 @@ class LeRobotDataset(Dataset):
                 skipped.append((index, bad))
                 continue
             episodes.append(EpisodeInfo(index=index, length=int(row["length"]), task=task, fps=self.info.fps,
-                                        video=video, stage_segments=_segments(row, index)))
+                                        video=video, stage_segments=subtask_segments(row, index)))
         if skipped:
             shown = ", ".join(str(i) for i, _ in skipped[:20]) + (" ..." if len(skipped) > 20 else "")
             self._warn(f"dataset '{self.info.name}': skipped {len(skipped)} of {len(self._episode_rows)} episodes "
@@ -404,14 +368,3 @@ class LeRobotDataset(Dataset):
                      state=None if arrays.state is None else arrays.state[frames],
                      action=None if arrays.action is None else arrays.action[frames],
                      video_paths=video_paths, video_timestamps=video_ts)
-
-
-def _segments(row: dict[str, Any], index: int) -> tuple[tuple[str, int, int], ...]:
-    names = row.get(SUBTASK_NAMES)
-    if names is None or (not isinstance(names, (list, tuple, np.ndarray))):
-        return ()
-    starts, ends = row.get(SUBTASK_STARTS), row.get(SUBTASK_ENDS)
-    if starts is None or ends is None or not (len(names) == len(starts) == len(ends)):
-        raise DataError(f"episode {index}: '{SUBTASK_NAMES}', '{SUBTASK_STARTS}' and '{SUBTASK_ENDS}' must be "
-                        "lists of the same length")
-    return tuple((str(n), int(s), int(e)) for n, s, e in zip(names, starts, ends))
