@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from metrics import distribution as dist  # noqa: E402
 from metrics.pairs import matched_pairs  # noqa: E402
 from metrics.paired import paired_scores  # noqa: E402
-from metrics.retrieval import combine_labels, cross_retrieval  # noqa: E402
+from metrics.ranking import combine_labels
+from metrics.retrieval import cross_retrieval  # noqa: E402
 from metrics.temporal import episode_alignment  # noqa: E402
 
 

@@ -42,7 +42,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 
 def synthetic_store(path: Path, n: int, dim: int, seed: int = 0):
     """A store of ``n`` samples: episodes of 50 frames, 2 tasks, 4 stages, latents clustered by stage."""
-    from probe.store import write_store
+    from probe.store.store import write_store
 
     rng = np.random.default_rng(seed)
     frames = 50
@@ -85,8 +85,8 @@ def main() -> int:
     from werkzeug.serving import make_server
 
     from dashboard.app import create_app
-    from dashboard.state import prepare
-    from metrics.suite import MetricsConfig
+    from dashboard.state.loading import prepare
+    from metrics.spec import MetricsConfig
 
     work = Path(tempfile.mkdtemp(prefix="bench-dash-"))
     try:

@@ -1,7 +1,7 @@
 """Benchmark extraction: end-to-end frames/s versus the bare model forward, one pass over several checkpoints,
 and peak memory at 1x and 10x data.
 
-End to end = ``probe.extract.extract`` (open datasets, decode video, adapter, hooks,
+End to end = ``probe.extraction.run.extract`` (open datasets, decode video, adapter, hooks,
 pooling, NaN checks, streaming store writes), measured cold (every frame decoded:
 ``--frame-cache off``) and warm (frames served by the frame cache a previous run
 filled, as for every checkpoint after the first). Bare forward = the same model on the
@@ -20,7 +20,7 @@ fresh initialisations when ``--checkpoints`` asks for more.
 Reading alone: every batch of ``--scale`` x the data read and decoded with no model and no frame cache, in
 one thread of this process (how extraction reads below 8 cores) and in ``P``
 reader processes (``--read-processes``, default the cores, at most 8; see
-:mod:`probe.readpool`). Their ratio is how far reading scales with the cores, which
+:mod:`probe.extraction.readpool`). Their ratio is how far reading scales with the cores, which
 is what a GPU machine needs: there the forward is fast and reading sets the pace.
 ``--read-workers`` sets the reader processes of every extraction measured.
 
@@ -105,7 +105,8 @@ def end_to_end(world: Path, ckpts: list[Path] | Path, out: Path, copies: int, ba
 
     ``frame_cache`` None decodes every frame (cold); a directory serves frames a previous run decoded (warm).
     """
-    from probe.extract import ExtractConfig, extract
+    from probe.extraction.config import ExtractConfig
+    from probe.extraction.run import extract
 
     ckpts = [ckpts] if isinstance(ckpts, (str, Path)) else list(ckpts)
     config = ExtractConfig(checkpoints=tuple(str(c) for c in ckpts), data=data_specs(world, copies), layers=LAYERS,
@@ -126,12 +127,12 @@ def end_to_end(world: Path, ckpts: list[Path] | Path, out: Path, copies: int, ba
 def timed_phases():
     """Seconds spent opening the data (``open``), streaming batches through the models (``stream``)
     and committing stores (``commit``) during the block, by wrapping those functions."""
-    import probe.extract
-    import probe.passes
+    import probe.extraction.run
+    import probe.extraction.passes
 
     phases: dict[str, float] = {}
-    targets = [(probe.extract, "open_data", "open"), (probe.passes, "_run_local", "stream"),
-               (probe.passes, "_finish", "commit")]
+    targets = [(probe.extraction.run, "open_data", "open"), (probe.extraction.passes, "_run_local", "stream"),
+               (probe.extraction.passes, "_finish", "commit")]
     originals = [getattr(module, name) for module, name, _ in targets]
 
     def timed(fn, phase):
@@ -156,10 +157,11 @@ def read_alone(world: Path, copies: int, batch_size: int, processes: int) -> dic
     """Frames/s of reading and decoding every batch of ``copies`` x the data (no model, no frame cache): in one
     thread of this process (``processes`` 0, as extraction reads on small machines) or in reader processes
     (their start included)."""
-    from probe.batches import batches_of, open_data, read_work
-    from probe.extract import ExtractConfig
-    from probe.framecache import use_frame_cache
-    from probe.readpool import read_ahead
+    from probe.extraction.batches import batches_of, read_work
+    from probe.extraction.samples import open_data
+    from probe.extraction.config import ExtractConfig
+    from probe.cache.frames import use_frame_cache
+    from probe.extraction.readpool import read_ahead
 
     opened = open_data(ExtractConfig(checkpoints=("-",), data=data_specs(world, copies), layers=LAYERS, out="-",
                                      batch_size=batch_size))
@@ -183,10 +185,11 @@ class BareForward:
     def __init__(self, world: Path, ckpt: Path, batch_size: int, device: str) -> None:
         import torch
 
-        from probe.batches import batches_of, open_data, read_work
-        from probe.checkpoints import load_checkpoint
-        from probe.extract import ExtractConfig, resolve_device
-        from probe.extractor import Extractor
+        from probe.extraction.batches import batches_of, read_work
+        from probe.extraction.samples import open_data
+        from probe.model.checkpoints import load_checkpoint
+        from probe.extraction.config import ExtractConfig, resolve_device
+        from probe.model.extractor import Extractor
 
         self.device = resolve_device(device)
         config = ExtractConfig(checkpoints=(str(ckpt),), data=data_specs(world, 1), layers=LAYERS, out="-",
@@ -290,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="reader processes of the reading-alone measurement (default: cores, at most 8)")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
-    from probe.passes import MAX_MODEL_WORKERS, cpu_cores
+    from probe.extraction.passes import MAX_MODEL_WORKERS, cpu_cores
 
     cores = cpu_cores()
     with tempfile.TemporaryDirectory(prefix="bench-extract-") as tmp_name:

@@ -1,8 +1,8 @@
 """Benchmark of the retrieval index kinds on synthetic clustered latents (a script, not a test).
 
 For each size (default 100k and 1M human latents of dimension 256, float32) it writes
-a real latent store, builds every index kind through :func:`probe.index.build_index`
-and searches through :meth:`probe.index.OpenIndex.search` (the code ``probe
+a real latent store, builds every index kind through :func:`probe.retrieval.index.build_index`
+and searches through :meth:`probe.retrieval.index.OpenIndex.search` (the code ``probe
 retrieve`` runs), reporting:
 
 * build time;
@@ -37,8 +37,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from probe import columns as C  # noqa: E402
-from probe.index import IndexConfig, build_index  # noqa: E402
-from probe.store import write_store  # noqa: E402
+from probe.retrieval.index_kinds import IndexConfig
+from probe.retrieval.index import build_index  # noqa: E402
+from probe.store.store import write_store  # noqa: E402
 
 SWEEPS = {
     "flat": [{}],

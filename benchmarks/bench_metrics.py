@@ -30,15 +30,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from metrics.subsample import strata_keys, stratified_subsample  # noqa: E402
-from metrics.suite import (  # noqa: E402
-    REGISTRY,
-    Context,
-    Kind,
-    Labels,
-    MetricsConfig,
-    build_graph,
-    run_suite,
-)
+from metrics.spec import REGISTRY, Context, Kind, Labels, MetricsConfig
+from metrics.graph import build_graph
+from metrics.suite import run_suite
 
 EMBODIMENTS, TASKS, STAGES, EPISODES = ("human", "robot"), 3, 5, 600
 

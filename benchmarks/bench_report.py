@@ -28,9 +28,11 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from conftest import clustered_latents, synthetic_meta
 
-    from probe.projection import ProjectionConfig
-    from probe.report import ReportConfig, build_report, default_eval_config, known_metric_names
-    from probe.store import write_store
+    from probe.projection.layout import ProjectionConfig
+    from probe.report.config import ReportConfig
+    from probe.report.build import build_report
+    from probe.measure.report_suite import default_eval_config, known_metric_names
+    from probe.store.store import write_store
 
     root = Path(args.workdir or tempfile.mkdtemp(prefix="bench-report-"))
     frames = 50

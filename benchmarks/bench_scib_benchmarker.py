@@ -50,7 +50,8 @@ from bench_metrics import synthetic  # noqa: E402
 from metrics import suite  # noqa: E402
 from metrics.knn import normalize_rows  # noqa: E402
 from metrics.lisi import lisi_samples  # noqa: E402
-from metrics.suite import REGISTRY, Kind, Labels, MetricsConfig, run_suite  # noqa: E402
+from metrics.spec import REGISTRY, Kind, Labels, MetricsConfig
+from metrics.suite import run_suite  # noqa: E402
 
 TOLERANCE = 1e-3
 GOAL_RATIO = 5.0

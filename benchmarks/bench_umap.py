@@ -3,9 +3,9 @@
 Same data, same run, same UMAP parameters (n_neighbors 15, min_dist 0.1, cosine,
 umap-learn's default epochs and spectral init, the same random_state). Timed:
 
-* the shared graph: :func:`probe.graphs.shared_graph` at k=90, what ``probe metrics``
+* the shared graph: :func:`probe.cache.graphs.shared_graph` at k=90, what ``probe metrics``
   searches anyway and caches; paid once per store layer, reported separately;
-* ours: what :func:`probe.projection.project` runs for a full-size layout once the
+* ours: what :func:`probe.projection.project.project` runs for a full-size layout once the
   metrics have run: read the graph from the cache, slice 14 neighbours, fit UMAP;
 * ours from scratch: the same with the graph searched here at k=14 (no metrics run);
 * umap-learn's default path: ``umap.UMAP(...).fit_transform(X)`` (NN-descent + fit).
@@ -45,9 +45,11 @@ def main() -> None:
     import umap
 
     from conftest import clustered_latents, synthetic_meta
-    from probe.graphs import shared_graph
-    from probe.projection import ProjectionConfig, _fit_umap, trustworthiness
-    from probe.store import write_store
+    from probe.cache.graphs import shared_graph
+    from probe.projection.layout import ProjectionConfig
+    from probe.projection.project import _fit_umap
+    from metrics.layout_quality import trustworthiness
+    from probe.store.store import write_store
 
     warnings.filterwarnings("ignore", message=".*n_jobs value.*")
     frames, tasks, stages = 50, ("a", "b", "c"), ("s0", "s1", "s2", "s3", "s4")

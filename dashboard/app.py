@@ -15,7 +15,8 @@ from dash import Dash
 
 from dashboard import callbacks, layout
 from dashboard.media import Thumbnails, add_media_routes, restrict_paths
-from dashboard.state import Prepared, prepare
+from dashboard.state.prepared import Prepared
+from dashboard.state.loading import prepare
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def serve(stores: Sequence[str | Path], host: str = "127.0.0.1", port: int = 805
     set_threads(1)  # the server runs single-vector searches only: one thread answers fastest
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/"
     log.info("serving %d checkpoint(s) at %s", len(prepared.checkpoints), url)
-    from probe.cli.output import console
+    from probe.console import console
 
     console.print(f"[bold green]dashboard ready[/]: {url}  (Ctrl+C to stop)")
     app.run(host=host, port=port, debug=debug, use_reloader=False)

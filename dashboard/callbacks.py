@@ -13,12 +13,15 @@ import numpy as np
 from dash import ALL, Dash, Input, Output, Patch, State, ctx, html, no_update
 
 from dashboard import ids, layout
-from dashboard.figures import (CLIP_TRAJECTORY, MARKS, POINTS, TRAJECTORY, map_figure, marker_style, marks,
-                               overlay, panel_figure, view_encoding)
+from dashboard.figures import (CLIP_TRAJECTORY, MARKS, POINTS, TRAJECTORY, map_figure, marker_style, marks, overlay,
+                               panel_figure, view_encoding)
 from dashboard.media import thumb_url
 from dashboard.selection import active_mask, counts, selected_points, selection_csv
-from dashboard.state import (HEADLINE, MAX_PANELS, STAGE_COLUMNS, PROGRESS_LEVELS, Prepared, ViewState, apply_event, decode_state,
-                             encode_state, mark_points, selected_clips, state_from_dict)
+from dashboard.state.metrics_panel import HEADLINE, STAGE_COLUMNS
+from dashboard.state.viewstate import MAX_PANELS, ViewState, decode_state, encode_state, state_from_dict
+from dashboard.state.loading import PROGRESS_LEVELS
+from dashboard.state.prepared import Prepared
+from dashboard.state.events import apply_event, mark_points, selected_clips
 from probe import columns as C
 
 CONTROLS = (("store", ids.STORE), ("layer", ids.LAYER), ("color", ids.COLOR), ("task", ids.TASK),
@@ -180,7 +183,7 @@ def register(app: Dash, prepared: Prepared) -> None:
     @app.callback(Output(ids.HOVER, "children"), Input(ids.MAP, "hoverData"), State(ids.STATE, "data"))
     def hover(hover_data, state_data):
         state = state_from_dict(state_data, default, choices)
-        from dashboard.state import click_row
+        from dashboard.state.events import click_row
 
         row = click_row(prepared, state, hover_data)
         if row is None:

@@ -11,7 +11,8 @@ from dash import dcc, html
 
 from dashboard import ids
 from dashboard.media import media_url, thumb_url
-from dashboard.state import MAX_PANELS, Clip, ColorBy, Prepared
+from dashboard.state.viewstate import MAX_PANELS, ColorBy
+from dashboard.state.prepared import Clip, Prepared
 
 CSS = {
     "page": {"fontFamily": "system-ui, -apple-system, Segoe UI, sans-serif", "fontSize": "13px",
@@ -147,7 +148,7 @@ def _fmt(v: Any) -> str:
 
 
 def _metric_rows(metrics: dict[str, Any], names: list[str]) -> list[Any]:
-    from probe.evaluate import better_arrow
+    from probe.measure.suite import better_arrow
 
     rows = [html.Tr([html.Th("metric"), html.Th("value"), html.Th("95% CI"), html.Th("null")])]
     for name in names:

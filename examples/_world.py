@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from probe.extract import ExtractConfig, extract
-from probe.store import Store, open_store
+from probe.extraction.config import ExtractConfig
+from probe.extraction.run import extract
+from probe.store.store import Store, open_store
 from probe.world.build import World, build_world
 
 LAYERS = ("vision", "trunk.block0", "trunk.block1", "trunk.block2")

@@ -14,8 +14,10 @@ import sys
 
 from _world import world_stores
 
-from probe.evaluate import MetricsConfig, evaluate, metrics_frame
-from probe.report import ReportConfig, build_report
+from metrics.spec import MetricsConfig
+from probe.measure.suite import evaluate, metrics_frame
+from probe.report.config import ReportConfig
+from probe.report.build import build_report
 
 
 def main() -> int:

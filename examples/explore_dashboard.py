@@ -15,7 +15,7 @@ import argparse
 from _world import world_stores
 
 from dashboard.app import create_app
-from dashboard.state import prepare
+from dashboard.state.loading import prepare
 
 
 def main() -> None:

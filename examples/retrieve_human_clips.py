@@ -15,10 +15,12 @@ import argparse
 from _world import world_stores
 
 from probe import columns as C
-from probe.clips import export_clips
-from probe.coverage import coverage
-from probe.index import IndexConfig, build_index
-from probe.retrieval import Retriever, evaluate
+from probe.retrieval.clips import export_clips
+from probe.measure.coverage import coverage
+from probe.retrieval.index_kinds import IndexConfig
+from probe.retrieval.index import build_index
+from probe.retrieval.retriever import Retriever
+from probe.retrieval.evaluation import evaluate
 
 LAYER = "trunk.block2"
 

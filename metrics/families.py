@@ -14,19 +14,8 @@ import numpy as np
 from metrics import conservation as cons
 from metrics import mixing as mix
 from metrics.lisi import clisi_score, ilisi_score, lisi_kernel, lisi_samples
-from metrics.spec import (
-    Better,
-    By,
-    Context,
-    Family,
-    Kind,
-    Labels,
-    MetricSpec,
-    Null,
-    register,
-    repeat_rows,
-    weights_key,
-)
+from metrics.spec import (Better, By, Context, Family, Kind, Labels, MetricSpec, Null, register, repeat_rows,
+                          weights_key)
 
 
 def _n_labels(values: np.ndarray) -> int:
@@ -293,7 +282,8 @@ def _cross_graph(ctx: Context, rows: np.ndarray, query: np.ndarray, reference: n
 
 
 def _prep_retrieval(ctx: Context, labels: Labels, rows: np.ndarray) -> dict[str, Any]:
-    from metrics.retrieval import combine_labels, evaluate_retrieval
+    from metrics.ranking import combine_labels
+    from metrics.retrieval import evaluate_retrieval
 
     human = ctx.config.human
     emb = labels.embodiment[rows]

@@ -22,30 +22,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from metrics.knn import Metric, Neighbors, knn
-from metrics.ranking import (
-    APatR,
-    _check_width,
-    _indices,
-    _mean,
-    ap_at_r_samples,
-    combine_labels,
-    hit_at_k_samples,
-    match_matrix,
-    reciprocal_rank_samples,
-)
+from metrics.ranking import (_check_width, _indices, _mean, ap_at_r_samples, hit_at_k_samples,
+                             reciprocal_rank_samples)
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "APatR",
     "RetrievalResult",
-    "ap_at_r_samples",
-    "combine_labels",
     "cross_retrieval",
     "evaluate_retrieval",
-    "hit_at_k_samples",
-    "match_matrix",
-    "reciprocal_rank_samples",
     "retrieval_map_at_r",
     "retrieval_mrr",
     "retrieval_precision_at_1",

@@ -26,27 +26,11 @@ import numpy as np
 from metrics import bootstrap as bs
 from metrics.graph import IndexKind, approximate_note, build_graph
 from metrics.knn import Metric, Neighbors
-from metrics.spec import (
-    REGISTRY,
-    Better,
-    By,
-    Context,
-    Family,
-    Kind,
-    Labels,
-    MetricInputError,
-    MetricsConfig,
-    MetricSpec,
-    MetricValue,
-    Null,
-    SuiteResult,
-    check_inputs,
-    register,
-)
+from metrics.spec import (REGISTRY, By, Context, Family, Kind, Labels, MetricInputError, MetricsConfig,
+                          MetricSpec, MetricValue, Null, SuiteResult, check_inputs)
 from metrics.subsample import strata_keys, stratified_subsample
 
-__all__ = ["REGISTRY", "Better", "By", "Family", "Kind", "Labels", "MetricInputError", "MetricSpec", "MetricValue",
-           "MetricsConfig", "Null", "SuiteResult", "available", "check_inputs", "register", "run_suite"]
+__all__ = ["available", "run_suite"]
 
 log = logging.getLogger(__name__)
 

@@ -89,7 +89,7 @@ def tokens(vocab: int = 20, dim: int = 8) -> Tokens:
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from probe.adapters import ImageAdapter  # noqa: E402
+from probe.model.adapters import ImageAdapter  # noqa: E402
 from probe.errors import DataError  # noqa: E402
 from probe.readers.base import Batch, Dataset, DatasetInfo, EpisodeInfo, Format, VideoRef  # noqa: E402
 

@@ -1,12 +1,12 @@
-"""probe.cachedir and `probe cache`: what the cache holds, its size, clearing parts of it."""
+"""probe.cache.directory and `probe cache`: what the cache holds, its size, clearing parts of it."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from probe.cachedir import cache_usage, clear_cache, default_cache_dir
+from probe.cache.directory import cache_usage, clear_cache, default_cache_dir
 from probe.cli import main
-from probe.framecache import FrameCache
+from probe.cache.frames import FrameCache
 
 
 def _fill(root):
@@ -66,7 +66,7 @@ def _entry(path, size, age):
 
 
 def test_keep_within_removes_least_recently_used_entries_down_to_the_prune_fraction(tmp_path):
-    from probe.cachedir import PRUNE_TO, keep_within, touch
+    from probe.cache.directory import PRUNE_TO, keep_within, touch
 
     part = tmp_path / "graphs"
     part.mkdir()
@@ -80,7 +80,7 @@ def test_keep_within_removes_least_recently_used_entries_down_to_the_prune_fract
 
 
 def test_keep_within_removes_what_a_killed_write_left_but_not_a_write_in_progress(tmp_path):
-    from probe.cachedir import STALE_S, keep_within
+    from probe.cache.directory import STALE_S, keep_within
 
     part = tmp_path / "graphs"
     part.mkdir()
@@ -94,9 +94,9 @@ def test_keep_within_removes_what_a_killed_write_left_but_not_a_write_in_progres
 def test_cache_limit_comes_from_the_environment_and_bounds_the_graph_cache(tmp_path, monkeypatch):
     import pytest
 
-    from probe.cachedir import DEFAULT_PART_MAX, part_limit
+    from probe.cache.directory import DEFAULT_PART_MAX, part_limit
     from probe.errors import ConfigError
-    from probe.graphs import graph_file, shared_graph
+    from probe.cache.graphs import graph_file, shared_graph
 
     monkeypatch.delenv("PROBE_CACHE_MAX", raising=False)
     assert part_limit() == DEFAULT_PART_MAX

@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from probe.checkpoints import CheckpointKind, check_checkpoint, load_checkpoint, load_state_dict
+from probe.model.checkpoints import CheckpointKind, check_checkpoint, load_checkpoint
+from probe.model.state_dicts import load_state_dict
 from probe.errors import CheckpointError, ConfigError
 
 from extract_models import tiny_cnn
@@ -110,7 +111,7 @@ def test_pickle_needs_trust(tmp_path, caplog):
     torch.save(ref, tmp_path / "whole.pt")  # a whole pickled module
     with pytest.raises(CheckpointError, match="--trust-checkpoint"):
         load_checkpoint(tmp_path / "whole.pt")
-    with caplog.at_level(logging.WARNING, logger="probe.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="probe.model.checkpoints"):
         loaded = load_checkpoint(tmp_path / "whole.pt", trust=True)
     assert loaded.kind is CheckpointKind.PICKLED_MODULE
     assert _same_outputs(ref, loaded.model)

@@ -7,13 +7,7 @@ import pytest
 from sklearn.metrics import silhouette_samples as sk_silhouette_samples
 from sklearn.metrics import silhouette_score
 
-from metrics.conservation import (
-    silhouette_stage,
-    stage_ari,
-    stage_cluster_agreement,
-    stage_nmi,
-    stage_transfer_acc,
-)
+from metrics.conservation import silhouette_stage, stage_ari, stage_cluster_agreement, stage_nmi, stage_transfer_acc
 from metrics.knn import knn
 from metrics.lisi import clisi
 from metrics.silhouette import silhouette_samples

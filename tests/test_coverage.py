@@ -11,10 +11,10 @@ import pytest
 from conftest import clustered_latents, synthetic_meta
 from probe import columns as C
 from probe.cli import main
-from probe.coverage import calibrate_threshold, coverage, nearest_counts, other_episode_nn, rank_groups
+from probe.measure.coverage import calibrate_threshold, coverage, nearest_counts, other_episode_nn, rank_groups
 from probe.errors import ConfigError, MetricError
 from probe.latents import Latents
-from probe.store import write_store
+from probe.store.store import write_store
 
 
 @pytest.fixture

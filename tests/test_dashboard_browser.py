@@ -35,7 +35,7 @@ def server(tmp_path_factory):
     from werkzeug.serving import make_server
 
     from dashboard.app import create_app
-    from dashboard.state import prepare
+    from dashboard.state.loading import prepare
 
     root = tmp_path_factory.mktemp("dash-browser")
     stores = make_stores(root)

@@ -9,7 +9,7 @@ import pandas as pd
 
 from conftest import clustered_latents, synthetic_meta
 from probe import columns as C
-from probe.store import Store, write_store
+from probe.store.store import Store, write_store
 
 FPS = 10
 
@@ -73,7 +73,7 @@ def test_make_stores_writes_decodable_videos(tmp_path):
 
 def light_metrics():
     """A quick metrics configuration for tests (few metrics, few replicates), reported per stage."""
-    from metrics.suite import MetricsConfig
+    from metrics.spec import MetricsConfig
 
     return MetricsConfig(by="stage", k=30, bootstrap=3, null_repeats=1,
                          metrics=("ilisi", "knn_embodiment_mixing", "silhouette_stage",

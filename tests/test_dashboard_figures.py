@@ -10,8 +10,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from dashboard.figures import (CLIP_TRAJECTORY, MARKS, POINTS, TRAJECTORY, encode_colors, map_figure,
-                               marker_style, marks, panel_figure, stepped_colorscale, typed_array, view_encoding)
+from dashboard.figures import (CLIP_TRAJECTORY, MARKS, POINTS, TRAJECTORY, encode_colors, map_figure, marker_style,
+                               marks, panel_figure, stepped_colorscale, typed_array, view_encoding)
 from dashboard.selection import (active_mask, counts, points_in_polygon, selected_points, selection_csv,
                                  selection_frame)
 from probe import columns as C

@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from dashboard.app import create_app
-from dashboard.state import prepare
+from dashboard.state.loading import prepare
 from probe import columns as C
 from test_dashboard_data import light_metrics, make_stores
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dashboard.state import (ColorBy, ViewState, apply_event, click_row, decode_state, encode_state, mark_points,
-                             prepare, selected_clips, state_from_dict)
+from dashboard.state.viewstate import ColorBy, ViewState, decode_state, encode_state, state_from_dict
+from dashboard.state.events import apply_event, click_row, mark_points, selected_clips
+from dashboard.state.loading import prepare
 from probe import columns as C
 from probe.errors import ConfigError, LayerNotFoundError, StoreError, StoreNotFoundError
 from test_dashboard_data import light_metrics, make_stores
@@ -183,8 +184,8 @@ def test_umap_layouts_are_cached_warm_started_and_trustworthy(tmp_path):
     assert any(cache.rglob("*")) and any((cache / "dashboard-indexes").iterdir())
     again = prepare([s.path for s in stores], layers="trunk.block0", cache=cache, metrics_config=light_metrics())
     assert np.allclose(again.views[(1, "trunk.block0")].coords, views[1].coords)
-    # metrics live in the cache probe.evaluate shares with 'probe metrics' and the report: one entry per store
-    from probe.evaluate import evaluate
+    # metrics live in the cache probe.measure.suite shares with 'probe metrics' and the report: one entry per store
+    from probe.measure.suite import evaluate
 
     assert len(list((cache / "metrics").glob("*.json"))) == len(stores)
     cached = evaluate(stores[1].path, "trunk.block0", light_metrics(), cache_dir=cache)[0]
@@ -195,7 +196,7 @@ def test_metrics_panel_shows_headline_per_stage_and_gaps(prepared):
     from dash import html
 
     from dashboard.layout import metrics_panel
-    from dashboard.state import HEADLINE, STAGE_COLUMNS
+    from dashboard.state.metrics_panel import HEADLINE, STAGE_COLUMNS
 
     view = prepared.views[(1, "trunk.block0")]
     assert set(view.metrics["per_stage"]) == {"reach", "grasp", "lift"}
@@ -222,7 +223,7 @@ def _walk(component):
 
 def test_one_embodiment_store_prepares_without_metrics(tmp_path):
     from conftest import clustered_latents, synthetic_meta
-    from probe.store import write_store
+    from probe.store.store import write_store
 
     meta = synthetic_meta(n_episodes=2, frames=6, embodiments=("robot",))
     store = write_store(tmp_path / "robot-only", meta, {"l": clustered_latents(meta)})

@@ -1,4 +1,4 @@
-"""probe.evaluate and 'probe metrics': stores and Latents in, records / long-form frame / JSON / CSV out."""
+"""probe.measure.suite and 'probe metrics': stores and Latents in, records / long-form frame / JSON / CSV out."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import pytest
 from conftest import clustered_latents, synthetic_meta
 from probe.cli import main
 from probe.errors import LatentsError, LayerNotFoundError, MetricError
-from probe.evaluate import FRAME_COLUMNS, MetricsConfig, evaluate, metrics_frame, write_metrics_json
+from probe.measure.suite import FRAME_COLUMNS, evaluate, metrics_frame, write_metrics_json
+from metrics.spec import MetricsConfig
 from probe.latents import Latents
-from probe.store import write_store
+from probe.store.store import write_store
 
 CFG = MetricsConfig(k=20, bootstrap=3, null_repeats=1, bootstrap_samples=200, families=("mixing", "conservation"))
 

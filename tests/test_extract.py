@@ -12,7 +12,8 @@ from safetensors.torch import save_file
 from probe import columns as C
 from probe.cli import main
 from probe.errors import DataError, LatentsError, LayerNotFoundError, OutputExistsError
-from probe.extract import ExtractConfig, extract
+from probe.extraction.config import ExtractConfig
+from probe.extraction.run import extract
 
 from extract_models import ArrayDataset, tiny_cnn
 
@@ -261,7 +262,7 @@ def test_cuda_without_gpu_is_a_clear_error(tmp_path, ckpt):
 def test_query_file_embedding_of_a_pickled_checkpoint_needs_trust(tmp_path):
     from probe.cli import build_parser
     from probe.errors import CheckpointError
-    from probe.retrieval import embed_observation
+    from probe.extraction.observation import embed_observation
 
     path = tmp_path / "full.pt"
     torch.save(tiny_cnn(seed=3), path)  # a whole pickled module: it loads only with trust

@@ -9,9 +9,10 @@ from safetensors.torch import save_file
 
 from probe.cli import main
 from probe.errors import CheckpointError, ConfigError, LatentsError
-from probe.extract import ExtractConfig, extract
-from probe.budget import parse_bytes
-from probe.passes import plan_passes
+from probe.extraction.config import ExtractConfig
+from probe.extraction.run import extract
+from probe.sizes import parse_bytes
+from probe.extraction.passes import plan_passes
 
 from extract_models import ArrayDataset, tiny_cnn
 
@@ -70,9 +71,9 @@ def test_one_pass_reads_once_and_equals_one_pass_per_checkpoint(tmp_path, ckpts)
 
 
 def test_concurrent_model_workers_write_what_one_worker_writes(tmp_path, ckpts, monkeypatch):
-    import probe.passes
+    import probe.extraction.passes
 
-    monkeypatch.setattr(probe.passes, "cpu_cores", lambda: 4)  # four batches in flight, whatever this machine has
+    monkeypatch.setattr(probe.extraction.passes, "cpu_cores", lambda: 4)  # four batches in flight, whatever this machine has
     before = torch.get_num_threads()
     torch.set_num_threads(4)
     try:
@@ -85,18 +86,18 @@ def test_concurrent_model_workers_write_what_one_worker_writes(tmp_path, ckpts, 
 
 
 def test_model_workers_option_sets_batches_at_once_and_threads(monkeypatch):
-    import probe.passes
+    import probe.extraction.passes
     from probe.errors import ConfigError
 
-    monkeypatch.setattr(probe.passes, "cpu_cores", lambda: 4)
+    monkeypatch.setattr(probe.extraction.passes, "cpu_cores", lambda: 4)
     before = torch.get_num_threads()
     torch.set_num_threads(4)
     try:
-        with probe.passes.model_workers("cpu") as workers:
+        with probe.extraction.passes.model_workers("cpu") as workers:
             assert (workers, torch.get_num_threads()) == (4, 1)
-        with probe.passes.model_workers("cpu", 1) as workers:  # --model-workers 1: one batch on every core
+        with probe.extraction.passes.model_workers("cpu", 1) as workers:  # --model-workers 1: one batch on every core
             assert (workers, torch.get_num_threads()) == (1, 4)
-        with probe.passes.model_workers("cuda", 3) as workers:
+        with probe.extraction.passes.model_workers("cuda", 3) as workers:
             assert workers == 1
         assert torch.get_num_threads() == 4
     finally:
@@ -130,7 +131,7 @@ def test_failing_checkpoint_is_dropped_and_the_others_are_published(tmp_path, ck
     assert sorted(p.name for p in out.iterdir()) == ["enc-step-000100", "enc-step-000200"]
     assert _leftovers(out) == []  # the failed checkpoint left nothing half-written
     reference = extract(config(ckpts[:2], tmp_path / "ref"))
-    from probe.store import open_store
+    from probe.store.store import open_store
 
     _assert_same([open_store(out / "enc-step-000100"), open_store(out / "enc-step-000200")], reference)
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from safetensors.torch import save_file
 
-from probe.extract import ExtractConfig, extract
+from probe.extraction.config import ExtractConfig
+from probe.extraction.run import extract
 
 from extract_models import ArrayDataset, tiny_cnn
 

@@ -11,8 +11,9 @@ import torch
 from probe import columns as C
 from probe.cli import main
 from probe.errors import DataError
-from probe.extract import ExtractConfig, extract
-from probe.store import open_store
+from probe.extraction.config import ExtractConfig
+from probe.extraction.run import extract
+from probe.store.store import open_store
 
 from conftest import SHARED_DATA
 from extract_models import tiny_cnn
@@ -138,7 +139,7 @@ def test_video_paths_are_absolute_whatever_the_working_directory(world, tmp_path
 
 
 def test_world_checkpoints_of_a_pass_share_one_prepare_per_batch(world, tmp_path, monkeypatch):
-    from probe.adapters import WorldAdapter
+    from probe.model.adapters import WorldAdapter
 
     ckpts = tuple(str(world / "ckpt" / "cotrained" / f"step-{s:06d}") for s in (0, 400))
     data = (f"human={world / 'w/datasets/human'}", f"robot={world / 'w/datasets/robot'}")

@@ -1,4 +1,4 @@
-"""probe.framecache: decoded frames kept on disk, served identically, invalidated, bounded, and used by extract."""
+"""probe.cache.frames: decoded frames kept on disk, served identically, invalidated, bounded, and used by extract."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from probe.cli import main
-from probe.extract import ExtractConfig, extract
-from probe.framecache import FrameCache, active_frame_cache, use_frame_cache
+from probe.extraction.config import ExtractConfig
+from probe.extraction.run import extract
+from probe.cache.frames import FrameCache, active_frame_cache, use_frame_cache
 from probe.readers.video import decode_at
 
 from test_video import write_gray_video

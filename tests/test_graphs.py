@@ -1,4 +1,4 @@
-"""probe.graphs: one kNN graph per store layer, cached and shared by metrics and layouts."""
+"""probe.cache.graphs: one kNN graph per store layer, cached and shared by metrics and layouts."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 from metrics.knn import knn
-from probe.evaluate import MetricsConfig, evaluate
-from probe.graphs import SUBDIR, graph_file, shared_graph
-from probe.projection import ProjectionConfig, project
-from probe.store import write_store
+from metrics.spec import MetricsConfig
+from probe.measure.suite import evaluate
+from probe.cache.graphs import SUBDIR, graph_file, shared_graph
+from probe.projection.layout import ProjectionConfig
+from probe.projection.project import project
+from probe.store.store import write_store
 
 
 def test_graph_is_searched_once_and_sliced(tmp_path: Path) -> None:
@@ -53,7 +55,8 @@ def test_metrics_and_layout_share_the_graph(tmp_path: Path, meta, latents_matrix
 
 
 def test_a_graph_that_does_not_fit_is_refused() -> None:
-    from metrics.suite import Labels, MetricInputError, run_suite
+    from metrics.spec import Labels, MetricInputError
+    from metrics.suite import run_suite
 
     X = np.random.default_rng(2).normal(size=(60, 8)).astype(np.float32)
     labels = Labels(np.repeat(["human", "robot"], 30), np.tile(["a", "b"], 30), np.full(60, "t"),

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from probe.errors import ConfigError, LayerNotFoundError
-from probe.hooks import LayerHooks, Pooling, list_layers, pool
+from probe.model.hooks import LayerHooks, Pooling, list_layers, pool
 
 from extract_models import tiny_cnn, tokens
 

@@ -12,8 +12,9 @@ from metrics.knn import knn
 from probe import columns as C
 from probe.cli import main
 from probe.errors import ConfigError, IndexFileError, IndexMismatchError, LayerNotFoundError, OutputExistsError
-from probe.index import IndexConfig, IndexKind, build_index, open_index, resolve_params
-from probe.store import write_store
+from probe.retrieval.index_kinds import IndexConfig, IndexKind, resolve_params
+from probe.retrieval.index import build_index, open_index
+from probe.store.store import write_store
 
 
 @pytest.fixture

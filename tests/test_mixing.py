@@ -8,15 +8,8 @@ from scipy.stats import chi2
 
 from metrics.knn import Neighbors, knn
 from metrics.lisi import clisi, ilisi, lisi_samples
-from metrics.mixing import (
-    bras,
-    embodiment_probe_acc,
-    kbet,
-    kbet_test,
-    knn_embodiment_mixing,
-    knn_mixing_samples,
-    silhouette_embodiment,
-)
+from metrics.mixing import (bras, embodiment_probe_acc, kbet, kbet_test, knn_embodiment_mixing, knn_mixing_samples,
+                            silhouette_embodiment)
 from metrics.silhouette import silhouette_samples
 
 

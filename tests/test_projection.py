@@ -10,16 +10,10 @@ from metrics.knn import knn
 from probe import columns as C
 from probe.errors import ConfigError
 from probe.latents import Latents
-from probe.projection import (
-    Layout,
-    ProjectionConfig,
-    _umap_knn,
-    project,
-    project_store,
-    sample_rows,
-    trustworthiness,
-)
-from probe.store import write_store
+from probe.projection.layout import Layout, ProjectionConfig
+from probe.projection.project import _umap_knn, project, project_store, sample_rows
+from metrics.layout_quality import trustworthiness
+from probe.store.store import write_store
 
 FAST = ProjectionConfig(n_epochs=60, n_neighbors=10)
 

@@ -11,10 +11,12 @@ import torch
 from probe import columns as C
 from probe.cli import main
 from probe.errors import CheckpointError, DataError
-from probe.extract import ExtractConfig, extract
-from probe.index import build_index
-from probe.observation import ObservationEmbedder, read_observation
-from probe.retrieval import Retriever, embed_observation
+from probe.extraction.config import ExtractConfig
+from probe.extraction.run import extract
+from probe.retrieval.index import build_index
+from probe.extraction.observation import ObservationEmbedder, read_observation
+from probe.retrieval.retriever import Retriever
+from probe.extraction.observation import embed_observation
 
 LAYERS = ("trunk.block2", "output.embedding")
 
@@ -155,7 +157,7 @@ def test_bad_shapes_task_and_embodiment(world, tmp_path):
 
 def test_moved_checkpoint_asks_for_checkpoint_option(world, tmp_path):
     root, store = world
-    from probe.store import open_store
+    from probe.store.store import open_store
 
     moved = tmp_path / "store"
     import shutil

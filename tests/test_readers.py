@@ -8,7 +8,8 @@ import pytest
 from conftest import SHARED_DATA
 from probe import columns as C
 from probe.errors import DataError
-from probe.readers import Format, detect_format, open_dataset
+from probe.readers.base import Format
+from probe.readers import detect_format, open_dataset
 
 G1 = SHARED_DATA / "g1_inspire_pick_can"
 GR1 = SHARED_DATA / "gr1_sim_picknplace"

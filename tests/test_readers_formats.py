@@ -14,7 +14,8 @@ import pytest
 
 from probe import columns as C
 from probe.errors import DataError
-from probe.readers import Format, open_dataset
+from probe.readers.base import Format
+from probe.readers import open_dataset
 
 KEY = "observation.images.front"
 FPS = 10

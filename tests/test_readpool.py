@@ -13,8 +13,9 @@ import torch
 from probe import columns as C
 from probe.cli import main
 from probe.errors import ConfigError, DataError
-from probe.extract import ExtractConfig, extract
-from probe.readpool import SHARE_PREFIX, _share_dir, default_read_workers
+from probe.extraction.config import ExtractConfig
+from probe.extraction.run import extract
+from probe.extraction.readpool import SHARE_PREFIX, _share_dir, default_read_workers
 
 from extract_models import ArrayDataset
 
@@ -107,8 +108,9 @@ def test_skip_bad_episodes_in_reader_processes_warns_once_and_matches_a_thread(t
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])
 def test_spawned_readers_get_the_datasets_pickled_and_read_the_same_frames(world, method):
     """The start methods of macOS and Windows (the datasets travel pickled, the main module is re-imported)."""
-    from probe.batches import batches_of, open_data, read_work
-    from probe.readpool import read_ahead
+    from probe.extraction.batches import batches_of, read_work
+    from probe.extraction.samples import open_data
+    from probe.extraction.readpool import read_ahead
 
     config = _config(world, "-")
     opened = open_data(config)
@@ -141,11 +143,11 @@ def test_negative_read_workers_is_a_config_error(world, tmp_path):
 
 
 def test_without_shared_memory_frames_travel_through_the_pipe_with_a_warning(world, tmp_path, monkeypatch, caplog):
-    import probe.readpool
+    import probe.extraction.readpool
 
     blocked = tmp_path / "no-shm"
     blocked.write_text("a file, not a directory: nothing can be created in it (as in a full /dev/shm)")
-    monkeypatch.setattr(probe.readpool, "_share_dir", lambda: str(blocked))
+    monkeypatch.setattr(probe.extraction.readpool, "_share_dir", lambda: str(blocked))
     with caplog.at_level(logging.WARNING):
         piped = extract(_config(world, tmp_path / "piped", read_workers=2))
     assert "could not write frames to shared memory" in caplog.text

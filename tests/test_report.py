@@ -13,25 +13,22 @@ from conftest import clustered_latents, synthetic_meta
 from probe import columns as C
 from probe.cli import main
 from probe.errors import ConfigError, LayerNotFoundError, OutputExistsError
-from probe.projection import ProjectionConfig
-from probe.report import (
-    ReportConfig,
-    build_report,
-    known_metric_names,
-    parse_fail_under,
-    verdict,
-)
-from probe.store import write_store
+from probe.projection.layout import ProjectionConfig
+from probe.report.config import ReportConfig, parse_fail_under
+from probe.report.build import build_report
+from probe.measure.report_suite import known_metric_names
+from probe.report.verdicts import verdict
+from probe.store.store import write_store
 
 STEPS = ((100, 6.0), (200, 3.0), (300, 0.3))  # training step, distance between embodiments (alignment grows)
 FAST_UMAP = ProjectionConfig(n_epochs=40, n_neighbors=10, max_points=80)
-needs_suite = pytest.mark.skipif(not known_metric_names(), reason="the metrics suite (probe.evaluate) is not installed")
+needs_suite = pytest.mark.skipif(not known_metric_names(), reason="the metrics suite (probe.measure.suite) is not installed")
 
 
 def eval_config():
     """A quick metrics configuration (few bootstrap replicates) when the suite is installed."""
     try:
-        from metrics.suite import MetricsConfig
+        from metrics.spec import MetricsConfig
     except ImportError:
         return None
     return MetricsConfig(bootstrap=3, null_repeats=1, k=20, by="stage",
@@ -41,7 +38,7 @@ def eval_config():
 def quick_eval():
     """The fewest metrics the report's logic needs, without intervals (tests of other parts)."""
     try:
-        from metrics.suite import MetricsConfig
+        from metrics.spec import MetricsConfig
     except ImportError:
         return None
     return MetricsConfig(bootstrap=0, null_repeats=1, k=20, by="stage", metrics=("ilisi",))
@@ -228,7 +225,7 @@ def test_export_points_opens_in_pandas(stores, tmp_path):
                  str(tmp_path / "c"), "--out", str(out)])
     assert code == 0
     df = pd.read_parquet(out)
-    from probe.store import open_store
+    from probe.store.store import open_store
 
     store = open_store(stores[0])
     assert len(df) == store.n and {"x", "y", "row", "vector", C.SAMPLE_ID, C.STAGE} <= set(df.columns)
@@ -238,7 +235,7 @@ def test_export_points_opens_in_pandas(stores, tmp_path):
     assert info["layer"] == "block0" and info["method"] == "pca" and not info["sampled"]
     # bad inputs: existing file, unknown layer
     assert main(["export", str(stores[0]), "--layer", "block0", "--out", str(out)]) == 2
-    from probe.export import export_points
+    from probe.projection.export import export_points
 
     with pytest.raises(LayerNotFoundError, match="layer 'nope' not found.*block0"):
         export_points(stores[0], "nope", tmp_path / "p2.parquet")

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from probe.projection import ProjectionConfig
-from probe.report import ReportConfig, build_report
+from probe.projection.layout import ProjectionConfig
+from probe.report.config import ReportConfig
+from probe.report.build import build_report
 from test_report import eval_config, make_stores
 
 CHROMIUM = "/usr/bin/chromium"

@@ -13,11 +13,13 @@ from conftest import clustered_latents, synthetic_meta
 from metrics.knn import knn
 from probe import columns as C
 from probe.cli import main
-from probe.clips import read_frames, read_png, write_png
+from probe.retrieval.clips import read_frames, read_png, write_png
 from probe.errors import ConfigError, DataError, IndexMismatchError, OutputExistsError
-from probe.index import IndexConfig, build_index
-from probe.retrieval import RESULT_COLUMNS, Retriever, evaluate
-from probe.store import write_store
+from probe.retrieval.index_kinds import IndexConfig
+from probe.retrieval.index import build_index
+from probe.retrieval.retriever import RESULT_COLUMNS, Retriever
+from probe.retrieval.evaluation import evaluate
+from probe.store.store import write_store
 
 FPS = 10
 
@@ -180,7 +182,7 @@ def test_export_clips_writes_mp4_sheet_and_captions(world):
     r = Retriever.open(tmp / "idx")
     res = r.search_samples([_robot_sample(store)], k=3, window=0.3)
     query_img = np.zeros((24, 32, 3), np.uint8)
-    from probe.clips import export_clips
+    from probe.retrieval.clips import export_clips
 
     out = export_clips(res, tmp / "clips", queries=[{"image": query_img, "caption": "robot pick"}])
     assert len(out.clips) == 3 and all(p.exists() for p in out.clips)
@@ -210,7 +212,7 @@ def test_store_without_video_still_works(tmp_path):
     r = Retriever.open(tmp_path / "idx")
     res = r.search_samples(["robot/pick/0/3"], k=2)
     assert res[C.VIDEO].isna().all() and res["video_start"].isna().all() and len(res) == 2
-    from probe.clips import export_clips
+    from probe.retrieval.clips import export_clips
 
     out = export_clips(res, tmp_path / "clips")
     assert out.clips == [] and "no video columns" in out.notes[0] and out.sheet.exists()
@@ -244,7 +246,8 @@ def test_eval_uses_metrics_retrieval_both_directions(world, capsys):
     store, tmp = world
     scores = evaluate(Retriever.open(tmp / "idx"), k=5)
     assert set(scores) == {"robot_to_human", "human_to_robot"}
-    from metrics.retrieval import combine_labels, cross_retrieval
+    from metrics.ranking import combine_labels
+    from metrics.retrieval import cross_retrieval
 
     ref = cross_retrieval(np.asarray(store.matrix("trunk")), store.meta[C.EMBODIMENT].to_numpy(),
                           combine_labels(store.meta[C.TASK].to_numpy(), store.meta[C.STAGE].to_numpy()))

@@ -57,7 +57,7 @@ def test_r_cap_and_narrow_graph_are_flagged():
 
 def test_missing_neighbours_never_match():
     idx = np.array([[-1, 0], [2, -1]])
-    np.testing.assert_array_equal(R.match_matrix(idx, np.array(["a", "b"]), REF), [[False, True], [True, False]])
+    np.testing.assert_array_equal(ranking.match_matrix(idx, np.array(["a", "b"]), REF), [[False, True], [True, False]])
     np.testing.assert_allclose(R.reciprocal_rank_samples(idx, np.array(["a", "b"]), REF), [0.5, 1.0])
 
 
@@ -66,8 +66,8 @@ def test_numeric_and_string_labels_give_the_same_scores():
     qi = np.array([as_int[x] for x in QUERY])
     ri = np.array([as_int[x] for x in REF])
     assert R.retrieval_map_at_r(IDX, qi, ri) == R.retrieval_map_at_r(IDX, QUERY, REF)
-    lab = R.combine_labels(np.array(["pick", "pick"]), np.array(["reach", "grasp"]))
-    assert lab[0] != lab[1] and len(set(R.combine_labels(np.array(["a_b", "a"]), np.array(["c", "b_c"])))) == 2
+    lab = ranking.combine_labels(np.array(["pick", "pick"]), np.array(["reach", "grasp"]))
+    assert lab[0] != lab[1] and len(set(ranking.combine_labels(np.array(["a_b", "a"]), np.array(["c", "b_c"])))) == 2
 
 
 def _brute_force(idx, ql, rl):
@@ -135,7 +135,7 @@ def test_agrees_with_frozen_pytorch_metric_learning():
 def test_separated_labels_score_one_and_shuffled_labels_score_chance():
     meta = synthetic_meta(n_episodes=3, frames=12)
     X = clustered_latents(meta, noise=0.05)
-    labels = R.combine_labels(meta["task"].to_numpy(), meta["stage"].to_numpy())
+    labels = ranking.combine_labels(meta["task"].to_numpy(), meta["stage"].to_numpy())
     emb = meta["embodiment"].to_numpy()
     out = R.cross_retrieval(X, emb, labels)
     assert set(out) == {"robot_to_human", "human_to_robot"}

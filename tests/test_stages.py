@@ -1,4 +1,4 @@
-"""probe.stages (sources, errors, closure stages on real data) and probe.sampling."""
+"""probe.readers.stages (sources, errors, closure stages on real data) and probe.extraction.sampling."""
 
 from __future__ import annotations
 
@@ -13,18 +13,11 @@ from conftest import SHARED_DATA, synthetic_meta
 from probe import columns as C
 from probe.errors import ConfigError, DataError
 from probe.readers import open_dataset
-from probe.sampling import SamplingConfig, sample_frames
-from probe.closure import closure_stage_table, closure_stages
-from probe.stages import (
-    UNLABELLED,
-    StageSource,
-    StageSpec,
-    label_stages,
-    run_progress,
-    stage_labeller,
-    stages_by_embodiment_report,
-)
-from probe.stage_files import read_stage_file, write_stage_file
+from probe.extraction.sampling import SamplingConfig, sample_frames
+from probe.readers.closure import closure_stage_table, closure_stages
+from probe.readers.stages import (UNLABELLED, StageSource, StageSpec, label_stages, run_progress, stage_labeller,
+                                  stages_by_embodiment_report)
+from probe.readers.stage_files import read_stage_file, write_stage_file
 from test_readers_formats import write_v3
 
 G1 = SHARED_DATA / "g1_inspire_pick_can"

@@ -9,7 +9,8 @@ import metrics.graph as graph_module
 from conftest import clustered_latents, synthetic_meta
 from metrics.bootstrap import episode_bootstrap_weights, null_embodiment, null_stage, percentile_interval
 from metrics.subsample import strata_keys, stratified_subsample
-from metrics.suite import Kind, Labels, MetricInputError, MetricsConfig, REGISTRY, run_suite
+from metrics.spec import Kind, Labels, MetricInputError, MetricsConfig, REGISTRY
+from metrics.suite import run_suite
 
 FAST = dict(k=20, bootstrap=4, null_repeats=1, bootstrap_samples=200, families=("mixing", "conservation"))
 
@@ -110,7 +111,7 @@ def test_an_approximate_graphs_measured_recall_reaches_the_notes_through_the_gra
     import re
 
     import metrics.graph
-    from probe.graphs import shared_graph
+    from probe.cache.graphs import shared_graph
 
     monkeypatch.setattr(metrics.graph, "IVF_NPROBE", 1)  # one of 51 lists: far from exact
     meta = synthetic_meta(n_episodes=40, frames=15)  # 2,400 rows

@@ -116,7 +116,7 @@ def test_av1_real_video_decodes_and_changes_over_time() -> None:
 
 
 def test_clip_reading_shares_the_checks_and_says_where_the_path_came_from(tmp_path: Path) -> None:
-    from probe.clips import read_frames
+    from probe.retrieval.clips import read_frames
 
     with pytest.raises(DataError, match="does not exist \\(the store's 'video' column points to it\\)"):
         read_frames(tmp_path / "gone.mp4", 0.0, 1.0)

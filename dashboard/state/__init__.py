@@ -12,40 +12,5 @@ fall back to defaults and come back as notices for the user.
 
 One concept a module: ``viewstate`` (the URL state), ``prepared`` (the data classes),
 ``loading`` (:func:`prepare`), ``neighbours`` (nearest-clip search), ``metrics_panel``
-(metrics records and coverage advice) and ``events`` (events to state); the names
-used elsewhere are re-exported here.
+(metrics records and coverage advice) and ``events`` (events to state).
 """
-
-from __future__ import annotations
-
-from dashboard.state.events import apply_event, click_row, mark_points, selected_clips
-from dashboard.state.loading import PROGRESS_LEVELS, prepare
-from dashboard.state.metrics_panel import HEADLINE, STAGE_COLUMNS
-from dashboard.state.neighbours import NeighbourSearch
-from dashboard.state.prepared import Checkpoint, Clip, Prepared, View
-from dashboard.state.viewstate import (FILTERS, MAX_PANELS, Choices, ColorBy, ViewState, decode_state,
-                                       encode_state, state_from_dict)
-
-__all__ = [
-    "Checkpoint",
-    "Choices",
-    "Clip",
-    "ColorBy",
-    "FILTERS",
-    "HEADLINE",
-    "MAX_PANELS",
-    "NeighbourSearch",
-    "PROGRESS_LEVELS",
-    "Prepared",
-    "STAGE_COLUMNS",
-    "View",
-    "ViewState",
-    "apply_event",
-    "click_row",
-    "decode_state",
-    "encode_state",
-    "mark_points",
-    "prepare",
-    "selected_clips",
-    "state_from_dict",
-]

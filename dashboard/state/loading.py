@@ -24,7 +24,7 @@ from dashboard.state.prepared import Checkpoint, Prepared, View, _episode_key
 from probe import columns as C
 from probe.errors import ConfigError
 from probe.progress import track
-from probe.store import Store, layer_filename, open_store
+from probe.store.store import Store, layer_filename, open_store
 from probe.validate import check_layer
 
 log = logging.getLogger(__name__)
@@ -99,8 +99,9 @@ def _checkpoint(name: str, store: Store, max_points: int, categories: dict[str, 
 
 
 def _layout(ck: Checkpoint, layer: str, method: str, previous: Any | None, cache: Path | None) -> Any:
-    """A :class:`probe.projection.Layout` of the map points, warm-started from ``previous`` (cached)."""
-    from probe.projection import ProjectionConfig, project
+    """A :class:`probe.projection.project.Layout` of the map points, warm-started from ``previous`` (cached)."""
+    from probe.projection.layout import ProjectionConfig
+    from probe.projection.project import project
 
     config = ProjectionConfig(method=method, max_points=None)
     return project(ck.store.latents(layer), config, fingerprint=ck.store.fingerprint, cache_dir=cache,
@@ -137,7 +138,7 @@ def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str]
     k : human clips listed for a clicked point.
     method : layout method, "umap" (warm-started across checkpoints) or "pca".
     metrics_config : :class:`metrics.suite.MetricsConfig` of the metrics panel (default:
-        :func:`probe.evaluate.interactive_config`, per stage).
+        :func:`probe.measure.suite.interactive_config`, per stage).
     progress : show a progress bar.
 
     Raises
@@ -156,7 +157,7 @@ def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str]
     if method not in ("umap", "pca"):
         raise ConfigError(f"method must be 'umap' or 'pca', got {method!r}")
     if metrics_config is None:
-        from probe.evaluate import interactive_config
+        from probe.measure.suite import interactive_config
 
         metrics_config = interactive_config()
     opened = [s if isinstance(s, Store) else open_store(s) for s in stores]

@@ -1,6 +1,6 @@
 """What the metrics panel shows: its headline columns, and each layer's metrics record and coverage advice.
 
-Records come from :func:`probe.evaluate.evaluate` and its cache; coverage advice is
+Records come from :func:`probe.measure.suite.evaluate` and its cache; coverage advice is
 cached beside it. Computed at prepare time, never in a callback.
 """
 
@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from probe.store import Store
+from probe.store.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -23,16 +23,16 @@ STAGE_COLUMNS = ("knn_embodiment_mixing", "retrieval_precision_at_1_robot_to_hum
 def _metrics(store: Store, layer: str, config: Any, cache: Path | None) -> tuple[dict[str, Any] | None, list[str]]:
     """The layer's metrics record and coverage gaps.
 
-    The record comes from :func:`probe.evaluate.evaluate` with its cache (shared with
+    The record comes from :func:`probe.measure.suite.evaluate` with its cache (shared with
     ``probe metrics``, the report and the demo); coverage advice is cached beside it
     under ``cache/dashboard-coverage``. A layer on which the metrics cannot be computed
     (one embodiment ...) gets an ``error`` record instead of failing.
     """
     import json
 
-    from probe.cachedir import keep_within, touch
+    from probe.cache.directory import keep_within, touch
     from probe.errors import ProbeError
-    from probe.evaluate import evaluate
+    from probe.measure.suite import evaluate
 
     try:
         record = evaluate(store, layer, config, cache_dir=cache)[0]
@@ -59,8 +59,8 @@ def _metrics(store: Store, layer: str, config: Any, cache: Path | None) -> tuple
 
 
 def _coverage_gaps(latents: Any) -> list[str]:
-    """Plain sentences on which robot stages human data covers poorly (:mod:`probe.coverage`)."""
-    from probe.coverage import coverage
+    """Plain sentences on which robot stages human data covers poorly (:mod:`probe.measure.coverage`)."""
+    from probe.measure.coverage import coverage
     from probe.errors import ProbeError
 
     try:

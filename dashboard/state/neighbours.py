@@ -16,14 +16,14 @@ import pandas as pd
 
 from dashboard.state.prepared import Clip, _episode_key
 from probe import columns as C
-from probe.cachedir import keep_within, touch
-from probe.store import Store
+from probe.cache.directory import keep_within, touch
+from probe.store.store import Store
 
 log = logging.getLogger(__name__)
 
 
 class NeighbourSearch:
-    """Nearest human clips of a store row: a :class:`probe.retrieval.Retriever` over the human rows.
+    """Nearest human clips of a store row: a :class:`probe.retrieval.retriever.Retriever` over the human rows.
 
     The FAISS index is built (or reopened from the cache) at prepare time; a click runs
     one single-vector search (a few ms at 100k rows), cached per row.
@@ -63,8 +63,8 @@ class NeighbourSearch:
               index_dir: Path) -> NeighbourSearch:
         """Open the cached index of the store's human rows, or build it into ``index_dir``."""
         from probe.errors import ProbeError
-        from probe.index import build_index, open_index
-        from probe.retrieval import Retriever
+        from probe.retrieval.index import build_index, open_index
+        from probe.retrieval.retriever import Retriever
 
         if not (store.meta[C.EMBODIMENT] == C.HUMAN).any():
             return cls(None, video_tokens, k)
@@ -84,7 +84,7 @@ class NeighbourSearch:
     def clips(self, row: int, k: int | None = None) -> list[Clip]:
         """Top-k human clips for store row ``row``: one per human episode, never the query's own episode.
 
-        As :meth:`probe.retrieval.Retriever.search` with ``per_episode=1``: one search of
+        As :meth:`probe.retrieval.retriever.Retriever.search` with ``per_episode=1``: one search of
         the index (deepened while too few episodes are found), then numpy bookkeeping
         over arrays prepared once (no data frames on the click path).
         """

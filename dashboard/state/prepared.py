@@ -16,7 +16,7 @@ import pandas as pd
 
 from dashboard.state.viewstate import FILTERS, Choices, ViewState
 from probe import columns as C
-from probe.store import Store
+from probe.store.store import Store
 
 
 @dataclass(frozen=True)

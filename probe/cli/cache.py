@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from probe.cli.output import console
+from probe.console import console
 
 NAME = "cache"
 HELP = "show the cache directory (decoded frames, kNN graphs, layouts ...) and its size; --clear empties it"
@@ -23,8 +23,8 @@ def run(args: argparse.Namespace) -> int:
 
     from rich.table import Table
 
-    from probe.budget import format_bytes as _size
-    from probe.cachedir import cache_usage, clear_cache, default_cache_dir
+    from probe.sizes import format_bytes as _size
+    from probe.cache.directory import cache_usage, clear_cache, default_cache_dir
 
     root = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     if args.clear is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from probe.cli.output import console, outputs
+from probe.console import console, outputs
 
 NAME = "coverage"
 HELP = "rank robot stages by how poorly human data covers them, and human clips by how much transfer they carry"
@@ -36,9 +36,9 @@ def run(args: argparse.Namespace) -> int:
 
     from probe import columns as C
     from probe.atomic import write_json, write_text
-    from probe.coverage import coverage
-    from probe.index import resolve_layer
-    from probe.store import open_store
+    from probe.measure.coverage import coverage
+    from probe.retrieval.index import resolve_layer
+    from probe.store.store import open_store
 
     store = open_store(args.store)
     layer = resolve_layer(store, args.layer)

@@ -19,6 +19,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from probe.demo import run_demo
+    from probe.demo.run import run_demo
 
     return run_demo(args)

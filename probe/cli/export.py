@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from probe.cli.output import console, outputs
+from probe.console import console, outputs
 
 NAME = "export"
 HELP = "write one layer's points (latents, x/y from UMAP or PCA, metadata) to parquet for pandas or Embedding Atlas"
@@ -25,8 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from probe.export import export_points
-    from probe.projection import ProjectionConfig
+    from probe.projection.export import export_points
+    from probe.projection.layout import ProjectionConfig
 
     result = export_points(args.store, args.layer, args.out,
                            projection=ProjectionConfig(method=args.projection, max_points=args.max_points),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from probe.cli.output import console, outputs
+from probe.console import console, outputs
 
 NAME = "extract"
 HELP = "run checkpoints over human and robot datasets and store pooled layer outputs (latent stores)"
@@ -75,7 +75,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from probe.extract import ExtractConfig, extract, parse_json_kwargs
+    from probe.extraction.config import ExtractConfig, parse_json_kwargs
+    from probe.extraction.run import extract
 
     config = ExtractConfig(
         checkpoints=tuple(args.checkpoint), data=tuple(args.data), layers=tuple(args.layer), out=args.out,

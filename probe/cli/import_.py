@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from probe.cli.output import console, outputs
+from probe.console import console, outputs
 
 NAME = "import"
 HELP = "turn precomputed latents (.parquet or .npz, e.g. from JAX models) into a latent store"
@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from probe.importer import import_latents
+    from probe.store.importer import import_latents
 
     store = import_latents(args.src, args.out, overwrite=args.overwrite, fps=args.fps)
     console.print(f"imported {store.n} samples, layers: {', '.join(store.layers)}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from probe.cli.output import console, outputs
+from probe.console import console, outputs
 
 NAME = "index"
 HELP = "build a retrieval index (FAISS: exact flat, hnsw, ivf, ivfpq) over one embodiment's latents"
@@ -33,8 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from probe.index import IndexConfig, build_index, resolve_layer
-    from probe.store import open_store
+    from probe.retrieval.index_kinds import IndexConfig
+    from probe.retrieval.index import build_index, resolve_layer
+    from probe.store.store import open_store
 
     store = open_store(args.store)
     layer = resolve_layer(store, args.layer)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from probe.cli.output import console
+from probe.console import console
 
 NAME = "info"
 HELP = "describe a latent store: samples per embodiment, tasks, stages, layers, provenance"
@@ -19,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from probe import columns as C
-    from probe.store import open_store
+    from probe.store.store import open_store
 
     store = open_store(args.store)
     meta = store.meta

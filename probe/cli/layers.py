@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from probe.cli.output import console
+from probe.console import console
 
 NAME = "layers"
 HELP = "list a checkpoint's layers (module names, types, output shapes) to choose --layer"
@@ -27,8 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from probe.extract import parse_json_kwargs
-    from probe.extract import layer_table
+    from probe.extraction.config import parse_json_kwargs
+    from probe.extraction.layers import layer_table
 
     shape = None
     if args.input_shape:

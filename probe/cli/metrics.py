@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from probe.cli.output import console, outputs
+from probe.console import console, outputs
 
 NAME = "metrics"
 HELP = "alignment metrics of latent stores: embodiment mixing, stage conservation, with 95%% intervals and nulls"
@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace):
-    from metrics.suite import MetricInputError, MetricsConfig
+    from metrics.spec import MetricInputError, MetricsConfig
     from probe.errors import ConfigError
 
     split = (lambda s: tuple(x.strip() for x in s.split(",") if x.strip()) if s else None)
@@ -58,7 +58,7 @@ def print_records(records: list[dict]) -> None:
 
     from rich.table import Table
 
-    from probe.evaluate import better_arrow
+    from probe.measure.suite import better_arrow
 
     several = len(records) > 1
     table = Table(*(["store", "layer", "step"] if several else []), "metric", "value", "95% interval", "null",
@@ -89,7 +89,7 @@ def print_records(records: list[dict]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from probe.evaluate import evaluate, write_metrics_csv, write_metrics_json
+    from probe.measure.suite import evaluate, write_metrics_csv, write_metrics_json
 
     config = _config(args)
     records = evaluate(args.stores, layers=args.layer, config=config, progress=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from probe.cli.output import console, outputs
+from probe.console import console, outputs
 
 NAME = "report"
 HELP = "write the alignment report (report.html, metrics.json, summary.md) of one or more stores; gate with --fail-under"
@@ -39,8 +39,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from probe.projection import ProjectionConfig
-    from probe.report import ReportConfig, build_report, default_eval_config, known_metric_names, parse_fail_under
+    from probe.projection.layout import ProjectionConfig
+    from probe.report.config import ReportConfig, parse_fail_under
+    from probe.report.build import build_report
+    from probe.measure.report_suite import default_eval_config, known_metric_names
 
     fail_under = parse_fail_under(args.fail_under)
     metrics = None

@@ -6,7 +6,7 @@ import argparse
 import json
 import math
 
-from probe.cli.output import console, outputs
+from probe.console import console, outputs
 
 NAME = "retrieve"
 HELP = "find the clips of the indexed embodiment that show the same moment as a robot state; --eval scores it"
@@ -65,7 +65,7 @@ def _query(args: argparse.Namespace, retriever):
     elif given[1]:
         ids = list(args.sample_id)
     else:
-        from probe.retrieval import embed_observation
+        from probe.extraction.observation import embed_observation
 
         X, obs = embed_observation(retriever.store, retriever.layer, args.query_file, checkpoint=args.checkpoint,
                                     trust=args.trust_checkpoint)
@@ -95,7 +95,7 @@ def _query_image(retriever, info: dict):
     row = meta.iloc[info["store_row"]]
     if not isinstance(row[C.VIDEO], str) or not row[C.VIDEO]:
         return None
-    from probe.clips import read_frame
+    from probe.retrieval.clips import read_frame
 
     return read_frame(row[C.VIDEO], float(row[C.VIDEO_TIMESTAMP]))
 
@@ -112,7 +112,7 @@ def _run_eval(args: argparse.Namespace, retriever) -> int:
     from rich.table import Table
 
     from probe.atomic import write_json
-    from probe.retrieval import evaluate
+    from probe.retrieval.evaluation import evaluate
 
     scores = evaluate(retriever, k=args.k, r_cap=args.r_cap)
     if args.out:
@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from probe.errors import ConfigError
-    from probe.retrieval import Retriever
+    from probe.retrieval.retriever import Retriever
 
     retriever = Retriever.open(args.index, args.store)
     if args.eval:
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     results = retriever.search_samples(ids, **kwargs) if ids is not None else retriever.search(X, **kwargs)
     exported = None
     if args.export_clips:
-        from probe.clips import export_clips
+        from probe.retrieval.clips import export_clips
 
         queries = [{"image": _query_image(retriever, q),
                     "caption": " ".join(f"{k}={v}" for k, v in q.items() if k != "image")} for q in info]

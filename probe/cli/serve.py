@@ -52,7 +52,7 @@ def launch(stores: list[str], **options: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_port(args.host, args.port)
-    from probe.cachedir import default_cache_dir
+    from probe.cache.directory import default_cache_dir
 
     launch(args.stores, host=args.host, port=args.port, layers=args.layer,
            debug=bool(getattr(args, "debug", False)), max_points=args.max_points,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from probe.cli.output import console, outputs
+from probe.console import console, outputs
 
 NAME = "world"
 HELP = "generate the built-in human/robot co-training world (LeRobot v3 datasets) and train its policy checkpoints"

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from probe.errors import DataError
-from probe.readers.base import Batch, Dataset, DatasetInfo, EpisodeInfo, Format, VideoRef
+from probe.readers.base import Dataset, Format
 
-__all__ = ["Batch", "Dataset", "DatasetInfo", "EpisodeInfo", "Format", "VideoRef", "detect_format", "open_dataset"]
+__all__ = ["detect_format", "open_dataset"]
 
 
 def detect_format(path: str | Path) -> Format:

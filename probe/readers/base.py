@@ -194,7 +194,7 @@ def check_frames(frames: np.ndarray | Iterable[int], length: int, episode: int) 
     if frames.size and (frames.min() < 0 or frames.max() >= length):
         raise DataError(
             f"episode {episode}: frame indices must lie in [0, {length}), got range "
-            f"[{frames.min()}, {frames.max()}]; sample frames with probe.sampling.sample_frames"
+            f"[{frames.min()}, {frames.max()}]; sample frames with probe.extraction.sampling.sample_frames"
         )
     return frames
 

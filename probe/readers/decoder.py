@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from probe.errors import DataError
+
 OPEN_PER_THREAD = 8  # decoders kept open per thread (a dataset may interleave several cameras)
 RESEEK_GAP_S = 4.0  # seek instead of decoding through a gap longer than this
 
@@ -26,6 +28,41 @@ _local = threading.local()
 
 
 _inherited: list[threading.local] = []  # a forked child's copy of its parent's decoders, never used nor freed
+
+
+
+SMALL_FRAME_PIXELS = 256 * 256  # decode smaller frames on one thread
+
+
+def open_video(path: str | Path, *, missing_hint: str = ""):
+    """Open ``path`` with PyAV; :class:`DataError` if it is missing, unreadable or has no video stream.
+
+    ``missing_hint`` is appended to the message for a missing file (where the path came from, the fix).
+    """
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"video file '{path}' does not exist{missing_hint}")
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as exc:
+        raise DataError(f"cannot open video '{path}': {exc}; the file may be truncated or not a video") from exc
+    if not container.streams.video:
+        container.close()
+        raise DataError(f"'{path}' has no video stream")
+    return container
+
+
+def prepare_stream(stream) -> tuple[int, int]:
+    """The stream's native ``(height, width)``; decoding threads only for large frames.
+
+    Frame threads pay off for large frames; for small ones they add latency and
+    contend with the model for cores.
+    """
+    native = (int(stream.codec_context.height), int(stream.codec_context.width))
+    stream.codec_context.thread_type = "AUTO" if native[0] * native[1] > SMALL_FRAME_PIXELS else "NONE"
+    return native
 
 
 def _forget_in_child() -> None:
@@ -45,7 +82,6 @@ class Decoder:
     """An open video's first stream and the last frame decoded from it (``prev``, at ``prev_t`` seconds)."""
 
     def __init__(self, path: Path) -> None:
-        from probe.readers.video import open_video, prepare_stream
 
         self.container = open_video(path)
         self.stream = self.container.streams.video[0]

@@ -26,16 +26,8 @@ import pandas as pd
 
 from probe import columns as C
 from probe.errors import DataError
-from probe.readers.base import (
-    Batch,
-    Dataset,
-    DatasetInfo,
-    EpisodeInfo,
-    Format,
-    check_frames,
-    default_embodiment,
-    fingerprint,
-)
+from probe.readers.base import (Batch, Dataset, DatasetInfo, EpisodeInfo, Format, check_frames, default_embodiment,
+                                fingerprint)
 from probe.readers.video import resize
 
 log = logging.getLogger(__name__)

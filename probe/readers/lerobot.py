@@ -34,18 +34,9 @@ import pyarrow.parquet as pq
 
 from probe import columns as C
 from probe.errors import DataError
-from probe.readers.base import (
-    Batch,
-    Dataset,
-    DatasetInfo,
-    EpisodeInfo,
-    Format,
-    VideoRef,
-    check_frames,
-    default_embodiment,
-    fingerprint,
-)
-from probe.readers.lerobot_meta import lerobot_version, read_json, read_jsonl, subtask_segments  # noqa: F401  (lerobot_version re-exported)
+from probe.readers.base import (Batch, Dataset, DatasetInfo, EpisodeInfo, Format, VideoRef, check_frames,
+                                default_embodiment, fingerprint)
+from probe.readers.lerobot_meta import lerobot_version, read_json, read_jsonl, subtask_segments
 from probe.readers.video import check_video, decode_at
 
 log = logging.getLogger(__name__)

@@ -19,12 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from probe.errors import DataError
-from probe.framecache import active_frame_cache
-from probe.readers.decoder import RESEEK_GAP_S, using_decoder
+from probe.cache.frames import active_frame_cache
+from probe.readers.decoder import RESEEK_GAP_S, open_video, prepare_stream, using_decoder
 
 log = logging.getLogger(__name__)
 
-SMALL_FRAME_PIXELS = 256 * 256  # decode smaller frames on one thread
 YUV420_FULL_RANGE = {"yuv420p": False, "yuvj420p": True}  # 8-bit 4:2:0 formats: full range?
 
 
@@ -41,24 +40,6 @@ class VideoStreamInfo:
     duration: float
 
 
-def open_video(path: str | Path, *, missing_hint: str = ""):
-    """Open ``path`` with PyAV; :class:`DataError` if it is missing, unreadable or has no video stream.
-
-    ``missing_hint`` is appended to the message for a missing file (where the path came from, the fix).
-    """
-    import av
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"video file '{path}' does not exist{missing_hint}")
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError) as exc:
-        raise DataError(f"cannot open video '{path}': {exc}; the file may be truncated or not a video") from exc
-    if not container.streams.video:
-        container.close()
-        raise DataError(f"'{path}' has no video stream")
-    return container
 
 
 def video_info(path: str | Path) -> VideoStreamInfo:
@@ -104,7 +85,7 @@ def decode_at(path: str | Path, timestamps: Sequence[float] | np.ndarray, *,
     -------
     uint8 array ``(n, H, W, 3)`` in the order of ``timestamps``.
 
-    While a :class:`~probe.framecache.FrameCache` is active (``use_frame_cache``),
+    While a :class:`~probe.cache.frames.FrameCache` is active (``use_frame_cache``),
     the result is looked up there first and kept there after decoding.
     """
     ts = np.asarray(timestamps, dtype=np.float64).reshape(-1)
@@ -273,15 +254,6 @@ def _opencv():
     return cv2
 
 
-def prepare_stream(stream) -> tuple[int, int]:
-    """The stream's native ``(height, width)``; decoding threads only for large frames.
-
-    Frame threads pay off for large frames; for small ones they add latency and
-    contend with the model for cores.
-    """
-    native = (int(stream.codec_context.height), int(stream.codec_context.width))
-    stream.codec_context.thread_type = "AUTO" if native[0] * native[1] > SMALL_FRAME_PIXELS else "NONE"
-    return native
 
 
 class _FormatChanged(Exception):

@@ -1,7 +1,7 @@
 """The alignment report: one self-contained HTML page, ``metrics.json`` and ``summary.md``.
 
 ``build_report(stores, out, config)`` opens the stores (checkpoints), computes the
-metrics suite per store and layer (``probe.evaluate``), lays out every checkpoint
+metrics suite per store and layer (``probe.measure.suite``), lays out every checkpoint
 with UMAP (warm-started along the series so panels are comparable), picks
 retrieval examples and coverage gaps, derives a verdict from the numbers, and
 writes the three files atomically. ``--fail-under`` thresholds are checked after
@@ -24,53 +24,5 @@ The package holds one concept a module: ``config`` (:class:`ReportConfig`), ``su
 (the metrics-suite adapter), ``checkpoints``, ``records`` (reading metric records),
 ``verdicts``, ``examples`` (retrieval examples, frames, coverage gaps), ``assembly``
 (:func:`collect`), ``summary`` (``metrics.json``, ``summary.md``), ``page`` (the HTML)
-and ``build`` (:func:`build_report`); the public names are re-exported here.
+and ``build`` (:func:`build_report`).
 """
-
-from __future__ import annotations
-
-from probe.report.assembly import HEADLINE, ReportData, collect
-from probe.report.build import ReportResult, build_report
-from probe.report.checkpoints import Checkpoint, describe, order_checkpoints, resolve_layers
-from probe.report.config import ReportConfig, parse_fail_under
-from probe.report.examples import coverage_gaps, frame_image, retrieval_examples
-from probe.report.page import render_html
-from probe.report.records import fmt
-from probe.report.suite import (NOT_AVAILABLE, check_fail_under, compute_metrics, default_eval_config,
-                                known_metric_names)
-from probe.report.summary import metrics_json, summary_markdown
-from probe.report.verdicts import (MIXING_METRICS, PARTLY_RATIO, SHARED_RATIO, STAGE_METRICS, VERDICT_RULES, Verdict,
-                                   verdict)
-
-__all__ = [
-    "Checkpoint",
-    "HEADLINE",
-    "MIXING_METRICS",
-    "NOT_AVAILABLE",
-    "PARTLY_RATIO",
-    "ReportConfig",
-    "ReportData",
-    "ReportResult",
-    "SHARED_RATIO",
-    "STAGE_METRICS",
-    "VERDICT_RULES",
-    "Verdict",
-    "build_report",
-    "check_fail_under",
-    "collect",
-    "compute_metrics",
-    "coverage_gaps",
-    "default_eval_config",
-    "describe",
-    "fmt",
-    "frame_image",
-    "known_metric_names",
-    "metrics_json",
-    "order_checkpoints",
-    "parse_fail_under",
-    "render_html",
-    "resolve_layers",
-    "retrieval_examples",
-    "summary_markdown",
-    "verdict",
-]

@@ -18,14 +18,15 @@ import pandas as pd
 from probe import figures as F
 from probe.errors import ConfigError
 from probe.progress import track
-from probe.cachedir import default_cache_dir
-from probe.projection import Layout, project
-from probe.report.checkpoints import Checkpoint, _unique_labels, describe, order_checkpoints, resolve_layers
+from probe.cache.directory import default_cache_dir
+from probe.projection.layout import Layout
+from probe.projection.project import project
+from probe.store.series import Checkpoint, _unique_labels, describe, order_checkpoints, resolve_layers
 from probe.report.config import ReportConfig
 from probe.report.examples import coverage_gaps, retrieval_examples
 from probe.report.records import _entry, _value
-from probe.report.suite import NOT_AVAILABLE, _evaluate_module, check_fail_under, compute_metrics
-from probe.store import open_store
+from probe.measure.report_suite import NOT_AVAILABLE, _evaluate_module, check_fail_under, compute_metrics
+from probe.store.store import open_store
 
 HEADLINE = ("ilisi", "kbet", "knn_embodiment_mixing", "silhouette_embodiment", "embodiment_probe_acc", "clisi",
             "silhouette_stage", "stage_transfer_acc_robot_to_human", "retrieval_precision_at_1",
@@ -111,7 +112,7 @@ def collect(store_paths: Sequence[str | Path], config: ReportConfig = ReportConf
                                                                               config.projection.metric)
 
     for name, threshold in config.fail_under:
-        from metrics.suite import REGISTRY, Better
+        from metrics.spec import REGISTRY, Better
 
         # "fails under" means "is worse than": below for higher-is-better, above for lower-is-better metrics
         lower_better = name in REGISTRY and REGISTRY[name].better is Better.LOWER

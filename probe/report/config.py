@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from probe.errors import ConfigError
-from probe.projection import ProjectionConfig
+from probe.projection.layout import ProjectionConfig
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """What the report shows of the data itself: retrieval examples with their video frames, and coverage gaps.
 
 Frames are decoded with PyAV and embedded as PNG data URIs (a missing video degrades
-to a caption); coverage gaps come from :mod:`probe.coverage` when it is installed.
+to a caption); coverage gaps come from :mod:`probe.measure.coverage` when it is installed.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pandas as pd
 from probe import columns as C
 from probe import figures as F
 from probe.errors import ProbeError
-from probe.store import Store
+from probe.store.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -113,15 +113,15 @@ def retrieval_examples(store: Store, layer: str, n_queries: int = 3, k: int = 4,
 
 def coverage_gaps(store: Store, layer: str, metric: str = "cosine"
                   ) -> tuple[pd.DataFrame | None, dict[str, Any] | None, list[str]]:
-    """Robot (task, stage) groups worst covered by human data, from ``probe.coverage`` when installed.
+    """Robot (task, stage) groups worst covered by human data, from ``probe.measure.coverage`` when installed.
 
     Returns a ``label`` / ``gap`` table (gap = share of the group's robot states beyond
     the calibrated threshold), the coverage summary for ``metrics.json`` and notes.
     """
     try:
-        from probe.coverage import coverage
+        from probe.measure.coverage import coverage
     except ImportError:
-        return None, None, ["coverage not available: probe.coverage is not installed in this build"]
+        return None, None, ["coverage not available: probe.measure.coverage is not installed in this build"]
     try:
         result = coverage(store.latents(layer), metric=metric)
     except ProbeError as exc:

@@ -16,9 +16,9 @@ from typing import Any
 from probe import columns as C
 from probe import figures as F
 from probe.report.assembly import ReportData
-from probe.report.checkpoints import Checkpoint
+from probe.store.series import Checkpoint
 from probe.report.records import _entry, _per_stage, _value, fmt
-from probe.report.suite import NOT_AVAILABLE
+from probe.measure.report_suite import NOT_AVAILABLE
 from probe.report.summary import _series_verdicts
 from probe.report.verdicts import MIXING_METRICS, STAGE_METRICS, VERDICT_RULES, verdict
 

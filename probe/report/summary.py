@@ -14,7 +14,7 @@ import numpy as np
 
 from probe.report.assembly import HEADLINE, ReportData
 from probe.report.records import _entry, _ratio, _value, fmt
-from probe.report.suite import NOT_AVAILABLE
+from probe.measure.report_suite import NOT_AVAILABLE
 from probe.report.verdicts import VERDICT_RULES, verdict
 
 

@@ -1,0 +1,1 @@
+"""The demo: the whole pipeline on the built-in world, as one function with a typed config."""

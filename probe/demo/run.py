@@ -1,0 +1,175 @@
+"""The demo pipeline on the built-in world: generate -> train -> extract -> metrics -> retrieval -> report -> serve.
+
+Every stage reuses what an earlier run left (the world and checkpoints by config
+hash, stores and indexes by path), so a second run is fast; ``overwrite`` redoes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from probe.console import console
+
+log = logging.getLogger(__name__)
+
+DEMO_LAYERS = ("vision", "trunk.block0", "trunk.block1", "trunk.block2")
+HEADLINE_LAYER = "trunk.block2"
+# (metric, short column label) for the printed table
+HEADLINE_METRICS = (("knn_embodiment_mixing", "kNN mixing"), ("ilisi", "iLISI"), ("embodiment_probe_acc", "emb. probe"),
+                    ("stage_transfer_acc_robot_to_human", "stage r->h"),
+                    ("retrieval_precision_at_1_robot_to_human", "P@1 r->h"), ("cka_linear", "CKA"))
+
+
+@dataclass
+class DemoOutputs:
+    """Where each stage of the demo wrote its outputs."""
+
+    world: Path | None = None
+    stores: dict[str, list[Path]] = field(default_factory=dict)
+    metrics: Path | None = None
+    index: Path | None = None
+    clips: Path | None = None
+    report: Path | None = None
+
+
+def _extract_recipe(world, recipe: str, out: Path, overwrite: bool, progress: bool) -> list[Path]:
+    from probe.extraction.config import ExtractConfig
+    from probe.extraction.run import extract
+    from probe.store.store import open_store
+
+    checkpoints = world.checkpoints[recipe]
+    paths = [out / c.name for c in checkpoints]
+    if not overwrite and all((p / "manifest.json").exists() for p in paths):
+        for p in paths:
+            open_store(p)  # a cached store must still be whole
+        log.info("reusing stores of %s", recipe)
+        return paths
+    config = ExtractConfig(
+        checkpoints=tuple(str(c) for c in checkpoints),
+        data=tuple(f"{emb}={path}" for emb, path in world.datasets.items()),
+        layers=DEMO_LAYERS, out=str(out), overwrite=True, batch_size=256,
+    )
+    stores = extract(config, progress=progress)
+    stores = stores if isinstance(stores, list) else [stores]
+    return [s.path for s in stores]
+
+
+def _print_metrics(records: list[dict]) -> None:
+    from rich.table import Table
+
+    from probe.measure.suite import better_arrow
+
+    table = Table("checkpoint", *[f"{label} {better_arrow(m)}" for m, label in HEADLINE_METRICS],
+                  title=f"headline metrics at {HEADLINE_LAYER} (value [null])")
+    for rec in records:
+        cells = []
+        for m, _ in HEADLINE_METRICS:
+            e = rec["metrics"].get(m)
+            if not e or e.get("value") is None:
+                cells.append("-")
+            else:
+                null = e.get("null")
+                cells.append(f"{e['value']:.2f}" + (f" [{null:.2f}]" if null is not None else ""))
+        path = Path(rec["store"])
+        table.add_row(f"{path.parent.name}/{path.name.replace('step-', '')}", *cells)
+    console.print(table, width=max(console.width, 132))
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Run every stage of the pipeline into ``args.out``; returns the exit code."""
+    from probe.world.build import build_world
+
+    out = Path(args.out)
+    port = int(getattr(args, "port", 8050))
+    if not args.no_serve:
+        from probe.cli.serve import check_port
+
+        check_port("127.0.0.1", port)  # before minutes of work, not after
+    out.mkdir(parents=True, exist_ok=True)
+    done = DemoOutputs()
+    console.print(f"[bold]probe demo[/] -> {out.resolve()}  (size {args.size})")
+
+    console.print("[bold]1/6[/] world: generate human and robot datasets, train co-trained and robot-only policies")
+    world = build_world(out / "world", size=args.size, overwrite=args.overwrite, progress=True)
+    done.world = world.path
+    for emb, path in world.datasets.items():
+        console.print(f"  dataset {emb}: {path}")
+    for recipe, dirs in world.checkpoints.items():
+        console.print(f"  checkpoints {recipe}: {len(dirs)} ({', '.join(d.name for d in dirs)}) in {dirs[0].parent}")
+
+    console.print(f"[bold]2/6[/] extract latents of {', '.join(DEMO_LAYERS)} for every checkpoint")
+    for recipe in world.checkpoints:
+        done.stores[recipe] = _extract_recipe(world, recipe, out / "stores" / recipe, args.overwrite, True)
+        console.print(f"  stores {recipe}: {out / 'stores' / recipe}")
+
+    console.print(f"[bold]3/6[/] alignment metrics of every checkpoint ({HEADLINE_LAYER})")
+    from probe.measure.suite import evaluate, interactive_config, write_metrics_json
+
+    all_stores = [p for paths in done.stores.values() for p in paths]
+    records = evaluate(all_stores, layers=HEADLINE_LAYER, config=interactive_config(), cache_dir=out / "cache",
+                       progress=True)
+    done.metrics = write_metrics_json(out / "metrics.json", records)
+    _print_metrics(records)
+
+    console.print("[bold]4/6[/] retrieval: nearest human clips for robot moments (last co-trained checkpoint)")
+    done.index, done.clips = _retrieval(done.stores["cotrained"][-1], out, args.overwrite)
+
+    console.print("[bold]5/6[/] report over all checkpoints")
+    from probe.report.config import ReportConfig
+    from probe.report.build import build_report
+
+    report = build_report(all_stores, out / "report",
+                          ReportConfig(overwrite=True, headline_layer=HEADLINE_LAYER, cache_dir=out / "cache",
+                                       eval_config=interactive_config()), progress=True)
+    done.report = report.out / "report.html"
+
+    from probe.console import outputs
+
+    outputs({"world": done.world, "stores": out / "stores", "metrics": done.metrics, "index": done.index,
+             "clips": done.clips, "report": done.report},
+            [f"open {done.report}", f"probe serve {' '.join(str(p) for p in done.stores['cotrained'])}"])
+    if args.no_serve:
+        return 0
+    console.print("[bold]6/6[/] dashboard")
+    from probe.cli.serve import check_port, launch
+
+    check_port("127.0.0.1", port)
+    cotrained = done.stores["cotrained"]
+    shown = [str(p) for p in cotrained[:: max(1, len(cotrained) // 3)]]
+    shown += [str(done.stores["robot-only"][-1])]
+    launch(shown, cache=out / "cache", port=port)
+    return 0
+
+
+def _retrieval(store_path: Path, out: Path, overwrite: bool) -> tuple[Path, Path]:
+    import numpy as np
+
+    from probe import columns as C
+    from probe.retrieval.clips import export_clips
+    from probe.retrieval.index import build_index
+    from probe.retrieval.retriever import Retriever
+    from probe.store.store import open_store
+
+    store = open_store(store_path)
+    index_dir = out / "index" / f"{store_path.parent.name}-{store_path.name}"
+    if overwrite or not (index_dir / "index.json").exists():
+        build_index(store, HEADLINE_LAYER, index_dir, overwrite=True)
+    retriever = Retriever.open(index_dir, store)
+    robot = store.meta[store.meta[C.EMBODIMENT] == "robot"]
+    rng = np.random.default_rng(0)
+    picks = []
+    for stage in ("grasp", "lift", "place"):
+        rows = robot[robot[C.STAGE] == stage]
+        if len(rows):
+            picks.append(rows.iloc[int(rng.integers(len(rows)))])
+    results = retriever.search_samples([str(p[C.SAMPLE_ID]) for p in picks], k=3, per_episode=1)
+    for i, pick in enumerate(picks):
+        console.print(f"  robot {pick[C.TASK]} / {pick[C.STAGE]} (episode {pick[C.EPISODE]}, frame {pick[C.FRAME]}):")
+        for _, r in results[results["query"] == i].iterrows():
+            console.print(f"    human episode {r['episode']} {r['start']:.1f}-{r['end']:.1f}s  "
+                          f"{r['task']} / {r['stage']}  score {r['score']:.3f}")
+    clips = export_clips(results, out / "clips", overwrite=True)
+    return index_dir, clips.sheet or clips.directory

@@ -1,0 +1,51 @@
+"""The layers of a checkpoint and their output shapes, from one forward on real or dummy inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from probe.errors import ConfigError
+from probe.model.hooks import OUTPUT
+
+
+def layer_table(checkpoint: str, *, model: str | None = None, model_kwargs: Mapping[str, Any] | None = None,
+                trust: bool = False, adapter: str | None = None, adapter_kwargs: Mapping[str, Any] | None = None,
+                data: str | None = None, input_shape: Sequence[int] | None = None, embodiment: str | None = None,
+                device: str = "cpu") -> tuple[list[Any], dict[str, Any]]:
+    """Every module of a checkpoint's model with its output shape from one forward of two samples.
+
+    The inputs come from two frames of ``data`` when given, else from the adapter's
+    example batch (``input_shape`` without the batch dimension).
+
+    Returns
+    -------
+    ``(list of LayerInfo, checkpoint provenance)``.
+    """
+    import torch
+
+    from probe.model.adapters import default_adapter, make_adapter
+    from probe.extraction.samples import open_data
+    from probe.extraction.batches import read_work
+    from probe.model.checkpoints import load_checkpoint
+    from probe.extraction.config import ExtractConfig
+    from probe.model.hooks import list_layers
+
+    loaded = load_checkpoint(checkpoint, model=model, model_kwargs=model_kwargs, trust=trust, device=device)
+    ad = make_adapter(adapter, loaded.model, adapter_kwargs, default=default_adapter(loaded.kind.value))
+    dev = torch.device(device)
+    if data:
+        config = ExtractConfig(checkpoints=(checkpoint,), data=(data,), layers=(OUTPUT,), out="-",
+                               max_episodes=1, max_frames=2)
+        opened = open_data(config)
+        rows = opened.samples.iloc[:2]
+        work = read_work(opened, rows, images=bool(getattr(ad, "needs_images", True)),
+                         size=getattr(ad, "image_size", None), skip_bad=False)
+        inputs = ad.prepare(work.batch, work.meta, opened.embodiments[0], dev)
+    else:
+        example = getattr(ad, "example", None)
+        if example is None:
+            raise ConfigError("the adapter has no example(); pass --data PATH to list layers")
+        inputs = example(embodiment or "robot", dev, input_shape)
+    infos = list_layers(loaded.model, lambda: ad.forward(loaded.model, inputs))
+    return infos, loaded.provenance()

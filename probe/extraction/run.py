@@ -1,0 +1,170 @@
+"""Extraction: run models over datasets and stream pooled layer outputs into latent stores.
+
+``extract(ExtractConfig(...))`` opens the datasets and builds the sample table once
+(:mod:`probe.extraction.batches`), loads the checkpoints (:mod:`probe.model.extractor`), and runs
+them in passes (:mod:`probe.extraction.passes`): each batch is read and decoded once and given
+to every checkpoint of the pass, each streaming into its own
+:class:`~probe.store.store.StoreWriter`. Memory stays bounded by the batch size and the
+pass's models, an interrupted run continues with ``resume=True``, and a store
+appears whole or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from probe import columns as C
+from probe.extraction.samples import OpenedData, open_data
+from probe.errors import ConfigError, ProbeError
+from probe.extraction.config import (ExtractConfig, resolve_device)
+from probe.cache.frames import FrameCache, default_frame_cache, use_frame_cache
+from probe.store.store import Store, open_store
+from probe.validate import check_output_path
+
+log = logging.getLogger(__name__)
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+# -- orchestration -------------------------------------------------------------------------------
+
+
+def store_paths(config: ExtractConfig, names: Sequence[str]) -> list[Path]:
+    """Where each checkpoint's store goes: ``out`` itself for one, ``out/<checkpoint name>`` for several."""
+    out = Path(config.out)
+    if len(names) == 1:
+        return [out]
+    paths, seen = [], set()
+    for name in names:
+        unique, k = name, 2
+        while unique in seen:
+            unique, k = f"{name}-{k}", k + 1
+        seen.add(unique)
+        paths.append(out / unique)
+    return paths
+
+
+def _checkpoint_names(checkpoints: Sequence[str]) -> list[str]:
+    return [Path(c).name if Path(c).is_dir() else Path(c).stem for c in checkpoints]
+
+
+
+
+def _complete_store(config: ExtractConfig, path: Path, opened: OpenedData) -> Store | None:
+    """With ``resume``, a finished store of the same samples and layers (kept); else None."""
+    if not (config.resume and (path / "manifest.json").exists()):
+        return None
+    store = open_store(path)
+    if store.meta[C.SAMPLE_ID].tolist() == opened.meta[C.SAMPLE_ID].tolist() and set(config.layers) <= set(store.layers):
+        log.info("store '%s' is already complete; nothing to resume", path)
+        return store
+    raise ConfigError(f"store '{path}' exists and is complete but holds other samples or layers; "
+                      "pass --overwrite to replace it or choose another --out")
+
+
+def extract(config: ExtractConfig, progress: bool = False) -> Store | list[Store]:
+    """Extract pooled layer outputs of each checkpoint over the datasets into latent stores.
+
+    The data is opened once; checkpoints run in passes (see ``ExtractConfig.pass_memory``):
+    each batch is read and decoded once per pass and given to every checkpoint of it.
+    A checkpoint that fails during its pass (NaN latents, a layer that never fires) is
+    dropped and the others are finished and published before its error is raised;
+    a checkpoint that cannot be loaded fails before its pass starts.
+
+    Returns
+    -------
+    The one store, or a list (one per checkpoint, under ``config.out``, in the order
+    of ``config.checkpoints``) when several checkpoints are given.
+    """
+    with use_frame_cache(frame_cache(config)):
+        return _extract(config, progress)
+
+
+def frame_cache(config: ExtractConfig) -> FrameCache | None:
+    """The frame cache ``config`` asks for (None when ``frame_cache`` is off)."""
+    if config.frame_cache is None:
+        return None
+    if config.frame_cache == "auto":
+        return default_frame_cache(int(config.frame_cache_max))
+    return FrameCache(config.frame_cache, int(config.frame_cache_max))
+
+
+def _extract(config: ExtractConfig, progress: bool) -> Store | list[Store]:
+    from probe.extraction.budget import pass_budget
+    from probe.extraction.passes import plan_passes, run_pass
+
+    names = _checkpoint_names(config.checkpoints)
+    paths = store_paths(config, names)
+    if len(paths) > 1 and Path(config.out).exists() and not Path(config.out).is_dir():
+        raise ConfigError(f"--out '{config.out}' is a file; with several checkpoints it must be a directory")
+    if not config.resume:
+        for path in paths:
+            check_output_path(path, config.overwrite, what="store")
+    from probe.model.checkpoints import check_checkpoint
+
+    for checkpoint in config.checkpoints:  # a broken one among many fails now, not passes later
+        check_checkpoint(checkpoint, model=config.model)
+    opened = open_data(config, progress=progress)
+    stores: dict[int, Store] = {}
+    todo = []
+    for i, (checkpoint, path) in enumerate(zip(config.checkpoints, paths)):
+        done = _complete_store(config, Path(path), opened)
+        if done is not None:
+            stores[i] = done
+        else:
+            todo.append((i, checkpoint, Path(path)))
+    failed = []
+    if todo:
+        device = resolve_device(config.device)
+        budget = pass_budget(config, device)
+        for runs in plan_passes(config, todo, device, budget):
+            log.info("one pass over the data for %s", ", ".join(r.path.name for r in runs))
+            run_pass(config, opened, runs, progress=progress)
+            stores.update({r.index: r.store for r in runs if r.store is not None})
+            failed += [r for r in runs if r.error is not None]
+            if device.startswith("cuda"):
+                import torch
+
+                torch.cuda.empty_cache()
+    if failed:
+        raise _failure(failed, [stores[i] for i in sorted(stores)], len(paths))
+    result = [stores[i] for i in range(len(paths))]
+    return result[0] if len(result) == 1 else result
+
+
+def _failure(failed: Sequence[Any], written: Sequence[Store], n_checkpoints: int) -> ProbeError:
+    """The first failed checkpoint's error, naming it and the stores that were written nonetheless."""
+    first = failed[0].error
+    if n_checkpoints == 1:
+        return first
+    message = f"checkpoint '{failed[0].checkpoint}' failed: {first}"
+    if len(failed) > 1:
+        message += f"; {len(failed) - 1} more failed too ({', '.join(repr(r.checkpoint) for r in failed[1:])})"
+    message += (f"; the stores of the other checkpoints were written: {', '.join(str(s.path) for s in written)}"
+                if written else "; no store was written")
+    try:
+        error = type(first)(message)
+    except TypeError:  # an error class with another constructor
+        error = ProbeError(message)
+    error.__cause__ = first
+    return error

@@ -1,0 +1,141 @@
+"""The sample table: the opened datasets and one row per future latent (stages labelled, frames sampled)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from probe import columns as C
+from probe.errors import DataError
+
+if TYPE_CHECKING:
+    from probe.extraction.config import DataSpec, ExtractConfig
+
+log = logging.getLogger(__name__)
+
+
+# internal columns of the sample table (not written to the store)
+_DS = "_dataset_index"
+
+
+_POS = "_row"
+
+
+@dataclass(frozen=True, eq=False)
+class OpenedData:
+    """The opened datasets, their sample table (one row per future latent) and warnings."""
+
+    datasets: tuple[Any, ...]
+    embodiments: tuple[str, ...]
+    names: tuple[str, ...]
+    samples: pd.DataFrame
+    warnings: tuple[str, ...]
+
+    @functools.cached_property
+    def meta(self) -> pd.DataFrame:
+        """The sample table without its internal columns: what each store's ``meta.parquet`` holds
+        (built once, shared by every checkpoint's writer)."""
+        return self.samples.drop(columns=[_DS, _POS]).reset_index(drop=True)
+
+
+def open_data(config: ExtractConfig, progress: bool = False) -> OpenedData:
+    """Open every dataset and build the sample table (stages labelled, frames sampled)."""
+    datasets, embodiments, names, tables, warnings = [], [], [], [], []
+    for i, spec in enumerate(config.data):
+        if spec.dataset is not None:
+            ds = spec.dataset
+        else:
+            ds = _open(spec, config.skip_bad_episodes)
+        emb = spec.embodiment or ds.info.embodiment
+        name = ds.info.name
+        while name in names:
+            name = f"{ds.info.name}-{len(names) + 1}"
+        datasets.append(ds)
+        embodiments.append(emb)
+        names.append(name)
+        warnings += [f"{name}: {w}" for w in getattr(ds, "warnings", [])]
+        tables.append(_dataset_samples(ds, i, name, emb, config, warnings))
+    samples = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    if samples.empty:
+        raise DataError("no samples: the datasets have no usable episodes or frames after sampling; "
+                        "check --stride / --fps / --max-frames and the dataset paths")
+    samples[_POS] = np.arange(len(samples), dtype=np.int64)
+    from probe.readers.stages import stages_by_embodiment_report
+
+    coverage = stages_by_embodiment_report(samples)
+    for w in coverage:  # the readers log their own warnings
+        log.warning(w)
+    warnings += coverage
+    return OpenedData(tuple(datasets), tuple(embodiments), tuple(names), samples, tuple(warnings))
+
+
+def _open(spec: DataSpec, skip_bad: bool) -> Any:
+    from probe.readers.base import Format
+    from probe.readers import detect_format, open_dataset
+
+    fmt = detect_format(spec.path)
+    options = {"skip_bad_episodes": True} if skip_bad and fmt in (Format.LEROBOT_V2, Format.LEROBOT_V3) else {}
+    return open_dataset(spec.path, embodiment=spec.embodiment, format=fmt, **options)
+
+
+def _dataset_samples(ds: Any, index: int, name: str, embodiment: str, config: ExtractConfig,
+                     warnings: list[str]) -> pd.DataFrame:
+    from probe.extraction.sampling import SamplingConfig, sample_frames
+    from probe.readers.stages import stage_labeller
+
+    sampling = SamplingConfig(config.stride, config.fps, config.max_frames)
+    labeller = stage_labeller(ds, config.stages)
+    episodes = ds.episodes()
+    if config.max_episodes is not None:
+        episodes = episodes[: config.max_episodes]
+    parts: dict[str, list[np.ndarray]] = {}
+    has_video = bool(ds.info.video_keys)
+    columns_of = getattr(ds, "frame_columns", None)  # arrays without a DataFrame, where the reader has them
+    for ep in episodes:
+        table = columns_of(ep) if columns_of is not None else ds.frame_table(ep)
+        labels = labeller.labels(ep, table)
+        n_frames = len(table[C.FRAME])
+        take = sample_frames(n_frames, ep.fps or ds.info.fps, sampling)
+        frames = np.asarray(table[C.FRAME], dtype=np.int64)[take]
+        n = len(frames)
+        cols = {
+            C.SAMPLE_ID: np.array([f"{name}/{ep.index}/{f}" for f in frames.tolist()], dtype=object),
+            C.EPISODE: np.full(n, ep.index, dtype=np.int64),
+            C.FRAME: frames,
+            C.TIMESTAMP: np.asarray(table[C.TIMESTAMP], dtype=np.float64)[take],
+            C.TASK: (np.asarray(table[C.TASK], dtype=object)[take].astype(str).astype(object) if C.TASK in table
+                     else np.full(n, ep.task, dtype=object)),
+            C.STAGE: labels[C.STAGE][take],
+            C.PROGRESS: labels[C.PROGRESS][take],
+            C.STAGE_PROGRESS: labels[C.STAGE_PROGRESS][take],
+        }
+        if C.VIDEO in table and C.VIDEO_TIMESTAMP in table:
+            video = np.asarray(table[C.VIDEO], dtype=object)[take]
+            cols[C.VIDEO] = np.where(pd.isna(video), "", video).astype(str).astype(object)
+            cols[C.VIDEO_TIMESTAMP] = np.nan_to_num(np.asarray(table[C.VIDEO_TIMESTAMP], dtype=np.float64)[take])
+        elif has_video:
+            ref = ep.video.get(ds.info.video_keys[0])
+            cols[C.VIDEO] = np.full(n, str(ref.path) if ref is not None and ref.path else "", dtype=object)
+            cols[C.VIDEO_TIMESTAMP] = cols[C.TIMESTAMP] + float(ref.from_timestamp if ref else 0.0)
+        for key, values in cols.items():
+            parts.setdefault(key, []).append(values)
+    warnings += [f"{name}: {w}" for w in labeller.warnings]
+    if not parts:
+        return pd.DataFrame()
+    columns = {key: np.concatenate(values) for key, values in parts.items()}
+    total = len(columns[C.SAMPLE_ID])
+    columns[C.EMBODIMENT] = np.full(total, embodiment, dtype=object)
+    columns[C.DATASET] = np.full(total, name, dtype=object)
+    if C.VIDEO in columns:  # absolute, so that clips and thumbnails resolve from any working directory
+        paths, inverse = np.unique(columns[C.VIDEO].astype(str), return_inverse=True)
+        columns[C.VIDEO] = np.array([os.path.abspath(v) if v else "" for v in paths], dtype=object)[inverse.reshape(-1)]
+    columns[_DS] = np.full(total, index, dtype=np.int64)
+    order = [C.SAMPLE_ID, C.EMBODIMENT, C.DATASET, C.EPISODE, C.FRAME, C.TIMESTAMP, C.TASK, C.STAGE, C.PROGRESS,
+             C.STAGE_PROGRESS, C.VIDEO, C.VIDEO_TIMESTAMP, _DS]
+    return pd.DataFrame({key: columns[key] for key in order if key in columns})

@@ -1,0 +1,237 @@
+"""Alignment metrics of stores and latents: store/Latents -> metrics suite -> records, tables, JSON.
+
+The pure suite (:mod:`metrics.suite`) works on arrays; this module is its I/O edge:
+it opens stores, turns each layer into arrays and labels, names the outputs (store,
+layer, checkpoint step) and writes JSON / CSV atomically.
+
+    >>> records = evaluate("stores/step-000400", layers="all", config=MetricsConfig(by="stage"))
+    >>> frame = metrics_frame(records)  # long form: store, layer, step, metric, value, ci_lo, ci_hi, null, scope
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import pandas as pd
+
+from metrics.spec import REGISTRY, Better, Labels, MetricInputError, MetricsConfig, check_inputs
+from metrics.suite import run_suite
+from probe import columns as C
+from probe.atomic import atomic_file, write_json
+from probe.cache.directory import keep_within, touch
+from probe.errors import ConfigError, MetricError
+from probe.cache.graphs import shared_graph
+from probe.latents import Latents
+from probe.store.store import Store, open_store
+
+__all__ = [
+    "evaluate",
+    "evaluate_latents",
+    "interactive_config",
+    "labels_of",
+    "metrics_frame",
+    "write_metrics_json",
+    "write_metrics_csv",
+    "FRAME_COLUMNS",
+]
+
+log = logging.getLogger(__name__)
+
+Source = Union[str, Path, Store, Latents]
+FRAME_COLUMNS = ["store", "layer", "step", "metric", "value", "ci_lo", "ci_hi", "null", "scope", "family", "better"]
+
+
+def labels_of(latents: Latents) -> Labels:
+    """The suite's label arrays from a :class:`Latents`' metadata (episode keys unique across datasets)."""
+    meta = latents.meta
+    return Labels(
+        embodiment=meta[C.EMBODIMENT].astype(str).to_numpy(),
+        stage=meta[C.STAGE].astype(str).to_numpy(),
+        task=meta[C.TASK].astype(str).to_numpy(),
+        episode=latents.episode_keys(),
+        progress=meta[C.PROGRESS].to_numpy(dtype=np.float64),
+        frame=meta[C.FRAME].to_numpy(dtype=np.int64),
+        stage_progress=meta[C.STAGE_PROGRESS].to_numpy(dtype=np.float64),
+    )
+
+
+def evaluate_latents(latents: Latents, config: MetricsConfig | None = None, *, store: str = "",
+                     step: Any = None, fingerprint: str | None = None, cache_dir: str | Path | None = None,
+                     progress: bool = False) -> dict[str, Any]:
+    """Metrics of one :class:`Latents` as a JSON-ready record.
+
+    Returns ``{"store", "layer", "step", "n", "k", "subsampled", "metrics": {NAME: {"value",
+    "ci", "null"}}, "per_stage"|"per_task": {...}, "notes": [...]}``. With the store's
+    ``fingerprint`` and a ``cache_dir`` the kNN graph comes from (or goes to) the cache
+    shared with layouts (:func:`probe.cache.graphs.shared_graph`).
+
+    Raises
+    ------
+    MetricError
+        When the metrics cannot be computed on these latents (one embodiment, constant
+        latents, too few samples ...); the message names the store and layer.
+    """
+    config = config or MetricsConfig()
+    where = f"store '{store}', layer '{latents.layer}'" if store else f"layer '{latents.layer}'"
+    try:
+        labels = labels_of(latents)
+        graph = None
+        if fingerprint is not None and cache_dir is not None:
+            check_inputs(latents.X, labels)  # before searching (and caching) a graph of bad latents
+            graph = shared_graph(latents.X, fingerprint=fingerprint, layer=latents.layer, k=config.k,
+                                 metric=config.metric, index=config.index.value, cache_dir=cache_dir)
+        result = run_suite(latents.X, labels, config, graph=graph, progress=progress)
+    except MetricInputError as exc:
+        raise MetricError(f"{where}: {exc}") from exc
+    record: dict[str, Any] = {"store": store, "layer": latents.layer, "step": step}
+    record.update(result.to_dict())
+    for note in result.notes:
+        log.info("%s: %s", where, note)
+    return record
+
+
+def _open(source: Source) -> Store | Latents:
+    if isinstance(source, (Store, Latents)):
+        return source
+    return open_store(source)
+
+
+def _layers_of(store: Store, layers: str | Sequence[str] | None) -> list[str]:
+    if layers is None or layers == "all":
+        return store.layers
+    names = [layers] if isinstance(layers, str) else list(layers)
+    for name in names:
+        store.layer_info(name)  # raises LayerNotFoundError with close matches
+    return names
+
+
+def interactive_config() -> MetricsConfig:
+    """A lighter configuration for interactive views (the demo, the dashboard): every family, per
+    stage, 10 episode-bootstrap replicates and one null permutation (the default uses 30 and 3)."""
+    return MetricsConfig(by="stage", bootstrap=10, null_repeats=1)
+
+
+def _cache_file(cache_dir: Path, store: Store, layer: str, config: MetricsConfig) -> Path:
+    key = hashlib.sha256(json.dumps([store.fingerprint, layer, repr(config)]).encode()).hexdigest()[:24]
+    return cache_dir / "metrics" / f"{key}.json"
+
+
+def _cached_record(cache_dir: Path | None, store: Store, layer: str, config: MetricsConfig,
+                   compute: Any) -> dict[str, Any]:
+    """A record from the cache (keyed by store fingerprint, layer and config), or computed and cached."""
+    if cache_dir is None:
+        return compute()
+    file = _cache_file(Path(cache_dir), store, layer, config)
+    if file.is_file():
+        try:
+            record = json.loads(file.read_text(encoding="utf-8"))
+            record["store"] = str(store.path)
+            touch(file)
+            return record
+        except ValueError:
+            log.info("ignoring unreadable metrics cache %s", file)
+    record = compute()
+    file.parent.mkdir(parents=True, exist_ok=True)
+    write_json(file, record)
+    keep_within(file.parent, keep=file)
+    return record
+
+
+def evaluate(sources: Source | Sequence[Source], layers: str | Sequence[str] | None = "all",
+             config: MetricsConfig | None = None, *, progress: bool = False,
+             cache_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """Metrics of every requested layer of every store (or of given :class:`Latents`).
+
+    Parameters
+    ----------
+    sources : a store path, an opened :class:`Store`, a :class:`Latents`, or a list of them
+    layers : a layer name, a list of names, or "all" / None for every layer of each store
+        (ignored for :class:`Latents`, which carry their layer)
+    config : :class:`MetricsConfig` (k, metric, bootstrap, max_samples, seed, families, by ...)
+    progress : show progress bars
+    cache_dir : if given, records are cached there as JSON, keyed by the store's
+        fingerprint, the layer and the configuration, so a second call is instant
+
+    Returns
+    -------
+    list of records, one per (store, layer), as :func:`evaluate_latents`.
+
+    Raises
+    ------
+    StoreError, LayerNotFoundError, MetricError
+    """
+    if isinstance(sources, (str, Path, Store, Latents)):
+        sources = [sources]
+    if not sources:
+        raise ConfigError("no store given; pass at least one store path")
+    config = config or MetricsConfig()
+    records = []
+    for source in sources:
+        opened = _open(source)
+        if isinstance(opened, Latents):
+            records.append(evaluate_latents(opened, config, progress=progress))
+            continue
+        step = opened.provenance.get("step")
+        for layer in _layers_of(opened, layers):
+            log.info("metrics of %s, layer %s", opened.path, layer)
+            def compute(opened: Store = opened, layer: str = layer) -> dict[str, Any]:
+                return evaluate_latents(opened.latents(layer), config, store=str(opened.path), step=step,
+                                        fingerprint=opened.fingerprint, cache_dir=cache_dir, progress=progress)
+
+            records.append(_cached_record(cache_dir, opened, layer, config, compute))
+    return records
+
+
+def metrics_frame(records: Sequence[dict[str, Any]] | dict[str, Any]) -> pd.DataFrame:
+    """Long-form table of records: one row per (store, layer, scope, metric).
+
+    Columns: store, layer, step, metric, value, ci_lo, ci_hi, null, scope ("overall",
+    or the stage / task name), family, better.
+    """
+    if isinstance(records, dict):
+        records = [records]
+    rows = []
+    for rec in records:
+        scopes: list[tuple[str, dict]] = [("overall", rec["metrics"])]
+        for key in ("per_stage", "per_task"):
+            scopes += list(rec.get(key, {}).items())
+        for scope, values in scopes:
+            for name, v in values.items():
+                spec = REGISTRY.get(name)
+                ci = v.get("ci") or [None, None]
+                rows.append({"store": rec.get("store", ""), "layer": rec.get("layer", ""), "step": rec.get("step"),
+                             "metric": name, "value": v.get("value"), "ci_lo": ci[0], "ci_hi": ci[1],
+                             "null": v.get("null"), "scope": scope,
+                             "family": spec.family.value if spec else "",
+                             "better": spec.better.value if spec else ""})
+    frame = pd.DataFrame(rows, columns=FRAME_COLUMNS)
+    for col in ("value", "ci_lo", "ci_hi", "null"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
+    return frame
+
+
+def write_metrics_json(path: str | Path, records: Sequence[dict[str, Any]]) -> Path:
+    """Write records atomically: one object for one record, a list for several. ``null`` stands for nan."""
+    payload: Any = records[0] if len(records) == 1 else list(records)
+    return write_json(path, payload)
+
+
+def write_metrics_csv(path: str | Path, records: Sequence[dict[str, Any]]) -> Path:
+    """Write the long-form :func:`metrics_frame` of records as CSV, atomically."""
+    with atomic_file(path) as tmp:
+        metrics_frame(records).to_csv(tmp, index=False)
+    return Path(path)
+
+
+def better_arrow(name: str) -> str:
+    """"↑" when higher is better, "↓" when lower is, "" for unknown metrics."""
+    spec = REGISTRY.get(name)
+    if spec is None:
+        return ""
+    return "↑" if spec.better is Better.HIGHER else "↓"

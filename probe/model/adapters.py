@@ -1,0 +1,326 @@
+"""Adapters: turn a reader's :class:`~probe.readers.base.Batch` into model inputs and call the model.
+
+The adapter protocol
+--------------------
+An adapter is an object with
+
+* ``prepare(batch, meta, embodiment, device) -> ModelInputs``: build the model's
+  inputs for the samples of ``batch`` (``meta`` holds their store rows: task,
+  stage, episode, frame ...; ``embodiment`` is the dataset's embodiment name; the
+  tensors go on ``device``).
+* ``forward(model, inputs) -> Any``: call the model (default:
+  ``model(*inputs.args, **inputs.kwargs)``). Hooks capture layers during this
+  call; its return value is the ``output`` pseudo-layer.
+* ``example(embodiment, device, input_shape=None) -> ModelInputs`` (optional):
+  dummy inputs for ``probe layers`` without data.
+* attributes ``image_size`` (``(H, W)`` the reader should decode to, or None for
+  native size) and ``needs_images`` (False skips video decoding).
+
+Subclass :class:`Adapter` to get the defaults. ``--adapter package.module:make``
+names a callable ``make(model, **adapter_kwargs) -> adapter`` (a subclass of
+:class:`Adapter` itself works). Built-ins: ``world``, ``image``, ``state``.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from probe import columns as C
+from probe.model.checkpoints import import_object
+from probe.errors import ConfigError, DataError
+from probe.readers.base import Batch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class ModelInputs:
+    """Positional and keyword arguments of one forward call.
+
+    ``mask`` is an optional ``(B, T)`` tensor of valid tokens: pooling of token
+    outputs with ``T`` tokens uses it (mean over valid tokens, last valid token).
+    """
+
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    mask: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        for value in (*self.args, *self.kwargs.values()):
+            if isinstance(value, torch.Tensor) and value.ndim:
+                return int(value.shape[0])
+        raise ConfigError("model inputs hold no batched tensor; an adapter must pass at least one (B, ...) tensor")
+
+
+class Adapter(abc.ABC):
+    """Base class of adapters (see the module docstring for the protocol)."""
+
+    name: ClassVar[str] = "custom"
+    image_size: tuple[int, int] | None = None
+    needs_images: bool = True
+
+    @abc.abstractmethod
+    def prepare(self, batch: Batch, meta: pd.DataFrame, embodiment: str, device: torch.device) -> ModelInputs:
+        """Model inputs for the samples of ``batch``."""
+
+    def forward(self, model: Any, inputs: ModelInputs) -> Any:
+        """Call the model on ``inputs``."""
+        return model(*inputs.args, **dict(inputs.kwargs))
+
+    def example(self, embodiment: str, device: torch.device, input_shape: Sequence[int] | None = None) -> ModelInputs:
+        """Dummy inputs of batch size 2 for listing layers."""
+        raise ConfigError(f"adapter '{self.name}' cannot make example inputs; pass --data PATH (a dataset) "
+                          "or --input-shape to 'probe layers'")
+
+    def options(self) -> dict[str, Any]:
+        """What the adapter was configured with (written to the store manifest)."""
+        return {}
+
+    def input_key(self) -> Hashable | None:
+        """A key such that adapters with equal keys make equal inputs from any batch, or None.
+
+        Checkpoints of one pass whose adapters share a key share one ``prepare`` per
+        batch. Return a key only when ``prepare`` depends on nothing but the key and
+        the models leave their inputs unmodified; the default None never shares.
+        """
+        return None
+
+
+def _images(batch: Batch, video_key: str | None) -> np.ndarray:
+    if not batch.images:
+        raise DataError("the batch holds no images (the dataset has no video, or images were not decoded); "
+                        "use --adapter state for state vectors, or a dataset with video")
+    if video_key is None:
+        return next(iter(batch.images.values()))
+    if video_key not in batch.images:
+        raise DataError(f"video key '{video_key}' not in the dataset; it has {list(batch.images)}")
+    return batch.images[video_key]
+
+
+def images_to_tensor(images: np.ndarray, device: torch.device, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """uint8 ``(B, H, W, 3)`` -> float32 ``(B, 3, H, W)`` in [0, 1] on ``device``, resized to ``size``."""
+    x = torch.from_numpy(_writable(images, np.uint8)).to(device, non_blocking=True)
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    if size is not None and tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+    return x
+
+
+def _writable(values: np.ndarray, dtype: type) -> np.ndarray:
+    """A C-contiguous writable array of ``dtype`` (torch refuses read-only memory)."""
+    out = np.ascontiguousarray(values, dtype=dtype)
+    return out if out.flags.writeable else out.copy()
+
+
+def _pair(size: int | Sequence[int] | None) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    if isinstance(size, (int, float)):
+        return (int(size), int(size))
+    h, w = size
+    return (int(h), int(w))
+
+
+class ImageAdapter(Adapter):
+    """A generic image encoder: ``model(images)`` with images ``(B, 3, H, W)``.
+
+    Parameters
+    ----------
+    size : resize to ``size`` (int or ``[H, W]``); None keeps the video's size.
+    mean, std : per-channel normalisation after scaling to [0, 1] (e.g. ImageNet's).
+    channels : ``"rgb"`` or ``"bgr"`` channel order.
+    video_key : which camera of the dataset (default: its first).
+    """
+
+    name = "image"
+
+    def __init__(self, model: Any = None, *, size: int | Sequence[int] | None = 224,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 channels: str = "rgb", video_key: str | None = None) -> None:
+        if channels not in ("rgb", "bgr"):
+            raise ConfigError(f"image adapter: channels must be 'rgb' or 'bgr', got {channels!r}")
+        for label, v in (("mean", mean), ("std", std)):
+            if v is not None and len(v) != 3:
+                raise ConfigError(f"image adapter: {label} needs 3 values (one per channel), got {list(v)}")
+        if std is not None and min(std) <= 0:
+            raise ConfigError(f"image adapter: std values must be positive, got {list(std)}")
+        self.image_size = _pair(size)
+        self.mean, self.std, self.channels, self.video_key = mean, std, channels, video_key
+
+    def _tensor(self, images: np.ndarray, device: torch.device) -> torch.Tensor:
+        x = images_to_tensor(images, device, self.image_size)
+        if self.channels == "bgr":
+            x = x.flip(1)
+        if self.mean is not None:
+            x = x - torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
+        if self.std is not None:
+            x = x / torch.tensor(self.std, device=device).view(1, 3, 1, 1)
+        return x
+
+    def prepare(self, batch: Batch, meta: pd.DataFrame, embodiment: str, device: torch.device) -> ModelInputs:
+        return ModelInputs((self._tensor(_images(batch, self.video_key), device),))
+
+    def example(self, embodiment: str, device: torch.device, input_shape: Sequence[int] | None = None) -> ModelInputs:
+        if input_shape:  # exactly the shape asked for, e.g. (3, 224, 224)
+            return ModelInputs((torch.zeros((2, *map(int, input_shape)), device=device),))
+        h, w = self.image_size or (224, 224)
+        return ModelInputs((self._tensor(np.zeros((2, h, w, 3), np.uint8), device),))
+
+    def options(self) -> dict[str, Any]:
+        return {"size": self.image_size, "mean": self.mean, "std": self.std, "channels": self.channels,
+                "video_key": self.video_key}
+
+
+class StateAdapter(Adapter):
+    """State vectors: ``model(state)`` with ``state`` float32 ``(B, P)`` (hand keypoints flattened if no state)."""
+
+    name = "state"
+    needs_images = False
+
+    def __init__(self, model: Any = None, *, keypoints: bool = False) -> None:
+        self.keypoints = bool(keypoints)
+
+    def prepare(self, batch: Batch, meta: pd.DataFrame, embodiment: str, device: torch.device) -> ModelInputs:
+        values = batch.keypoints.reshape(len(batch), -1) if self.keypoints and batch.keypoints is not None else batch.state
+        if values is None:
+            raise DataError("the dataset has no state vectors (observation.state or keypoints); "
+                            "use --adapter image for video")
+        return ModelInputs((torch.from_numpy(_writable(values, np.float32)).to(device),))
+
+    def example(self, embodiment: str, device: torch.device, input_shape: Sequence[int] | None = None) -> ModelInputs:
+        if not input_shape:
+            raise ConfigError("the state adapter needs --input-shape P (the state size) or --data PATH")
+        return ModelInputs((torch.zeros((2, *map(int, input_shape)), device=device),))
+
+    def options(self) -> dict[str, Any]:
+        return {"keypoints": self.keypoints}
+
+
+def _world_embodiments(config: Mapping[str, Any]) -> dict[str, int]:
+    raw = config.get("embodiments") or config.get("state_dims") or {}
+    if isinstance(raw, Mapping):
+        out = {}
+        for name, value in raw.items():
+            out[str(name)] = int(value["state_dim"] if isinstance(value, Mapping) else value)
+        return out
+    if isinstance(raw, Sequence):  # [{"name": ..., "state_dim": ...}]
+        return {str(e["name"]): int(e["state_dim"]) for e in raw if isinstance(e, Mapping)}
+    return {}
+
+
+class WorldAdapter(Adapter):
+    """The built-in world policy: ``policy(image, state, embodiment, task)``.
+
+    Images are scaled to [0, 1] at the policy's image size, the state must have the
+    embodiment's size, and task names map to the policy's task ids.
+    """
+
+    name = "world"
+
+    def __init__(self, model: Any, *, video_key: str | None = None) -> None:
+        config = getattr(model, "config", None)
+        if not isinstance(config, Mapping):
+            raise ConfigError("the world adapter needs a built-in world policy (a model with a .config dict); "
+                              "for other models use --adapter image, state or your own")
+        self.config = config
+        self.image_size = _pair(config.get("image_size", 64))
+        self.state_dims = _world_embodiments(config)
+        self.tasks = [str(t) for t in config.get("tasks", config.get("task_names", []))]
+        self.video_key = video_key
+
+    def _embodiment(self, embodiment: str) -> str:
+        if self.state_dims and embodiment not in self.state_dims:
+            raise DataError(f"embodiment '{embodiment}' is not one the policy knows ({sorted(self.state_dims)}); "
+                            "name the dataset with a matching embodiment, e.g. --data human=PATH")
+        return embodiment
+
+    def _task_ids(self, tasks: Sequence[str], device: torch.device) -> torch.Tensor:
+        index = {t: i for i, t in enumerate(self.tasks)}
+        from probe.world.tasks import TASKS  # datasets carry instructions, the policy short names
+
+        index |= {t.instruction: index[t.name] for t in TASKS if t.name in index}
+        unknown = sorted({t for t in tasks if t not in index})
+        if unknown:
+            raise DataError(f"task(s) {unknown} are not among the policy's tasks {self.tasks}; "
+                            "extract a dataset of the world the policy was trained on")
+        return torch.tensor([index[t] for t in tasks], dtype=torch.long, device=device)
+
+    def prepare(self, batch: Batch, meta: pd.DataFrame, embodiment: str, device: torch.device) -> ModelInputs:
+        embodiment = self._embodiment(embodiment)
+        image = images_to_tensor(_images(batch, self.video_key), device, self.image_size)
+        if batch.state is None:
+            raise DataError(f"the {embodiment} dataset has no observation.state; the world policy needs it")
+        state = torch.from_numpy(_writable(batch.state, np.float32)).to(device)
+        want = self.state_dims.get(embodiment)
+        if want is not None and state.shape[1] != want:
+            raise DataError(f"{embodiment} state has {state.shape[1]} values, the policy expects {want}; "
+                            "is the dataset of the right embodiment?")
+        task = self._task_ids(meta[C.TASK].astype(str).tolist(), device)
+        return ModelInputs((image, state, embodiment, task))
+
+    def example(self, embodiment: str, device: torch.device, input_shape: Sequence[int] | None = None) -> ModelInputs:
+        embodiment = embodiment if embodiment in self.state_dims else next(iter(self.state_dims), embodiment)
+        h, w = self.image_size or (64, 64)
+        image = torch.zeros((2, 3, h, w), device=device)
+        state = torch.zeros((2, self.state_dims.get(embodiment, 1)), device=device)
+        return ModelInputs((image, state, embodiment, torch.zeros(2, dtype=torch.long, device=device)))
+
+    def options(self) -> dict[str, Any]:
+        return {"image_size": self.image_size, "video_key": self.video_key}
+
+    def input_key(self) -> Hashable | None:
+        # the world policy computes out of place; its inputs depend on these alone
+        return ("world", self.image_size, self.video_key, tuple(self.tasks), tuple(sorted(self.state_dims.items())))
+
+
+BUILTIN: dict[str, type[Adapter]] = {"world": WorldAdapter, "image": ImageAdapter, "state": StateAdapter}
+
+
+def make_adapter(spec: str | Adapter | None, model: Any, kwargs: Mapping[str, Any] | None = None,
+                 *, default: str = "image") -> Adapter:
+    """The adapter named by ``spec`` (built-in name or ``package.module:callable``) for ``model``."""
+    if isinstance(spec, Adapter):
+        return spec
+    spec = spec or default
+    kwargs = dict(kwargs or {})
+    if spec in BUILTIN:
+        factory: Any = BUILTIN[spec]
+    elif ":" in spec:
+        factory = import_object(spec, what="adapter", option="--adapter")
+    else:
+        raise ConfigError(f"unknown adapter {spec!r}; use one of {sorted(BUILTIN)} or 'package.module:callable'")
+    try:
+        adapter = factory(model, **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"adapter {spec!r} cannot be built with options {kwargs} ({exc}); "
+                          "check --adapter-kwargs") from exc
+    if not callable(getattr(adapter, "prepare", None)):
+        raise ConfigError(f"adapter {spec!r} returned a {type(adapter).__name__} without a prepare() method; "
+                          "subclass probe.model.adapters.Adapter")
+    for attr, value in (("image_size", None), ("needs_images", True)):
+        if not hasattr(adapter, attr):
+            setattr(adapter, attr, value)
+    if not hasattr(adapter, "forward"):
+        adapter.forward = lambda m, inputs: m(*inputs.args, **dict(inputs.kwargs))  # type: ignore[attr-defined]
+    return adapter
+
+
+def default_adapter(kind: str) -> str:
+    """The adapter used when none is named: ``world`` for world policies, ``image`` otherwise."""
+    return "world" if kind == "world" else "image"
+
+
+def adapter_name(spec: str | Adapter | None, adapter: Any) -> str:
+    """How the manifest names an adapter."""
+    if isinstance(spec, str) and spec:
+        return spec
+    return str(getattr(adapter, "name", type(adapter).__name__))

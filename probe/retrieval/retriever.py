@@ -1,0 +1,302 @@
+"""Cross-embodiment retrieval: for a robot state, the human clips showing the same moment.
+
+A :class:`Retriever` wraps an index opened against its store. Results are **clips**,
+not bare frames: each hit is widened to a time window around the matched frame
+(clamped to its episode), at most ``per_episode`` clips come from one episode (the
+search goes deeper and filters, so results stay diverse), and a hit that falls
+inside a clip already chosen from the same episode is merged into it. Where the
+store has ``video`` / ``video_timestamp`` columns, each clip carries the video file
+and its start and end in that file's time.
+
+>>> r = Retriever.open("indexes/human")                                # doctest: +SKIP
+>>> r.search_frame(episode=12, frame=40, k=5, per_episode=1)           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from metrics.knn import Metric
+from probe import columns as C
+from probe.errors import ConfigError, DataError
+from probe.retrieval.index import OpenIndex, open_index
+from probe.store.store import Store
+
+log = logging.getLogger(__name__)
+
+#: Columns of a result frame, in order (``video*`` are empty where the store has no video).
+RESULT_COLUMNS: tuple[str, ...] = (
+    "query", "query_sample_id", "rank", "score", "distance", C.SAMPLE_ID, C.EMBODIMENT, C.DATASET, C.EPISODE,
+    C.FRAME, C.TIMESTAMP, C.TASK, C.STAGE, C.STAGE_PROGRESS, C.PROGRESS, "start", "end", C.VIDEO,
+    "video_start", "video_end", "store_row",
+)
+_FIRST_DEPTH = 4  # first search depth is max(4 k, k + 32); it grows 4x while clips are missing
+
+
+@dataclass(frozen=True)
+class _Reference:
+    """Per index id: episode key, episode time bounds, timestamps and video offsets."""
+
+    meta: pd.DataFrame
+    episode: np.ndarray
+    t: np.ndarray
+    ep_start: np.ndarray
+    ep_end: np.ndarray
+
+    @classmethod
+    def of(cls, meta: pd.DataFrame) -> _Reference:
+        meta = meta.reset_index(drop=True)
+        key = (meta[C.DATASET].astype(str) + ":" + meta[C.EPISODE].astype(str)).to_numpy()
+        t = meta[C.TIMESTAMP].to_numpy(dtype=np.float64)
+        grouped = pd.Series(t).groupby(key)
+        return cls(meta, key, t, grouped.transform("min").to_numpy(), grouped.transform("max").to_numpy())
+
+
+def _score(distance: np.ndarray, metric: Metric) -> np.ndarray:
+    """Higher is better: cosine similarity, or minus the squared L2 distance."""
+    return 1.0 - distance if metric is Metric.COSINE else -distance
+
+
+class Retriever:
+    """Search one embodiment's index of a store and return clips.
+
+    Parameters
+    ----------
+    index : an index opened against its store (:func:`probe.retrieval.index.open_index`)
+    """
+
+    def __init__(self, index: OpenIndex) -> None:
+        self.index = index
+        self.store: Store = index.store
+        self.layer: str = index.manifest.layer
+        self.embodiment: str = index.manifest.embodiment
+        self._ref = _Reference.of(self.store.meta.iloc[index.rows])
+        self.has_video = C.VIDEO in self.store.meta.columns and C.VIDEO_TIMESTAMP in self.store.meta.columns
+
+    @classmethod
+    def open(cls, index_dir: str | Path, store: Store | str | Path | None = None, *,
+             layer: str | None = None) -> Retriever:
+        """Open ``index_dir`` against ``store`` (default: the store recorded in its manifest)."""
+        return cls(open_index(index_dir, store, layer=layer))
+
+    def __repr__(self) -> str:
+        m = self.index.manifest
+        return (f"Retriever({m.kind.value} index of {m.n} {m.embodiment} samples, layer {m.layer!r}, "
+                f"metric {m.metric.value}, store {str(self.store.path)!r})")
+
+    @property
+    def reference(self) -> pd.DataFrame:
+        """Metadata of the indexed samples, row ``i`` = index id ``i``."""
+        return self._ref.meta
+
+    # ------------------------------------------------------------------ queries by sample
+
+    def locate(self, episode: int, frame: int, dataset: str | None = None) -> int:
+        """Store row of ``(dataset, episode, frame)``; clear errors when it is not in the store."""
+        meta = self.store.meta
+        in_episode = meta[C.EPISODE].to_numpy() == int(episode)
+        if dataset is not None:
+            datasets = sorted(meta[C.DATASET].astype(str).unique())
+            if dataset not in datasets:
+                raise DataError(f"dataset '{dataset}' is not in store '{self.store.path}'; its datasets are: "
+                                f"{', '.join(datasets)}")
+            in_episode &= meta[C.DATASET].astype(str).to_numpy() == dataset
+        if not in_episode.any():
+            raise DataError(f"episode {episode}{f' of dataset {dataset!r}' if dataset else ''} is not in store "
+                            f"'{self.store.path}'; {_episode_summary(meta, dataset)} (run 'probe info "
+                            f"{self.store.path}')")
+        found = meta.loc[in_episode, C.DATASET].astype(str).unique()
+        if len(found) > 1:
+            raise ConfigError(f"episode {episode} exists in several datasets ({', '.join(sorted(found))}); "
+                              "choose one with --dataset")
+        rows = np.flatnonzero(in_episode)
+        frames = meta[C.FRAME].to_numpy()[rows]
+        hit = rows[frames == int(frame)]
+        if not len(hit):
+            near = int(frames[np.argmin(np.abs(frames - int(frame)))])
+            raise DataError(f"frame {frame} is not in episode {episode} of dataset '{found[0]}': it holds "
+                            f"{len(frames)} samples with frames {int(frames.min())}..{int(frames.max())} "
+                            f"(nearest stored frame: {near})")
+        return int(hit[0])
+
+    def rows_of(self, sample_ids: Sequence[str]) -> np.ndarray:
+        """Store rows of ``sample_ids``; :class:`DataError` naming the ids not in the store."""
+        ids = pd.Index(self.store.meta[C.SAMPLE_ID].astype(str))
+        wanted = [str(s) for s in sample_ids]
+        pos = ids.get_indexer(wanted)
+        if (pos < 0).any():
+            missing = [w for w, p in zip(wanted, pos) if p < 0]
+            raise DataError(f"{len(missing)} sample id(s) not in store '{self.store.path}' (first: "
+                            f"{missing[0]!r}); ids look like {ids[0]!r}")
+        return pos.astype(np.int64)
+
+    def search_frame(self, episode: int, frame: int, dataset: str | None = None, **kwargs) -> pd.DataFrame:
+        """Clips for one stored frame; keyword arguments as in :meth:`search`."""
+        row = self.locate(episode, frame, dataset)
+        return self.search_samples([str(self.store.meta[C.SAMPLE_ID].iloc[row])], **kwargs)
+
+    def search_samples(self, sample_ids: Sequence[str], k: int = 5, *, task: str | None = None,
+                       per_episode: int | None = None, window: float = 1.0, **kwargs) -> pd.DataFrame:
+        """Clips for stored samples (their latents of the index's layer).
+
+        A query never retrieves clips of its own episode (so human queries against a
+        human index find other episodes).
+        """
+        rows = self.rows_of(sample_ids)
+        X = np.asarray(self.store.matrix(self.layer)[rows])
+        meta = self.store.meta
+        own = (meta[C.DATASET].astype(str) + ":" + meta[C.EPISODE].astype(str)).to_numpy()[rows]
+        out = self.search(X, k, task=task, per_episode=per_episode, window=window,
+                          exclude_episodes=[{e} for e in own], **kwargs)
+        out["query_sample_id"] = np.asarray([str(s) for s in sample_ids], dtype=object)[out["query"].to_numpy()]
+        return out
+
+    # ------------------------------------------------------------------ the search
+
+    def allowed_ids(self, task: str | None) -> np.ndarray | None:
+        """Index ids of ``task`` (None for all); :class:`ConfigError` listing tasks when absent."""
+        if task is None:
+            return None
+        tasks = self._ref.meta[C.TASK].astype(str).to_numpy()
+        ids = np.flatnonzero(tasks == task)
+        if not len(ids):
+            raise ConfigError(f"task '{task}' has no {self.embodiment} samples in the index; its tasks are: "
+                              f"{', '.join(sorted(set(tasks.tolist())))}")
+        return ids
+
+    def search(self, queries: np.ndarray, k: int = 5, *, task: str | None = None,
+               per_episode: int | None = None, window: float = 1.0,
+               exclude_episodes: Sequence[set[str]] | None = None, nprobe: int | None = None,
+               ef_search: int | None = None, rerank: int | None = None) -> pd.DataFrame:
+        """The ``k`` best clips for each query latent.
+
+        Parameters
+        ----------
+        queries : (nq, dim) or (dim,) float array of latents of the index's layer
+        k : clips per query (at most the number of indexed samples)
+        task : only clips of this task
+        per_episode : at most this many clips from one episode (None: no limit)
+        window : seconds of context before and after the matched frame (clamped to the episode)
+        exclude_episodes : per query, episode keys ``'<dataset>:<episode>'`` to skip
+        nprobe, ef_search, rerank : override the index's search parameters
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per (query, clip) with :data:`RESULT_COLUMNS`, ``rank`` from 1,
+            ``score`` higher-is-better (cosine similarity, or minus squared L2) and
+            ``distance`` lower-is-better. A query gets fewer than ``k`` rows only when
+            the index holds fewer distinct clips under the constraints.
+        """
+        q = np.asarray(queries, dtype=np.float32)
+        if q.ndim == 1:
+            q = q[None, :]
+        if window < 0:
+            raise ConfigError(f"window must be >= 0 seconds, got {window}")
+        if per_episode is not None and per_episode < 1:
+            raise ConfigError(f"per_episode must be >= 1 (or None for no limit), got {per_episode}")
+        allowed = self.allowed_ids(task)
+        n_ref = self.index.n if allowed is None else len(allowed)
+        if k < 1 or k > n_ref:
+            raise ConfigError(f"k={k} must lie in 1..{n_ref}: the reference set ({self.embodiment}"
+                              f"{f', task {task!r}' if task else ''}) holds {n_ref} samples; lower -k")
+        if exclude_episodes is not None and len(exclude_episodes) != len(q):
+            raise ConfigError(f"exclude_episodes has {len(exclude_episodes)} entries for {len(q)} queries")
+        constrained = per_episode is not None or window > 0 or exclude_episodes is not None
+        depth = min(n_ref, max(_FIRST_DEPTH * k, k + 32) if constrained else k)
+        chosen: list[list[tuple[int, float]]] = [[] for _ in range(len(q))]
+        pending = np.arange(len(q))
+        while len(pending):
+            D, I = self.index.search(q[pending], depth, allowed=allowed, nprobe=nprobe, ef_search=ef_search,
+                                     rerank=rerank)
+            still = []
+            for j, qi in enumerate(pending):
+                excl = exclude_episodes[qi] if exclude_episodes is not None else set()
+                clips = self._select(I[j], D[j], k, per_episode, window, excl)
+                chosen[qi] = clips
+                if len(clips) < k and depth < n_ref:
+                    still.append(qi)
+            pending = np.asarray(still, dtype=np.int64)
+            depth = min(n_ref, depth * 4)
+        short = sum(len(c) < k for c in chosen)
+        if short:
+            log.info("%d queries got fewer than %d clips (index holds too few distinct episodes/clips)", short, k)
+        return self._frame(chosen, window)
+
+    def _select(self, ids: np.ndarray, dist: np.ndarray, k: int, per_episode: int | None, window: float,
+                exclude: set[str]) -> list[tuple[int, float]]:
+        ref = self._ref
+        taken: dict[str, list[tuple[float, float]]] = {}
+        out: list[tuple[int, float]] = []
+        for i, d in zip(ids.tolist(), dist.tolist()):
+            if i < 0:
+                break
+            ep = ref.episode[i]
+            if ep in exclude:
+                continue
+            spans = taken.setdefault(ep, [])
+            if per_episode is not None and len(spans) >= per_episode:
+                continue
+            t = ref.t[i]
+            if any(lo <= t <= hi for lo, hi in spans):
+                continue  # inside a clip already chosen: the same moment
+            spans.append((max(ref.ep_start[i], t - window), min(ref.ep_end[i], t + window)))
+            out.append((i, d))
+            if len(out) == k:
+                break
+        return out
+
+    def _frame(self, chosen: list[list[tuple[int, float]]], window: float) -> pd.DataFrame:
+        ref = self._ref
+        qidx = np.asarray([qi for qi, clips in enumerate(chosen) for _ in clips], dtype=np.int64)
+        ids = np.asarray([i for clips in chosen for i, _ in clips], dtype=np.int64)
+        dist = np.asarray([d for clips in chosen for _, d in clips], dtype=np.float64)
+        rank = np.asarray([r + 1 for clips in chosen for r in range(len(clips))], dtype=np.int64)
+        m = ref.meta.iloc[ids].reset_index(drop=True)
+        t = ref.t[ids]
+        start = np.maximum(ref.ep_start[ids], t - window)
+        end = np.minimum(ref.ep_end[ids], t + window)
+        out = pd.DataFrame({
+            "query": qidx, "query_sample_id": pd.Series([None] * len(ids), dtype=object), "rank": rank,
+            "score": _score(dist, self.index.metric), "distance": dist,
+        })
+        for col in (C.SAMPLE_ID, C.EMBODIMENT, C.DATASET, C.EPISODE, C.FRAME, C.TIMESTAMP, C.TASK, C.STAGE,
+                    C.STAGE_PROGRESS, C.PROGRESS):
+            out[col] = m[col].to_numpy()
+        out["start"], out["end"] = start, end
+        if self.has_video:
+            offset = m[C.VIDEO_TIMESTAMP].to_numpy(dtype=np.float64) - t
+            out[C.VIDEO] = m[C.VIDEO].astype(object).where(m[C.VIDEO].notna(), None).to_numpy()
+            out["video_start"], out["video_end"] = start + offset, end + offset
+        else:
+            out[C.VIDEO] = pd.Series([None] * len(ids), dtype=object)
+            out["video_start"] = out["video_end"] = np.nan
+        out["store_row"] = self.index.rows[ids]
+        return out[list(RESULT_COLUMNS)]
+
+
+def _episode_summary(meta: pd.DataFrame, dataset: str | None) -> str:
+    if dataset is not None:
+        meta = meta[meta[C.DATASET].astype(str) == dataset]
+    parts = []
+    for emb, group in meta.groupby(C.EMBODIMENT, sort=True):
+        eps = np.unique(group[C.EPISODE].to_numpy())
+        shown = f"{eps.min()}..{eps.max()}" if len(eps) > 6 else ", ".join(map(str, eps))
+        parts.append(f"{emb}: {len(eps)} episodes ({shown})")
+    return "its episodes are " + "; ".join(parts)
+
+
+
+
+
+
+
+
+
+

@@ -1,0 +1,173 @@
+"""Turn latents computed elsewhere (JAX models such as Octo or openpi) into a store.
+
+Accepted sources:
+
+* ``.parquet``: one row per sample; each column holding fixed-length lists or
+  arrays is a layer (``latent`` or any name, e.g. ``trunk.block3``); scalar columns
+  are metadata (see :mod:`probe.columns`); extra metadata columns must start with
+  ``x_``.
+* ``.npz``: ``X`` or ``latent`` (a 2-D array: layer ``latent``) and/or
+  ``latent.<layer>`` arrays, plus one 1-D array per metadata column.
+
+Required metadata: ``embodiment``, ``episode``, ``task``, ``stage``. Missing
+optional columns are derived: ``dataset`` (the file's stem), ``frame`` (order
+within the episode), ``timestamp`` (frame / fps, 30 by default), ``progress`` and
+``stage_progress`` (position within the episode and within each stage run), and
+``sample_id`` (``<dataset>/<embodiment>/<episode>/<frame>``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from probe import columns as C
+from probe.errors import ImportSourceError, StoreNotFoundError
+from probe.store.store import Store, write_store
+
+REQUIRED_ON_IMPORT = (C.EMBODIMENT, C.EPISODE, C.TASK, C.STAGE)
+KNOWN_META = set(C.REQUIRED) | set(C.MEDIA)
+EXTRA_PREFIX = "x_"
+DEFAULT_FPS = 30.0
+
+
+def _fraction_within(groups: pd.Series | list[pd.Series], order: pd.Series, frame: pd.DataFrame) -> np.ndarray:
+    """Position of each row within its group, ordered by ``order``, scaled to [0, 1]."""
+    keyed = frame.assign(_order=order.to_numpy())
+    rank = keyed.groupby(groups, sort=False)["_order"].rank(method="first") - 1
+    size = keyed.groupby(groups, sort=False)["_order"].transform("size") - 1
+    out = (rank / size.where(size > 0, 1)).to_numpy(dtype=np.float64)
+    return np.clip(out, 0.0, 1.0)
+
+
+def complete_meta(meta: pd.DataFrame, *, dataset: str, fps: float = DEFAULT_FPS) -> pd.DataFrame:
+    """Fill the derivable metadata columns of an imported table (see module docstring)."""
+    missing = [c for c in REQUIRED_ON_IMPORT if c not in meta.columns]
+    if missing:
+        raise ImportSourceError(
+            f"import source lacks required column(s) {missing}; every sample needs "
+            f"{list(REQUIRED_ON_IMPORT)} (see 'Importing latents' in the README)"
+        )
+    meta = meta.copy()
+    for col in (C.EMBODIMENT, C.TASK, C.STAGE):
+        meta[col] = meta[col].astype(str)
+    if C.DATASET not in meta:
+        meta[C.DATASET] = dataset
+    meta[C.DATASET] = meta[C.DATASET].astype(str)
+    episode = [meta[C.DATASET], meta[C.EMBODIMENT], meta[C.EPISODE]]
+    if C.FRAME not in meta:
+        meta[C.FRAME] = meta.groupby(episode, sort=False).cumcount()
+    meta[C.EPISODE] = meta[C.EPISODE].astype(np.int64)
+    meta[C.FRAME] = meta[C.FRAME].astype(np.int64)
+    if C.TIMESTAMP not in meta:
+        meta[C.TIMESTAMP] = meta[C.FRAME] / fps
+    if C.PROGRESS not in meta:
+        meta[C.PROGRESS] = _fraction_within(episode, meta[C.FRAME], meta)
+    if C.STAGE_PROGRESS not in meta:
+        ordered = meta.sort_values([C.DATASET, C.EMBODIMENT, C.EPISODE, C.FRAME], kind="stable")
+        run = (ordered[C.STAGE] != ordered.groupby([C.DATASET, C.EMBODIMENT, C.EPISODE], sort=False)[C.STAGE].shift()).cumsum()
+        run = run.reindex(meta.index)
+        meta[C.STAGE_PROGRESS] = _fraction_within(run, meta[C.FRAME], meta)
+    if C.SAMPLE_ID not in meta:
+        meta[C.SAMPLE_ID] = (meta[C.DATASET] + "/" + meta[C.EMBODIMENT] + "/" + meta[C.EPISODE].astype(str)
+                             + "/" + meta[C.FRAME].astype(str))
+    meta[C.SAMPLE_ID] = meta[C.SAMPLE_ID].astype(str)
+    for col in (C.TIMESTAMP, C.PROGRESS, C.STAGE_PROGRESS):
+        meta[col] = meta[col].astype(np.float64)
+    ordered_cols = [c for c in C.REQUIRED] + [c for c in meta.columns if c not in C.REQUIRED]
+    return meta[ordered_cols]
+
+
+def _check_unknown(columns: list[str], src: Path) -> None:
+    unknown = [c for c in columns if c not in KNOWN_META and not c.startswith(EXTRA_PREFIX)]
+    if unknown:
+        raise ImportSourceError(
+            f"'{src}': unknown column(s) {unknown}; metadata columns must be among {sorted(KNOWN_META)}; "
+            f"rename them, or prefix extra metadata with '{EXTRA_PREFIX}' to keep it (e.g. '{EXTRA_PREFIX}{unknown[0]}')"
+        )
+
+
+def _stack(values: Any, name: str, src: Path) -> np.ndarray:
+    try:
+        lengths = {len(v) for v in values}
+    except TypeError as exc:
+        raise ImportSourceError(f"'{src}': column '{name}' mixes vectors and scalars") from exc
+    if len(lengths) > 1:
+        raise ImportSourceError(
+            f"'{src}': column '{name}' holds ragged vectors (lengths {sorted(lengths)[:5]}); "
+            "every latent of one layer must have the same dimension: pool or pad them first"
+        )
+    X = np.asarray(np.stack([np.asarray(v, dtype=np.float32) for v in values]), dtype=np.float32)
+    if X.ndim != 2:
+        raise ImportSourceError(f"'{src}': column '{name}' must hold 1-D vectors, got shape {X.shape[1:]} per row")
+    return X
+
+
+def _read_parquet(src: Path) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    try:
+        table = pd.read_parquet(src)
+    except Exception as exc:
+        raise ImportSourceError(f"'{src}' cannot be read as parquet ({type(exc).__name__}: {exc})") from exc
+    if len(table) == 0:
+        raise ImportSourceError(f"'{src}' has no rows; nothing to import")
+    layer_cols = [c for c in table.columns
+                  if table[c].dtype == object and isinstance(table[c].iloc[0], (list, tuple, np.ndarray))]
+    if not layer_cols:
+        raise ImportSourceError(
+            f"'{src}' has no latent column: expected a column of fixed-length vectors, e.g. 'latent'"
+        )
+    _check_unknown([c for c in table.columns if c not in layer_cols], src)
+    layers = {c: _stack(table[c].tolist(), c, src) for c in layer_cols}
+    return table.drop(columns=layer_cols), layers
+
+
+def _read_npz(src: Path) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    try:
+        data = np.load(src, allow_pickle=False)
+        arrays = {k: data[k] for k in data.files}
+    except Exception as exc:
+        raise ImportSourceError(
+            f"'{src}' cannot be read as .npz without pickles ({type(exc).__name__}: {exc}); "
+            "save label arrays as strings or numbers, not Python objects"
+        ) from exc
+    layers: dict[str, np.ndarray] = {}
+    for key in list(arrays):
+        if key in ("X", "latent"):
+            layers["latent"] = arrays.pop(key)
+        elif key.startswith("latent."):
+            layers[key.split(".", 1)[1]] = arrays.pop(key)
+    if not layers:
+        raise ImportSourceError(f"'{src}' has no latents: expected an array 'X' or 'latent' (or 'latent.<layer>')")
+    _check_unknown(list(arrays), src)
+    n = {name: X.shape[0] for name, X in layers.items()}
+    for name, X in layers.items():
+        if X.ndim != 2:
+            raise ImportSourceError(f"'{src}': latents '{name}' must be 2-D (n, dim), got shape {X.shape}")
+    for key, arr in arrays.items():
+        if arr.ndim != 1:
+            raise ImportSourceError(f"'{src}': label array '{key}' must be 1-D, got shape {arr.shape}")
+    sizes = set(n.values()) | {a.shape[0] for a in arrays.values()}
+    if len(sizes) > 1:
+        raise ImportSourceError(f"'{src}': arrays have different lengths {sorted(sizes)}; all must have one row per sample")
+    meta = pd.DataFrame({k: (v.astype(str) if v.dtype.kind in "USO" else v) for k, v in arrays.items()})
+    return meta, {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in layers.items()}
+
+
+def import_latents(src: str | Path, out: str | Path, *, overwrite: bool = False, fps: float = DEFAULT_FPS) -> Store:
+    """Import a ``.parquet`` or ``.npz`` of precomputed latents as a store at ``out``."""
+    src = Path(src)
+    if not src.exists():
+        raise StoreNotFoundError(f"import source '{src}' does not exist; check the path")
+    suffix = src.suffix.lower()
+    if suffix == ".parquet":
+        meta, layers = _read_parquet(src)
+    elif suffix == ".npz":
+        meta, layers = _read_npz(src)
+    else:
+        raise ImportSourceError(f"'{src}': unknown source type '{suffix}'; expected .parquet or .npz")
+    meta = complete_meta(meta, dataset=src.stem, fps=fps)
+    provenance = {"source": "import", "imported_from": str(src.resolve()), "fps": fps}
+    return write_store(out, meta, layers, provenance=provenance, overwrite=overwrite)

@@ -1,0 +1,84 @@
+"""The checkpoints of a report: stores labelled from their provenance, ordered by series and step.
+
+Also the choice of layers: those every store shares, or the requested ones checked
+in every store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from probe import columns as C
+from probe.errors import ConfigError
+from probe.store.store import Store
+
+
+@dataclass(frozen=True, eq=False)
+class Checkpoint:
+    """A store in the report: its label, series (recipe) and training step."""
+
+    store: Store
+    label: str
+    series: str
+    step: int | None
+    datasets: tuple[str, ...]
+
+
+def _find(prov: Mapping[str, Any], keys: Sequence[str]) -> Any:
+    for scope in (prov, prov.get("checkpoint"), prov.get("config"), prov.get("training")):
+        if isinstance(scope, Mapping):
+            for key in keys:
+                if scope.get(key) is not None:
+                    return scope[key]
+    return None
+
+
+def describe(store: Store) -> Checkpoint:
+    """Label a store from its provenance: ``<recipe> step <n>`` where known."""
+    prov = store.provenance
+    step = _find(prov, ("step", "global_step", "train_step"))
+    try:
+        step = int(step) if step is not None else None
+    except (TypeError, ValueError):
+        step = None
+    series = str(_find(prov, ("recipe", "series", "run")) or "")
+    label = " ".join(p for p in (series, f"step {step}" if step is not None else "") if p) or store.name
+    datasets = tuple(sorted(store.meta[C.DATASET].astype(str).unique()))
+    return Checkpoint(store, label, series, step, datasets)
+
+
+def order_checkpoints(cps: Sequence[Checkpoint]) -> list[Checkpoint]:
+    """Series in order of first appearance, each by training step (stores without a step keep their place)."""
+    series = list(dict.fromkeys(c.series for c in cps))
+    return sorted(cps, key=lambda c: (series.index(c.series), c.step if c.step is not None else -1))
+
+
+def resolve_layers(stores: Sequence[Store], layers: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """Selected layers (each checked in every store) and notes about layers left out."""
+    notes = []
+    if layers is None:
+        common = [l for l in stores[0].layers if all(l in s.layers for s in stores)]
+        dropped = sorted({l for s in stores for l in s.layers} - set(common))
+        if not common:
+            raise ConfigError("the stores share no layer; pick stores extracted from the same layers or use --layer")
+        if dropped:
+            notes.append(f"layers not in every store were left out: {', '.join(dropped)}")
+        return common, notes
+    for layer in layers:
+        for s in stores:
+            s.layer_info(layer)  # raises LayerNotFoundError naming the store, the layer and the available ones
+    return list(layers), notes
+
+
+def _unique_labels(cps: list[Checkpoint]) -> list[Checkpoint]:
+    seen: dict[str, int] = {}
+    out = []
+    for c in cps:
+        label = c.label
+        if label in seen:
+            label = f"{c.label} ({c.store.name})"
+        seen[label] = 1
+        out.append(Checkpoint(c.store, label, c.series, c.step, c.datasets))
+    return out
