@@ -105,13 +105,17 @@ def end_to_end(world: Path, ckpts: list[Path] | Path, out: Path, copies: int, ba
 
     ``frame_cache`` None decodes every frame (cold); a directory serves frames a previous run decoded (warm).
     """
-    from probe.extraction.config import ExtractConfig
+    from probe.extraction.config import ExtractConfig, PassConfig
+    from probe.model.config import ModelConfig
     from probe.extraction.run import extract
 
     ckpts = [ckpts] if isinstance(ckpts, (str, Path)) else list(ckpts)
-    config = ExtractConfig(checkpoints=tuple(str(c) for c in ckpts), data=data_specs(world, copies), layers=LAYERS,
-                           out=str(out), batch_size=batch_size, device=device, overwrite=Path(out).exists(),
-                           pass_memory=pass_memory, frame_cache=frame_cache or "off", read_workers=read_workers)
+    config = ExtractConfig(checkpoints=tuple(str(c) for c in ckpts),
+                           data=data_specs(world, copies),
+                           out=str(out),
+                           overwrite=Path(out).exists(),
+                           model=ModelConfig(layers=LAYERS, device=device),
+                           passes=PassConfig(batch_size=batch_size, pass_memory=pass_memory, frame_cache=frame_cache or "off", read_workers=read_workers))
     with timed_phases() as phases:
         t0 = time.perf_counter()
         result = extract(config)
@@ -159,12 +163,11 @@ def read_alone(world: Path, copies: int, batch_size: int, processes: int) -> dic
     (their start included)."""
     from probe.extraction.batches import batches_of, read_work
     from probe.extraction.samples import open_data
-    from probe.extraction.config import ExtractConfig
     from probe.cache.frames import use_frame_cache
+    from probe.extraction.config import data_spec
     from probe.extraction.readpool import read_ahead
 
-    opened = open_data(ExtractConfig(checkpoints=("-",), data=data_specs(world, copies), layers=LAYERS, out="-",
-                                     batch_size=batch_size))
+    opened = open_data([data_spec(d) for d in data_specs(world, copies)])
     todo = np.ones(len(opened.samples), dtype=bool)
     with use_frame_cache(None):
         t0 = time.perf_counter()
@@ -188,15 +191,14 @@ class BareForward:
         from probe.extraction.batches import batches_of, read_work
         from probe.extraction.samples import open_data
         from probe.model.checkpoints import load_checkpoint
-        from probe.extraction.config import ExtractConfig, resolve_device
+        from probe.extraction.config import data_spec
+        from probe.model.config import ModelConfig, resolve_device
         from probe.model.extractor import Extractor
 
         self.device = resolve_device(device)
-        config = ExtractConfig(checkpoints=(str(ckpt),), data=data_specs(world, 1), layers=LAYERS, out="-",
-                               batch_size=batch_size, device=self.device)
-        opened = open_data(config)
+        opened = open_data([data_spec(d) for d in data_specs(world, 1)])
         self.loaded = load_checkpoint(ckpt, device=self.device)
-        self.ex = Extractor(self.loaded, config, self.device)
+        self.ex = Extractor(self.loaded, ModelConfig(layers=LAYERS, device=self.device), self.device)
         todo = torch.ones(len(opened.samples), dtype=torch.bool).numpy()
         self.prepared = []
         for rows in batches_of(opened.samples, todo, batch_size):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from probe.extraction.config import ExtractConfig
+from probe.model.config import ModelConfig
 from probe.extraction.run import extract
 from probe.store.store import Store, open_store
 from probe.world.build import World, build_world
@@ -22,7 +23,9 @@ def world_stores(out: str | Path = "probe-examples", size: str = "small") -> tup
         if not all((p / "manifest.json").exists() for p in paths):
             config = ExtractConfig(checkpoints=tuple(str(c) for c in checkpoints),
                                    data=tuple(f"{e}={p}" for e, p in world.datasets.items()),
-                                   layers=LAYERS, out=str(out / "stores" / recipe), overwrite=True)
+                                   out=str(out / "stores" / recipe),
+                                   overwrite=True,
+                                   model=ModelConfig(layers=LAYERS))
             extract(config, progress=True)
         stores[recipe] = [open_store(p) for p in paths]
     return world, stores

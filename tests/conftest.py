@@ -76,3 +76,19 @@ def meta() -> pd.DataFrame:
 @pytest.fixture
 def latents_matrix(meta: pd.DataFrame) -> np.ndarray:
     return clustered_latents(meta)
+
+
+def extract_config(**options):
+    """An :class:`ExtractConfig` from the flat option names of ``probe extract`` (``layers=``, ``stride=``,
+    ``batch_size=`` ...), each given to the part that owns it."""
+    import dataclasses
+
+    from probe.extraction.config import ExtractConfig, PassConfig
+    from probe.extraction.sampling import SamplingConfig
+    from probe.model.config import ModelConfig
+
+    parts = {}
+    for name, kind in (("model", ModelConfig), ("sampling", SamplingConfig), ("passes", PassConfig)):
+        own = {f.name for f in dataclasses.fields(kind)}
+        parts[name] = kind(**{k: options.pop(k) for k in list(options) if k in own})
+    return ExtractConfig(**options, **parts)

@@ -30,7 +30,7 @@ def test_safetensors_with_factory(tmp_path):
     ref = tiny_cnn(seed=5)
     save_file(ref.state_dict(), tmp_path / "w.safetensors")
     loaded = load_checkpoint(tmp_path / "w.safetensors", model=FACTORY)
-    assert loaded.kind is CheckpointKind.STATE_DICT
+    assert loaded.kind == CheckpointKind.STATE_DICT
     assert _same_outputs(ref, loaded.model)
     assert not _same_outputs(tiny_cnn(seed=0), loaded.model)  # weights really came from the file
     assert loaded.sha256 == hashlib.sha256((tmp_path / "w.safetensors").read_bytes()).hexdigest()
@@ -64,7 +64,7 @@ def test_torchscript_archive(tmp_path):
     ref = tiny_cnn(seed=2)
     torch.jit.save(torch.jit.script(ref), tmp_path / "enc.pt")
     loaded = load_checkpoint(tmp_path / "enc.pt")
-    assert loaded.kind is CheckpointKind.TORCHSCRIPT
+    assert loaded.kind == CheckpointKind.TORCHSCRIPT
     assert _same_outputs(ref, loaded.model)
 
 
@@ -113,7 +113,7 @@ def test_pickle_needs_trust(tmp_path, caplog):
         load_checkpoint(tmp_path / "whole.pt")
     with caplog.at_level(logging.WARNING, logger="probe.model.checkpoints"):
         loaded = load_checkpoint(tmp_path / "whole.pt", trust=True)
-    assert loaded.kind is CheckpointKind.PICKLED_MODULE
+    assert loaded.kind == CheckpointKind.PICKLED_MODULE
     assert _same_outputs(ref, loaded.model)
     assert any("trust" in r.getMessage() for r in caplog.records)
 

@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+
+from tests.conftest import extract_config
 import torch
 from safetensors.torch import save_file
 
@@ -14,6 +16,8 @@ from probe.cli import main
 from probe.errors import DataError, LatentsError, LayerNotFoundError, OutputExistsError
 from probe.extraction.config import ExtractConfig
 from probe.extraction.run import extract
+from probe.model.config import ModelConfig
+from probe.extraction.config import PassConfig
 
 from extract_models import ArrayDataset, tiny_cnn
 
@@ -36,7 +40,7 @@ def datasets(**kw):
 def config(ckpt, out, data=None, **kw):
     base = dict(checkpoints=(str(ckpt),), data=data or datasets(), layers=("stem", "head"), out=str(out),
                 model=FACTORY, adapter="image", adapter_kwargs={"size": None}, batch_size=4, device="cpu")
-    return ExtractConfig(**(base | kw))
+    return extract_config(**(base | kw))
 
 
 def test_model_kwargs_are_recorded_so_the_model_can_be_rebuilt(tmp_path):
@@ -111,9 +115,11 @@ def test_several_checkpoints_give_one_store_each(tmp_path, ckpt):
 
 def test_nan_from_the_model_names_layer_and_samples(tmp_path):
     data = (ArrayDataset("hands", "human", seed=1, bright=(1,)), ArrayDataset("arm", "robot", seed=2))
-    cfg = ExtractConfig(checkpoints=(str(_nan_checkpoint(tmp_path)),), data=data, layers=("output",),
-                        out=str(tmp_path / "store"), model="extract_models:nan_cnn", adapter_kwargs={"size": None},
-                        batch_size=4, device="cpu")
+    cfg = ExtractConfig(checkpoints=(str(_nan_checkpoint(tmp_path)),),
+                        data=data,
+                        out=str(tmp_path / "store"),
+                        model=ModelConfig(layers=("output",), model="extract_models:nan_cnn", adapter_kwargs={"size": None}, device="cpu"),
+                        passes=PassConfig(batch_size=4))
     with pytest.raises(LatentsError, match=r"NaN or Inf in layer 'output' for 2 sample\(s\) \(first: hands/1/0, hands/1/1"):
         extract(cfg)
     assert not (tmp_path / "store").exists() and _leftovers(tmp_path) == []
@@ -183,8 +189,10 @@ def test_state_adapter(tmp_path):
 
     save_file(state_mlp().state_dict(), path)
     data = datasets()
-    store = extract(ExtractConfig(checkpoints=(str(path),), data=data, layers=("act",), out=str(tmp_path / "s"),
-                                  model="extract_models:state_mlp", adapter="state", device="cpu"))
+    store = extract(ExtractConfig(checkpoints=(str(path),),
+                                  data=data,
+                                  out=str(tmp_path / "s"),
+                                  model=ModelConfig(layers=("act",), model="extract_models:state_mlp", adapter="state", device="cpu")))
     with torch.no_grad():
         m = state_mlp().eval()
         expected = m.act(m.fc1(torch.from_numpy(data[0].states[0]))).numpy()
@@ -194,8 +202,10 @@ def test_state_adapter(tmp_path):
 
 def test_torchscript_output_layer(tmp_path):
     torch.jit.save(torch.jit.script(tiny_cnn(seed=3).eval()), tmp_path / "enc.pt")
-    store = extract(ExtractConfig(checkpoints=(str(tmp_path / "enc.pt"),), data=datasets(), layers=("output",),
-                                  out=str(tmp_path / "s"), adapter_kwargs={"size": None}, device="cpu"))
+    store = extract(ExtractConfig(checkpoints=(str(tmp_path / "enc.pt"),),
+                                  data=datasets(),
+                                  out=str(tmp_path / "s"),
+                                  model=ModelConfig(layers=("output",), adapter_kwargs={"size": None}, device="cpu")))
     assert store.layer_info("output")["dim"] == 16 and store.provenance["checkpoint"]["kind"] == "torchscript"
 
 
@@ -224,12 +234,26 @@ def test_config_validation():
     from probe.errors import ConfigError
 
     with pytest.raises(ConfigError, match="no layer given"):
-        ExtractConfig(checkpoints=("c",), data=("p",), layers=(), out="o")
+        ExtractConfig(checkpoints=("c",),
+                      data=("p",),
+                      out="o",
+                      model=ModelConfig(layers=()))
     with pytest.raises(ConfigError, match="exclude each other"):
-        ExtractConfig(checkpoints=("c",), data=("p",), layers=("x",), out="o", resume=True, overwrite=True)
+        ExtractConfig(checkpoints=("c",),
+                      data=("p",),
+                      out="o",
+                      resume=True,
+                      overwrite=True,
+                      model=ModelConfig(layers=("x",)))
     with pytest.raises(ConfigError, match="pooling must be one of"):
-        ExtractConfig(checkpoints=("c",), data=("p",), layers=("x",), out="o", pool="median")
-    spec = ExtractConfig(checkpoints="c", data="human=some/path", layers="x", out="o").data[0]
+        ExtractConfig(checkpoints=("c",),
+                      data=("p",),
+                      out="o",
+                      model=ModelConfig(layers=("x",), pool="median"))
+    spec = ExtractConfig(checkpoints="c",
+                         data="human=some/path",
+                         out="o",
+                         model=ModelConfig(layers="x")).data[0]
     assert (spec.embodiment, spec.path) == ("human", "some/path")
     assert json.loads('{"a": 1}') == {"a": 1}
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from tests.conftest import extract_config
 import torch
 from safetensors.torch import save_file
 
 from probe.cli import main
 from probe.errors import CheckpointError, ConfigError, LatentsError
-from probe.extraction.config import ExtractConfig
 from probe.extraction.run import extract
 from probe.sizes import parse_bytes
 from probe.extraction.passes import plan_passes
+from probe.extraction.config import PassConfig
 
 from extract_models import ArrayDataset, tiny_cnn
 
@@ -43,7 +45,7 @@ def frames_read(data):
 def config(ckpts, out, data=None, **kw):
     base = dict(checkpoints=tuple(ckpts), data=data or datasets(), layers=("stem", "head"), out=str(out),
                 model=FACTORY, adapter="image", adapter_kwargs={"size": None}, batch_size=4, device="cpu")
-    return ExtractConfig(**(base | kw))
+    return extract_config(**(base | kw))
 
 
 def _leftovers(directory):
@@ -192,7 +194,7 @@ def test_parse_bytes():
         parse_bytes("4 parsecs")
     with pytest.raises(ConfigError, match="cannot be negative"):
         parse_bytes(-1)
-    assert ExtractConfig(checkpoints="c", data="p", layers="x", out="o", pass_memory="2kB").pass_memory == 2000
+    assert PassConfig(pass_memory="2kB").pass_memory == 2000
 
 
 def test_cli_pass_memory_options(tmp_path, ckpts, capsys):

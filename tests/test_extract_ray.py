@@ -11,6 +11,8 @@ from safetensors.torch import save_file
 
 from probe.extraction.config import ExtractConfig
 from probe.extraction.run import extract
+from probe.model.config import ModelConfig
+from probe.extraction.config import PassConfig
 
 from extract_models import ArrayDataset, tiny_cnn
 
@@ -24,9 +26,12 @@ def test_ray_engine_equals_local(tmp_path):
 
     def cfg(out, engine):
         data = (ArrayDataset("hands", "human", seed=1, bad=(2,)), ArrayDataset("arm", "robot", seed=2))
-        return ExtractConfig(checkpoints=(str(ckpt),), data=data, layers=("stem", "head"), out=str(tmp_path / out),
-                             model="extract_models:tiny_cnn", adapter_kwargs={"size": None}, batch_size=8,
-                             device="cpu", engine=engine, skip_bad_episodes=True)
+        return ExtractConfig(checkpoints=(str(ckpt),),
+                             data=data,
+                             out=str(tmp_path / out),
+                             skip_bad_episodes=True,
+                             model=ModelConfig(layers=("stem", "head"), model="extract_models:tiny_cnn", adapter_kwargs={"size": None}, device="cpu"),
+                             passes=PassConfig(batch_size=8, engine=engine))
 
     local = extract(cfg("local", "local"))
     tests_dir = str(Path(__file__).resolve().parent)  # actors import the model factory from tests/

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.conftest import extract_config
 import torch
 
 from probe import columns as C
@@ -14,6 +16,9 @@ from probe.errors import DataError
 from probe.extraction.config import ExtractConfig
 from probe.extraction.run import extract
 from probe.store.store import open_store
+from probe.model.config import ModelConfig
+from probe.extraction.config import PassConfig
+from probe.extraction.sampling import SamplingConfig
 
 from conftest import SHARED_DATA
 from extract_models import tiny_cnn
@@ -58,8 +63,11 @@ def test_cli_extract_real_robot_av1_and_human_video(tmp_path, capsys):
 @needs_data
 def test_missing_video_names_the_episode_without_skip(tmp_path):
     torch.jit.save(torch.jit.script(tiny_cnn().eval()), tmp_path / "encoder.pt")
-    cfg = ExtractConfig(checkpoints=(str(tmp_path / "encoder.pt"),), data=(f"robot={G1}",), layers=("output",),
-                        out=str(tmp_path / "store"), max_episodes=1, max_frames=2, device="cpu")
+    cfg = ExtractConfig(checkpoints=(str(tmp_path / "encoder.pt"),),
+                        data=(f"robot={G1}",),
+                        out=str(tmp_path / "store"),
+                        model=ModelConfig(layers=("output",), device="cpu"),
+                        sampling=SamplingConfig(max_episodes=1, max_frames=2))
     with pytest.raises(DataError, match=r"episode 0.*--skip-bad-episodes"):
         extract(cfg)
     assert not (tmp_path / "store").exists()
@@ -69,10 +77,10 @@ def test_dataset_path_missing_or_unknown(tmp_path):
     torch.jit.save(torch.jit.script(tiny_cnn().eval()), tmp_path / "encoder.pt")
     base = dict(checkpoints=(str(tmp_path / "encoder.pt"),), layers=("output",), out=str(tmp_path / "s"))
     with pytest.raises(DataError, match="does not exist"):
-        extract(ExtractConfig(data=(f"human={tmp_path / 'nope'}",), **base))
+        extract(extract_config(data=(f"human={tmp_path / 'nope'}",), **base))
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(DataError, match="cannot tell the format"):
-        extract(ExtractConfig(data=(str(tmp_path / "notes.txt"),), **base))
+        extract(extract_config(data=(str(tmp_path / "notes.txt"),), **base))
     assert not (tmp_path / "s").exists()
 
 
@@ -97,8 +105,12 @@ def world(tmp_path_factory):
 def test_world_policy_two_checkpoints(world, tmp_path):
     ckpts = [str(world / "ckpt" / "cotrained" / f"step-{s:06d}") for s in (0, 400)]
     data = (f"human={world / 'w/datasets/human'}", f"robot={world / 'w/datasets/robot'}")
-    stores = extract(ExtractConfig(checkpoints=tuple(ckpts), data=data, layers=("trunk.block2", "output.embedding"),
-                                   out=str(tmp_path / "cmp"), stride=4, device="cpu", batch_size=8))
+    stores = extract(ExtractConfig(checkpoints=tuple(ckpts),
+                                   data=data,
+                                   out=str(tmp_path / "cmp"),
+                                   model=ModelConfig(layers=("trunk.block2", "output.embedding"), device="cpu"),
+                                   sampling=SamplingConfig(stride=4),
+                                   passes=PassConfig(batch_size=8)))
     assert [s.path.name for s in stores] == ["step-000000", "step-000400"]
     s0, s1 = stores
     assert s1.provenance["checkpoint"]["step"] == 400 and s1.provenance["adapter"]["name"] == "world"
@@ -132,14 +144,16 @@ def test_world_layers_cli_with_data(world, capsys):
 def test_video_paths_are_absolute_whatever_the_working_directory(world, tmp_path, monkeypatch):
     monkeypatch.chdir(world)  # relative dataset paths, as a user in the project directory would type them
     store = extract(ExtractConfig(checkpoints=(str(world / "ckpt" / "cotrained" / "step-000400"),),
-                                  data=("human=w/datasets/human", "robot=w/datasets/robot"), layers=("trunk.block2",),
-                                  out=str(tmp_path / "s"), stride=8, device="cpu"))
+                                  data=("human=w/datasets/human", "robot=w/datasets/robot"),
+                                  out=str(tmp_path / "s"),
+                                  model=ModelConfig(layers=("trunk.block2",), device="cpu"),
+                                  sampling=SamplingConfig(stride=8)))
     videos = store.meta[C.VIDEO].map(Path)
     assert all(v.is_absolute() and v.is_file() for v in videos)
 
 
 def test_world_checkpoints_of_a_pass_share_one_prepare_per_batch(world, tmp_path, monkeypatch):
-    from probe.model.adapters import WorldAdapter
+    from probe.world.adapter import WorldAdapter
 
     ckpts = tuple(str(world / "ckpt" / "cotrained" / f"step-{s:06d}") for s in (0, 400))
     data = (f"human={world / 'w/datasets/human'}", f"robot={world / 'w/datasets/robot'}")
@@ -147,10 +161,10 @@ def test_world_checkpoints_of_a_pass_share_one_prepare_per_batch(world, tmp_path
     calls = []
     prepare = WorldAdapter.prepare
     monkeypatch.setattr(WorldAdapter, "prepare", lambda self, *a: calls.append(1) or prepare(self, *a))
-    together = extract(ExtractConfig(out=str(tmp_path / "together"), **base))
+    together = extract(extract_config(out=str(tmp_path / "together"), **base))
     batches = len(calls)
     calls.clear()
-    apart = extract(ExtractConfig(out=str(tmp_path / "apart"), pass_memory=0, **base))
+    apart = extract(extract_config(out=str(tmp_path / "apart"), pass_memory=0, **base))
     assert len(calls) == 2 * batches  # one pass each: every checkpoint prepares every batch
     for a, b in zip(together, apart):
         np.testing.assert_array_equal(a.matrix("trunk.block2"), b.matrix("trunk.block2"))

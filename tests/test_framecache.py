@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.conftest import extract_config
 import torch
 
 from probe.cli import main
-from probe.extraction.config import ExtractConfig
 from probe.extraction.run import extract
 from probe.cache.frames import FrameCache, active_frame_cache, use_frame_cache
 from probe.readers.video import decode_at
@@ -115,14 +116,14 @@ def test_extract_twice_decodes_once_and_writes_the_same_store(world, tmp_path):
     data = (f"human={root / 'w/datasets/human'}", f"robot={root / 'w/datasets/robot'}")
     base = dict(checkpoints=(str(ckpt),), data=data, layers=("trunk.block2",), stride=3, batch_size=8, device="cpu")
     cache_dir = tmp_path / "frames"
-    first = extract(ExtractConfig(out=str(tmp_path / "a"), frame_cache=str(cache_dir), **base))
+    first = extract(extract_config(out=str(tmp_path / "a"), frame_cache=str(cache_dir), **base))
     entries = sorted(cache_dir.rglob("*.npy"))
     assert entries
     inodes = {p: p.stat().st_ino for p in entries}
-    second = extract(ExtractConfig(out=str(tmp_path / "b"), frame_cache=str(cache_dir), **base))
+    second = extract(extract_config(out=str(tmp_path / "b"), frame_cache=str(cache_dir), **base))
     assert sorted(cache_dir.rglob("*.npy")) == entries
     assert {p: p.stat().st_ino for p in entries} == inodes  # served, not decoded and written again
-    uncached = extract(ExtractConfig(out=str(tmp_path / "c"), frame_cache="off", **base))
+    uncached = extract(extract_config(out=str(tmp_path / "c"), frame_cache="off", **base))
     np.testing.assert_array_equal(second.matrix("trunk.block2"), first.matrix("trunk.block2"))
     np.testing.assert_array_equal(uncached.matrix("trunk.block2"), first.matrix("trunk.block2"))
 

@@ -17,6 +17,9 @@ from probe.retrieval.index import build_index
 from probe.extraction.observation import ObservationEmbedder, read_observation
 from probe.retrieval.retriever import Retriever
 from probe.extraction.observation import embed_observation
+from probe.model.config import ModelConfig
+from probe.extraction.config import PassConfig
+from probe.extraction.sampling import SamplingConfig
 
 LAYERS = ("trunk.block2", "output.embedding")
 
@@ -38,9 +41,12 @@ def world(tmp_path_factory):
                              list(TASK_NAMES), list(STAGES), image_size=64)
         save_policy(policy, root / "ckpt" / f"step-{step:06d}", step, "cotrained")
     data = (f"human={root / 'w/datasets/human'}", f"robot={root / 'w/datasets/robot'}")
-    store = extract(ExtractConfig(checkpoints=(str(root / "ckpt/step-000100"),), data=data, layers=LAYERS,
-                                  layer_pooling={"trunk.block2": "last"}, out=str(root / "store"), stride=4,
-                                  device="cpu", batch_size=8))
+    store = extract(ExtractConfig(checkpoints=(str(root / "ckpt/step-000100"),),
+                                  data=data,
+                                  out=str(root / "store"),
+                                  model=ModelConfig(layers=LAYERS, layer_pooling={"trunk.block2": "last"}, device="cpu"),
+                                  sampling=SamplingConfig(stride=4),
+                                  passes=PassConfig(batch_size=8)))
     build_index(store, "output.embedding", root / "idx")
     return root, store
 

@@ -8,12 +8,13 @@ import os
 
 import numpy as np
 import pytest
+
+from tests.conftest import extract_config
 import torch
 
 from probe import columns as C
 from probe.cli import main
 from probe.errors import ConfigError, DataError
-from probe.extraction.config import ExtractConfig
 from probe.extraction.run import extract
 from probe.extraction.readpool import SHARE_PREFIX, _share_dir, default_read_workers
 
@@ -40,7 +41,7 @@ def world(tmp_path_factory):
 def _config(world, out, **kw):
     root, ckpt = world
     data = (f"human={root / 'w/datasets/human'}", f"robot={root / 'w/datasets/robot'}")
-    return ExtractConfig(**(dict(checkpoints=(str(ckpt),), data=data, layers=("vision", "trunk.block2"), out=str(out),
+    return extract_config(**(dict(checkpoints=(str(ckpt),), data=data, layers=("vision", "trunk.block2"), out=str(out),
                                  batch_size=16, device="cpu", frame_cache="off") | kw))
 
 
@@ -113,7 +114,7 @@ def test_spawned_readers_get_the_datasets_pickled_and_read_the_same_frames(world
     from probe.extraction.readpool import read_ahead
 
     config = _config(world, "-")
-    opened = open_data(config)
+    opened = open_data(config.data, config.sampling)
     todo = np.ones(len(opened.samples), dtype=bool)
     alone = [read_work(opened, rows, images=True, size=(64, 64), skip_bad=False)
              for rows in batches_of(opened.samples, todo, 16)]

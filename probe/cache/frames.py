@@ -220,3 +220,13 @@ def use_frame_cache(cache: FrameCache | None) -> Iterator[FrameCache | None]:
         yield cache
     finally:
         _ACTIVE.reset(token)
+
+
+def frame_cache_for(setting: str | None, max_bytes: int) -> FrameCache | None:
+    """The frame cache a setting asks for: None or ``'off'`` (none), ``'auto'`` (the default one under the
+    toolkit's cache directory), or a directory."""
+    if setting is None or str(setting).strip().lower() in ("", "off", "none"):
+        return None
+    if setting == "auto":
+        return default_frame_cache(int(max_bytes))
+    return FrameCache(setting, int(max_bytes))

@@ -75,23 +75,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from probe.extraction.config import ExtractConfig, parse_json_kwargs
+    from probe.extraction.config import ExtractConfig, PassConfig, parse_json_kwargs
+    from probe.extraction.sampling import SamplingConfig
+    from probe.model.config import ModelConfig
     from probe.extraction.run import extract
 
-    config = ExtractConfig(
-        checkpoints=tuple(args.checkpoint), data=tuple(args.data), layers=tuple(args.layer), out=args.out,
-        pool=args.pool, stages=args.stages, stride=args.stride, fps=args.fps, max_frames=args.max_frames,
-        max_episodes=args.max_episodes, model=args.model,
-        model_kwargs=parse_json_kwargs(args.model_kwargs, "--model-kwargs"),
-        trust_checkpoint=args.trust_checkpoint, adapter=args.adapter,
-        adapter_kwargs=parse_json_kwargs(args.adapter_kwargs, "--adapter-kwargs"), embed=args.embed,
-        batch_size=args.batch_size, device=args.device, autocast=args.autocast, overwrite=args.overwrite,
-        resume=args.resume, skip_bad_episodes=args.skip_bad_episodes, engine=args.engine,
-        ray_actors=args.ray_actors, ray_gpus_per_actor=args.ray_gpus_per_actor,
-        pass_memory=0 if args.one_checkpoint_per_pass else args.pass_memory, frame_cache=args.frame_cache,
-        frame_cache_max=args.frame_cache_max, model_workers=args.model_workers,
-        read_workers=args.read_workers,
+    model = ModelConfig(
+        layers=tuple(args.layer), pool=args.pool, model=args.model,
+        model_kwargs=parse_json_kwargs(args.model_kwargs, "--model-kwargs"), trust_checkpoint=args.trust_checkpoint,
+        adapter=args.adapter, adapter_kwargs=parse_json_kwargs(args.adapter_kwargs, "--adapter-kwargs"),
+        embed=args.embed, device=args.device, autocast=args.autocast,
     )
+    sampling = SamplingConfig(stages=args.stages, stride=args.stride, fps=args.fps, max_frames=args.max_frames,
+                              max_episodes=args.max_episodes)
+    passes = PassConfig(
+        batch_size=args.batch_size, pass_memory=0 if args.one_checkpoint_per_pass else args.pass_memory,
+        frame_cache=args.frame_cache, frame_cache_max=args.frame_cache_max, model_workers=args.model_workers,
+        read_workers=args.read_workers, engine=args.engine, ray_actors=args.ray_actors,
+        ray_gpus_per_actor=args.ray_gpus_per_actor,
+    )
+    config = ExtractConfig(checkpoints=tuple(args.checkpoint), data=tuple(args.data), out=args.out, model=model,
+                           sampling=sampling, passes=passes, overwrite=args.overwrite, resume=args.resume,
+                           skip_bad_episodes=args.skip_bad_episodes)
     result = extract(config, progress=True)
     stores = result if isinstance(result, list) else [result]
     for store in stores:

@@ -36,7 +36,8 @@ class DemoOutputs:
 
 
 def _extract_recipe(world, recipe: str, out: Path, overwrite: bool, progress: bool) -> list[Path]:
-    from probe.extraction.config import ExtractConfig
+    from probe.extraction.config import ExtractConfig, PassConfig
+    from probe.model.config import ModelConfig
     from probe.extraction.run import extract
     from probe.store.store import open_store
 
@@ -47,11 +48,12 @@ def _extract_recipe(world, recipe: str, out: Path, overwrite: bool, progress: bo
             open_store(p)  # a cached store must still be whole
         log.info("reusing stores of %s", recipe)
         return paths
-    config = ExtractConfig(
-        checkpoints=tuple(str(c) for c in checkpoints),
-        data=tuple(f"{emb}={path}" for emb, path in world.datasets.items()),
-        layers=DEMO_LAYERS, out=str(out), overwrite=True, batch_size=256,
-    )
+    config = ExtractConfig(checkpoints=tuple(str(c) for c in checkpoints),
+                           data=tuple(f"{emb}={path}" for emb, path in world.datasets.items()),
+                           out=str(out),
+                           overwrite=True,
+                           model=ModelConfig(layers=DEMO_LAYERS),
+                           passes=PassConfig(batch_size=256))
     stores = extract(config, progress=progress)
     stores = stores if isinstance(stores, list) else [stores]
     return [s.path for s in stores]

@@ -21,7 +21,7 @@ import pandas as pd
 
 from probe import columns as C
 from probe.errors import DataError
-from probe.extraction.samples import _DS, _POS, OpenedData
+from probe.extraction.samples import DATASET_INDEX, ROW, OpenedData
 
 if TYPE_CHECKING:
     pass
@@ -59,7 +59,7 @@ class Work:
 def batches_of(samples: pd.DataFrame, todo: np.ndarray, batch_size: int) -> Iterator[pd.DataFrame]:
     """Sample rows still to do, in order, cut into batches that never mix datasets."""
     todo_rows = samples[todo]
-    for _, group in todo_rows.groupby(_DS, sort=True):
+    for _, group in todo_rows.groupby(DATASET_INDEX, sort=True):
         for start in range(0, len(group), batch_size):
             yield group.iloc[start : start + batch_size]
 
@@ -95,7 +95,7 @@ def read_work(opened: OpenedData, rows: pd.DataFrame, *, images: bool, size: tup
     ``bad`` collects ``(dataset, episode)`` pairs already skipped, so that later
     batches of a bad episode are dropped without trying again.
     """
-    d = int(rows[_DS].iloc[0])
+    d = int(rows[DATASET_INDEX].iloc[0])
     bad = set() if bad is None else bad
     batch, keep, skipped = read_frames(opened.datasets[d], opened.names[d], rows[C.EPISODE].to_numpy(np.int64),
                                        rows[C.FRAME].to_numpy(np.int64), images=images, size=size,
@@ -112,7 +112,7 @@ def work_of(d: int, rows: pd.DataFrame, batch: Any, keep: np.ndarray,
     if batch is None:
         return Work(d, np.empty(0, np.int64), rows.iloc[:0], None, tuple(skipped), len(rows))
     meta = rows.iloc[keep]
-    return Work(d, meta[_POS].to_numpy(np.int64), meta, batch, tuple(skipped), len(rows))
+    return Work(d, meta[ROW].to_numpy(np.int64), meta, batch, tuple(skipped), len(rows))
 
 
 def read_frames(ds: Any, name: str, episodes: np.ndarray, frames: np.ndarray, *, images: bool,

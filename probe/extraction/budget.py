@@ -8,11 +8,8 @@ quarter of the available RAM on CPU, of the free GPU memory on CUDA.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 
-if TYPE_CHECKING:
-    from probe.extraction.config import ExtractConfig
 
 BUDGET_FRACTION = 0.25
 
@@ -39,11 +36,11 @@ def available_memory(device: str) -> int:
         return 4 * 10**9  # unknown platform: assume a modest machine
 
 
-def pass_budget(config: ExtractConfig, device: str) -> int:
-    """Bytes of model parameters and buffers one pass may hold: ``config.pass_memory``, else a quarter
+def pass_budget(pass_memory: int | None, device: str) -> int:
+    """Bytes of model parameters and buffers one pass may hold: ``pass_memory``, else a quarter
     of the available RAM (CPU) or of the free GPU memory (CUDA)."""
-    if config.pass_memory is not None:
-        return int(config.pass_memory)
+    if pass_memory is not None:
+        return int(pass_memory)
     return int(BUDGET_FRACTION * available_memory(device))
 
 

@@ -6,7 +6,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from probe.errors import ConfigError
-from probe.model.hooks import OUTPUT
+from probe.extraction.batches import read_work
+from probe.extraction.config import data_spec
+from probe.extraction.samples import open_data
+from probe.extraction.sampling import SamplingConfig
 
 
 def layer_table(checkpoint: str, *, model: str | None = None, model_kwargs: Mapping[str, Any] | None = None,
@@ -24,20 +27,15 @@ def layer_table(checkpoint: str, *, model: str | None = None, model_kwargs: Mapp
     """
     import torch
 
-    from probe.model.adapters import default_adapter, make_adapter
-    from probe.extraction.samples import open_data
-    from probe.extraction.batches import read_work
+    from probe.model.adapters import make_adapter
     from probe.model.checkpoints import load_checkpoint
-    from probe.extraction.config import ExtractConfig
     from probe.model.hooks import list_layers
 
     loaded = load_checkpoint(checkpoint, model=model, model_kwargs=model_kwargs, trust=trust, device=device)
-    ad = make_adapter(adapter, loaded.model, adapter_kwargs, default=default_adapter(loaded.kind.value))
+    ad = make_adapter(adapter, loaded.model, adapter_kwargs, default=loaded.default_adapter)
     dev = torch.device(device)
     if data:
-        config = ExtractConfig(checkpoints=(checkpoint,), data=(data,), layers=(OUTPUT,), out="-",
-                               max_episodes=1, max_frames=2)
-        opened = open_data(config)
+        opened = open_data([data_spec(data)], SamplingConfig(max_frames=2, max_episodes=1))
         rows = opened.samples.iloc[:2]
         work = read_work(opened, rows, images=bool(getattr(ad, "needs_images", True)),
                          size=getattr(ad, "image_size", None), skip_bad=False)

@@ -123,10 +123,9 @@ def read_observation(path: str | Path) -> Observation:
 
 def _adapter_kwargs(spec: str, options: Mapping[str, Any]) -> dict[str, Any]:
     """The recorded adapter options that its factory accepts (``options()`` may report derived values)."""
-    from probe.model.adapters import BUILTIN
-    from probe.model.checkpoints import import_object
+    from probe.model.adapters import adapter_factory
 
-    factory = BUILTIN[spec] if spec in BUILTIN else import_object(spec, what="adapter", option="--adapter")
+    factory = adapter_factory(spec)
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):
@@ -160,9 +159,9 @@ class ObservationEmbedder:
     def from_store(cls, store: Store, layer: str, *, checkpoint: str | Path | None = None, device: str = "auto",
                    trust: bool = False) -> ObservationEmbedder:
         """Rebuild the extraction of ``layer`` of ``store`` (``checkpoint`` overrides the recorded path)."""
-        from probe.model.adapters import BUILTIN
+        from probe.model.adapters import ADAPTERS
         from probe.model.checkpoints import load_checkpoint
-        from probe.extraction.config import DataSpec, ExtractConfig, resolve_device
+        from probe.model.config import ModelConfig, resolve_device
         from probe.model.extractor import Extractor
         from probe.validate import check_layer
 
@@ -186,20 +185,18 @@ class ObservationEmbedder:
         loaded = load_checkpoint(path, model=ckpt.get("factory"), model_kwargs=model_kwargs, trust=trust,
                                  device=device)
         spec = adapter.get("name")
-        if spec and spec not in BUILTIN and ":" not in spec:
+        if spec and spec not in ADAPTERS and ":" not in spec:
             raise ConfigError(f"store '{store.path}' was extracted with adapter {spec!r}, which cannot be rebuilt "
                               "here; it must be a built-in or 'package.module:callable'")
         kwargs = _adapter_kwargs(spec, adapter.get("options") or {}) if spec else {}
-        config = ExtractConfig(checkpoints=(path,), data=(DataSpec("-", None),), layers=(layer,), out="-",
-                               pool=pooling, model=ckpt.get("factory"), model_kwargs=model_kwargs,
-                               trust_checkpoint=trust, adapter=spec, adapter_kwargs=kwargs, embed=prov.get("embed"),
-                               device=device, autocast=autocast)
+        config = ModelConfig(layers=(layer,), pool=pooling, model=ckpt.get("factory"), model_kwargs=model_kwargs,
+                             trust_checkpoint=trust, adapter=spec, adapter_kwargs=kwargs, embed=prov.get("embed"),
+                             device=device, autocast=autocast)
         extractor = Extractor(loaded, config, device)
         return cls(extractor, layer, int(store.matrix(layer).shape[1]), str(store.path))
 
     def batch(self, obs: Observation) -> tuple[Any, pd.DataFrame]:
         """The :class:`~probe.readers.base.Batch` and sample rows the extractor takes for ``obs``."""
-        from probe.model.adapters import WorldAdapter
         from probe.readers.base import Batch
         from probe.readers.video import resize
 
@@ -209,7 +206,7 @@ class ObservationEmbedder:
             raise DataError(f"the store's model ({self.checkpoint}) takes images but '{obs.source}' has no 'image'; "
                             "add image=uint8 (H, W, 3) to the file")
         state_dims = getattr(adapter, "state_dims", None)
-        if isinstance(adapter, WorldAdapter):
+        if getattr(adapter, "needs_state", False):
             if obs.state is None:
                 raise DataError(f"the store's model ({self.checkpoint}) takes a state but '{obs.source}' has no "
                                 "'state'; add state=(P,) to the file")
@@ -221,7 +218,7 @@ class ObservationEmbedder:
                 raise DataError(f"'state' in '{obs.source}' has {obs.state.shape[1]} values per frame, the model "
                                 f"expects {want} for embodiment '{obs.embodiment}'; save the {obs.embodiment}'s "
                                 f"full state vector ({want} values) or set embodiment='...' in the file")
-        needs_task = bool(getattr(adapter, "needs_task", isinstance(adapter, WorldAdapter)))
+        needs_task = bool(getattr(adapter, "needs_task", False))
         if needs_task and obs.task is None:
             tasks = getattr(adapter, "tasks", None)
             raise DataError(f"the store's model ({self.checkpoint}) is conditioned on the task but '{obs.source}' "

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from probe import columns as C
-from probe.extraction.samples import _DS, _POS, OpenedData
+from probe.extraction.samples import DATASET_INDEX, ROW, OpenedData
 from probe.extraction.batches import batches_of, prefetch, read_work
 from probe.sizes import format_bytes
 from probe.errors import DataError, ProbeError
@@ -95,12 +95,12 @@ def plan_passes(config: ExtractConfig, items: Sequence[tuple[int, str, Path]], d
     group: list[CheckpointRun] = []
     used = 0
     for index, checkpoint, path in items:
-        loaded = load_checkpoint(checkpoint, model=config.model, model_kwargs=config.model_kwargs,
-                                 trust=config.trust_checkpoint, device=device)
-        extractor = Extractor(loaded, config, device)
+        loaded = load_checkpoint(checkpoint, model=config.model.model, model_kwargs=config.model.model_kwargs,
+                                 trust=config.model.trust_checkpoint, device=device)
+        extractor = Extractor(loaded, config.model, device)
         size = extractor.model_bytes
         if group and (used + size > budget or extractor.read_key != group[0].extractor.read_key
-                      or config.engine == "ray"):
+                      or config.passes.engine == "ray"):
             log.info("pass of %d checkpoint(s): %s of weights (budget %s)", len(group), format_bytes(used), format_bytes(budget))
             yield group
             group, used = [], 0
@@ -121,21 +121,21 @@ def provenance(config: ExtractConfig, opened: OpenedData, extractor: Extractor, 
     options = extractor.adapter.options() if callable(getattr(extractor.adapter, "options", None)) else {}
     return {
         "tool": "probe extract",
-        "checkpoint": extractor.loaded.provenance() | ({"model_kwargs": dict(config.model_kwargs)}
-                                                       if config.model_kwargs else {}),
+        "checkpoint": extractor.loaded.provenance() | ({"model_kwargs": dict(config.model.model_kwargs)}
+                                                       if config.model.model_kwargs else {}),
         "datasets": [{"name": n, "path": str(ds.info.path), "embodiment": e, "format": str(ds.info.format.value),
                       "fingerprint": ds.info.fingerprint, "fps": float(ds.info.fps)}
                      for ds, n, e in zip(opened.datasets, opened.names, opened.embodiments)],
-        "adapter": {"name": adapter_name(config.adapter, extractor.adapter), "options": options},
-        "embed": config.embed,
+        "adapter": {"name": adapter_name(config.model.adapter, extractor.adapter), "options": options},
+        "embed": config.model.embed,
         "layers": extractor.pooling(),
-        "sampling": {"stride": config.stride, "fps": config.fps, "max_frames": config.max_frames,
-                     "max_episodes": config.max_episodes},
-        "stages": config.stages,
+        "sampling": {"stride": config.sampling.stride, "fps": config.sampling.fps,
+                     "max_frames": config.sampling.max_frames, "max_episodes": config.sampling.max_episodes},
+        "stages": config.sampling.stages,
         "engine": engine,
-        "batch_size": config.batch_size,
+        "batch_size": config.passes.batch_size,
         "device": str(extractor.device),
-        "autocast": config.autocast,
+        "autocast": config.model.autocast,
     }
 
 
@@ -152,7 +152,7 @@ def run_pass(config: ExtractConfig, opened: OpenedData, runs: Sequence[Checkpoin
     writer and is raised; an interrupt (Ctrl-C, any non-toolkit exception) syncs every
     writer so that ``resume`` continues where it stopped.
     """
-    engine = str(config.engine)
+    engine = str(config.passes.engine)
     for run in runs:
         run.writer = StoreWriter(_staging(run.path), opened.meta,
                                  provenance=provenance(config, opened, run.extractor, engine),
@@ -241,10 +241,10 @@ def _run_local(config: ExtractConfig, opened: OpenedData, runs: Sequence[Checkpo
     live = [run for run in runs if run.live]
 
     def wanted() -> Iterator[Any]:  # rows some live checkpoint still needs; none once all failed
-        for rows in batches_of(opened.samples, todo, config.batch_size):
+        for rows in batches_of(opened.samples, todo, config.passes.batch_size):
             if not live:
                 return
-            positions = rows[_POS].to_numpy(np.int64)
+            positions = rows[ROW].to_numpy(np.int64)
             if any(not run.writer.done[positions].all() for run in live):
                 yield rows
 
@@ -295,8 +295,8 @@ def _run_local(config: ExtractConfig, opened: OpenedData, runs: Sequence[Checkpo
                 run.fail(exc)
                 live.remove(run)
 
-    readers = (default_read_workers(str(first.device), cpu_cores()) if config.read_workers is None
-               else int(config.read_workers))
+    readers = (default_read_workers(str(first.device), cpu_cores()) if config.passes.read_workers is None
+               else int(config.passes.read_workers))
     if readers:
         log.info("reading in %d process(es)", readers)
         works = read_ahead(opened, wanted(), workers=readers, images=first.needs_images, size=first.image_size,
@@ -305,7 +305,7 @@ def _run_local(config: ExtractConfig, opened: OpenedData, runs: Sequence[Checkpo
         works = prefetch(wanted(), read, depth=PREFETCH_DEPTH)
     desc = f"extract {first.loaded.name}" if len(runs) == 1 else f"extract {len(runs)} checkpoints"
     with bar(int(todo.sum()), desc=desc, enabled=progress, unit="frame") as pbar, \
-            model_workers(str(first.device), config.model_workers) as workers, \
+            model_workers(str(first.device), config.passes.model_workers) as workers, \
             ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe-model") as pool, \
             contextlib.closing(works):
         pending: deque[tuple[Any, list[tuple[CheckpointRun, np.ndarray]], Future[Outcome]]] = deque()
@@ -371,7 +371,7 @@ def _publish(staged: Store, path: Path, opened: OpenedData, skipped: Mapping[tup
     samples = opened.samples
     drop = np.zeros(len(samples), dtype=bool)
     for (d, episode) in skipped:
-        drop |= ((samples[_DS] == d) & (samples[C.EPISODE] == episode)).to_numpy()
+        drop |= ((samples[DATASET_INDEX] == d) & (samples[C.EPISODE] == episode)).to_numpy()
     keep = np.flatnonzero(~drop)
     writer = StoreWriter(path, staged.meta.iloc[keep].reset_index(drop=True), provenance=staged.provenance,
                          overwrite=overwrite)

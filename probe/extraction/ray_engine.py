@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from probe.cache.frames import frame_cache_for
 from probe.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -37,15 +38,14 @@ class _Worker:
         from probe.model.extractor import Extractor
 
         self.config, self.opened = config, opened
-        loaded = load_checkpoint(checkpoint, model=config.model, model_kwargs=config.model_kwargs,
-                                 trust=config.trust_checkpoint, device=device)
-        self.extractor = Extractor(loaded, config, device)
-        from probe.extraction.run import frame_cache
-
-        self.frames = frame_cache(config)  # on a cluster: each node's own cache directory
+        loaded = load_checkpoint(checkpoint, model=config.model.model, model_kwargs=config.model.model_kwargs,
+                                 trust=config.model.trust_checkpoint, device=device)
+        self.extractor = Extractor(loaded, config.model, device)
+        # on a cluster: each node's own cache directory
+        self.frames = frame_cache_for(config.passes.frame_cache, int(config.passes.frame_cache_max))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        from probe.extraction.samples import _POS
+        from probe.extraction.samples import ROW
         from probe.extraction.batches import read_work
         from probe.cache.frames import use_frame_cache
 
@@ -58,7 +58,7 @@ class _Worker:
                                  size=self.extractor.image_size, skip_bad=self.config.skip_bad_episodes)
             values = (self.extractor(work.batch, work.meta, self.opened.embodiments[work.dataset])
                       if len(work.rows) else {})
-            out["rows"].append(work.meta[_POS].to_numpy(np.int64) if len(work.rows) else np.empty(0, np.int64))
+            out["rows"].append(work.meta[ROW].to_numpy(np.int64) if len(work.rows) else np.empty(0, np.int64))
             out["values"].append(values)
             out["skipped"].append([(work.dataset, e, m) for e, m in work.skipped])
         return {k: np.array(v + [None], dtype=object)[:-1] for k, v in out.items()}
@@ -67,7 +67,7 @@ class _Worker:
 def run_ray(config: Any, checkpoint: str, opened: Any, writer: Any, extractor: Any,
             skipped: dict[tuple[int, int], str], *, progress: bool = False) -> None:
     """Run the batches still to do on Ray Data actors and stream the results into ``writer``."""
-    from probe.extraction.samples import _POS
+    from probe.extraction.samples import ROW
     from probe.extraction.batches import batches_of
     from probe.progress import bar
 
@@ -78,14 +78,14 @@ def run_ray(config: Any, checkpoint: str, opened: Any, writer: Any, extractor: A
         started = True
     try:
         todo = ~writer.done
-        items = [{"rows": rows[_POS].to_numpy(np.int64)} for rows in batches_of(opened.samples, todo, config.batch_size)]
+        items = [{"rows": rows[ROW].to_numpy(np.int64)} for rows in batches_of(opened.samples, todo, config.passes.batch_size)]
         if not items:
             return
-        gpus = float(config.ray_gpus_per_actor or 0.0)
+        gpus = float(config.passes.ray_gpus_per_actor or 0.0)
         device = "cuda" if gpus > 0 else "cpu"
         ds = ray.data.from_items(items)
         mapped = ds.map_batches(_Worker, fn_constructor_args=(config, checkpoint, opened, device), batch_size=1,
-                                concurrency=max(1, int(config.ray_actors)), num_gpus=gpus or None,
+                                concurrency=max(1, int(config.passes.ray_actors)), num_gpus=gpus or None,
                                 batch_format="numpy")
         pooling = extractor.pooling()
         done_layers: dict[str, int] = {}

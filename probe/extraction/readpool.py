@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from probe import columns as C
-from probe.extraction.samples import _DS, OpenedData
+from probe.extraction.samples import DATASET_INDEX, OpenedData
 from probe.extraction.batches import Work, read_frames, work_of
 from probe.errors import ConfigError, DataError
 
@@ -175,7 +175,7 @@ def read_ahead(opened: OpenedData, batches: Iterable[pd.DataFrame], *, workers: 
     piped = False  # frames came through the pipe: warned once per call
     try:
         for rows in batches:
-            d = int(rows[_DS].iloc[0])
+            d = int(rows[DATASET_INDEX].iloc[0])
             known = frozenset(e for (b, e) in bad if b == d)
             pending.append((d, rows, pool.submit(_read, d, rows[C.EPISODE].to_numpy(np.int64),
                                                  rows[C.FRAME].to_numpy(np.int64), images, size, skip_bad, known)))

@@ -19,8 +19,9 @@ from typing import Any
 from probe import columns as C
 from probe.extraction.samples import OpenedData, open_data
 from probe.errors import ConfigError, ProbeError
-from probe.extraction.config import (ExtractConfig, resolve_device)
-from probe.cache.frames import FrameCache, default_frame_cache, use_frame_cache
+from probe.cache.frames import frame_cache_for, use_frame_cache
+from probe.extraction.config import ExtractConfig
+from probe.model.config import resolve_device
 from probe.store.store import Store, open_store
 from probe.validate import check_output_path
 
@@ -75,7 +76,7 @@ def _complete_store(config: ExtractConfig, path: Path, opened: OpenedData) -> St
     if not (config.resume and (path / "manifest.json").exists()):
         return None
     store = open_store(path)
-    if store.meta[C.SAMPLE_ID].tolist() == opened.meta[C.SAMPLE_ID].tolist() and set(config.layers) <= set(store.layers):
+    if store.meta[C.SAMPLE_ID].tolist() == opened.meta[C.SAMPLE_ID].tolist() and set(config.model.layers) <= set(store.layers):
         log.info("store '%s' is already complete; nothing to resume", path)
         return store
     raise ConfigError(f"store '{path}' exists and is complete but holds other samples or layers; "
@@ -96,17 +97,10 @@ def extract(config: ExtractConfig, progress: bool = False) -> Store | list[Store
     The one store, or a list (one per checkpoint, under ``config.out``, in the order
     of ``config.checkpoints``) when several checkpoints are given.
     """
-    with use_frame_cache(frame_cache(config)):
+    with use_frame_cache(frame_cache_for(config.passes.frame_cache, int(config.passes.frame_cache_max))):
         return _extract(config, progress)
 
 
-def frame_cache(config: ExtractConfig) -> FrameCache | None:
-    """The frame cache ``config`` asks for (None when ``frame_cache`` is off)."""
-    if config.frame_cache is None:
-        return None
-    if config.frame_cache == "auto":
-        return default_frame_cache(int(config.frame_cache_max))
-    return FrameCache(config.frame_cache, int(config.frame_cache_max))
 
 
 def _extract(config: ExtractConfig, progress: bool) -> Store | list[Store]:
@@ -123,8 +117,9 @@ def _extract(config: ExtractConfig, progress: bool) -> Store | list[Store]:
     from probe.model.checkpoints import check_checkpoint
 
     for checkpoint in config.checkpoints:  # a broken one among many fails now, not passes later
-        check_checkpoint(checkpoint, model=config.model)
-    opened = open_data(config, progress=progress)
+        check_checkpoint(checkpoint, model=config.model.model)
+    opened = open_data(config.data, config.sampling, skip_bad_episodes=config.skip_bad_episodes,
+                       progress=progress)
     stores: dict[int, Store] = {}
     todo = []
     for i, (checkpoint, path) in enumerate(zip(config.checkpoints, paths)):
@@ -135,8 +130,8 @@ def _extract(config: ExtractConfig, progress: bool) -> Store | list[Store]:
             todo.append((i, checkpoint, Path(path)))
     failed = []
     if todo:
-        device = resolve_device(config.device)
-        budget = pass_budget(config, device)
+        device = resolve_device(config.model.device)
+        budget = pass_budget(config.passes.pass_memory, device)
         for runs in plan_passes(config, todo, device, budget):
             log.info("one pass over the data for %s", ", ".join(r.path.name for r in runs))
             run_pass(config, opened, runs, progress=progress)

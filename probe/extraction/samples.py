@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -13,18 +14,17 @@ import pandas as pd
 
 from probe import columns as C
 from probe.errors import DataError
+from probe.extraction.sampling import SamplingConfig, sample_frames
 
 if TYPE_CHECKING:
-    from probe.extraction.config import DataSpec, ExtractConfig
+    from probe.extraction.config import DataSpec
 
 log = logging.getLogger(__name__)
 
 
 # internal columns of the sample table (not written to the store)
-_DS = "_dataset_index"
-
-
-_POS = "_row"
+DATASET_INDEX = "_dataset_index"
+ROW = "_row"
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,17 +41,18 @@ class OpenedData:
     def meta(self) -> pd.DataFrame:
         """The sample table without its internal columns: what each store's ``meta.parquet`` holds
         (built once, shared by every checkpoint's writer)."""
-        return self.samples.drop(columns=[_DS, _POS]).reset_index(drop=True)
+        return self.samples.drop(columns=[DATASET_INDEX, ROW]).reset_index(drop=True)
 
 
-def open_data(config: ExtractConfig, progress: bool = False) -> OpenedData:
+def open_data(data: Sequence[DataSpec], sampling: SamplingConfig = SamplingConfig(), *,
+              skip_bad_episodes: bool = False, progress: bool = False) -> OpenedData:
     """Open every dataset and build the sample table (stages labelled, frames sampled)."""
     datasets, embodiments, names, tables, warnings = [], [], [], [], []
-    for i, spec in enumerate(config.data):
+    for i, spec in enumerate(data):
         if spec.dataset is not None:
             ds = spec.dataset
         else:
-            ds = _open(spec, config.skip_bad_episodes)
+            ds = _open(spec, skip_bad_episodes)
         emb = spec.embodiment or ds.info.embodiment
         name = ds.info.name
         while name in names:
@@ -60,12 +61,12 @@ def open_data(config: ExtractConfig, progress: bool = False) -> OpenedData:
         embodiments.append(emb)
         names.append(name)
         warnings += [f"{name}: {w}" for w in getattr(ds, "warnings", [])]
-        tables.append(_dataset_samples(ds, i, name, emb, config, warnings))
+        tables.append(_dataset_samples(ds, i, name, emb, sampling, warnings))
     samples = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     if samples.empty:
         raise DataError("no samples: the datasets have no usable episodes or frames after sampling; "
                         "check --stride / --fps / --max-frames and the dataset paths")
-    samples[_POS] = np.arange(len(samples), dtype=np.int64)
+    samples[ROW] = np.arange(len(samples), dtype=np.int64)
     from probe.readers.stages import stages_by_embodiment_report
 
     coverage = stages_by_embodiment_report(samples)
@@ -84,16 +85,14 @@ def _open(spec: DataSpec, skip_bad: bool) -> Any:
     return open_dataset(spec.path, embodiment=spec.embodiment, format=fmt, **options)
 
 
-def _dataset_samples(ds: Any, index: int, name: str, embodiment: str, config: ExtractConfig,
+def _dataset_samples(ds: Any, index: int, name: str, embodiment: str, sampling: SamplingConfig,
                      warnings: list[str]) -> pd.DataFrame:
-    from probe.extraction.sampling import SamplingConfig, sample_frames
     from probe.readers.stages import stage_labeller
 
-    sampling = SamplingConfig(config.stride, config.fps, config.max_frames)
-    labeller = stage_labeller(ds, config.stages)
+    labeller = stage_labeller(ds, sampling.stages)
     episodes = ds.episodes()
-    if config.max_episodes is not None:
-        episodes = episodes[: config.max_episodes]
+    if sampling.max_episodes is not None:
+        episodes = episodes[: sampling.max_episodes]
     parts: dict[str, list[np.ndarray]] = {}
     has_video = bool(ds.info.video_keys)
     columns_of = getattr(ds, "frame_columns", None)  # arrays without a DataFrame, where the reader has them
@@ -135,7 +134,7 @@ def _dataset_samples(ds: Any, index: int, name: str, embodiment: str, config: Ex
     if C.VIDEO in columns:  # absolute, so that clips and thumbnails resolve from any working directory
         paths, inverse = np.unique(columns[C.VIDEO].astype(str), return_inverse=True)
         columns[C.VIDEO] = np.array([os.path.abspath(v) if v else "" for v in paths], dtype=object)[inverse.reshape(-1)]
-    columns[_DS] = np.full(total, index, dtype=np.int64)
+    columns[DATASET_INDEX] = np.full(total, index, dtype=np.int64)
     order = [C.SAMPLE_ID, C.EMBODIMENT, C.DATASET, C.EPISODE, C.FRAME, C.TIMESTAMP, C.TASK, C.STAGE, C.PROGRESS,
-             C.STAGE_PROGRESS, C.VIDEO, C.VIDEO_TIMESTAMP, _DS]
+             C.STAGE_PROGRESS, C.VIDEO, C.VIDEO_TIMESTAMP, DATASET_INDEX]
     return pd.DataFrame({key: columns[key] for key in order if key in columns})

@@ -1,4 +1,4 @@
-"""Which frames of an episode to read: stride, target frame rate, a cap per episode."""
+"""Which frames become samples: stride, target frame rate, caps per episode and dataset, stage labels."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from probe.errors import ConfigError
+from probe.readers.stages import StageSpec
 
 
 @dataclass(frozen=True)
@@ -21,11 +22,16 @@ class SamplingConfig:
         (combined with ``stride`` by taking the larger step). None keeps all.
     max_frames : at most this many frames per episode, evenly spaced over the
         frames kept by ``stride``/``fps``. None means no cap.
+    max_episodes : at most this many episodes of each dataset (the first ones). None means all.
+    stages : how samples get their stage labels (``auto``, ``column:NAME``, ``subtasks``,
+        ``file:PATH``, ``progress:N``; see :mod:`probe.readers.stages`).
     """
 
     stride: int = 1
     fps: float | None = None
     max_frames: int | None = None
+    max_episodes: int | None = None
+    stages: str = "auto"
 
     def __post_init__(self) -> None:
         if isinstance(self.stride, bool) or not isinstance(self.stride, (int, np.integer)) or self.stride < 1:
@@ -37,6 +43,11 @@ class SamplingConfig:
                                             or not isinstance(self.max_frames, (int, np.integer))
                                             or self.max_frames < 1):
             raise ConfigError(f"sampling max_frames must be an integer >= 1 or None, got {self.max_frames!r}")
+        if self.max_episodes is not None and (isinstance(self.max_episodes, bool)
+                                              or not isinstance(self.max_episodes, (int, np.integer))
+                                              or self.max_episodes < 1):
+            raise ConfigError(f"sampling max_episodes must be an integer >= 1 or None, got {self.max_episodes!r}")
+        StageSpec.parse(self.stages)  # a bad spec fails before any work
 
 
 def sample_frames(length: int, episode_fps: float, config: SamplingConfig = SamplingConfig()) -> np.ndarray:

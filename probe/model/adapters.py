@@ -14,11 +14,15 @@ An adapter is an object with
 * ``example(embodiment, device, input_shape=None) -> ModelInputs`` (optional):
   dummy inputs for ``probe layers`` without data.
 * attributes ``image_size`` (``(H, W)`` the reader should decode to, or None for
-  native size) and ``needs_images`` (False skips video decoding).
+  native size) and ``needs_images`` (False skips video decoding); optionally
+  ``needs_state`` and ``needs_task`` (the model takes the state vector / the task),
+  ``state_dims`` (``{embodiment: state size}``) and ``tasks`` (the task names it
+  knows), which checks of raw observations use.
 
 Subclass :class:`Adapter` to get the defaults. ``--adapter package.module:make``
 names a callable ``make(model, **adapter_kwargs) -> adapter`` (a subclass of
-:class:`Adapter` itself works). Built-ins: ``world``, ``image``, ``state``.
+:class:`Adapter` itself works). Registered names (:data:`ADAPTERS`): ``image``, ``state`` and
+the built-in world's ``world``.
 """
 
 from __future__ import annotations
@@ -34,7 +38,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from probe import columns as C
 from probe.model.checkpoints import import_object
 from probe.errors import ConfigError, DataError
 from probe.readers.base import Batch
@@ -67,6 +70,8 @@ class Adapter(abc.ABC):
     name: ClassVar[str] = "custom"
     image_size: tuple[int, int] | None = None
     needs_images: bool = True
+    needs_state: bool = False
+    needs_task: bool = False
 
     @abc.abstractmethod
     def prepare(self, batch: Batch, meta: pd.DataFrame, embodiment: str, device: torch.device) -> ModelInputs:
@@ -95,7 +100,7 @@ class Adapter(abc.ABC):
         return None
 
 
-def _images(batch: Batch, video_key: str | None) -> np.ndarray:
+def batch_images(batch: Batch, video_key: str | None) -> np.ndarray:
     if not batch.images:
         raise DataError("the batch holds no images (the dataset has no video, or images were not decoded); "
                         "use --adapter state for state vectors, or a dataset with video")
@@ -108,20 +113,20 @@ def _images(batch: Batch, video_key: str | None) -> np.ndarray:
 
 def images_to_tensor(images: np.ndarray, device: torch.device, size: tuple[int, int] | None = None) -> torch.Tensor:
     """uint8 ``(B, H, W, 3)`` -> float32 ``(B, 3, H, W)`` in [0, 1] on ``device``, resized to ``size``."""
-    x = torch.from_numpy(_writable(images, np.uint8)).to(device, non_blocking=True)
+    x = torch.from_numpy(writable(images, np.uint8)).to(device, non_blocking=True)
     x = x.permute(0, 3, 1, 2).float().div_(255.0)
     if size is not None and tuple(x.shape[-2:]) != tuple(size):
         x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
     return x
 
 
-def _writable(values: np.ndarray, dtype: type) -> np.ndarray:
+def writable(values: np.ndarray, dtype: type) -> np.ndarray:
     """A C-contiguous writable array of ``dtype`` (torch refuses read-only memory)."""
     out = np.ascontiguousarray(values, dtype=dtype)
     return out if out.flags.writeable else out.copy()
 
 
-def _pair(size: int | Sequence[int] | None) -> tuple[int, int] | None:
+def size_pair(size: int | Sequence[int] | None) -> tuple[int, int] | None:
     if size is None:
         return None
     if isinstance(size, (int, float)):
@@ -153,7 +158,7 @@ class ImageAdapter(Adapter):
                 raise ConfigError(f"image adapter: {label} needs 3 values (one per channel), got {list(v)}")
         if std is not None and min(std) <= 0:
             raise ConfigError(f"image adapter: std values must be positive, got {list(std)}")
-        self.image_size = _pair(size)
+        self.image_size = size_pair(size)
         self.mean, self.std, self.channels, self.video_key = mean, std, channels, video_key
 
     def _tensor(self, images: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -167,7 +172,7 @@ class ImageAdapter(Adapter):
         return x
 
     def prepare(self, batch: Batch, meta: pd.DataFrame, embodiment: str, device: torch.device) -> ModelInputs:
-        return ModelInputs((self._tensor(_images(batch, self.video_key), device),))
+        return ModelInputs((self._tensor(batch_images(batch, self.video_key), device),))
 
     def example(self, embodiment: str, device: torch.device, input_shape: Sequence[int] | None = None) -> ModelInputs:
         if input_shape:  # exactly the shape asked for, e.g. (3, 224, 224)
@@ -194,7 +199,7 @@ class StateAdapter(Adapter):
         if values is None:
             raise DataError("the dataset has no state vectors (observation.state or keypoints); "
                             "use --adapter image for video")
-        return ModelInputs((torch.from_numpy(_writable(values, np.float32)).to(device),))
+        return ModelInputs((torch.from_numpy(writable(values, np.float32)).to(device),))
 
     def example(self, embodiment: str, device: torch.device, input_shape: Sequence[int] | None = None) -> ModelInputs:
         if not input_shape:
@@ -205,84 +210,33 @@ class StateAdapter(Adapter):
         return {"keypoints": self.keypoints}
 
 
-def _world_embodiments(config: Mapping[str, Any]) -> dict[str, int]:
-    raw = config.get("embodiments") or config.get("state_dims") or {}
-    if isinstance(raw, Mapping):
-        out = {}
-        for name, value in raw.items():
-            out[str(name)] = int(value["state_dim"] if isinstance(value, Mapping) else value)
-        return out
-    if isinstance(raw, Sequence):  # [{"name": ..., "state_dim": ...}]
-        return {str(e["name"]): int(e["state_dim"]) for e in raw if isinstance(e, Mapping)}
-    return {}
 
 
-class WorldAdapter(Adapter):
-    """The built-in world policy: ``policy(image, state, embodiment, task)``.
-
-    Images are scaled to [0, 1] at the policy's image size, the state must have the
-    embodiment's size, and task names map to the policy's task ids.
-    """
-
-    name = "world"
-
-    def __init__(self, model: Any, *, video_key: str | None = None) -> None:
-        config = getattr(model, "config", None)
-        if not isinstance(config, Mapping):
-            raise ConfigError("the world adapter needs a built-in world policy (a model with a .config dict); "
-                              "for other models use --adapter image, state or your own")
-        self.config = config
-        self.image_size = _pair(config.get("image_size", 64))
-        self.state_dims = _world_embodiments(config)
-        self.tasks = [str(t) for t in config.get("tasks", config.get("task_names", []))]
-        self.video_key = video_key
-
-    def _embodiment(self, embodiment: str) -> str:
-        if self.state_dims and embodiment not in self.state_dims:
-            raise DataError(f"embodiment '{embodiment}' is not one the policy knows ({sorted(self.state_dims)}); "
-                            "name the dataset with a matching embodiment, e.g. --data human=PATH")
-        return embodiment
-
-    def _task_ids(self, tasks: Sequence[str], device: torch.device) -> torch.Tensor:
-        index = {t: i for i, t in enumerate(self.tasks)}
-        from probe.world.tasks import TASKS  # datasets carry instructions, the policy short names
-
-        index |= {t.instruction: index[t.name] for t in TASKS if t.name in index}
-        unknown = sorted({t for t in tasks if t not in index})
-        if unknown:
-            raise DataError(f"task(s) {unknown} are not among the policy's tasks {self.tasks}; "
-                            "extract a dataset of the world the policy was trained on")
-        return torch.tensor([index[t] for t in tasks], dtype=torch.long, device=device)
-
-    def prepare(self, batch: Batch, meta: pd.DataFrame, embodiment: str, device: torch.device) -> ModelInputs:
-        embodiment = self._embodiment(embodiment)
-        image = images_to_tensor(_images(batch, self.video_key), device, self.image_size)
-        if batch.state is None:
-            raise DataError(f"the {embodiment} dataset has no observation.state; the world policy needs it")
-        state = torch.from_numpy(_writable(batch.state, np.float32)).to(device)
-        want = self.state_dims.get(embodiment)
-        if want is not None and state.shape[1] != want:
-            raise DataError(f"{embodiment} state has {state.shape[1]} values, the policy expects {want}; "
-                            "is the dataset of the right embodiment?")
-        task = self._task_ids(meta[C.TASK].astype(str).tolist(), device)
-        return ModelInputs((image, state, embodiment, task))
-
-    def example(self, embodiment: str, device: torch.device, input_shape: Sequence[int] | None = None) -> ModelInputs:
-        embodiment = embodiment if embodiment in self.state_dims else next(iter(self.state_dims), embodiment)
-        h, w = self.image_size or (64, 64)
-        image = torch.zeros((2, 3, h, w), device=device)
-        state = torch.zeros((2, self.state_dims.get(embodiment, 1)), device=device)
-        return ModelInputs((image, state, embodiment, torch.zeros(2, dtype=torch.long, device=device)))
-
-    def options(self) -> dict[str, Any]:
-        return {"image_size": self.image_size, "video_key": self.video_key}
-
-    def input_key(self) -> Hashable | None:
-        # the world policy computes out of place; its inputs depend on these alone
-        return ("world", self.image_size, self.video_key, tuple(self.tasks), tuple(sorted(self.state_dims.items())))
 
 
-BUILTIN: dict[str, type[Adapter]] = {"world": WorldAdapter, "image": ImageAdapter, "state": StateAdapter}
+#: Adapters by name: a class, or a ``package.module:callable`` spec string imported on first use (plugins such as
+#: the built-in world register this way, so this module never imports them). Add your own with
+#: :func:`register_adapter`.
+ADAPTERS: dict[str, type[Adapter] | str] = {
+    "image": ImageAdapter,
+    "state": StateAdapter,
+    "world": "probe.world.adapter:WorldAdapter",
+}
+
+
+def register_adapter(name: str, factory: type[Adapter] | str) -> None:
+    """Make ``--adapter NAME`` build ``factory`` (a class or ``'package.module:callable'``)."""
+    ADAPTERS[str(name)] = factory
+
+
+def adapter_factory(spec: str) -> Any:
+    """The callable a registered name or a ``package.module:callable`` spec names."""
+    if spec in ADAPTERS:
+        factory = ADAPTERS[spec]
+        return import_object(factory, what="adapter", option="--adapter") if isinstance(factory, str) else factory
+    if ":" in spec:
+        return import_object(spec, what="adapter", option="--adapter")
+    raise ConfigError(f"unknown adapter {spec!r}; use one of {sorted(ADAPTERS)} or 'package.module:callable'")
 
 
 def make_adapter(spec: str | Adapter | None, model: Any, kwargs: Mapping[str, Any] | None = None,
@@ -292,12 +246,7 @@ def make_adapter(spec: str | Adapter | None, model: Any, kwargs: Mapping[str, An
         return spec
     spec = spec or default
     kwargs = dict(kwargs or {})
-    if spec in BUILTIN:
-        factory: Any = BUILTIN[spec]
-    elif ":" in spec:
-        factory = import_object(spec, what="adapter", option="--adapter")
-    else:
-        raise ConfigError(f"unknown adapter {spec!r}; use one of {sorted(BUILTIN)} or 'package.module:callable'")
+    factory = adapter_factory(spec)
     try:
         adapter = factory(model, **kwargs)
     except TypeError as exc:
@@ -312,11 +261,6 @@ def make_adapter(spec: str | Adapter | None, model: Any, kwargs: Mapping[str, An
     if not hasattr(adapter, "forward"):
         adapter.forward = lambda m, inputs: m(*inputs.args, **dict(inputs.kwargs))  # type: ignore[attr-defined]
     return adapter
-
-
-def default_adapter(kind: str) -> str:
-    """The adapter used when none is named: ``world`` for world policies, ``image`` otherwise."""
-    return "world" if kind == "world" else "image"
 
 
 def adapter_name(spec: str | Adapter | None, adapter: Any) -> str:

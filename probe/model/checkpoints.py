@@ -8,8 +8,10 @@ with a readable diff, never a silent partial load.
 
 Kinds of checkpoint
 -------------------
-* ``world``: a directory holding ``config.json`` (``"type": "probe-world-policy"``)
-  and ``model.safetensors``, loaded with :func:`probe.world.policy.load_policy`.
+* a registered directory kind (:data:`DIRECTORY_KINDS`): a directory whose ``config.json``
+  names a registered ``"type"``, loaded by the kind's loader given as a spec string. The
+  built-in world registers ``"probe-world-policy"`` this way (``probe.world.adapter``),
+  so this module never imports it; :func:`register_directory_kind` adds your own.
 * ``state_dict``: ``--model package.module:factory`` (a callable returning an
   ``nn.Module``, given ``--model-kwargs``) plus a ``.safetensors`` / ``.pt`` /
   ``.pth`` / ``.bin`` file (or a directory holding one) of its weights.
@@ -39,14 +41,40 @@ from probe.model.state_dicts import (_first_line, _is_tensor_dict, _read_weights
 log = logging.getLogger(__name__)
 
 WORLD_POLICY_TYPE = "probe-world-policy"
+
+
+@dataclass(frozen=True)
+class DirectoryKind:
+    """A kind of checkpoint directory: ``config.json`` with ``"type": config_type`` and ``weights`` beside it,
+    loaded by ``loader`` (``'package.module:function'``, called as ``function(path, config, device)`` and
+    returning a :class:`LoadedModel`)."""
+
+    config_type: str
+    loader: str
+    weights: str = "model.safetensors"
+
+
+#: Registered checkpoint directories by their ``config.json`` ``"type"``.
+DIRECTORY_KINDS: dict[str, DirectoryKind] = {
+    WORLD_POLICY_TYPE: DirectoryKind(WORLD_POLICY_TYPE, "probe.world.adapter:load_world_policy"),
+}
+
+
+def register_directory_kind(kind: DirectoryKind) -> None:
+    """Recognise checkpoint directories whose ``config.json`` has ``"type": kind.config_type``."""
+    DIRECTORY_KINDS[kind.config_type] = kind
+
+
+def directory_kind(config: Mapping[str, Any] | None) -> DirectoryKind | None:
+    """The registered kind a directory's ``config.json`` names, if any."""
+    return DIRECTORY_KINDS.get(str(config.get("type"))) if config else None
 STATE_DICT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 TORCHSCRIPT_SUFFIXES = (".ts", ".torchscript", ".jit")
 
 
 class CheckpointKind(str, Enum):
-    """How a checkpoint was loaded."""
+    """How a checkpoint was loaded (registered directory kinds add their own names)."""
 
-    WORLD = "world"
     STATE_DICT = "state_dict"
     TORCHSCRIPT = "torchscript"
     PICKLED_MODULE = "pickled_module"
@@ -59,21 +87,23 @@ class LoadedModel:
     Attributes
     ----------
     model : the ``torch.nn.Module`` (or ``ScriptModule``), in eval mode.
-    kind : how it was loaded.
+    kind : how it was loaded: a :class:`CheckpointKind` value or a registered directory kind's name.
     path : the checkpoint path as given.
     sha256 : hash of the weight file (of ``model.safetensors`` for a directory).
     step : training step when known (world config, ``step`` keys of a ``.pt`` dict), else None.
-    config : the world policy's config dict (empty for other kinds).
+    config : the directory kind's config dict (empty for other kinds).
     factory : the ``package.module:factory`` used to build the model, if any.
+    default_adapter : the adapter used when none is named (see :data:`probe.model.adapters.ADAPTERS`).
     """
 
     model: Any
-    kind: CheckpointKind
+    kind: str
     path: str
     sha256: str
     step: int | None = None
     config: Mapping[str, Any] = field(default_factory=dict)
     factory: str | None = None
+    default_adapter: str = "image"
 
     @property
     def name(self) -> str:
@@ -83,9 +113,9 @@ class LoadedModel:
 
     def provenance(self) -> dict[str, Any]:
         """The ``checkpoint`` entry of a store manifest."""
-        out = {"path": str(self.path), "sha256": self.sha256, "step": self.step, "kind": self.kind.value,
+        out = {"path": str(self.path), "sha256": self.sha256, "step": self.step, "kind": str(self.kind),
                "factory": self.factory, "name": self.name}
-        if self.config.get("recipe") is not None:  # world policies: the training recipe names the series
+        if self.config.get("recipe") is not None:  # e.g. world policies: the training recipe names the series
             out["recipe"] = str(self.config["recipe"])
         return out
 
@@ -187,8 +217,10 @@ def load_checkpoint(checkpoint: str | Path, *, model: str | None = None,
     if model_kwargs and not model:
         raise ConfigError("--model-kwargs given without --model; they are the factory's keyword arguments")
     weights, config = _locate(path, model)
-    if config is not None and config.get("type") == WORLD_POLICY_TYPE and not model:
-        return _load_world(path, config, device)
+    kind = directory_kind(config)
+    if kind is not None and not model:
+        loader = import_object(kind.loader, what=f"loader of '{kind.config_type}' checkpoints", option="checkpoint")
+        return loader(path, config, device)
     if model is None and _is_torchscript(weights):
         return _load_torchscript(path, weights, device)
     if model is not None:
@@ -208,7 +240,7 @@ def load_checkpoint(checkpoint: str | Path, *, model: str | None = None,
         module.eval().to(device)
         if config:
             step = config_step(config) if config_step(config) is not None else step
-        return LoadedModel(module, CheckpointKind.STATE_DICT, str(path), file_sha256(weights), step,
+        return LoadedModel(module, CheckpointKind.STATE_DICT.value, str(path), file_sha256(weights), step,
                            {}, model)
     return _load_pickled_module(path, weights, trust, device)
 
@@ -223,10 +255,12 @@ def _locate(path: Path, model: str | None) -> tuple[Path, dict[str, Any] | None]
     if not path.is_dir():
         return path, None
     config = _read_config(path)
-    if config is not None and config.get("type") == WORLD_POLICY_TYPE and not model:
-        weights = path / "model.safetensors"
+    kind = directory_kind(config)
+    if kind is not None and not model:
+        weights = path / kind.weights
         if not weights.is_file():
-            raise CheckpointError(f"world policy '{path}' lacks model.safetensors; re-export the checkpoint")
+            raise CheckpointError(f"'{path}' is a {kind.config_type} checkpoint but lacks {kind.weights}; "
+                                  "re-export the checkpoint")
         return weights, config
     if not model:
         raise CheckpointError(
@@ -264,22 +298,6 @@ def check_checkpoint(checkpoint: str | Path, *, model: str | None = None) -> Non
                                       "truncated (still being written?) or corrupt: re-save it")
 
 
-def _load_world(path: Path, config: dict[str, Any], device: str) -> LoadedModel:
-    weights = path / "model.safetensors"
-    try:
-        from probe.world.policy import load_policy
-    except ImportError as exc:
-        raise CheckpointError(f"'{path}' is a world policy but probe.world.policy cannot be imported ({exc})") from exc
-    try:
-        policy = load_policy(path)
-    except CheckpointError:
-        raise
-    except Exception as exc:
-        raise CheckpointError(f"world policy '{path}' cannot be loaded ({type(exc).__name__}: {exc}); "
-                              "the checkpoint is corrupt or from another version: re-create it") from exc
-    policy.eval().to(device)
-    cfg = dict(getattr(policy, "config", None) or config)
-    return LoadedModel(policy, CheckpointKind.WORLD, str(path), file_sha256(weights), config_step(cfg), cfg)
 
 
 def _load_torchscript(path: Path, weights: Path, device: str) -> LoadedModel:
@@ -292,7 +310,7 @@ def _load_torchscript(path: Path, weights: Path, device: str) -> LoadedModel:
                               f"{_first_line(exc)}); the file is corrupt or truncated: re-save it with "
                               "torch.jit.save") from exc
     module.eval()
-    return LoadedModel(module, CheckpointKind.TORCHSCRIPT, str(path), file_sha256(weights))
+    return LoadedModel(module, CheckpointKind.TORCHSCRIPT.value, str(path), file_sha256(weights))
 
 
 def _load_pickled_module(path: Path, weights: Path, trust: bool, device: str) -> LoadedModel:
@@ -316,4 +334,4 @@ def _load_pickled_module(path: Path, weights: Path, trust: bool, device: str) ->
             "package.module:factory to build the model its weights belong to"
         )
     obj.eval().to(device)
-    return LoadedModel(obj, CheckpointKind.PICKLED_MODULE, str(path), file_sha256(weights))
+    return LoadedModel(obj, CheckpointKind.PICKLED_MODULE.value, str(path), file_sha256(weights))

@@ -19,7 +19,7 @@ from probe.errors import ConfigError, LatentsError
 from probe.model.hooks import is_output_layer
 
 if TYPE_CHECKING:
-    from probe.extraction.config import ExtractConfig
+    from probe.model.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +27,10 @@ log = logging.getLogger(__name__)
 class Extractor:
     """A loaded model with its adapter and hooks: turns a read batch into pooled float32 arrays."""
 
-    def __init__(self, loaded: Any, config: ExtractConfig, device: str) -> None:
+    def __init__(self, loaded: Any, config: ModelConfig, device: str) -> None:
         import torch
 
-        from probe.model.adapters import default_adapter, make_adapter
+        from probe.model.adapters import make_adapter
         from probe.model.checkpoints import import_object
         from probe.model.hooks import LayerHooks, module_names
 
@@ -39,7 +39,7 @@ class Extractor:
         self.device = torch.device(device)
         self.model = loaded.model
         self.adapter = make_adapter(config.adapter, self.model, config.adapter_kwargs,
-                                    default=default_adapter(loaded.kind.value))
+                                    default=loaded.default_adapter)
         self.embed = import_object(config.embed, what="embed function", option="--embed") if config.embed else None
         names = set(module_names(self.model)) if hasattr(self.model, "named_modules") else set()
         requested = list(config.layers)
