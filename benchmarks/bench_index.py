@@ -37,8 +37,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from probe import columns as C  # noqa: E402
-from probe.retrieval.index_kinds import IndexConfig
-from probe.retrieval.index import build_index  # noqa: E402
+from probe.retrieval.index import IndexConfig, build_index  # noqa: E402
 from probe.store.store import write_store  # noqa: E402
 
 SWEEPS = {

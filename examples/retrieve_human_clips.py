@@ -17,8 +17,7 @@ from _world import world_stores
 from probe import columns as C
 from probe.retrieval.clips import export_clips
 from probe.measure.coverage import coverage
-from probe.retrieval.index_kinds import IndexConfig
-from probe.retrieval.index import build_index
+from probe.retrieval.index import IndexConfig, build_index
 from probe.retrieval.retriever import Retriever
 from probe.retrieval.evaluation import evaluate
 

@@ -75,11 +75,29 @@ def prepare(X: np.ndarray, metric: Metric | str) -> np.ndarray:
     return np.ascontiguousarray(X, dtype=np.float32)
 
 
+def flat_index(d: int, metric: Metric | str) -> faiss.Index:
+    """An empty exact FAISS index (flat: every search compares against every row).
+
+    Parameters
+    ----------
+    d : int
+        Dimension of the rows.
+    metric : "cosine" or "l2"
+        Cosine searches inner products (of rows :func:`prepare` normalised), l2 squared
+        Euclidean distances.
+
+    Returns
+    -------
+    faiss.Index
+        ``IndexFlatIP`` for cosine, ``IndexFlatL2`` for l2. :func:`metrics.index.new_index`
+        builds its exact kinds and its IVF quantisers with it.
+    """
+    return faiss.IndexFlatIP(d) if Metric(metric) is Metric.COSINE else faiss.IndexFlatL2(d)
+
+
 def exact_index(reference: np.ndarray, metric: Metric | str) -> faiss.Index:
-    """An exact FAISS index over already-prepared reference rows."""
-    metric = Metric(metric)
-    d = reference.shape[1]
-    index = faiss.IndexFlatIP(d) if metric is Metric.COSINE else faiss.IndexFlatL2(d)
+    """An exact FAISS index over already-prepared reference rows (:func:`flat_index`, filled)."""
+    index = flat_index(reference.shape[1], metric)
     index.add(reference)
     return index
 

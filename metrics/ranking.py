@@ -21,9 +21,12 @@ BLOCK = 4096  # query rows per block when forming (block, k) match matrices
 __all__ = [
     "APatR",
     "ap_at_r_samples",
+    "check_width",
     "combine_labels",
+    "finite_mean",
     "hit_at_k_samples",
     "match_matrix",
+    "neighbor_indices",
     "reciprocal_rank_samples",
 ]
 
@@ -49,7 +52,14 @@ def combine_labels(*columns: np.ndarray) -> np.ndarray:
     return out
 
 
-def _indices(neighbors: Neighbors | np.ndarray) -> np.ndarray:
+def neighbor_indices(neighbors: Neighbors | np.ndarray) -> np.ndarray:
+    """The ``(n_query, k)`` integer neighbour index matrix of a graph or of an index array, checked.
+
+    Raises
+    ------
+    ValueError
+        Not 2-D with k >= 1, or not integers.
+    """
     idx = neighbors.indices if isinstance(neighbors, Neighbors) else np.asarray(neighbors)
     if idx.ndim != 2 or idx.shape[1] < 1:
         raise ValueError(
@@ -114,7 +124,7 @@ def match_matrix(neighbors: Neighbors | np.ndarray, query_labels: np.ndarray,
     Missing neighbours (index -1) never match. Use on small sets (dashboard, examples):
     the other functions work block by block.
     """
-    idx = _indices(neighbors)
+    idx = neighbor_indices(neighbors)
     q, r = _encode(query_labels, reference_labels, idx.shape[0], idx)
     return _match_block(idx, q, r)
 
@@ -129,9 +139,9 @@ def hit_at_k_samples(neighbors: Neighbors | np.ndarray, query_labels: np.ndarray
     ``k = 1`` gives precision@1 per query. The graph must hold ``k`` neighbours, or all of
     the reference when it has fewer than ``k`` samples (then top-k is the whole reference).
     """
-    idx = _indices(neighbors)
+    idx = neighbor_indices(neighbors)
     q, r = _encode(query_labels, reference_labels, idx.shape[0], idx)
-    _check_width(idx, k, len(r), f"recall@{k}")
+    check_width(idx, k, len(r), f"recall@{k}")
     R = _label_counts(q, r)
     out = np.empty(len(q), dtype=np.float64)
     for s in _blocks(len(q)):
@@ -170,7 +180,7 @@ def ap_at_r_samples(neighbors: Neighbors | np.ndarray, query_labels: np.ndarray,
     its ``k`` is below the label count, sums the first k terms but divides by the full R
     (a lower bound it warns is "incorrect"); that number is ``values * r_used / r``.
     """
-    idx = _indices(neighbors)
+    idx = neighbor_indices(neighbors)
     if r_cap is not None and r_cap < 1:
         raise ValueError(f"r_cap must be >= 1 or None; got {r_cap}")
     q, r = _encode(query_labels, reference_labels, idx.shape[0], idx)
@@ -195,7 +205,7 @@ def reciprocal_rank_samples(neighbors: Neighbors | np.ndarray, query_labels: np.
                             reference_labels: np.ndarray) -> np.ndarray:
     """Per query: 1 / rank of the first neighbour with its label; 0 if none in the graph; nan if
     the reference lacks the label (pytorch-metric-learning's ``mean_reciprocal_rank``)."""
-    idx = _indices(neighbors)
+    idx = neighbor_indices(neighbors)
     q, r = _encode(query_labels, reference_labels, idx.shape[0], idx)
     R = _label_counts(q, r)
     out = np.empty(len(q), dtype=np.float64)
@@ -207,7 +217,14 @@ def reciprocal_rank_samples(neighbors: Neighbors | np.ndarray, query_labels: np.
     return out
 
 
-def _check_width(idx: np.ndarray, k: int, n_reference: int, name: str) -> None:
+def check_width(idx: np.ndarray, k: int, n_reference: int, name: str) -> None:
+    """Check that ``idx`` holds the ``min(k, n_reference)`` neighbours per query metric ``name`` needs.
+
+    Raises
+    ------
+    ValueError
+        ``k < 1``, or the graph is narrower than needed (the message says which k to search with).
+    """
     if k < 1:
         raise ValueError(f"k must be >= 1 for {name}; got {k}")
     if idx.shape[1] < min(k, n_reference):
@@ -217,6 +234,7 @@ def _check_width(idx: np.ndarray, k: int, n_reference: int, name: str) -> None:
         )
 
 
-def _mean(values: np.ndarray) -> float:
+def finite_mean(values: np.ndarray) -> float:
+    """Mean of the non-NaN ``values`` (queries whose label the reference lacks are NaN); NaN when none."""
     finite = values[~np.isnan(values)]
     return float(finite.mean()) if finite.size else float("nan")

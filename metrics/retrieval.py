@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from metrics.knn import Metric, Neighbors, knn
-from metrics.ranking import (_check_width, _indices, _mean, ap_at_r_samples, hit_at_k_samples,
+from metrics.ranking import (ap_at_r_samples, check_width, finite_mean, hit_at_k_samples, neighbor_indices,
                              reciprocal_rank_samples)
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def retrieval_precision_at_1(neighbors: Neighbors | np.ndarray, query_labels: np
     Queries whose label the reference lacks are excluded (pytorch-metric-learning's
     ``precision_at_1`` drops these "lone" queries too); nan if no query remains.
     """
-    return _mean(hit_at_k_samples(neighbors, query_labels, reference_labels, 1))
+    return finite_mean(hit_at_k_samples(neighbors, query_labels, reference_labels, 1))
 
 
 def retrieval_map_at_r(neighbors: Neighbors | np.ndarray, query_labels: np.ndarray,
@@ -63,14 +63,14 @@ def retrieval_map_at_r(neighbors: Neighbors | np.ndarray, query_labels: np.ndarr
     count of the reference (and ``r_cap`` is None); otherwise R is capped, and
     :func:`evaluate_retrieval` reports how many queries were.
     """
-    return _mean(ap_at_r_samples(neighbors, query_labels, reference_labels, r_cap).values)
+    return finite_mean(ap_at_r_samples(neighbors, query_labels, reference_labels, r_cap).values)
 
 
 def retrieval_mrr(neighbors: Neighbors | np.ndarray, query_labels: np.ndarray,
                   reference_labels: np.ndarray) -> float:
     """Mean reciprocal rank of the first same-label neighbour (0 for a query without one in the
     graph). Range [0, 1], higher is better. As pytorch-metric-learning's ``mean_reciprocal_rank``."""
-    return _mean(reciprocal_rank_samples(neighbors, query_labels, reference_labels))
+    return finite_mean(reciprocal_rank_samples(neighbors, query_labels, reference_labels))
 
 
 def retrieval_recall_at_k(neighbors: Neighbors | np.ndarray, query_labels: np.ndarray,
@@ -80,7 +80,7 @@ def retrieval_recall_at_k(neighbors: Neighbors | np.ndarray, query_labels: np.nd
     Range [0, 1], higher is better. This is the "recall@k" of the image-retrieval
     literature (a hit rate), not the share of all R relevant items retrieved.
     """
-    return _mean(hit_at_k_samples(neighbors, query_labels, reference_labels, k))
+    return finite_mean(hit_at_k_samples(neighbors, query_labels, reference_labels, k))
 
 
 def retrieval_recall_at_5(neighbors: Neighbors | np.ndarray, query_labels: np.ndarray,
@@ -136,23 +136,23 @@ class RetrievalResult:
 
     @property
     def precision_at_1(self) -> float:
-        return _mean(self.hit_at_1)
+        return finite_mean(self.hit_at_1)
 
     @property
     def recall_at_5(self) -> float:
-        return _mean(self.hit_at_5)
+        return finite_mean(self.hit_at_5)
 
     @property
     def recall_at_10(self) -> float:
-        return _mean(self.hit_at_10)
+        return finite_mean(self.hit_at_10)
 
     @property
     def map_at_r(self) -> float:
-        return _mean(self.ap_at_r)
+        return finite_mean(self.ap_at_r)
 
     @property
     def mrr(self) -> float:
-        return _mean(self.reciprocal_rank)
+        return finite_mean(self.reciprocal_rank)
 
     def summary(self) -> dict[str, float | int]:
         """The aggregates and counts as a JSON-ready dict."""
@@ -190,9 +190,9 @@ def evaluate_retrieval(neighbors: Neighbors | np.ndarray, query_labels: np.ndarr
     -------
     RetrievalResult
     """
-    idx = _indices(neighbors)
+    idx = neighbor_indices(neighbors)
     n_ref = len(np.asarray(reference_labels))
-    _check_width(idx, 10, n_ref, "recall@10")
+    check_width(idx, 10, n_ref, "recall@10")
     ap = ap_at_r_samples(idx, query_labels, reference_labels, r_cap)
     result = RetrievalResult(
         hit_at_1=hit_at_k_samples(idx, query_labels, reference_labels, 1),

@@ -63,3 +63,16 @@ def test_a_graph_that_does_not_fit_is_refused() -> None:
                     np.repeat(np.arange(6), 10).astype(str))
     with pytest.raises(MetricInputError, match="does not fit"):
         run_suite(X, labels, graph=knn(X[:50], None, 10, "cosine"))
+
+
+def test_an_ivf_graph_probes_lists_by_the_shared_rule() -> None:
+    """The suite's IVF graph takes nlist and nprobe from metrics.index.resolve_params, as retrieval indexes do."""
+    from metrics.graph import build_graph
+    from metrics.index import resolve_params
+    from metrics.knn import Metric
+
+    X = np.random.default_rng(0).normal(size=(30_000, 4)).astype(np.float32)
+    params = resolve_params("ivf", 30_000, 4)
+    assert params["nprobe"] > 16  # nlist / 40 beyond the floor of 16
+    graph = build_graph(X, 5, Metric.L2, "ivf")
+    assert f"IVF-flat (nlist={params['nlist']}, nprobe={params['nprobe']})" in graph.note

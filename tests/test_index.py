@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from conftest import clustered_latents, synthetic_meta
+from metrics.index import IndexKind
 from metrics.knn import knn
 from probe import columns as C
 from probe.cli import main
 from probe.errors import ConfigError, IndexFileError, IndexMismatchError, LayerNotFoundError, OutputExistsError
-from probe.retrieval.index_kinds import IndexConfig, IndexKind, resolve_params
-from probe.retrieval.index import build_index, open_index
+from probe.retrieval.index import IndexConfig, build_index, open_index
 from probe.store.store import write_store
 
 
@@ -76,14 +76,18 @@ def test_manifest_records_provenance_of_the_index(store, tmp_path):
 
 
 def test_resolve_params_follow_data_size():
-    p = resolve_params(IndexConfig(kind=IndexKind.IVFPQ), 100_000, 256)
+    p = IndexConfig(kind=IndexKind.IVFPQ).resolve(100_000, 256)
     assert p["nlist"] == round(4 * 100_000 ** 0.5) and 256 % p["pq_m"] == 0 and p["pq_m"] == 16
     assert p["pq_nbits"] == 8 and p["rerank"] > 0
-    assert resolve_params(IndexConfig(kind="ivf"), 100, 8)["nlist"] == 2  # at most n / 39 lists
+    assert IndexConfig(kind="ivf").resolve(100, 8)["nlist"] == 2  # at most n / 39 lists
     with pytest.raises(ConfigError, match="pq_m=5 must divide the dimension 16"):
-        resolve_params(IndexConfig(kind="ivfpq", pq_m=5), 1000, 16)
+        IndexConfig(kind="ivfpq", pq_m=5).resolve(1000, 16)
     with pytest.raises(ConfigError, match="index kind must be one of"):
         IndexConfig(kind="annoy")
+    with pytest.raises(ConfigError, match="index kind must be one of"):
+        IndexConfig(kind="exact")  # the metrics suite's spelling of flat: not a kind 'probe index' builds
+    with pytest.raises(ConfigError, match="nprobe must be >= 1"):
+        IndexConfig(kind="ivf", nprobe=0)
 
 
 def test_allowed_ids_restrict_the_search(store, tmp_path):
@@ -164,3 +168,67 @@ def test_cli_builds_and_reports_errors(store, tmp_path, capsys):
     assert "choose one with --layer: trunk, head" in capsys.readouterr().err
     with pytest.raises(LayerNotFoundError, match="close matches: trunk"):
         main(["--debug", "index", str(store.path), "--layer", "trunc", "--out", str(tmp_path / "y")])
+
+
+# -- metrics.index: the one FAISS index factory (retrieval indexes and the suite's approximate graph) --------------
+
+
+@pytest.mark.parametrize(("kind", "faiss_type"), [("exact", "IndexFlatIP"), ("flat", "IndexFlatIP"),
+                                                  ("hnsw", "IndexHNSWFlat"), ("ivf", "IndexIVFFlat"),
+                                                  ("ivfpq", "IndexIVFPQ")])
+def test_new_index_builds_each_kind(kind, faiss_type):
+    import faiss
+
+    from metrics.index import new_index, resolve_params
+
+    params = resolve_params(kind, 100_000, 16)
+    index = new_index(kind, 16, "cosine", params)
+    assert type(index).__name__ == faiss_type and index.d == 16 and index.ntotal == 0
+    assert IndexKind(kind).exact == (faiss_type == "IndexFlatIP")
+    if IndexKind(kind).inverted:
+        assert index.nlist == params["nlist"] == round(4 * 100_000 ** 0.5) and not index.is_trained
+        assert index.metric_type == faiss.METRIC_INNER_PRODUCT
+    assert type(new_index(kind, 16, "l2", params)).__name__ == faiss_type.replace("FlatIP", "FlatL2")
+
+
+def test_new_index_of_an_approximate_kind_needs_its_parameters():
+    from metrics.index import new_index
+
+    with pytest.raises(ValueError, match=r"needs its parameters; pass resolve_params\('ivf', n, d\)"):
+        new_index("ivf", 8, "l2")
+
+
+def test_nprobe_rule_is_shared_and_capped_by_nlist():
+    from metrics.index import resolve_params
+
+    assert resolve_params("ivf", 1_000_000, 8)["nprobe"] == 4000 // 40  # max(16, nlist / 40)
+    assert resolve_params("ivf", 10_000, 8)["nprobe"] == 16
+    assert resolve_params("ivf", 100, 8)["nprobe"] == 2  # never more than nlist
+    assert resolve_params("ivf", 10_000, 8, nprobe=3)["nprobe"] == 3
+    assert set(resolve_params("hnsw", 10, 8)) == {"hnsw_m", "ef_construction", "ef_search", "rerank"}
+    with pytest.raises(ValueError, match="pq_nbits must be <= 16"):
+        resolve_params("ivfpq", 1000, 16, pq_nbits=17)
+
+
+def test_training_rows_sample_64_per_list_without_replacement():
+    from metrics.index import resolve_params, training_rows
+
+    params = resolve_params("ivf", 100_000, 8)
+    rows = training_rows(100_000, "ivf", params, seed=0)
+    assert len(rows) == 64 * params["nlist"] and np.all(np.diff(rows) > 0)
+    np.testing.assert_array_equal(rows, training_rows(100_000, "ivf", params, seed=0))
+    np.testing.assert_array_equal(training_rows(500, "ivf", resolve_params("ivf", 500, 8), seed=0), np.arange(500))
+    assert len(training_rows(500, "flat", {}, seed=0)) == 1
+
+
+def test_few_threads_runs_a_handful_of_queries_on_one_thread():
+    import faiss
+
+    from metrics.index import FEW_QUERIES, few_threads
+
+    before = faiss.omp_get_max_threads()
+    with few_threads(FEW_QUERIES):
+        assert faiss.omp_get_max_threads() == 1
+    assert faiss.omp_get_max_threads() == before
+    with few_threads(FEW_QUERIES + 1):
+        assert faiss.omp_get_max_threads() == before

@@ -70,7 +70,8 @@ def shared_graph(X: np.ndarray, *, fingerprint: str, layer: str, k: int, metric:
     -------
     Neighbors
     """
-    from metrics.graph import IndexKind, build_graph
+    from metrics.graph import build_graph
+    from metrics.index import IndexKind
 
     metric = Metric(metric)
     n = int(X.shape[0])

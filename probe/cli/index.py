@@ -33,8 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from probe.retrieval.index_kinds import IndexConfig
-    from probe.retrieval.index import build_index, resolve_layer
+    from probe.retrieval.index import IndexConfig, build_index, resolve_layer
     from probe.store.store import open_store
 
     store = open_store(args.store)

@@ -32,14 +32,16 @@ from typing import Any
 import faiss
 import numpy as np
 
+from metrics.index import (EF_CONSTRUCTION, HNSW_M, OPTIONS, IndexKind, IndexParams, check_options, few_threads,
+                           index_kind, new_index, resolve_params, training_rows)
 from metrics.knn import Metric, prepare
 from probe import columns as C
 from probe.atomic import atomic_dir
 from probe.errors import ConfigError, IndexFileError, IndexMismatchError, LatentsError
-from probe.retrieval.index_kinds import IndexConfig, IndexKind, few_threads, new_index, resolve_params, training_rows
 from probe.store.store import Store, open_store
 
 __all__ = [
+    "IndexConfig",
     "IndexManifest",
     "OpenIndex",
     "build_index",
@@ -58,7 +60,55 @@ INDEX_FILE = "index.faiss"
 ROWS_FILE = "rows.npy"
 
 _ADD_BLOCK = 1 << 16  # rows prepared and added at a time: bounds memory for memory-mapped layers
+KINDS = (IndexKind.FLAT, IndexKind.HNSW, IndexKind.IVF, IndexKind.IVFPQ)  # the kinds ``probe index`` builds
 
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """How to build and search an index. ``None`` parameters are chosen from the data size.
+
+    Parameters
+    ----------
+    kind : flat | hnsw | ivf | ivfpq
+    metric : cosine (rows L2-normalised, inner product) | l2 (squared Euclidean)
+    nlist, pq_m, pq_nbits, hnsw_m, ef_construction, nprobe, ef_search, rerank : the build and search
+        parameters of :func:`metrics.index.resolve_params`, which documents them and their defaults
+    seed : seed for training-set sampling
+    """
+
+    kind: IndexKind = IndexKind.FLAT
+    metric: Metric = Metric.COSINE
+    nlist: int | None = None
+    pq_m: int | None = None
+    pq_nbits: int | None = None
+    hnsw_m: int = HNSW_M
+    ef_construction: int = EF_CONSTRUCTION
+    nprobe: int | None = None
+    ef_search: int | None = None
+    rerank: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        known = [m.value for m in Metric]
+        try:
+            object.__setattr__(self, "kind", index_kind(self.kind, KINDS))
+            if self.metric not in known:
+                raise ValueError(f"metric must be one of {known}, got {self.metric!r}")
+            object.__setattr__(self, "metric", Metric(self.metric))
+            check_options(**self.options())
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def options(self) -> dict[str, int | None]:
+        """The build and search options, as :func:`metrics.index.resolve_params` takes them."""
+        return {name: getattr(self, name) for name in OPTIONS}
+
+    def resolve(self, n: int, d: int) -> IndexParams:
+        """The concrete parameters for ``n`` vectors of dimension ``d``; :class:`ConfigError` if they cannot fit."""
+        try:
+            return resolve_params(self.kind, n, d, **self.options())
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -126,9 +176,9 @@ def build_index(store: Store | str | Path, layer: str, out: str | Path, *, embod
     X = store.matrix(layer)
     rows = embodiment_rows(store, embodiment)
     n, d = len(rows), int(X.shape[1])
-    params = resolve_params(config, n, d)
+    params = config.resolve(n, d)
     start = time.perf_counter()
-    index = new_index(config.kind, config.metric, d, params)
+    index = new_index(config.kind, d, config.metric, params)
     if not index.is_trained:
         train = prepare(X[rows[training_rows(n, config.kind, params, config.seed)]], config.metric)
         log.info("training %s index on %d vectors", config.kind.value, len(train))
@@ -254,7 +304,7 @@ class OpenIndex:
 
     @property
     def exact(self) -> bool:
-        return self.kind is IndexKind.FLAT
+        return self.kind.exact
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         """Prepared (normalised for cosine) reference vectors of index ids ``ids``."""
@@ -307,7 +357,7 @@ class OpenIndex:
     def _params(self, depth: int, sel: faiss.IDSelector | None, nprobe: int | None,
                 ef_search: int | None) -> faiss.SearchParameters | None:
         p = self.manifest.params
-        if self.kind in (IndexKind.IVF, IndexKind.IVFPQ):
+        if self.kind.inverted:
             params = faiss.SearchParametersIVF()
             params.nprobe = int(nprobe or p["nprobe"])
         elif self.kind is IndexKind.HNSW:
