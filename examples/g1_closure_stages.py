@@ -1,7 +1,7 @@
 """Derive reach/grasp/lift/put down/release stages for g1_inspire_pick_can and write a sidecar stage file.
 
 The right Inspire hand's closure (mean of observation.state[:, 20:26], about 1 = open)
-drops while the can is held; :func:`probe.readers.closure.closure_stages` turns that into five
+drops while the can is held; :func:`probe.readers.closure_stages.closure_stages` turns that into five
 segments per episode. Use the file with ``probe extract --stages file:g1_stages.csv``.
 
     .venv/bin/python examples/g1_closure_stages.py ../shared/data/g1_inspire_pick_can g1_stages.csv
@@ -13,7 +13,7 @@ import argparse
 import logging
 
 from probe.readers import open_dataset
-from probe.readers.closure import closure_stage_table
+from probe.readers.closure_stages import closure_stage_table
 from probe.readers.stage_files import write_stage_file
 
 

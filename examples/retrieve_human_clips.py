@@ -19,7 +19,7 @@ from probe.retrieval.clips import export_clips
 from probe.measure.coverage import coverage
 from probe.retrieval.index import IndexConfig, build_index
 from probe.retrieval.retriever import Retriever
-from probe.retrieval.evaluation import evaluate
+from probe.retrieval.evaluation import retrieval_scores
 
 LAYER = "trunk.block2"
 
@@ -47,7 +47,7 @@ def main() -> None:
     clips = export_clips(results, f"{args.out}/clips", overwrite=True)
     print(f"clips: {clips.directory} (contact sheet {clips.sheet})")
 
-    scores = evaluate(retriever, k=5)
+    scores = retrieval_scores(retriever, k=5)
     for direction, summary in scores.items():
         print(direction, {k: v for k, v in summary.items() if isinstance(v, float)})
 

@@ -14,7 +14,7 @@ from probe import columns as C
 from probe.errors import ConfigError, DataError
 from probe.readers import open_dataset
 from probe.extraction.sampling import SamplingConfig, sample_frames
-from probe.readers.closure import closure_stage_table, closure_stages
+from probe.readers.closure_stages import closure_stage_table, closure_stages
 from probe.readers.stages import (UNLABELLED, StageSource, StageSpec, label_stages, run_progress, stage_labeller,
                                   stages_by_embodiment_report)
 from probe.readers.stage_files import read_stage_file, write_stage_file

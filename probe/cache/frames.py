@@ -230,3 +230,9 @@ def frame_cache_for(setting: str | None, max_bytes: int) -> FrameCache | None:
     if setting == "auto":
         return default_frame_cache(int(max_bytes))
     return FrameCache(setting, int(max_bytes))
+
+
+def activate_frame_cache(cache: FrameCache | None) -> None:
+    """Make ``cache`` the active frame cache of this context for good (a reader process's, at its start);
+    :func:`use_frame_cache` is the scoped form."""
+    _ACTIVE.set(cache)

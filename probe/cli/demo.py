@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 NAME = "demo"
 HELP = "run the whole pipeline on the built-in co-training world (generate, train, extract, measure, report, serve)"
@@ -19,6 +20,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from probe.demo.run import run_demo
+    from probe.cli.serve import check_port, launch
+    from probe.console import console, outputs
+    from probe.demo.run import DemoConfig, run_demo
 
-    return run_demo(args)
+    if not args.no_serve:
+        check_port("127.0.0.1", args.port)  # before minutes of work, not after
+    done = run_demo(DemoConfig(out=args.out, size=args.size, overwrite=args.overwrite))
+    outputs({"world": done.world, "stores": Path(args.out) / "stores",
+             "metrics": done.metrics, "index": done.index, "clips": done.clips, "report": done.report},
+            [f"open {done.report}", f"probe serve {' '.join(str(p) for p in done.stores['cotrained'])}"])
+    if args.no_serve:
+        return 0
+    console.print("[bold]6/6[/] dashboard")
+    check_port("127.0.0.1", args.port)
+    launch([str(p) for p in done.dashboard], cache=Path(args.out) / "cache", port=args.port)
+    return 0

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from probe.projection.layout import ProjectionConfig
     from probe.report.config import ReportConfig, parse_fail_under
     from probe.report.build import build_report
-    from probe.measure.report_suite import default_eval_config, known_metric_names
+    from probe.measure.suite import default_eval_config, known_metric_names
 
     fail_under = parse_fail_under(args.fail_under)
     metrics = None

@@ -112,9 +112,9 @@ def _run_eval(args: argparse.Namespace, retriever) -> int:
     from rich.table import Table
 
     from probe.atomic import write_json
-    from probe.retrieval.evaluation import evaluate
+    from probe.retrieval.evaluation import retrieval_scores
 
-    scores = evaluate(retriever, k=args.k, r_cap=args.r_cap)
+    scores = retrieval_scores(retriever, k=args.k, r_cap=args.r_cap)
     if args.out:
         write_json(args.out, {"index": str(retriever.index.path), "layer": retriever.layer, "scores": scores})
     if args.json:

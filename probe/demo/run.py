@@ -1,12 +1,13 @@
-"""The demo pipeline on the built-in world: generate -> train -> extract -> metrics -> retrieval -> report -> serve.
+"""The demo pipeline on the built-in world: generate -> train -> extract -> metrics -> retrieval -> report.
 
-Every stage reuses what an earlier run left (the world and checkpoints by config
+``run_demo(DemoConfig(out=...))`` runs it and returns where each stage wrote its
+outputs, including the stores the dashboard should open (``probe demo`` then serves
+them). Every stage reuses what an earlier run left (the world and checkpoints by config
 hash, stores and indexes by path), so a second run is fast; ``overwrite`` redoes it.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +24,26 @@ HEADLINE_METRICS = (("knn_embodiment_mixing", "kNN mixing"), ("ilisi", "iLISI"),
                     ("retrieval_precision_at_1_robot_to_human", "P@1 r->h"), ("cka_linear", "CKA"))
 
 
+@dataclass(frozen=True)
+class DemoConfig:
+    """What the demo runs: its output directory, the world's size and whether cached outputs are redone."""
+
+    out: Path = Path("probe-demo")
+    size: str = "default"
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        from probe.errors import ConfigError
+        from probe.world.config import Size
+
+        object.__setattr__(self, "out", Path(self.out))
+        if self.size not in [s.value for s in Size]:
+            raise ConfigError(f"demo size must be one of {[s.value for s in Size]}, got {self.size!r}")
+
+
 @dataclass
 class DemoOutputs:
-    """Where each stage of the demo wrote its outputs."""
+    """Where each stage of the demo wrote its outputs, and the stores the dashboard opens (first first)."""
 
     world: Path | None = None
     stores: dict[str, list[Path]] = field(default_factory=dict)
@@ -33,6 +51,7 @@ class DemoOutputs:
     index: Path | None = None
     clips: Path | None = None
     report: Path | None = None
+    dashboard: list[Path] = field(default_factory=list)
 
 
 def _extract_recipe(world, recipe: str, out: Path, overwrite: bool, progress: bool) -> list[Path]:
@@ -80,22 +99,17 @@ def _print_metrics(records: list[dict]) -> None:
     console.print(table, width=max(console.width, 132))
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    """Run every stage of the pipeline into ``args.out``; returns the exit code."""
+def run_demo(config: DemoConfig = DemoConfig()) -> DemoOutputs:
+    """Run every stage of the pipeline into ``config.out``; returns where the outputs went."""
     from probe.world.build import build_world
 
-    out = Path(args.out)
-    port = int(getattr(args, "port", 8050))
-    if not args.no_serve:
-        from probe.cli.serve import check_port
-
-        check_port("127.0.0.1", port)  # before minutes of work, not after
+    out = config.out
     out.mkdir(parents=True, exist_ok=True)
     done = DemoOutputs()
-    console.print(f"[bold]probe demo[/] -> {out.resolve()}  (size {args.size})")
+    console.print(f"[bold]probe demo[/] -> {out.resolve()}  (size {config.size})")
 
     console.print("[bold]1/6[/] world: generate human and robot datasets, train co-trained and robot-only policies")
-    world = build_world(out / "world", size=args.size, overwrite=args.overwrite, progress=True)
+    world = build_world(out / "world", size=config.size, overwrite=config.overwrite, progress=True)
     done.world = world.path
     for emb, path in world.datasets.items():
         console.print(f"  dataset {emb}: {path}")
@@ -104,7 +118,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     console.print(f"[bold]2/6[/] extract latents of {', '.join(DEMO_LAYERS)} for every checkpoint")
     for recipe in world.checkpoints:
-        done.stores[recipe] = _extract_recipe(world, recipe, out / "stores" / recipe, args.overwrite, True)
+        done.stores[recipe] = _extract_recipe(world, recipe, out / "stores" / recipe, config.overwrite, True)
         console.print(f"  stores {recipe}: {out / 'stores' / recipe}")
 
     console.print(f"[bold]3/6[/] alignment metrics of every checkpoint ({HEADLINE_LAYER})")
@@ -117,33 +131,19 @@ def run_demo(args: argparse.Namespace) -> int:
     _print_metrics(records)
 
     console.print("[bold]4/6[/] retrieval: nearest human clips for robot moments (last co-trained checkpoint)")
-    done.index, done.clips = _retrieval(done.stores["cotrained"][-1], out, args.overwrite)
+    done.index, done.clips = _retrieval(done.stores["cotrained"][-1], out, config.overwrite)
 
     console.print("[bold]5/6[/] report over all checkpoints")
-    from probe.report.config import ReportConfig
     from probe.report.build import build_report
+    from probe.report.config import ReportConfig
 
     report = build_report(all_stores, out / "report",
                           ReportConfig(overwrite=True, headline_layer=HEADLINE_LAYER, cache_dir=out / "cache",
                                        eval_config=interactive_config()), progress=True)
     done.report = report.out / "report.html"
-
-    from probe.console import outputs
-
-    outputs({"world": done.world, "stores": out / "stores", "metrics": done.metrics, "index": done.index,
-             "clips": done.clips, "report": done.report},
-            [f"open {done.report}", f"probe serve {' '.join(str(p) for p in done.stores['cotrained'])}"])
-    if args.no_serve:
-        return 0
-    console.print("[bold]6/6[/] dashboard")
-    from probe.cli.serve import check_port, launch
-
-    check_port("127.0.0.1", port)
     cotrained = done.stores["cotrained"]
-    shown = [str(p) for p in cotrained[:: max(1, len(cotrained) // 3)]]
-    shown += [str(done.stores["robot-only"][-1])]
-    launch(shown, cache=out / "cache", port=port)
-    return 0
+    done.dashboard = [*cotrained[:: max(1, len(cotrained) // 3)], done.stores["robot-only"][-1]]
+    return done
 
 
 def _retrieval(store_path: Path, out: Path, overwrite: bool) -> tuple[Path, Path]:

@@ -362,11 +362,11 @@ def _fill_skipped(writer: StoreWriter, extractor: Extractor) -> None:
 def _publish(staged: Store, path: Path, opened: OpenedData, skipped: Mapping[tuple[int, int], str],
              overwrite: bool) -> Store:
     """Move the staging store into place, dropping the samples of skipped episodes."""
-    from probe.atomic import _replace_dir
+    from probe.atomic import replace_dir
 
     if not skipped:
         check_output_path(path, overwrite, what="store")
-        _replace_dir(staged.path, path)
+        replace_dir(staged.path, path)
         return dataclasses.replace(staged, path=path)  # opened and checked by commit() a moment ago
     samples = opened.samples
     drop = np.zeros(len(samples), dtype=bool)

@@ -75,9 +75,9 @@ def _start(datasets: tuple[Any, ...], names: tuple[str, ...], cache: tuple[str, 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _DATASETS, _NAMES, _PREFIX = datasets, names, prefix
     if cache is not None:
-        from probe.cache.frames import FrameCache, _ACTIVE
+        from probe.cache.frames import FrameCache, activate_frame_cache
 
-        _ACTIVE.set(FrameCache(cache[0], cache[1]))
+        activate_frame_cache(FrameCache(cache[0], cache[1]))
 
 
 def _read(d: int, episodes: np.ndarray, frames: np.ndarray, images: bool, size: tuple[int, int] | None,

@@ -29,6 +29,7 @@ from probe.errors import ConfigError, MetricError
 from probe.cache.graphs import shared_graph
 from probe.latents import Latents
 from probe.store.store import Store, open_store
+from probe.validate import close_matches
 
 __all__ = [
     "evaluate",
@@ -235,3 +236,54 @@ def better_arrow(name: str) -> str:
     if spec is None:
         return ""
     return "↑" if spec.better is Better.HIGHER else "↓"
+
+
+# -- the report's use of the suite: defaults, names, gates ----------------------------------------
+
+
+NOT_AVAILABLE = "metrics not available: the metrics suite (probe.measure.suite) is not installed in this build"
+
+
+def known_metric_names() -> list[str]:
+    """Metric names the suite computes."""
+    from metrics.suite import available
+
+    return list(available())
+
+
+def default_eval_config(bootstrap: int | None = None, metrics: Sequence[str] | None = None) -> Any:
+    """The suite's configuration for reports: per-stage values on; ``bootstrap`` replicates and a
+    subset of ``metrics`` if given (unknown names are refused, listing the known ones)."""
+    from metrics.spec import MetricsConfig
+
+    kwargs: dict[str, Any] = {"by": "stage"}
+    if bootstrap is not None:
+        kwargs["bootstrap"] = bootstrap
+    if metrics:
+        known = known_metric_names()
+        for name in metrics:
+            if name not in known:
+                raise ConfigError(f"--metrics names unknown metric '{name}'; known metrics: {', '.join(known)}")
+        kwargs["metrics"] = tuple(dict.fromkeys(metrics))
+    return MetricsConfig(**kwargs)
+
+
+def check_fail_under(fail_under: Sequence[tuple[str, float]]) -> None:
+    """Refuse unknown metric names before any work, listing the known ones."""
+    if not fail_under:
+        return
+    known = known_metric_names()
+    if not known:
+        raise ConfigError(f"--fail-under {fail_under[0][0]}: {NOT_AVAILABLE}; cannot gate on metrics")
+    for name, _ in fail_under:
+        if name not in known:
+            near = close_matches(name, known, n=3)
+            hint = f" (did you mean {', '.join(near)}?)" if near else ""
+            raise ConfigError(f"--fail-under names unknown metric '{name}'{hint}; known metrics: {', '.join(known)}")
+
+
+def compute_metrics(store: Store, layers: Sequence[str], eval_config: Any = None,
+                    cache_dir: Path | None = None) -> list[dict[str, Any]]:
+    """The suite's records for one store, cached in ``cache_dir``."""
+    config = eval_config if eval_config is not None else default_eval_config()
+    return list(evaluate(store, list(layers), config, cache_dir=cache_dir))

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from probe.errors import CheckpointError, ConfigError
-from probe.model.state_dicts import (_first_line, _is_tensor_dict, _read_weights, _torch_load, config_step,
+from probe.model.state_dicts import (first_line, is_tensor_dict, read_weights, torch_load, config_step,
                                      fit_state_dict)
 
 log = logging.getLogger(__name__)
@@ -225,7 +225,7 @@ def load_checkpoint(checkpoint: str | Path, *, model: str | None = None,
         return _load_torchscript(path, weights, device)
     if model is not None:
         factory = import_object(model, what="model factory", option="--model")
-        state, step = _read_weights(weights, trust)
+        state, step = read_weights(weights, trust)
         try:
             module = factory(**dict(model_kwargs or {}))
         except TypeError as exc:
@@ -287,7 +287,7 @@ def check_checkpoint(checkpoint: str | Path, *, model: str | None = None) -> Non
                 f.keys()
         except Exception as exc:  # safetensors raises its own error types for a bad header
             raise CheckpointError(f"'{weights}' is not a readable safetensors file ({type(exc).__name__}: "
-                                  f"{_first_line(exc)}); it may be truncated (still being written?) or corrupt: "
+                                  f"{first_line(exc)}); it may be truncated (still being written?) or corrupt: "
                                   "re-export it") from exc
     elif weights.suffix in (*STATE_DICT_SUFFIXES, *TORCHSCRIPT_SUFFIXES) and weights.suffix != ".bin":
         if not zipfile.is_zipfile(weights):
@@ -307,7 +307,7 @@ def _load_torchscript(path: Path, weights: Path, device: str) -> LoadedModel:
         module = torch.jit.load(str(weights), map_location=device)
     except Exception as exc:
         raise CheckpointError(f"TorchScript archive '{weights}' cannot be loaded ({type(exc).__name__}: "
-                              f"{_first_line(exc)}); the file is corrupt or truncated: re-save it with "
+                              f"{first_line(exc)}); the file is corrupt or truncated: re-save it with "
                               "torch.jit.save") from exc
     module.eval()
     return LoadedModel(module, CheckpointKind.TORCHSCRIPT.value, str(path), file_sha256(weights))
@@ -318,16 +318,16 @@ def _load_pickled_module(path: Path, weights: Path, trust: bool, device: str) ->
 
     if not trust:
         try:
-            obj = _torch_load(weights, trust=False)
+            obj = torch_load(weights, trust=False)
         except CheckpointError:
             raise
-        if _is_tensor_dict(obj) or isinstance(obj, Mapping):
+        if is_tensor_dict(obj) or isinstance(obj, Mapping):
             raise CheckpointError(
                 f"checkpoint '{path}' holds a state dict (weights only); pass --model package.module:factory "
                 "that builds the matching nn.Module (and --model-kwargs for its arguments)"
             )
     else:
-        obj = _torch_load(weights, trust=True)
+        obj = torch_load(weights, trust=True)
     if not isinstance(obj, torch.nn.Module):
         raise CheckpointError(
             f"checkpoint '{path}' holds a {type(obj).__name__}, not a model; pass --model "

@@ -40,12 +40,12 @@ def config_step(config: Mapping[str, Any]) -> int | None:
 
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else type(exc).__name__
 
 
-def _torch_load(weights: Path, trust: bool) -> Any:
+def torch_load(weights: Path, trust: bool) -> Any:
     import torch
 
     if trust:
@@ -55,7 +55,7 @@ def _torch_load(weights: Path, trust: bool) -> Any:
             return torch.load(weights, map_location="cpu", weights_only=False)  # trusted by the caller
         except Exception as exc:
             raise CheckpointError(f"checkpoint '{weights}' cannot be read even with trust "
-                                  f"({type(exc).__name__}: {_first_line(exc)}); the file is corrupt") from exc
+                                  f"({type(exc).__name__}: {first_line(exc)}); the file is corrupt") from exc
     try:
         return torch.load(weights, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -66,10 +66,10 @@ def _torch_load(weights: Path, trust: bool) -> Any:
                 "(torch.save(model.state_dict(), ...) or safetensors) or, if you trust the file, pass "
                 "--trust-checkpoint (trust=True)"
             ) from exc
-        raise CheckpointError(f"checkpoint '{weights}' is corrupt ({_first_line(exc)}); re-save it") from exc
+        raise CheckpointError(f"checkpoint '{weights}' is corrupt ({first_line(exc)}); re-save it") from exc
     except Exception as exc:
         raise CheckpointError(f"checkpoint '{weights}' cannot be read ({type(exc).__name__}: "
-                              f"{_first_line(exc)}); the file is corrupt or truncated: re-save it") from exc
+                              f"{first_line(exc)}); the file is corrupt or truncated: re-save it") from exc
 
 
 def load_state_dict(weights: str | Path, *, trust: bool = False) -> dict[str, Any]:
@@ -78,10 +78,10 @@ def load_state_dict(weights: str | Path, *, trust: bool = False) -> dict[str, An
     ``.safetensors`` is read with safetensors; other files with
     ``torch.load(weights_only=True)`` unless ``trust``.
     """
-    return _read_weights(Path(weights), trust)[0]
+    return read_weights(Path(weights), trust)[0]
 
 
-def _read_weights(weights: Path, trust: bool) -> tuple[dict[str, Any], int | None]:
+def read_weights(weights: Path, trust: bool) -> tuple[dict[str, Any], int | None]:
     if weights.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -89,14 +89,14 @@ def _read_weights(weights: Path, trust: bool) -> tuple[dict[str, Any], int | Non
             obj: Any = load_file(str(weights), device="cpu")
         except Exception as exc:
             raise CheckpointError(f"safetensors file '{weights}' cannot be read ({type(exc).__name__}: "
-                                  f"{_first_line(exc)}); the file is corrupt or truncated: re-save it") from exc
+                                  f"{first_line(exc)}); the file is corrupt or truncated: re-save it") from exc
     else:
-        obj = _torch_load(weights, trust)
+        obj = torch_load(weights, trust)
     step = config_step(obj) if isinstance(obj, Mapping) else None
     return unwrap_state_dict(obj, source=str(weights)), step
 
 
-def _is_tensor_dict(obj: Any) -> bool:
+def is_tensor_dict(obj: Any) -> bool:
     import torch
 
     return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
@@ -109,7 +109,7 @@ def unwrap_state_dict(obj: Any, *, source: str = "checkpoint") -> dict[str, Any]
     if isinstance(obj, torch.nn.Module):
         return dict(obj.state_dict())
     for _ in range(3):  # nested wrappers, e.g. {"model": {"state_dict": ...}}
-        if _is_tensor_dict(obj) or not isinstance(obj, Mapping):
+        if is_tensor_dict(obj) or not isinstance(obj, Mapping):
             break
         inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), (Mapping, torch.nn.Module))), None)
         if inner is None:

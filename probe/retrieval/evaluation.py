@@ -9,7 +9,7 @@ from probe.errors import ConfigError
 from probe.retrieval.retriever import Retriever
 
 
-def evaluate(retriever: Retriever, *, k: int = 5, r_cap: int | None = 1000) -> dict[str, dict]:
+def retrieval_scores(retriever: Retriever, *, k: int = 5, r_cap: int | None = 1000) -> dict[str, dict]:
     """Stage-match retrieval scores of the index's store, both directions, label = (task, stage).
 
     For every other embodiment ``b`` of the store: ``"{b}_to_{a}"`` queries all of

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from probe import columns as C
-from probe.atomic import _replace_dir, atomic_dir
+from probe.atomic import replace_dir, atomic_dir
 from probe.errors import LatentsError, StoreError, StoreNotFoundError
 from probe.latents import Latents
 from probe.validate import check_layer, check_matrix, check_meta, check_output_path
@@ -357,7 +357,7 @@ class StoreWriter:
         manifest = _manifest(self.n, self._info, self.provenance, self.warnings)
         _finish(self.partial, manifest)
         check_output_path(self.path, self.overwrite, what="store")
-        _replace_dir(self.partial, self.path)
+        replace_dir(self.partial, self.path)
         return open_store(self.path)
 
     def abort(self) -> None:
