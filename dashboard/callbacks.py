@@ -17,7 +17,7 @@ from dashboard.figures import (CLIP_TRAJECTORY, MARKS, POINTS, TRAJECTORY, map_f
                                panel_figure, view_encoding)
 from dashboard.media import thumb_url
 from dashboard.selection import active_mask, counts, selected_points, selection_csv
-from dashboard.state.metrics_panel import HEADLINE, STAGE_COLUMNS
+from dashboard.state.metrics_panel import headline_order
 from dashboard.state.viewstate import MAX_PANELS, ViewState, decode_state, encode_state, state_from_dict
 from dashboard.state.loading import PROGRESS_LEVELS
 from dashboard.state.prepared import Prepared
@@ -192,7 +192,7 @@ def register(app: Dash, prepared: Prepared) -> None:
         ci, ck = prepared.checkpoint(state.store)
         m = ck.meta.iloc[row]
         labels = {"sample": m[C.SAMPLE_ID], "embodiment": m[C.EMBODIMENT], "task": m[C.TASK],
-                  "stage": m[C.STAGE], "episode": f"{m[C.DATASET]}:{m[C.EPISODE]}", "frame": int(m[C.FRAME]),
+                  "stage": m[C.STAGE], "episode": C.episode_key(m[C.DATASET], m[C.EPISODE]), "frame": int(m[C.FRAME]),
                   "progress": f"{float(m[C.PROGRESS]):.2f}"}
         thumb = thumb_url(ci, row) if ck.video_code[row] >= 0 else None
         return layout.hover_card(labels, thumb)
@@ -260,4 +260,4 @@ def register(app: Dash, prepared: Prepared) -> None:
         ci, _ = prepared.checkpoint(state.store)
         view = prepared.views[(ci, state.layer)]
         note = f"{state.store} · {state.layer}"
-        return layout.metrics_panel(view.metrics, view.coverage, state.stage, note, HEADLINE, STAGE_COLUMNS), key
+        return layout.metrics_panel(view.metrics, view.coverage, state.stage, note, headline_order()), key

@@ -14,13 +14,15 @@ from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.colors import qualitative, sample_colorscale
+from plotly.colors import sample_colorscale
+
+from probe import columns as C
+from probe import figures as F
 
 # fixed trace order of the map (clicks map to rows through it)
 POINTS, TRAJECTORY, CLIP_TRAJECTORY, MARKS = 0, 1, 2, 3
 
-EMBODIMENT_COLORS = {"human": "#E45756", "robot": "#4C78A8"}
-QUALITATIVE = qualitative.Plotly + qualitative.D3 + qualitative.Dark24
+HUMAN_COLOR = F.EMBODIMENT_COLORS[C.HUMAN]  # the clip trajectory and highlighted clip (human clips)
 DIM_ALPHA = 0.12
 POINT_SIZE = 4
 
@@ -54,18 +56,14 @@ def dim(color: str, alpha: float = DIM_ALPHA) -> str:
 
 
 def category_colors(values: list[str], *, embodiment: bool = False) -> list[str]:
-    """One colour per category value (fixed colours for human and robot)."""
-    out = []
-    for i, value in enumerate(values):
-        if embodiment and value in EMBODIMENT_COLORS:
-            out.append(EMBODIMENT_COLORS[value])
-        else:
-            out.append(QUALITATIVE[i % len(QUALITATIVE)])
-    return out
+    """One colour per category value, as in the report (:func:`probe.figures.color_map`: fixed colours
+    for human and robot, the others from :data:`probe.figures.PALETTE`)."""
+    colors = F.color_map(values, fixed=F.EMBODIMENT_COLORS if embodiment else None)
+    return [colors[str(v)] for v in values]
 
 
 def progress_colors(levels: int) -> list[str]:
-    return sample_colorscale("Viridis", [i / max(levels - 1, 1) for i in range(levels)])
+    return sample_colorscale(F.PROGRESS_COLORSCALE, [i / max(levels - 1, 1) for i in range(levels)])
 
 
 def stepped_colorscale(colors: list[str]) -> list[list[Any]]:
@@ -115,8 +113,8 @@ def map_figure(coords: np.ndarray, enc: ColorEncoding, *, title: str = "", heigh
                                line={"color": "#222", "width": 2}, marker={"size": 5, "color": "#222"},
                                hoverinfo="none", showlegend=False))
     fig.add_trace(go.Scattergl(x=[], y=[], mode="lines+markers", name="clip trajectory",
-                               line={"color": "#E45756", "width": 2, "dash": "dot"},
-                               marker={"size": 5, "color": "#E45756"}, hoverinfo="none", showlegend=False))
+                               line={"color": HUMAN_COLOR, "width": 2, "dash": "dot"},
+                               marker={"size": 5, "color": HUMAN_COLOR}, hoverinfo="none", showlegend=False))
     fig.add_trace(go.Scattergl(x=[], y=[], mode="markers", name="marks",
                                marker={"size": [], "color": [], "symbol": [], "line": {"width": 2, "color": "#000"}},
                                hoverinfo="none", showlegend=False))
@@ -189,7 +187,7 @@ def view_encoding(codes: dict[str, np.ndarray], categories: dict[str, list[str]]
         colors = category_colors(names)
         return encode_colors(np.full(n_points, checkpoint), colors, active, labels=names)
     if color == "episode":
-        palette = QUALITATIVE[:24]
+        palette = list(F.PALETTE)
         labels = categories["episode"]
         enc = encode_colors(codes["episode"] % len(palette), palette, active)
         if len(labels) <= len(palette):

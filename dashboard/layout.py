@@ -10,8 +10,10 @@ from typing import Any
 from dash import dcc, html
 
 from dashboard import ids
+from dashboard.figures import HUMAN_COLOR
 from dashboard.media import media_url, thumb_url
 from dashboard.state.viewstate import MAX_PANELS, ColorBy
+from dashboard.state.metrics_panel import STAGE_FAMILIES, stage_columns
 from dashboard.state.prepared import Clip, Prepared
 
 CSS = {
@@ -140,7 +142,7 @@ def clip_card(checkpoint: int, clip: Clip, highlighted: bool) -> html.Div:
                     style={"fontSize": "11px", "fontWeight": "bold" if highlighted else "normal"}),
         video,
     ], className="clip", style={**CSS["card"], "overflow": "hidden",
-                                "borderColor": "#E45756" if highlighted else "#ddd"})
+                                "borderColor": HUMAN_COLOR if highlighted else "#ddd"})
 
 
 def _fmt(v: Any) -> str:
@@ -161,8 +163,12 @@ def _metric_rows(metrics: dict[str, Any], names: list[str]) -> list[Any]:
 
 
 def metrics_panel(record: dict[str, Any] | None, gaps: list[str], active_stages: tuple[str, ...],
-                  note: str = "", headline: tuple[str, ...] = (), stage_columns: tuple[str, ...] = ()) -> list[Any]:
-    """Headline metrics with intervals, per-stage values (click a stage to highlight it) and coverage gaps."""
+                  note: str = "", headline: tuple[str, ...] = ()) -> list[Any]:
+    """Headline metrics with intervals, per-stage values (click a stage to highlight it) and coverage gaps.
+
+    ``headline``: the headline metrics in order (:func:`dashboard.state.metrics_panel.headline_order`); the
+    record's headline metrics are listed, and the per-stage table shows :func:`stage_columns` of them.
+    """
     out: list[Any] = [html.H4("metrics", style=CSS["h"])]
     if note:
         out.append(html.Div(note, style={"fontSize": "11px", "color": "#777"}))
@@ -179,7 +185,7 @@ def metrics_panel(record: dict[str, Any] | None, gaps: list[str], active_stages:
         per_stage = record.get("per_stage") or {}
         if per_stage:
             first = next(iter(per_stage.values()))
-            cols = [c for c in stage_columns if c in first] or list(first)[:3]
+            cols = stage_columns(first, headline) or list(first)[:STAGE_FAMILIES]
             rows = [html.Tr([html.Th("stage")] + [html.Th(c) for c in cols])]
             for stage, values in per_stage.items():
                 active = stage in active_stages

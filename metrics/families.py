@@ -160,30 +160,32 @@ _TASK = frozenset({By.TASK})
 
 register(
     MetricSpec("ilisi", Family.MIXING, Better.HIGHER, Kind.GRAPH, Null.EMBODIMENT, _prep_ilisi, _score_ilisi,
-               _STAGE_TASK, description="integration LISI of embodiments, scaled to [0, 1]"),
+               _STAGE_TASK, description="integration LISI of embodiments, scaled to [0, 1]", headline=1),
     MetricSpec("kbet", Family.MIXING, Better.HIGHER, Kind.GRAPH, Null.EMBODIMENT, _prep_kbet, _score_kbet,
-               _STAGE_TASK, description="kBET acceptance rate"),
+               _STAGE_TASK, description="kBET acceptance rate", headline=2),
     MetricSpec("silhouette_embodiment", Family.MIXING, Better.HIGHER, Kind.SAMPLES, Null.EMBODIMENT,
                _prep_sil_emb, _score_grouped, _STAGE_TASK,
-               description="1 - |silhouette of embodiments| within stages (scib silhouette_batch)"),
+               description="1 - |silhouette of embodiments| within stages (scib silhouette_batch)", headline=4),
     MetricSpec("bras", Family.MIXING, Better.HIGHER, Kind.SAMPLES, Null.EMBODIMENT, _prep_bras, _score_grouped,
                _STAGE_TASK, description="batch-removal adapted silhouette of embodiments within stages"),
     MetricSpec("knn_embodiment_mixing", Family.MIXING, Better.HIGHER, Kind.GRAPH, Null.EMBODIMENT, _prep_mixing,
-               _score_mixing, _STAGE_TASK, description="share of other-embodiment neighbours / chance share"),
+               _score_mixing, _STAGE_TASK, description="share of other-embodiment neighbours / chance share",
+               headline=3),
     MetricSpec("embodiment_probe_acc", Family.MIXING, Better.LOWER, Kind.FIT, Null.EMBODIMENT, _prep_fit,
                _score_probe, _STAGE_TASK,
-               description="balanced accuracy of a linear embodiment probe, CV grouped by episode (0.5 = mixed)"),
+               description="balanced accuracy of a linear embodiment probe, CV grouped by episode (0.5 = mixed)",
+               headline=5),
     MetricSpec("clisi", Family.CONSERVATION, Better.HIGHER, Kind.GRAPH, Null.STAGE, _prep_clisi, _score_clisi,
-               _STAGE_TASK, description="stage LISI, scaled to [0, 1]"),
+               _STAGE_TASK, description="stage LISI, scaled to [0, 1]", headline=6),
     MetricSpec("silhouette_stage", Family.CONSERVATION, Better.HIGHER, Kind.SAMPLES, Null.STAGE, _prep_sil_stage,
-               _score_sil_stage, _STAGE_TASK, description="silhouette of stages, rescaled to [0, 1]"),
+               _score_sil_stage, _STAGE_TASK, description="silhouette of stages, rescaled to [0, 1]", headline=7),
     MetricSpec("stage_nmi", Family.CONSERVATION, Better.HIGHER, Kind.FIT, Null.STAGE, _prep_fit, _score_nmi, _TASK,
                description="NMI of k-means clusters vs stages"),
     MetricSpec("stage_ari", Family.CONSERVATION, Better.HIGHER, Kind.FIT, Null.STAGE, _prep_fit, _score_ari, _TASK,
                description="ARI of k-means clusters vs stages"),
     MetricSpec("stage_transfer_acc_robot_to_human", Family.CONSERVATION, Better.HIGHER, Kind.FIT, Null.STAGE,
                _prep_fit, _transfer(True), _TASK, requires=_requires_human,
-               description="stage classifier trained on robot, tested on human (balanced accuracy)"),
+               description="stage classifier trained on robot, tested on human (balanced accuracy)", headline=8),
     MetricSpec("stage_transfer_acc_human_to_robot", Family.CONSERVATION, Better.HIGHER, Kind.FIT, Null.STAGE,
                _prep_fit, _transfer(False), _TASK, requires=_requires_human,
                description="stage classifier trained on human, tested on robot (balanced accuracy)"),
@@ -195,6 +197,9 @@ register(
 _PAIRED = {"cka_linear": Better.HIGHER, "cka_debiased": Better.HIGHER, "mutual_knn": Better.HIGHER,
            "procrustes_angular": Better.LOWER, "svcca": Better.HIGHER}
 _DISTRIBUTION = ("mmd_rbf", "frechet_distance", "sliced_wasserstein", "sinkhorn_divergence")
+# headline places of the metrics registered in the loops below (the others are set in their MetricSpec)
+_HEADLINE = {"retrieval_precision_at_1_robot_to_human": 9, "retrieval_map_at_r_robot_to_human": 10,
+             "cka_linear": 11, "mutual_knn": 12, "mmd_rbf": 13}
 
 
 def _two_sides(ctx: Context, embodiment: np.ndarray) -> tuple[str, str]:
@@ -310,20 +315,22 @@ def _retrieval(name: str, direction: str):
 
 register(*[
     MetricSpec(name, Family.PAIRED, better, Kind.FIT, Null.EMBODIMENT, _prep_all_rows, _paired(name), _STAGE_TASK,
-               requires=_requires_human, description="paired similarity of matched (task, stage, stage-progress bin) means")
+               requires=_requires_human, headline=_HEADLINE.get(name),
+               description="paired similarity of matched (task, stage, stage-progress bin) means")
     for name, better in _PAIRED.items()
 ])
 register(*[
     MetricSpec(name, Family.DISTRIBUTION, Better.LOWER, Kind.FIT, Null.EMBODIMENT, _prep_fit, _distribution(name),
                _STAGE_TASK, requires=_requires_human, description="distance between the embodiments' distributions",
                # Sinkhorn takes ~20 s per call on 1000 x 1000 points (log-domain fallback): opt-in by name
-               default=name != "sinkhorn_divergence")
+               default=name != "sinkhorn_divergence", headline=_HEADLINE.get(name))
     for name in _DISTRIBUTION
 ])
 register(*[
     MetricSpec(f"retrieval_{name}_{direction}", Family.RETRIEVAL, Better.HIGHER, Kind.SAMPLES, Null.STAGE,
                _prep_retrieval, _retrieval(name, direction), _STAGE_TASK, requires=_requires_human,
-               description=f"cross-embodiment retrieval of the same (task, stage), {direction.replace('_', ' ')}")
+               description=f"cross-embodiment retrieval of the same (task, stage), {direction.replace('_', ' ')}",
+               headline=_HEADLINE.get(f"retrieval_{name}_{direction}"))
     for direction in ("robot_to_human", "human_to_robot") for name in _RETRIEVAL
 ])
 

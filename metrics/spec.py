@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from metrics.graph import IndexKind
+from metrics.index import IndexKind
 from metrics.knn import Metric, Neighbors
 
 log = logging.getLogger(__name__)
@@ -192,6 +192,7 @@ class MetricSpec:
     requires: Callable[[Context, Labels], str | None] | None = None  # a reason to skip, or None
     description: str = ""
     default: bool = True  # False: computed only when named in ``MetricsConfig.metrics`` (slow ones)
+    headline: int | None = None  # place among the headline metrics (1 first), None: not a headline metric
 
 
 REGISTRY: dict[str, MetricSpec] = {}
@@ -200,7 +201,21 @@ REGISTRY: dict[str, MetricSpec] = {}
 def register(*specs: MetricSpec) -> None:
     """Add metrics to the suite (the name is the key in JSON and tables)."""
     for spec in specs:
+        same = [s.name for s in REGISTRY.values()
+                if spec.headline is not None and s.headline == spec.headline and s.name != spec.name]
+        if same:
+            raise ValueError(f"metric '{spec.name}' takes headline place {spec.headline}, already held by '{same[0]}'")
         REGISTRY[spec.name] = spec
+
+
+def headline_metrics() -> tuple[str, ...]:
+    """Names of the headline metrics, in headline order: the one list the report, the dashboard and
+    the demo show first (a view showing fewer takes a prefix or a subset in this order).
+
+    Reads the registry: import :mod:`metrics.suite`, which registers every family, first.
+    """
+    ranked = sorted((s for s in REGISTRY.values() if s.headline is not None), key=lambda s: s.headline)
+    return tuple(s.name for s in ranked)
 
 
 @dataclass(frozen=True)

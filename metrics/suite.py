@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from metrics import bootstrap as bs
-from metrics.graph import IndexKind, approximate_note, build_graph
+from metrics.graph import approximate_note, build_graph
 from metrics.knn import Metric, Neighbors
 from metrics.spec import (REGISTRY, By, Context, Family, Kind, Labels, MetricInputError, MetricsConfig,
                           MetricSpec, MetricValue, Null, SuiteResult, check_inputs)
@@ -144,7 +144,7 @@ def run_suite(X: np.ndarray, labels: Labels, config: MetricsConfig | None = None
         graph = graph.top(k)
     if graph.note:
         notes.append(graph.note)
-    elif config.index is not IndexKind.EXACT:  # a caller's graph that does not say how it was searched
+    elif not config.index.exact:  # a caller's graph that does not say how it was searched
         notes.append(approximate_note(config.index))
 
     strata = strata_keys(labels.embodiment, labels.task, labels.stage)

@@ -6,6 +6,12 @@ are optional and let the report and dashboard show frames and clips.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
 SAMPLE_ID = "sample_id"
 EMBODIMENT = "embodiment"
 DATASET = "dataset"
@@ -41,3 +47,13 @@ MEDIA: tuple[str, ...] = (VIDEO, VIDEO_TIMESTAMP)
 # conventional embodiment names (any string is allowed, e.g. a robot's name)
 HUMAN = "human"
 ROBOT = "robot"
+
+
+def episode_key(dataset: object, episode: object) -> str:
+    """The key of one episode, unique across datasets: ``'<dataset>:<episode>'``."""
+    return f"{dataset}:{episode}"
+
+
+def episode_keys(meta: pd.DataFrame) -> np.ndarray:
+    """:func:`episode_key` of every row of a ``meta`` table (object array)."""
+    return (meta[DATASET].astype(str) + ":" + meta[EPISODE].astype(str)).to_numpy()

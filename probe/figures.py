@@ -24,6 +24,7 @@ PALETTE: tuple[str, ...] = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2
                             "#FF9DA6", "#9D755D", "#BAB0AC", "#1B9E77", "#7570B3")
 EMBODIMENT_COLORS: dict[str, str] = {C.HUMAN: "#F58518", C.ROBOT: "#1F63B5"}
 NULL_COLOR = "#777777"
+PROGRESS_COLORSCALE = "Viridis"  # continuous colour of in-episode progress
 TEMPLATE = "plotly_white"
 
 
@@ -83,8 +84,8 @@ def _scatter_traces(coords: np.ndarray, meta: pd.DataFrame, rows: Sequence[int],
         return [go.Scattergl(
             x=coords[:, 0].tolist(), y=coords[:, 1].tolist(), mode="markers", name="progress",
             customdata=rows.tolist(), hovertext=hover.tolist(), hoverinfo="text", showlegend=False,
-            marker={"size": marker_size, "color": meta[C.PROGRESS].astype(float).tolist(), "colorscale": "Viridis",
-                    "cmin": 0.0, "cmax": 1.0, "opacity": opacity,
+            marker={"size": marker_size, "color": meta[C.PROGRESS].astype(float).tolist(),
+                    "colorscale": PROGRESS_COLORSCALE, "cmin": 0.0, "cmax": 1.0, "opacity": opacity,
                     "colorbar": {"title": {"text": "progress"}, "thickness": 12} if show_legend else None},
         )]
     values = meta[color_by.value].astype(str).to_numpy()

@@ -61,7 +61,7 @@ class Latents:
 
     def episode_keys(self) -> np.ndarray:
         """A per-row key unique to each episode across datasets: ``'<dataset>:<episode>'``."""
-        return (self.meta[C.DATASET].astype(str) + ":" + self.meta[C.EPISODE].astype(str)).to_numpy()
+        return C.episode_keys(self.meta)
 
     def take(self, rows: np.ndarray | list[int]) -> Latents:
         """The rows at integer positions ``rows`` (or a boolean mask), in that order."""

@@ -7,6 +7,7 @@ import socket
 import threading
 import urllib.error
 import urllib.request
+from urllib.parse import urlencode
 from pathlib import Path
 
 import numpy as np
@@ -127,7 +128,7 @@ def test_filter_dims_points_and_checkpoint_switch_redraws(server, page):
     page.click(f"#{'ctl-store'}")
     page.get_by_role("option", name=other).click()
     page.wait_for_function(f"() => document.querySelector('#map-info').innerText.startsWith('{other}')")
-    assert f"store={other}" in page.url
+    assert urlencode({"store": other}) in page.url
     assert page.evaluate(f"() => document.querySelector('{MAP}')._fullData[0].x[0]") != x_before
     assert not page.errors
 
@@ -201,7 +202,8 @@ def test_shared_url_restores_the_view_and_stale_urls_give_a_notice(server, page)
     url, prepared = server
     _, ck = prepared.checkpoint(prepared.names[0])
     sid = ck.points[C.SAMPLE_ID][ck.points[C.EMBODIMENT] == "robot"].iloc[3]
-    page.goto(f"{url}/?store={prepared.names[0]}&color=task&point={sid}&compare={prepared.names[1]}")
+    page.goto(f"{url}/?" + urlencode({"store": prepared.names[0], "color": "task", "point": sid,
+                                      "compare": prepared.names[1]}))
     _wait_map(page)
     page.wait_for_selector(".clip", timeout=10000)
     assert sid in page.inner_text("#selected-point")

@@ -15,6 +15,7 @@ from dashboard.figures import (CLIP_TRAJECTORY, MARKS, POINTS, TRAJECTORY, encod
 from dashboard.selection import (active_mask, counts, points_in_polygon, selected_points, selection_csv,
                                  selection_frame)
 from probe import columns as C
+from probe import figures as F
 from conftest import synthetic_meta
 
 
@@ -83,7 +84,10 @@ def test_view_encoding_for_every_colour():
              "episode": meta[C.EPISODE].to_numpy(), "progress": (meta[C.PROGRESS] * 31.99).astype(int).to_numpy()}
     active = np.ones(len(meta), bool)
     emb = view_encoding(codes, cats, "embodiment", active)
-    assert emb.legend == [("human", "#E45756"), ("robot", "#4C78A8")]
+    assert emb.legend == [("human", F.EMBODIMENT_COLORS["human"]), ("robot", F.EMBODIMENT_COLORS["robot"])]
+    # the report's palette: the same colour for the same category in the report and the dashboard
+    stage = F.colors_for(meta, F.ColorBy.STAGE)
+    assert view_encoding(codes, cats, "stage", active).legend == [(s, stage[s]) for s in cats["stage"]]
     assert view_encoding(codes, cats, "progress", active).continuous is not None
     ck = view_encoding(codes, cats, "checkpoint", active, checkpoint=1)
     assert set(ck.codes.tolist()) == {1}
@@ -96,7 +100,7 @@ def test_view_encoding_for_every_colour():
 @pytest.fixture
 def points():
     meta = synthetic_meta(n_episodes=2, frames=6)
-    meta["episode_key"] = meta[C.DATASET] + ":" + meta[C.EPISODE].astype(str)
+    meta["episode_key"] = C.episode_keys(meta)
     return meta
 
 

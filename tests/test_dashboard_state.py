@@ -21,7 +21,7 @@ def prepared(tmp_path_factory):
 
 
 def test_prepare_builds_a_view_per_checkpoint_and_layer(prepared):
-    assert prepared.names == ["step-000100", "step-000200"]
+    assert prepared.names == ["step 100", "step 200"]  # labelled from provenance, as in the report
     assert prepared.layers == ["trunk.block0", "trunk.block1"]
     assert set(prepared.views) == {(c, l) for c in (0, 1) for l in prepared.layers}
     ck = prepared.checkpoints[0]
@@ -72,8 +72,9 @@ def test_prepare_errors(tmp_path):
 
 def test_url_state_round_trip(prepared):
     default = prepared.default_state()
-    state = default.with_(store="step-000100", layer="trunk.block1", color="stage", task=["pick"],
-                          stage=["grasp", "lift"], point="robot/pick/0/3", compare=["step-000100", "step-000200"])
+    first, second = prepared.names
+    state = default.with_(store=first, layer="trunk.block1", color="stage", task=["pick"],
+                          stage=["grasp", "lift"], point="robot/pick/0/3", compare=[first, second])
     search = encode_state(state, default)
     assert search.startswith("?") and "stage=grasp&stage=lift" in search
     back, notices = decode_state(search, prepared.choices(), default)
@@ -196,14 +197,21 @@ def test_metrics_panel_shows_headline_per_stage_and_gaps(prepared):
     from dash import html
 
     from dashboard.layout import metrics_panel
-    from dashboard.state.metrics_panel import HEADLINE, STAGE_COLUMNS
+    from dashboard.state.metrics_panel import headline_order
 
     view = prepared.views[(1, "trunk.block0")]
     assert set(view.metrics["per_stage"]) == {"reach", "grasp", "lift"}
     assert all(isinstance(g, str) for g in view.coverage) and view.coverage
-    panel = html.Div(metrics_panel(view.metrics, view.coverage, ("grasp",), "", HEADLINE, STAGE_COLUMNS))
+    panel = html.Div(metrics_panel(view.metrics, view.coverage, ("grasp",), "", headline_order()))
     text = str(panel)
     assert "ilisi" in text and "knn_embodiment_mixing" in text and "coverage gaps" in text
+    # the headline rows and per-stage columns derive from the one headline list
+    headline, stages = (next(c for c in _walk(panel) if getattr(c, "id", None) == name)
+                        for name in ("metrics-headline", "metrics-stages"))
+    assert [r.children[0].children.split()[0] for r in headline.children[1:]] == [
+        "ilisi", "knn_embodiment_mixing", "silhouette_stage", "retrieval_precision_at_1_robot_to_human"]
+    assert [th.children for th in stages.children[0].children] == [
+        "stage", "ilisi", "silhouette_stage", "retrieval_precision_at_1_robot_to_human"]
     buttons = [c for c in _walk(panel) if isinstance(c, html.Button)]
     assert {b.id["index"] for b in buttons} == {"reach", "grasp", "lift"}
     assert [b.style["fontWeight"] for b in buttons if b.id["index"] == "grasp"] == ["bold"]
@@ -238,7 +246,7 @@ def test_click_clips_agree_with_the_retriever(prepared):
     r = search.retriever
     meta = r.store.meta
     for row in (0, 50, len(meta) - 1):
-        own = {f"{meta[C.DATASET].iat[row]}:{meta[C.EPISODE].iat[row]}"}
+        own = {C.episode_key(meta[C.DATASET].iat[row], meta[C.EPISODE].iat[row])}
         ref = r.search(np.asarray(r.store.matrix(r.layer)[[row]]), 4, per_episode=1, window=1.0,
                        exclude_episodes=[own])
         mine = search.clips(row, 4)

@@ -16,7 +16,7 @@ from probe.errors import ConfigError, LayerNotFoundError, OutputExistsError
 from probe.projection.layout import ProjectionConfig
 from probe.report.config import ReportConfig, parse_fail_under
 from probe.report.build import build_report
-from probe.measure.report_suite import known_metric_names
+from probe.measure.suite import known_metric_names
 from probe.report.verdicts import verdict
 from probe.store.store import write_store
 
@@ -98,6 +98,30 @@ def test_html_is_self_contained(report):
     assert "cdn.plot.ly" not in ours and "<link" not in ours and "https://" not in ours
     assert "Verdict" in page and "co-trained step 300" in page
     assert "null: the value with labels shuffled between whole (episode, stage) runs" in page  # nulls explained
+
+
+def test_retrieval_examples_are_the_retrievers_clips(report):
+    """One clip per human episode, best first: the selection the dashboard makes for a clicked frame."""
+    meta = report.data.checkpoints[-1].store.meta
+    assert len(report.data.examples) == 3
+    for ex in report.data.examples:
+        rows = [m.row for m in ex.matches]
+        assert len(rows) == 4 and (meta[C.EMBODIMENT].iloc[rows] == "human").all()
+        assert len(set(C.episode_keys(meta.iloc[rows]))) == 4
+        sims = [float(m.caption.rsplit("sim ", 1)[1]) for m in ex.matches]
+        assert sims == sorted(sims, reverse=True)
+
+
+@needs_suite
+def test_metric_order_follows_the_one_headline_list():
+    from metrics.spec import headline_metrics
+    from probe.report.assembly import ReportData
+
+    head = headline_metrics()
+    assert head[:3] == ("ilisi", "kbet", "knn_embodiment_mixing") and len(set(head)) == len(head)
+    data = ReportData([], [], "l", records={("a", "l"): {"metrics": {n: {} for n in ("zz", head[2], head[0], "aa")}}})
+    assert data.metric_names() == [head[0], head[2], "aa", "zz"]
+    assert data.headline_metrics() == [head[0], head[2]]
 
 
 def test_summary_is_a_markdown_table(report):

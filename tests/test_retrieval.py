@@ -15,10 +15,9 @@ from probe import columns as C
 from probe.cli import main
 from probe.retrieval.clips import read_frames, read_png, write_png
 from probe.errors import ConfigError, DataError, IndexMismatchError, OutputExistsError
-from probe.retrieval.index_kinds import IndexConfig
-from probe.retrieval.index import build_index
-from probe.retrieval.retriever import RESULT_COLUMNS, Retriever
-from probe.retrieval.evaluation import evaluate
+from probe.retrieval.index import IndexConfig, build_index
+from probe.retrieval.retriever import RESULT_COLUMNS, ClipReference, Retriever, score_of, select_clips
+from probe.retrieval.evaluation import retrieval_scores
 from probe.store.store import write_store
 
 FPS = 10
@@ -94,6 +93,41 @@ def test_first_clip_is_the_exact_nearest_neighbour(world):
     nn = knn(q, X[human], 1, "cosine")
     assert res["store_row"].iloc[0] == human[nn.indices[0, 0]]
     assert res["distance"].iloc[0] == pytest.approx(nn.distances[0, 0], abs=1e-5)
+
+
+def test_one_clip_selection_over_an_index_or_raw_arrays(world):
+    """The report selects clips by exact search over raw arrays, the dashboard through an index: the same clips."""
+    store, tmp = world
+    r = Retriever.open(tmp / "idx")
+    X = np.asarray(store.matrix("trunk"))
+    human = np.flatnonzero(store.meta[C.EMBODIMENT] == "human")
+    rows = np.flatnonzero(store.meta[C.EMBODIMENT] == "robot")[[3, 40, 77]]
+    own = [{C.episode_key(d, e)} for d, e in store.meta.iloc[rows][[C.DATASET, C.EPISODE]].itertuples(index=False)]
+
+    def search(q, depth):
+        nb = knn(q, X[human], depth, "cosine")
+        return nb.distances, nb.indices
+
+    raw = select_clips(search, X[rows], 4, ClipReference.of(store.meta.iloc[human]), per_episode=1, window=1.0,
+                       exclude_episodes=own)
+    indexed = r.select(X[rows], 4, per_episode=1, window=1.0, exclude_episodes=own)
+    assert [[human[i] for i, _ in q] for q in raw] == [[r.index.rows[i] for i, _ in q] for q in indexed]
+    assert np.allclose([d for q in raw for _, d in q], [d for q in indexed for _, d in q], atol=1e-5)
+    res = r.search(X[rows], 4, per_episode=1, window=1.0, exclude_episodes=own)
+    assert res["store_row"].tolist() == [r.index.rows[i] for q in indexed for i, _ in q]
+    assert np.allclose(res["score"], score_of(res["distance"].to_numpy(), "cosine"))
+    assert score_of(0.25, "cosine") == 0.75 and score_of(0.25, "l2") == -0.25
+
+
+def test_clip_reference_merges_hits_of_one_moment():
+    meta = synthetic_meta(n_episodes=1, frames=10, tasks=("pick",), embodiments=("human",))
+    ref = ClipReference.of(meta)  # one episode, frames 0.1 s apart
+    ids, dist = np.array([5, 6, 2, 9, -1]), np.array([0.1, 0.2, 0.3, 0.4, np.inf])
+    assert [i for i, _ in ref.select(ids, dist, 3, window=0.15)] == [5, 2, 9]  # 6 lies inside 5's clip
+    assert [i for i, _ in ref.select(ids, dist, 3, per_episode=1)] == [5]
+    assert ref.select(ids, dist, 3, exclude={C.episode_key(meta[C.DATASET].iat[0], meta[C.EPISODE].iat[0])}) == []
+    start, end = ref.span(np.array([0, 5]), 0.15)
+    assert np.allclose(start, [0.0, 0.35]) and np.allclose(end, [0.15, 0.65])
 
 
 def test_per_episode_and_overlapping_windows(world):
@@ -244,7 +278,7 @@ def test_cli_retrieve_table_json_and_export(world, capsys):
 
 def test_eval_uses_metrics_retrieval_both_directions(world, capsys):
     store, tmp = world
-    scores = evaluate(Retriever.open(tmp / "idx"), k=5)
+    scores = retrieval_scores(Retriever.open(tmp / "idx"), k=5)
     assert set(scores) == {"robot_to_human", "human_to_robot"}
     from metrics.ranking import combine_labels
     from metrics.retrieval import cross_retrieval

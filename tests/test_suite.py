@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import metrics.graph as graph_module
+from probe import columns as C
 from conftest import clustered_latents, synthetic_meta
 from metrics.bootstrap import episode_bootstrap_weights, null_embodiment, null_stage, percentile_interval
 from metrics.subsample import strata_keys, stratified_subsample
@@ -17,7 +18,7 @@ FAST = dict(k=20, bootstrap=4, null_repeats=1, bootstrap_samples=200, families=(
 
 def _labels(meta):
     return Labels(meta["embodiment"].to_numpy(), meta["stage"].to_numpy(), meta["task"].to_numpy(),
-                  (meta["dataset"] + ":" + meta["episode"].astype(str)).to_numpy())
+                  C.episode_keys(meta))
 
 
 @pytest.fixture(scope="module")

@@ -18,12 +18,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dashboard.state.metrics_panel import _metrics
+from dashboard.state.metrics_panel import layer_metrics
 from dashboard.state.neighbours import NeighbourSearch
-from dashboard.state.prepared import Checkpoint, Prepared, View, _episode_key
+from dashboard.state.prepared import Checkpoint, Prepared, View
 from probe import columns as C
 from probe.errors import ConfigError
 from probe.progress import track
+from probe.store.series import checkpoint_labels
 from probe.store.store import Store, layer_filename, open_store
 from probe.validate import check_layer
 
@@ -39,13 +40,6 @@ def _sample_rows(meta: pd.DataFrame, max_points: int) -> np.ndarray:
         return np.arange(n, dtype=np.int64)
     h = pd.util.hash_pandas_object(meta[C.SAMPLE_ID].astype(str), index=False).to_numpy()
     return np.sort(np.argpartition(h, max_points)[:max_points]).astype(np.int64)
-
-
-def _unique_names(paths: Sequence[Path]) -> list[str]:
-    names = [p.name for p in paths]
-    if len(set(names)) == len(names):
-        return names
-    return [f"{p.parent.name}/{p.name}" if names.count(p.name) > 1 else p.name for p in paths]
 
 
 def _register_videos(store: Store, media: dict[str, Path]) -> tuple[np.ndarray, list[str], dict[str, str]]:
@@ -81,7 +75,7 @@ def _checkpoint(name: str, store: Store, max_points: int, categories: dict[str, 
     point_of_row = np.full(len(meta), -1, dtype=np.int64)
     point_of_row[rows] = np.arange(len(rows))
     points = meta.iloc[rows].reset_index(drop=True).copy()
-    points["episode_key"] = _episode_key(points)
+    points["episode_key"] = C.episode_keys(points)
     codes = {}
     for col, name_ in ((C.TASK, "task"), (C.STAGE, "stage"), (C.EMBODIMENT, "embodiment"),
                        ("episode_key", "episode")):
@@ -132,6 +126,7 @@ def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str]
     Parameters
     ----------
     stores : paths of latent stores (or opened stores), in checkpoint order.
+        Checkpoints are labelled as in the report (:func:`probe.store.series.checkpoint_labels`).
     layers : layer name(s) to prepare; all layers the stores share when None.
     max_points : at most this many points per map (a deterministic subsample by sample id).
     cache : cache directory for layouts and indexes (None: nothing cached, indexes in a temporary directory).
@@ -171,13 +166,13 @@ def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str]
         chosen = [layers] if isinstance(layers, str) else list(layers)
         for layer in chosen:
             check_layer(layer, common, where="the stores", hint="run 'probe info STORE' to list layers")
-    names = _unique_names([s.path for s in opened])
+    names = checkpoint_labels(opened)
     metas = [s.meta for s in opened]
     categories = {
         "embodiment": list(dict.fromkeys(v for m in metas for v in sorted(m[C.EMBODIMENT].astype(str).unique()))),
         "task": list(dict.fromkeys(v for m in metas for v in sorted(m[C.TASK].astype(str).unique()))),
         "stage": list(dict.fromkeys(v for m in metas for v in m[C.STAGE].astype(str))),
-        "episode": list(dict.fromkeys(v for m in metas for v in _episode_key(m))),
+        "episode": list(dict.fromkeys(v for m in metas for v in C.episode_keys(m))),
         "checkpoint": names,
     }
     media: dict[str, Path] = {}
@@ -196,6 +191,6 @@ def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str]
             coords = _align(coords, ck, checkpoints[0], views[(0, layer)].coords)
         index_dir = index_root / f"{ck.store.fingerprint[:16]}-{layer_filename(layer)[:-4]}"
         search = NeighbourSearch.build(ck.store, layer, ck.video_by_value, k, index_dir)
-        record, gaps = _metrics(ck.store, layer, metrics_config, cache_dir)
+        record, gaps = layer_metrics(ck.store, layer, metrics_config, cache_dir)
         views[(i, layer)] = View(i, layer, coords, lay.method, float(lay.trustworthiness), search, record, gaps)
     return Prepared(checkpoints, chosen, views, categories, media, k)

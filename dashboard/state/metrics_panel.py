@@ -1,5 +1,7 @@
-"""What the metrics panel shows: its headline columns, and each layer's metrics record and coverage advice.
+"""What the metrics panel shows: its headline rows and per-stage columns, and each layer's metrics record and
+coverage advice.
 
+The rows and columns derive from the one headline list (:func:`metrics.spec.headline_metrics`).
 Records come from :func:`probe.measure.suite.evaluate` and its cache; coverage advice is
 cached beside it. Computed at prepare time, never in a callback.
 """
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +18,33 @@ from probe.store.store import Store
 
 log = logging.getLogger(__name__)
 
-HEADLINE = ("ilisi", "knn_embodiment_mixing", "clisi", "stage_transfer_acc_robot_to_human",
-            "retrieval_precision_at_1_robot_to_human", "retrieval_map_at_r_robot_to_human")
-STAGE_COLUMNS = ("knn_embodiment_mixing", "retrieval_precision_at_1_robot_to_human", "silhouette_stage")
+STAGE_FAMILIES = 3  # the per-stage table shows the first headline metric of this many families
 
 
-def _metrics(store: Store, layer: str, config: Any, cache: Path | None) -> tuple[dict[str, Any] | None, list[str]]:
+def headline_order() -> tuple[str, ...]:
+    """Every headline metric, in headline order (:func:`metrics.spec.headline_metrics`)."""
+    from metrics import suite  # noqa: F401  (importing the suite registers every metric)
+    from metrics.spec import headline_metrics
+
+    return headline_metrics()
+
+
+def stage_columns(names: Collection[str], headline: Sequence[str], families: int = STAGE_FAMILIES) -> list[str]:
+    """Columns of the per-stage table among ``names``: the first headline metric of each family, in
+    headline order, for at most ``families`` families."""
+    from metrics.spec import REGISTRY
+
+    out: list[str] = []
+    seen: set[Any] = set()
+    for name in headline:
+        spec = REGISTRY.get(name)
+        if name in names and spec is not None and spec.family not in seen:
+            seen.add(spec.family)
+            out.append(name)
+    return out[:families]
+
+
+def layer_metrics(store: Store, layer: str, config: Any, cache: Path | None) -> tuple[dict[str, Any] | None, list[str]]:
     """The layer's metrics record and coverage gaps.
 
     The record comes from :func:`probe.measure.suite.evaluate` with its cache (shared with

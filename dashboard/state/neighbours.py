@@ -1,7 +1,8 @@
 """Nearest human clips of a clicked point: :class:`NeighbourSearch` over a FAISS index of the human rows.
 
-The index is built (or reopened from the cache) at prepare time; a click runs one
-search, then numpy bookkeeping keeps one clip per human episode.
+The index is built (or reopened from the cache) at prepare time; a click runs the
+retriever's clip selection (:meth:`probe.retrieval.retriever.Retriever.select`) and
+reads the clips' fields from arrays prepared once.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from dashboard.state.prepared import Clip, _episode_key
+from dashboard.state.prepared import Clip
 from probe import columns as C
 from probe.cache.directory import keep_within, touch
 from probe.store.store import Store
@@ -40,19 +40,15 @@ class NeighbourSearch:
         meta = store.meta
         self.n = len(meta)
         self.X = store.matrix(retriever.layer)
-        self.episode = _episode_key(meta)
-        ref = retriever.reference  # index id -> metadata of the human rows
+        self.episode = C.episode_keys(meta)
+        self.ref = retriever.clip_reference  # index id -> episode key, time and episode bounds
+        ref = self.ref.meta
         self.ref_rows = np.asarray(retriever.index.rows, dtype=np.int64)
-        self.ref_episode = self.episode[self.ref_rows]
-        self.ref_t = ref[C.TIMESTAMP].to_numpy(np.float64)
-        grouped = pd.Series(self.ref_t).groupby(self.ref_episode)
-        self.ref_lo = grouped.transform("min").to_numpy()
-        self.ref_hi = grouped.transform("max").to_numpy()
         self.ref_sid = ref[C.SAMPLE_ID].astype(str).to_numpy()
         self.ref_task = ref[C.TASK].astype(str).to_numpy()
         self.ref_stage = ref[C.STAGE].astype(str).to_numpy()
         self.ref_token = np.full(len(ref), None, dtype=object)
-        self.ref_vt = self.ref_t.copy()
+        self.ref_vt = self.ref.t.copy()
         if C.VIDEO in ref.columns:
             self.ref_token = ref[C.VIDEO].map(lambda v: video_tokens.get(str(v))).to_numpy(dtype=object)
             if C.VIDEO_TIMESTAMP in ref.columns:
@@ -84,43 +80,29 @@ class NeighbourSearch:
     def clips(self, row: int, k: int | None = None) -> list[Clip]:
         """Top-k human clips for store row ``row``: one per human episode, never the query's own episode.
 
-        As :meth:`probe.retrieval.retriever.Retriever.search` with ``per_episode=1``: one search of
-        the index (deepened while too few episodes are found), then numpy bookkeeping
-        over arrays prepared once (no data frames on the click path).
+        The retriever's selection (:meth:`probe.retrieval.retriever.Retriever.select` with
+        ``per_episode=1``), then the clips' fields from arrays prepared once (no data frames
+        on the click path).
         """
+        from probe.retrieval.retriever import score_of
+
         k = k or self.k
         if self.retriever is None or not 0 <= row < self.n:
             return []
         key = (row, k)
         if key in self._cache:
             return self._cache[key]
-        index = self.retriever.index
         q = np.asarray(self.X[[row]], dtype=np.float32)
-        own = self.episode[row]
-        depth = min(index.n, max(8 * k, 64))
-        while True:
-            D, I = index.search(q, depth)
-            ids, dist = I[0], D[0]
-            keep = ids >= 0
-            ids, dist = ids[keep], dist[keep]
-            eps = self.ref_episode[ids]
-            ok = eps != own
-            _, first = np.unique(eps[ok], return_index=True)
-            chosen = np.sort(first)[:k]
-            if len(chosen) >= k or depth >= index.n:
-                break
-            depth = min(index.n, depth * 4)
-        ids, dist = ids[ok][chosen], dist[ok][chosen]
-        metric = getattr(index.metric, "value", index.metric)
+        chosen = self.retriever.select(q, min(k, self.retriever.index.n), per_episode=1, window=self.window,
+                                       exclude_episodes=[{self.episode[row]}])[0]
+        ids = np.asarray([i for i, _ in chosen], dtype=np.int64)
+        scores = score_of(np.asarray([d for _, d in chosen], dtype=np.float64), self.retriever.index.metric)
+        starts, ends = self.ref.span(ids, self.window)
         out = []
-        for i, d in zip(ids.tolist(), dist.tolist()):
-            t = self.ref_t[i]
-            start, end = max(self.ref_lo[i], t - self.window), min(self.ref_hi[i], t + self.window)
-            token = self.ref_token[i]
-            vt = self.ref_vt[i]
-            out.append(Clip(int(self.ref_rows[i]), str(self.ref_sid[i]), str(self.ref_episode[i]),
-                            str(self.ref_task[i]), str(self.ref_stage[i]),
-                            float(1.0 - d) if metric == "cosine" else float(-d), float(start), float(end),
+        for i, score, start, end in zip(ids.tolist(), scores.tolist(), starts.tolist(), ends.tolist()):
+            t, vt, token = self.ref.t[i], self.ref_vt[i], self.ref_token[i]
+            out.append(Clip(int(self.ref_rows[i]), str(self.ref_sid[i]), str(self.ref.episode[i]),
+                            str(self.ref_task[i]), str(self.ref_stage[i]), float(score), float(start), float(end),
                             token, vt - (t - start) if token else None, vt + (end - t) if token else None))
         if len(self._cache) > 4096:
             self._cache.clear()

@@ -71,7 +71,7 @@ class Checkpoint:
         """Map points of the episode holding ``row``, in frame order (empty if not drawn)."""
         p = int(self.point_of_row[row]) if 0 <= row < len(self.point_of_row) else -1
         if p < 0:
-            key = _episode_key(self.meta.iloc[[row]])[0]
+            key = C.episode_keys(self.meta.iloc[[row]])[0]
             code = self.points.index[self.points["episode_key"] == key]
             p = int(code[0]) if len(code) else -1
             if p < 0:
@@ -133,7 +133,3 @@ class Prepared:
         return Choices(self.names, self.layers,
                        {k: self.categories[k] for k in FILTERS},
                        {ck.name: ck.sample_index for ck in self.checkpoints})
-
-
-def _episode_key(meta: pd.DataFrame) -> np.ndarray:
-    return (meta[C.DATASET].astype(str) + ":" + meta[C.EPISODE].astype(str)).to_numpy()

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if has_video:
         clips.add_column("video (file @ s)", overflow="fold")
     for _, r in result.clips.head(args.top).iterrows():
-        cells = [str(r["rank"]), f"{r[C.DATASET]}:{r[C.EPISODE]}", str(r[C.TASK]), str(r[C.STAGE]),
+        cells = [str(r["rank"]), C.episode_key(r[C.DATASET], r[C.EPISODE]), str(r[C.TASK]), str(r[C.STAGE]),
                  f"{r['start']:.2f}-{r['end']:.2f}", str(r["nearest_to"]), f"{r['share']:.1%}"]
         if has_video:
             cells.append(f"{str(r[C.VIDEO]).rsplit('/', 1)[-1]} @ {r['video_start']:.2f}-{r['video_end']:.2f}"

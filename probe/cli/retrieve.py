@@ -139,6 +139,8 @@ def _run_eval(args: argparse.Namespace, retriever) -> int:
 def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
+    from probe import columns as C
+
     from probe.errors import ConfigError
     from probe.retrieval.retriever import Retriever
 
@@ -185,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
             table.add_column("sample", overflow="fold")
         for _, r in sub.iterrows():
             cells = [str(r["rank"]), f"{r['score']:.3f}", f"{r['task']} / {r['stage']}", f"{r['stage_progress']:.0%}",
-                     f"{r['dataset']}:{r['episode']}", f"{r['start']:.2f}-{r['end']:.2f}"]
+                     C.episode_key(r[C.DATASET], r[C.EPISODE]), f"{r['start']:.2f}-{r['end']:.2f}"]
             if with_video:
                 cells.append(f"{str(r['video']).rsplit('/', 1)[-1]} @ {r['video_start']:.2f}-{r['video_end']:.2f}"
                              if isinstance(r["video"], str) else "-")

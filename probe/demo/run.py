@@ -18,10 +18,12 @@ log = logging.getLogger(__name__)
 
 DEMO_LAYERS = ("vision", "trunk.block0", "trunk.block1", "trunk.block2")
 HEADLINE_LAYER = "trunk.block2"
-# (metric, short column label) for the printed table
-HEADLINE_METRICS = (("knn_embodiment_mixing", "kNN mixing"), ("ilisi", "iLISI"), ("embodiment_probe_acc", "emb. probe"),
-                    ("stage_transfer_acc_robot_to_human", "stage r->h"),
-                    ("retrieval_precision_at_1_robot_to_human", "P@1 r->h"), ("cka_linear", "CKA"))
+SHOWN_METRICS = 7  # columns of the printed table: the first headline metrics the records hold
+# short column labels for the printed table (others are shown by name)
+LABELS = {"knn_embodiment_mixing": "kNN mixing", "ilisi": "iLISI", "embodiment_probe_acc": "emb. probe",
+          "silhouette_embodiment": "sil. emb.", "clisi": "cLISI", "silhouette_stage": "sil. stage",
+          "stage_transfer_acc_robot_to_human": "stage r->h", "retrieval_precision_at_1_robot_to_human": "P@1 r->h",
+          "retrieval_map_at_r_robot_to_human": "MAP@R r->h", "cka_linear": "CKA", "kbet": "kBET"}
 
 
 @dataclass(frozen=True)
@@ -81,13 +83,16 @@ def _extract_recipe(world, recipe: str, out: Path, overwrite: bool, progress: bo
 def _print_metrics(records: list[dict]) -> None:
     from rich.table import Table
 
+    from metrics.spec import headline_metrics
     from probe.measure.suite import better_arrow
 
-    table = Table("checkpoint", *[f"{label} {better_arrow(m)}" for m, label in HEADLINE_METRICS],
+    held = {m for rec in records for m in rec["metrics"]}
+    shown = [m for m in headline_metrics() if m in held][:SHOWN_METRICS]
+    table = Table("checkpoint", *[f"{LABELS.get(m, m)} {better_arrow(m)}" for m in shown],
                   title=f"headline metrics at {HEADLINE_LAYER} (value [null])")
     for rec in records:
         cells = []
-        for m, _ in HEADLINE_METRICS:
+        for m in shown:
             e = rec["metrics"].get(m)
             if not e or e.get("value") is None:
                 cells.append("-")

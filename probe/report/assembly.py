@@ -21,16 +21,20 @@ from probe.progress import track
 from probe.cache.directory import default_cache_dir
 from probe.projection.layout import Layout
 from probe.projection.project import project
-from probe.store.series import Checkpoint, _unique_labels, describe, order_checkpoints, resolve_layers
+from probe.store.series import Checkpoint, describe, order_checkpoints, resolve_layers, unique_labels
 from probe.report.config import ReportConfig
 from probe.report.examples import coverage_gaps, retrieval_examples
-from probe.report.records import _entry, _value
-from probe.measure.report_suite import NOT_AVAILABLE, _evaluate_module, check_fail_under, compute_metrics
+from probe.report.records import metric_entry, entry_value
+from probe.measure.suite import NOT_AVAILABLE, check_fail_under, compute_metrics, known_metric_names
 from probe.store.store import open_store
 
-HEADLINE = ("ilisi", "kbet", "knn_embodiment_mixing", "silhouette_embodiment", "embodiment_probe_acc", "clisi",
-            "silhouette_stage", "stage_transfer_acc_robot_to_human", "retrieval_precision_at_1",
-            "retrieval_map_at_r", "cka_linear", "mutual_knn", "mmd_rbf")
+
+def _headline_order() -> tuple[str, ...]:
+    """The headline metrics in headline order (:func:`metrics.spec.headline_metrics`)."""
+    from metrics import suite  # noqa: F401  (importing the suite registers every metric)
+    from metrics.spec import headline_metrics
+
+    return headline_metrics()
 
 
 @dataclass
@@ -55,8 +59,15 @@ class ReportData:
         return self.records.get((cp.label, layer))
 
     def metric_names(self) -> list[str]:
+        """Every metric the records hold: the headline metrics in headline order, then the others sorted."""
+        headline = self.headline_metrics()
         seen = {n for r in self.records.values() for n in r.get("metrics", {})}
-        return [n for n in HEADLINE if n in seen] + sorted(seen - set(HEADLINE))
+        return headline + sorted(seen - set(headline))
+
+    def headline_metrics(self) -> list[str]:
+        """The headline metrics the records hold, in headline order."""
+        seen = {n for r in self.records.values() for n in r.get("metrics", {})}
+        return [n for n in _headline_order() if n in seen] if seen else []
 
 
 def collect(store_paths: Sequence[str | Path], config: ReportConfig = ReportConfig(), *,
@@ -70,7 +81,7 @@ def collect(store_paths: Sequence[str | Path], config: ReportConfig = ReportConf
     headline = config.headline_layer or layers[-1]
     if headline not in layers:
         raise ConfigError(f"headline layer '{headline}' is not among the selected layers: {', '.join(layers)}")
-    cps = _unique_labels(order_checkpoints([describe(s) for s in stores]))
+    cps = unique_labels(order_checkpoints([describe(s) for s in stores]))
     data = ReportData(cps, layers, headline, notes=notes)
     dataset_sets = {cp.datasets for cp in cps}
     if len(dataset_sets) > 1:
@@ -80,7 +91,7 @@ def collect(store_paths: Sequence[str | Path], config: ReportConfig = ReportConf
     if len(set(fps)) < len(fps):
         data.notes.append("some stores are identical copies (same fingerprint)")
 
-    data.metrics_available = _evaluate_module() is not None
+    data.metrics_available = bool(known_metric_names())
     if not data.metrics_available:
         data.notes.append(NOT_AVAILABLE)
     cache = Path(config.cache_dir) if config.cache_dir is not None else default_cache_dir()
@@ -117,7 +128,7 @@ def collect(store_paths: Sequence[str | Path], config: ReportConfig = ReportConf
         # "fails under" means "is worse than": below for higher-is-better, above for lower-is-better metrics
         lower_better = name in REGISTRY and REGISTRY[name].better is Better.LOWER
         for cp in cps:
-            value = _value(_entry(data.record(cp, headline), name))
+            value = entry_value(metric_entry(data.record(cp, headline), name))
             ok = value <= threshold if lower_better else value >= threshold
             check = {"metric": name, "threshold": threshold, "store": str(cp.store.path), "checkpoint": cp.label,
                      "layer": headline, "value": value if math.isfinite(value) else None,

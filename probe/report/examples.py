@@ -77,8 +77,14 @@ def _caption(meta: pd.DataFrame, row: int) -> str:
 
 def retrieval_examples(store: Store, layer: str, n_queries: int = 3, k: int = 4,
                        metric: str = "cosine") -> tuple[list[F.RetrievalExample], list[str]]:
-    """Robot query frames (one per stage, mid-stage) and their top-k human frames in ``layer``."""
-    from metrics.knn import knn
+    """Robot query frames (one per stage, mid-stage) and their top-k human clips in ``layer``.
+
+    The clips are chosen as the dashboard chooses them for a clicked frame
+    (:func:`probe.retrieval.retriever.select_clips`: one per episode, the query's own
+    episode excluded), by exact search over the other embodiment's rows.
+    """
+    from metrics.knn import Metric, knn
+    from probe.retrieval.retriever import ClipReference, score_of, select_clips
 
     meta = store.meta
     emb = meta[C.EMBODIMENT].astype(str)
@@ -96,13 +102,21 @@ def retrieval_examples(store: Store, layer: str, n_queries: int = 3, k: int = 4,
         sub = sub[sub[C.EPISODE] == first_ep]
         chosen.append(int(sub.index[np.argmin(np.abs(sub[C.STAGE_PROGRESS].to_numpy() - 0.5))]))
     X = store.matrix(layer)
-    nb = knn(np.asarray(X[chosen]), np.asarray(X[r_rows]), k=min(k, len(r_rows)), metric=metric)
+    reference = np.asarray(X[r_rows])
+
+    def search(queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        nb = knn(queries, reference, k=depth, metric=metric)
+        return nb.distances, nb.indices
+
+    own = C.episode_keys(meta.iloc[chosen])
+    clips = select_clips(search, np.asarray(X[chosen]), min(k, len(r_rows)), ClipReference.of(meta.iloc[r_rows]),
+                         per_episode=1, window=1.0, exclude_episodes=[{e} for e in own])
     examples = []
-    for qi, row in enumerate(chosen):
+    for row, found in zip(chosen, clips):
         matches = []
-        for j, dist in zip(nb.indices[qi], nb.distances[qi]):
+        for j, dist in found:
             ref = int(r_rows[j])
-            sim = f" | sim {1 - dist:.2f}" if metric == "cosine" else f" | d {dist:.2f}"
+            sim = f" | sim {score_of(dist, metric):.2f}" if Metric(metric) is Metric.COSINE else f" | d {dist:.2f}"
             matches.append(F.Thumb(_caption(meta, ref) + sim, frame_image(store, ref), ref))
         examples.append(F.RetrievalExample(F.Thumb(_caption(meta, row), frame_image(store, row), row), matches))
     notes = []
@@ -118,10 +132,8 @@ def coverage_gaps(store: Store, layer: str, metric: str = "cosine"
     Returns a ``label`` / ``gap`` table (gap = share of the group's robot states beyond
     the calibrated threshold), the coverage summary for ``metrics.json`` and notes.
     """
-    try:
-        from probe.measure.coverage import coverage
-    except ImportError:
-        return None, None, ["coverage not available: probe.measure.coverage is not installed in this build"]
+    from probe.measure.coverage import coverage
+
     try:
         result = coverage(store.latents(layer), metric=metric)
     except ProbeError as exc:

@@ -17,9 +17,9 @@ from probe import columns as C
 from probe import figures as F
 from probe.report.assembly import ReportData
 from probe.store.series import Checkpoint
-from probe.report.records import _entry, _per_stage, _value, fmt
-from probe.measure.report_suite import NOT_AVAILABLE
-from probe.report.summary import _series_verdicts
+from probe.report.records import metric_entry, stage_entries, entry_value, fmt
+from probe.measure.suite import NOT_AVAILABLE
+from probe.report.summary import series_verdicts
 from probe.report.verdicts import MIXING_METRICS, STAGE_METRICS, VERDICT_RULES, verdict
 
 _CSS = """
@@ -57,10 +57,10 @@ def _panel_caption(data: ReportData, cp: Checkpoint, layer: str) -> str:
     v = verdict(rec)
     parts = []
     if v.mixing_metric:
-        parts.append(f"{v.mixing_metric} {_value(_entry(rec, v.mixing_metric)):.2f} ({v.ratio:.0%} of null)")
-    st = _entry(rec, STAGE_METRICS[0])
-    if math.isfinite(_value(st)):
-        parts.append(f"stage transfer {_value(st):.2f}")
+        parts.append(f"{v.mixing_metric} {entry_value(metric_entry(rec, v.mixing_metric)):.2f} ({v.ratio:.0%} of null)")
+    st = metric_entry(rec, STAGE_METRICS[0])
+    if math.isfinite(entry_value(st)):
+        parts.append(f"stage transfer {entry_value(st):.2f}")
     layout = data.layouts.get((cp.label, layer))
     if layout is not None:
         parts.append(f"trust {layout.trustworthiness:.2f}")
@@ -78,7 +78,7 @@ def render_html(data: ReportData) -> str:
         fig_no[0] += 1
         return _figure_html(figure, f"fig-{fig_no[0]}-{name}")
 
-    verdict_items = "".join(f"<li>{html.escape(line)}</li>" for line in _series_verdicts(data))
+    verdict_items = "".join(f"<li>{html.escape(line)}</li>" for line in series_verdicts(data))
     sections.append(f"<div class='verdict'><b>Verdict</b><ul>{verdict_items}</ul>"
                     "<details><summary class='small'>how the verdict is derived</summary><ul class='small'>"
                     + "".join(f"<li>{html.escape(r)}</li>" for r in VERDICT_RULES) + "</ul></details></div>")
@@ -122,23 +122,26 @@ def render_html(data: ReportData) -> str:
         rows = []
         for cp in data.checkpoints:
             rec = data.record(cp, data.headline)
-            rows.append([html.escape(cp.label)] + [
-                html.escape(fmt(_entry(rec, n))) + (f"<br><span class='small'>null {_value(_entry(rec, n), 'null'):.3f}"
-                                                    "</span>" if math.isfinite(_value(_entry(rec, n), "null")) else "")
-                for n in names])
+            cells = []
+            for n in names:
+                null = entry_value(metric_entry(rec, n), "null")
+                cells.append(html.escape(fmt(metric_entry(rec, n)))
+                             + (f"<br><span class='small'>null {null:.3f}</span>" if math.isfinite(null) else ""))
+            rows.append([html.escape(cp.label)] + cells)
         sections.append(_table(["checkpoint"] + names, rows))
         sections.append(f"<p class='small'>{html.escape(NULL_NOTE)}</p>")
         last = data.checkpoints[-1]
         rec = data.record(last, data.headline) or {}
-        sections.append(fig(F.metric_bars({n: _entry(rec, n) for n in names if _entry(rec, n)},
+        sections.append(fig(F.metric_bars({n: metric_entry(rec, n) for n in names if metric_entry(rec, n)},
                                           title=f"{last.label}, layer {data.headline}"), "metric-bars"))
         for note in rec.get("notes", []):
             sections.append(f"<div class='note'>{html.escape(str(note))}</div>")
 
-        stage_metric = next((m for m in MIXING_METRICS if any(_per_stage(data.record(cp, data.headline), m)
+        stage_metric = next((m for m in MIXING_METRICS if any(stage_entries(data.record(cp, data.headline), m)
                                                               for cp in data.checkpoints)), None)
         if stage_metric:
-            per_stage = {cp.label: _per_stage(data.record(cp, data.headline), stage_metric) for cp in data.checkpoints}
+            per_stage = {cp.label: stage_entries(data.record(cp, data.headline), stage_metric)
+                         for cp in data.checkpoints}
             stages = list(dict.fromkeys(data.checkpoints[-1].store.meta[C.STAGE].astype(str)))
             sections.append(f"<h2 id='stages'>Per stage: {html.escape(stage_metric)}</h2>")
             sections.append(fig(F.per_stage_bars(per_stage, metric=stage_metric, stages=stages), "per-stage"))
@@ -147,20 +150,22 @@ def render_html(data: ReportData) -> str:
         if len(data.layers) > 1:
             last = data.checkpoints[-1]
             sections.append(f"<h2 id='layers'>Metrics across layers ({html.escape(last.label)})</h2>")
-            series = {n: [_entry(data.record(last, layer), n) for layer in data.layers] for n in curve_names}
-            nulls = {n: _value(_entry(data.record(last, data.headline), n), "null") for n in curve_names}
+            series = {n: [metric_entry(data.record(last, layer), n) for layer in data.layers] for n in curve_names}
+            nulls = {n: entry_value(metric_entry(data.record(last, data.headline), n), "null") for n in curve_names}
             sections.append(fig(F.metric_curves(data.layers, series, x_title="layer", nulls=nulls), "vs-layer"))
         for series_name in dict.fromkeys(cp.series for cp in data.checkpoints):
             cps = [cp for cp in data.checkpoints if cp.series == series_name and cp.step is not None]
             if len(cps) > 1:
                 sections.append(f"<h2 id='steps'>Metrics across training ({html.escape(series_name or 'series')}, "
                                 f"layer {html.escape(data.headline)})</h2>")
-                series = {n: [_entry(data.record(cp, data.headline), n) for cp in cps] for n in curve_names}
-                nulls = {n: _value(_entry(data.record(cps[-1], data.headline), n), "null") for n in curve_names}
+                series = {n: [metric_entry(data.record(cp, data.headline), n) for cp in cps] for n in curve_names}
+                nulls = {n: entry_value(metric_entry(data.record(cps[-1], data.headline), n), "null")
+                         for n in curve_names}
                 sections.append(fig(F.metric_curves([cp.step for cp in cps], series, x_title="training step",
                                                     nulls=nulls), f"vs-step-{series_name or 'series'}"))
 
-    sections.append("<h2 id='retrieval'>Retrieval examples (robot frame and its nearest human frames)</h2>")
+    sections.append("<h2 id='retrieval'>Retrieval examples (robot frame and its nearest human clips, one per "
+                    "episode)</h2>")
     if data.examples:
         sections.append(fig(F.retrieval_examples(data.examples), "retrieval"))
     else:

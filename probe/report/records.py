@@ -11,14 +11,16 @@ from collections.abc import Mapping
 from typing import Any
 
 
-def _entry(record: Mapping[str, Any] | None, name: str) -> dict[str, Any]:
+def metric_entry(record: Mapping[str, Any] | None, name: str) -> dict[str, Any]:
+    """A metric's entry (``value``, ``ci``, ``null``) in a record; empty when missing."""
     if not record:
         return {}
     e = record.get("metrics", {}).get(name)
     return dict(e) if isinstance(e, Mapping) else {}
 
 
-def _value(e: Mapping[str, Any], key: str = "value") -> float:
+def entry_value(e: Mapping[str, Any], key: str = "value") -> float:
+    """A number of an entry (``value`` or ``null``) as a float; ``nan`` when missing or malformed."""
     try:
         v = float(e.get(key)) if e.get(key) is not None else math.nan
     except (TypeError, ValueError):
@@ -26,8 +28,9 @@ def _value(e: Mapping[str, Any], key: str = "value") -> float:
     return v
 
 
-def _ratio(e: Mapping[str, Any]) -> float:
-    v, null = _value(e), _value(e, "null")
+def null_ratio(e: Mapping[str, Any]) -> float:
+    """The value as a fraction of its null baseline; ``nan`` without both (or with a zero null)."""
+    v, null = entry_value(e), entry_value(e, "null")
     if not (math.isfinite(v) and math.isfinite(null)) or null == 0:
         return math.nan
     return v / null
@@ -35,7 +38,7 @@ def _ratio(e: Mapping[str, Any]) -> float:
 
 def fmt(e: Mapping[str, Any], digits: int = 3) -> str:
     """``value [lo, hi]`` or an em dash when missing."""
-    v = _value(e)
+    v = entry_value(e)
     if not math.isfinite(v):
         return "—"
     ci = e.get("ci") or []
@@ -44,7 +47,8 @@ def fmt(e: Mapping[str, Any], digits: int = 3) -> str:
     return f"{v:.{digits}f}"
 
 
-def _per_stage(record: Mapping[str, Any] | None, name: str) -> dict[str, dict[str, Any]]:
+def stage_entries(record: Mapping[str, Any] | None, name: str) -> dict[str, dict[str, Any]]:
+    """A metric's entry per stage (stage -> entry), from a record computed per stage."""
     out = {}
     for stage, d in (record or {}).get("per_stage", {}).items():
         if isinstance(d, Mapping) and isinstance(d.get(name), Mapping):

@@ -12,13 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from probe.report.assembly import HEADLINE, ReportData
-from probe.report.records import _entry, _ratio, _value, fmt
-from probe.measure.report_suite import NOT_AVAILABLE
+from probe.report.assembly import ReportData
+from probe.report.records import metric_entry, null_ratio, entry_value, fmt
+from probe.measure.suite import NOT_AVAILABLE
 from probe.report.verdicts import VERDICT_RULES, verdict
 
 
-def _series_verdicts(data: ReportData) -> list[str]:
+def series_verdicts(data: ReportData) -> list[str]:
+    """One verdict line per series: its last checkpoint's verdict, where alignment emerges, the best-mixed layer."""
     lines = []
     for series in dict.fromkeys(cp.series for cp in data.checkpoints):
         cps = [cp for cp in data.checkpoints if cp.series == series]
@@ -29,7 +30,8 @@ def _series_verdicts(data: ReportData) -> list[str]:
         if len(cps) > 1 and v.status != "unknown":
             line += (f"; alignment emerges at {emerged.label}" if emerged is not None
                      else "; no checkpoint of this series reaches a shared space")
-        best = max(((layer, _ratio(_entry(data.record(last, layer), v.mixing_metric or ""))) for layer in data.layers),
+        best = max(((layer, null_ratio(metric_entry(data.record(last, layer), v.mixing_metric or "")))
+                    for layer in data.layers),
                    key=lambda t: -1 if not math.isfinite(t[1]) else t[1])
         if len(data.layers) > 1 and math.isfinite(best[1]):
             line += f"; best-mixed layer: {best[0]} ({best[1]:.0%} of null)"
@@ -58,7 +60,7 @@ def metrics_json(data: ReportData) -> dict[str, Any]:
         "checkpoints": [{"label": cp.label, "store": str(cp.store.path), "fingerprint": cp.store.fingerprint,
                          "series": cp.series, "step": cp.step, "datasets": list(cp.datasets), "n": cp.store.n}
                         for cp in data.checkpoints],
-        "verdict": _series_verdicts(data), "verdict_rules": list(VERDICT_RULES),
+        "verdict": series_verdicts(data), "verdict_rules": list(VERDICT_RULES),
         "verdicts": [{"checkpoint": cp.label, "layer": layer, **vars(verdict(data.record(cp, layer)))}
                      for cp in data.checkpoints for layer in data.layers if (cp.label, layer) in data.records],
         "records": [{"checkpoint": label, **rec} for (label, _), rec in data.records.items()],
@@ -72,9 +74,9 @@ def metrics_json(data: ReportData) -> dict[str, Any]:
 
 def summary_markdown(data: ReportData) -> str:
     """A Markdown table of the headline metrics, fit to paste in a pull request."""
-    names = [n for n in data.metric_names() if n in HEADLINE][:8] or data.metric_names()[:8]
+    names = data.headline_metrics()[:8] or data.metric_names()[:8]
     out = ["## Embodiment alignment report", ""]
-    out += [f"- {line}" for line in _series_verdicts(data)] + [""]
+    out += [f"- {line}" for line in series_verdicts(data)] + [""]
     if names:
         out.append("| checkpoint | layer | verdict | " + " | ".join(names) + " |")
         out.append("|---|---|---|" + "---|" * len(names))
@@ -82,8 +84,8 @@ def summary_markdown(data: ReportData) -> str:
             rec = data.record(cp, data.headline)
             cells = []
             for n in names:
-                e = _entry(rec, n)
-                null = _value(e, "null")
+                e = metric_entry(rec, n)
+                null = entry_value(e, "null")
                 cells.append(fmt(e) + (f" (null {null:.3f})" if math.isfinite(null) else ""))
             out.append(f"| {cp.label} | {data.headline} | {verdict(rec).status} | " + " | ".join(cells) + " |")
         out.append("")

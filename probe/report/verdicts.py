@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from probe.report.records import _entry, _per_stage, _ratio, _value
+from probe.report.records import metric_entry, stage_entries, null_ratio, entry_value
 
 MIXING_METRICS = ("ilisi", "knn_embodiment_mixing", "kbet")
 STAGE_METRICS = ("stage_transfer_acc_robot_to_human", "silhouette_stage")
@@ -51,23 +51,23 @@ class Verdict:
 
 def verdict(record: Mapping[str, Any] | None) -> Verdict:
     """Apply :data:`VERDICT_RULES` to one record of the metrics suite."""
-    name = next((m for m in MIXING_METRICS if math.isfinite(_ratio(_entry(record, m)))), None)
+    name = next((m for m in MIXING_METRICS if math.isfinite(null_ratio(metric_entry(record, m)))), None)
     if name is None:
         return Verdict("unknown", None, math.nan, None)
-    ratio = _ratio(_entry(record, name))
+    ratio = null_ratio(metric_entry(record, name))
     conserved: bool | None = None
-    transfer = _entry(record, STAGE_METRICS[0])
-    if math.isfinite(_value(transfer)) and math.isfinite(_value(transfer, "null")):
+    transfer = metric_entry(record, STAGE_METRICS[0])
+    if math.isfinite(entry_value(transfer)) and math.isfinite(entry_value(transfer, "null")):
         ci = transfer.get("ci") or [None, None]
-        lower = _value({"value": ci[0]}) if ci and ci[0] is not None else _value(transfer)
-        conserved = bool((lower if math.isfinite(lower) else _value(transfer)) > _value(transfer, "null"))
-    elif math.isfinite(_value(_entry(record, STAGE_METRICS[1]))):
-        conserved = _value(_entry(record, STAGE_METRICS[1])) > 0
+        lower = entry_value({"value": ci[0]}) if ci and ci[0] is not None else entry_value(transfer)
+        conserved = bool((lower if math.isfinite(lower) else entry_value(transfer)) > entry_value(transfer, "null"))
+    elif math.isfinite(entry_value(metric_entry(record, STAGE_METRICS[1]))):
+        conserved = entry_value(metric_entry(record, STAGE_METRICS[1])) > 0
     if ratio >= SHARED_RATIO:
         status = "shared" if conserved is not False else "mixed but stages lost"
     elif ratio >= PARTLY_RATIO:
         status = "partly shared"
     else:
         status = "separate"
-    unshared = tuple(s for s, e in _per_stage(record, name).items() if _ratio(e) < PARTLY_RATIO)
+    unshared = tuple(s for s, e in stage_entries(record, name).items() if null_ratio(e) < PARTLY_RATIO)
     return Verdict(status, name, ratio, conserved, unshared)

@@ -15,7 +15,7 @@ and its start and end in that file's time.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,9 +39,16 @@ RESULT_COLUMNS: tuple[str, ...] = (
 _FIRST_DEPTH = 4  # first search depth is max(4 k, k + 32); it grows 4x while clips are missing
 
 
+def score_of(distance: np.ndarray | float, metric: Metric | str) -> np.ndarray | float:
+    """A search distance as a higher-is-better score: cosine similarity (``1 - distance``) for cosine,
+    minus the squared L2 distance for l2. The one place that convention is spelled."""
+    return 1.0 - distance if Metric(metric) is Metric.COSINE else -distance
+
+
 @dataclass(frozen=True)
-class _Reference:
-    """Per index id: episode key, episode time bounds, timestamps and video offsets."""
+class ClipReference:
+    """What clip selection reads of each candidate (row ``i`` = candidate id ``i``): its metadata,
+    episode key, timestamp and its episode's time bounds."""
 
     meta: pd.DataFrame
     episode: np.ndarray
@@ -50,17 +57,94 @@ class _Reference:
     ep_end: np.ndarray
 
     @classmethod
-    def of(cls, meta: pd.DataFrame) -> _Reference:
+    def of(cls, meta: pd.DataFrame) -> ClipReference:
         meta = meta.reset_index(drop=True)
-        key = (meta[C.DATASET].astype(str) + ":" + meta[C.EPISODE].astype(str)).to_numpy()
+        key = C.episode_keys(meta)
         t = meta[C.TIMESTAMP].to_numpy(dtype=np.float64)
         grouped = pd.Series(t).groupby(key)
         return cls(meta, key, t, grouped.transform("min").to_numpy(), grouped.transform("max").to_numpy())
 
+    def __len__(self) -> int:
+        return len(self.t)
 
-def _score(distance: np.ndarray, metric: Metric) -> np.ndarray:
-    """Higher is better: cosine similarity, or minus the squared L2 distance."""
-    return 1.0 - distance if metric is Metric.COSINE else -distance
+    def span(self, ids: np.ndarray | int, window: float) -> tuple[np.ndarray, np.ndarray]:
+        """Start and end times of the clips around candidates ``ids``: ``window`` seconds either side,
+        clamped to the episode."""
+        t = self.t[ids]
+        return np.maximum(self.ep_start[ids], t - window), np.minimum(self.ep_end[ids], t + window)
+
+    def select(self, ids: np.ndarray, dist: np.ndarray, k: int, *, per_episode: int | None = None,
+               window: float = 1.0, exclude: Collection[str] = frozenset()) -> list[tuple[int, float]]:
+        """Up to ``k`` clips from one query's candidates (ids ascending by distance, -1 ends the list):
+        episodes in ``exclude`` skipped, at most ``per_episode`` clips per episode, and a candidate
+        inside a clip already chosen from its episode merged into it. ``(id, distance)`` pairs, best first."""
+        taken: dict[str, list[tuple[float, float]]] = {}
+        out: list[tuple[int, float]] = []
+        for i, d in zip(np.asarray(ids).tolist(), np.asarray(dist).tolist()):
+            if i < 0:
+                break
+            ep = self.episode[i]
+            if ep in exclude:
+                continue
+            spans = taken.setdefault(ep, [])
+            if per_episode is not None and len(spans) >= per_episode:
+                continue
+            t = self.t[i]
+            if any(lo <= t <= hi for lo, hi in spans):
+                continue  # inside a clip already chosen: the same moment
+            spans.append((max(self.ep_start[i], t - window), min(self.ep_end[i], t + window)))
+            out.append((i, d))
+            if len(out) == k:
+                break
+        return out
+
+
+#: ``search(queries, depth) -> (distances, ids)``: the ``depth`` nearest candidates of each query, ascending
+Search = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+
+
+def select_clips(search: Search, queries: np.ndarray, k: int, reference: ClipReference, *,
+                 per_episode: int | None = None, window: float = 1.0,
+                 exclude_episodes: Sequence[Collection[str]] | None = None,
+                 n_candidates: int | None = None) -> list[list[tuple[int, float]]]:
+    """The ``k`` best clips of each query: the one clip selection of retrieval, the report and the dashboard.
+
+    ``search`` finds candidates (an index, or exact kNN over raw arrays) among ``n_candidates``
+    (default: all of ``reference``); it is searched deeper (4x per round) while a query has
+    fewer than ``k`` clips under the constraints of :meth:`ClipReference.select`. Returns per
+    query ``(candidate id, distance)`` pairs, best first; fewer than ``k`` only when the
+    candidates hold too few distinct clips.
+    """
+    q = np.asarray(queries, dtype=np.float32)
+    if q.ndim == 1:
+        q = q[None, :]
+    if window < 0:
+        raise ConfigError(f"window must be >= 0 seconds, got {window}")
+    if per_episode is not None and per_episode < 1:
+        raise ConfigError(f"per_episode must be >= 1 (or None for no limit), got {per_episode}")
+    n_ref = len(reference) if n_candidates is None else n_candidates
+    if k < 1 or k > n_ref:
+        raise ConfigError(f"k={k} must lie in 1..{n_ref}: the reference set holds {n_ref} samples; lower -k")
+    if exclude_episodes is not None and len(exclude_episodes) != len(q):
+        raise ConfigError(f"exclude_episodes has {len(exclude_episodes)} entries for {len(q)} queries")
+    constrained = per_episode is not None or window > 0 or exclude_episodes is not None
+    depth = min(n_ref, max(_FIRST_DEPTH * k, k + 32) if constrained else k)
+    chosen: list[list[tuple[int, float]]] = [[] for _ in range(len(q))]
+    pending = np.arange(len(q))
+    while len(pending):
+        D, I = search(q[pending], depth)
+        still = []
+        for j, qi in enumerate(pending):
+            excl = exclude_episodes[qi] if exclude_episodes is not None else frozenset()
+            chosen[qi] = reference.select(I[j], D[j], k, per_episode=per_episode, window=window, exclude=excl)
+            if len(chosen[qi]) < k and depth < n_ref:
+                still.append(qi)
+        pending = np.asarray(still, dtype=np.int64)
+        depth = min(n_ref, depth * 4)
+    short = sum(len(c) < k for c in chosen)
+    if short:
+        log.info("%d queries got fewer than %d clips (too few distinct episodes/clips among the candidates)", short, k)
+    return chosen
 
 
 class Retriever:
@@ -76,7 +160,7 @@ class Retriever:
         self.store: Store = index.store
         self.layer: str = index.manifest.layer
         self.embodiment: str = index.manifest.embodiment
-        self._ref = _Reference.of(self.store.meta.iloc[index.rows])
+        self._ref = ClipReference.of(self.store.meta.iloc[index.rows])
         self.has_video = C.VIDEO in self.store.meta.columns and C.VIDEO_TIMESTAMP in self.store.meta.columns
 
     @classmethod
@@ -94,6 +178,11 @@ class Retriever:
     def reference(self) -> pd.DataFrame:
         """Metadata of the indexed samples, row ``i`` = index id ``i``."""
         return self._ref.meta
+
+    @property
+    def clip_reference(self) -> ClipReference:
+        """Episode keys, timestamps and episode bounds of the indexed samples (index id order)."""
+        return self._ref
 
     # ------------------------------------------------------------------ queries by sample
 
@@ -151,7 +240,7 @@ class Retriever:
         rows = self.rows_of(sample_ids)
         X = np.asarray(self.store.matrix(self.layer)[rows])
         meta = self.store.meta
-        own = (meta[C.DATASET].astype(str) + ":" + meta[C.EPISODE].astype(str)).to_numpy()[rows]
+        own = C.episode_keys(meta)[rows]
         out = self.search(X, k, task=task, per_episode=per_episode, window=window,
                           exclude_episodes=[{e} for e in own], **kwargs)
         out["query_sample_id"] = np.asarray([str(s) for s in sample_ids], dtype=object)[out["query"].to_numpy()]
@@ -172,7 +261,7 @@ class Retriever:
 
     def search(self, queries: np.ndarray, k: int = 5, *, task: str | None = None,
                per_episode: int | None = None, window: float = 1.0,
-               exclude_episodes: Sequence[set[str]] | None = None, nprobe: int | None = None,
+               exclude_episodes: Sequence[Collection[str]] | None = None, nprobe: int | None = None,
                ef_search: int | None = None, rerank: int | None = None) -> pd.DataFrame:
         """The ``k`` best clips for each query latent.
 
@@ -184,73 +273,42 @@ class Retriever:
         per_episode : at most this many clips from one episode (None: no limit)
         window : seconds of context before and after the matched frame (clamped to the episode)
         exclude_episodes : per query, episode keys ``'<dataset>:<episode>'`` to skip
+            (:func:`probe.columns.episode_key`)
         nprobe, ef_search, rerank : override the index's search parameters
 
         Returns
         -------
         pandas.DataFrame
             One row per (query, clip) with :data:`RESULT_COLUMNS`, ``rank`` from 1,
-            ``score`` higher-is-better (cosine similarity, or minus squared L2) and
-            ``distance`` lower-is-better. A query gets fewer than ``k`` rows only when
-            the index holds fewer distinct clips under the constraints.
+            ``score`` higher-is-better (:func:`score_of`) and ``distance`` lower-is-better.
+            A query gets fewer than ``k`` rows only when the index holds fewer distinct
+            clips under the constraints.
         """
+        chosen = self.select(queries, k, task=task, per_episode=per_episode, window=window,
+                             exclude_episodes=exclude_episodes, nprobe=nprobe, ef_search=ef_search, rerank=rerank)
+        return self._frame(chosen, window)
+
+    def select(self, queries: np.ndarray, k: int = 5, *, task: str | None = None,
+               per_episode: int | None = None, window: float = 1.0,
+               exclude_episodes: Sequence[Collection[str]] | None = None, nprobe: int | None = None,
+               ef_search: int | None = None, rerank: int | None = None) -> list[list[tuple[int, float]]]:
+        """The clips :meth:`search` returns, as ``(index id, distance)`` pairs per query, best first
+        (:func:`select_clips` on this index; for callers that keep their own arrays of the reference)."""
         q = np.asarray(queries, dtype=np.float32)
         if q.ndim == 1:
             q = q[None, :]
-        if window < 0:
-            raise ConfigError(f"window must be >= 0 seconds, got {window}")
-        if per_episode is not None and per_episode < 1:
-            raise ConfigError(f"per_episode must be >= 1 (or None for no limit), got {per_episode}")
         allowed = self.allowed_ids(task)
         n_ref = self.index.n if allowed is None else len(allowed)
         if k < 1 or k > n_ref:
             raise ConfigError(f"k={k} must lie in 1..{n_ref}: the reference set ({self.embodiment}"
                               f"{f', task {task!r}' if task else ''}) holds {n_ref} samples; lower -k")
-        if exclude_episodes is not None and len(exclude_episodes) != len(q):
-            raise ConfigError(f"exclude_episodes has {len(exclude_episodes)} entries for {len(q)} queries")
-        constrained = per_episode is not None or window > 0 or exclude_episodes is not None
-        depth = min(n_ref, max(_FIRST_DEPTH * k, k + 32) if constrained else k)
-        chosen: list[list[tuple[int, float]]] = [[] for _ in range(len(q))]
-        pending = np.arange(len(q))
-        while len(pending):
-            D, I = self.index.search(q[pending], depth, allowed=allowed, nprobe=nprobe, ef_search=ef_search,
-                                     rerank=rerank)
-            still = []
-            for j, qi in enumerate(pending):
-                excl = exclude_episodes[qi] if exclude_episodes is not None else set()
-                clips = self._select(I[j], D[j], k, per_episode, window, excl)
-                chosen[qi] = clips
-                if len(clips) < k and depth < n_ref:
-                    still.append(qi)
-            pending = np.asarray(still, dtype=np.int64)
-            depth = min(n_ref, depth * 4)
-        short = sum(len(c) < k for c in chosen)
-        if short:
-            log.info("%d queries got fewer than %d clips (index holds too few distinct episodes/clips)", short, k)
-        return self._frame(chosen, window)
 
-    def _select(self, ids: np.ndarray, dist: np.ndarray, k: int, per_episode: int | None, window: float,
-                exclude: set[str]) -> list[tuple[int, float]]:
-        ref = self._ref
-        taken: dict[str, list[tuple[float, float]]] = {}
-        out: list[tuple[int, float]] = []
-        for i, d in zip(ids.tolist(), dist.tolist()):
-            if i < 0:
-                break
-            ep = ref.episode[i]
-            if ep in exclude:
-                continue
-            spans = taken.setdefault(ep, [])
-            if per_episode is not None and len(spans) >= per_episode:
-                continue
-            t = ref.t[i]
-            if any(lo <= t <= hi for lo, hi in spans):
-                continue  # inside a clip already chosen: the same moment
-            spans.append((max(ref.ep_start[i], t - window), min(ref.ep_end[i], t + window)))
-            out.append((i, d))
-            if len(out) == k:
-                break
-        return out
+        def search(batch: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+            return self.index.search(batch, depth, allowed=allowed, nprobe=nprobe, ef_search=ef_search,
+                                     rerank=rerank)
+
+        return select_clips(search, q, k, self._ref, per_episode=per_episode, window=window,
+                            exclude_episodes=exclude_episodes, n_candidates=n_ref)
 
     def _frame(self, chosen: list[list[tuple[int, float]]], window: float) -> pd.DataFrame:
         ref = self._ref
@@ -260,11 +318,10 @@ class Retriever:
         rank = np.asarray([r + 1 for clips in chosen for r in range(len(clips))], dtype=np.int64)
         m = ref.meta.iloc[ids].reset_index(drop=True)
         t = ref.t[ids]
-        start = np.maximum(ref.ep_start[ids], t - window)
-        end = np.minimum(ref.ep_end[ids], t + window)
+        start, end = ref.span(ids, window)
         out = pd.DataFrame({
             "query": qidx, "query_sample_id": pd.Series([None] * len(ids), dtype=object), "rank": rank,
-            "score": _score(dist, self.index.metric), "distance": dist,
+            "score": score_of(dist, self.index.metric), "distance": dist,
         })
         for col in (C.SAMPLE_ID, C.EMBODIMENT, C.DATASET, C.EPISODE, C.FRAME, C.TIMESTAMP, C.TASK, C.STAGE,
                     C.STAGE_PROGRESS, C.PROGRESS):

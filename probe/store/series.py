@@ -6,8 +6,9 @@ in every store.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from probe import columns as C
@@ -72,13 +73,25 @@ def resolve_layers(stores: Sequence[Store], layers: Sequence[str] | None) -> tup
     return list(layers), notes
 
 
-def _unique_labels(cps: list[Checkpoint]) -> list[Checkpoint]:
-    seen: dict[str, int] = {}
+def unique_labels(cps: Sequence[Checkpoint]) -> list[Checkpoint]:
+    """The checkpoints, labels made unique: a label seen before gets its store's directory name
+    (``<label> (<dir>)``; ``<parent>/<dir>`` where directory names repeat too)."""
+    names = Counter(c.store.name for c in cps)
+    seen: set[str] = set()
     out = []
     for c in cps:
         label = c.label
         if label in seen:
-            label = f"{c.label} ({c.store.name})"
-        seen[label] = 1
-        out.append(Checkpoint(c.store, label, c.series, c.step, c.datasets))
+            where = c.store.name if names[c.store.name] == 1 else f"{c.store.path.parent.name}/{c.store.name}"
+            label = where if c.label == c.store.name else f"{c.label} ({where})"
+            base, n = label, 2
+            while label in seen:  # the same directory reached twice
+                label, n = f"{base} #{n}", n + 1
+        seen.add(label)
+        out.append(replace(c, label=label))
     return out
+
+
+def checkpoint_labels(stores: Sequence[Store]) -> list[str]:
+    """Unique labels of stores, in the given order (:func:`describe`, :func:`unique_labels`)."""
+    return [c.label for c in unique_labels([describe(s) for s in stores])]
