@@ -92,7 +92,8 @@ class ClipReference:
             t = self.t[i]
             if any(lo <= t <= hi for lo, hi in spans):
                 continue  # inside a clip already chosen: the same moment
-            spans.append((max(self.ep_start[i], t - window), min(self.ep_end[i], t + window)))
+            lo, hi = self.span(i, window)
+            spans.append((float(lo), float(hi)))
             out.append((i, d))
             if len(out) == k:
                 break
