@@ -1,49 +1,82 @@
 """``create_app(prepared)`` builds the Dash app; ``serve(stores, ...)`` prepares and runs it.
 
 Everything heavy (layouts, indexes, metrics) is in ``prepared`` before the app exists,
-so the first page load is fast. The server binds to 127.0.0.1 unless told otherwise
-and never runs in debug mode unless asked.
+so the first page load is fast. The server binds to 127.0.0.1 unless told otherwise,
+answers only requests that name this machine in their ``Host`` header
+(:func:`dashboard.media.restrict_hosts`) and runs on waitress, a production WSGI server;
+``debug=True`` runs Dash's debug mode on Werkzeug's development server instead.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from dash import Dash
 
 from dashboard import callbacks, layout
-from dashboard.media import Thumbnails, add_media_routes, restrict_paths
+from dashboard.media import WILDCARD, Thumbnails, add_media_routes, restrict_hosts, restrict_paths
 from dashboard.state.prepared import Prepared
 from dashboard.state.loading import prepare
 
 log = logging.getLogger(__name__)
 
+THREADS = 8  # waitress worker threads: callbacks, media ranges and thumbnails in parallel
 
-def create_app(prepared: Prepared, *, title: str = "embodiment probe") -> Dash:
-    """The Dash app over prepared data (layout, media routes and callbacks)."""
+
+def create_app(prepared: Prepared, *, title: str = "embodiment probe", host: str = "127.0.0.1",
+               port: int | None = None, allow_hosts: Sequence[str] = ()) -> Dash:
+    """The Dash app over prepared data (layout, media routes and callbacks).
+
+    ``host``, ``port`` and ``allow_hosts``: where the app is served, and further names its
+    requests may carry in their ``Host`` header (see :func:`dashboard.media.restrict_hosts`).
+    """
     app = Dash(__name__, title=title, update_title=None, suppress_callback_exceptions=False)
     app.layout = layout.page(prepared)
+    restrict_hosts(app.server, host, port, allow_hosts)
     add_media_routes(app.server, prepared.media, Thumbnails(prepared.frame_location))
     restrict_paths(app.server)
     callbacks.register(app, prepared)
     return app
 
 
+def make_server(app: Dash, host: str = "127.0.0.1", port: int = 8050, threads: int = THREADS, **options: Any):
+    """A waitress server of the app, bound; ``run()`` serves until Ctrl+C.
+
+    ``options`` are further waitress settings (e.g. ``map``: the dict of its sockets, which
+    ``waitress.wasyncore.close_all`` closes to stop a server run in a thread).
+    """
+    from waitress import create_server
+
+    return create_server(app.server, host=host, port=port, threads=threads, ident="embodiment-probe", **options)
+
+
 def serve(stores: Sequence[str | Path], host: str = "127.0.0.1", port: int = 8050, *,
           layers: str | Sequence[str] | None = None, debug: bool = False, max_points: int = 200_000,
-          cache: str | Path | None = None, k: int = 8, method: str = "umap", progress: bool = True) -> None:
-    """Prepare the stores (before the server starts), print the URL and serve until interrupted."""
+          cache: str | Path | None = None, k: int = 8, method: str = "umap", progress: bool = True,
+          data_roots: Mapping[str, str | Path] | None = None, allow_hosts: Sequence[str] = (),
+          threads: int = THREADS) -> None:
+    """Prepare the stores (before the server starts), print the URL and serve until interrupted (Ctrl+C)."""
     prepared = prepare(stores, layers=layers, max_points=max_points, cache=cache, k=k, method=method,
-                       progress=progress)
-    app = create_app(prepared)
+                       progress=progress, data_roots=data_roots)
+    app = create_app(prepared, host=host, port=port, allow_hosts=allow_hosts)
     from metrics.knn import set_threads
 
     set_threads(1)  # the server runs single-vector searches only: one thread answers fastest
-    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/"
+    shown = "127.0.0.1" if host in WILDCARD else f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}/"
     log.info("serving %d checkpoint(s) at %s", len(prepared.checkpoints), url)
     from probe.console import console
 
+    if debug:  # Dash's debug mode (tracebacks in the page) needs Werkzeug's development server
+        console.print(f"[bold green]dashboard ready[/]: {url}  (Ctrl+C to stop; debug mode, development server)")
+        app.run(host=host, port=port, debug=True, use_reloader=False)
+        return
+    server = make_server(app, host, port, threads)
     console.print(f"[bold green]dashboard ready[/]: {url}  (Ctrl+C to stop)")
-    app.run(host=host, port=port, debug=debug, use_reloader=False)
+    try:
+        server.run()  # returns on Ctrl+C (waitress closes its sockets)
+    finally:
+        server.close()

@@ -1,25 +1,32 @@
-"""Frames and clips, served only from video files registered when the app starts.
+"""Frames and clips, served only from video files registered when the app starts; who may ask.
 
 ``/media/<token>`` serves a registered file (a dict token -> absolute path, built by
-:func:`dashboard.state.prepare`) with HTTP Range support so ``<video>`` can seek;
+:func:`dashboard.state.prepare` from the video files inside the stores' dataset roots, under
+tokens drawn at random per server process) with HTTP Range support so ``<video>`` can seek;
 ``/thumb/<checkpoint>/<row>.jpg`` decodes one frame of a registered video with PyAV
 into a small JPEG (cached). Any other path, an unknown token or a row without video
 is a 404: request paths never reach the file system.
+
+:func:`restrict_hosts` answers 400 to a request whose ``Host`` header names another
+machine, so a web page whose domain was re-pointed at this machine (DNS rebinding)
+cannot read the app.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
+import socket
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from fractions import Fraction
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-TOKEN = re.compile(r"^[0-9a-f]{20}$")
+TOKEN = re.compile(r"^[0-9a-f]{20}$")  # secrets.token_hex(10), drawn per file when the app is prepared
 THUMB_WIDTH = 192
 CACHE_SIZE = 4096
 
@@ -123,8 +130,15 @@ APP_PATHS = ("/_dash-", "/_favicon.ico", "/assets/", "/media/", "/thumb/", "/_re
 
 
 def restrict_paths(server) -> None:
-    """Answer 404 for every path the app does not serve (Dash would return its page for any path)."""
+    """Answer 404 for every path the app does not serve (Dash would return its page for any path).
+
+    A bad path under ``/_dash-component-suites/`` is a 404 too (Dash raises, which Flask
+    would log with a traceback and answer with a 500).
+    """
+    from dash.exceptions import DependencyException
     from flask import abort, request
+
+    server.register_error_handler(DependencyException, lambda exc: ("not found", 404, {"Content-Type": "text/plain"}))
 
     @server.before_request
     def only_app_paths():  # noqa: ANN202
@@ -134,3 +148,63 @@ def restrict_paths(server) -> None:
         # Dash's catch-all ("/<path:path>") would answer any other path with the page
         if request.url_rule is None or request.url_rule.rule == "/<path:path>" or not path.startswith(APP_PATHS):
             abort(404)
+
+
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
+WILDCARD = ("0.0.0.0", "::", "")
+
+
+def allowed_hosts(host: str, extra: Iterable[str] = ()) -> frozenset[str]:
+    """Host names a request may name when the app is bound to ``host``.
+
+    Always ``localhost``, ``127.0.0.1`` and ``::1``, the bound address and the ``extra``
+    names (``--allow-host``). Bound to every interface (``0.0.0.0`` or ``::``), also this
+    machine's host names; any IP address is accepted then as well (see :func:`restrict_hosts`).
+    """
+    names = {*LOOPBACK, host.strip("[]").lower(), *(h.strip().strip("[]").lower() for h in extra if h.strip())}
+    if host in WILDCARD:
+        names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+    return frozenset(names - {""})
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def restrict_hosts(server, host: str, port: int | None = None, extra: Iterable[str] = ()) -> None:
+    """Answer 400 to requests whose ``Host`` header names a machine other than this one.
+
+    Accepted: the names of :func:`allowed_hosts`; when bound to every interface, also any IP
+    address (a rebinding page always uses a domain name, never an address). When ``port``
+    is known, a port in the header must be it (except for ``extra`` names: a reverse proxy
+    may use another).
+    """
+    from flask import request
+
+    names = allowed_hosts(host, extra)
+    proxied = {h.strip().strip("[]").lower() for h in extra}
+    any_ip = host in WILDCARD
+
+    @server.before_request
+    def only_this_machine():  # noqa: ANN202
+        header = (request.host or "").lower()
+        match = re.fullmatch(r"\[([0-9a-f:.]+)\](?::(\d+))?|([^:\[\]]*)(?::(\d+))?|([0-9a-f:]+)", header)
+        if match is None:
+            return _refuse()
+        name = match.group(1) or match.group(3) or match.group(5) or ""
+        given = match.group(2) or match.group(4)
+        if not (name in names or (any_ip and _is_ip(name))):
+            return _refuse()
+        if port is not None and given is not None and int(given) != port and name not in proxied:
+            return _refuse()
+        return None
+
+
+def _refuse():
+    return ("request refused: its Host header names another machine (a DNS-rebinding page?); open the "
+            "dashboard by the address 'probe serve' printed, or start it with --allow-host NAME", 400,
+            {"Content-Type": "text/plain"})

@@ -20,6 +20,7 @@ from probe.measure.coverage import coverage
 from probe.retrieval.index import IndexConfig, build_index
 from probe.retrieval.retriever import Retriever
 from probe.retrieval.evaluation import retrieval_scores
+from probe.store.media import VideoPaths
 
 LAYER = "trunk.block2"
 
@@ -44,7 +45,7 @@ def main() -> None:
     results = retriever.search_samples(queries[C.SAMPLE_ID].tolist(), k=3, per_episode=1, window=1.0)
     print(results[["query_sample_id", "rank", "score", C.EPISODE, C.TASK, C.STAGE, "start", "end"]].to_string())
 
-    clips = export_clips(results, f"{args.out}/clips", overwrite=True)
+    clips = export_clips(results, f"{args.out}/clips", overwrite=True, videos=VideoPaths(store))  # query frames too
     print(f"clips: {clips.directory} (contact sheet {clips.sheet})")
 
     scores = retrieval_scores(retriever, k=5)

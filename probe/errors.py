@@ -21,7 +21,20 @@ class StoreNotFoundError(StoreError, FileNotFoundError):
 
 
 class OutputExistsError(ProbeError, FileExistsError):
-    """An output path exists and overwriting was not asked for."""
+    """An output path exists and overwriting was not asked for, or what is there is not the toolkit's to replace."""
+
+
+class OutputPathError(ProbeError, OSError):
+    """An output path cannot be written: the working directory, a file where a directory goes (or the
+    other way round), a file in the middle of the path, or a directory that is not writable."""
+
+
+class OutputLockedError(ProbeError, RuntimeError):
+    """Another run is writing the same output right now."""
+
+
+class DiskFullError(ProbeError, OSError):
+    """The file system ran out of space (or a file-size limit was reached) while writing an output."""
 
 
 class LatentsError(ProbeError, ValueError):

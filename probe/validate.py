@@ -7,14 +7,19 @@ expected, what was found and how to fix it.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
+import fnmatch
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from probe import columns as C
-from probe.errors import LatentsError, LayerNotFoundError, OutputExistsError
+from probe.errors import ConfigError, LatentsError, LayerNotFoundError, OutputExistsError, OutputPathError
 
 _FINITE_CHUNK = 1 << 16  # rows checked at a time, so memory-mapped layers stay cheap
 
@@ -28,6 +33,9 @@ def check_matrix(X: np.ndarray, *, name: str = "latents") -> None:
             f"{name}: expected a 2-D matrix (n_samples, dim), got shape {X.shape}; "
             "pool token or spatial outputs to one vector per sample first"
         )
+    if X.shape[1] == 0:
+        raise LatentsError(f"{name}: latents have width 0 (shape {X.shape}); each sample needs a vector of at "
+                           "least one value")
     if X.dtype != np.float32:
         raise LatentsError(
             f"{name}: expected dtype float32, got {X.dtype}; convert with X.astype(np.float32)"
@@ -115,12 +123,160 @@ def check_layer(name: str, available: Sequence[str], *, where: str, hint: str) -
     )
 
 
-def check_output_path(path: str | Path, overwrite: bool, *, what: str = "output") -> Path:
-    """Refuse an existing output path unless ``overwrite``; returns the path."""
+# -- output paths -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutputKind:
+    """A kind of output directory the toolkit writes (a store, an index, a report ...), recognised by
+    what it holds, so that ``--overwrite`` replaces only the toolkit's own output of that kind.
+
+    Attributes
+    ----------
+    what : how messages name it ("store", "report directory").
+    marker : a file every such directory holds (its manifest, or its main file).
+    format : the marker's JSON ``format`` value, when the marker is a manifest.
+    files : name patterns of every entry such a directory may hold (None: anything beside the marker).
+    """
+
+    what: str
+    marker: str
+    format: str | None = None
+    files: tuple[str, ...] | None = None
+
+    def holds(self, path: str | Path) -> bool:
+        """Whether the directory ``path`` is recognisably this kind of output."""
+        path = Path(path)
+        marker = path / self.marker
+        if not marker.is_file():
+            return False
+        if self.format is not None:
+            try:
+                manifest = json.loads(marker.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return False
+            if not isinstance(manifest, dict) or manifest.get("format") != self.format:
+                return False
+        if self.files is not None:
+            try:
+                names = [entry.name for entry in path.iterdir()]
+            except OSError:
+                return False
+            return all(any(fnmatch.fnmatchcase(name, pattern) for pattern in self.files) for name in names)
+        return True
+
+
+def _a(what: str) -> str:
+    return ("an " if what[:1] in "aeiou" else "a ") + what
+
+
+def _listing(path: Path, most: int = 4) -> str:
+    try:
+        entries = sorted(path.iterdir(), key=lambda e: e.name)
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
+    shown = [e.name + ("/" if e.is_dir() else "") for e in entries[:most]]
+    return ", ".join(shown) + (f" and {len(entries) - most} more" if len(entries) > most else "")
+
+
+def check_output_location(path: str | Path, what: str = "output") -> Path:
+    """Refuse an output path that is the working directory, one above it, the home directory or the
+    file-system root, or that cannot be created: a file in the middle of the path, or a directory
+    on the way that is not writable. Returns the path."""
+    path = Path(path).expanduser()
+    try:
+        resolved, cwd = path.resolve(), Path.cwd().resolve()
+    except (OSError, RuntimeError):  # the working directory was removed; a symlink loop
+        resolved, cwd = path.absolute(), None
+    if cwd is not None and (resolved == cwd or resolved in cwd.parents):
+        raise OutputPathError(f"{what} '{path}' is the current directory or one above it; the toolkit replaces "
+                              f"its output path whole, so give it a path of its own, e.g. '{path / 'out'}'")
+    try:
+        home = Path.home().resolve()
+    except (OSError, RuntimeError, KeyError):  # no home directory known
+        home = Path(resolved.anchor or "/")
+    if resolved == home or resolved in home.parents or resolved.parent == resolved:
+        raise OutputPathError(f"{what} '{path}' is the home directory, one above it or the file-system root; give "
+                              f"it a path of its own, e.g. '{path / 'out'}'")
+    for ancestor in path.parents:
+        if not ancestor.exists():
+            if os.path.lexists(ancestor):
+                raise OutputPathError(f"'{ancestor}' is a broken link, so {what} '{path}' cannot be created; "
+                                      "fix the link or choose another path")
+            continue
+        if not ancestor.is_dir():
+            raise OutputPathError(f"'{ancestor}' is a file, so {what} '{path}' cannot be created inside it; "
+                                  "choose another path")
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise OutputPathError(f"cannot write {what} '{path}': directory '{ancestor}' is not writable "
+                                  "(permissions or a read-only file system); choose a writable location or "
+                                  "check the path and permissions")
+        break
+    return path
+
+
+def check_output_path(path: str | Path, overwrite: bool, *, what: str = "output file",
+                      kind: OutputKind | None = None) -> Path:
+    """Check an output path once, before any work; returns the path.
+
+    Refuses (see :func:`check_output_location`) a path that cannot be written, a directory where a
+    file goes (``kind`` None) or a file where a directory of ``kind`` goes, and an existing path
+    unless ``overwrite``. Even with ``overwrite`` an existing directory is replaced only when it is
+    empty or recognisably the toolkit's output of the same ``kind``: never a user's folder.
+    """
     path = Path(path)
-    if path.exists() and not overwrite:
+    what = kind.what if kind is not None else what
+    check_output_location(path, what)
+    if not os.path.lexists(path):
+        return path
+    if kind is None and path.is_dir():
+        raise OutputPathError(f"{what} '{path}' is a directory; the {what} is a file: give a file name, "
+                              f"e.g. '{path / 'out'}'")
+    if kind is not None and not path.is_dir():
+        raise OutputPathError(f"'{path}' is a file, but {_a(what)} is a directory; move the file away or choose "
+                              "another path")
+    if not overwrite:
         raise OutputExistsError(
             f"{what} '{path}' already exists; choose another path or pass --overwrite "
             "(overwrite=True) to replace it"
         )
+    if kind is not None and not kind.holds(path) and any(path.iterdir()):
+        raise OutputExistsError(f"'{path}' is not {_a(what)} written by this toolkit (it holds {_listing(path)}); "
+                                "--overwrite only replaces the toolkit's own outputs: move it away or choose "
+                                "another path")
     return path
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}, "c": [{"d": 2}]}`` as ``{"a.b": 1, "c[0].d": 2}``: what differs can be named."""
+    if isinstance(value, Mapping) and value:
+        items = [(f"{prefix}.{key}" if prefix else str(key), item) for key, item in value.items()]
+    elif isinstance(value, list) and value and all(isinstance(item, Mapping) for item in value):
+        items = [(f"{prefix}[{i}]", item) for i, item in enumerate(value)]
+    else:
+        return {prefix: value}
+    out: dict[str, Any] = {}
+    for key, item in items:
+        out |= _flatten(item, key)
+    return out
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return value[:12]  # a content hash
+    return json.dumps(value) if not isinstance(value, str) else value
+
+
+def check_same_options(recorded: Mapping[str, Any] | None, current: Mapping[str, Any], *, what: str,
+                       fix: str) -> None:
+    """Refuse to continue ``what`` (a staged run, a store) made with other options than ``current``,
+    naming the first difference; ``recorded`` None means they were not recorded."""
+    if recorded is None:
+        raise ConfigError(f"cannot resume: {what} records no options to compare (written by an older version); "
+                          f"{fix}")
+    old = _flatten(json.loads(json.dumps(recorded, default=str)))
+    new = _flatten(json.loads(json.dumps(current, default=str)))
+    for key in list(dict.fromkeys([*new, *old])):
+        if old.get(key) != new.get(key):
+            raise ConfigError(f"cannot resume: {what} used {key} {_shown(old.get(key))}, this run "
+                              f"{_shown(new.get(key))}; {fix}")

@@ -13,17 +13,68 @@ from probe import columns as C
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
+# The user's home and the toolkit's cache in it, as they were when the session started: the
+# session works in a temporary home (below) and must leave this cache as it found it.
+REAL_HOME = Path.home()
+HOME_CACHE = REAL_HOME / ".cache" / "embodiment-probe"
+# variables that say where programs write under the home directory: moved for the session
+HOME_VARIABLES = {"HOME": "", "XDG_CACHE_HOME": ".cache", "XDG_CONFIG_HOME": ".config", "XDG_DATA_HOME": ".local/share"}
+
+
+def files_under(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``root`` (relative path -> (size, mtime in ns)); empty when ``root`` does not exist."""
+    out = {}
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            path = Path(dirpath) / name
+            try:
+                st = path.stat()
+            except OSError:  # removed meanwhile
+                continue
+            out[str(path.relative_to(root))] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_HOME_CACHE_BEFORE] = files_under(HOME_CACHE)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if it wrote to the toolkit's cache in the real home directory (all of a test session's
+    caches belong in its temporary directory: see ``_private_home_and_cache``)."""
+    before = session.config.stash.get(_HOME_CACHE_BEFORE, None)
+    if before is None:
+        return
+    after = files_under(HOME_CACHE)
+    changed = sorted(k for k in after.keys() | before.keys() if after.get(k) != before.get(k))
+    if changed:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = (f"the test session wrote to {HOME_CACHE} ({len(changed)} files added, changed or removed, e.g. "
+                   f"{', '.join(changed[:3])}): a test or a process it started escaped the session's cache directory")
+        if reporter is not None:
+            reporter.write_line(f"ERROR: {message}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_HOME_CACHE_BEFORE = pytest.StashKey[dict]()
+
 
 @pytest.fixture(autouse=True, scope="session")
-def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory):
-    """Caches (frames, graphs, layouts) of this test session live in its temp dir, not in ~/.cache."""
-    before = os.environ.get("PROBE_CACHE_DIR")
+def _private_home_and_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Caches (frames, graphs, layouts) of this test session live in its temp dir, and so does its home
+    directory: what anything writes under ``~`` (Ray's ``~/.ray``, Chromium's ``~/.config``, a cache
+    that ignores ``$PROBE_CACHE_DIR``) lands there, in this process and in every process it starts."""
+    before = {name: os.environ.get(name) for name in ("PROBE_CACHE_DIR", *HOME_VARIABLES)}
+    home = tmp_path_factory.mktemp("home")
     os.environ["PROBE_CACHE_DIR"] = str(tmp_path_factory.mktemp("probe-cache"))
+    for name, sub in HOME_VARIABLES.items():
+        os.environ[name] = str(home / sub) if sub else str(home)
     yield
-    if before is None:
-        os.environ.pop("PROBE_CACHE_DIR", None)
-    else:
-        os.environ["PROBE_CACHE_DIR"] = before
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def synthetic_meta(n_episodes: int = 4, frames: int = 20, tasks=("pick", "push"),

@@ -139,15 +139,19 @@ class ArrayDataset(Dataset):
 
 
 class InterruptingImage(ImageAdapter):
-    """An image adapter that raises KeyboardInterrupt on its ``after``-th batch (simulates Ctrl-C)."""
+    """An image adapter that raises KeyboardInterrupt after ``InterruptingImage.after`` batches (simulates
+    Ctrl-C; None: never). A switch on the class, not an adapter option: ``--resume`` refuses a run whose
+    adapter options differ, so the resumed run names this adapter with the same options, switched off."""
 
-    def __init__(self, model=None, *, after: int = 2, **kwargs) -> None:
+    after: int | None = None
+
+    def __init__(self, model=None, **kwargs) -> None:
         super().__init__(model, **kwargs)
-        self.after, self.calls = after, 0
+        self.calls = 0
 
     def prepare(self, batch, meta, embodiment, device):
         self.calls += 1
-        if self.calls > self.after:
+        if self.after is not None and self.calls > self.after:
             raise KeyboardInterrupt
         return super().prepare(batch, meta, embodiment, device)
 

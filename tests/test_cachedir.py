@@ -10,7 +10,7 @@ from probe.cache.frames import FrameCache
 
 
 def _fill(root):
-    FrameCache(root / "frames").put("ab" * 32, np.zeros((4, 8, 8, 3), np.uint8))
+    FrameCache(root / "frames", tag=root).put("ab" * 32, np.zeros((4, 8, 8, 3), np.uint8))  # tags the cache root
     (root / "graphs").mkdir(parents=True)
     (root / "graphs" / "g.npz").write_bytes(b"x" * 1000)
     (root / "Documents").mkdir()  # not the toolkit's: a --cache-dir pointing at a home directory
@@ -113,3 +113,74 @@ def test_cache_limit_comes_from_the_environment_and_bounds_the_graph_cache(tmp_p
     shared_graph(X, fingerprint="f", layer="three", k=10, cache_dir=tmp_path)  # past 50 kB: down to 40 kB
     files = list((tmp_path / "graphs").iterdir())
     assert files == [graph_file(tmp_path, "f", "three", "cosine", "exact")]
+
+
+# -- clearing only what is the toolkit's cache ---------------------------------------------------------------
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_clear_refuses_a_directory_that_is_not_a_probe_cache(tmp_path, capsys):
+    (tmp_path / "metrics").mkdir()  # a project folder: its 'metrics' is the user's, not the cache's
+    (tmp_path / "metrics" / "results.csv").write_text("mine")
+    assert main(["cache", "--cache-dir", str(tmp_path), "--clear"]) == 2
+    line = _one_line_error(capsys)
+    assert f"'{tmp_path}' is not a probe cache directory" in line and "'metrics/results.csv'" in line
+    assert "nothing was deleted" in line and (tmp_path / "metrics" / "results.csv").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["metrics", "results.csv"]  # not even tagged
+
+
+def test_an_untagged_cache_of_an_older_version_is_cleared_and_tagged(tmp_path, capsys):
+    from probe.cache.directory import CACHEDIR_TAG, TAG_SIGNATURE
+
+    (tmp_path / "graphs").mkdir()
+    (tmp_path / "graphs" / ("ab" * 12 + ".npz")).write_bytes(b"x" * 100)
+    (tmp_path / "graphs" / ".cd.npz.tmp-1").write_bytes(b"x")  # a killed write's temporary
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / ("0f" * 12 + ".json")).write_text("{}")
+    (tmp_path / "frames" / "ab").mkdir(parents=True)
+    (tmp_path / "frames" / "ab" / ("ab" * 32 + ".npy")).write_bytes(b"x" * 10)
+    assert main(["cache", "--cache-dir", str(tmp_path), "--clear"]) == 0
+    assert "113 B freed" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CACHEDIR_TAG]
+    assert (tmp_path / CACHEDIR_TAG).read_text().startswith(TAG_SIGNATURE)
+
+
+def test_writing_into_the_cache_tags_its_root(tmp_path, monkeypatch):
+    from probe.cache.directory import CACHEDIR_TAG, TAG_SIGNATURE
+    from probe.cache.frames import default_frame_cache
+    from probe.cache.graphs import shared_graph
+
+    X = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
+    shared_graph(X, fingerprint="f", layer="l", k=5, cache_dir=tmp_path / "a")
+    monkeypatch.setenv("PROBE_CACHE_DIR", str(tmp_path / "b"))
+    default_frame_cache().put("ab" * 32, np.zeros((1, 2, 2, 3), np.uint8))
+    for root in (tmp_path / "a", tmp_path / "b"):
+        tag = (root / CACHEDIR_TAG).read_text()
+        assert tag.startswith(TAG_SIGNATURE + "\n") and "embodiment-probe" in tag
+
+
+def test_a_file_given_as_cache_dir_is_an_error(tmp_path, capsys):
+    file = tmp_path / "notes.txt"
+    file.write_text("mine")
+    for extra in ([], ["--clear"]):
+        assert main(["cache", "--cache-dir", str(file), *extra]) == 2
+        assert f"cache directory '{file}' is a file" in _one_line_error(capsys)
+    assert file.read_text() == "mine"
+
+
+def test_clearing_a_read_only_cache_fails_instead_of_reporting_space_freed(tmp_path, capsys):
+    from fs_helpers import read_only
+
+    _fill(tmp_path)
+    with read_only(tmp_path / "graphs"):
+        assert main(["cache", "--cache-dir", str(tmp_path), "--clear", "graphs"]) == 2
+        captured = capsys.readouterr()
+    assert "freed" not in captured.out and "Traceback" not in captured.err
+    assert f"could not delete anything under '{tmp_path}'" in captured.err.strip().splitlines()[-1]
+    assert (tmp_path / "graphs" / "g.npz").read_bytes() == b"x" * 1000

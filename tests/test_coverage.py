@@ -123,3 +123,21 @@ def test_cli_writes_json_and_csv(gap_latents, tmp_path, capsys):
         ["coverage.json"] + [f"coverage.{n}.csv" for n in ("stages", "tasks", "episodes", "clips", "samples")])
     assert main(["coverage", str(store.path), "--b", "cyborg"]) == 2
     assert "embodiment 'cyborg' has no samples" in capsys.readouterr().err
+
+
+def test_no_clip_is_said_to_carry_transfer_when_no_robot_state_is_covered(tmp_path, capsys):
+    meta = synthetic_meta(n_episodes=4, frames=20)
+    X = clustered_latents(meta, dim=16, noise=0.3, shift=1000.0)  # robot latents far from every human one
+    res = coverage(Latents(X, meta, "trunk"))
+    assert res.share_beyond == 1.0 and (res.clips["nearest_to"] == 0).all()
+    advice = res.advice()
+    assert not any("carrying the most transfer" in line for line in advice)
+    assert advice[-1] == (f"no human clip carries transfer yet: every one of the {len(res.samples)} robot states lies "
+                          "beyond the threshold, so none has a human match")
+    store = write_store(tmp_path / "s", meta, {"trunk": X})
+    assert main(["coverage", str(store.path)]) == 0
+    printed = capsys.readouterr().out
+    assert "to 0 robot states" not in printed and "no human clip carries transfer yet" in printed
+    # with some states covered, the top clip is named with its count
+    top = coverage(Latents(clustered_latents(meta, dim=16, noise=0.3), meta, "trunk")).advice()[-1]
+    assert top.startswith("the human clip carrying the most transfer is") and "covered robot states" in top

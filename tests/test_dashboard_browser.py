@@ -33,22 +33,24 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from werkzeug.serving import make_server
+    from waitress.wasyncore import close_all
 
-    from dashboard.app import create_app
+    from dashboard.app import create_app, make_server
     from dashboard.state.loading import prepare
 
     root = tmp_path_factory.mktemp("dash-browser")
     stores = make_stores(root)
     prepared = prepare([s.path for s in stores], k=K, method="pca", metrics_config=light_metrics())
-    app = create_app(prepared)
     port = _free_port()
-    httpd = make_server("127.0.0.1", port, app.server, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    app = create_app(prepared, port=port)
+    sockets: dict = {}
+    httpd = make_server(app, "127.0.0.1", port, map=sockets)  # the production server of 'probe serve'
+    thread = threading.Thread(target=httpd.run, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{port}", prepared
-    httpd.shutdown()
+    httpd.trigger.pull_trigger(lambda: close_all(sockets))  # stopped from its own loop
     thread.join(5)
+    httpd.task_dispatcher.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +125,7 @@ def test_filter_dims_points_and_checkpoint_switch_redraws(server, page):
     dimmed = np.asarray(codes) >= n
     assert dimmed.sum() == len(ck.rows) - expected  # dimmed, never hidden
     assert len(codes) == len(ck.rows)
-    other = prepared.names[0]
+    other = next(name for name in prepared.names if name != prepared.default_state().store)
     x_before = page.evaluate(f"() => document.querySelector('{MAP}')._fullData[0].x[0]")
     page.click(f"#{'ctl-store'}")
     page.get_by_role("option", name=other).click()

@@ -56,8 +56,9 @@ def make_stores(root: Path, n_episodes: int = 3, frames: int = 12, video: bool =
         shift = 6.0 * (1 - c / max(checkpoints - 1, 1))
         layers = {"trunk.block0": clustered_latents(meta, dim=16, shift=shift, seed=1),
                   "trunk.block1": clustered_latents(meta, dim=8, shift=shift / 2, seed=2)}
+        datasets = [{"name": name, "root": str(root.resolve())} for name in sorted(meta[C.DATASET].unique())]
         stores.append(write_store(root / f"step-{(c + 1) * 100:06d}", meta, layers,
-                                  provenance={"checkpoint": {"step": (c + 1) * 100}}))
+                                  provenance={"checkpoint": {"step": (c + 1) * 100}, "datasets": datasets}))
     return stores
 
 

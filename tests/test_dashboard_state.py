@@ -254,3 +254,19 @@ def test_click_clips_agree_with_the_retriever(prepared):
         assert np.allclose([c.score for c in mine], ref["score"].to_numpy(), atol=1e-5)
         assert np.allclose([c.start for c in mine], ref["start"].to_numpy())
         assert np.allclose([c.video_start for c in mine], ref["video_start"].to_numpy())
+
+
+def test_a_broken_cached_index_is_rebuilt(tmp_path):
+    stores = make_stores(tmp_path / "s", n_episodes=2, frames=10, video=False)
+    cache = tmp_path / "cache"
+    prepare([s.path for s in stores[:1]], layers="trunk.block0", cache=cache, method="pca",
+            metrics_config=light_metrics())
+    entries = list((cache / "dashboard-indexes").iterdir())
+    assert entries
+    for entry in entries:  # a killed write or a disk error left the entries unreadable
+        for f in entry.iterdir():
+            f.write_text("garbage")
+    again = prepare([s.path for s in stores[:1]], layers="trunk.block0", cache=cache, method="pca",
+                    metrics_config=light_metrics())
+    robot_row = int(np.flatnonzero(stores[0].meta[C.EMBODIMENT].to_numpy() == "robot")[0])
+    assert again.views[(0, "trunk.block0")].neighbours.clips(robot_row)

@@ -62,7 +62,8 @@ def test_extract_matches_the_model_and_records_provenance(tmp_path, ckpt):
     meta = store.meta
     assert meta[C.SAMPLE_ID].iloc[0] == "hands/0/0" and set(meta[C.EMBODIMENT]) == {"human", "robot"}
     assert set(meta[C.STAGE]) == {"reach", "grasp"}
-    assert meta[C.VIDEO].iloc[11] == "/memory/hands/ep1.mp4" and meta[C.VIDEO_TIMESTAMP].iloc[11] == pytest.approx(2.1)
+    # videos relative to their dataset's root, which the provenance records (absolute)
+    assert meta[C.VIDEO].iloc[11] == "ep1.mp4" and meta[C.VIDEO_TIMESTAMP].iloc[11] == pytest.approx(2.1)
     # agreement with the bare model on the same frames
     model = tiny_cnn(seed=3).eval()
     robot_ep2 = torch.from_numpy(data[1].images[2]).permute(0, 3, 1, 2).float() / 255
@@ -75,7 +76,7 @@ def test_extract_matches_the_model_and_records_provenance(tmp_path, ckpt):
     prov = store.provenance
     assert prov["checkpoint"]["sha256"] and prov["checkpoint"]["factory"] == FACTORY
     assert [d["embodiment"] for d in prov["datasets"]] == ["human", "robot"]
-    assert prov["datasets"][0]["fingerprint"] == "fp-hands-1"
+    assert prov["datasets"][0]["fingerprint"] == "fp-hands-1" and prov["datasets"][0]["root"] == "/memory/hands"
     assert prov["layers"] == {"stem": "mean", "head": "mean"} and store.layer_info("stem")["pooling"] == "mean"
     assert prov["adapter"]["name"] == "image" and prov["engine"] == "local"
     assert prov["sampling"]["stride"] == 1
@@ -87,17 +88,20 @@ def test_sampling_options_shrink_the_table(tmp_path, ckpt):
     assert store.n == 2 * 2 * 4 and sorted(store.meta[C.FRAME].unique()) == [0, 3, 6, 9]
 
 
-def test_resume_after_interrupt_gives_the_same_store(tmp_path, ckpt):
+def test_resume_after_interrupt_gives_the_same_store(tmp_path, ckpt, monkeypatch):
+    from extract_models import InterruptingImage
+
     full = extract(config(ckpt, tmp_path / "full"))
-    interrupted = config(ckpt, tmp_path / "resumed", adapter="extract_models:InterruptingImage",
-                         adapter_kwargs={"size": None, "after": 3})
+    interrupting = dict(adapter="extract_models:InterruptingImage")
+    monkeypatch.setattr(InterruptingImage, "after", 3)
     with pytest.raises(KeyboardInterrupt):
-        extract(interrupted)
+        extract(config(ckpt, tmp_path / "resumed", **interrupting))
     assert not (tmp_path / "resumed").exists()
     (partial,) = tmp_path.glob(".*resumed*.partial")
     assert np.load(partial / "done.npy").sum() == 12  # three batches of four were written
+    monkeypatch.setattr(InterruptingImage, "after", None)
     data = datasets()
-    resumed = extract(config(ckpt, tmp_path / "resumed", data=data, resume=True))
+    resumed = extract(config(ckpt, tmp_path / "resumed", data=data, resume=True, **interrupting))
     assert data[0].frames_read + data[1].frames_read == 60 - 12  # only what was left was read again
     assert resumed.fingerprint == full.fingerprint
     np.testing.assert_array_equal(resumed.matrix("head"), full.matrix("head"))

@@ -157,30 +157,37 @@ def test_unloadable_checkpoint_fails_before_any_extraction(tmp_path, ckpts):
     assert frames_read(data) == 0 and not (tmp_path / "cmp").exists()
 
 
-def test_interrupted_pass_resumes_every_checkpoint(tmp_path, ckpts):
+def test_interrupted_pass_resumes_every_checkpoint(tmp_path, ckpts, monkeypatch):
+    from extract_models import InterruptingImage
+
     full = extract(config(ckpts[:2], tmp_path / "full"))
-    interrupted = config(ckpts[:2], tmp_path / "cmp", adapter="extract_models:InterruptingImage",
-                         adapter_kwargs={"size": None, "after": 3})
+    interrupting = dict(adapter="extract_models:InterruptingImage")  # the same adapter options when resumed
+    monkeypatch.setattr(InterruptingImage, "after", 3)
     with pytest.raises(KeyboardInterrupt):
-        extract(interrupted)
+        extract(config(ckpts[:2], tmp_path / "cmp", **interrupting))
     partials = sorted((tmp_path / "cmp").glob(".*.partial"))
     assert len(partials) == 2 and [int(np.load(p / "done.npy").sum()) for p in partials] == [12, 12]
+    monkeypatch.setattr(InterruptingImage, "after", None)
     data = datasets()
-    resumed = extract(config(ckpts[:2], tmp_path / "cmp", data=data, resume=True))
+    resumed = extract(config(ckpts[:2], tmp_path / "cmp", data=data, resume=True, **interrupting))
     assert frames_read(data) == FRAMES - 12  # rows both checkpoints had written are not read again
     _assert_same(resumed, full)
     assert _leftovers(tmp_path / "cmp") == []
 
 
-def test_resume_with_one_complete_one_interrupted_and_one_new_checkpoint(tmp_path, ckpts):
+def test_resume_with_one_complete_one_interrupted_and_one_new_checkpoint(tmp_path, ckpts, monkeypatch):
+    from extract_models import InterruptingImage
+
     full = extract(config(ckpts, tmp_path / "full"))
     out = tmp_path / "cmp"
-    extract(config(ckpts[:1], out / "enc-step-000100"))  # complete already
+    interrupting = dict(adapter="extract_models:InterruptingImage")  # the same adapter options in every run
+    extract(config(ckpts[:1], out / "enc-step-000100", **interrupting))  # complete already
+    monkeypatch.setattr(InterruptingImage, "after", 3)
     with pytest.raises(KeyboardInterrupt):  # interrupted after three batches
-        extract(config(ckpts[1:2], out / "enc-step-000200", adapter="extract_models:InterruptingImage",
-                       adapter_kwargs={"size": None, "after": 3}))
+        extract(config(ckpts[1:2], out / "enc-step-000200", **interrupting))
+    monkeypatch.setattr(InterruptingImage, "after", None)
     data = datasets()
-    resumed = extract(config(ckpts, out, data=data, resume=True))
+    resumed = extract(config(ckpts, out, data=data, resume=True, **interrupting))
     assert frames_read(data) == FRAMES  # the new checkpoint needs every frame, read once for both
     _assert_same(resumed, full)
     assert _leftovers(out) == []

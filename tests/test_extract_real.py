@@ -141,15 +141,23 @@ def test_world_layers_cli_with_data(world, capsys):
     assert "stems.human" in out and "stems.robot" not in out and "trunk.block1" in out and "(world, step 400)" in out
 
 
-def test_video_paths_are_absolute_whatever_the_working_directory(world, tmp_path, monkeypatch):
+def test_video_paths_resolve_whatever_the_working_directory(world, tmp_path, monkeypatch):
+    from probe.store.media import VideoPaths
+
     monkeypatch.chdir(world)  # relative dataset paths, as a user in the project directory would type them
     store = extract(ExtractConfig(checkpoints=(str(world / "ckpt" / "cotrained" / "step-000400"),),
                                   data=("human=w/datasets/human", "robot=w/datasets/robot"),
                                   out=str(tmp_path / "s"),
                                   model=ModelConfig(layers=("trunk.block2",), device="cpu"),
                                   sampling=SamplingConfig(stride=8)))
-    videos = store.meta[C.VIDEO].map(Path)
-    assert all(v.is_absolute() and v.is_file() for v in videos)
+    # the provenance records each dataset's root resolved; rows keep their video relative to it
+    roots = {d["name"]: d["root"] for d in store.provenance["datasets"]}
+    assert roots == {e: str((world / "w" / "datasets" / e).resolve()) for e in ("human", "robot")}
+    assert not store.meta[C.VIDEO].map(lambda v: Path(v).is_absolute()).any()
+    monkeypatch.chdir(tmp_path)
+    videos = VideoPaths(store)
+    files = [videos.path(v, d) for v, d in zip(store.meta[C.VIDEO], store.meta[C.DATASET])]
+    assert all(f.is_absolute() and f.is_file() for f in files)
 
 
 def test_world_checkpoints_of_a_pass_share_one_prepare_per_batch(world, tmp_path, monkeypatch):

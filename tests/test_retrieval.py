@@ -13,7 +13,8 @@ from conftest import clustered_latents, synthetic_meta
 from metrics.knn import knn
 from probe import columns as C
 from probe.cli import main
-from probe.retrieval.clips import read_frames, read_png, write_png
+from probe.images import encode_image, write_image
+from probe.retrieval.clips import read_frames
 from probe.errors import ConfigError, DataError, IndexMismatchError, OutputExistsError
 from probe.retrieval.index import IndexConfig, build_index
 from probe.retrieval.retriever import RESULT_COLUMNS, ClipReference, Retriever, score_of, select_clips
@@ -55,7 +56,8 @@ def world(tmp_path):
     _write_video(video, int(human.sum()))
     meta[C.VIDEO] = np.where(human, str(video), None)
     meta[C.VIDEO_TIMESTAMP] = np.where(human, np.cumsum(human) - 1, 0) / FPS  # episodes back to back
-    store = write_store(tmp_path / "store", meta, {"trunk": X})
+    store = write_store(tmp_path / "store", meta, {"trunk": X},
+                        provenance={"datasets": [{"name": "human-data", "root": str(tmp_path.resolve())}]})
     build_index(store, "trunk", tmp_path / "idx")
     return store, tmp_path
 
@@ -228,7 +230,7 @@ def test_export_clips_writes_mp4_sheet_and_captions(world):
         first = int(round(hit["video_start"] * FPS))
         last = int(round(hit["video_end"] * FPS))
         assert [_level(f) for f in decoded] == list(range(first, last + 1))
-    sheet = read_png(out.sheet)
+    sheet = _read_image(out.sheet)
     assert sheet.shape[0] >= 128 and sheet.shape[1] > 4 * 128  # query + 3 clips in one row
     captions = json.loads(out.captions.read_text())
     assert captions["queries"][0]["caption"] == "robot pick"
@@ -252,9 +254,53 @@ def test_store_without_video_still_works(tmp_path):
     assert out.clips == [] and "no video columns" in out.notes[0] and out.sheet.exists()
 
 
-def test_png_round_trip(tmp_path):
+def _read_image(path) -> np.ndarray:
+    import cv2
+
+    return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def test_images_are_written_by_opencv_in_rgb(tmp_path):
+    import cv2
+
     img = np.random.default_rng(0).integers(0, 256, size=(7, 5, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(read_png(write_png(tmp_path / "x.png", img)), img)
+    np.testing.assert_array_equal(_read_image(write_image(tmp_path / "x.png", img)), img)  # PNG: lossless
+    jpeg = encode_image(np.full((16, 16, 3), (250, 10, 10), np.uint8), ".jpg")
+    decoded = cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    assert jpeg[:2] == b"\xff\xd8" and np.abs(decoded.astype(int) - (250, 10, 10)).max() < 8  # red stays red
+
+
+def test_contact_sheet_shows_each_query_frame_and_labels_in_a_font(world):
+    from probe.retrieval.clips import contact_sheet, export_clips, thumbnail
+    from probe.store.media import VideoPaths
+    from probe.store.store import open_store
+
+    store, tmp = world
+    # the same store with its dataset root recorded, so that its videos resolve through VideoPaths
+    store = write_store(tmp / "rooted", store.meta, {"trunk": np.asarray(store.matrix("trunk"))},
+                        provenance={"datasets": [{"name": "human-data", "root": str(tmp)}]})
+    build_index(store, "trunk", tmp / "idx-rooted", embodiment="human")
+    r = Retriever.open(tmp / "idx-rooted", open_store(store.path))
+    human = store.meta[store.meta[C.EMBODIMENT] == "human"]
+    queries = human[C.SAMPLE_ID].iloc[[13, 47]].tolist()  # human frames: they have video
+    res = r.search_samples(queries, k=2)
+    out = export_clips(res, tmp / "clips", videos=VideoPaths(r.store))
+    sheet = _read_image(out.sheet)
+    boxes = json.loads(out.captions.read_text())["queries"]
+    for q, sid in zip(boxes, queries):
+        row = human[human[C.SAMPLE_ID] == sid].iloc[0]
+        frame = read_frames(tmp / "human.mp4", row[C.VIDEO_TIMESTAMP], row[C.VIDEO_TIMESTAMP])[0][0]
+        expected = thumbnail(frame)
+        x, y, _, _ = q["query_box"]
+        tile = sheet[y + 3 : y + 3 + expected.shape[0], x + 3 : x + 3 + expected.shape[1]]
+        assert _level(frame) == round(row[C.VIDEO_TIMESTAMP] * FPS)  # the query's own frame ...
+        assert tile.std() > 30  # ... drawn in its tile (not a flat grey cell)
+        np.testing.assert_allclose(tile, expected, atol=1)
+    # labels are text drawn below each thumbnail: the strip differs between "query" and "#1  0.93"
+    blank = np.zeros((24, 32, 3), np.uint8)
+    img, cells = contact_sheet([[blank, blank]], [["query", "#1  0.93"]])
+    strips = [img[y + 3 + 128 : y + h - 3, x + 3 : x + w - 3] for x, y, w, h in cells[0]]
+    assert all((s > 200).any() for s in strips) and not np.array_equal(strips[0], strips[1])
 
 
 def test_cli_retrieve_table_json_and_export(world, capsys):
@@ -300,3 +346,40 @@ def test_raw_observation_query_needs_a_store_made_by_extract(world, capsys):
     np.savez(tmp / "obs.npz", image=np.zeros((24, 32, 3), np.uint8), state=np.zeros(4, np.float32))
     assert main(["retrieve", "--index", str(tmp / "idx"), "--query-file", str(tmp / "obs.npz")]) == 2
     assert "records no checkpoint" in capsys.readouterr().err
+
+
+def _readme_command(start: str) -> list[str]:
+    """The README's command line that starts with ``start``, as argv (without ``probe``)."""
+    import shlex
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    lines = [line.strip() for line in readme.splitlines() if line.strip().startswith(start)]
+    assert lines, f"the README has no command starting with {start!r}"
+    return shlex.split(lines[0])[1:]
+
+
+def test_readme_retrieve_by_episode_works_where_both_datasets_number_episodes_alike(tmp_path, capsys):
+    # episodes numbered 0.. in each dataset (as LeRobot datasets are, and the demo's are): episode 3 is in both
+    meta = synthetic_meta(n_episodes=4, frames=45)
+    meta[C.EPISODE] = meta.groupby(C.EMBODIMENT)[C.EPISODE].rank(method="dense").astype(np.int64) - 1
+    meta[C.SAMPLE_ID] = meta[C.DATASET] + "/" + meta[C.EPISODE].astype(str) + "/" + meta[C.FRAME].astype(str)
+    store = write_store(tmp_path / "store", meta, {"trunk.block2": clustered_latents(meta, dim=16)})
+    index = _readme_command("probe index ")
+    index[1] = str(store.path)
+    index[index.index("--out") + 1] = str(tmp_path / "idx/human")
+    assert main(index) == 0
+    argv = _readme_command("probe retrieve --index idx/human --episode 3")
+    argv[argv.index("--index") + 1] = str(tmp_path / "idx/human")
+    argv[argv.index("--export-clips") + 1] = str(tmp_path / "clips")
+    capsys.readouterr()
+    code, printed = main(argv), capsys.readouterr()
+    assert code == 0, printed.err
+    assert "sample_id robot-data/3/40" in printed.out and (tmp_path / "clips" / "contact_sheet.png").is_file()
+    assert main([*argv[:argv.index("--export-clips")], "--json"]) == 0
+    query = json.loads(capsys.readouterr().out)["queries"][0]
+    assert (query["embodiment"], query["episode"], query["frame"]) == ("robot", 3, 40)  # the robot frame, not an error
+    # a robot index is queried with the human episode; --dataset still chooses either
+    r = Retriever.open(build_index(store, "trunk.block2", tmp_path / "idx-robot", embodiment="robot").path, store)
+    assert store.meta[C.DATASET].iloc[r.locate(3, 10)] == "human-data"
+    assert store.meta[C.DATASET].iloc[r.locate(3, 10, "robot-data")] == "robot-data"

@@ -169,6 +169,11 @@ def test_existing_output_is_refused_unless_overwrite(world, tmp_path):
     with pytest.raises(OutputExistsError, match="world directory .* already exists.*--overwrite"):
         generate_world(out, size="tiny", episodes_per_task=1)
     assert (out / "keep.txt").read_text() == "mine"
-    generate_world(out, size="tiny", episodes_per_task=1, overwrite=True)
-    assert not (out / "keep.txt").exists() and (out / "datasets/human/meta/info.json").is_file()
+    with pytest.raises(OutputExistsError, match="is not a world directory written by this toolkit.*keep.txt"):
+        generate_world(out, size="tiny", episodes_per_task=1, overwrite=True)  # never a user's folder
+    assert (out / "keep.txt").read_text() == "mine"
+    (out / "keep.txt").unlink()
+    generate_world(out, size="tiny", episodes_per_task=1, overwrite=True)  # an empty folder: replaced
+    generate_world(out, size="tiny", episodes_per_task=1, overwrite=True)  # a world: replaced
+    assert (out / "datasets/human/meta/info.json").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries left behind

@@ -8,10 +8,10 @@ computes the metrics records.
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import secrets
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from dashboard.state.prepared import Checkpoint, Prepared, View
 from probe import columns as C
 from probe.errors import ConfigError
 from probe.progress import track
+from probe.store.media import FIX, VIDEO_SUFFIXES, VideoPaths, check_data_roots
 from probe.store.series import checkpoint_labels
 from probe.store.store import Store, layer_filename, open_store
 from probe.validate import check_layer
@@ -42,34 +43,62 @@ def _sample_rows(meta: pd.DataFrame, max_points: int) -> np.ndarray:
     return np.sort(np.argpartition(h, max_points)[:max_points]).astype(np.int64)
 
 
-def _register_videos(store: Store, media: dict[str, Path]) -> tuple[np.ndarray, list[str], dict[str, str]]:
-    """Register the store's existing video files: per-row index into the token list, and value -> token."""
+def _register_videos(store: Store, media: dict[str, Path], data_roots: Mapping[str, Path] | None
+                     ) -> tuple[np.ndarray, list[str]]:
+    """Register the store's servable videos: per-row index into the token list (-1: no video shown).
+
+    Only files :class:`probe.store.media.VideoPaths` accepts (video files inside the store's
+    dataset roots) are registered, each under a random token of this process (the same file
+    keeps its token across checkpoints). The rows naming anything else are left out with one
+    warning; rows whose video is missing with another.
+    """
     meta = store.meta
     code = np.full(len(meta), -1, dtype=np.int32)
-    by_value: dict[str, str] = {}
     if C.VIDEO not in meta.columns:
-        return code, [], by_value
-    videos = meta[C.VIDEO].astype("string")
-    uniques = [v for v in videos.dropna().unique().tolist() if v]
+        return code, []
+    videos = VideoPaths(store, data_roots)
+    for warning in videos.warnings:
+        log.warning(warning)
+    values = meta[C.VIDEO].astype("string").fillna("")
+    keys, uniques = pd.factorize(meta[C.DATASET].astype(str) + "\0" + values)
+    token_of = {path: token for token, path in media.items()}
     tokens: list[str] = []
-    for value in uniques:
-        path = Path(value)
-        candidates = [path] if path.is_absolute() else [store.path / path, Path.cwd() / path]
-        found = next((p.resolve() for p in candidates if p.is_file()), None)
-        if found is None:
-            log.warning("video '%s' of store '%s' not found; its frames are shown without thumbnails",
-                        value, store.path)
+    problems: dict[bool, list[tuple[int, str]]] = {True: [], False: []}  # refused -> (key, problem)
+    key_code = np.full(len(uniques), -1, dtype=np.int32)
+    for i, key in enumerate(uniques):
+        dataset, _, value = key.partition("\0")
+        found = videos.find(value, dataset)
+        if found.problem is not None:
+            problems[found.refused].append((i, found.problem))
             continue
-        token = hashlib.sha256(str(found).encode()).hexdigest()[:20]
-        media[token] = found
-        code[(videos == value).fillna(False).to_numpy()] = len(tokens)
-        tokens.append(token)
-        by_value[value] = token
-    return code, tokens, by_value
+        if found.path is None:
+            continue
+        if found.path not in token_of:
+            token_of[found.path] = secrets.token_hex(10)
+            media[token_of[found.path]] = found.path
+        key_code[i] = len(tokens)
+        tokens.append(token_of[found.path])
+    code[:] = key_code[keys]
+    for refused, found in problems.items():
+        if found:
+            log.warning(_rows_warning(store, keys, found, refused))
+    return code, tokens
+
+
+def _rows_warning(store: Store, keys: np.ndarray, found: list[tuple[int, str]], refused: bool) -> str:
+    """One line naming the rows left without video: how many, the first few and their problems."""
+    rows = np.flatnonzero(np.isin(keys, [i for i, _ in found]))
+    first = ", ".join(str(r) for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
+    what = f"{len(rows)} row(s) (rows {first}) naming {len(found)} file(s)"
+    if refused:
+        return (f"store '{store.path}': {what} are left out, e.g. {found[0][1]}; only video files "
+                f"({', '.join(VIDEO_SUFFIXES)}) inside the store's dataset roots are served; {FIX}")
+    return (f"store '{store.path}': {what} have no video, e.g. {found[0][1]}; they are shown without frames "
+            f"({FIX})")
 
 
 def _checkpoint(name: str, store: Store, max_points: int, categories: dict[str, list[str]],
-                media: dict[str, Path]) -> Checkpoint:
+                media: dict[str, Path], data_roots: Mapping[str, Path] | None) -> Checkpoint:
     meta = store.meta
     rows = _sample_rows(meta, max_points)
     point_of_row = np.full(len(meta), -1, dtype=np.int64)
@@ -87,9 +116,9 @@ def _checkpoint(name: str, store: Store, max_points: int, categories: dict[str, 
     ep_sorted = codes["episode"][order]
     bounds = np.flatnonzero(np.diff(ep_sorted)) + 1
     episode_points = {int(ep_sorted[g[0]]): g for g in np.split(order, bounds) if len(g)} if len(order) else {}
-    video_code, tokens, by_value = _register_videos(store, media)
+    video_code, tokens = _register_videos(store, media, data_roots)
     return Checkpoint(name, store, rows, point_of_row, points, codes, episode_points, video_code, tokens,
-                      pd.Index(meta[C.SAMPLE_ID].astype(str)), by_value)
+                      pd.Index(meta[C.SAMPLE_ID].astype(str)))
 
 
 def _layout(ck: Checkpoint, layer: str, method: str, previous: Any | None, cache: Path | None) -> Any:
@@ -120,7 +149,8 @@ def _align(coords: np.ndarray, ck: Checkpoint, ref_ck: Checkpoint, ref_coords: n
 
 def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str] | None = None,
             max_points: int = 200_000, cache: str | Path | None = None, k: int = 8,
-            method: str = "umap", metrics_config: Any | None = None, progress: bool = False) -> Prepared:
+            method: str = "umap", metrics_config: Any | None = None, progress: bool = False,
+            data_roots: Mapping[str, str | Path] | None = None) -> Prepared:
     """Open the stores (one per checkpoint) and compute everything the app shows.
 
     Parameters
@@ -135,6 +165,8 @@ def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str]
     metrics_config : :class:`metrics.suite.MetricsConfig` of the metrics panel (default:
         :func:`probe.measure.suite.interactive_config`, per stage).
     progress : show a progress bar.
+    data_roots : dataset name -> the folder a moved dataset now lives in (``--data-root``); videos
+        are served only from inside the stores' dataset roots (:mod:`probe.store.media`).
 
     Raises
     ------
@@ -156,6 +188,8 @@ def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str]
 
         metrics_config = interactive_config()
     opened = [s if isinstance(s, Store) else open_store(s) for s in stores]
+    check_data_roots(data_roots, opened)
+    roots = {name: Path(p) for name, p in (data_roots or {}).items()}
     common = [layer for layer in opened[0].layers if all(layer in s.layers for s in opened[1:])]
     if not common:
         raise ConfigError("the stores share no layer; pass stores extracted from the same model layers "
@@ -176,7 +210,7 @@ def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str]
         "checkpoint": names,
     }
     media: dict[str, Path] = {}
-    checkpoints = [_checkpoint(n, s, max_points, categories, media) for n, s in zip(names, opened)]
+    checkpoints = [_checkpoint(n, s, max_points, categories, media, roots) for n, s in zip(names, opened)]
     views: dict[tuple[int, str], View] = {}
     jobs = [(i, layer) for layer in chosen for i in range(len(checkpoints))]
     cache_dir = Path(cache) if cache is not None else None
@@ -190,7 +224,7 @@ def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str]
         if i > 0:  # warm starts keep maps close; a similarity transform makes them comparable
             coords = _align(coords, ck, checkpoints[0], views[(0, layer)].coords)
         index_dir = index_root / f"{ck.store.fingerprint[:16]}-{layer_filename(layer)[:-4]}"
-        search = NeighbourSearch.build(ck.store, layer, ck.video_by_value, k, index_dir)
+        search = NeighbourSearch.build(ck.store, layer, ck.row_tokens(), k, index_dir)
         record, gaps = layer_metrics(ck.store, layer, metrics_config, cache_dir)
         views[(i, layer)] = View(i, layer, coords, lay.method, float(lay.trustworthiness), search, record, gaps)
     return Prepared(checkpoints, chosen, views, categories, media, k)

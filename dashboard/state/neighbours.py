@@ -8,7 +8,7 @@ reads the clips' fields from arrays prepared once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,7 @@ class NeighbourSearch:
     one single-vector search (a few ms at 100k rows), cached per row.
     """
 
-    def __init__(self, retriever: Any | None, video_tokens: Mapping[str, str], k: int,
-                 window: float = 1.0) -> None:
+    def __init__(self, retriever: Any | None, row_tokens: np.ndarray, k: int, window: float = 1.0) -> None:
         self.retriever, self.k, self.window = retriever, k, window
         self._cache: dict[tuple[int, int], list[Clip]] = {}
         self.n = 0
@@ -50,32 +49,35 @@ class NeighbourSearch:
         self.ref_token = np.full(len(ref), None, dtype=object)
         self.ref_vt = self.ref.t.copy()
         if C.VIDEO in ref.columns:
-            self.ref_token = ref[C.VIDEO].map(lambda v: video_tokens.get(str(v))).to_numpy(dtype=object)
+            self.ref_token = np.asarray(row_tokens, dtype=object)[self.ref_rows]
             if C.VIDEO_TIMESTAMP in ref.columns:
                 self.ref_vt = ref[C.VIDEO_TIMESTAMP].to_numpy(np.float64)
 
     @classmethod
-    def build(cls, store: Store, layer: str, video_tokens: Mapping[str, str], k: int,
-              index_dir: Path) -> NeighbourSearch:
-        """Open the cached index of the store's human rows, or build it into ``index_dir``."""
+    def build(cls, store: Store, layer: str, row_tokens: np.ndarray, k: int, index_dir: Path) -> NeighbourSearch:
+        """Open the cached index of the store's human rows, or build it into ``index_dir``.
+
+        ``row_tokens``: per store row, the media token of its video (None without one).
+        """
         from probe.errors import ProbeError
         from probe.retrieval.index import build_index, open_index
         from probe.retrieval.retriever import Retriever
 
         if not (store.meta[C.EMBODIMENT] == C.HUMAN).any():
-            return cls(None, video_tokens, k)
+            return cls(None, row_tokens, k)
         index = None
         if index_dir.exists():
             try:
                 index = open_index(index_dir, store, layer=layer)
-            except ProbeError as exc:
+            except ProbeError as exc:  # a stale or broken cache entry (ours to delete): built again below
                 log.info("rebuilding index %s (%s)", index_dir, exc)
+                shutil.rmtree(index_dir, ignore_errors=True)
         if index is None:
             index = build_index(store, layer, index_dir, embodiment=C.HUMAN, overwrite=True)
             keep_within(index_dir.parent, keep=index_dir)
         else:
             touch(index_dir)
-        return cls(Retriever(index), video_tokens, k)
+        return cls(Retriever(index), row_tokens, k)
 
     def clips(self, row: int, k: int | None = None) -> list[Clip]:
         """Top-k human clips for store row ``row``: one per human episode, never the query's own episode.

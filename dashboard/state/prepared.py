@@ -7,7 +7,7 @@ and back, so clicks map to rows by point index.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +54,15 @@ class Checkpoint:
     video_code: np.ndarray  # per store row: index into video_tokens, -1 without video
     video_tokens: list[str]
     sample_index: pd.Index  # sample_id -> store row
-    video_by_value: dict[str, str] = field(default_factory=dict)  # 'video' column value -> token
 
     @property
     def meta(self) -> pd.DataFrame:
         return self.store.meta
+
+    def row_tokens(self) -> np.ndarray:
+        """Per store row, the media token of its video (None where no video is served)."""
+        tokens = np.asarray(self.video_tokens + [None], dtype=object)
+        return tokens[self.video_code]  # -1 picks the trailing None
 
     def row_of(self, sample_id: str | None) -> int | None:
         """Store row of a sample id, or None when unknown."""
@@ -101,7 +105,7 @@ class Prepared:
     layers: list[str]
     views: dict[tuple[int, str], View]
     categories: dict[str, list[str]]  # task / stage / embodiment / episode / checkpoint -> ordered values
-    media: dict[str, Path]  # token -> absolute path of a registered video
+    media: dict[str, Path]  # random token of this process -> a video file inside its store's dataset roots
     k: int
 
     @property
@@ -116,7 +120,7 @@ class Prepared:
         return self.views[(self.names.index(name), layer)]
 
     def default_state(self) -> ViewState:
-        return ViewState(store=self.names[-1], layer=self.layers[0])
+        return ViewState(store=self.names[0], layer=self.layers[0])  # the first store given
 
     def frame_location(self, checkpoint: int, row: int) -> tuple[Path, float] | None:
         """Registered video file and time of a store row's frame (None without video or out of range)."""

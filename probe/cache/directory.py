@@ -9,6 +9,11 @@ Each part is bounded: the frame cache by ``--frame-cache-max``, every other part
 ``$PROBE_CACHE_MAX`` (default 20 GB each). :func:`keep_within` removes a part's least
 recently used entries (files, or directories such as a FAISS index) once it passes its
 limit; readers :func:`touch` what they use, so recency is last use, not creation.
+
+The root carries a ``CACHEDIR.TAG`` (the Cache Directory Tagging spec, https://bford.info/cachedir/:
+backup tools skip the directory), written when the toolkit first writes a part there. Clearing
+deletes only under a directory that is the toolkit's cache: tagged by it, or (a cache of an older
+version, before the tag) holding nothing but the parts and files the toolkit writes.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterable
@@ -23,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from probe.errors import ConfigError
+from probe.sizes import format_bytes
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +47,78 @@ KINDS: dict[str, str] = {
     "dashboard-indexes": "FAISS indexes for the dashboard's neighbour search",
     "dashboard-coverage": "coverage summaries shown by the dashboard",
 }
+
+
+CACHEDIR_TAG = "CACHEDIR.TAG"
+TAG_SIGNATURE = "Signature: 8a477f597d28d172789f06886806bc55"  # fixed by the spec
+TAG_TEXT = (f"{TAG_SIGNATURE}\n# This file is a cache directory tag created by embodiment-probe ('probe cache').\n"
+            "# For information about cache directory tags, see https://bford.info/cachedir/\n")
+
+# what each part holds, for recognising a cache written before the tag (paths relative to the part)
+_HEX = "[0-9a-f]"
+_ENTRIES: dict[str, str] = {
+    "frames": rf"{_HEX}{{2}}/{_HEX}{{64}}\.npy",
+    "graphs": rf"{_HEX}{{24}}\.npz",
+    "projections": rf"{_HEX}{{32}}\.npz",
+    "metrics": rf"{_HEX}{{24}}\.json",
+    "dashboard-indexes": rf"{_HEX}{{16}}-[^/]+/(index\.json|index\.faiss|rows\.npy)",
+    "dashboard-coverage": rf"{_HEX}{{24}}\.json",
+}
+_TEMPORARY = re.compile(r"(.*/)?\.[^/]+\.(tmp|old)-[^/]*(/.*)?")  # an atomic write's temporary, or its leftover
+
+
+def mark_cache_dir(root: str | Path) -> None:
+    """Tag ``root`` as this toolkit's cache directory (``CACHEDIR.TAG``) unless it is already."""
+    tag = Path(root) / CACHEDIR_TAG
+    if tag.is_file():
+        return
+    from probe.atomic import write_text
+
+    try:
+        write_text(tag, TAG_TEXT)
+    except OSError as exc:  # a read-only cache is still read
+        log.debug("could not tag the cache directory '%s': %s", root, exc)
+
+
+def _tagged(root: Path) -> bool:
+    try:
+        with open(root / CACHEDIR_TAG, encoding="utf-8", errors="replace") as fh:
+            text = fh.read(4096)
+    except OSError:
+        return False
+    return text.startswith(TAG_SIGNATURE) and "embodiment-probe" in text
+
+
+def _foreign_entry(root: Path) -> str | None:
+    """The first entry under ``root`` that this toolkit's cache would not hold, or None."""
+    for entry in sorted(root.iterdir()):
+        if entry.name == CACHEDIR_TAG or _TEMPORARY.fullmatch(entry.name):
+            continue
+        if entry.name not in _ENTRIES or not entry.is_dir() or entry.is_symlink():
+            return entry.name
+        pattern = re.compile(_ENTRIES[entry.name])
+        for dirpath, _, names in os.walk(entry):
+            for name in names:
+                rel = os.path.relpath(os.path.join(dirpath, name), entry).replace(os.sep, "/")
+                if not (pattern.fullmatch(rel) or _TEMPORARY.fullmatch(rel) or name == CACHEDIR_TAG):
+                    return f"{entry.name}/{rel}"
+    return None
+
+
+def check_cache_dir(root: str | Path) -> None:
+    """Refuse to clear a directory that is not this toolkit's cache (see the module's docstring)."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"cache directory '{root}' is a file; pass the cache's directory (default "
+                          f"$PROBE_CACHE_DIR or ~/.cache/embodiment-probe)")
+    if not root.is_dir() or _tagged(root):
+        return
+    foreign = _foreign_entry(root)
+    if foreign is not None:
+        raise ConfigError(f"'{root}' is not a probe cache directory: it has no {CACHEDIR_TAG} written by the "
+                          f"toolkit and holds '{foreign}', which the toolkit does not write; nothing was deleted: "
+                          "pass the cache's own directory (default $PROBE_CACHE_DIR or ~/.cache/embodiment-probe)")
+    mark_cache_dir(root)  # an older version's cache: tagged from now on
 
 
 def default_cache_dir() -> Path:
@@ -66,6 +145,9 @@ def cache_usage(root: str | Path | None = None) -> list[CacheUsage]:
     may point at a home directory): they are neither listed nor ever cleared.
     """
     root = Path(root) if root is not None else default_cache_dir()
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"cache directory '{root}' is a file; pass the cache's directory (default "
+                          f"$PROBE_CACHE_DIR or ~/.cache/embodiment-probe)")
     out = []
     for kind in KINDS:
         path = root / kind
@@ -84,18 +166,52 @@ def cache_usage(root: str | Path | None = None) -> list[CacheUsage]:
 
 def clear_cache(kinds: Iterable[str] | None = None, root: str | Path | None = None) -> int:
     """Delete the named parts of the cache (every part of :data:`KINDS` when ``kinds`` is None, nothing
-    else under ``root``); returns the bytes freed."""
+    else under ``root``); returns the bytes really freed.
+
+    Refuses a ``root`` that is not this toolkit's cache (:func:`check_cache_dir`), and fails when
+    nothing could be deleted (a read-only cache); entries that could not be deleted are logged.
+    """
+    root = Path(root) if root is not None else default_cache_dir()
     usage = {u.kind: u for u in cache_usage(root)}
     wanted = list(usage) if kinds is None else list(dict.fromkeys(kinds))
     unknown = [k for k in wanted if k not in usage]
     if unknown:
         raise ConfigError(f"unknown cache part(s) {unknown}; the cache's parts are {sorted(usage)}")
-    freed = 0
+    check_cache_dir(root)
+    failures: list[OSError] = []
     for kind in wanted:
         if usage[kind].path.is_dir():
-            shutil.rmtree(usage[kind].path, ignore_errors=True)
-            freed += usage[kind].bytes
+            _remove_tree(usage[kind].path, failures)
+    after = {u.kind: u.bytes for u in cache_usage(root)}
+    freed = sum(usage[kind].bytes - after[kind] for kind in wanted)
+    if failures:
+        first = failures[0]
+        why = f"{first.strerror or first} ('{first.filename}')"
+        if freed <= 0:
+            raise ConfigError(f"could not delete anything under '{root}': {why}; check the cache directory's "
+                              "permissions (or whether its file system is read-only)")
+        log.warning("freed %s, but %d entries under '%s' could not be deleted (first: %s)", format_bytes(freed),
+                    len(failures), root, why)
     return freed
+
+
+def _remove_tree(path: Path, failures: list[OSError]) -> None:
+    """Delete ``path`` and everything under it, collecting what could not be deleted."""
+    for dirpath, dirnames, filenames in os.walk(path, topdown=False):
+        for name in filenames + dirnames:
+            entry = os.path.join(dirpath, name)
+            try:
+                if os.path.isdir(entry) and not os.path.islink(entry):
+                    os.rmdir(entry)
+                else:
+                    os.unlink(entry)
+            except OSError as exc:
+                failures.append(exc)
+    try:
+        os.rmdir(path)
+    except OSError as exc:
+        if not failures:  # else it is not empty because of them: said already
+            failures.append(exc)
 
 
 def part_limit() -> int:
@@ -129,6 +245,8 @@ def keep_within(part: str | Path, max_bytes: int | None = None, *, keep: str | P
     (default :func:`part_limit`), down to ``PRUNE_TO`` of it; ``keep`` (the entry just written) stays.
     Returns the bytes freed."""
     part = Path(part)
+    if part.is_dir():
+        mark_cache_dir(part.parent)  # every write into a part ends here: the root is the toolkit's cache
     limit = part_limit() if max_bytes is None else int(max_bytes)
     entries = []
     with contextlib.suppress(OSError):

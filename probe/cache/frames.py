@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from probe.atomic import atomic_file
-from probe.cache.directory import remove_if_stale, touch
+from probe.cache.directory import mark_cache_dir, remove_if_stale, touch
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,11 @@ class FrameCache:
     into place, and two writers of one entry write the same bytes.
     """
 
-    def __init__(self, root: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(self, root: str | Path, max_bytes: int = DEFAULT_MAX_BYTES, *, tag: str | Path | None = None) -> None:
         self.root = Path(root).expanduser()
         self.max_bytes = int(max_bytes)
+        self.tag = Path(tag) if tag is not None else None  # the cache root, tagged as such on the first write
+        self._tagged = tag is None
         self.hits = 0
         self.misses = 0
         self._bytes: int | None = None  # running total, scanned on first write
@@ -109,6 +111,9 @@ class FrameCache:
             log.warning("could not write to the frame cache '%s' (%s); frames will be decoded again next time",
                         self.root, exc)
             return
+        if not self._tagged:
+            mark_cache_dir(self.tag)
+            self._tagged = True
         with self._lock:
             if self._bytes is None:
                 self._bytes = self.size_bytes()
@@ -200,7 +205,7 @@ def default_frame_cache(max_bytes: int = DEFAULT_MAX_BYTES) -> FrameCache:
     """The frame cache under the toolkit's cache directory (``$PROBE_CACHE_DIR/frames``)."""
     from probe.cache.directory import default_cache_dir
 
-    return FrameCache(default_cache_dir() / "frames", max_bytes)
+    return FrameCache(default_cache_dir() / "frames", max_bytes, tag=default_cache_dir())
 
 
 def active_frame_cache() -> FrameCache | None:

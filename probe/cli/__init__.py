@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(
             module.NAME,
             help=module.HELP,
-            description=module.HELP,
+            description=module.HELP.replace("%%", "%"),  # help= is %-formatted, a raw description is not
             epilog=f"example:\n  {module.EXAMPLE}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
@@ -75,10 +75,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a path the checks could not foresee (removed, made read-only, a full disk meanwhile)
+        if args.debug:
+            raise
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; partial outputs were removed (rerun to start again, or --resume where offered)",
               file=sys.stderr)
         return 130
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an operating-system error: what failed, on which path, and what to check."""
+    import errno
+
+    what = (exc.strerror or str(exc) or type(exc).__name__).splitlines()[0]
+    paths = " -> ".join(f"'{p}'" for p in (exc.filename, exc.filename2) if p is not None)
+    fix = ("free some disk space or write elsewhere" if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+           else "check the path and permissions")
+    return f"{what}{': ' + paths if paths else ''}; {fix}"
 
 
 if __name__ == "__main__":  # pragma: no cover

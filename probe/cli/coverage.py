@@ -38,8 +38,20 @@ def run(args: argparse.Namespace) -> int:
     from probe.atomic import write_json, write_text
     from probe.measure.coverage import coverage
     from probe.retrieval.index import resolve_layer
+    from probe.errors import ConfigError
     from probe.store.store import open_store
 
+    if args.top < 1:
+        raise ConfigError(f"--top must be a positive number of rows, got {args.top}")
+    if not 0.0 < args.quantile <= 1.0:
+        raise ConfigError(f"--quantile must lie in (0, 1], got {args.quantile}")
+    if args.out:  # every output checked before any work
+        from probe.validate import check_output_path
+
+        out = Path(args.out)
+        check_output_path(out, True, what="coverage JSON")
+        for name in ("stages", "tasks", "episodes", "clips", "samples") if args.csv else ():
+            check_output_path(out.with_name(f"{out.stem}.{name}.csv"), True, what="coverage table")
     store = open_store(args.store)
     layer = resolve_layer(store, args.layer)
     result = coverage(store.latents(layer), a=args.a, b=args.b, metric=args.metric, quantile=args.quantile)
@@ -78,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     has_video = C.VIDEO in result.clips.columns
     if has_video:
         clips.add_column("video (file @ s)", overflow="fold")
-    for _, r in result.clips.head(args.top).iterrows():
+    for _, r in result.clips[result.clips["nearest_to"] > 0].head(args.top).iterrows():  # clips that carry some
         cells = [str(r["rank"]), C.episode_key(r[C.DATASET], r[C.EPISODE]), str(r[C.TASK]), str(r[C.STAGE]),
                  f"{r['start']:.2f}-{r['end']:.2f}", str(r["nearest_to"]), f"{r['share']:.1%}"]
         if has_video:

@@ -19,20 +19,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8050, help="dashboard port on 127.0.0.1 (default 8050); checked first")
 
 
+def serve_command(stores: list[Path], cache: Path) -> list[str]:
+    """The ``probe serve`` command line that opens ``stores`` with the demo's cache (as argv)."""
+    return ["probe", "serve", "--cache", str(cache), *(str(p) for p in stores)]
+
+
 def run(args: argparse.Namespace) -> int:
-    from probe.cli.serve import check_port, launch
+    import shlex
+
+    from probe.cli.serve import check_port, launch, warm
     from probe.console import console, outputs
     from probe.demo.run import DemoConfig, run_demo
 
     if not args.no_serve:
         check_port("127.0.0.1", args.port)  # before minutes of work, not after
     done = run_demo(DemoConfig(out=args.out, size=args.size, overwrite=args.overwrite))
-    outputs({"world": done.world, "stores": Path(args.out) / "stores",
-             "metrics": done.metrics, "index": done.index, "clips": done.clips, "report": done.report},
-            [f"open {done.report}", f"probe serve {' '.join(str(p) for p in done.stores['cotrained'])}"])
+    console.print("[bold]6/6[/] dashboard: maps, nearest-clip indexes, metrics and coverage of every layer "
+                  f"({len(done.dashboard)} checkpoints), cached in {done.cache}")
+    # what `probe serve` computes, computed now into the demo's cache (the same keys: the same
+    # defaults as the printed command), so that the command below starts in seconds
+    warm([str(p) for p in done.dashboard], cache=done.cache, progress=True)
+    outputs({"world": done.world, "stores": Path(args.out) / "stores", "metrics": done.metrics,
+             "index": done.index, "clips": done.clips, "report": done.report, "cache": done.cache},
+            [shlex.join(["open", str(done.report)]), shlex.join(serve_command(done.dashboard, done.cache))])
     if args.no_serve:
         return 0
-    console.print("[bold]6/6[/] dashboard")
     check_port("127.0.0.1", args.port)
-    launch([str(p) for p in done.dashboard], cache=Path(args.out) / "cache", port=args.port)
+    launch([str(p) for p in done.dashboard], cache=done.cache, port=args.port)
     return 0

@@ -1,14 +1,17 @@
-"""probe export: latents, 2-D coordinates and metadata of one layer as a parquet file."""
+"""probe export: latents, 2-D coordinates, neighbours and metadata of one layer as a parquet file."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 
 from probe.console import console, outputs
 
 NAME = "export"
-HELP = "write one layer's points (latents, x/y from UMAP or PCA, metadata) to parquet for pandas or Embedding Atlas"
-EXAMPLE = "probe export probe-demo/stores/cotrained/step-000400 --layer trunk.block3 --out points.parquet"
+HELP = ("write one layer's points (latents, x/y from UMAP or PCA, neighbours, metadata, optional thumbnails) to "
+        "parquet for pandas or Embedding Atlas")
+EXAMPLE = "probe export probe-demo/stores/cotrained/step-001200 --layer trunk.block2 --out points.parquet --thumbnails"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,6 +22,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-points", type=int, default=None, metavar="N",
                    help="export a stratified sample of N points (default: all)")
     p.add_argument("--no-latents", action="store_true", help="leave the latent vectors out (smaller file)")
+    p.add_argument("--neighbors", type=int, default=15, metavar="K",
+                   help="nearest other points listed per point (column 'neighbors', default 15)")
+    p.add_argument("--thumbnails", action="store_true",
+                   help="add each point's video frame as JPEG bytes (column 'thumbnail'; decodes every frame)")
     p.add_argument("--cache", default=None, metavar="DIR",
                    help="cache directory for layouts (default $PROBE_CACHE_DIR or ~/.cache/embodiment-probe)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -30,11 +37,15 @@ def run(args: argparse.Namespace) -> int:
 
     result = export_points(args.store, args.layer, args.out,
                            projection=ProjectionConfig(method=args.projection, max_points=args.max_points),
-                           cache_dir=args.cache, include_latents=not args.no_latents, overwrite=args.overwrite,
-                           progress=True)
+                           cache_dir=args.cache, include_latents=not args.no_latents, neighbors=args.neighbors,
+                           thumbnails=args.thumbnails, overwrite=args.overwrite, progress=True)
     layout = result.layout
     console.print(f"{result.rows} points, {layout.note}")
+    path = str(result.path)
+    atlas = ["embedding-atlas", path, "--x", "x", "--y", "y", "--neighbors", "neighbors", "--text", "text"]
     outputs({"points": result.path},
-            [f"python -c \"import pandas as pd; print(pd.read_parquet('{result.path}').head())\"",
-             f"embedding-atlas {result.path} --x x --y y"])
+            [shlex.join(["python", "-c", f"import pandas as pd; print(pd.read_parquet({json.dumps(path)}).head())"]),
+             shlex.join(atlas + (["--image", "thumbnail"] if args.thumbnails else []))])
+    console.print("Embedding Atlas draws its map with WebGPU: open it in a browser that has WebGPU with the "
+                  "shader-f16 feature (e.g. a recent Chrome or Edge)")
     return 0

@@ -7,7 +7,7 @@ import argparse
 from probe.console import console
 
 NAME = "info"
-HELP = "describe a latent store: samples per embodiment, tasks, stages, layers, provenance"
+HELP = "describe a latent store: samples per embodiment, tasks, stages, layers, provenance, dataset roots"
 EXAMPLE = "probe info probe-demo/stores/cotrained/step-000400"
 
 
@@ -19,6 +19,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from probe import columns as C
+    from probe.store.media import VideoPaths
     from probe.store.store import open_store
 
     store = open_store(args.store)
@@ -40,6 +41,14 @@ def run(args: argparse.Namespace) -> int:
         for key in ("source", "checkpoint", "step", "adapter"):
             if key in prov:
                 console.print(f"{key}: {prov[key]}")
+    videos = VideoPaths(store)
+    if videos.roots:  # the names --data-root takes, and where each dataset's videos are looked for
+        datasets = Table("dataset", "root (videos are read from here; move with --data-root NAME=PATH)")
+        for name, entry in videos.roots.items():
+            datasets.add_row(name, str(entry.root) if entry.root is not None else "—")
+        console.print(datasets)
+    for line in videos.warnings:
+        console.print(f"[yellow]warning:[/] {line}")
     for warning in store.manifest.get("warnings", []):
         console.print(f"[yellow]warning:[/] {warning}")
     return 0

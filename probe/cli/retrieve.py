@@ -40,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--export-clips", metavar="DIR", help="write the clips (mp4), a contact sheet PNG and captions")
     p.add_argument("--out", help="--eval: also write the scores to this JSON file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --export-clips directory")
+    p.add_argument("--data-root", action="append", default=[], metavar="NAME=PATH",
+                   help="--export-clips: dataset NAME (a value of the store's 'dataset' column) now lives in PATH "
+                        "(repeatable); videos are read only from inside the datasets' roots")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
 
 
@@ -83,8 +86,9 @@ def _query(args: argparse.Namespace, retriever):
     return None, ids, info
 
 
-def _query_image(retriever, info: dict):
-    """The query's frame for the contact sheet: from the store's video, or the observation's image."""
+def _query_image(retriever, info: dict, videos):
+    """The query's frame for the contact sheet: from the store's video (``videos``: its VideoPaths), or the
+    observation's image."""
     from probe import columns as C
 
     if "image" in info:
@@ -93,11 +97,12 @@ def _query_image(retriever, info: dict):
     if "store_row" not in info or C.VIDEO not in meta.columns or C.VIDEO_TIMESTAMP not in meta.columns:
         return None
     row = meta.iloc[info["store_row"]]
-    if not isinstance(row[C.VIDEO], str) or not row[C.VIDEO]:
+    path = videos.path(row[C.VIDEO], row[C.DATASET])
+    if path is None:
         return None
     from probe.retrieval.clips import read_frame
 
-    return read_frame(row[C.VIDEO], float(row[C.VIDEO_TIMESTAMP]))
+    return read_frame(path, float(row[C.VIDEO_TIMESTAMP]))
 
 
 def _records(df) -> list[dict]:
@@ -144,6 +149,17 @@ def run(args: argparse.Namespace) -> int:
     from probe.errors import ConfigError
     from probe.retrieval.retriever import Retriever
 
+    if args.data_root and not args.export_clips:
+        raise ConfigError("--data-root only applies to --export-clips (where clip videos are read); drop it or add "
+                          "--export-clips DIR")
+    from probe.validate import check_output_path
+
+    if args.out:  # every output checked before any work
+        check_output_path(args.out, True, what="scores JSON")
+    if args.export_clips:
+        from probe.retrieval.clips import CLIPS_KIND
+
+        check_output_path(args.export_clips, args.overwrite, kind=CLIPS_KIND)
     retriever = Retriever.open(args.index, args.store)
     if args.eval:
         if args.episode is not None or args.sample_id or args.query_file:
@@ -156,11 +172,15 @@ def run(args: argparse.Namespace) -> int:
     exported = None
     if args.export_clips:
         from probe.retrieval.clips import export_clips
+        from probe.store.media import VideoPaths, check_data_roots, parse_data_roots
 
-        queries = [{"image": _query_image(retriever, q),
+        roots = parse_data_roots(args.data_root)
+        check_data_roots(roots, [retriever.store])
+        videos = VideoPaths(retriever.store, roots)
+        queries = [{"image": _query_image(retriever, q, videos),
                     "caption": " ".join(f"{k}={v}" for k, v in q.items() if k != "image")} for q in info]
         exported = export_clips(results, args.export_clips, queries=queries, overwrite=args.overwrite,
-                                progress=not args.json)
+                                progress=not args.json, videos=videos)
     if args.json:
         payload = {"index": str(retriever.index.path), "layer": retriever.layer,
                    "queries": [{k: v for k, v in q.items() if k != "image"} for q in info],

@@ -17,7 +17,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "in training order")
     p.add_argument("--layer", action="append", default=None,
                    help="layer to prepare (repeat for several; default: every layer the stores share)")
-    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to bind (default 127.0.0.1: this machine only). Requests must name this machine "
+                        "in their Host header: localhost, 127.0.0.1, ::1 or the bound address; with 0.0.0.0 also "
+                        "this machine's host name and any IP address. Other names are refused (400), so a web page "
+                        "cannot reach the dashboard by DNS rebinding")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="also accept requests naming NAME in their Host header, on any port (e.g. the name a "
+                        "reverse proxy or your LAN uses for this machine; repeatable)")
+    p.add_argument("--data-root", action="append", default=[], metavar="NAME=PATH",
+                   help="dataset NAME (a value of the store's 'dataset' column) now lives in PATH: its videos are read "
+                        "from there (repeatable). Videos are served only from inside the datasets' roots")
     p.add_argument("--port", type=int, default=8050, help="port (default 8050)")
     p.add_argument("--max-points", type=int, default=200_000,
                    help="at most this many points per map (a fixed subsample by sample id; default 200000)")
@@ -50,11 +60,21 @@ def launch(stores: list[str], **options: Any) -> None:
     serve(stores, **options)
 
 
+def warm(stores: list[str], **options: Any) -> None:
+    """Compute everything the dashboard shows for ``stores`` into its cache (``cache=``), without serving: a
+    later ``probe serve`` with the same stores and options reads it all back (``probe demo`` does this)."""
+    from dashboard.state.loading import prepare
+
+    prepare(stores, **options)
+
+
 def run(args: argparse.Namespace) -> int:
     check_port(args.host, args.port)
     from probe.cache.directory import default_cache_dir
+    from probe.store.media import parse_data_roots
 
     launch(args.stores, host=args.host, port=args.port, layers=args.layer,
+           data_roots=parse_data_roots(args.data_root), allow_hosts=tuple(args.allow_host),
            debug=bool(getattr(args, "debug", False)), max_points=args.max_points,
            cache=Path(args.cache) if args.cache else default_cache_dir(), k=args.neighbours,
            method=args.projection, progress=True)

@@ -4,11 +4,16 @@
 outputs, including the stores the dashboard should open (``probe demo`` then serves
 them). Every stage reuses what an earlier run left (the world and checkpoints by config
 hash, stores and indexes by path), so a second run is fast; ``overwrite`` redoes it.
+
+Everything the demo writes stays under ``out``, caches included: decoded frames, kNN
+graphs, layouts and metric results go to ``out/cache`` (:func:`demo_cache`), never to
+``$PROBE_CACHE_DIR`` or the home directory; ``probe serve --cache out/cache ...`` reads them.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,9 +59,34 @@ class DemoOutputs:
     clips: Path | None = None
     report: Path | None = None
     dashboard: list[Path] = field(default_factory=list)
+    cache: Path | None = None
 
 
-def _extract_recipe(world, recipe: str, out: Path, overwrite: bool, progress: bool) -> list[Path]:
+def demo_cache(out: str | Path) -> Path:
+    """The demo's cache directory, ``out/cache`` (a toolkit cache directory: see :mod:`probe.cache.directory`)."""
+    return Path(out) / "cache"
+
+
+def _keep_numba_cache_in(cache: Path) -> None:
+    """Point numba's cache of compiled UMAP functions into ``cache/numba`` where it would go to the home
+    directory (``~/.cache/numba``: numba's fallback when the installed packages cannot be written to).
+
+    Only before numba is first imported, and never over a ``$NUMBA_CACHE_DIR`` the user set.
+    """
+    import importlib.util
+    import sys
+
+    if "NUMBA_CACHE_DIR" in os.environ or "numba" in sys.modules:
+        return
+    for package in ("umap", "pynndescent"):
+        spec = importlib.util.find_spec(package)
+        where = Path(spec.origin).parent if spec is not None and spec.origin else None
+        if where is not None and not os.access(where, os.W_OK):
+            os.environ["NUMBA_CACHE_DIR"] = str(cache / "numba")
+            return
+
+
+def _extract_recipe(world, recipe: str, out: Path, cache: Path, overwrite: bool, progress: bool) -> list[Path]:
     from probe.extraction.config import ExtractConfig, PassConfig
     from probe.model.config import ModelConfig
     from probe.extraction.run import extract
@@ -74,7 +104,7 @@ def _extract_recipe(world, recipe: str, out: Path, overwrite: bool, progress: bo
                            out=str(out),
                            overwrite=True,
                            model=ModelConfig(layers=DEMO_LAYERS),
-                           passes=PassConfig(batch_size=256))
+                           passes=PassConfig(batch_size=256, frame_cache=str(cache / "frames")))
     stores = extract(config, progress=progress)
     stores = stores if isinstance(stores, list) else [stores]
     return [s.path for s in stores]
@@ -110,7 +140,8 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoOutputs:
 
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
-    done = DemoOutputs()
+    done = DemoOutputs(cache=demo_cache(out))
+    _keep_numba_cache_in(done.cache)
     console.print(f"[bold]probe demo[/] -> {out.resolve()}  (size {config.size})")
 
     console.print("[bold]1/6[/] world: generate human and robot datasets, train co-trained and robot-only policies")
@@ -123,14 +154,15 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoOutputs:
 
     console.print(f"[bold]2/6[/] extract latents of {', '.join(DEMO_LAYERS)} for every checkpoint")
     for recipe in world.checkpoints:
-        done.stores[recipe] = _extract_recipe(world, recipe, out / "stores" / recipe, config.overwrite, True)
+        done.stores[recipe] = _extract_recipe(world, recipe, out / "stores" / recipe, done.cache, config.overwrite,
+                                              True)
         console.print(f"  stores {recipe}: {out / 'stores' / recipe}")
 
     console.print(f"[bold]3/6[/] alignment metrics of every checkpoint ({HEADLINE_LAYER})")
     from probe.measure.suite import evaluate, interactive_config, write_metrics_json
 
     all_stores = [p for paths in done.stores.values() for p in paths]
-    records = evaluate(all_stores, layers=HEADLINE_LAYER, config=interactive_config(), cache_dir=out / "cache",
+    records = evaluate(all_stores, layers=HEADLINE_LAYER, config=interactive_config(), cache_dir=done.cache,
                        progress=True)
     done.metrics = write_metrics_json(out / "metrics.json", records)
     _print_metrics(records)
@@ -143,11 +175,12 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoOutputs:
     from probe.report.config import ReportConfig
 
     report = build_report(all_stores, out / "report",
-                          ReportConfig(overwrite=True, headline_layer=HEADLINE_LAYER, cache_dir=out / "cache",
+                          ReportConfig(overwrite=True, headline_layer=HEADLINE_LAYER, cache_dir=done.cache,
                                        eval_config=interactive_config()), progress=True)
     done.report = report.out / "report.html"
-    cotrained = done.stores["cotrained"]
-    done.dashboard = [*cotrained[:: max(1, len(cotrained) // 3)], done.stores["robot-only"][-1]]
+    cotrained = done.stores["cotrained"]  # first, middle and last co-trained checkpoints, and robot-only's last
+    picked = sorted({round(i * (len(cotrained) - 1) / 2) for i in range(3)})
+    done.dashboard = [*(cotrained[i] for i in picked), done.stores["robot-only"][-1]]
     return done
 
 
@@ -158,6 +191,7 @@ def _retrieval(store_path: Path, out: Path, overwrite: bool) -> tuple[Path, Path
     from probe.retrieval.clips import export_clips
     from probe.retrieval.index import build_index
     from probe.retrieval.retriever import Retriever
+    from probe.store.media import VideoPaths
     from probe.store.store import open_store
 
     store = open_store(store_path)
@@ -178,5 +212,8 @@ def _retrieval(store_path: Path, out: Path, overwrite: bool) -> tuple[Path, Path
         for _, r in results[results["query"] == i].iterrows():
             console.print(f"    human episode {r['episode']} {r['start']:.1f}-{r['end']:.1f}s  "
                           f"{r['task']} / {r['stage']}  score {r['score']:.3f}")
-    clips = export_clips(results, out / "clips", overwrite=True)
+    captions = [{"caption": f"robot {p[C.TASK]} / {p[C.STAGE]} (episode {p[C.EPISODE]}, frame {p[C.FRAME]})"}
+                for p in picks]
+    # the query tiles show each robot frame, read from the store's videos
+    clips = export_clips(results, out / "clips", queries=captions, overwrite=True, videos=VideoPaths(store))
     return index_dir, clips.sheet or clips.directory

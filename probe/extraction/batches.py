@@ -88,18 +88,22 @@ def concat_batches(parts: Sequence[Any]) -> Any:
     )
 
 
+SKIP_HINT = "repair or remove the episode, or pass --skip-bad-episodes to skip it with a warning"
+
+
 def read_work(opened: OpenedData, rows: pd.DataFrame, *, images: bool, size: tuple[int, int] | None,
-              skip_bad: bool, bad: set[tuple[int, int]] | None = None) -> Work:
+              skip_bad: bool, bad: set[tuple[int, int]] | None = None, fix: str = SKIP_HINT) -> Work:
     """Read the frames of ``rows`` (one dataset), episode by episode.
 
     ``bad`` collects ``(dataset, episode)`` pairs already skipped, so that later
-    batches of a bad episode are dropped without trying again.
+    batches of a bad episode are dropped without trying again. ``fix`` ends the error
+    raised for an unreadable episode (without ``skip_bad``): what the caller can do.
     """
     d = int(rows[DATASET_INDEX].iloc[0])
     bad = set() if bad is None else bad
     batch, keep, skipped = read_frames(opened.datasets[d], opened.names[d], rows[C.EPISODE].to_numpy(np.int64),
                                        rows[C.FRAME].to_numpy(np.int64), images=images, size=size,
-                                       skip_bad=skip_bad, bad={e for (b, e) in bad if b == d})
+                                       skip_bad=skip_bad, bad={e for (b, e) in bad if b == d}, fix=fix)
     for episode, msg in skipped:
         log.warning("%s; skipped (--skip-bad-episodes)", msg)
         bad.add((d, episode))
@@ -117,7 +121,8 @@ def work_of(d: int, rows: pd.DataFrame, batch: Any, keep: np.ndarray,
 
 def read_frames(ds: Any, name: str, episodes: np.ndarray, frames: np.ndarray, *, images: bool,
                 size: tuple[int, int] | None, skip_bad: bool,
-                bad: set[int] | frozenset[int] = frozenset()) -> tuple[Any, np.ndarray, list[tuple[int, str]]]:
+                bad: set[int] | frozenset[int] = frozenset(),
+                fix: str = SKIP_HINT) -> tuple[Any, np.ndarray, list[tuple[int, str]]]:
     """Read ``frames`` of ``episodes`` (parallel arrays, one dataset ``ds`` named ``name``), episode by episode.
 
     Returns ``(batch, keep, skipped)``: one :class:`~probe.readers.base.Batch` (None
@@ -142,8 +147,7 @@ def read_frames(ds: Any, name: str, episodes: np.ndarray, frames: np.ndarray, *,
             msg = (f"dataset '{name}' episode {episode}: cannot read frames "
                    f"{int(wanted[0])}..{int(wanted[-1])} ({type(exc).__name__}: {exc})")
             if not skip_bad:
-                raise DataError(f"{msg}; repair or remove the episode, or pass --skip-bad-episodes "
-                                "to skip it with a warning") from exc
+                raise DataError(f"{msg}; {fix}") from exc
             skipped.append((episode, msg))
             continue
         parts.append(batch)

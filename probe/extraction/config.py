@@ -7,6 +7,7 @@ and the passes' (:class:`PassConfig`). Each part validates itself; each stage ta
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from enum import Enum
@@ -157,6 +158,22 @@ class ExtractConfig:
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite exclude each other: resume continues a run, "
                               "overwrite starts again")
+
+    def resume_key(self, checkpoint_sha256: str, opened: Any) -> dict[str, Any]:
+        """Everything that determines a checkpoint's rows: its weights, the model, layers and pooling, the
+        adapter, the sampling and the data (``opened``: the :class:`~probe.extraction.samples.OpenedData`).
+
+        The staging writer and the store's provenance record it; ``resume`` refuses a staged run or a
+        complete store whose key differs, so a store never mixes rows of two checkpoints or option sets.
+        """
+        m = self.model
+        return {"checkpoint": {"sha256": checkpoint_sha256, "model": m.model, "model_kwargs": dict(m.model_kwargs)},
+                "layers": sorted(m.layers), "pooling": {"pool": m.pool, "layer_pooling": dict(m.layer_pooling)},
+                "adapter": {"spec": m.adapter, "kwargs": dict(m.adapter_kwargs)}, "embed": m.embed,
+                "autocast": m.autocast, "sampling": dataclasses.asdict(self.sampling),
+                "data": [{"name": name, "embodiment": emb, "fingerprint": ds.info.fingerprint,
+                          "path": str(Path(ds.info.path).resolve()) if ds.info.path else ""}
+                         for ds, name, emb in zip(opened.datasets, opened.names, opened.embodiments)]}
 
 
 def parse_json_kwargs(text: str | None, option: str) -> dict[str, Any]:

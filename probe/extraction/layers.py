@@ -38,7 +38,9 @@ def layer_table(checkpoint: str, *, model: str | None = None, model_kwargs: Mapp
         opened = open_data([data_spec(data)], SamplingConfig(max_frames=2, max_episodes=1))
         rows = opened.samples.iloc[:2]
         work = read_work(opened, rows, images=bool(getattr(ad, "needs_images", True)),
-                         size=getattr(ad, "image_size", None), skip_bad=False)
+                         size=getattr(ad, "image_size", None), skip_bad=False,
+                         fix="repair that episode, or pass --data a dataset whose first episode reads "
+                             "(or --input-shape instead of --data)")
         inputs = ad.prepare(work.batch, work.meta, opened.embodiments[0], dev)
     else:
         example = getattr(ad, "example", None)

@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from probe import columns as C
-from probe.extraction.samples import DATASET_INDEX, ROW, OpenedData
+from probe.extraction.samples import DATASET_INDEX, ROW, OpenedData, dataset_provenance
 from probe.extraction.batches import batches_of, prefetch, read_work
 from probe.sizes import format_bytes
 from probe.errors import DataError, ProbeError
 from probe.model.extractor import Extractor
 from probe.extraction.readpool import default_read_workers, read_ahead
-from probe.store.store import Store, StoreWriter
+from probe.store.store import STORE_KIND, Store, StoreWriter
 from probe.validate import check_output_path
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ class CheckpointRun:
 
     def fail(self, error: ProbeError) -> None:
         """Record ``error`` and drop everything this checkpoint wrote (nothing half-written)."""
-        log.error("checkpoint '%s' failed: %s", self.checkpoint, error)
+        log.info("checkpoint '%s' failed: %s", self.checkpoint, error)  # the final error names every failure
         self.error = error
         if self.writer is not None:
             self.writer.abort()
@@ -123,9 +123,7 @@ def provenance(config: ExtractConfig, opened: OpenedData, extractor: Extractor, 
         "tool": "probe extract",
         "checkpoint": extractor.loaded.provenance() | ({"model_kwargs": dict(config.model.model_kwargs)}
                                                        if config.model.model_kwargs else {}),
-        "datasets": [{"name": n, "path": str(ds.info.path), "embodiment": e, "format": str(ds.info.format.value),
-                      "fingerprint": ds.info.fingerprint, "fps": float(ds.info.fps)}
-                     for ds, n, e in zip(opened.datasets, opened.names, opened.embodiments)],
+        "datasets": [dataset_provenance(opened, i) for i in range(len(opened.datasets))],
         "adapter": {"name": adapter_name(config.model.adapter, extractor.adapter), "options": options},
         "embed": config.model.embed,
         "layers": extractor.pooling(),
@@ -153,11 +151,18 @@ def run_pass(config: ExtractConfig, opened: OpenedData, runs: Sequence[Checkpoin
     writer so that ``resume`` continues where it stopped.
     """
     engine = str(config.passes.engine)
-    for run in runs:
-        run.writer = StoreWriter(_staging(run.path), opened.meta,
-                                 provenance=provenance(config, opened, run.extractor, engine),
-                                 overwrite=True, resume=config.resume)
-        run.writer.warnings.extend(w for w in opened.warnings if w not in run.writer.warnings)
+    try:  # a resume refused (other options) or a full disk: drop the staging just begun, keep resumable ones
+        for run in runs:
+            run.writer = StoreWriter(_staging(run.path), opened.meta,
+                                     provenance=provenance(config, opened, run.extractor, engine),
+                                     overwrite=True, resume=config.resume,
+                                     resume_key=config.resume_key(run.extractor.loaded.sha256, opened))
+            run.writer.warnings.extend(w for w in opened.warnings if w not in run.writer.warnings)
+    except BaseException:
+        for run in runs:
+            if run.writer is not None and not run.writer.resumed:
+                run.writer.abort()
+        raise
     try:
         if engine == "ray":
             from probe.extraction.ray_engine import run_ray
@@ -365,7 +370,7 @@ def _publish(staged: Store, path: Path, opened: OpenedData, skipped: Mapping[tup
     from probe.atomic import replace_dir
 
     if not skipped:
-        check_output_path(path, overwrite, what="store")
+        check_output_path(path, overwrite, kind=STORE_KIND)
         replace_dir(staged.path, path)
         return dataclasses.replace(staged, path=path)  # opened and checked by commit() a moment ago
     samples = opened.samples

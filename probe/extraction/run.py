@@ -11,6 +11,7 @@ appears whole or not at all.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,8 +23,9 @@ from probe.errors import ConfigError, ProbeError
 from probe.cache.frames import frame_cache_for, use_frame_cache
 from probe.extraction.config import ExtractConfig
 from probe.model.config import resolve_device
-from probe.store.store import Store, open_store
-from probe.validate import check_output_path
+from probe.lock import exclusive
+from probe.store.store import STORE_KIND, Store, open_store
+from probe.validate import check_output_location, check_output_path, check_same_options
 
 log = logging.getLogger(__name__)
 
@@ -71,16 +73,40 @@ def _checkpoint_names(checkpoints: Sequence[str]) -> list[str]:
 
 
 
-def _complete_store(config: ExtractConfig, path: Path, opened: OpenedData) -> Store | None:
-    """With ``resume``, a finished store of the same samples and layers (kept); else None."""
+def lock_path(path: Path) -> Path:
+    """The lock file a run holds while it stages and publishes the store at ``path`` (beside its staging)."""
+    return path.with_name(f".{path.name}.lock")
+
+
+def _complete_store(config: ExtractConfig, checkpoint: str, path: Path, opened: OpenedData) -> Store | None:
+    """With ``resume``, a finished store of the same checkpoint, options, data and samples (kept); else None."""
     if not (config.resume and (path / "manifest.json").exists()):
         return None
+    from probe.model.checkpoints import checkpoint_sha256
+
     store = open_store(path)
-    if store.meta[C.SAMPLE_ID].tolist() == opened.meta[C.SAMPLE_ID].tolist() and set(config.model.layers) <= set(store.layers):
-        log.info("store '%s' is already complete; nothing to resume", path)
-        return store
-    raise ConfigError(f"store '{path}' exists and is complete but holds other samples or layers; "
-                      "pass --overwrite to replace it or choose another --out")
+    fix = "pass --overwrite (without --resume) to replace it, or choose another --out"
+    check_same_options(store.provenance.get("resume_key"),
+                       config.resume_key(checkpoint_sha256(checkpoint, model=config.model.model), opened),
+                       what=f"the complete store '{path}'", fix=fix)
+    if store.meta[C.SAMPLE_ID].tolist() != opened.meta[C.SAMPLE_ID].tolist():
+        raise ConfigError(f"cannot resume: the complete store '{path}' holds other samples; {fix}")
+    log.info("store '%s' is already complete; nothing to resume", path)
+    return store
+
+
+def _check_outputs(config: ExtractConfig, paths: Sequence[Path]) -> None:
+    """Every store path checked before any work (writable, not a user's folder, not a file)."""
+    out = Path(config.out)
+    if len(paths) > 1:
+        check_output_location(out, "directory of stores")
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out '{config.out}' is a file; with several checkpoints it must be a directory")
+        if STORE_KIND.holds(out):
+            raise ConfigError(f"--out '{config.out}' is a store; with several checkpoints it is a directory "
+                              "holding one store per checkpoint: choose another --out")
+    for path in paths:  # with --resume an existing store is compared, later; anything else there is refused
+        check_output_path(path, config.overwrite or config.resume, kind=STORE_KIND)
 
 
 def extract(config: ExtractConfig, progress: bool = False) -> Store | list[Store]:
@@ -104,26 +130,29 @@ def extract(config: ExtractConfig, progress: bool = False) -> Store | list[Store
 
 
 def _extract(config: ExtractConfig, progress: bool) -> Store | list[Store]:
-    from probe.extraction.budget import pass_budget
-    from probe.extraction.passes import plan_passes, run_pass
-
     names = _checkpoint_names(config.checkpoints)
     paths = store_paths(config, names)
-    if len(paths) > 1 and Path(config.out).exists() and not Path(config.out).is_dir():
-        raise ConfigError(f"--out '{config.out}' is a file; with several checkpoints it must be a directory")
-    if not config.resume:
-        for path in paths:
-            check_output_path(path, config.overwrite, what="store")
+    _check_outputs(config, paths)
     from probe.model.checkpoints import check_checkpoint
 
     for checkpoint in config.checkpoints:  # a broken one among many fails now, not passes later
         check_checkpoint(checkpoint, model=config.model.model)
+    with contextlib.ExitStack() as locks:  # one run at a time stages and publishes each store
+        for path in paths:
+            locks.enter_context(exclusive(lock_path(path), what=f"store '{path}'"))
+        return _extract_locked(config, paths, progress)
+
+
+def _extract_locked(config: ExtractConfig, paths: Sequence[Path], progress: bool) -> Store | list[Store]:
+    from probe.extraction.budget import pass_budget
+    from probe.extraction.passes import plan_passes, run_pass
+
     opened = open_data(config.data, config.sampling, skip_bad_episodes=config.skip_bad_episodes,
                        progress=progress)
     stores: dict[int, Store] = {}
     todo = []
     for i, (checkpoint, path) in enumerate(zip(config.checkpoints, paths)):
-        done = _complete_store(config, Path(path), opened)
+        done = _complete_store(config, checkpoint, Path(path), opened)
         if done is not None:
             stores[i] = done
         else:

@@ -7,6 +7,7 @@ import logging
 import os
 from dataclasses import dataclass
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,6 +16,7 @@ import pandas as pd
 from probe import columns as C
 from probe.errors import DataError
 from probe.extraction.sampling import SamplingConfig, sample_frames
+from probe.store.media import dataset_root, media_roots, store_video
 
 if TYPE_CHECKING:
     from probe.extraction.config import DataSpec
@@ -76,6 +78,21 @@ def open_data(data: Sequence[DataSpec], sampling: SamplingConfig = SamplingConfi
     return OpenedData(tuple(datasets), tuple(embodiments), tuple(names), samples, tuple(warnings))
 
 
+def dataset_provenance(opened: OpenedData, i: int) -> dict[str, Any]:
+    """A dataset's entry of the provenance: its name and absolute ``root`` (rows' videos are relative to it)."""
+    ds = opened.datasets[i]
+    root = dataset_root(ds.info.path)
+    entry = {"name": opened.names[i], "path": str(Path(ds.info.path).resolve()) if ds.info.path else "",
+             "root": str(root) if root is not None else None, "embodiment": opened.embodiments[i],
+             "format": str(ds.info.format.value), "fingerprint": ds.info.fingerprint, "fps": float(ds.info.fps)}
+    if root is not None and C.VIDEO in opened.samples.columns:
+        videos = opened.samples.loc[opened.samples[DATASET_INDEX] == i, C.VIDEO].astype(str).unique()
+        extra = media_roots(root, videos)
+        if extra:  # videos reached through symlinks (e.g. a Hugging Face cache's blobs/) or kept elsewhere
+            entry["media_roots"] = extra
+    return entry
+
+
 def _open(spec: DataSpec, skip_bad: bool) -> Any:
     from probe.readers.base import Format
     from probe.readers import detect_format, open_dataset
@@ -83,6 +100,15 @@ def _open(spec: DataSpec, skip_bad: bool) -> Any:
     fmt = detect_format(spec.path)
     options = {"skip_bad_episodes": True} if skip_bad and fmt in (Format.LEROBOT_V2, Format.LEROBOT_V3) else {}
     return open_dataset(spec.path, embodiment=spec.embodiment, format=fmt, **options)
+
+
+def _roots(path: str) -> list[Path]:
+    """The dataset's root as given (made absolute) and resolved: a video below either is recorded relative to it."""
+    root = dataset_root(path)
+    if root is None:
+        return []
+    given = Path(os.path.abspath(path))
+    return [given.parent if given.is_file() else given, root]
 
 
 def _dataset_samples(ds: Any, index: int, name: str, embodiment: str, sampling: SamplingConfig,
@@ -131,9 +157,10 @@ def _dataset_samples(ds: Any, index: int, name: str, embodiment: str, sampling: 
     total = len(columns[C.SAMPLE_ID])
     columns[C.EMBODIMENT] = np.full(total, embodiment, dtype=object)
     columns[C.DATASET] = np.full(total, name, dtype=object)
-    if C.VIDEO in columns:  # absolute, so that clips and thumbnails resolve from any working directory
+    if C.VIDEO in columns:  # relative to the dataset's root (in the provenance): a moved dataset can be re-pointed
         paths, inverse = np.unique(columns[C.VIDEO].astype(str), return_inverse=True)
-        columns[C.VIDEO] = np.array([os.path.abspath(v) if v else "" for v in paths], dtype=object)[inverse.reshape(-1)]
+        roots = _roots(ds.info.path)
+        columns[C.VIDEO] = np.array([store_video(v, roots) for v in paths], dtype=object)[inverse.reshape(-1)]
     columns[DATASET_INDEX] = np.full(total, index, dtype=np.int64)
     order = [C.SAMPLE_ID, C.EMBODIMENT, C.DATASET, C.EPISODE, C.FRAME, C.TIMESTAMP, C.TASK, C.STAGE, C.PROGRESS,
              C.STAGE_PROGRESS, C.VIDEO, C.VIDEO_TIMESTAMP, DATASET_INDEX]

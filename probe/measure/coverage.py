@@ -169,11 +169,15 @@ class CoverageResult:
                          f"{1 - self.quantile:.0%} of states lie beyond the threshold in any stage"
                          if self.stages["share_beyond"].max() <= 1 - self.quantile else
                          f"no stage stands out; {self.share_beyond:.0%} of {self.b} states lie beyond the threshold")
-        if len(self.clips):
+        if len(self.clips) and self.clips["nearest_to"].iloc[0] > 0:
             c = self.clips.iloc[0]
+            n = int(c["nearest_to"])
             lines.append(f"the {self.a} clip carrying the most transfer is {c[C.DATASET]} episode {c[C.EPISODE]}, "
-                         f"stage '{c[C.STAGE]}' ({c['start']:.2f}-{c['end']:.2f}s): nearest {self.a} clip to "
-                         f"{c['nearest_to']} {self.b} states")
+                         f"stage '{c[C.STAGE]}' ({c['start']:.2f}-{c['end']:.2f}s): the nearest {self.a} clip to "
+                         f"{n} covered {self.b} state{'' if n == 1 else 's'}")
+        elif len(self.clips):
+            lines.append(f"no {self.a} clip carries transfer yet: every one of the {len(self.samples)} {self.b} "
+                         f"states lies beyond the threshold, so none has a {self.a} match")
         return lines
 
     def to_dict(self, *, samples: bool = False) -> dict[str, Any]:

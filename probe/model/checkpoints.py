@@ -298,6 +298,11 @@ def check_checkpoint(checkpoint: str | Path, *, model: str | None = None) -> Non
                                       "truncated (still being written?) or corrupt: re-save it")
 
 
+def checkpoint_sha256(checkpoint: str | Path, *, model: str | None = None) -> str:
+    """The ``sha256`` its :class:`LoadedModel` reports (of the weight file), without loading the checkpoint."""
+    return file_sha256(_locate(Path(checkpoint), model)[0])
+
+
 
 
 def _load_torchscript(path: Path, weights: Path, device: str) -> LoadedModel:

@@ -25,7 +25,7 @@ WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "net
 # prefixes added by DataParallel / DistributedDataParallel and torch.compile
 STRIP_PREFIXES = ("module.", "_orig_mod.")
 STEP_KEYS = ("step", "global_step", "train_step", "training_step", "iteration")
-_DIFF_SHOWN = 8
+_DIFF_SHOWN = 3
 
 
 def config_step(config: Mapping[str, Any]) -> int | None:
@@ -139,8 +139,12 @@ def state_dict_diff(expected: Mapping[str, Any], got: Mapping[str, Any]) -> tupl
     return missing, unexpected, shapes
 
 
-def fit_state_dict(module: Any, state: Mapping[str, Any], *, source: str = "checkpoint") -> None:
-    """Load ``state`` into ``module`` strictly; any mismatch raises a readable :class:`CheckpointError`."""
+MODEL_FIX = "check that --model and --model-kwargs build the architecture the checkpoint was saved from"
+
+
+def fit_state_dict(module: Any, state: Mapping[str, Any], *, source: str = "checkpoint", fix: str = MODEL_FIX) -> None:
+    """Load ``state`` into ``module`` strictly; any mismatch raises a readable :class:`CheckpointError`
+    (one line: counts, the first few keys of each kind, then ``fix``)."""
     expected = module.state_dict()
     missing, unexpected, shapes = state_dict_diff(expected, state)
     if missing or unexpected or shapes:
@@ -152,7 +156,6 @@ def fit_state_dict(module: Any, state: Mapping[str, Any], *, source: str = "chec
                 parts.append(f"{len(items)} {label}: {', '.join(items[:_DIFF_SHOWN])}{more}")
         raise CheckpointError(
             f"checkpoint '{source}' does not fit the model ({len(expected)} tensors in the model, "
-            f"{len(state)} in the checkpoint); " + "; ".join(parts) +
-            "; check that --model and --model-kwargs build the architecture the checkpoint was saved from"
+            f"{len(state)} in the checkpoint); " + "; ".join(parts) + f"; {fix}"
         )
     module.load_state_dict(dict(state), strict=True)

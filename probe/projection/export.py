@@ -1,10 +1,20 @@
 """``probe export``: one parquet file of points (latents, 2-D coordinates, metadata) for other tools.
 
-The file opens directly in pandas (``pd.read_parquet``) and Embedding Atlas
-(``embedding-atlas points.parquet --x x --y y``): one row per laid-out sample with
-every metadata column, ``x`` / ``y`` from the projection, ``row`` (the store row)
-and the latent vector as a list column (``vector``). File-level metadata records
-the store fingerprint, layer, projection method, trustworthiness and sampling.
+The file opens directly in pandas (``pd.read_parquet``) and in Embedding Atlas
+(``embedding-atlas points.parquet --x x --y y --neighbors neighbors --text text [--image thumbnail]``):
+one row per laid-out sample (in store order) with every metadata column and
+
+- ``x`` / ``y``: the projection;
+- ``neighbors``: ``{"ids": list<int64>, "distances": list<float>}``, each row's nearest other rows
+  as 0-based row numbers of this table (Embedding Atlas's format), from the one kNN graph the
+  metrics and layouts share (:func:`probe.cache.graphs.shared_graph`; searched among the exported
+  rows when they are a sample); distances as in :class:`metrics.knn.Neighbors`;
+- ``text``: a one-line description (``robot · open the drawer · grasp · ep 12 f 30``) for search and tooltips;
+- ``thumbnail`` (with ``thumbnails=True``): the row's video frame as JPEG bytes (null without video);
+- ``vector``: the latent as a list column (unless ``include_latents=False``).
+
+File-level metadata records the store fingerprint, layer, projection method,
+trustworthiness, sampling and the neighbour graph.
 """
 
 from __future__ import annotations
@@ -15,7 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
+from probe import columns as C
 from probe.atomic import atomic_file
 from probe.cache.directory import default_cache_dir
 from probe.projection.layout import Layout, ProjectionConfig
@@ -26,6 +38,11 @@ from probe.validate import check_output_path
 log = logging.getLogger(__name__)
 
 VECTOR = "vector"
+NEIGHBORS = "neighbors"
+TEXT = "text"
+THUMBNAIL = "thumbnail"
+DEFAULT_NEIGHBORS = 15  # per row: Embedding Atlas lists them for a selected point
+THUMBNAIL_HEIGHT = 96  # pixels; smaller frames are kept at their size
 
 
 @dataclass(frozen=True)
@@ -40,32 +57,46 @@ class ExportResult:
 def export_points(store_path: str | Path, layer: str, out: str | Path, *,
                   projection: ProjectionConfig = ProjectionConfig(max_points=None),
                   cache_dir: str | Path | None = None, include_latents: bool = True,
-                  overwrite: bool = False, progress: bool = False) -> ExportResult:
-    """Write ``out`` (parquet): metadata, ``x``, ``y``, ``row`` and (optionally) the latents as a list column.
+                  neighbors: int = DEFAULT_NEIGHBORS, thumbnails: bool = False, overwrite: bool = False,
+                  progress: bool = False) -> ExportResult:
+    """Write ``out`` (parquet): metadata, ``x``, ``y``, ``neighbors``, ``text``, optionally ``thumbnail`` and
+    the latents as a list column (see the module docstring).
 
     Only laid-out rows are written: with ``projection.max_points`` set, a stratified
-    sample (said in the file metadata and the log).
+    sample (said in the file metadata and the log). ``neighbors`` (>= 1) per row;
+    ``thumbnails`` decodes every row's frame (minutes for large stores).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from probe.errors import ConfigError
+
+    if neighbors < 1:
+        raise ConfigError(f"neighbors must be >= 1, got {neighbors}")
     check_output_path(out, overwrite, what="export file")
     store = open_store(store_path)
     store.layer_info(layer)  # a clear error naming the store, the layer and the available ones
-    layout = project_store(store, layer, projection, cache_dir=cache_dir or default_cache_dir(), progress=progress)
+    cache = cache_dir or default_cache_dir()
+    layout = project_store(store, layer, projection, cache_dir=cache, progress=progress)
     rows = layout.rows
     meta = store.meta.iloc[rows].reset_index(drop=True)
     table = pa.Table.from_pandas(meta, preserve_index=False)
-    table = table.append_column("row", pa.array(rows.astype(np.int64)))
     table = table.append_column("x", pa.array(layout.coords[:, 0].astype(np.float32)))
     table = table.append_column("y", pa.array(layout.coords[:, 1].astype(np.float32)))
+    graph = _neighbors(store, layer, rows, neighbors, projection.metric, cache)
+    table = table.append_column(NEIGHBORS, graph)
+    table = table.append_column(TEXT, pa.array(describe_rows(meta), pa.string()))
+    if thumbnails:
+        table = table.append_column(THUMBNAIL, pa.array(frame_thumbnails(store, rows, progress=progress),
+                                                        pa.binary()))
     if include_latents:
         X = np.ascontiguousarray(store.matrix(layer)[rows], dtype=np.float32)
         offsets = pa.array(np.arange(0, X.size + 1, X.shape[1], dtype=np.int32))
         table = table.append_column(VECTOR, pa.ListArray.from_arrays(offsets, pa.array(X.reshape(-1))))
     info = {"store": str(store.path), "fingerprint": store.fingerprint, "layer": layer, "method": layout.method,
             "trustworthiness": layout.trustworthiness, "sampled": layout.sampled, "n_total": layout.n_total,
-            "params": layout.params}
+            "params": layout.params, "neighbors": {"k": int(neighbors), "metric": str(projection.metric),
+                                                  "among": "sample" if layout.sampled else "all rows"}}
     table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                            b"embodiment_probe": json.dumps(info, default=str).encode()})
     if layout.sampled:
@@ -73,3 +104,76 @@ def export_points(store_path: str | Path, layer: str, out: str | Path, *,
     with atomic_file(out, overwrite=overwrite, what="export file") as tmp:
         pq.write_table(table, tmp)
     return ExportResult(Path(out), len(rows), layout)
+
+
+def _neighbors(store, layer: str, rows: np.ndarray, k: int, metric: str, cache: str | Path):
+    """The ``neighbors`` column: each exported row's ``k`` nearest other exported rows (0-based positions).
+
+    All rows: the shared, cached kNN graph of the metrics and layouts (its first ``k``).
+    A sample: an exact search among the sampled rows, so that every row keeps ``k``.
+    """
+    import pyarrow as pa
+
+    from metrics.knn import knn
+    from metrics.spec import MetricsConfig
+    from probe.cache.graphs import shared_graph
+
+    X = store.matrix(layer)
+    n = len(rows)
+    k = min(int(k), n - 1)
+    if n == len(X):  # rows are 0..n-1 in store order
+        graph = shared_graph(X, fingerprint=store.fingerprint, layer=layer, k=max(k, MetricsConfig.k),
+                             metric=metric, cache_dir=cache).top(k)
+    else:
+        graph = knn(np.ascontiguousarray(X[rows], dtype=np.float32), k=k, metric=metric)
+    keep = graph.indices >= 0  # -1 where a row has fewer than k neighbours
+    offsets = pa.array(np.concatenate([[0], np.cumsum(keep.sum(axis=1))]).astype(np.int32))
+    ids = pa.ListArray.from_arrays(offsets, pa.array(graph.indices[keep].astype(np.int64)))
+    distances = pa.ListArray.from_arrays(offsets, pa.array(graph.distances[keep].astype(np.float32)))
+    return pa.StructArray.from_arrays([ids, distances], names=["ids", "distances"])
+
+
+def describe_rows(meta: pd.DataFrame) -> list[str]:
+    """One line per row for search and tooltips: ``robot · open the drawer · grasp · ep 12 f 30``."""
+    return [f"{emb} · {task} · {stage} · ep {ep} f {frame}" for emb, task, stage, ep, frame in
+            zip(meta[C.EMBODIMENT].astype(str), meta[C.TASK].astype(str), meta[C.STAGE].astype(str),
+                meta[C.EPISODE], meta[C.FRAME])]
+
+
+def frame_thumbnails(store, rows: np.ndarray, *, height: int = THUMBNAIL_HEIGHT, quality: int = 85,
+                     progress: bool = False) -> list[bytes | None]:
+    """Each row's video frame as JPEG bytes (at most ``height`` pixels high), None where the row has no video.
+
+    Frames are decoded one video file at a time (:func:`probe.readers.video.decode_at`, all of a
+    file's wanted times in one pass); files are found through the store's
+    :class:`probe.store.media.VideoPaths` (a refused or missing file leaves its rows without
+    thumbnails, with a warning).
+    """
+    from probe.errors import ProbeError
+    from probe.images import encode_image, fit_height
+    from probe.progress import track
+    from probe.readers.video import decode_at
+    from probe.store.media import VideoPaths
+
+    out: list[bytes | None] = [None] * len(rows)
+    meta = store.meta.iloc[rows]
+    if C.VIDEO not in meta.columns or C.VIDEO_TIMESTAMP not in meta.columns:
+        log.warning("store '%s' has no video columns: no thumbnails", store.path)
+        return out
+    videos = VideoPaths(store)
+    groups = meta.assign(_pos=np.arange(len(rows))).dropna(subset=[C.VIDEO]).groupby([C.DATASET, C.VIDEO], sort=False)
+    for (dataset, value), group in track(groups, total=groups.ngroups, desc="thumbnails", enabled=progress):
+        found = videos.find(value, dataset)
+        if found.path is None:
+            if found.problem is not None:
+                log.warning("no thumbnails for %d rows of video '%s': %s", len(group), value, found.problem)
+            continue
+        try:
+            frames = decode_at(found.path, group[C.VIDEO_TIMESTAMP].to_numpy(np.float64))
+        except ProbeError as exc:
+            log.warning("no thumbnails for %d rows of video '%s': %s", len(group), value, exc)
+            continue
+        for pos, frame in zip(group["_pos"].to_numpy(), frames):
+            small = fit_height(frame, height) if frame.shape[0] > height else frame
+            out[int(pos)] = encode_image(small, ".jpg", quality)
+    return out

@@ -17,7 +17,10 @@ from probe.report.assembly import ReportData, collect
 from probe.report.config import ReportConfig
 from probe.report.page import render_html
 from probe.report.summary import metrics_json, summary_markdown
-from probe.validate import check_output_path
+from probe.validate import OutputKind, check_output_path
+
+# what --overwrite may replace: a directory holding nothing but a report's files
+REPORT_KIND = OutputKind("report directory", "report.html", files=("report.html", "metrics.json", "summary.md"))
 
 
 @dataclass(frozen=True)
@@ -41,10 +44,10 @@ def build_report(store_paths: Sequence[str | Path], out: str | Path, config: Rep
     unknown ``--fail-under`` metric or a layer missing from a store. Threshold failures
     do not raise: they are in the result (and the files) for the caller to act on.
     """
-    check_output_path(out, config.overwrite, what="report directory")
+    check_output_path(out, config.overwrite, kind=REPORT_KIND)
     data = collect(store_paths, config, progress=progress)
     page = render_html(data)
-    with atomic_dir(out, overwrite=config.overwrite, what="report directory") as tmp:
+    with atomic_dir(out, overwrite=config.overwrite, kind=REPORT_KIND) as tmp:
         (tmp / "report.html").write_text(page, encoding="utf-8")
         (tmp / "metrics.json").write_text(json.dumps(metrics_json(data), indent=2) + "\n", encoding="utf-8")
         (tmp / "summary.md").write_text(summary_markdown(data), encoding="utf-8")

@@ -7,7 +7,7 @@ to a caption); coverage gaps come from :mod:`probe.measure.coverage` when it is 
 from __future__ import annotations
 
 import logging
-import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,39 +17,29 @@ import pandas as pd
 from probe import columns as C
 from probe import figures as F
 from probe.errors import ProbeError
+from probe.images import data_uri
+from probe.store.media import VideoPaths
 from probe.store.store import Store
 
 log = logging.getLogger(__name__)
 
 
-def _png(rgb: np.ndarray) -> str:
-    """A ``data:image/png`` URI of an RGB uint8 image (zlib PNG encoder: no imaging library needed)."""
-    import base64
-    import struct
-    import zlib
+def frame_image(store: Store, row: int, width: int = 160, videos: VideoPaths | None = None) -> str | None:
+    """The video frame of a store row as a PNG data URI, or None when the store has no video for it.
 
-    h, w, _ = rgb.shape
-    raw = b"".join(b"\x00" + rgb[y].tobytes() for y in range(h))
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def frame_image(store: Store, row: int, width: int = 160) -> str | None:
-    """The video frame of a store row as a PNG data URI, or None when the store has no video for it."""
+    The file comes from ``videos`` (default ``VideoPaths(store)``): only video files inside the
+    store's dataset roots are read; a refused or missing one degrades to a caption (logged).
+    """
     meta = store.meta
     if C.VIDEO not in meta.columns or C.VIDEO_TIMESTAMP not in meta.columns:
         return None
-    video, ts = meta.at[row, C.VIDEO], meta.at[row, C.VIDEO_TIMESTAMP]
-    if video is None or (isinstance(video, float) and math.isnan(video)) or str(video) == "":
+    ts = meta.at[row, C.VIDEO_TIMESTAMP]
+    found = (videos or VideoPaths(store)).find(meta.at[row, C.VIDEO], meta.at[row, C.DATASET])
+    if found.problem is not None:
+        log.warning("no frame for row %d of store '%s': %s", row, store.path, found.problem)
+    if found.path is None:
         return None
-    path = Path(str(video))
-    if not path.is_absolute():
-        path = store.path / path
+    path = found.path
     try:
         import av
 
@@ -64,7 +54,7 @@ def frame_image(store: Store, row: int, width: int = 160) -> str | None:
             if chosen is None:
                 return None
             height = max(int(round(chosen.height * width / chosen.width)) // 2 * 2, 2)
-            return _png(chosen.to_ndarray(format="rgb24", width=width, height=height))
+            return data_uri(chosen.to_ndarray(format="rgb24", width=width, height=height))
     except Exception as exc:  # a missing or broken video degrades to a caption, and says so in the log
         log.warning("cannot read frame of row %d from '%s': %s", row, path, exc)
         return None
@@ -75,9 +65,13 @@ def _caption(meta: pd.DataFrame, row: int) -> str:
     return f"{r[C.EMBODIMENT]} | {r[C.TASK]} | {r[C.STAGE]} | ep {r[C.EPISODE]} f {r[C.FRAME]}"
 
 
-def retrieval_examples(store: Store, layer: str, n_queries: int = 3, k: int = 4,
-                       metric: str = "cosine") -> tuple[list[F.RetrievalExample], list[str]]:
+def retrieval_examples(store: Store, layer: str, n_queries: int = 3, k: int = 4, metric: str = "cosine", *,
+                       data_roots: Mapping[str, str | Path] | None = None
+                       ) -> tuple[list[F.RetrievalExample], list[str]]:
     """Robot query frames (one per stage, mid-stage) and their top-k human clips in ``layer``.
+
+    Frames are read through :class:`probe.store.media.VideoPaths` (``data_roots``: folders of
+    datasets that moved since extraction).
 
     The clips are chosen as the dashboard chooses them for a clicked frame
     (:func:`probe.retrieval.retriever.select_clips`: one per episode, the query's own
@@ -111,14 +105,18 @@ def retrieval_examples(store: Store, layer: str, n_queries: int = 3, k: int = 4,
     own = C.episode_keys(meta.iloc[chosen])
     clips = select_clips(search, np.asarray(X[chosen]), min(k, len(r_rows)), ClipReference.of(meta.iloc[r_rows]),
                          per_episode=1, window=1.0, exclude_episodes=[{e} for e in own])
+    videos = VideoPaths(store, data_roots)
+    for warning in videos.warnings:
+        log.warning(warning)
     examples = []
     for row, found in zip(chosen, clips):
         matches = []
         for j, dist in found:
             ref = int(r_rows[j])
             sim = f" | sim {score_of(dist, metric):.2f}" if Metric(metric) is Metric.COSINE else f" | d {dist:.2f}"
-            matches.append(F.Thumb(_caption(meta, ref) + sim, frame_image(store, ref), ref))
-        examples.append(F.RetrievalExample(F.Thumb(_caption(meta, row), frame_image(store, row), row), matches))
+            matches.append(F.Thumb(_caption(meta, ref) + sim, frame_image(store, ref, videos=videos), ref))
+        examples.append(F.RetrievalExample(F.Thumb(_caption(meta, row), frame_image(store, row, videos=videos), row),
+                                           matches))
     notes = []
     if not any(e.query.image for e in examples):
         notes.append("the store has no video columns: retrieval examples are shown as labels")

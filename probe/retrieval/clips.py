@@ -2,11 +2,11 @@
 
 Clips are cut from the episode videos named in the store (``video``,
 ``video_timestamp``), in that file's time, which may hold several episodes (as
-LeRobot v3 does). Everything is written with PyAV and numpy: frames are decoded
-forward from one seek, re-encoded with libx264, and the contact sheet (one row per
-query: the query frame, then its clips) is written by a small zlib PNG writer.
+LeRobot v3 does). Frames are decoded with PyAV forward from one seek and re-encoded
+with libx264; the contact sheet (one row per query: the query frame, then its clips)
+is drawn and written with OpenCV (``cv2.resize``, ``cv2.putText``, ``cv2.imencode``).
 Captions go into ``clips.json`` and an ``index.html`` that plays the clips; the
-sheet itself carries only ranks drawn with a tiny bitmap font.
+sheet itself carries short labels ("query", "#1 0.93").
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from __future__ import annotations
 import html
 import json
 import logging
-import struct
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,9 +23,15 @@ import pandas as pd
 from probe import columns as C
 from probe.atomic import atomic_dir
 from probe.errors import DataError
+from probe.images import fit_height, write_image
+from probe.validate import OutputKind
 from probe.readers.decoder import open_video
+from probe.store.media import VideoPaths
 
 log = logging.getLogger(__name__)
+
+# what --overwrite may replace: a directory holding nothing but an export's files
+CLIPS_KIND = OutputKind("clip directory", "clips.json", files=("clips.json", "index.html", "contact_sheet.png", "*.mp4"))
 
 THUMB_HEIGHT = 128
 _PAD = 6
@@ -110,71 +114,23 @@ def write_mp4(path: str | Path, frames: list[np.ndarray], fps: float) -> Path:
     return Path(path)
 
 
-def write_png(path: str | Path, rgb: np.ndarray) -> Path:
-    """Write an ``(h, w, 3)`` uint8 image as an 8-bit RGB PNG (zlib, no dependencies)."""
-    img = np.ascontiguousarray(rgb, dtype=np.uint8)
-    if img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f"write_png expects (h, w, 3) uint8, got {img.shape}")
-    h, w = img.shape[:2]
-    raw = np.concatenate([np.zeros((h, 1), np.uint8), img.reshape(h, w * 3)], axis=1).tobytes()
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
-    Path(path).write_bytes(png)
-    return Path(path)
-
-
-def read_png(path: str | Path) -> np.ndarray:
-    """Read an 8-bit RGB, non-interlaced PNG as written by :func:`write_png` (for tests and checks)."""
-    data = Path(path).read_bytes()
-    if data[:8] != b"\x89PNG\r\n\x1a\n":
-        raise ValueError(f"'{path}' is not a PNG file")
-    pos, idat, w, h = 8, b"", 0, 0
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        tag, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
-        if tag == b"IHDR":
-            w, h, depth, ctype = struct.unpack(">IIBB", body[:10])
-            if (depth, ctype) != (8, 2):
-                raise ValueError(f"'{path}': only 8-bit RGB PNGs are read, got depth {depth} type {ctype}")
-        elif tag == b"IDAT":
-            idat += body
-        pos += 12 + length
-    raw = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(h, 1 + 3 * w)
-    if raw[:, 0].any():
-        raise ValueError(f"'{path}': PNG row filters are not supported by this reader")
-    return raw[:, 1:].reshape(h, w, 3).copy()
-
-
 # --------------------------------------------------------------------------- the contact sheet
 
-# 3x5 bitmap glyphs for ranks and the query mark
-_GLYPHS = {
-    "0": "111101101101111", "1": "010110010010111", "2": "111001111100111", "3": "111001111001111",
-    "4": "101101111001001", "5": "111100111001111", "6": "111100111101111", "7": "111001010010010",
-    "8": "111101111101111", "9": "111101111001111", "Q": "111101101111001", "#": "101111101111101",
-}
+_FONT = 0  # cv2.FONT_HERSHEY_SIMPLEX, OpenCV's sans-serif vector font
+_FONT_SCALE = 0.5
+_LABEL_H = 20  # the strip under each thumbnail that carries its label
 
 
-def draw_text(img: np.ndarray, text: str, x: int, y: int, scale: int = 3, color=(255, 255, 255)) -> None:
-    """Draw ``text`` (digits, ``Q``, ``#``) in place with a dark backing box."""
-    glyphs = [g for g in text if g in _GLYPHS]
-    w = (4 * len(glyphs) + 1) * scale
-    h = 7 * scale
-    img[y : y + h, x : x + w] = (20, 20, 20)
-    for n, ch in enumerate(glyphs):
-        bits = np.array([int(b) for b in _GLYPHS[ch]], dtype=bool).reshape(5, 3)
-        mask = np.kron(bits, np.ones((scale, scale), dtype=bool))
-        gx, gy = x + (1 + 4 * n) * scale, y + scale
-        region = img[gy : gy + 5 * scale, gx : gx + 3 * scale]
-        region[mask[: region.shape[0], : region.shape[1]]] = color
+def draw_label(img: np.ndarray, text: str, x: int, y: int, color=(255, 255, 255)) -> None:
+    """Draw ``text`` in place with its top left at ``(x, y)``, in OpenCV's Hershey sans font (anti-aliased)."""
+    import cv2
+
+    (_, h), _ = cv2.getTextSize(text, _FONT, _FONT_SCALE, 1)
+    cv2.putText(img, text, (x, y + h), _FONT, _FONT_SCALE, color, 1, cv2.LINE_AA)
 
 
 def thumbnail(img: np.ndarray, height: int = THUMB_HEIGHT) -> np.ndarray:
-    """Nearest-neighbour resize of an RGB image to ``height`` rows (aspect kept)."""
+    """An RGB image (HWC or CHW, uint8 or 0..1 floats) resized to ``height`` rows, aspect kept."""
     img = np.asarray(img)
     if img.ndim == 2:
         img = np.repeat(img[:, :, None], 3, axis=2)
@@ -185,24 +141,21 @@ def thumbnail(img: np.ndarray, height: int = THUMB_HEIGHT) -> np.ndarray:
     if img.dtype != np.uint8:
         scale = 255.0 if float(np.nanmax(img)) <= 1.0 else 1.0
         img = np.clip(img * scale, 0, 255).astype(np.uint8)
-    h, w = img.shape[:2]
-    width = max(1, int(round(w * height / h)))
-    ys = (np.arange(height) * h / height).astype(int)
-    xs = (np.arange(width) * w / width).astype(int)
-    return img[ys][:, xs, :3]
+    return fit_height(img[:, :, :3], height)
 
 
 def contact_sheet(rows: list[list[np.ndarray | None]], labels: list[list[str]], height: int = THUMB_HEIGHT
                   ) -> tuple[np.ndarray, list[list[tuple[int, int, int, int]]]]:
     """A grid image: one row per query, first cell the query (orange frame), then clips (blue).
 
-    ``None`` cells (no video) are drawn grey. Returns the image and each cell's
-    ``(x, y, w, h)`` box, for captions kept outside the image.
+    Each cell is the thumbnail with its label in a strip below it; ``None`` cells (no
+    video) are drawn grey. Returns the image and each cell's ``(x, y, w, h)`` box (the
+    thumbnail is at ``(x + 3, y + 3)``), for captions kept outside the image.
     """
     thumbs = [[thumbnail(c, height) if c is not None else None for c in row] for row in rows]
     cell_w = max([t.shape[1] for row in thumbs for t in row if t is not None] or [height * 4 // 3])
     n_cols = max((len(r) for r in rows), default=1)
-    box_w, box_h = cell_w + 6, height + 6  # a 3-pixel coloured frame around each thumbnail
+    box_w, box_h = cell_w + 6, height + 6 + _LABEL_H  # a 3-pixel coloured frame, the label strip below
     W = _PAD + n_cols * (box_w + _PAD)
     H = _PAD + len(rows) * (box_h + _PAD)
     sheet = np.empty((H, W, 3), np.uint8)
@@ -217,7 +170,8 @@ def contact_sheet(rows: list[list[np.ndarray | None]], labels: list[list[str]], 
             inner[:] = (160, 160, 160)
             if thumb is not None:
                 inner[:, : min(cell_w, thumb.shape[1])] = thumb[:, :cell_w]
-            draw_text(sheet, labels[r][c], x0 + 5, y0 + 5)
+            if labels[r][c]:
+                draw_label(sheet, labels[r][c], x0 + 5, y0 + 3 + height + 4)
             boxes[-1].append((x0, y0, box_w, box_h))
     return sheet, boxes
 
@@ -243,7 +197,7 @@ def _caption(row: pd.Series) -> str:
 
 
 def export_clips(results: pd.DataFrame, out_dir: str | Path, *, queries: list[dict] | None = None,
-                 overwrite: bool = False, progress: bool = False) -> ClipExport:
+                 overwrite: bool = False, progress: bool = False, videos: VideoPaths | None = None) -> ClipExport:
     """Write each result clip as an mp4, plus ``contact_sheet.png``, ``clips.json`` and ``index.html``.
 
     Parameters
@@ -251,7 +205,16 @@ def export_clips(results: pd.DataFrame, out_dir: str | Path, *, queries: list[di
     results : a :meth:`probe.retrieval.retriever.Retriever.search` frame
     out_dir : directory to create (atomically; refused if it exists unless ``overwrite``)
     queries : per query (by ``results.query``), an optional dict with ``image`` (an
-        RGB array shown first in its row) and ``caption``
+        RGB array shown first in its row) and ``caption``; without an image, a stored
+        query's own frame (``query_sample_id``) is read through ``videos``
+    videos : the searched store's videos (``VideoPaths(store, data_roots)``): each clip's file
+        is resolved, and confined to the store's dataset roots, through it. None: the
+        ``video`` values are absolute paths of files you trust (as in a frame you built).
+
+    Raises
+    ------
+    DataError
+        A clip's video is missing, outside its dataset's root or not a video file.
     """
     from probe.progress import track
 
@@ -266,12 +229,13 @@ def export_clips(results: pd.DataFrame, out_dir: str | Path, *, queries: list[di
     sheet_rows: list[list[np.ndarray | None]] = []
     sheet_labels: list[list[str]] = []
     records: list[dict] = []
-    with atomic_dir(out_dir, overwrite=overwrite, what="clip directory") as tmp:
+    with atomic_dir(out_dir, overwrite=overwrite, kind=CLIPS_KIND) as tmp:
         written: list[Path] = []
         for qi in q_ids:
             qinfo = queries[qi] if qi < len(queries) else {}
-            row_imgs: list[np.ndarray | None] = [qinfo.get("image")]
-            row_labels = ["Q"]
+            image = qinfo.get("image")
+            row_imgs: list[np.ndarray | None] = [image if image is not None else query_frame(results, qi, videos)]
+            row_labels = ["query"]
             rec = {"query": int(qi), "caption": qinfo.get("caption", f"query {qi}"), "clips": []}
             sub = results[results["query"] == qi]
             for _, hit in track(sub.iterrows(), total=len(sub), desc=f"clips of query {qi}", enabled=progress):
@@ -279,8 +243,8 @@ def export_clips(results: pd.DataFrame, out_dir: str | Path, *, queries: list[di
                 name = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)
                 image = None
                 clip_file = None
-                video = hit.get(C.VIDEO)
-                if isinstance(video, str) and video:
+                video = _video_file(hit, videos)
+                if video is not None:
                     frames, fps = read_frames(video, float(hit["video_start"]), float(hit["video_end"]))
                     write_mp4(tmp / name, frames, fps)
                     clip_file = name
@@ -288,7 +252,7 @@ def export_clips(results: pd.DataFrame, out_dir: str | Path, *, queries: list[di
                     offset = float(hit[C.TIMESTAMP]) - float(hit["start"])
                     image = frames[min(len(frames) - 1, max(0, int(round(offset * fps))))]
                 row_imgs.append(image)
-                row_labels.append(str(int(hit["rank"])))
+                row_labels.append(f"#{int(hit['rank'])}  {float(hit['score']):.2f}")
                 rec["clips"].append({"rank": int(hit["rank"]), "file": clip_file, "caption": _caption(hit),
                                      **{k: _plain(hit[k]) for k in results.columns if k not in ("query",)}})
             sheet_rows.append(row_imgs)
@@ -299,12 +263,42 @@ def export_clips(results: pd.DataFrame, out_dir: str | Path, *, queries: list[di
             rec["query_box"] = row_boxes[0]
             for clip, box in zip(rec["clips"], row_boxes[1:]):
                 clip["box"] = box
-        write_png(tmp / "contact_sheet.png", sheet)
+        write_image(tmp / "contact_sheet.png", sheet)
         (tmp / "clips.json").write_text(json.dumps({"queries": records, "notes": notes}, indent=2) + "\n",
                                         encoding="utf-8")
         (tmp / "index.html").write_text(_html(records, notes), encoding="utf-8")
     return ClipExport(out_dir, written, out_dir / "contact_sheet.png", out_dir / "clips.json",
                       out_dir / "index.html", notes)
+
+
+def _video_file(hit: pd.Series, videos: VideoPaths | None) -> Path | None:
+    """The file of a hit's clip, through the store's :class:`VideoPaths` when given."""
+    value = hit.get(C.VIDEO)
+    if not isinstance(value, str) or not value:
+        return None
+    if videos is not None:
+        return videos.path(value, hit[C.DATASET])
+    if not Path(value).is_absolute():
+        raise DataError(f"clip video '{value}' is relative to its dataset's root; pass "
+                        "videos=VideoPaths(store) to export_clips to resolve it")
+    return Path(value)
+
+
+def query_frame(results: pd.DataFrame, query: int, videos: VideoPaths | None) -> np.ndarray | None:
+    """The frame of stored query ``query`` of ``results`` (by its ``query_sample_id``), read from its video
+    through ``videos``; None when the query is not a stored sample, or its row has no video."""
+    if videos is None or "query_sample_id" not in results.columns:
+        return None
+    ids = results.loc[results["query"] == query, "query_sample_id"]
+    meta = videos.store.meta
+    if not len(ids) or C.VIDEO not in meta.columns or C.VIDEO_TIMESTAMP not in meta.columns:
+        return None
+    rows = np.flatnonzero(meta[C.SAMPLE_ID].astype(str).to_numpy() == str(ids.iloc[0]))
+    if not len(rows):
+        return None
+    row = meta.iloc[int(rows[0])]
+    path = videos.path(row[C.VIDEO], row[C.DATASET])
+    return None if path is None else read_frame(path, float(row[C.VIDEO_TIMESTAMP]))
 
 
 def _plain(value):

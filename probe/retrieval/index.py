@@ -39,6 +39,7 @@ from probe import columns as C
 from probe.atomic import atomic_dir
 from probe.errors import ConfigError, IndexFileError, IndexMismatchError, LatentsError
 from probe.store.store import Store, open_store
+from probe.validate import OutputKind, check_output_path
 
 __all__ = [
     "IndexConfig",
@@ -58,6 +59,7 @@ VERSION = 1
 MANIFEST = "index.json"
 INDEX_FILE = "index.faiss"
 ROWS_FILE = "rows.npy"
+INDEX_KIND = OutputKind("index directory", MANIFEST, FORMAT)  # what --overwrite may replace
 
 _ADD_BLOCK = 1 << 16  # rows prepared and added at a time: bounds memory for memory-mapped layers
 KINDS = (IndexKind.FLAT, IndexKind.HNSW, IndexKind.IVF, IndexKind.IVFPQ)  # the kinds ``probe index`` builds
@@ -171,6 +173,7 @@ def build_index(store: Store | str | Path, layer: str, out: str | Path, *, embod
     """
     from probe.progress import bar
 
+    check_output_path(out, overwrite, kind=INDEX_KIND)  # before any work
     config = config or IndexConfig()
     store = store if isinstance(store, Store) else open_store(store)
     X = store.matrix(layer)
@@ -195,7 +198,7 @@ def build_index(store: Store | str | Path, layer: str, out: str | Path, *, embod
         embodiment=embodiment, metric=config.metric, kind=config.kind, params=params, n=n,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"), build_seconds=round(seconds, 3),
         sample_ids_sha256=_sample_ids_hash(store, rows))
-    with atomic_dir(out, overwrite=overwrite, what="index directory") as tmp:
+    with atomic_dir(out, overwrite=overwrite, kind=INDEX_KIND) as tmp:
         faiss.write_index(index, str(tmp / INDEX_FILE))
         np.save(tmp / ROWS_FILE, rows.astype(np.int64))
         (tmp / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n", encoding="utf-8")

@@ -188,7 +188,12 @@ class Retriever:
     # ------------------------------------------------------------------ queries by sample
 
     def locate(self, episode: int, frame: int, dataset: str | None = None) -> int:
-        """Store row of ``(dataset, episode, frame)``; clear errors when it is not in the store."""
+        """Store row of ``(dataset, episode, frame)``; clear errors when it is not in the store.
+
+        Without ``dataset``, an episode number that several datasets hold is taken from the one
+        dataset of the embodiments the index does not hold (an index of human clips is queried
+        with robot frames); a :class:`ConfigError` asks for ``dataset`` when that is not one.
+        """
         meta = self.store.meta
         in_episode = meta[C.EPISODE].to_numpy() == int(episode)
         if dataset is not None:
@@ -203,8 +208,13 @@ class Retriever:
                             f"{self.store.path}')")
         found = meta.loc[in_episode, C.DATASET].astype(str).unique()
         if len(found) > 1:
-            raise ConfigError(f"episode {episode} exists in several datasets ({', '.join(sorted(found))}); "
-                              "choose one with --dataset")
+            # a query comes from the embodiment the index does not hold (robot frames against human clips)
+            other = in_episode & (meta[C.EMBODIMENT].astype(str).to_numpy() != self.embodiment)
+            if len(meta.loc[other, C.DATASET].astype(str).unique()) == 1:
+                in_episode, found = other, meta.loc[other, C.DATASET].astype(str).unique()
+            else:
+                raise ConfigError(f"episode {episode} exists in several datasets ({', '.join(sorted(found))}); "
+                                  "choose one with --dataset")
         rows = np.flatnonzero(in_episode)
         frames = meta[C.FRAME].to_numpy()[rows]
         hit = rows[frames == int(frame)]

@@ -26,7 +26,9 @@ import pandas as pd
 
 from probe import columns as C
 from probe.errors import ImportSourceError, StoreNotFoundError
-from probe.store.store import Store, write_store
+from probe.store.media import video_roots
+from probe.store.store import STORE_KIND, Store, write_store
+from probe.validate import check_output_path
 
 REQUIRED_ON_IMPORT = (C.EMBODIMENT, C.EPISODE, C.TASK, C.STAGE)
 KNOWN_META = set(C.REQUIRED) | set(C.MEDIA)
@@ -51,7 +53,12 @@ def complete_meta(meta: pd.DataFrame, *, dataset: str, fps: float = DEFAULT_FPS)
             f"import source lacks required column(s) {missing}; every sample needs "
             f"{list(REQUIRED_ON_IMPORT)} (see 'Importing latents' in the README)"
         )
+    if not (isinstance(fps, (int, float)) and np.isfinite(fps) and fps > 0):
+        raise ImportSourceError(f"--fps must be a positive frame rate, got {fps}")
     meta = meta.copy()
+    for col in (C.EPISODE, C.FRAME):
+        if col in meta:
+            meta[col] = _integer_ids(meta[col], col)
     for col in (C.EMBODIMENT, C.TASK, C.STAGE):
         meta[col] = meta[col].astype(str)
     if C.DATASET not in meta:
@@ -79,6 +86,24 @@ def complete_meta(meta: pd.DataFrame, *, dataset: str, fps: float = DEFAULT_FPS)
         meta[col] = meta[col].astype(np.float64)
     ordered_cols = [c for c in C.REQUIRED] + [c for c in meta.columns if c not in C.REQUIRED]
     return meta[ordered_cols]
+
+
+def _integer_ids(values: pd.Series, col: str) -> pd.Series:
+    """``values`` as int64, or an error naming the column when they are not whole numbers."""
+    if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
+        first = next((v for v in values if not isinstance(v, (int, np.integer))), values.iloc[0])
+        raise ImportSourceError(
+            f"column '{col}' must hold integer ids, got {values.dtype} values such as {first!r}; "
+            f"map them to integers first (e.g. with pandas.factorize)"
+        )
+    numbers = values.to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(numbers) | (numbers != np.round(numbers))
+    if bad.any():
+        raise ImportSourceError(
+            f"column '{col}' must hold integer ids, but {int(bad.sum())} row(s) hold "
+            f"{numbers[bad][0]!r} (first at row {int(np.flatnonzero(bad)[0])}); fill or drop them before importing"
+        )
+    return values.astype(np.int64)
 
 
 def _check_unknown(columns: list[str], src: Path) -> None:
@@ -158,6 +183,7 @@ def _read_npz(src: Path) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
 
 def import_latents(src: str | Path, out: str | Path, *, overwrite: bool = False, fps: float = DEFAULT_FPS) -> Store:
     """Import a ``.parquet`` or ``.npz`` of precomputed latents as a store at ``out``."""
+    check_output_path(out, overwrite, kind=STORE_KIND)  # before reading the source
     src = Path(src)
     if not src.exists():
         raise StoreNotFoundError(f"import source '{src}' does not exist; check the path")
@@ -168,6 +194,14 @@ def import_latents(src: str | Path, out: str | Path, *, overwrite: bool = False,
         meta, layers = _read_npz(src)
     else:
         raise ImportSourceError(f"'{src}': unknown source type '{suffix}'; expected .parquet or .npz")
+    if any(X.shape[0] == 0 for X in layers.values()):
+        raise ImportSourceError(f"'{src}' has no rows; nothing to import")
+    for name, X in layers.items():
+        if X.shape[1] == 0:
+            raise ImportSourceError(f"'{src}': latents '{name}' have width 0 (shape {X.shape}); "
+                                    "each sample needs a vector of at least one value")
     meta = complete_meta(meta, dataset=src.stem, fps=fps)
-    provenance = {"source": "import", "imported_from": str(src.resolve()), "fps": fps}
+    meta, datasets = video_roots(meta)  # videos are read only from inside these roots
+    provenance = {"source": "import", "imported_from": str(src.resolve()), "fps": fps,
+                  **({"datasets": datasets} if datasets else {})}
     return write_store(out, meta, layers, provenance=provenance, overwrite=overwrite)

@@ -29,21 +29,31 @@ import numpy as np
 import pandas as pd
 
 from probe import columns as C
-from probe.atomic import replace_dir, atomic_dir
-from probe.errors import LatentsError, StoreError, StoreNotFoundError
+from probe.atomic import atomic_dir, no_space_is_an_error, replace_dir, reserve_space
+from probe.errors import DiskFullError, LatentsError, StoreError, StoreNotFoundError
 from probe.latents import Latents
-from probe.validate import check_layer, check_matrix, check_meta, check_output_path
+from probe.validate import OutputKind, check_layer, check_matrix, check_meta, check_output_path, check_same_options
 
 FORMAT = "probe-latent-store"
 VERSION = 1
 MANIFEST = "manifest.json"
 META = "meta.parquet"
 LAYERS_DIR = "layers"
+STORE_KIND = OutputKind("store", MANIFEST, FORMAT)  # what --overwrite may replace: a store, nothing else
 
 
 def layer_filename(layer: str) -> str:
     """File name of a layer inside ``layers/``: the name with unsafe characters replaced."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", layer) + ".npy"
+
+
+def layer_file(store: Path, layer: str, info: Any) -> Path:
+    """A layer's file, which must lie in the store's ``layers/`` folder (a manifest cannot point elsewhere)."""
+    name = info.get("file") if isinstance(info, dict) else None
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+        raise StoreError(f"store '{store}': the manifest's file {name!r} of layer '{layer}' is not a file in "
+                         f"{LAYERS_DIR}/; the manifest is corrupt or tampered with: re-create the store")
+    return store / LAYERS_DIR / name
 
 
 def _sha256_files(paths: list[Path]) -> str:
@@ -95,7 +105,7 @@ class Store:
     def matrix(self, layer: str) -> np.ndarray:
         """The layer's ``(n, dim)`` float32 matrix, memory-mapped read-only."""
         self._check_layer(layer)
-        file = self.path / LAYERS_DIR / self.manifest["layers"][layer]["file"]
+        file = layer_file(self.path, layer, self.manifest["layers"][layer])
         try:
             X = np.load(file, mmap_mode="r")
         except (OSError, ValueError) as exc:
@@ -109,7 +119,7 @@ class Store:
         try:
             return Latents(X, self.meta, layer)
         except LatentsError as exc:
-            file = self.path / LAYERS_DIR / self.manifest["layers"][layer]["file"]
+            file = layer_file(self.path, layer, self.manifest["layers"][layer])
             raise StoreError(f"store '{self.path}', file '{file}': {exc}") from exc
 
 
@@ -126,6 +136,9 @@ def _check_layer_shape(file: Path, X: np.ndarray, n: int, dim: int) -> None:
         )
     if X.shape[1] != dim:
         raise StoreError(f"layer file '{file}' has dim {X.shape[1]} but the manifest says {dim}")
+    if dim == 0:
+        raise StoreError(f"layer file '{file}' holds latents of width 0: nothing to measure; "
+                         "re-create the store from non-empty latents")
 
 
 def _release(array: np.memmap) -> None:
@@ -180,7 +193,7 @@ def open_store(path: str | Path) -> Store:
         raise StoreError(f"{exc}; the store is inconsistent: re-create it") from exc
     store = Store(path, manifest, meta)
     for layer, info in manifest["layers"].items():
-        file = path / LAYERS_DIR / info["file"]
+        file = layer_file(path, layer, info)
         if not file.exists():
             raise StoreError(f"store '{path}' lists layer '{layer}' but '{file}' is missing; re-create the store")
         try:
@@ -215,6 +228,13 @@ def _write_meta(meta: pd.DataFrame, file: Path) -> None:
     meta.reset_index(drop=True).to_parquet(file, index=False)
 
 
+def _new_layer_file(file: Path, shape: tuple[int, int]) -> np.memmap:
+    """A float32 ``.npy`` memory map with its disk space reserved (a full disk fails here, not as a SIGBUS)."""
+    out = np.lib.format.open_memmap(file, mode="w+", dtype=np.float32, shape=shape)
+    reserve_space(file, file.stat().st_size)
+    return out
+
+
 def write_store(
     path: str | Path,
     meta: pd.DataFrame,
@@ -243,11 +263,13 @@ def write_store(
     info = {name: {"dim": int(X.shape[1]), "pooling": (pooling or {}).get(name, "none"), "file": files[name],
                    "dtype": "float32"} for name, X in layers.items()}
     manifest = _manifest(n, info, provenance, warnings)
-    with atomic_dir(path, overwrite=overwrite, what="store") as tmp:
+    needed = sum(int(X.nbytes) for X in layers.values())
+    with atomic_dir(path, overwrite=overwrite, kind=STORE_KIND) as tmp, \
+            no_space_is_an_error(path, needed, kept="the store was not written"):
         (tmp / LAYERS_DIR).mkdir()
         _write_meta(meta, tmp / META)
         for name, X in layers.items():
-            out = np.lib.format.open_memmap(tmp / LAYERS_DIR / files[name], mode="w+", dtype=np.float32, shape=X.shape)
+            out = _new_layer_file(tmp / LAYERS_DIR / files[name], X.shape)
             for start in range(0, n, 1 << 16):
                 out[start : start + (1 << 16)] = X[start : start + (1 << 16)]
             out.flush()
@@ -263,15 +285,17 @@ class StoreWriter:
     partial directory ``.<name>.partial`` next to the target, filled block by block.
     ``commit()`` fingerprints and renames it into place. With ``resume=True`` an
     earlier partial directory for the same samples is reused and :attr:`done` says
-    which rows are already written.
+    which rows are already written; one made with another ``resume_key`` (what determines
+    the rows: checkpoint hash, layers, options, data; kept in the manifest's provenance) is refused.
     """
 
     sync_every_s: float = 2.0
 
     def __init__(self, path: str | Path, meta: pd.DataFrame, *, provenance: Mapping[str, Any] | None = None,
-                 overwrite: bool = False, resume: bool = False) -> None:
-        self.path = check_output_path(path, overwrite, what="store")
+                 overwrite: bool = False, resume: bool = False, resume_key: Mapping[str, Any] | None = None) -> None:
+        self.path = check_output_path(path, overwrite, kind=STORE_KIND)
         self.overwrite = overwrite
+        self.resume_key = dict(resume_key) if resume_key is not None else None
         check_meta(meta, len(meta))
         self.meta = meta.reset_index(drop=True)
         self.n = len(self.meta)
@@ -283,7 +307,12 @@ class StoreWriter:
         self._synced = time.monotonic()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         state = self.partial / "state.json"
-        if resume and state.exists() and self._same_samples():
+        if resume and state.exists() and self.resume_key is not None:
+            check_same_options(json.loads(state.read_text()).get("resume_key"), self.resume_key,
+                               what=f"the staged run in '{self.partial}'",
+                               fix="rerun without --resume to start again, or with the staged run's options")
+        self.resumed = bool(resume and state.exists() and self._same_samples())
+        if self.resumed:
             saved = json.loads(state.read_text())
             self._info = saved["layers"]
             self.warnings = saved.get("warnings", [])
@@ -292,10 +321,15 @@ class StoreWriter:
                 self._maps[name] = np.lib.format.open_memmap(self.partial / LAYERS_DIR / info["file"], mode="r+")
         else:
             shutil.rmtree(self.partial, ignore_errors=True)
-            (self.partial / LAYERS_DIR).mkdir(parents=True)
-            _write_meta(self.meta, self.partial / META)
-            self.done = np.zeros(self.n, dtype=bool)
-            self._save_state()
+            try:
+                with no_space_is_an_error(self.path.parent, kept="nothing was kept"):
+                    (self.partial / LAYERS_DIR).mkdir(parents=True)
+                    _write_meta(self.meta, self.partial / META)
+                    self.done = np.zeros(self.n, dtype=bool)
+                    self._save_state()
+            except BaseException:
+                shutil.rmtree(self.partial, ignore_errors=True)
+                raise
 
     def _same_samples(self) -> bool:
         try:
@@ -308,21 +342,34 @@ class StoreWriter:
         np.save(self.partial / "done.tmp.npy", self.done)
         (self.partial / "done.tmp.npy").replace(self.partial / "done.npy")
         tmp = self.partial / "state.tmp.json"
-        tmp.write_text(json.dumps({"layers": self._info, "warnings": self.warnings}))
+        tmp.write_text(json.dumps({"layers": self._info, "warnings": self.warnings, "resume_key": self.resume_key},
+                                  default=str))
         tmp.replace(self.partial / "state.json")
 
     def write(self, rows: np.ndarray, values: Mapping[str, np.ndarray], pooling: Mapping[str, str] | None = None) -> None:
-        """Write one block: ``values[layer]`` is ``(len(rows), dim)`` for the sample positions ``rows``."""
+        """Write one block: ``values[layer]`` is ``(len(rows), dim)`` for the sample positions ``rows``
+        (a full disk: :class:`~probe.errors.DiskFullError`, the partial directory removed)."""
+        needed = sum(self.n * int(np.shape(X)[1]) * 4 for name, X in values.items() if name not in self._maps)
+        try:
+            with no_space_is_an_error(self.path.parent, needed or None, kept="the partial store was removed"):
+                self._write(rows, values, pooling)
+        except DiskFullError:
+            self.abort()
+            raise
+
+    def _write(self, rows: np.ndarray, values: Mapping[str, np.ndarray], pooling: Mapping[str, str] | None) -> None:
         rows = np.asarray(rows, dtype=np.int64)
         for name, X in values.items():
             X = np.asarray(X, dtype=np.float32)
             check_matrix(X, name=f"layer '{name}' for samples {int(rows[0]) if len(rows) else 0}..")
             if name not in self._maps:
+                if self.done.any():  # its rows written so far would stay zero
+                    raise StoreError(f"layer '{name}' first appears after {int(self.done.sum())} rows were written "
+                                     f"without it; every block must hold the same layers {sorted(self._maps)}")
                 file = layer_filename(name)
                 self._info[name] = {"dim": int(X.shape[1]), "pooling": (pooling or {}).get(name, "none"),
                                     "file": file, "dtype": "float32"}
-                self._maps[name] = np.lib.format.open_memmap(self.partial / LAYERS_DIR / file, mode="w+",
-                                                             dtype=np.float32, shape=(self.n, X.shape[1]))
+                self._maps[name] = _new_layer_file(self.partial / LAYERS_DIR / file, (self.n, X.shape[1]))
             self._maps[name][rows] = X
         self.done[rows] = True
         if time.monotonic() - self._synced >= self.sync_every_s:
@@ -354,9 +401,11 @@ class StoreWriter:
         self._maps.clear()
         for extra in ("state.json", "done.npy"):
             (self.partial / extra).unlink(missing_ok=True)
+        if self.resume_key is not None:
+            self.provenance["resume_key"] = self.resume_key
         manifest = _manifest(self.n, self._info, self.provenance, self.warnings)
         _finish(self.partial, manifest)
-        check_output_path(self.path, self.overwrite, what="store")
+        check_output_path(self.path, self.overwrite, kind=STORE_KIND)
         replace_dir(self.partial, self.path)
         return open_store(self.path)
 

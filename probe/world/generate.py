@@ -18,10 +18,12 @@ from probe.world.embodiments import SPECS
 from probe.world.episodes import Episode, make_episode
 from probe.world.lerobot_v3 import write_dataset
 from probe.world.tasks import resolve_tasks
+from probe.validate import OutputKind
 
 log = logging.getLogger(__name__)
 
 WORLD_FORMAT = "probe-world"
+WORLD_KIND = OutputKind("world directory", "world.json", WORLD_FORMAT)  # what --overwrite may replace
 EMBODIMENTS: tuple[str, ...] = ("human", "robot")
 
 
@@ -69,7 +71,7 @@ def generate_world(out: str | Path, size: str = "default", seed: int = 0, *,
         overrides = {k: v for k, v in (("tasks", tasks), ("episodes_per_task", episodes_per_task)) if v is not None}
         config = WorldConfig.preset(size, seed=seed, **overrides)
     out = Path(out)
-    with atomic_dir(out, overwrite=overwrite, what="world directory") as tmp:
+    with atomic_dir(out, overwrite=overwrite, kind=WORLD_KIND) as tmp:
         datasets = {}
         for emb in EMBODIMENTS:
             episodes = make_episodes(config, emb, progress=progress)

@@ -29,8 +29,12 @@ from torch import nn
 
 from probe.atomic import atomic_dir
 from probe.errors import CheckpointError, ConfigError
+from probe.model.state_dicts import fit_state_dict
+from probe.validate import OutputKind
 
 POLICY_TYPE = "probe-world-policy"
+# what overwrite may replace: a directory holding nothing but a checkpoint's config and weights
+CHECKPOINT_KIND = OutputKind("checkpoint directory", "config.json", files=("config.json", "*.safetensors"))
 DEFAULT_MODEL = {"width": 128, "stem_dim": 64, "task_dim": 32, "channels": [24, 48, 64], "blocks": 3,
                  "horizon": 4}
 
@@ -177,7 +181,7 @@ def save_policy(policy: WorldPolicy, directory: str | Path, step: int, recipe: s
     from safetensors.torch import save_file
 
     config = dict(policy.config) | {"step": int(step), "recipe": str(recipe), "seed": seed} | dict(extra or {})
-    with atomic_dir(directory, overwrite=overwrite, what="checkpoint directory") as tmp:
+    with atomic_dir(directory, overwrite=overwrite, kind=CHECKPOINT_KIND) as tmp:
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         state = {k: v.detach().contiguous().clone() for k, v in policy.state_dict().items()}
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt", "type": POLICY_TYPE})
@@ -218,8 +222,6 @@ def load_policy(directory: str | Path) -> WorldPolicy:
         state = load_file(str(weights))
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"cannot read '{weights}' ({exc}); the checkpoint is corrupt, train it again") from exc
-    result = policy.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(f"'{weights}' does not fit the model in config.json: missing "
-                              f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}")
+    fit_state_dict(policy, state, source=str(weights),
+                   fix="its config.json does not describe these weights: restore the config.json saved with them")
     return policy.eval()

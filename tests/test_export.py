@@ -1,0 +1,109 @@
+"""`probe export`: a parquet file that pandas and Embedding Atlas read fully (neighbours, text, thumbnails)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+
+import av
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import clustered_latents, synthetic_meta
+from metrics.knn import knn
+from probe import columns as C
+from probe.cli import main
+from probe.console import console
+from probe.store.store import write_store
+
+FPS = 10
+
+
+def _write_video(path, n_frames: int) -> None:
+    """A 32x24 H.264 video whose frame i is filled with grey level 2 * i (so a frame names its time)."""
+    with av.open(str(path), mode="w") as out:
+        stream = out.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = 32, 24, "yuv420p"
+        stream.options = {"crf": "0", "g": "4"}
+        for i in range(n_frames):
+            img = np.full((24, 32, 3), 2 * i, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+@pytest.fixture
+def store(tmp_path):
+    """Human rows with video (one file, episodes back to back), robot rows without."""
+    meta = synthetic_meta(n_episodes=3, frames=20)
+    human = (meta[C.EMBODIMENT] == "human").to_numpy()
+    _write_video(tmp_path / "human.mp4", int(human.sum()))
+    meta[C.VIDEO] = np.where(human, "human.mp4", None)
+    meta[C.VIDEO_TIMESTAMP] = np.where(human, np.cumsum(human) - 1, 0) / FPS
+    return write_store(tmp_path / "store", meta, {"trunk": clustered_latents(meta, dim=16)},
+                       provenance={"datasets": [{"name": "human-data", "root": str(tmp_path)}]})
+
+
+def test_export_reads_fully_in_embedding_atlas_format(store, tmp_path, capsys, monkeypatch):
+    import cv2
+
+    out = tmp_path / "my points.parquet"  # a space: printed commands must quote it
+    monkeypatch.setattr(console, "width", 40)  # a narrow terminal: printed commands must not wrap
+    assert main(["export", str(store.path), "--layer", "trunk", "--projection", "pca", "--cache",
+                 str(tmp_path / "c"), "--thumbnails", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    table = pq.read_table(out)
+    n = store.n
+    schema = table.schema
+    assert "row" not in schema.names and {"x", "y", "vector", C.SAMPLE_ID} <= set(schema.names)
+    assert schema.field("neighbors").type == pa.struct([("ids", pa.list_(pa.int64())),
+                                                        ("distances", pa.list_(pa.float32()))])
+    assert schema.field("text").type == pa.string() and schema.field("thumbnail").type == pa.binary()
+    df = table.to_pandas()
+    # neighbours: 15 other rows of this table each, nearest first, the same as an exact search
+    ids = np.stack(df["neighbors"].map(lambda v: v["ids"]).to_numpy())
+    dist = np.stack(df["neighbors"].map(lambda v: v["distances"]).to_numpy())
+    assert ids.shape == (n, 15) and ids.min() >= 0 and ids.max() < n
+    assert not (ids == np.arange(n)[:, None]).any() and (np.diff(dist, axis=1) >= -1e-6).all()
+    exact = knn(np.asarray(store.matrix("trunk")), k=15, metric="cosine")
+    np.testing.assert_allclose(dist, exact.distances, atol=1e-5)
+    # text: embodiment, task, stage, episode and frame
+    first = df.iloc[0]
+    assert first["text"] == (f"{first[C.EMBODIMENT]} · {first[C.TASK]} · {first[C.STAGE]} · "
+                             f"ep {first[C.EPISODE]} f {first[C.FRAME]}")
+    # thumbnails: JPEG bytes of each human row's own frame; none for rows without video
+    human = (df[C.EMBODIMENT] == "human").to_numpy()
+    assert df.loc[~human, "thumbnail"].isna().all() and df.loc[human, "thumbnail"].notna().all()
+    for _, row in df[human].iloc[[0, 7, 45]].iterrows():
+        img = cv2.imdecode(np.frombuffer(row["thumbnail"], np.uint8), cv2.IMREAD_COLOR)
+        assert img.shape == (24, 32, 3) and row["thumbnail"][:2] == b"\xff\xd8"
+        assert abs(float(img.mean()) - 2 * round(row[C.VIDEO_TIMESTAMP] * FPS)) < 3
+    # the printed commands: one line each, that split back into what runs
+    lines = [line.strip() for line in printed.splitlines()]
+    atlas = [shlex.split(line) for line in lines if line.startswith("embedding-atlas")]
+    assert atlas == [["embedding-atlas", str(out), "--x", "x", "--y", "y", "--neighbors", "neighbors", "--text",
+                      "text", "--image", "thumbnail"]]
+    python = [shlex.split(line) for line in lines if line.startswith("python -c")]
+    assert len(python) == 1 and python[0][:2] == ["python", "-c"]
+    shown = subprocess.run([sys.executable, "-c", python[0][2]], capture_output=True, text=True, check=True).stdout
+    assert C.SAMPLE_ID in shown
+    assert "WebGPU" in printed and "shader-f16" in printed
+
+
+def test_a_sampled_export_lists_neighbours_among_the_sample(store, tmp_path):
+    from probe.projection.export import export_points
+    from probe.projection.layout import ProjectionConfig
+
+    result = export_points(store.path, "trunk", tmp_path / "p.parquet", neighbors=5, include_latents=False,
+                           projection=ProjectionConfig(method="pca", max_points=30), cache_dir=tmp_path / "c")
+    df = pq.read_table(tmp_path / "p.parquet").to_pandas()
+    ids = np.stack(df["neighbors"].map(lambda v: v["ids"]).to_numpy())
+    assert result.layout.sampled and ids.shape == (30, 5) and ids.min() >= 0 and ids.max() < 30
+    assert not (ids == np.arange(30)[:, None]).any() and "thumbnail" not in df.columns
+    info = json.loads(pq.read_schema(tmp_path / "p.parquet").metadata[b"embodiment_probe"])
+    assert info["neighbors"] == {"k": 5, "metric": "cosine", "among": "sample"}
