@@ -9,7 +9,7 @@ PYTHON`` (an interpreter that has scib-metrics, e.g. /tmp/scibenv/bin/python) th
 metrics both compute are timed in scib-metrics too, on the same data and graph, and
 the ratio is printed.
 
-    .venv/bin/python benchmarks/bench_metrics.py --sizes 20000 100000 --threads 2
+    .venv/bin/python benchmarks/bench_metrics.py --sizes 20000 100000 --threads 2 --bootstrap 30
     .venv/bin/python benchmarks/bench_metrics.py --sizes 1000000 --index ivf
     .venv/bin/python benchmarks/bench_metrics.py --sizes 5000 --scib /tmp/scibenv/bin/python
 """
@@ -144,7 +144,9 @@ def main() -> None:
     p.add_argument("--index", choices=["exact", "ivf", "hnsw"], default="exact")
     p.add_argument("--families", default=None, help="comma-separated families (default all)")
     p.add_argument("--bootstrap", type=int, default=0, help="also time the suite with this many replicates")
-    p.add_argument("--nulls", type=int, default=0, help="also time the suite with null baselines, no bootstrap")
+    p.add_argument("--nulls", type=int, default=3, help="null permutations in the timed suites (default 3)")
+    p.add_argument("--permutations", type=int, default=99,
+                   help="permutations behind the p-values in the timed suites (default 99, as 'probe metrics')")
     p.add_argument("--max-samples", type=int, default=20_000)
     p.add_argument("--scib", default=None, help="python interpreter with scib-metrics for the comparison")
     p.add_argument("--out", default=None, help="write the results as JSON here")
@@ -159,7 +161,7 @@ def main() -> None:
     report = []
     for n in args.sizes:
         X, labels = synthetic(n, args.dim)
-        config = MetricsConfig(bootstrap=0, null_repeats=0, index=args.index, families=families,
+        config = MetricsConfig(bootstrap=0, null_repeats=0, permutations=0, index=args.index, families=families,
                                max_samples=args.max_samples)
         print(f"\n== n={len(X)} d={args.dim} index={args.index} threads={args.threads}", flush=True)
         timings, t_graph, graph = time_metrics(X, labels, config)
@@ -174,21 +176,25 @@ def main() -> None:
               "(goal < 60 s at 100k on 2 cores)")
         entry = {"n": len(X), "dim": args.dim, "index": args.index, "threads": args.threads, "graph_s": t_graph,
                  "metrics": timings, "suite_s": t_suite, "peak_rss_mb": peak_mb()}
-        if args.nulls:
-            cfg = MetricsConfig(bootstrap=0, null_repeats=args.nulls, index=args.index, families=families,
-                                max_samples=args.max_samples)
+        if args.nulls or args.bootstrap:
+            # the suite as users run it, without intervals: nulls and the p-values' permutations
+            cfg = MetricsConfig(bootstrap=0, null_repeats=args.nulls, permutations=args.permutations,
+                                index=args.index, families=families, max_samples=args.max_samples)
             t = time.perf_counter()
             run_suite(X, labels, cfg, graph=graph)
             entry["suite_with_nulls_s"] = t_graph + time.perf_counter() - t
-            print(f"whole suite with {args.nulls} null permutations, no bootstrap: {entry['suite_with_nulls_s']:.1f} s")
+            print(f"whole suite with {args.nulls} null permutations and {args.permutations} p-value permutations, "
+                  f"no intervals: {entry['suite_with_nulls_s']:.1f} s")
         if args.bootstrap:
-            cfg = MetricsConfig(bootstrap=args.bootstrap, null_repeats=3, index=args.index, families=families,
-                                max_samples=args.max_samples)
+            cfg = MetricsConfig(bootstrap=args.bootstrap, null_repeats=args.nulls, permutations=args.permutations,
+                                index=args.index, families=families, max_samples=args.max_samples)
             t = time.perf_counter()
             run_suite(X, labels, cfg, graph=graph)
             entry["suite_with_bootstrap_s"] = t_graph + time.perf_counter() - t
-            print(f"whole suite with {args.bootstrap} bootstrap replicates and 3 nulls: "
-                  f"{entry['suite_with_bootstrap_s']:.1f} s")
+            ratio = entry["suite_with_bootstrap_s"] / entry["suite_with_nulls_s"]
+            entry["intervals_ratio"] = ratio
+            print(f"the same with {args.bootstrap}-replicate 95% intervals: {entry['suite_with_bootstrap_s']:.1f} s "
+                  f"= {ratio:.2f}x the suite without intervals (goal <= 2x)")
         if args.scib:
             scib = scib_compare(args.scib, X, labels, graph, config)
             entry["scib"] = scib

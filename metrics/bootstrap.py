@@ -6,6 +6,7 @@ permutation is the episode (or an episode's run of one stage), never the frame.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -19,30 +20,108 @@ class Interval(NamedTuple):
     hi: float
 
 
-def episode_bootstrap_weights(episodes: np.ndarray, embodiment: np.ndarray, n_boot: int,
+def episode_groups(episodes: np.ndarray, strata: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Each row's episode code, and the episode codes of every stratum (an episode joins the stratum of its
+    first row, so an episode is never drawn twice for two strata)."""
+    _, first, codes = np.unique(np.asarray(episodes), return_index=True, return_inverse=True)
+    codes = codes.ravel()
+    episode_stratum = np.asarray(strata)[first]
+    return codes, [np.flatnonzero(episode_stratum == s) for s in np.unique(episode_stratum)]
+
+
+def episode_bootstrap_weights(episodes: np.ndarray, strata: np.ndarray, n_boot: int,
                               seed: int = 0) -> Iterator[np.ndarray]:
     """Yield ``n_boot`` row-weight vectors of an episode bootstrap.
 
-    Each replicate draws, within every embodiment, as many episodes as it has, with
-    replacement; a row's weight is the number of times its episode was drawn (0, 1,
-    2 ...). Resampling within embodiment keeps the embodiment balance fixed.
+    Each replicate draws, within every stratum (the embodiment, or embodiment x task
+    where tasks are fixed by design), as many episodes as it has, with replacement; a
+    row's weight is the number of times its episode was drawn (0, 1, 2 ...).
+    Resampling within strata keeps their balance fixed.
 
     Parameters
     ----------
     episodes : (n,) episode key of each row (unique across datasets)
-    embodiment : (n,) embodiment of each row
+    strata : (n,) stratum of each row (constant within an episode)
     n_boot : number of replicates
     """
     rng = np.random.default_rng(seed)
-    ep_uniques, ep_codes = np.unique(np.asarray(episodes), return_inverse=True)
-    ep_codes = ep_codes.ravel()
-    embodiment = np.asarray(embodiment)
-    groups = [np.unique(ep_codes[embodiment == e]) for e in np.unique(embodiment)]
+    codes, groups = episode_groups(episodes, strata)
+    n_episodes = sum(len(g) for g in groups)
     for _ in range(n_boot):
-        counts = np.zeros(len(ep_uniques), dtype=np.int64)
+        counts = np.zeros(n_episodes, dtype=np.int64)
         for eps in groups:
-            counts += np.bincount(rng.choice(eps, size=len(eps), replace=True), minlength=len(ep_uniques))
-        yield counts[ep_codes]
+            counts += np.bincount(rng.choice(eps, size=len(eps), replace=True), minlength=n_episodes)
+        yield counts[codes]
+
+
+def episode_subsample_weights(episodes: np.ndarray, strata: np.ndarray, n_rep: int, fraction: float,
+                              seed: int = 0) -> tuple[list[np.ndarray], float]:
+    """0/1 row weights of ``n_rep`` episode subsamples drawn without replacement, and their rescaling.
+
+    Each replicate keeps, within every stratum, ``fraction`` of its episodes (at
+    least one, and one fewer than all where there are two or more); a row's weight
+    is 1 when its episode is kept. Statistics that duplicated rows would distort
+    (distances, kernels, fitted models) are computed on such subsamples; for a
+    root-n statistic the spread of a subsample value around the full-sample value is
+    ``sqrt((1 - f) / f)`` times the spread of the full-sample value around its
+    expectation (``f`` the fraction of episodes kept; 1 at half-sampling), so the
+    returned scale ``sqrt(f / (1 - f))`` maps subsample spread to that of the estimate.
+    """
+    rng = np.random.default_rng(seed)
+    codes, groups = episode_groups(episodes, strata)
+    take = [min(max(1, int(round(fraction * len(g)))), max(len(g) - 1, 1)) for g in groups]
+    kept = sum(take) / max(sum(len(g) for g in groups), 1)
+    scale = float(np.sqrt(kept / (1.0 - kept))) if kept < 1 else 0.0
+    out = []
+    for _ in range(n_rep):
+        chosen = np.zeros(sum(len(g) for g in groups), dtype=np.int64)
+        for g, t in zip(groups, take):
+            chosen[rng.choice(g, size=t, replace=False)] = 1
+        out.append(chosen[codes])
+    return out, scale
+
+
+def design_key(episodes: np.ndarray, strata: np.ndarray, seed: int, n_rep: int, fraction: float, rows: int) -> str:
+    """A short key of everything that decides which episodes each replicate draws: equal keys mean that two
+    runs (e.g. two checkpoints' stores of the same data) resampled the same episodes, replicate by replicate."""
+    h = hashlib.blake2b(digest_size=12)
+    for part in (np.unique(np.asarray(episodes), return_inverse=True)[1].ravel().astype(np.int64),
+                 np.asarray(strata).astype(np.int64)):
+        h.update(np.ascontiguousarray(part).tobytes())
+    h.update(repr((int(seed), int(n_rep), round(float(fraction), 9), int(rows))).encode())
+    return h.hexdigest()
+
+
+def centred_interval(replicates: np.ndarray, estimate: float, level: float = 0.95, scale: float = 1.0) -> Interval:
+    """An interval around ``estimate`` with the spread of the replicates (nan replicates ignored).
+
+    The replicates' quantiles are taken relative to their median and multiplied by
+    ``scale`` (1 for a bootstrap, :func:`episode_subsample_weights`'s scale for
+    subsamples): the interval describes the reported estimate itself, which it
+    always contains, even for statistics whose replicates are biased (kernels,
+    distances on fewer rows).
+    """
+    values = np.asarray(replicates, dtype=np.float64)
+    values = values[~np.isnan(values)]
+    if len(values) < 2 or not np.isfinite(estimate):
+        return Interval(float("nan"), float("nan"))
+    tail = (1.0 - level) / 2.0 * 100.0
+    lo, mid, hi = np.percentile(values, [tail, 50.0, 100.0 - tail])
+    return Interval(float(estimate + scale * (lo - mid)), float(estimate + scale * (hi - mid)))
+
+
+def permutation_p_value(observed: float, null_values: np.ndarray, *, greater: bool) -> float:
+    """One-sided permutation p-value ``(1 + #extreme) / (1 + #permutations)``.
+
+    ``greater``: the alternative is that ``observed`` exceeds the permutation values
+    (extreme = null >= observed); otherwise that it falls below them (null <= observed).
+    """
+    null_values = np.asarray(null_values, dtype=np.float64)
+    null_values = null_values[~np.isnan(null_values)]
+    if not len(null_values) or not np.isfinite(observed):
+        return float("nan")
+    extreme = null_values >= observed if greater else null_values <= observed
+    return float((1 + int(extreme.sum())) / (1 + len(null_values)))
 
 
 def percentile_interval(values: np.ndarray, level: float = 0.95) -> Interval:
@@ -56,13 +135,13 @@ def percentile_interval(values: np.ndarray, level: float = 0.95) -> Interval:
     return Interval(float(lo), float(hi))
 
 
-def permute_segments(labels: np.ndarray, segments: np.ndarray, within: np.ndarray,
-                     rng: np.random.Generator) -> np.ndarray:
-    """Shuffle ``labels`` between segments: every row of a segment gets the label of another segment.
+class RunShuffler:
+    """Shuffles labels between segments (e.g. one episode's run of one stage) within groups.
 
-    Segments (e.g. one episode's run of one stage) are permuted among the segments
-    of the same ``within`` group, so the group's label proportions (in segments) stay
-    and the frames of a segment keep one label.
+    Every row of a segment gets the label of another segment of the same ``within``
+    group, so the group's label proportions (in segments) stay and the frames of a
+    segment keep one label. The segment structure is computed once, so each of many
+    permutations (nulls, p-values) costs one shuffle per group.
 
     Parameters
     ----------
@@ -70,29 +149,43 @@ def permute_segments(labels: np.ndarray, segments: np.ndarray, within: np.ndarra
     segments : (n,) segment key of each row
     within : (n,) group key of each row, constant within each segment
     """
-    labels = np.asarray(labels)
-    _, first, seg_codes = np.unique(np.asarray(segments), return_index=True, return_inverse=True)
-    seg_codes = seg_codes.ravel()
-    seg_labels = labels[first]
-    seg_within = np.asarray(within)[first]
-    new = seg_labels.copy()
-    for group in np.unique(seg_within):
-        members = np.flatnonzero(seg_within == group)
-        new[members] = seg_labels[rng.permutation(members)]
-    return new[seg_codes]
+
+    def __init__(self, labels: np.ndarray, segments: np.ndarray, within: np.ndarray) -> None:
+        _, first, codes = np.unique(np.asarray(segments), return_index=True, return_inverse=True)
+        self.codes = codes.ravel()
+        self.segment_labels = np.asarray(labels)[first]
+        seg_within = np.asarray(within)[first]
+        self.groups = [np.flatnonzero(seg_within == g) for g in np.unique(seg_within)]
+
+    def __call__(self, rng: np.random.Generator) -> np.ndarray:
+        new = self.segment_labels.copy()
+        for members in self.groups:
+            new[members] = self.segment_labels[rng.permutation(members)]
+        return new[self.codes]
+
+
+def permute_segments(labels: np.ndarray, segments: np.ndarray, within: np.ndarray,
+                     rng: np.random.Generator) -> np.ndarray:
+    """One shuffle of ``labels`` between segments within groups (see :class:`RunShuffler`)."""
+    return RunShuffler(labels, segments, within)(rng)
+
+
+def runs(episodes: np.ndarray, stage: np.ndarray) -> np.ndarray:
+    """An integer key of each row's (episode, stage) run."""
+    _, ep = np.unique(np.asarray(episodes), return_inverse=True)
+    _, st = np.unique(np.asarray(stage), return_inverse=True)
+    return ep.ravel().astype(np.int64) * (int(st.max()) + 1 if len(st) else 1) + st.ravel()
 
 
 def null_embodiment(embodiment: np.ndarray, stage: np.ndarray, episodes: np.ndarray,
                     rng: np.random.Generator) -> np.ndarray:
     """Embodiment labels shuffled within stage, at the level of (episode, stage) runs: the mixing null."""
-    segments = np.char.add(np.char.add(np.asarray(episodes).astype(str), "\x1f"), np.asarray(stage).astype(str))
-    return permute_segments(embodiment, segments, stage, rng)
+    return permute_segments(embodiment, runs(episodes, stage), stage, rng)
 
 
 def null_stage(stage: np.ndarray, task: np.ndarray, episodes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Stage labels shuffled between (episode, stage) runs of the same task: the conservation null."""
-    segments = np.char.add(np.char.add(np.asarray(episodes).astype(str), "\x1f"), np.asarray(stage).astype(str))
-    return permute_segments(stage, segments, task, rng)
+    return permute_segments(stage, runs(episodes, stage), task, rng)
 
 
 def shuffle_within(values: np.ndarray, groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -14,6 +14,7 @@ import numpy as np
 from metrics import conservation as cons
 from metrics import mixing as mix
 from metrics.lisi import clisi_score, ilisi_score, lisi_kernel, lisi_samples
+from metrics.permutation import RunGraph, kbet_from_runs, lisi_from_runs, mixing_from_runs
 from metrics.spec import (Better, By, Context, Family, Kind, Labels, MetricSpec, Null, register, repeat_rows,
                           weights_key)
 
@@ -49,13 +50,48 @@ def _score_clisi(ctx: Context, lisi: np.ndarray, labels: Labels, w: np.ndarray) 
 
 
 def _prep_kbet(ctx: Context, labels: Labels, rows: Any) -> np.ndarray:
-    return mix.kbet_test(ctx.neighbors(ctx.config.kbet_k), labels.embodiment, ctx.config.alpha).p_value
+    """Each sample's kBET acceptance (1.0 / 0.0)."""
+    test = mix.kbet_test(ctx.neighbors(ctx.config.kbet_k), labels.embodiment, ctx.config.alpha)
+    return (test.p_value >= ctx.config.alpha).astype(np.float64)
 
 
-def _score_kbet(ctx: Context, p: np.ndarray, labels: Labels, w: np.ndarray) -> float:
+def _score_kbet(ctx: Context, accepted: np.ndarray, labels: Labels, w: np.ndarray) -> float:
     if w.sum() == 0:
         return float("nan")
-    return float(np.average(p >= ctx.config.alpha, weights=w))
+    return float(np.average(accepted, weights=w))
+
+
+def _run_graph(ctx: Context, kind: str) -> RunGraph:
+    """The graph aggregated by (episode, stage) runs, once per suite: LISI-kernel weights or neighbour counts."""
+    key = ("run_graph", kind)
+    if key not in ctx.cache:
+        if kind == "lisi":
+            ctx.cache[key] = RunGraph(ctx.graph, ctx.cache["runs"], _lisi_kernel(ctx))
+        else:
+            k = ctx.config.kbet_k if kind == "kbet" else ctx.config.mixing_k
+            ctx.cache[key] = RunGraph(ctx.neighbors(k), ctx.cache["runs"])
+    return ctx.cache[key]
+
+
+def _codes(values: np.ndarray) -> tuple[np.ndarray, int]:
+    uniques, codes = np.unique(values, return_inverse=True)
+    return codes.ravel(), len(uniques)
+
+
+def _perm_ilisi(ctx: Context, labels: Labels) -> np.ndarray:
+    return lisi_from_runs(_run_graph(ctx, "lisi"), *_codes(labels.embodiment))
+
+
+def _perm_clisi(ctx: Context, labels: Labels) -> np.ndarray:
+    return lisi_from_runs(_run_graph(ctx, "lisi"), *_codes(labels.stage))
+
+
+def _perm_kbet(ctx: Context, labels: Labels) -> np.ndarray:
+    return kbet_from_runs(_run_graph(ctx, "kbet"), *_codes(labels.embodiment), ctx.config.alpha)
+
+
+def _perm_mixing(ctx: Context, labels: Labels) -> mix.MixingSamples:
+    return mixing_from_runs(_run_graph(ctx, "mixing"), *_codes(labels.embodiment))
 
 
 def _prep_mixing(ctx: Context, labels: Labels, rows: Any) -> mix.MixingSamples:
@@ -160,9 +196,10 @@ _TASK = frozenset({By.TASK})
 
 register(
     MetricSpec("ilisi", Family.MIXING, Better.HIGHER, Kind.GRAPH, Null.EMBODIMENT, _prep_ilisi, _score_ilisi,
-               _STAGE_TASK, description="integration LISI of embodiments, scaled to [0, 1]", headline=1),
+               _STAGE_TASK, description="integration LISI of embodiments, scaled to [0, 1]", headline=1,
+               permuted=_perm_ilisi),
     MetricSpec("kbet", Family.MIXING, Better.HIGHER, Kind.GRAPH, Null.EMBODIMENT, _prep_kbet, _score_kbet,
-               _STAGE_TASK, description="kBET acceptance rate", headline=2),
+               _STAGE_TASK, description="kBET acceptance rate", headline=2, permuted=_perm_kbet),
     MetricSpec("silhouette_embodiment", Family.MIXING, Better.HIGHER, Kind.SAMPLES, Null.EMBODIMENT,
                _prep_sil_emb, _score_grouped, _STAGE_TASK,
                description="1 - |silhouette of embodiments| within stages (scib silhouette_batch)", headline=4),
@@ -170,13 +207,13 @@ register(
                _STAGE_TASK, description="batch-removal adapted silhouette of embodiments within stages"),
     MetricSpec("knn_embodiment_mixing", Family.MIXING, Better.HIGHER, Kind.GRAPH, Null.EMBODIMENT, _prep_mixing,
                _score_mixing, _STAGE_TASK, description="share of other-embodiment neighbours / chance share",
-               headline=3),
+               headline=3, permuted=_perm_mixing),
     MetricSpec("embodiment_probe_acc", Family.MIXING, Better.LOWER, Kind.FIT, Null.EMBODIMENT, _prep_fit,
                _score_probe, _STAGE_TASK,
                description="balanced accuracy of a linear embodiment probe, CV grouped by episode (0.5 = mixed)",
                headline=5),
     MetricSpec("clisi", Family.CONSERVATION, Better.HIGHER, Kind.GRAPH, Null.STAGE, _prep_clisi, _score_clisi,
-               _STAGE_TASK, description="stage LISI, scaled to [0, 1]", headline=6),
+               _STAGE_TASK, description="stage LISI, scaled to [0, 1]", headline=6, permuted=_perm_clisi),
     MetricSpec("silhouette_stage", Family.CONSERVATION, Better.HIGHER, Kind.SAMPLES, Null.STAGE, _prep_sil_stage,
                _score_sil_stage, _STAGE_TASK, description="silhouette of stages, rescaled to [0, 1]", headline=7),
     MetricSpec("stage_nmi", Family.CONSERVATION, Better.HIGHER, Kind.FIT, Null.STAGE, _prep_fit, _score_nmi, _TASK,
@@ -349,7 +386,8 @@ def _prep_temporal(ctx: Context, labels: Labels, rows: Any) -> dict[str, Any]:
     if result.n_pairs_total > len(result.pairs):
         ctx.note(f"temporal metrics use {len(result.pairs)} of {result.n_pairs_total} (human, robot) episode pairs")
     _, first = np.unique(labels.episode, return_index=True)
-    return {"pairs": result.pairs, "episode_row": dict(zip(labels.episode[first].tolist(), first.tolist()))}
+    # the pairs name episodes as strings (their table's dtype), whatever the labels' type
+    return {"pairs": result.pairs, "episode_row": dict(zip(labels.episode[first].astype(str).tolist(), first.tolist()))}
 
 
 def _temporal(field: str):

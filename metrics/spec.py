@@ -110,6 +110,12 @@ class MetricsConfig:
     kbet_k, mixing_k : neighbours used by kBET and kNN mixing (slices of the graph)
     human : the embodiment name treated as human by the transfer metrics; all others
         are "robot"
+    intervals : "refit" (each replicate recomputes every metric, kNN graph included, on an episode
+        subsample) or "reweight" (fast: per-sample values reweighted on the fixed graph); see
+        :mod:`metrics.intervals`
+    permutations : label permutations behind the p-values of the headline kNN-graph
+        mixing and conservation metrics (ilisi, kbet, knn_embodiment_mixing, clisi);
+        their null baseline averages all of them (0 = no p-values)
     """
 
     k: int = 90
@@ -129,6 +135,8 @@ class MetricsConfig:
     ci_level: float = 0.95
     human: str = "human"
     retrieval_max_r: int = 1000
+    permutations: int = 99
+    intervals: str = "refit"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metric", Metric(self.metric))
@@ -142,7 +150,9 @@ class MetricsConfig:
         for name in ("k", "max_samples", "bootstrap_samples", "kbet_k", "mixing_k", "retrieval_max_r"):
             if int(getattr(self, name)) < 1:
                 raise MetricInputError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("bootstrap", "null_repeats"):
+        if self.intervals not in ("refit", "reweight"):
+            raise MetricInputError(f"intervals must be 'refit' or 'reweight', got {self.intervals!r}")
+        for name in ("bootstrap", "null_repeats", "permutations"):
             if int(getattr(self, name)) < 0:
                 raise MetricInputError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 < self.ci_level < 1 or not 0 < self.alpha < 1:
@@ -193,6 +203,9 @@ class MetricSpec:
     description: str = ""
     default: bool = True  # False: computed only when named in ``MetricsConfig.metrics`` (slow ones)
     headline: int | None = None  # place among the headline metrics (1 first), None: not a headline metric
+    # ``prepare`` for labels shuffled between (episode, stage) runs, from the graph aggregated by runs once
+    # (:mod:`metrics.permutation`): the same state, far cheaper, for the many permutations of a p-value
+    permuted: Callable[[Context, Labels], Any] | None = None
 
 
 REGISTRY: dict[str, MetricSpec] = {}
@@ -226,13 +239,20 @@ class MetricValue:
     ci_lo: float = float("nan")
     ci_hi: float = float("nan")
     null: float = float("nan")
+    p: float = float("nan")  # permutation p-value against the null (headline mixing / conservation metrics)
+    interval: str = ""  # how the interval was made (:data:`INTERVAL_METHODS`), or why there is none
 
     def to_dict(self) -> dict[str, Any]:
         def clean(v: float) -> float | None:
             return None if v is None or not np.isfinite(v) else float(v)
 
         ci = None if not (np.isfinite(self.ci_lo) and np.isfinite(self.ci_hi)) else [clean(self.ci_lo), clean(self.ci_hi)]
-        return {"value": clean(self.value), "ci": ci, "null": clean(self.null)}
+        out = {"value": clean(self.value), "ci": ci, "null": clean(self.null)}
+        if np.isfinite(self.p):
+            out["p"] = float(self.p)
+        if self.interval:
+            out["interval"] = self.interval
+        return out
 
 
 @dataclass
@@ -247,6 +267,11 @@ class SuiteResult:
     subsampled: int | None  # rows of the O(n^2) subsample, None when all rows were used
     k: int
     config: MetricsConfig
+    # each metric's interval replicates and their scale, and a key of the resampling design (rows' episodes and
+    # strata, seed, replicates): two results with the same key resampled the same episodes, so their
+    # differences can be compared replicate by replicate (:mod:`metrics.compare`)
+    replicates: dict[str, tuple[np.ndarray, float]] = field(default_factory=dict)
+    design: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: ``{"n", "metrics", "per_stage"|"per_task", "notes", "subsampled", "k"}``."""
@@ -256,6 +281,11 @@ class SuiteResult:
             out[f"per_{self.by.value}"] = {scope: {name: v.to_dict() for name, v in values.items()}
                                            for scope, values in self.scopes.items()}
         out["notes"] = list(self.notes)
+        if self.replicates:
+            out["replicates"] = {"design": self.design,
+                                 "values": {name: [None if not np.isfinite(x) else float(x) for x in reps]
+                                            for name, (reps, _) in self.replicates.items()},
+                                 "scale": {name: scale for name, (_, scale) in self.replicates.items()}}
         return out
 
 

@@ -25,8 +25,9 @@ import numpy as np
 
 from metrics import bootstrap as bs
 from metrics.graph import approximate_note, build_graph
+from metrics.intervals import Replicates
 from metrics.knn import Metric, Neighbors
-from metrics.spec import (REGISTRY, By, Context, Family, Kind, Labels, MetricInputError, MetricsConfig,
+from metrics.spec import (REGISTRY, Better, By, Context, Family, Kind, Labels, MetricInputError, MetricsConfig,
                           MetricSpec, MetricValue, Null, SuiteResult, check_inputs)
 from metrics.subsample import strata_keys, stratified_subsample
 
@@ -82,13 +83,29 @@ def _safe(fn: Callable[[], float], ctx: Context, what: str) -> float:
         return float("nan")
 
 
-def _null_labels(spec: MetricSpec, labels: Labels, rng: np.random.Generator) -> Labels:
-    if spec.null is Null.EMBODIMENT:
-        return labels.replace(embodiment=bs.null_embodiment(labels.embodiment, labels.stage, labels.episode, rng))
+def null_labels(spec: MetricSpec, labels: Labels, rng: np.random.Generator, cache: dict) -> Labels:
+    """Labels shuffled for the spec's null; the run structure is computed once per suite (``cache``)."""
     if spec.null is Null.FRAME:
         frame = labels.frame if labels.frame is not None else np.arange(len(labels))
         return labels.replace(frame=bs.shuffle_within(frame, labels.episode, rng))
-    return labels.replace(stage=bs.null_stage(labels.stage, labels.task, labels.episode, rng))
+    key = ("shuffler", spec.null)
+    if key not in cache:
+        run_keys = cache["runs"] if "runs" in cache else bs.runs(labels.episode, labels.stage)
+        cache[key] = (bs.RunShuffler(labels.embodiment, run_keys, labels.stage) if spec.null is Null.EMBODIMENT
+                      else bs.RunShuffler(labels.stage, run_keys, labels.task))
+    shuffled = cache[key](rng)
+    return labels.replace(embodiment=shuffled) if spec.null is Null.EMBODIMENT else labels.replace(stage=shuffled)
+
+
+def _tested(spec: MetricSpec, config: MetricsConfig) -> bool:
+    """Whether the metric gets a permutation p-value: headline kNN-graph mixing and conservation metrics."""
+    return (config.permutations > 0 and spec.headline is not None and spec.kind is Kind.GRAPH
+            and spec.family in (Family.MIXING, Family.CONSERVATION))
+
+
+def _greater(spec: MetricSpec) -> bool:
+    """The p-value's alternative: conservation beats shuffled stages; mixing falls short of shuffled embodiments."""
+    return (spec.family is Family.CONSERVATION) == (spec.better is Better.HIGHER)
 
 
 def run_suite(X: np.ndarray, labels: Labels, config: MetricsConfig | None = None, *,
@@ -156,6 +173,7 @@ def run_suite(X: np.ndarray, labels: Labels, config: MetricsConfig | None = None
         notes.append(f"O(n^2) and fitted metrics ran on a stratified subsample of {len(rows)} of {n} samples "
                      "(embodiment x task x stage)")
     ctx = Context(X32, graph, rows, boot_rows, config, notes)
+    ctx.cache["runs"] = bs.runs(labels.episode, labels.stage)  # the units every null shuffles
     _stage_notes(labels, ctx)
 
     scopes_of: dict[str, np.ndarray] = {}
@@ -164,19 +182,25 @@ def run_suite(X: np.ndarray, labels: Labels, config: MetricsConfig | None = None
         for value in dict.fromkeys(column.tolist()):
             scopes_of[str(value)] = (column == value).astype(np.int64)
 
-    boot_weights = list(bs.episode_bootstrap_weights(labels.episode, labels.embodiment, config.bootstrap, config.seed))
+    replicas = Replicates(ctx, labels, config, rows)
     if config.bootstrap:
-        ctx.note(f"95% intervals from {config.bootstrap} bootstrap replicates over episodes (resampled within "
-                 f"embodiment); fitted metrics are refitted on a {len(boot_rows)}-sample subsample per replicate")
+        methods = {replicas.method(kind) for kind in Kind}
+        ctx.note(f"95% intervals from {config.bootstrap} replicates over episodes, centred on each estimate: "
+                 + "; ".join(sorted(methods)))
     if config.null_repeats:
         ctx.note(f"null baselines average {config.null_repeats} permutations of (episode, stage) runs: embodiment "
                  "labels shuffled within stage (mixing, paired, distribution), stage labels shuffled within task "
                  "(conservation, retrieval); frame order shuffled within episodes (temporal)")
+    if config.permutations:
+        ctx.note(f"p-values of {', '.join(s.name for s in specs if _tested(s, config))} from "
+                 f"{max(config.permutations, config.null_repeats)} permutations (their null averages all of them): "
+                 "mixing metrics test 'less mixed than shuffled embodiments', conservation metrics 'stages "
+                 "conserved beyond shuffled stages'; p = (1 + #as extreme) / (1 + #permutations)")
 
     states = _States(ctx)
-    boot_states = _States(ctx)
     ones = np.ones(n, dtype=np.int64)
     results: dict[str, MetricValue] = {}
+    replicates: dict[str, tuple[np.ndarray, float]] = {}
     scoped: dict[str, dict[str, MetricValue]] = {s: {} for s in scopes_of}
     from_tqdm = None
     if progress:
@@ -205,36 +229,40 @@ def run_suite(X: np.ndarray, labels: Labels, config: MetricsConfig | None = None
             continue
         value = _safe(lambda: spec.score(ctx, state, labels, ones), ctx, spec.name)
 
-        # bootstrap: reweight per-sample values; refit fitted metrics on the smaller subsample
-        if spec.kind is Kind.FIT:
-            bstate = boot_states.get(spec, labels, boot_rows, "boot")
-        else:
-            bstate = state
-        reps = np.array([_safe(lambda: spec.score(ctx, bstate, labels, w), ctx, f"{spec.name} (bootstrap)")
-                         for w in boot_weights]) if boot_weights else np.array([])
-        ci = bs.percentile_interval(reps, config.ci_level) if len(reps) else bs.Interval(float("nan"), float("nan"))
+        # interval: replicates over episodes (metrics.intervals: recomputed on subsamples, or reweighted)
+        fitted = spec.kind is Kind.FIT
+        scope_masks = scopes_of if config.by in spec.scopes else {}
+        reps, scope_reps, scale = replicas.of(spec, state, scope_masks)
+        ci = bs.centred_interval(np.array(reps), value, config.ci_level, scale)
+        method = replicas.method(spec.kind) if np.isfinite(ci.lo) else ""
 
         # null: shuffled labels, prepared again (graph metrics on all rows, others on the bootstrap subsample)
         null_vals, null_scoped = [], {s: [] for s in scopes_of}
         if spec.null is not Null.NONE:
             rng = np.random.default_rng(config.seed + 7919)
             null_rows = None if spec.kind is Kind.GRAPH else boot_rows
-            for r in range(config.null_repeats):
-                nl = _null_labels(spec, labels, rng)
+            repeats = max(config.null_repeats, config.permutations) if _tested(spec, config) else config.null_repeats
+            for r in range(repeats):
+                nl = null_labels(spec, labels, rng, ctx.cache)
                 nstates = _States(ctx)
                 try:
-                    nstate = nstates.get(spec, nl, null_rows, f"null{r}")
+                    nstate = (spec.permuted(ctx, nl) if spec.permuted is not None and spec.null is not Null.FRAME
+                              else nstates.get(spec, nl, null_rows, f"null{r}"))
                 except ValueError as exc:
                     ctx.note(f"{spec.name} (null): not computed ({exc})")
                     break
                 null_vals.append(_safe(lambda: spec.score(ctx, nstate, nl, ones), ctx, f"{spec.name} (null)"))
-                if spec.kind is not Kind.FIT:
+                if not fitted and r < max(config.null_repeats, 1):
                     for s, mask in scopes_of.items():
                         if config.by in spec.scopes:
                             null_scoped[s].append(_safe(lambda: spec.score(ctx, nstate, nl, mask), ctx,
                                                         f"{spec.name} (null, {s})"))
         null = float(np.nanmean(null_vals)) if null_vals and not np.all(np.isnan(null_vals)) else float("nan")
-        results[spec.name] = MetricValue(value, ci.lo, ci.hi, null)
+        p = (bs.permutation_p_value(value, np.array(null_vals), greater=_greater(spec))
+             if _tested(spec, config) else float("nan"))
+        results[spec.name] = MetricValue(value, ci.lo, ci.hi, null, p, method)
+        if len(reps):
+            replicates[spec.name] = (np.array(reps, dtype=np.float64), scale)
 
         # scopes: per-sample metrics reweight, fitted metrics refit on the scope's rows (no interval)
         for s, mask in scopes_of.items():
@@ -242,19 +270,17 @@ def run_suite(X: np.ndarray, labels: Labels, config: MetricsConfig | None = None
                 scoped[s][spec.name] = MetricValue(float("nan"))
                 continue
             v = _safe(lambda: spec.score(ctx, state, labels, mask), ctx, f"{spec.name} ({config.by.value} {s})")
-            if spec.kind is Kind.FIT:
+            if fitted:
                 scoped[s][spec.name] = MetricValue(v)
                 continue
-            sreps = [_safe(lambda: spec.score(ctx, state, labels, w * mask), ctx, f"{spec.name} ({s}, bootstrap)")
-                     for w in boot_weights]
-            sci = bs.percentile_interval(np.array(sreps), config.ci_level) if sreps else bs.Interval(np.nan, np.nan)
+            sci = bs.centred_interval(np.array(scope_reps.get(s, [])), v, config.ci_level, scale)
             vals = null_scoped[s]
             snull = float(np.nanmean(vals)) if vals and not np.all(np.isnan(vals)) else float("nan")
-            scoped[s][spec.name] = MetricValue(v, sci.lo, sci.hi, snull)
+            scoped[s][spec.name] = MetricValue(v, sci.lo, sci.hi, snull)  # the method is said once, overall
     if scopes_of and any(s.kind is Kind.FIT for s in specs):
         ctx.note(f"per-{config.by.value} values of fitted metrics are refitted on the {config.by.value}'s rows "
                  "without interval or null")
-    return SuiteResult(n, results, scoped, config.by, notes, subsampled, k, config)
+    return SuiteResult(n, results, scoped, config.by, notes, subsampled, k, config, replicates, replicas.design)
 
 
 def available(families: Iterable[Family] | None = None) -> list[str]:

@@ -231,11 +231,14 @@ def per_stage_bars(per_stage: Mapping[str, Mapping[str, Mapping[str, Any]]], *, 
 
 
 def metric_curves(x: Sequence[Any], series: Mapping[str, Sequence[Mapping[str, Any]]], *, x_title: str = "",
-                  y_title: str = "value", title: str = "", nulls: Mapping[str, float] | None = None) -> go.Figure:
+                  y_title: str = "value", title: str = "", nulls: Mapping[str, float] | None = None,
+                  changes: Mapping[str, Sequence[Mapping[str, Any] | None]] | None = None) -> go.Figure:
     """Metric against layer or training step: a line per series with a shaded 95% interval band.
 
     ``series[name]`` holds one ``{"value", "ci"}`` per x position; ``nulls[name]``
-    draws a dotted null-baseline line.
+    draws a dotted null-baseline line; ``changes[name]`` holds, per x position, the
+    comparison with the previous one (``delta``, ``ci``, ``p_holm``, ``significant``) or
+    None: significant changes get a ring marker whose hover gives the paired interval.
     """
     xs = list(x)
     fig = go.Figure()
@@ -253,6 +256,16 @@ def metric_curves(x: Sequence[Any], series: Mapping[str, Sequence[Mapping[str, A
                                      name=f"{name} 95% CI"))
         fig.add_trace(go.Scatter(x=xs, y=_nan_to_none(values), mode="lines+markers", name=name, legendgroup=name,
                                  line={"color": color}, hovertemplate=f"{name}: %{{y:.3f}} at %{{x}}<extra></extra>"))
+        marks = [(j, c) for j, c in enumerate((changes or {}).get(name) or []) if c and c.get("significant")]
+        marks = [(j, c) for j, c in marks if j < len(values) and np.isfinite(values[j])]
+        if marks:
+            fig.add_trace(go.Scatter(
+                x=[xs[j] for j, _ in marks], y=[values[j] for j, _ in marks], mode="markers", legendgroup=name,
+                name=f"{name}: significant change", showlegend=False,
+                marker={"symbol": "circle-open", "size": 16, "line": {"width": 2, "color": color}},
+                hovertext=[f"{name} changed by {c['delta']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] since the "
+                           f"previous checkpoint (Holm p={c['p_holm']:.2g})" for _, c in marks],
+                hoverinfo="text"))
         null = (nulls or {}).get(name)
         if null is not None and np.isfinite(_num(null)):
             fig.add_trace(go.Scatter(x=[xs[0], xs[-1]], y=[null, null], mode="lines", name=f"{name} null",

@@ -14,7 +14,8 @@ from probe import columns as C
 from probe.cli import main
 from probe.errors import ConfigError, LayerNotFoundError, OutputExistsError
 from probe.projection.layout import ProjectionConfig
-from probe.report.config import ReportConfig, parse_fail_under
+from probe.report.config import ReportConfig
+from probe.report.gates import parse_thresholds
 from probe.report.build import build_report
 from probe.measure.suite import known_metric_names
 from probe.report.verdicts import verdict
@@ -174,16 +175,22 @@ def test_existing_output_is_refused_unless_overwrite(stores, tmp_path):
     with pytest.raises(OutputExistsError, match="already exists.*--overwrite"):
         build_report(stores[:1], out, ReportConfig(projection=ProjectionConfig(method="pca")))
     assert (out / "keep.txt").exists()
-    build_report(stores[:1], out, ReportConfig(projection=ProjectionConfig(method="pca"), overwrite=True,
-                                               cache_dir=tmp_path / "c", eval_config=quick_eval()))
-    assert (out / "report.html").exists() and not (out / "keep.txt").exists()
+    config = ReportConfig(projection=ProjectionConfig(method="pca"), overwrite=True, cache_dir=tmp_path / "c",
+                          eval_config=quick_eval())
+    with pytest.raises(OutputExistsError, match="is not a report directory written by this toolkit"):
+        build_report(stores[:1], out, config)  # --overwrite replaces a report, never a user's folder
+    assert (out / "keep.txt").exists()
+    (out / "keep.txt").unlink()
+    build_report(stores[:1], out, config)  # an empty folder: replaced
+    build_report(stores[:1], out, config)  # a report: replaced
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "report.html", "summary.md"]
 
 
 def test_fail_under_parsing():
-    assert parse_fail_under(["ilisi=1.5", " kbet = 0.2"]) == (("ilisi", 1.5), ("kbet", 0.2))
+    assert parse_thresholds(["ilisi=1.5", " kbet = 0.2"], "--fail-under") == (("ilisi", 1.5), ("kbet", 0.2))
     for bad in ("ilisi", "ilisi=high", "=1"):
-        with pytest.raises(ConfigError, match="METRIC=VALUE"):
-            parse_fail_under([bad])
+        with pytest.raises(ConfigError, match="--fail-under expects METRIC=NUMBER"):
+            parse_thresholds([bad], "--fail-under")
 
 
 def test_fail_under_unknown_metric_lists_known_names(stores, tmp_path):
@@ -252,9 +259,10 @@ def test_export_points_opens_in_pandas(stores, tmp_path):
     from probe.store.store import open_store
 
     store = open_store(stores[0])
-    assert len(df) == store.n and {"x", "y", "row", "vector", C.SAMPLE_ID, C.STAGE} <= set(df.columns)
-    np.testing.assert_allclose(np.stack(df["vector"].to_numpy()), store.matrix("block0")[df["row"].to_numpy()])
-    assert df[C.SAMPLE_ID].tolist() == store.meta[C.SAMPLE_ID].iloc[df["row"]].tolist()
+    assert len(df) == store.n and {"x", "y", "vector", C.SAMPLE_ID, C.STAGE} <= set(df.columns)
+    assert "row" not in df.columns  # rows are in store order: the table's row number is the store row
+    np.testing.assert_allclose(np.stack(df["vector"].to_numpy()), store.matrix("block0"))
+    assert df[C.SAMPLE_ID].tolist() == store.meta[C.SAMPLE_ID].tolist()
     info = json.loads(pq.read_schema(out).metadata[b"embodiment_probe"])
     assert info["layer"] == "block0" and info["method"] == "pca" and not info["sampled"]
     # bad inputs: existing file, unknown layer

@@ -53,8 +53,11 @@ def test_one_graph_searched_once(small, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(graph_module, "knn", counting)  # where the suite's graph is searched
-    run_suite(clustered_latents(meta), labels, MetricsConfig(**FAST, by="stage"))
+    run_suite(clustered_latents(meta), labels, MetricsConfig(**FAST, by="stage", intervals="reweight"))
     assert calls == [20]
+    calls.clear()  # refit intervals: one more graph per replicate, of its episode subsample, never of all rows
+    run_suite(clustered_latents(meta), labels, MetricsConfig(**FAST, by="stage"))
+    assert calls == [20] * (1 + FAST["bootstrap"])
 
 
 def test_row_permutation_changes_nothing(small):

@@ -17,8 +17,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--by", choices=["stage", "task"], default=None, help="also report every metric per stage or task")
     p.add_argument("--k", type=int, default=90, help="neighbours of the one kNN graph (default 90; LISI perplexity k/3)")
     p.add_argument("--metric", choices=["cosine", "l2"], default="cosine", help="distance (default cosine)")
-    p.add_argument("--bootstrap", type=int, default=30, help="episode-bootstrap replicates for 95%% intervals (0: none)")
+    p.add_argument("--bootstrap", type=int, default=30,
+                   help="replicates for the 95%% intervals (0: none). Each replicate keeps a share f of the episodes "
+                        "of every embodiment x task (without replacement; f = 0.5, less on large stores) and "
+                        "recomputes every metric there, kNN graph included; the spread is rescaled by "
+                        "sqrt(f/(1-f)) and centred on the estimate. The JSON names each metric's method under "
+                        "'interval'")
+    p.add_argument("--intervals", choices=["refit", "reweight"], default="refit",
+                   help="refit (default, described above) or reweight: per-sample values reweighted by an episode "
+                        "bootstrap on the fixed graph, fitted metrics refitted on subsamples (faster, narrower than "
+                        "the estimate's real spread)")
     p.add_argument("--nulls", type=int, default=3, help="label permutations per null baseline (0: none)")
+    p.add_argument("--permutations", type=int, default=99,
+                   help="permutations behind the p-values of ilisi, kbet, knn_embodiment_mixing and clisi "
+                        "(default 99; smallest p 0.01; 0: none)")
     p.add_argument("--max-samples", type=int, default=20_000,
                    help="rows above which O(n^2) and fitted metrics use a stratified subsample (default 20000)")
     p.add_argument("--families", default=None,
@@ -28,6 +40,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", choices=["exact", "ivf", "hnsw"], default="exact",
                    help="kNN search: exact (default), or approximate IVF-flat / HNSW for millions of samples "
                         "(their recall against exact search on 1,000 sampled rows is noted)")
+    p.add_argument("--compare", choices=["previous", "first", "none"], default="previous",
+                   help="with several stores: the difference of each headline metric from the previous store "
+                        "(default) or the first (a baseline), with a 95%% interval (paired when the stores share "
+                        "data: the same resampled episodes), p-values and Holm-Bonferroni correction over all "
+                        "differences; '*' marks adjusted p < 0.05")
     p.add_argument("--human", default="human", help="name of the human embodiment (default 'human')")
     p.add_argument("--seed", type=int, default=0, help="seed of subsampling, bootstrap and nulls")
     p.add_argument("--out", default=None, help="write the metrics as JSON here")
@@ -41,7 +58,8 @@ def _config(args: argparse.Namespace):
     split = (lambda s: tuple(x.strip() for x in s.split(",") if x.strip()) if s else None)
     try:
         return MetricsConfig(k=args.k, metric=args.metric, bootstrap=args.bootstrap, null_repeats=args.nulls,
-                             max_samples=args.max_samples, seed=args.seed, by=args.by,
+                             max_samples=args.max_samples, seed=args.seed, by=args.by, permutations=args.permutations,
+                             intervals=args.intervals,
                              families=split(args.families), metrics=split(args.metrics), index=args.index,
                              human=args.human)
     except (MetricInputError, ValueError) as exc:
@@ -62,13 +80,13 @@ def print_records(records: list[dict]) -> None:
 
     several = len(records) > 1
     table = Table(*(["store", "layer", "step"] if several else []), "metric", "value", "95% interval", "null",
-                  "better", title=None if several else f"{records[0]['store']}  layer {records[0]['layer']}  "
+                  "p", "better", title=None if several else f"{records[0]['store']}  layer {records[0]['layer']}  "
                                                        f"n={records[0]['n']}")
     for rec in records:
         for name, v in rec["metrics"].items():
             ci = v["ci"]
             cells = [name, _fmt(v["value"]), f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "—", _fmt(v["null"]),
-                     better_arrow(name)]
+                     f"{v['p']:.2g}" if v.get("p") is not None else "—", better_arrow(name)]
             if several:
                 cells = [Path(rec["store"]).name, rec["layer"], "" if rec.get("step") is None else str(rec["step"])] + cells
             table.add_row(*cells)
@@ -88,12 +106,58 @@ def print_records(records: list[dict]) -> None:
             console.print(f"[dim]note ({rec['layer']}):[/] {note}")
 
 
+def comparisons(records: list[dict], against: str) -> list[dict]:
+    """Differences between stores (consecutive, or each against the first), added to each later record
+    under ``compared_to``; returns them all."""
+    from pathlib import Path
+
+    from probe.measure.compare import compare_records, consecutive
+
+    labels = [Path(r["store"]).name or r["store"] for r in records]
+    if against == "first":
+        first = {}
+        for label, rec in zip(labels, records):
+            first.setdefault(rec["layer"], (label, rec))
+        pairs = [(*first[rec["layer"]], label, rec) for label, rec in zip(labels, records)
+                 if first[rec["layer"]][1] is not rec]
+    else:
+        pairs = consecutive(records, labels)
+    rows = compare_records(pairs)
+    for label_a, _, label_b, rec in pairs:
+        mine = {r["metric"]: {k: r[k] for k in ("delta", "ci", "p", "p_holm", "paired", "significant", "direction")}
+                for r in rows if r["from"] == label_a and r["to"] == label_b and r["layer"] == rec["layer"]}
+        rec["compared_to"] = {"store": label_a, "correction": "Holm-Bonferroni", "metrics": mine}
+    return rows
+
+
+def print_comparisons(rows: list[dict]) -> None:
+    from rich.table import Table
+
+    table = Table("layer", "from", "to", "metric", "difference", "95% interval", "p (Holm)", "paired",
+                  title="changes (* adjusted p < 0.05; Holm-Bonferroni over all differences shown)")
+    for r in rows:
+        mark = "*" if r["significant"] else ""
+        style = {"better": "green", "worse": "red"}.get(r["direction"], "")
+        table.add_row(str(r["layer"]), r["from"], r["to"], r["metric"], f"{r['delta']:+.3f}{mark}",
+                      f"[{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]", f"{r['p_holm']:.2g}", "yes" if r["paired"] else "no",
+                      style=style)
+    console.print(table)
+
+
 def run(args: argparse.Namespace) -> int:
     from probe.measure.suite import evaluate, write_metrics_csv, write_metrics_json
+    from probe.validate import check_output_path
 
+    for path, what in ((args.out, "metrics JSON"), (args.csv, "metrics table")):
+        if path:  # before the metrics are computed, not after
+            check_output_path(path, True, what=what)
     config = _config(args)
     records = evaluate(args.stores, layers=args.layer, config=config, progress=True)
     print_records(records)
+    if len(args.stores) > 1 and args.compare != "none":
+        rows = comparisons(records, args.compare)
+        if rows:
+            print_comparisons(rows)
     written = {}
     if args.out:
         written["metrics JSON"] = write_metrics_json(args.out, records)

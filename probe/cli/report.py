@@ -7,7 +7,8 @@ import argparse
 from probe.console import console, outputs
 
 NAME = "report"
-HELP = "write the alignment report (report.html, metrics.json, summary.md) of one or more stores; gate with --fail-under"
+HELP = ("write the alignment report (report.html, metrics.json, summary.md) of one or more stores; gate CI with "
+        "--fail-under or --baseline/--max-drop (exit 0: passed, 1: a gate failed, 2: bad input)")
 EXAMPLE = ("probe report probe-demo/stores/cotrained/step-* --layer all --out reports/cotrained "
            "--fail-under ilisi=1.5")
 
@@ -23,6 +24,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="exit with code 1 (after writing the report) when METRIC at the headline layer is worse "
                         "than VALUE for any store: below it, or above it for lower-is-better metrics such as "
                         "embodiment_probe_acc (repeatable)")
+    p.add_argument("--gate", choices=["value", "bound"], default="value",
+                   help="what --fail-under judges: the estimate (value, default) or the pessimistic end of its 95%% "
+                        "interval (bound: the lower end, the upper for lower-is-better metrics), so that only a "
+                        "metric better than VALUE beyond noise passes")
+    p.add_argument("--baseline", default=None, metavar="OLD/metrics.json",
+                   help="an earlier report (its metrics.json or directory) to compare the last checkpoint with")
+    p.add_argument("--max-drop", action="append", default=[], metavar="METRIC=D",
+                   help="with --baseline: exit with code 1 when METRIC at the headline layer got worse than the "
+                        "baseline's by more than D beyond noise (the whole 95%% interval of the change; paired when "
+                        "both runs resampled the same episodes) (repeatable)")
     p.add_argument("--max-points", type=int, default=5000, metavar="N",
                    help="points per layout; larger stores are sampled by embodiment, task and stage (default 5000)")
     p.add_argument("--projection", choices=["umap", "pca"], default="umap", help="layout method (default umap)")
@@ -33,29 +44,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", default=None, metavar="NAMES",
                    help="comma-separated metrics to compute (default: the whole suite; --fail-under metrics are "
                         "always added)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the metrics' subsampling, intervals and nulls")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.add_argument("--data-root", action="append", default=[], metavar="NAME=PATH",
+                   help="dataset NAME (a value of the store's 'dataset' column) now lives in PATH: the retrieval "
+                        "examples read their frames from there (repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from probe.projection.layout import ProjectionConfig
-    from probe.report.config import ReportConfig, parse_fail_under
+    from probe.report.config import ReportConfig
+    from probe.report.gates import gate_sentence, parse_thresholds
     from probe.report.build import build_report
     from probe.measure.suite import default_eval_config, known_metric_names
+    from probe.store.media import parse_data_roots
 
-    fail_under = parse_fail_under(args.fail_under)
+    fail_under = parse_thresholds(args.fail_under, "--fail-under")
+    max_drop = parse_thresholds(args.max_drop, "--max-drop")
     metrics = None
     if args.metrics:
-        metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] + [name for name, _ in fail_under]
+        metrics = ([m.strip() for m in args.metrics.split(",") if m.strip()] + [name for name, _ in fail_under]
+                   + [name for name, _ in max_drop])
     layers = None
     if args.layer and not (len(args.layer) == 1 and args.layer[0] == "all"):
         layers = tuple(args.layer)
     config = ReportConfig(
-        layers=layers, headline_layer=args.headline_layer, fail_under=fail_under,
+        layers=layers, headline_layer=args.headline_layer, fail_under=fail_under, gate=args.gate,
+        baseline=Path(args.baseline) if args.baseline else None, max_drop=max_drop,
         projection=ProjectionConfig(method=args.projection, max_points=args.max_points),
         cache_dir=Path(args.cache) if args.cache else None, overwrite=args.overwrite,
-        eval_config=default_eval_config(args.bootstrap, metrics) if known_metric_names() else None,
+        eval_config=default_eval_config(args.bootstrap, metrics, args.seed) if known_metric_names() else None,
+        data_roots=tuple((name, str(path)) for name, path in parse_data_roots(args.data_root).items()),
     )
     result = build_report(args.stores, args.out, config, progress=True)
     out = Path(args.out)
@@ -65,8 +86,6 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[yellow]note:[/] {line}")
     if result.failed:
         for f in result.failures:
-            value = "missing" if f["value"] is None else f"{f['value']:.4g}"
-            console.print(f"[bold red]FAIL[/] {f['metric']} = {value} < {f['threshold']:g} "
-                          f"({f['checkpoint']}, layer {f['layer']})")
+            console.print(f"[bold red]FAIL[/] {gate_sentence(f)}")
         return 1
     return 0

@@ -80,6 +80,7 @@ def evaluate_latents(latents: Latents, config: MetricsConfig | None = None, *, s
     """
     config = config or MetricsConfig()
     where = f"store '{store}', layer '{latents.layer}'" if store else f"layer '{latents.layer}'"
+    check_embodiments(latents, config.human, where)
     try:
         labels = labels_of(latents)
         graph = None
@@ -95,6 +96,17 @@ def evaluate_latents(latents: Latents, config: MetricsConfig | None = None, *, s
     for note in result.notes:
         log.info("%s: %s", where, note)
     return record
+
+
+def check_embodiments(latents: Latents, human: str, where: str) -> None:
+    """Refuse latents without rows, or without the embodiment named as human (``--human``)."""
+    if len(latents) == 0:
+        raise MetricError(f"{where}: the store is empty (0 rows); nothing to measure, extract or import "
+                          "samples first")
+    present = sorted(latents.meta[C.EMBODIMENT].astype(str).unique())
+    if human not in present and len(present) > 1:  # one embodiment: the suite's own error says more
+        raise MetricError(f"{where}: no samples of the human embodiment '{human}'; the store holds "
+                          f"{', '.join(present)}: name one of them with --human")
 
 
 def _open(source: Source) -> Store | Latents:
@@ -114,8 +126,9 @@ def _layers_of(store: Store, layers: str | Sequence[str] | None) -> list[str]:
 
 def interactive_config() -> MetricsConfig:
     """A lighter configuration for interactive views (the demo, the dashboard): every family, per
-    stage, 10 episode-bootstrap replicates and one null permutation (the default uses 30 and 3)."""
-    return MetricsConfig(by="stage", bootstrap=10, null_repeats=1)
+    stage, 10 fast (reweighted) interval replicates and one null permutation (the default: 30 replicates
+    that recompute every metric, 3 nulls); see :mod:`metrics.intervals`."""
+    return MetricsConfig(by="stage", bootstrap=10, null_repeats=1, intervals="reweight")
 
 
 def _cache_file(cache_dir: Path, store: Store, layer: str, config: MetricsConfig) -> Path:
@@ -251,12 +264,10 @@ def known_metric_names() -> list[str]:
     return list(available())
 
 
-def default_eval_config(bootstrap: int | None = None, metrics: Sequence[str] | None = None) -> Any:
+def default_eval_config(bootstrap: int | None = None, metrics: Sequence[str] | None = None, seed: int = 0) -> Any:
     """The suite's configuration for reports: per-stage values on; ``bootstrap`` replicates and a
     subset of ``metrics`` if given (unknown names are refused, listing the known ones)."""
-    from metrics.spec import MetricsConfig
-
-    kwargs: dict[str, Any] = {"by": "stage"}
+    kwargs: dict[str, Any] = {"by": "stage", "seed": seed}
     if bootstrap is not None:
         kwargs["bootstrap"] = bootstrap
     if metrics:
@@ -265,21 +276,26 @@ def default_eval_config(bootstrap: int | None = None, metrics: Sequence[str] | N
             if name not in known:
                 raise ConfigError(f"--metrics names unknown metric '{name}'; known metrics: {', '.join(known)}")
         kwargs["metrics"] = tuple(dict.fromkeys(metrics))
-    return MetricsConfig(**kwargs)
+    if bootstrap is not None and bootstrap < 0:
+        raise ConfigError(f"--bootstrap must be 0 (no intervals) or a positive number of replicates, got {bootstrap}")
+    try:
+        return MetricsConfig(**kwargs)
+    except MetricInputError as exc:
+        raise ConfigError(f"invalid metrics option: {exc}") from exc
 
 
-def check_fail_under(fail_under: Sequence[tuple[str, float]]) -> None:
-    """Refuse unknown metric names before any work, listing the known ones."""
+def check_fail_under(fail_under: Sequence[tuple[str, float]], flag: str = "--fail-under") -> None:
+    """Refuse unknown metric names of a gate (``flag``) before any work, listing the known ones."""
     if not fail_under:
         return
     known = known_metric_names()
     if not known:
-        raise ConfigError(f"--fail-under {fail_under[0][0]}: {NOT_AVAILABLE}; cannot gate on metrics")
+        raise ConfigError(f"{flag} {fail_under[0][0]}: {NOT_AVAILABLE}; cannot gate on metrics")
     for name, _ in fail_under:
         if name not in known:
             near = close_matches(name, known, n=3)
             hint = f" (did you mean {', '.join(near)}?)" if near else ""
-            raise ConfigError(f"--fail-under names unknown metric '{name}'{hint}; known metrics: {', '.join(known)}")
+            raise ConfigError(f"{flag} names unknown metric '{name}'{hint}; known metrics: {', '.join(known)}")
 
 
 def compute_metrics(store: Store, layers: Sequence[str], eval_config: Any = None,

@@ -12,7 +12,8 @@ Verdict rules (documented in :data:`VERDICT_RULES`):
 * mixing ratio = value / null of the first available of ``ilisi``,
   ``knn_embodiment_mixing``, ``kbet`` (the null is the value with embodiment labels
   shuffled, i.e. perfect mixing): **shared** when >= 0.8, **partly shared** when
-  >= 0.5, **separate** below;
+  >= 0.5, **separate** below; below 0.8 the verdict says whether the permutation test
+  (99 shuffles) finds the space less mixed than chance (p < 0.05) or cannot tell;
 * stage structure is **conserved** when ``stage_transfer_acc_robot_to_human`` (or,
   failing that, ``silhouette_stage`` > 0) beats its null: a space that mixes
   embodiments by collapsing stages is not called shared;

@@ -7,7 +7,6 @@ picked and the ``--fail-under`` gates checked, all before anything is written.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +23,10 @@ from probe.projection.project import project
 from probe.store.series import Checkpoint, describe, order_checkpoints, resolve_layers, unique_labels
 from probe.report.config import ReportConfig
 from probe.report.examples import coverage_gaps, retrieval_examples
-from probe.report.records import metric_entry, entry_value
+from probe.report.gates import baseline_record, fail_under_checks, load_baseline, max_drop_checks
+from probe.measure.compare import compare_records
 from probe.measure.suite import NOT_AVAILABLE, check_fail_under, compute_metrics, known_metric_names
+from probe.store.media import check_data_roots
 from probe.store.store import open_store
 
 
@@ -54,6 +55,7 @@ class ReportData:
     metrics_available: bool = False
     failures: list[dict[str, Any]] = field(default_factory=list)
     checks: list[dict[str, Any]] = field(default_factory=list)
+    comparisons: list[dict[str, Any]] = field(default_factory=list)  # consecutive checkpoints, headline layer
 
     def record(self, cp: Checkpoint, layer: str) -> dict[str, Any] | None:
         return self.records.get((cp.label, layer))
@@ -76,11 +78,16 @@ def collect(store_paths: Sequence[str | Path], config: ReportConfig = ReportConf
     if not store_paths:
         raise ConfigError("a report needs at least one store")
     check_fail_under(config.fail_under)
+    check_fail_under(config.max_drop, "--max-drop")
+    baseline = load_baseline(config.baseline) if config.baseline is not None else None
     stores = [open_store(p) for p in store_paths]
+    check_data_roots(dict(config.data_roots), stores)
     layers, notes = resolve_layers(stores, config.layers)
     headline = config.headline_layer or layers[-1]
     if headline not in layers:
         raise ConfigError(f"headline layer '{headline}' is not among the selected layers: {', '.join(layers)}")
+    if baseline is not None:
+        baseline_record(baseline, headline)  # a baseline without this layer fails before any work
     cps = unique_labels(order_checkpoints([describe(s) for s in stores]))
     data = ReportData(cps, layers, headline, notes=notes)
     dataset_sets = {cp.datasets for cp in cps}
@@ -117,24 +124,19 @@ def collect(store_paths: Sequence[str | Path], config: ReportConfig = ReportConf
 
     if config.retrieval_queries:
         data.examples, more = retrieval_examples(cps[-1].store, headline, config.retrieval_queries,
-                                                 config.retrieval_k, config.projection.metric)
+                                                 config.retrieval_k, config.projection.metric,
+                                                 data_roots=dict(config.data_roots))
         data.notes += more
     data.coverage, data.coverage_summary, data.coverage_notes = coverage_gaps(cps[-1].store, headline,
                                                                               config.projection.metric)
 
-    for name, threshold in config.fail_under:
-        from metrics.spec import REGISTRY, Better
-
-        # "fails under" means "is worse than": below for higher-is-better, above for lower-is-better metrics
-        lower_better = name in REGISTRY and REGISTRY[name].better is Better.LOWER
-        for cp in cps:
-            value = entry_value(metric_entry(data.record(cp, headline), name))
-            ok = value <= threshold if lower_better else value >= threshold
-            check = {"metric": name, "threshold": threshold, "store": str(cp.store.path), "checkpoint": cp.label,
-                     "layer": headline, "value": value if math.isfinite(value) else None,
-                     "better": "lower" if lower_better else "higher",
-                     "passed": bool(math.isfinite(value) and ok)}
-            data.checks.append(check)
-            if not check["passed"]:
-                data.failures.append(check)
+    records = [(cp.label, str(cp.store.path), data.record(cp, headline)) for cp in cps]
+    data.checks = fail_under_checks(records, headline, config.fail_under, config.gate)
+    pairs = [(a.label, data.record(a, headline), b.label, data.record(b, headline)) for a, b in zip(cps, cps[1:])
+             if a.series == b.series and data.record(a, headline) and data.record(b, headline)]
+    data.comparisons = compare_records(pairs)
+    if baseline is not None:
+        data.checks += max_drop_checks(cps[-1].label, data.record(cps[-1], headline), baseline, headline,
+                                       config.max_drop)
+    data.failures = [c for c in data.checks if not c["passed"]]
     return data

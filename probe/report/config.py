@@ -6,8 +6,6 @@ config and hands it to :func:`probe.report.build_report`.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,34 +20,31 @@ class ReportConfig:
 
     ``layers``: layer names, or None for every layer all stores share. ``headline_layer``:
     the layer drawn per checkpoint and gated by ``fail_under`` (default: the last
-    selected layer). ``fail_under``: ``(metric, threshold)`` pairs.
+    selected layer). ``fail_under``: ``(metric, threshold)`` pairs, judged on the estimate or, with
+    ``gate="bound"``, on the interval's pessimistic bound. ``baseline`` / ``max_drop``: a previous
+    report's metrics.json and ``(metric, allowed drop)`` pairs (:mod:`probe.report.gates`). ``data_roots``:
+    ``(dataset name, folder)`` pairs for datasets that moved since extraction (``--data-root``;
+    the retrieval examples read their frames from there).
     """
 
     layers: tuple[str, ...] | None = None
     headline_layer: str | None = None
     fail_under: tuple[tuple[str, float], ...] = ()
+    gate: str = "value"
+    baseline: Path | None = None
+    max_drop: tuple[tuple[str, float], ...] = ()
     projection: ProjectionConfig = ProjectionConfig(max_points=5000)
     cache_dir: Path | None = None
     retrieval_queries: int = 3
     retrieval_k: int = 4
     overwrite: bool = False
     eval_config: Any = None
+    data_roots: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.retrieval_queries < 0 or self.retrieval_k < 1:
             raise ConfigError("retrieval_queries must be >= 0 and retrieval_k >= 1")
-
-
-def parse_fail_under(items: Sequence[str]) -> tuple[tuple[str, float], ...]:
-    """Parse ``METRIC=VALUE`` strings."""
-    out = []
-    for item in items:
-        name, sep, value = item.partition("=")
-        try:
-            threshold = float(value)
-        except ValueError:
-            threshold = math.nan
-        if not sep or not name.strip() or not math.isfinite(threshold):
-            raise ConfigError(f"--fail-under expects METRIC=VALUE with a number, e.g. ilisi=1.5; got {item!r}")
-        out.append((name.strip(), threshold))
-    return tuple(out)
+        if self.gate not in ("value", "bound"):
+            raise ConfigError(f"--gate must be 'value' or 'bound', got {self.gate!r}")
+        if self.max_drop and self.baseline is None:
+            raise ConfigError("--max-drop needs --baseline OLD/metrics.json (the report to compare with)")

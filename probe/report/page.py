@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -19,6 +19,7 @@ from probe.report.assembly import ReportData
 from probe.store.series import Checkpoint
 from probe.report.records import metric_entry, stage_entries, entry_value, fmt
 from probe.measure.suite import NOT_AVAILABLE
+from probe.report.gates import gate_label, gate_result
 from probe.report.summary import series_verdicts
 from probe.report.verdicts import MIXING_METRICS, STAGE_METRICS, VERDICT_RULES, verdict
 
@@ -39,6 +40,36 @@ NULL_NOTE = ("null: the value with labels shuffled between whole (episode, stage
              "structure) scores. Mixing nulls sit below the metric's ideal value (in the built-in demo, about 0.8 "
              "rather than 1 for kNN mixing) because a frame's nearest neighbours are mostly frames of its own run, "
              "which keep one label after the shuffle; so mixing is read as a fraction of its null.")
+
+
+def _interval_methods(record: Mapping[str, Any], names: Sequence[str]) -> str:
+    """Which method made each headline metric's interval, and what the p-values test."""
+    by_method: dict[str, list[str]] = {}
+    for n in names:
+        method = metric_entry(record, n).get("interval")
+        if method:
+            by_method.setdefault(str(method), []).append(n)
+    items = [f"<li>{html.escape(', '.join(ms))}: {html.escape(m)}</li>" for m, ms in by_method.items()]
+    tested = [n for n in names if math.isfinite(entry_value(metric_entry(record, n), "p"))]
+    if tested:
+        items.append(f"<li>p: permutation p-value of {html.escape(', '.join(tested))} against its null (mixing: "
+                     "less mixed than shuffled embodiments; conservation: stages kept beyond shuffled stages)</li>")
+    return f"<p class='small'>95% intervals, centred on each estimate:</p><ul class='small'>{''.join(items)}</ul>" \
+        if items else ""
+
+
+def _changes_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Differences between consecutive checkpoints (ringed on the curves where significant)."""
+    if not rows:
+        return ""
+    cells = [[html.escape(f"{r['from']} → {r['to']}"), html.escape(r["metric"]),
+              f"{r['delta']:+.3f} [{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]", f"{r['p_holm']:.2g}",
+              "paired" if r["paired"] else "independent",
+              f"<span class='{'pass' if r['direction'] == 'better' else 'fail'}'>{r['direction']}</span>"
+              if r["significant"] else "within noise"] for r in rows]
+    return ("<details><summary>changes between consecutive checkpoints (95% intervals, paired where the stores "
+            "share data; Holm-Bonferroni over every difference in the report)</summary>"
+            + _table(["checkpoints", "metric", "difference", "p (Holm)", "interval", "change"], cells) + "</details>")
 
 
 def _figure_html(fig: Any, div_id: str) -> str:
@@ -84,11 +115,10 @@ def render_html(data: ReportData) -> str:
                     + "".join(f"<li>{html.escape(r)}</li>" for r in VERDICT_RULES) + "</ul></details></div>")
     sections += [f"<div class='note'>{html.escape(n)}</div>" for n in data.notes]
     if data.checks:
-        rows = [[html.escape(f"{c['metric']} >= {c['threshold']:g}"), html.escape(c["checkpoint"]),
-                 "—" if c["value"] is None else f"{c['value']:.3f}",
+        rows = [[html.escape(gate_label(c)), html.escape(c["checkpoint"]), html.escape(gate_result(c)),
                  "<span class='pass'>pass</span>" if c["passed"] else "<span class='fail'>FAIL</span>"]
                 for c in data.checks]
-        sections.append("<h2>Gates (--fail-under)</h2>" + _table(["gate", "checkpoint", "value", "result"], rows))
+        sections.append("<h2>Gates</h2>" + _table(["gate", "checkpoint", "judged", "result"], rows))
 
     head_panels = []
     for cp in data.checkpoints:
@@ -124,14 +154,17 @@ def render_html(data: ReportData) -> str:
             rec = data.record(cp, data.headline)
             cells = []
             for n in names:
-                null = entry_value(metric_entry(rec, n), "null")
+                null, p = entry_value(metric_entry(rec, n), "null"), entry_value(metric_entry(rec, n), "p")
+                small = " · ".join(([f"null {null:.3f}"] if math.isfinite(null) else [])
+                                   + ([f"p {p:.2g}"] if math.isfinite(p) else []))
                 cells.append(html.escape(fmt(metric_entry(rec, n)))
-                             + (f"<br><span class='small'>null {null:.3f}</span>" if math.isfinite(null) else ""))
+                             + (f"<br><span class='small'>{small}</span>" if small else ""))
             rows.append([html.escape(cp.label)] + cells)
         sections.append(_table(["checkpoint"] + names, rows))
         sections.append(f"<p class='small'>{html.escape(NULL_NOTE)}</p>")
         last = data.checkpoints[-1]
         rec = data.record(last, data.headline) or {}
+        sections.append(_interval_methods(rec, names))
         sections.append(fig(F.metric_bars({n: metric_entry(rec, n) for n in names if metric_entry(rec, n)},
                                           title=f"{last.label}, layer {data.headline}"), "metric-bars"))
         for note in rec.get("notes", []):
@@ -161,8 +194,13 @@ def render_html(data: ReportData) -> str:
                 series = {n: [metric_entry(data.record(cp, data.headline), n) for cp in cps] for n in curve_names}
                 nulls = {n: entry_value(metric_entry(data.record(cps[-1], data.headline), n), "null")
                          for n in curve_names}
+                found = {(c["to"], c["metric"]): c for c in data.comparisons}
+                changes = {n: [found.get((cp.label, n)) for cp in cps] for n in curve_names}
                 sections.append(fig(F.metric_curves([cp.step for cp in cps], series, x_title="training step",
-                                                    nulls=nulls), f"vs-step-{series_name or 'series'}"))
+                                                    nulls=nulls, changes=changes),
+                                    f"vs-step-{series_name or 'series'}"))
+                sections.append(_changes_table([c for c in data.comparisons
+                                                if c["to"] in {cp.label for cp in cps}]))
 
     sections.append("<h2 id='retrieval'>Retrieval examples (robot frame and its nearest human clips, one per "
                     "episode)</h2>")

@@ -16,6 +16,8 @@ from probe.report.assembly import ReportData
 from probe.report.records import metric_entry, null_ratio, entry_value, fmt
 from probe.measure.suite import NOT_AVAILABLE
 from probe.report.verdicts import VERDICT_RULES, verdict
+from probe.report.gates import gate_label, gate_result
+from probe.measure.compare import CORRECTION
 
 
 def series_verdicts(data: ReportData) -> list[str]:
@@ -68,7 +70,9 @@ def metrics_json(data: ReportData) -> dict[str, Any]:
                      "sampled": l.sampled, "n": len(l), "n_total": l.n_total, "cache_key": l.cache_key}
                     for (label, layer), l in data.layouts.items()],
         "coverage": data.coverage_summary,
-        "fail_under": data.checks, "failed": bool(data.failures), "notes": data.notes,
+        "fail_under": [c for c in data.checks if c.get("kind") == "fail-under"], "gates": data.checks,
+        "failed": bool(data.failures), "notes": data.notes,
+        "comparisons": data.comparisons, "comparison_correction": CORRECTION,
     })
 
 
@@ -93,11 +97,15 @@ def summary_markdown(data: ReportData) -> str:
     else:
         out.append(f"_{NOT_AVAILABLE}_")
     if data.checks:
-        out += ["", "| gate | checkpoint | value | result |", "|---|---|---|---|"]
+        out += ["", "| gate | checkpoint | judged | result |", "|---|---|---|---|"]
         for c in data.checks:
-            value = "—" if c["value"] is None else f"{c['value']:.3f}"
-            out.append(f"| {c['metric']} >= {c['threshold']:g} | {c['checkpoint']} | {value} | "
+            out.append(f"| {gate_label(c)} | {c['checkpoint']} | {gate_result(c)} | "
                        f"{'pass' if c['passed'] else '**FAIL**'} |")
+    significant = [c for c in data.comparisons if c["significant"]]
+    if data.comparisons:
+        out += ["", f"Changes between consecutive checkpoints ({len(data.comparisons)} differences, Holm-Bonferroni): "
+                + (", ".join(f"{c['metric']} {c['from']} -> {c['to']} {c['delta']:+.3f} ({c['direction']})"
+                             for c in significant) or "none beyond noise")]
     if data.notes:
         out += [""] + [f"> note: {n}" for n in data.notes]
     return "\n".join(out) + "\n"

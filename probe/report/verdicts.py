@@ -17,9 +17,12 @@ MIXING_METRICS = ("ilisi", "knn_embodiment_mixing", "kbet")
 STAGE_METRICS = ("stage_transfer_acc_robot_to_human", "silhouette_stage")
 SHARED_RATIO = 0.8
 PARTLY_RATIO = 0.5
+ALPHA = 0.05
 VERDICT_RULES = (
     f"mixing ratio = value / null of the first of {', '.join(MIXING_METRICS)} (null: labels shuffled = perfect "
-    f"mixing); shared >= {SHARED_RATIO}, partly shared >= {PARTLY_RATIO}, separate below",
+    f"mixing); shared >= {SHARED_RATIO}, partly shared >= {PARTLY_RATIO}, separate below; below {SHARED_RATIO} "
+    f"the verdict says whether the permutation test finds the space less mixed than shuffled embodiments "
+    f"(p < {ALPHA}) or cannot tell (too few episodes: read the verdict as a hint)",
     f"stages conserved when {STAGE_METRICS[0]} beats its null (or {STAGE_METRICS[1]} > 0); a mixed space "
     "whose stages are not conserved is called 'mixed but stages lost', not shared",
     f"stages with a per-stage mixing ratio below {PARTLY_RATIO} are listed as not shared",
@@ -36,11 +39,16 @@ class Verdict:
     ratio: float
     stages_conserved: bool | None
     unshared_stages: tuple[str, ...] = ()
+    p: float = math.nan  # the mixing metric's permutation p-value ('less mixed than shuffled embodiments')
 
     def sentence(self) -> str:
         if self.status == "unknown":
             return "no verdict: mixing metrics were not computed"
         text = f"{self.status} ({self.mixing_metric} at {self.ratio:.0%} of its null"
+        if math.isfinite(self.p):
+            text += f", p={self.p:.2g}"
+            if self.ratio < SHARED_RATIO and self.p >= ALPHA:
+                text += ": not significant, too few episodes to tell it from shuffled embodiments"
         if self.stages_conserved is not None:
             text += ", stages conserved" if self.stages_conserved else ", stages NOT conserved"
         text += ")"
@@ -55,6 +63,7 @@ def verdict(record: Mapping[str, Any] | None) -> Verdict:
     if name is None:
         return Verdict("unknown", None, math.nan, None)
     ratio = null_ratio(metric_entry(record, name))
+    p = entry_value(metric_entry(record, name), "p")
     conserved: bool | None = None
     transfer = metric_entry(record, STAGE_METRICS[0])
     if math.isfinite(entry_value(transfer)) and math.isfinite(entry_value(transfer, "null")):
@@ -70,4 +79,4 @@ def verdict(record: Mapping[str, Any] | None) -> Verdict:
     else:
         status = "separate"
     unshared = tuple(s for s, e in stage_entries(record, name).items() if null_ratio(e) < PARTLY_RATIO)
-    return Verdict(status, name, ratio, conserved, unshared)
+    return Verdict(status, name, ratio, conserved, unshared, p)

@@ -1,0 +1,136 @@
+"""The replicates behind the suite's 95% intervals, and how each kind of metric gets them.
+
+Two modes (:attr:`metrics.spec.MetricsConfig.intervals`):
+
+``"refit"`` (default)
+    Every replicate keeps a fraction f = min(0.5, bootstrap_samples / n) of the episodes of
+    every embodiment x task cell, **without replacement**, and recomputes each metric there
+    exactly as on the full data: its own kNN graph, its own silhouettes, fits and retrieval.
+    The replicates' spread is rescaled by sqrt(f' / (1 - f')), f' the share of the rows the
+    full estimate used (1 at half-sampling). Estimate and interval come from the same
+    estimator; ``benchmarks/bench_calibration.py`` measures their coverage.
+``"reweight"`` (fast, for interactive views)
+    Per-sample metrics reweight their values by an episode bootstrap on the fixed kNN graph;
+    fitted metrics are refitted on episode subsamples of their rows. A sample's value depends
+    on its neighbours' episodes, which the reweighting keeps fixed, so these intervals are
+    narrower than the estimate's real spread (see the calibration table).
+
+Both are centred on the estimate (:func:`metrics.bootstrap.centred_interval`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from metrics import bootstrap as bs
+from metrics.graph import build_graph
+from metrics.spec import Context, Kind, Labels, MetricsConfig, MetricSpec
+from metrics.subsample import strata_keys
+
+MODES = ("refit", "reweight")
+
+
+def _subset(labels: Labels, idx: np.ndarray) -> Labels:
+    return Labels(**{f: None if getattr(labels, f) is None else getattr(labels, f)[idx]
+                     for f in labels.__dataclass_fields__})
+
+
+class Replicates:
+    """The interval replicates of one suite run.
+
+    ``of(spec, state, scopes)`` returns the spec's replicate values, its per-scope replicate
+    values (``{scope: [...]}``, empty where a scope gets no interval) and the scale that maps the
+    replicates' spread to the estimate's.
+    """
+
+    def __init__(self, ctx: Context, labels: Labels, config: MetricsConfig, rows: np.ndarray) -> None:
+        self.ctx, self.labels, self.config, self.rows = ctx, labels, config, rows
+        self.mode = config.intervals
+        n = len(labels)
+        cells = strata_keys(labels.embodiment, labels.task)  # episodes are drawn within embodiment x task
+        self.cells = cells
+        B = config.bootstrap
+        if self.mode == "refit":
+            self.fraction = min(0.5, config.bootstrap_samples / max(n, 1))
+            self.weights, _ = bs.episode_subsample_weights(labels.episode, cells, B, self.fraction, config.seed + 2)
+            self.kept = float(np.mean([w.sum() for w in self.weights])) if self.weights else 0.0
+        else:
+            self.fraction = min(0.5, config.bootstrap_samples / max(len(rows), 1))
+            self.boot = list(bs.episode_bootstrap_weights(labels.episode, cells, B, config.seed))
+            self.weights, self.fit_scale = bs.episode_subsample_weights(labels.episode, cells, B, self.fraction,
+                                                                        config.seed + 1)
+        self._subs: dict[int, tuple[Context, Labels, dict, np.ndarray]] = {}
+
+    @property
+    def design(self) -> str:
+        """Equal for two runs whose replicates drew the same episodes (their differences can be paired)."""
+        return bs.design_key(self.labels.episode, self.cells, self.config.seed, self.config.bootstrap,
+                             self.fraction, len(self.rows)) + self.mode
+
+    def method(self, kind: Kind) -> str:
+        """How a metric of ``kind`` gets its interval, in words."""
+        if self.mode == "refit":
+            return (f"episode subsampling ({self.fraction:.0%} of episodes per embodiment x task kept without "
+                    "replacement, the metric recomputed on them with its own kNN graph or fit; spread rescaled by "
+                    "sqrt(f / (1 - f)))")
+        if kind is Kind.FIT:
+            return (f"episode subsampling ({self.fraction:.0%} of episodes kept without replacement within "
+                    "embodiment x task, refitted; spread rescaled by sqrt(f / (1 - f)))")
+        return ("episode bootstrap reweighting per-sample values on the fixed kNN graph (fast; narrower than the "
+                "estimate's spread: see the calibration table)")
+
+    def _sub(self, i: int) -> tuple[Context, Labels, dict, np.ndarray]:
+        if i not in self._subs:
+            idx = np.flatnonzero(self.weights[i])
+            labels = _subset(self.labels, idx)
+            X = self.ctx.X[idx]
+            graph = build_graph(X, min(self.config.k, len(idx) - 1), self.config.metric, self.config.index)
+            rows = np.arange(len(idx))
+            ctx = Context(X, graph, rows, rows, self.config, [])
+            ctx.cache["runs"] = bs.runs(labels.episode, labels.stage)
+            self._subs[i] = (ctx, labels, {}, idx)
+        return self._subs[i]
+
+    def _refit(self, spec: MetricSpec, state: Any, scopes: dict[str, np.ndarray]) -> tuple[list, dict, float]:
+        reps, sreps = [], {s: [] for s in scopes} if spec.kind is not Kind.FIT else {}
+        for i in range(len(self.weights)):
+            ctx, labels, states, idx = self._sub(i)
+            key = (spec.prepare, "main")
+            try:
+                if key not in states:
+                    states[key] = spec.prepare(ctx, labels, None if spec.kind is Kind.GRAPH else ctx.rows)
+                sstate = states[key]
+                reps.append(float(spec.score(ctx, sstate, labels, np.ones(len(idx), dtype=np.int64))))
+            except ValueError:
+                reps.append(float("nan"))
+                for s in sreps:
+                    sreps[s].append(float("nan"))
+                continue
+            for s in sreps:
+                try:
+                    sreps[s].append(float(spec.score(ctx, sstate, labels, scopes[s][idx])))
+                except ValueError:
+                    sreps[s].append(float("nan"))
+        used = len(self.labels) if spec.kind is Kind.GRAPH else (
+            len(state["rows"]) if isinstance(state, dict) and "rows" in state else len(self.rows))
+        f = min(self.kept / max(used, 1), 0.5)
+        return reps, sreps, float(np.sqrt(f / (1 - f))) if 0 < f < 1 else 1.0
+
+    def of(self, spec: MetricSpec, state: Any, scopes: dict[str, np.ndarray]) -> tuple[list, dict, float]:
+        """``(replicates, {scope: replicates}, scale)`` of one metric (``state``: its full-data state)."""
+        if not self.config.bootstrap:
+            return [], {}, 1.0
+        if self.mode == "refit":
+            return self._refit(spec, state, scopes)
+
+        def safe(w: np.ndarray) -> float:
+            try:
+                return float(spec.score(self.ctx, state, self.labels, w))
+            except ValueError:
+                return float("nan")
+
+        if spec.kind is Kind.FIT:
+            return [safe(w) for w in self.weights], {}, self.fit_scale
+        return ([safe(w) for w in self.boot], {s: [safe(w * m) for w in self.boot] for s, m in scopes.items()}, 1.0)

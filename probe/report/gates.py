@@ -1,0 +1,159 @@
+"""The report's CI gates: ``--fail-under`` thresholds and ``--baseline`` / ``--max-drop`` regressions.
+
+``--fail-under METRIC=V`` judges the estimate (``--gate value``, the default) or the
+interval's pessimistic bound (``--gate bound``: the lower bound for higher-is-better
+metrics, the upper for lower-is-better), so a gate on the bound passes only when the
+metric is better than V beyond noise.
+
+``--max-drop METRIC=D`` with ``--baseline OLD/metrics.json`` compares the last
+checkpoint with the baseline report's last checkpoint at the headline layer: it
+fails when the metric got worse by more than D beyond noise, i.e. when the whole
+95% interval of the change lies beyond a worsening of D (paired when both runs
+resampled the same episodes). Two runs of one checkpoint with different seeds do
+not fail it; a real drop does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from probe.errors import ConfigError
+from probe.measure.compare import metric_difference
+from probe.report.records import entry_value, metric_entry
+
+GATES = ("value", "bound")
+
+
+def parse_thresholds(items: Sequence[str], flag: str) -> tuple[tuple[str, float], ...]:
+    """Parse ``METRIC=NUMBER`` strings of ``flag`` (``--fail-under``, ``--max-drop``)."""
+    out = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not sep or not name.strip() or not math.isfinite(number):
+            raise ConfigError(f"{flag} expects METRIC=NUMBER, e.g. ilisi=0.5; got {item!r}")
+        if flag == "--max-drop" and number < 0:
+            raise ConfigError(f"--max-drop {name.strip()}: the allowed drop must be >= 0, got {number:g}")
+        out.append((name.strip(), number))
+    return tuple(out)
+
+
+def load_baseline(path: str | Path) -> dict[str, Any]:
+    """A previous report's ``metrics.json`` (the file, or the report directory holding it)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "metrics.json"
+    if not path.is_file():
+        raise ConfigError(f"--baseline '{path}' does not exist; give the metrics.json of an earlier 'probe report'")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"--baseline '{path}' cannot be read as JSON ({exc})") from exc
+    if not isinstance(doc, dict) or doc.get("format") != "probe-report" or not isinstance(doc.get("records"), list):
+        raise ConfigError(f"--baseline '{path}' is not the metrics.json of a 'probe report' (format probe-report)")
+    doc["_path"] = str(path)
+    return doc
+
+
+def baseline_record(doc: Mapping[str, Any], layer: str) -> tuple[str, dict[str, Any]]:
+    """The baseline's last checkpoint's record at ``layer`` (label, record)."""
+    labels = [cp.get("label") for cp in doc.get("checkpoints", [])]
+    found = {(r.get("checkpoint"), r.get("layer")): r for r in doc["records"]}
+    for label in reversed(labels):
+        if (label, layer) in found:
+            return str(label), found[(label, layer)]
+    layers = sorted({str(r.get("layer")) for r in doc["records"]})
+    raise ConfigError(f"--baseline '{doc.get('_path')}' has no record of the headline layer '{layer}' "
+                      f"(it has {', '.join(layers) or 'none'}); pass --headline-layer or another baseline")
+
+
+def _lower_better(name: str) -> bool:
+    from metrics.spec import REGISTRY, Better
+
+    return name in REGISTRY and REGISTRY[name].better is Better.LOWER
+
+
+def fail_under_checks(records: Sequence[tuple[str, str, Mapping[str, Any] | None]], layer: str,
+                      fail_under: Sequence[tuple[str, float]], gate: str = "value") -> list[dict[str, Any]]:
+    """One check per (threshold, checkpoint): ``records`` are ``(label, store path, record)``."""
+    if gate not in GATES:
+        raise ConfigError(f"--gate must be one of {', '.join(GATES)}, got {gate!r}")
+    checks = []
+    for name, threshold in fail_under:
+        lower_better = _lower_better(name)  # "fails under" means "is worse than"
+        for label, store, rec in records:
+            entry = metric_entry(rec, name)
+            value = entry_value(entry)
+            judged = value
+            if gate == "bound":
+                ci = entry.get("ci") or [None, None]
+                bound = ci[1] if lower_better else ci[0]
+                judged = float(bound) if bound is not None else math.nan
+            ok = judged <= threshold if lower_better else judged >= threshold
+            checks.append({"metric": name, "threshold": threshold, "store": store, "checkpoint": label,
+                           "layer": layer, "gate": gate, "value": value if math.isfinite(value) else None,
+                           "judged": judged if math.isfinite(judged) else None,
+                           "better": "lower" if lower_better else "higher", "passed": bool(math.isfinite(judged) and ok),
+                           "kind": "fail-under"})
+    return checks
+
+
+def max_drop_checks(label: str, record: Mapping[str, Any] | None, baseline: Mapping[str, Any], layer: str,
+                    max_drop: Sequence[tuple[str, float]]) -> list[dict[str, Any]]:
+    """One check per ``--max-drop`` metric: the last checkpoint against the baseline's."""
+    base_label, base = baseline_record(baseline, layer)
+    checks = []
+    for name, allowed in max_drop:
+        d = metric_difference(base, record or {}, name) if record else None
+        lower_better = _lower_better(name)
+        check = {"metric": name, "threshold": allowed, "checkpoint": label, "baseline": base_label,
+                 "baseline_file": baseline.get("_path"), "layer": layer, "kind": "max-drop",
+                 "better": "lower" if lower_better else "higher"}
+        if d is None or not math.isfinite(d.lo):
+            check.update(value=None, drop=None, drop_ci=None, passed=False,
+                         why="no value with interval replicates in both runs (rerun both with --bootstrap > 0)")
+        else:
+            # a drop is a worsening: new - old for lower-is-better metrics, old - new otherwise
+            drop, lo, hi = (d.delta, d.lo, d.hi) if lower_better else (-d.delta, -d.hi, -d.lo)
+            passed = not lo > allowed  # fails only when the whole interval of the drop exceeds the allowed one
+            check.update(value=entry_value(metric_entry(record, name)), drop=drop, drop_ci=[lo, hi],
+                         paired=d.paired, passed=bool(passed),
+                         why="" if passed else f"dropped by {drop:.4g} (95% interval {lo:.4g} to {hi:.4g}), "
+                                               f"more than {allowed:g} beyond noise")
+        checks.append(check)
+    return checks
+
+
+def gate_label(check: Mapping[str, Any]) -> str:
+    """The gate as the user wrote it, e.g. ``ilisi >= 0.5 (95% bound)`` or ``ilisi drop <= 0.05 vs step-000400``."""
+    if check.get("kind") == "max-drop":
+        return f"{check['metric']} drop <= {check['threshold']:g} vs baseline {check['baseline']}"
+    op = "<=" if check["better"] == "lower" else ">="
+    return f"{check['metric']} {op} {check['threshold']:g}" + (" (95% bound)" if check.get("gate") == "bound" else "")
+
+
+def gate_result(check: Mapping[str, Any]) -> str:
+    """The number the gate judged, e.g. ``0.412`` or ``drop 0.08 [0.06, 0.1]``."""
+    if check.get("kind") == "max-drop":
+        if check.get("drop") is None:
+            return "—"
+        lo, hi = check["drop_ci"]
+        return f"drop {check['drop']:.3f} [{lo:.3f}, {hi:.3f}]"
+    judged = check.get("judged", check.get("value"))
+    return "—" if judged is None else f"{judged:.3f}"
+
+
+def gate_sentence(check: Mapping[str, Any]) -> str:
+    """Which gate failed and why, in one line."""
+    where = f"({check['checkpoint']}, layer {check['layer']})"
+    if check.get("kind") == "max-drop":
+        return (f"--max-drop {check['metric']}={check['threshold']:g} against {check['baseline']}: "
+                f"{check.get('why') or 'failed'} {where}")
+    return f"--fail-under {gate_label(check)}: got {gate_result(check)} {where}"

@@ -1,0 +1,103 @@
+"""Checkpoint comparisons with paired intervals, and the report's CI gates (--gate bound, --max-drop)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from metrics.compare import difference, holm
+from probe.cli import main
+from probe.store.store import write_store
+from tests.conftest import clustered_latents, synthetic_meta
+
+METRICS = "ilisi,kbet,silhouette_stage,stage_transfer_acc_robot_to_human"
+FAST = ["--projection", "pca", "--max-points", "200", "--metrics", METRICS, "--bootstrap", "20"]
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    """Three checkpoints of one extraction: aligned, aligned again (other weights), and separated."""
+    root = tmp_path_factory.mktemp("gates")
+    meta = synthetic_meta(n_episodes=5, frames=12)
+    paths = {}
+    for name, shift, seed in (("a", 0.2, 0), ("b", 0.2, 1), ("drop", 4.0, 2)):
+        paths[name] = write_store(root / f"step-{len(paths) + 1:06d}", meta,
+                                  {"l": clustered_latents(meta, dim=12, shift=shift, seed=seed)},
+                                  provenance={"step": len(paths) + 1}).path
+    return paths
+
+
+def test_paired_difference_is_narrower_than_independent_and_holm_is_monotone():
+    rng = np.random.default_rng(0)
+    common = rng.normal(size=30)
+    reps_a, reps_b = 0.5 + common * 0.1, 0.52 + common * 0.1 + rng.normal(size=30) * 0.005
+    paired = difference(0.5, reps_a, 1.0, 0.52, reps_b, 1.0, paired=True)
+    independent = difference(0.5, reps_a, 1.0, 0.52, reps_b, 1.0, paired=False)
+    assert paired.paired and not independent.paired
+    assert paired.hi - paired.lo < (independent.hi - independent.lo) / 5
+    assert paired.lo <= 0.02 <= paired.hi and paired.p < 0.01 < independent.p
+    adjusted = holm(np.array([0.01, 0.04, np.nan, 0.03]))
+    assert adjusted[0] == pytest.approx(0.03) and adjusted[3] == pytest.approx(0.06)
+    assert adjusted[1] == pytest.approx(0.06) and np.isnan(adjusted[2])
+
+
+def test_metrics_of_several_stores_compare_them_paired(stores, tmp_path, capsys):
+    out = tmp_path / "m.json"
+    assert main(["metrics", str(stores["a"]), str(stores["drop"]), "--metrics", METRICS, "--bootstrap", "20",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "changes" in printed and "Holm" in printed
+    records = json.loads(out.read_text())
+    change = records[1]["compared_to"]
+    assert change["store"] == stores["a"].name and change["correction"] == "Holm-Bonferroni"
+    ilisi = change["metrics"]["ilisi"]
+    assert ilisi["paired"] and ilisi["significant"] and ilisi["direction"] == "worse"
+    assert ilisi["ci"][0] <= ilisi["delta"] <= ilisi["ci"][1] < 0
+
+
+def test_gate_bound_judges_the_pessimistic_end_of_the_interval(stores, tmp_path, capsys):
+    argv = ["report", str(stores["a"]), *FAST]
+    assert main([*argv, "--out", str(tmp_path / "v")]) == 0
+    rec = json.loads((tmp_path / "v" / "metrics.json").read_text())["records"][0]["metrics"]["ilisi"]
+    lo, value = rec["ci"][0], rec["value"]
+    assert lo < value
+    threshold = f"ilisi={(lo + value) / 2:.6f}"  # between the lower bound and the estimate
+    capsys.readouterr()
+    assert main([*argv, "--out", str(tmp_path / "value"), "--fail-under", threshold]) == 0
+    assert main([*argv, "--out", str(tmp_path / "bound"), "--fail-under", threshold, "--gate", "bound"]) == 1
+    assert "FAIL --fail-under ilisi >=" in capsys.readouterr().out.replace("\n", " ")
+    gate = json.loads((tmp_path / "bound" / "metrics.json").read_text())["gates"][0]
+    assert gate["gate"] == "bound" and gate["judged"] == pytest.approx(lo) and not gate["passed"]
+
+
+def test_max_drop_passes_a_reseeded_rerun_and_fails_a_real_drop(stores, tmp_path, capsys):
+    base = tmp_path / "base"
+    assert main(["report", str(stores["a"]), *FAST, "--out", str(base)]) == 0
+    # the same checkpoint, metrics with another seed: no drop beyond noise, even allowing none
+    assert main(["report", str(stores["a"]), *FAST, "--seed", "7", "--out", str(tmp_path / "rerun"),
+                 "--baseline", str(base), "--max-drop", "ilisi=0", "--max-drop", "kbet=0"]) == 0
+    gates = json.loads((tmp_path / "rerun" / "metrics.json").read_text())["gates"]
+    assert [g["kind"] for g in gates] == ["max-drop", "max-drop"] and all(g["passed"] for g in gates)
+    assert not gates[0]["paired"]  # other seed: other resampled episodes, compared as independent runs
+    capsys.readouterr()
+    assert main(["report", str(stores["drop"]), *FAST, "--out", str(tmp_path / "dropped"),
+                 "--baseline", str(base / "metrics.json"), "--max-drop", "ilisi=0.1"]) == 1
+    printed = capsys.readouterr().out.replace("\n", " ")
+    assert "FAIL --max-drop ilisi=0.1" in printed and "beyond noise" in printed
+    assert (tmp_path / "dropped" / "report.html").is_file()  # the report is written before the gate fails
+
+
+def test_gate_inputs_are_checked_before_any_work(stores, tmp_path, capsys):
+    for extra, needle in ((["--max-drop", "ilisi=0.1"], "--max-drop needs --baseline"),
+                          (["--baseline", str(tmp_path / "nope.json"), "--max-drop", "ilisi=0.1"], "does not exist"),
+                          (["--baseline", str(stores["a"] / "manifest.json"), "--max-drop", "ilisi=1"],
+                           "not the metrics.json of a 'probe report'"),
+                          (["--max-drop", "ilisi=-1", "--baseline", "x"], "must be >= 0"),
+                          (["--max-drop", "ilsi=0.1", "--baseline", str(stores["a"])], "unknown metric 'ilsi'")):
+        out = tmp_path / "never"
+        assert main(["report", str(stores["a"]), *FAST, "--out", str(out), *extra]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and len(err.strip().splitlines()) == 1, err
+        assert not out.exists()

@@ -1,0 +1,117 @@
+"""Intervals describe the estimate printed beside them; permutation p-values test against the null."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from metrics import bootstrap as bs
+from metrics.spec import MetricsConfig
+from metrics.suite import run_suite
+from probe.latents import Latents
+from probe.measure.suite import labels_of
+from tests.conftest import clustered_latents, synthetic_meta
+
+
+def _structured(kind: str, seed: int = 0):
+    """Latents of two embodiments: aligned, offset, rotated, or random (no shared structure)."""
+    meta = synthetic_meta(n_episodes=6, frames=20)
+    X = clustered_latents(meta, dim=16, seed=seed)
+    robot = (meta["embodiment"] == "robot").to_numpy()
+    rng = np.random.default_rng(seed + 100)
+    if kind == "offset":
+        X[robot] += 3.0
+    elif kind == "rotated":
+        q, _ = np.linalg.qr(rng.normal(size=(16, 16)))
+        X[robot] = X[robot] @ q.astype(np.float32)
+    elif kind == "random":
+        X[robot] = rng.normal(size=(int(robot.sum()), 16)).astype(np.float32)
+    return Latents(X, meta, kind)
+
+
+@pytest.mark.parametrize("kind", ["aligned", "offset", "rotated", "random"])
+def test_no_estimate_lies_outside_its_own_interval(kind):
+    lat = _structured(kind)
+    res = run_suite(lat.X, labels_of(lat), MetricsConfig(k=30, bootstrap=12, null_repeats=1, permutations=19,
+                                                         bootstrap_samples=300))
+    with_ci = 0
+    for name, v in res.metrics.items():
+        if np.isfinite(v.ci_lo):
+            with_ci += 1
+            assert v.ci_lo <= v.value <= v.ci_hi, (name, v)
+            assert v.interval, name
+    assert with_ci >= 20
+    for scope in res.scopes.values():
+        for name, v in scope.items():
+            if np.isfinite(v.ci_lo):
+                assert v.ci_lo <= v.value <= v.ci_hi, (name, v)
+
+
+def test_permutation_p_values_separate_aligned_from_offset():
+    cfg = MetricsConfig(k=30, bootstrap=0, null_repeats=1, permutations=49, metrics=("ilisi", "clisi", "kbet"))
+    aligned, offset = _structured("aligned"), _structured("offset")
+    pa = run_suite(aligned.X, labels_of(aligned), cfg).metrics
+    po = run_suite(offset.X, labels_of(offset), cfg).metrics
+    smallest = 1 / 50
+    # offset embodiments are less mixed than every shuffle; aligned ones cannot be told from shuffles
+    assert po["ilisi"].p == pytest.approx(smallest) and pa["ilisi"].p > 0.05
+    # stages are conserved in both, beyond every shuffle of stages
+    assert pa["clisi"].p == pytest.approx(smallest) and po["clisi"].p == pytest.approx(smallest)
+    assert "p" in po["ilisi"].to_dict() and "p" not in run_suite(
+        offset.X, labels_of(offset), MetricsConfig(k=30, bootstrap=0, null_repeats=1, permutations=0,
+                                                   metrics=("ilisi",))).metrics["ilisi"].to_dict()
+
+
+def test_permutation_p_value_counts_the_observed_value():
+    null = np.array([0.1, 0.2, 0.3, 0.4])
+    assert bs.permutation_p_value(0.05, null, greater=False) == pytest.approx(1 / 5)
+    assert bs.permutation_p_value(0.05, null, greater=True) == pytest.approx(5 / 5)
+    assert bs.permutation_p_value(0.35, null, greater=True) == pytest.approx(2 / 5)
+    assert np.isnan(bs.permutation_p_value(np.nan, null, greater=True))
+
+
+def test_subsample_weights_keep_whole_episodes_within_strata_without_replacement():
+    episodes = np.repeat(np.arange(12), 5)
+    strata = np.repeat(np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2]), 5)
+    weights, scale = bs.episode_subsample_weights(episodes, strata, 20, 0.5, seed=3)
+    assert scale == pytest.approx(1.0)
+    for w in weights:
+        assert set(np.unique(w)) <= {0, 1}
+        per_episode = w.reshape(12, 5)
+        assert (per_episode == per_episode[:, :1]).all()  # whole episodes
+        kept = per_episode[:, 0]
+        assert kept[:4].sum() == 2 and kept[4:10].sum() == 3 and kept[10:].sum() == 1
+    quarter, scale_q = bs.episode_subsample_weights(episodes, np.zeros(60), 5, 0.25, seed=0)
+    assert all(w.reshape(12, 5)[:, 0].sum() == 3 for w in quarter)
+    assert scale_q == pytest.approx(np.sqrt(0.25 / 0.75))
+
+
+def test_centred_interval_contains_a_biased_estimate_with_the_replicates_spread():
+    reps = np.linspace(10.0, 12.0, 101)  # replicates far above the estimate (a statistic biased on fewer rows)
+    ci = bs.centred_interval(reps, 1.0, 0.95, scale=0.5)
+    assert ci.lo < 1.0 < ci.hi
+    assert ci.hi - ci.lo == pytest.approx(0.5 * (np.percentile(reps, 97.5) - np.percentile(reps, 2.5)))
+    assert np.isnan(bs.centred_interval(np.array([np.nan, 1.0]), 1.0).lo)
+
+
+def test_permutations_from_the_run_graph_equal_the_metrics_own_prepare():
+    """The fast path behind 99-permutation p-values gives the states the metrics' prepare would."""
+    from metrics.spec import REGISTRY, Context
+    from metrics.graph import build_graph
+    from metrics.suite import null_labels
+
+    lat = _structured("offset")
+    labels = labels_of(lat)
+    config = MetricsConfig(k=30)
+    graph = build_graph(lat.X, 30, config.metric, config.index)
+    ctx = Context(lat.X, graph, np.arange(len(lat)), np.arange(len(lat)), config, [])
+    ctx.cache["runs"] = bs.runs(labels.episode, labels.stage)
+    rng = np.random.default_rng(5)
+    ones = np.ones(len(lat), dtype=np.int64)
+    for _ in range(3):
+        for name in ("ilisi", "kbet", "knn_embodiment_mixing", "clisi"):
+            spec = REGISTRY[name]
+            shuffled = null_labels(spec, labels, rng, ctx.cache)
+            fast = spec.score(ctx, spec.permuted(ctx, shuffled), shuffled, ones)
+            slow = spec.score(ctx, spec.prepare(ctx, shuffled, None), shuffled, ones)
+            assert fast == pytest.approx(slow, abs=1e-6), name
