@@ -59,8 +59,9 @@ def serve(stores: Sequence[str | Path], host: str = "127.0.0.1", port: int = 805
           data_roots: Mapping[str, str | Path] | None = None, allow_hosts: Sequence[str] = (),
           threads: int = THREADS) -> None:
     """Prepare the stores (before the server starts), print the URL and serve until interrupted (Ctrl+C)."""
+    # the first store's first layer before the server starts; the others in the background once it answers
     prepared = prepare(stores, layers=layers, max_points=max_points, cache=cache, k=k, method=method,
-                       progress=progress, data_roots=data_roots)
+                       progress=progress, data_roots=data_roots, lazy=True)
     app = create_app(prepared, host=host, port=port, allow_hosts=allow_hosts)
     from metrics.knn import set_threads
 
@@ -70,12 +71,16 @@ def serve(stores: Sequence[str | Path], host: str = "127.0.0.1", port: int = 805
     log.info("serving %d checkpoint(s) at %s", len(prepared.checkpoints), url)
     from probe.console import console
 
+    more = len(prepared.views) - prepared.views.ready()
+    later = f"; {more} more maps are prepared in the background (progress in the page)" if more else ""
     if debug:  # Dash's debug mode (tracebacks in the page) needs Werkzeug's development server
-        console.print(f"[bold green]dashboard ready[/]: {url}  (Ctrl+C to stop; debug mode, development server)")
+        prepared.views.start()
+        console.print(f"[bold green]dashboard ready[/]: {url}  (Ctrl+C to stop; debug mode, development server{later})")
         app.run(host=host, port=port, debug=True, use_reloader=False)
         return
     server = make_server(app, host, port, threads)
-    console.print(f"[bold green]dashboard ready[/]: {url}  (Ctrl+C to stop)")
+    prepared.views.start()
+    console.print(f"[bold green]dashboard ready[/]: {url}  (Ctrl+C to stop{later})")
     try:
         server.run()  # returns on Ctrl+C (waitress closes its sockets)
     finally:

@@ -101,6 +101,16 @@ def register(app: Dash, prepared: Prepared) -> None:
         return (state.to_dict(), encode_state(state, default), "", *controls_out)
 
     @app.callback(
+        Output(ids.PREPARING, "children"), Output(ids.PREPARING_TICK, "disabled"),
+        Input(ids.PREPARING_TICK, "n_intervals"),
+    )
+    def show_preparing(_):
+        views = prepared.views
+        ready, total = views.ready(), len(views)
+        error = getattr(views, "error", None)
+        return layout.preparing(ready, total, error), bool(ready >= total or error)
+
+    @app.callback(
         Output(ids.MAP, "figure"), Output(ids.DRAWN, "data"), Output(ids.LEGEND, "children"),
         Output(ids.MAP_INFO, "children"),
         Input(ids.STATE, "data"), State(ids.DRAWN, "data"),

@@ -5,6 +5,8 @@ from __future__ import annotations
 URL = "url"
 STATE = "view-state"          # dcc.Store: the canonical view state (dict, mirrors the URL)
 NOTICE = "notice"             # messages about a stale or unknown URL state
+PREPARING = "preparing"       # how many (checkpoint, layer) maps are prepared, while the others are being prepared
+PREPARING_TICK = "preparing-tick"  # dcc.Interval polling that count until every map is ready
 
 STORE = "ctl-store"           # checkpoint (one store each)
 LAYER = "ctl-layer"

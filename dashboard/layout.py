@@ -74,6 +74,9 @@ def page(prepared: Prepared) -> html.Div:
         html.H3("embodiment probe: the shared human / robot embedding space", style={"margin": "8px 0 0 0"}),
         controls(prepared),
         html.Div(id=ids.NOTICE, style={"color": "#a15c00", "fontSize": "12px"}),
+        html.Div(preparing(prepared.views.ready(), len(prepared.views)), id=ids.PREPARING,
+                 style={"color": "#555", "fontSize": "12px"}),
+        dcc.Interval(id=ids.PREPARING_TICK, interval=2000, disabled=prepared.views.ready() >= len(prepared.views)),
         html.Div([
             html.Div([
                 html.Div(id=ids.MAP_INFO, style={"fontSize": "12px", "color": "#555"}),
@@ -94,6 +97,16 @@ def page(prepared: Prepared) -> html.Div:
             ]),
         ], style=CSS["main"]),
     ], style=CSS["page"])
+
+
+def preparing(ready: int, total: int, error: str | None = None) -> str:
+    """The line saying how many maps are prepared while the others are prepared in the background."""
+    if error:
+        return f"{error} (that map is tried again when you open it)"
+    if ready >= total:
+        return ""
+    return (f"preparing maps in the background: {ready} of {total} (checkpoint x layer) ready; "
+            "a map not ready yet is prepared when you open it")
 
 
 def legend(items: list[tuple[str, str]], continuous: tuple[str, str] | None, note: str = "") -> list[Any]:

@@ -270,3 +270,23 @@ def test_a_broken_cached_index_is_rebuilt(tmp_path):
                     metrics_config=light_metrics())
     robot_row = int(np.flatnonzero(stores[0].meta[C.EMBODIMENT].to_numpy() == "robot")[0])
     assert again.views[(0, "trunk.block0")].neighbours.clips(robot_row)
+
+
+def test_lazy_prepare_answers_with_the_first_map_and_prepares_the_rest_on_use_or_in_the_background(tmp_path):
+    from dashboard.app import create_app
+
+    stores = make_stores(tmp_path / "s", n_episodes=2, frames=10, video=False)
+    paths = [s.path for s in stores]
+    lazy = prepare(paths, method="pca", metrics_config=light_metrics(), lazy=True)
+    total = len(stores) * len(lazy.layers)
+    assert len(lazy.views) == total and lazy.views.ready() == 1  # only the first store's first layer
+    client = create_app(lazy).server.test_client()
+    assert client.get("/", headers={"Host": "127.0.0.1:8050"}).status_code == 200
+    # a map opened before the background reached it is prepared on use, with its warm-start chain
+    last = (len(stores) - 1, lazy.layers[-1])
+    assert lazy.views[last].coords.shape[1] == 2 and lazy.views.ready() == 1 + len(stores)
+    lazy.views.start().join(timeout=120)
+    assert lazy.views.ready() == total and lazy.views.error is None
+    eager = prepare(paths, method="pca", metrics_config=light_metrics())
+    for key in eager.views:  # the same maps, whichever order they were prepared in
+        np.testing.assert_allclose(lazy.views[key].coords, eager.views[key].coords, atol=1e-5)

@@ -42,8 +42,9 @@ def test_demo_runs_every_stage_and_reuses_its_outputs(tmp_path, capsys, monkeypa
     args = build_parser().parse_args(argv[1:])
     cached = set(files_under(out / "cache"))
     prepared = prepare(args.stores, layers=args.layer, max_points=args.max_points, cache=args.cache,
-                       k=args.neighbours, method=args.projection)
+                       k=args.neighbours, method=args.projection, lazy=True)  # as 'probe serve' does
     assert set(files_under(out / "cache")) == cached and len(prepared.views) == 4 * (len(argv) - 4)
+    assert prepared.views.ready() == 1
     _query_tiles_show_the_query_frames(out / "clips", sorted((out / "stores" / "cotrained").iterdir())[-1])
     records = json.loads((out / "metrics.json").read_text())
     recipes = {r["store"].split("/")[-2] for r in records}

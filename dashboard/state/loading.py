@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import secrets
 import tempfile
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -147,10 +148,78 @@ def _align(coords: np.ndarray, ck: Checkpoint, ref_ck: Checkpoint, ref_coords: n
     return (((coords - mu_a) @ R) * scale + mu_b).astype(np.float32)
 
 
+class Views(Mapping):
+    """The (checkpoint index, layer) -> :class:`View` map, each view prepared on first use.
+
+    A view's layout is warm-started from the previous checkpoint's and aligned to the first
+    checkpoint's, so preparing checkpoint i of a layer prepares 0..i of it first. Thread-safe:
+    the server's request threads and :meth:`start`'s background thread share one lock per layer.
+    """
+
+    def __init__(self, checkpoints: list[Checkpoint], layers: list[str], *, method: str, cache_dir: Path | None,
+                 index_root: Path, k: int, metrics_config: Any) -> None:
+        self.checkpoints, self.layers, self.method = checkpoints, layers, method
+        self.cache_dir, self.index_root, self.k, self.metrics_config = cache_dir, index_root, k, metrics_config
+        self.order = [(i, layer) for layer in layers for i in range(len(checkpoints))]
+        self._views: dict[tuple[int, str], View] = {}
+        self._previous: dict[str, Any] = {}
+        self._locks = {layer: threading.Lock() for layer in layers}
+        self.error: str | None = None
+
+    def __getitem__(self, key: tuple[int, str]) -> View:
+        if key in self._views:
+            return self._views[key]
+        i, layer = key
+        if layer not in self._locks or not 0 <= i < len(self.checkpoints):
+            raise KeyError(key)
+        with self._locks[layer]:
+            for j in range(i + 1):
+                if (j, layer) not in self._views:
+                    self._views[(j, layer)] = self._build(j, layer)
+        return self._views[key]
+
+    def _build(self, i: int, layer: str) -> View:
+        ck = self.checkpoints[i]
+        lay = _layout(ck, layer, self.method, self._previous.get(layer), self.cache_dir)
+        self._previous[layer] = lay
+        coords = np.asarray(lay.coords, dtype=np.float32)
+        if i > 0:  # warm starts keep maps close; a similarity transform makes them comparable
+            coords = _align(coords, ck, self.checkpoints[0], self._views[(0, layer)].coords)
+        index_dir = self.index_root / f"{ck.store.fingerprint[:16]}-{layer_filename(layer)[:-4]}"
+        search = NeighbourSearch.build(ck.store, layer, ck.row_tokens(), self.k, index_dir)
+        record, gaps = layer_metrics(ck.store, layer, self.metrics_config, self.cache_dir)
+        return View(i, layer, coords, lay.method, float(lay.trustworthiness), search, record, gaps)
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        return iter(self.order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def ready(self) -> int:
+        """How many views are prepared."""
+        return len(self._views)
+
+    def start(self) -> threading.Thread:
+        """Prepare every view in the background (a daemon thread), in checkpoint order per layer."""
+        def work() -> None:
+            for key in self.order:
+                try:
+                    self[key]
+                except Exception as exc:  # shown in the page; the view is tried again on first use
+                    self.error = f"could not prepare {self.checkpoints[key[0]].name} · {key[1]}: {exc}"
+                    log.warning(self.error)
+                    return
+
+        thread = threading.Thread(target=work, name="probe-dashboard-prepare", daemon=True)
+        thread.start()
+        return thread
+
+
 def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str] | None = None,
             max_points: int = 200_000, cache: str | Path | None = None, k: int = 8,
             method: str = "umap", metrics_config: Any | None = None, progress: bool = False,
-            data_roots: Mapping[str, str | Path] | None = None) -> Prepared:
+            data_roots: Mapping[str, str | Path] | None = None, lazy: bool = False) -> Prepared:
     """Open the stores (one per checkpoint) and compute everything the app shows.
 
     Parameters
@@ -167,6 +236,8 @@ def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str]
     progress : show a progress bar.
     data_roots : dataset name -> the folder a moved dataset now lives in (``--data-root``); videos
         are served only from inside the stores' dataset roots (:mod:`probe.store.media`).
+    lazy : prepare only the first store's first layer now; every other (store, layer) is prepared on
+        first use or by :meth:`Views.start` in the background (``probe serve``). Default: all now.
 
     Raises
     ------
@@ -211,20 +282,14 @@ def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str]
     }
     media: dict[str, Path] = {}
     checkpoints = [_checkpoint(n, s, max_points, categories, media, roots) for n, s in zip(names, opened)]
-    views: dict[tuple[int, str], View] = {}
-    jobs = [(i, layer) for layer in chosen for i in range(len(checkpoints))]
     cache_dir = Path(cache) if cache is not None else None
     index_root = cache_dir / "dashboard-indexes" if cache_dir is not None else Path(tempfile.mkdtemp(prefix="probe-dash-"))
-    previous: dict[str, Any] = {}
-    for i, layer in track(jobs, total=len(jobs), desc="preparing maps, indexes, metrics", enabled=progress):
-        ck = checkpoints[i]
-        lay = _layout(ck, layer, method, previous.get(layer), cache_dir)
-        previous[layer] = lay
-        coords = np.asarray(lay.coords, dtype=np.float32)
-        if i > 0:  # warm starts keep maps close; a similarity transform makes them comparable
-            coords = _align(coords, ck, checkpoints[0], views[(0, layer)].coords)
-        index_dir = index_root / f"{ck.store.fingerprint[:16]}-{layer_filename(layer)[:-4]}"
-        search = NeighbourSearch.build(ck.store, layer, ck.row_tokens(), k, index_dir)
-        record, gaps = layer_metrics(ck.store, layer, metrics_config, cache_dir)
-        views[(i, layer)] = View(i, layer, coords, lay.method, float(lay.trustworthiness), search, record, gaps)
+    views = Views(checkpoints, chosen, method=method, cache_dir=cache_dir, index_root=index_root, k=k,
+                  metrics_config=metrics_config)
+    if lazy:  # the first store's first layer now; the others on first view or in the background
+        views[(0, chosen[0])]
+    else:
+        for key in track(views.order, total=len(views.order), desc="preparing maps, indexes, metrics",
+                         enabled=progress):
+            views[key]
     return Prepared(checkpoints, chosen, views, categories, media, k)

@@ -7,6 +7,7 @@ and back, so clicks map to rows by point index.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,7 @@ class Prepared:
 
     checkpoints: list[Checkpoint]
     layers: list[str]
-    views: dict[tuple[int, str], View]
+    views: Mapping[tuple[int, str], View]  # prepared on first use (dashboard.state.loading.Views)
     categories: dict[str, list[str]]  # task / stage / embodiment / episode / checkpoint -> ordered values
     media: dict[str, Path]  # random token of this process -> a video file inside its store's dataset roots
     k: int

@@ -61,8 +61,9 @@ def launch(stores: list[str], **options: Any) -> None:
 
 
 def warm(stores: list[str], **options: Any) -> None:
-    """Compute everything the dashboard shows for ``stores`` into its cache (``cache=``), without serving: a
-    later ``probe serve`` with the same stores and options reads it all back (``probe demo`` does this)."""
+    """Compute what the dashboard shows for ``stores`` into its cache (``cache=``), without serving: a later
+    ``probe serve`` with the same stores and options reads it back (``probe demo`` does this). With
+    ``lazy=True`` only what the dashboard needs before it answers (the first store's first layer)."""
     from dashboard.state.loading import prepare
 
     prepare(stores, **options)
