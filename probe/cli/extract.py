@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 
 from probe.console import console, outputs
 
@@ -106,5 +107,6 @@ def run(args: argparse.Namespace) -> int:
         for warning in store.manifest.get("warnings", []):
             console.print(f"[yellow]warning:[/] {warning}")
     outputs({f"store {s.name}": s.path for s in stores},
-            [f"probe metrics {stores[0].path}", f"probe report {' '.join(str(s.path) for s in stores)}"])
+            [shlex.join(["probe", "metrics", str(stores[0].path)]),
+             shlex.join(["probe", "report", *(str(s.path) for s in stores), "--out", "REPORT_DIR"])])
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 
 from probe.console import console, outputs
 
@@ -23,5 +24,6 @@ def run(args: argparse.Namespace) -> int:
 
     store = import_latents(args.src, args.out, overwrite=args.overwrite, fps=args.fps)
     console.print(f"imported {store.n} samples, layers: {', '.join(store.layers)}")
-    outputs({"store": store.path}, [f"probe info {store.path}", f"probe metrics {store.path}"])
+    outputs({"store": store.path}, [shlex.join(["probe", "info", str(store.path)]),
+                                    shlex.join(["probe", "metrics", str(store.path)])])
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 
 from probe.console import console, outputs
 
@@ -48,6 +49,6 @@ def run(args: argparse.Namespace) -> int:
     params = ", ".join(f"{k}={v}" for k, v in m.params.items())
     console.print(f"indexed {m.n} {m.embodiment} samples of layer '{m.layer}' (dim {m.dim}) as {m.kind.value} "
                   f"({m.metric.value}; {params}) in {m.build_seconds:.2f}s")
-    outputs({"index": out}, [f"probe retrieve --index {out} --episode E --frame F -k 5",
-                             f"probe retrieve --index {out} --eval"])
+    outputs({"index": out}, [shlex.join(["probe", "retrieve", "--index", str(out)]) + " --episode E --frame F -k 5",
+                             shlex.join(["probe", "retrieve", "--index", str(out), "--eval"])])
     return 0

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 
-from probe.console import console
+from probe.console import console, outputs
 
 NAME = "layers"
 HELP = "list a checkpoint's layers (module names, types, output shapes) to choose --layer"
@@ -52,5 +53,6 @@ def run(args: argparse.Namespace) -> int:
     for row in [header, *rows]:  # plain lines: names must stay whole to be copied into --layer
         console.print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[3], markup=False,
                       soft_wrap=True)
-    console.print("next: probe extract --checkpoint CKPT --data human=PATH --data robot=PATH --layer NAME --out STORE")
+    outputs({}, [shlex.join(["probe", "extract", "--checkpoint", str(args.checkpoint)])
+                 + " --data human=PATH --data robot=PATH --layer NAME --out STORE"])
     return 0

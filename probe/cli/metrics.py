@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 
 from probe.console import console, outputs
 
@@ -163,5 +164,6 @@ def run(args: argparse.Namespace) -> int:
         written["metrics JSON"] = write_metrics_json(args.out, records)
     if args.csv:
         written["metrics table"] = write_metrics_csv(args.csv, records)
-    outputs(written, [] if args.by else [f"probe metrics {args.stores[0]} --by stage   (per-stage values)"])
+    outputs(written, [] if args.by else [shlex.join(["probe", "metrics", args.stores[0], "--by", "stage"])
+                                         + "   (per-stage values)"])
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 
 from probe.console import console, outputs
 
@@ -81,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     result = build_report(args.stores, args.out, config, progress=True)
     out = Path(args.out)
     outputs({"report": out / "report.html", "metrics": out / "metrics.json", "summary": out / "summary.md"},
-            [f"open {out / 'report.html'} in a browser", f"probe serve {' '.join(args.stores[:1])}"])
+            [f"{shlex.join(['open', str(out / 'report.html')])}   (or open it in any browser)",
+             shlex.join(["probe", "serve", *(["--cache", args.cache] if args.cache else []), *args.stores])])
     for line in result.data.notes:
         console.print(f"[yellow]note:[/] {line}")
     if result.failed:
