@@ -82,9 +82,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from playwright.sync_api import sync_playwright
-    from werkzeug.serving import make_server
-
-    from dashboard.app import create_app
+    from dashboard.app import create_app, make_server
     from dashboard.state.loading import prepare
     from metrics.spec import MetricsConfig
 
@@ -100,7 +98,8 @@ def main() -> int:
         prepared = prepare([store.path], max_points=args.n, cache=args.cache, method=args.method,
                            metrics_config=config, progress=True)
         t_prepare = time.perf_counter() - t0
-        app = create_app(prepared)
+        port = free_port()
+        app = create_app(prepared, host="127.0.0.1", port=port)
         from metrics.knn import set_threads
 
         set_threads(1)  # as dashboard.app.serve does
@@ -119,9 +118,8 @@ def main() -> int:
                 timings[str(body.get("output", "?"))[:60]].append(time.perf_counter() - g.t0)
             return response
 
-        port = free_port()
-        httpd = make_server("127.0.0.1", port, app.server, threaded=True)
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        server = make_server(app, "127.0.0.1", port)  # waitress, as 'probe serve' runs it
+        threading.Thread(target=server.run, daemon=True).start()
         url = f"http://127.0.0.1:{port}/"
         traffic: list[tuple[str, int, int]] = []  # (path, request bytes, response bytes)
         results: dict[str, object] = {"n": args.n, "dim": args.dim, "method": args.method,
@@ -194,7 +192,7 @@ def main() -> int:
                 [sel, [float(lo[0]), cx, cx, float(lo[0])], [float(lo[1]), float(lo[1]), cy, cy]]),
                 page.wait_for_selector("#selection-counts")))
             browser.close()
-        httpd.shutdown()
+        server.close()
         geometry = args.n * 2 * 4 * 4 / 3  # x and y float32 as base64
         results["geometry_bytes"] = int(geometry)
         print(json.dumps(results, indent=2))
