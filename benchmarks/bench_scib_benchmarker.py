@@ -4,8 +4,8 @@ Same synthetic latents as ``bench_metrics.py`` (2 embodiments = the batch, 3 tas
 5 stages; the label is task + stage by default), L2-normalised once for cosine (our
 suite's default) and handed to both sides, so that Euclidean distances (scib's LISI,
 k-means) and cosine distances (silhouettes, BRAS) mean the same on both. Our side:
-``run_suite`` restricted to the shared metrics, no bootstrap, no nulls (its exact
-FAISS graph included). scib's side, in its own interpreter: ``Benchmarker(...)``,
+``run_suite`` restricted to the shared metrics, no bootstrap, no nulls, no permutation
+p-values (its exact FAISS graph included). scib's side, in its own interpreter: ``Benchmarker(...)``,
 ``.prepare(neighbor_computer=exact FAISS)``, ``.benchmark()`` with the metrics only
 scib computes (isolated labels, graph connectivity, PCR comparison, Leiden) turned
 off; its prepare (the graph) is also reported alone. Both sides get the same thread
@@ -15,7 +15,12 @@ still compiles again for every new array shape, so scib's time at a size include
 that size's compilation unless ``--scib-warm-same-size`` warms up on the size itself.
 
 Reported per size: time per side, the ratio scib / ours (goal: >= 5x), and each pair
-of values with its absolute difference (goal: within 1e-3). Values are compared only
+of values with its absolute difference (goal: within 1e-3). Per metric, on the four
+same-definition metrics: our median over ``--repeat`` suite runs; scib's time inside the
+Benchmarker (cold: it includes JAX compiling for this size) and the median of
+``--repeat`` further calls with the Benchmarker's own arguments (warm: nothing left to
+compile). Above ``max_samples``, where our suite subsamples the silhouettes, our
+silhouette label and BRAS are also run (timed, values compared) on the full data. Values are compared only
 at sizes where neither side subsamples (ours runs silhouettes and k-means on a
 stratified subsample above ``max_samples`` = 20,000; scib never does); times at every
 size. Pairs whose definitions differ are marked so, with the reason.
@@ -32,6 +37,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import statistics
 import platform
 import subprocess
 import sys
@@ -48,8 +54,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_metrics import synthetic  # noqa: E402
 from metrics import suite  # noqa: E402
+from metrics.conservation import silhouette_stage  # noqa: E402
 from metrics.knn import normalize_rows  # noqa: E402
 from metrics.lisi import lisi_samples  # noqa: E402
+from metrics.mixing import bras  # noqa: E402
 from metrics.spec import REGISTRY, Kind, Labels, MetricsConfig
 from metrics.suite import run_suite  # noqa: E402
 
@@ -129,23 +137,41 @@ def timed_suite(names: list[str], seconds: dict[str, float], kept: dict[str, Any
         suite.build_graph = saved_graph
 
 
-def run_ours(X: np.ndarray, labels: Labels, config: MetricsConfig) -> dict[str, Any]:
-    """Our suite on the shared metrics: total, graph and per-metric seconds, values, subsample size.
+def run_ours(X: np.ndarray, labels: Labels, config: MetricsConfig, repeat: int = 1) -> dict[str, Any]:
+    """Our suite on the shared metrics, ``repeat`` times: median total, graph and per-metric seconds, values.
 
     Untimed, after the suite: the mean per-sample (unscaled) LISI of embodiments and of
     labels on the suite's own graph, a finer check than the medians when they saturate.
+    Above ``config.max_samples`` (the suite subsamples the silhouettes), our silhouette
+    label and BRAS run on the full data too: ``full_s`` (median) and ``full_values``.
     """
-    seconds: dict[str, float] = {}
-    kept: dict[str, Any] = {}
-    with timed_suite(list(config.metrics), seconds, kept):
-        t = time.perf_counter()
-        result = run_suite(X, labels, config)
-        total = time.perf_counter() - t
+    runs = []
+    for _ in range(max(1, repeat)):
+        seconds: dict[str, float] = {}
+        kept: dict[str, Any] = {}
+        with timed_suite(list(config.metrics), seconds, kept):
+            t = time.perf_counter()
+            result = run_suite(X, labels, config)
+            seconds["total"] = time.perf_counter() - t
+        runs.append(seconds)
+    med = {key: statistics.median(r.get(key, 0.0) for r in runs) for key in runs[0]}
     lisi_mean = {key: float(np.nanmean(lisi_samples(kept["graph"], values)))
                  for key, values in (("batch", labels.embodiment), ("label", labels.stage))}
-    return {"total_s": total, "graph_s": seconds.pop("graph", float("nan")), "metric_s": seconds,
-            "values": {name: v.value for name, v in result.metrics.items()}, "subsampled": result.subsampled,
-            "lisi_mean": lisi_mean}
+    out = {"total_s": med.pop("total"), "graph_s": med.pop("graph", float("nan")), "metric_s": med,
+           "metric_s_runs": runs, "values": {name: v.value for name, v in result.metrics.items()},
+           "subsampled": result.subsampled, "lisi_mean": lisi_mean}
+    if len(X) > config.max_samples:
+        full = {"silhouette_stage": lambda: silhouette_stage(X, labels.stage, config.metric),
+                "bras": lambda: bras(X, labels.embodiment, labels.stage, config.metric)}
+        out["full_s"], out["full_values"] = {}, {}
+        for name, fn in full.items():
+            times = []
+            for _ in range(max(1, repeat)):
+                t = time.perf_counter()
+                out["full_values"][name] = float(fn())
+                times.append(time.perf_counter() - t)
+            out["full_s"][name] = statistics.median(times)
+    return out
 
 
 # ---------------------------------------------------------------------------- scib's side
@@ -177,19 +203,21 @@ def check_scib(python: str) -> str:
 
 
 def run_scib(python: str, X: np.ndarray, labels: Labels, warm: tuple[np.ndarray, Labels], metric: str,
-             threads: int, kbet_k: int, warm_same_size: bool) -> dict[str, Any]:
+             threads: int, kbet_k: int, warm_same_size: bool, repeat: int = 0) -> dict[str, Any]:
     """The Benchmarker on the same latents and labels, in scib's interpreter (data through a .npz file)."""
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data.npz"
         np.savez(data, X=X, batch=labels.embodiment, label=labels.stage, X_warm=warm[0],
                  batch_warm=warm[1].embodiment, label_warm=warm[1].stage, threads=threads,
                  metric="cosine" if metric == "cosine" else "euclidean", kbet_k=kbet_k,
-                 warm_same_size=warm_same_size)
+                 warm_same_size=warm_same_size, repeat=repeat)
         proc = subprocess.run([python, str(SCIB_SIDE), str(data)], capture_output=True, text=True,
                               env=scib_env(threads))
     if proc.returncode != 0:
         sys.exit(f"error: the scib-metrics Benchmarker run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["function_warm_median_s"] = {fn: statistics.median(t) for fn, t in out.get("function_warm_s", {}).items()}
+    return out
 
 
 # ---------------------------------------------------------------------------- comparison
@@ -232,12 +260,24 @@ def compare(ours: dict[str, Any], scib: dict[str, Any], comparable: bool) -> lis
     return rows
 
 
-def same_definition_ratio(ours: dict[str, Any], scib: dict[str, Any]) -> float:
+def same_definition_times(ours: dict[str, Any], scib: dict[str, Any]) -> list[dict[str, Any]]:
+    """Seconds per same-definition metric: ours (suite median; on the full data where the suite subsamples)
+    and scib's, cold (inside the Benchmarker, with this size's JAX compilation) and warm (median of repeats)."""
+    rows = []
+    for pair in (pair for pair in PAIRS if pair.same):
+        ours_s = ours.get("full_s", {}).get(pair.ours, ours["metric_s"].get(pair.ours, float("nan")))
+        cold = scib["function_s"].get(pair.scib_fn, float("nan"))
+        warm = scib.get("function_warm_median_s", {}).get(pair.scib_fn, float("nan"))
+        rows.append({"metric": pair.ours, "scib_fn": pair.scib_fn, "ours_s": ours_s,
+                     "ours_suite_s": ours["metric_s"].get(pair.ours, float("nan")), "scib_cold_s": cold,
+                     "scib_warm_s": warm, "ratio_warm": warm / ours_s, "ratio_cold": cold / ours_s})
+    return rows
+
+
+def same_definition_ratio(rows: list[dict[str, Any]], key: str = "scib_warm_s") -> float:
     """scib / our seconds summed over the pairs with the same definition only (no graph, no kBET, no k-means)."""
-    same = [pair for pair in PAIRS if pair.same]
-    scib_s = sum(scib["function_s"].get(fn, 0.0) for fn in {pair.scib_fn for pair in same})
-    ours_s = sum(ours["metric_s"].get(pair.ours, 0.0) for pair in same)
-    return scib_s / ours_s if ours_s > 0 else float("nan")
+    ours_s = sum(r["ours_s"] for r in rows)
+    return sum(r[key] for r in rows) / ours_s if ours_s > 0 else float("nan")
 
 
 def print_size(entry: dict[str, Any]) -> None:
@@ -256,8 +296,20 @@ def print_size(entry: dict[str, Any]) -> None:
           f"(prepare/graph {t['scib_prepare_s']:.2f} s, benchmark {t['scib_benchmark_s']:.2f} s)")
     print(f"ratio scib / ours: {t['ratio']:.2f}x end to end, {t['ratio_metrics_only']:.2f}x without the graph "
           f"(goal >= {GOAL_RATIO:.0f}x: {'met' if t['ratio'] >= GOAL_RATIO else 'not met'}); "
-          f"{t['ratio_same_definition']:.2f}x on the same-definition metrics alone (iLISI, cLISI, BRAS, "
-          "silhouette label)")
+          f"on the same-definition metrics alone (iLISI, cLISI, BRAS, silhouette label) "
+          f"{t['ratio_same_definition']:.2f}x against scib warm, {t['ratio_same_definition_cold']:.2f}x cold")
+    print(f"{'same definition':>18s} {'ours s':>9s} {'scib warm':>10s} {'scib cold':>10s} {'warm/ours':>10s} "
+          f"{'cold/ours':>10s}")
+    for r in entry["same_definition"]:
+        where = " (full data; suite subsample {:.3f} s)".format(r["ours_suite_s"]) \
+            if r["ours_s"] != r["ours_suite_s"] else ""
+        print(f"{r['metric']:>18s} {r['ours_s']:9.3f} {r['scib_warm_s']:10.3f} {r['scib_cold_s']:10.3f} "
+              f"{r['ratio_warm']:9.1f}x {r['ratio_cold']:9.1f}x{where}")
+    for name, value in ours.get("full_values", {}).items():
+        pair = next(pair for pair in PAIRS if pair.ours == name)
+        b = scib["values"].get(pair.scib, float("nan"))
+        print(f"   {name} on the full data: ours {value:.6f}, scib {b:.6f}, |diff| {abs(value - b):.2e} "
+              f"({'match' if abs(value - b) <= TOLERANCE else 'MISMATCH'})")
     groups = {"ilisi_knn": ("ilisi",), "clisi_knn": ("clisi",), "kbet_per_label": ("kbet",), "bras": ("bras",),
               "silhouette_label": ("silhouette_stage",), "nmi_ari_cluster_labels_kmeans": ("stage_nmi", "stage_ari")}
     print("per metric (s):  " + "  ".join(
@@ -285,17 +337,24 @@ def main() -> None:
                    help="a Python interpreter with scib-metrics 0.5.10, faiss-cpu and anndata")
     p.add_argument("--scib-warm-same-size", action="store_true",
                    help="warm scib up on each measured size (excludes all JAX compilation; doubles scib's run)")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="our suite runs and scib's warm calls of the same-definition metrics; medians reported")
     p.add_argument("--out", default=None, help="write every number as JSON here")
     args = p.parse_args()
 
     import faiss
+    import numba
     from threadpoolctl import threadpool_limits
 
     version = check_scib(args.scib_python)
     faiss.omp_set_num_threads(args.threads)
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))  # our compiled LISI kernels
     threadpool_limits(args.threads)
     names = sorted({pair.ours for pair in PAIRS}, key=list(REGISTRY).index)
-    config = MetricsConfig(metric=args.metric, bootstrap=0, null_repeats=0, metrics=tuple(names), seed=args.seed)
+    # values only, as scib: no intervals, no null baselines, no permutation p-values
+    no_p = {"permutations": 0} if "permutations" in {f.name for f in dataclasses.fields(MetricsConfig)} else {}
+    config = MetricsConfig(metric=args.metric, bootstrap=0, null_repeats=0, metrics=tuple(names), seed=args.seed,
+                           **no_p)
 
     def data(n: int, seed: int) -> tuple[np.ndarray, Labels]:
         X, labels = synthetic(n, args.dim, seed)
@@ -313,17 +372,20 @@ def main() -> None:
     for n in args.sizes:
         X, labels = data(n, args.seed)
         comparable = len(X) <= config.max_samples
-        ours = run_ours(X, labels, config)
+        ours = run_ours(X, labels, config, args.repeat)
         scib = run_scib(args.scib_python, X, labels, warm, args.metric, args.threads, config.kbet_k,
-                        warm_same_size=args.scib_warm_same_size)
+                        warm_same_size=args.scib_warm_same_size, repeat=args.repeat)
+        same = same_definition_times(ours, scib)
         scib_total = scib["prepare_s"] + scib["benchmark_s"]
         times = {"ours_total_s": ours["total_s"], "ours_graph_s": ours["graph_s"],
                  "scib_total_s": scib_total, "scib_prepare_s": scib["prepare_s"],
                  "scib_benchmark_s": scib["benchmark_s"], "ratio": scib_total / ours["total_s"],
                  "ratio_metrics_only": scib["benchmark_s"] / (ours["total_s"] - ours["graph_s"]),
-                 "ratio_same_definition": same_definition_ratio(ours, scib)}
+                 "ratio_same_definition": same_definition_ratio(same),
+                 "ratio_same_definition_cold": same_definition_ratio(same, "scib_cold_s")}
         entry = {"n": len(X), "dim": args.dim, "label": args.label, "metric": args.metric, "threads": args.threads,
                  "values_compared": comparable, "pairs": compare(ours, scib, comparable), "times": times,
+                 "same_definition": same,
                  "ours": ours, "scib": scib}
         print_size(entry)
         report["sizes"].append(entry)

@@ -11,16 +11,23 @@ al. 2022. Deviations from scib-metrics, all documented per function:
 * each row's distances are shifted by their minimum before ``exp`` (mathematically
   identical, avoids underflow); rows whose kernel still vanishes give ``nan``
   (scib returns -1 there) and are ignored by the median.
+
+The per-row search and the per-row Simpson index are compiled (numba, parallel over
+row blocks, cached on disk); the search evaluates ``exp`` once per neighbour and gets
+every later kernel from earlier ones (see :func:`_kernel_row`), the same trajectory of
+precisions as scib's search.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from metrics.knn import Metric, Neighbors
 from metrics.silhouette import encode
 
-_ROWS = 16384  # rows per vectorised perplexity search
+_ROWS = 256  # rows per parallel task of the compiled kernels
+_JIT = numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})  # sums may be reordered; inf, nan kept
 
 
 def lisi_distances(neighbors: Neighbors) -> np.ndarray:
@@ -31,43 +38,111 @@ def lisi_distances(neighbors: Neighbors) -> np.ndarray:
     return np.where(neighbors.indices >= 0, D, np.inf)
 
 
-def _entropy(D: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Entropy ``H`` and normalised Gaussian kernel ``P`` of each row at precision ``beta``."""
-    with np.errstate(invalid="ignore"):
-        P = np.exp(-D * beta[:, None])
-        sumP = P.sum(axis=1)
-        safe = np.where(sumP > 0, sumP, 1.0)
-        H = np.where(sumP > 0, np.log(safe) + beta * np.nansum(np.where(P > 0, D * P, 0.0), axis=1) / safe, 0.0)
-    P /= safe[:, None]
-    return H, P
+@_JIT
+def _advance(dst: np.ndarray, src: np.ndarray, bound: np.ndarray, D: np.ndarray, mode: int) -> tuple[float, float]:
+    """``dst``: the kernel at the next precision from the kernel ``src`` at the current one.
+
+    ``mode`` 0: precision doubled (``src ** 2``); 1: halved (``sqrt(src)``); 2: the mean of
+    the current one and a bound's (``sqrt(src * bound)``). Returns ``sum(dst)`` and
+    ``sum(D * dst)``. One branch-free loop per mode, so that it vectorises.
+    """
+    s = 0.0
+    sd = 0.0
+    if mode == 0:
+        for j in range(dst.shape[0]):
+            e = src[j] * src[j]
+            dst[j] = e
+            s += e
+            sd += D[j] * e
+    elif mode == 1:
+        for j in range(dst.shape[0]):
+            e = np.sqrt(src[j])
+            dst[j] = e
+            s += e
+            sd += D[j] * e
+    else:
+        for j in range(dst.shape[0]):
+            e = np.sqrt(src[j] * bound[j])
+            dst[j] = e
+            s += e
+            sd += D[j] * e
+    return s, sd
 
 
-def _perplexity_kernel(D: np.ndarray, perplexity: float, tol: float, max_iter: int) -> tuple[np.ndarray, np.ndarray]:
-    """Binary search of each row's precision so the kernel entropy equals log(perplexity) (as scib)."""
-    m = D.shape[0]
-    logU = np.log(perplexity)
-    beta = np.ones(m)
-    betamin = np.full(m, -np.inf)
-    betamax = np.full(m, np.inf)
-    H, P = _entropy(D, beta)
-    Hdiff = H - logU
+@_JIT
+def _kernel_row(dist: np.ndarray, idx: np.ndarray, scale: float, logU: float, tol: float, max_iter: int,
+                D: np.ndarray, E: np.ndarray, lo: np.ndarray, hi: np.ndarray, out: np.ndarray) -> None:
+    """One row of :func:`lisi_kernel`: scib's binary search of the precision ``beta``, on shifted distances.
+
+    ``exp(-D beta)`` is evaluated once, at ``beta = 1``; every later ``beta`` is twice, half or
+    the mean of earlier ones, so its kernel is the square, square root or geometric mean of
+    kernels already known (``lo`` at ``betamin``, ``hi`` at ``betamax``): the same search
+    with no further ``exp`` (rounding equivalent to perturbing distances by ~1e-16).
+    """
+    k = dist.shape[0]
+    dmin = np.inf
+    for j in range(k):
+        D[j] = np.sqrt(max(np.float64(dist[j]), 0.0) * scale) if idx[j] >= 0 else np.inf
+        dmin = min(dmin, D[j])
+    if dmin == np.inf:  # no neighbours: a vanishing kernel (nan LISI)
+        out[:] = 0.0
+        return
+    s = 0.0
+    sd = 0.0
+    for j in range(k):  # shifted by the row minimum (H is unchanged); missing neighbours weigh 0
+        D[j] = D[j] - dmin if D[j] < np.inf else 0.0
+        E[j] = np.exp(-D[j]) if idx[j] >= 0 else 0.0
+        s += E[j]
+        sd += D[j] * E[j]
+    beta, betamin, betamax = 1.0, -np.inf, np.inf
     for _ in range(max_iter):
-        active = np.abs(Hdiff) > tol
-        if not active.any():
+        Hdiff = np.log(s) + beta * sd / s - logU  # s >= 1: the nearest neighbour weighs exp(0)
+        if abs(Hdiff) <= tol:
             break
-        pos = Hdiff > 0
-        new_min = np.where(pos, beta, betamin)
-        new_max = np.where(pos, betamax, beta)
-        new_beta = np.where(pos, np.where(np.isinf(betamax), beta * 2, (beta + betamax) / 2),
-                            np.where(np.isinf(betamin), beta / 2, (beta + betamin) / 2))
-        betamin = np.where(active, new_min, betamin)
-        betamax = np.where(active, new_max, betamax)
-        beta = np.where(active, new_beta, beta)
-        idx = np.flatnonzero(active)
-        H_a, P_a = _entropy(D[idx], beta[idx])
-        H[idx], P[idx] = H_a, P_a
-        Hdiff = H - logU
-    return H, P
+        if Hdiff > 0:  # the kernel at beta becomes the one at betamin; its buffer is reused
+            betamin, lo, E = beta, E, lo
+            if betamax == np.inf:
+                beta, mode = beta * 2, 0
+            else:
+                beta, mode = (beta + betamax) / 2, 2
+            s, sd = _advance(E, lo, hi, D, mode)
+        else:
+            betamax, hi, E = beta, E, hi
+            if betamin == -np.inf:
+                beta, mode = beta / 2, 1
+            else:
+                beta, mode = (beta + betamin) / 2, 2
+            s, sd = _advance(E, hi, lo, D, mode)
+    for j in range(k):
+        out[j] = E[j] / s
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _kernel_rows(dist: np.ndarray, idx: np.ndarray, scale: float, perplexity: float, tol: float, max_iter: int,
+                 out: np.ndarray) -> None:
+    n, k = dist.shape
+    logU = np.log(perplexity)
+    for b in numba.prange((n + _ROWS - 1) // _ROWS):
+        D, E, lo, hi = np.empty(k), np.empty(k), np.empty(k), np.empty(k)
+        for i in range(b * _ROWS, min(n, (b + 1) * _ROWS)):
+            _kernel_row(dist[i], idx[i], scale, logU, tol, max_iter, D, E, lo, hi, out[i])
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _simpson_rows(idx: np.ndarray, P: np.ndarray, codes: np.ndarray, n_labels: int, out: np.ndarray) -> None:
+    """Each row's Simpson index ``sum_l (kernel weight on label l)^2``; ``nan`` LISI where it is 0."""
+    n, k = idx.shape
+    for b in numba.prange((n + _ROWS - 1) // _ROWS):
+        per_label = np.zeros(n_labels)
+        for i in range(b * _ROWS, min(n, (b + 1) * _ROWS)):
+            per_label[:] = 0.0
+            for j in range(k):
+                if idx[i, j] >= 0:
+                    per_label[codes[idx[i, j]]] += P[i, j]
+            simpson = 0.0
+            for lab in range(n_labels):
+                simpson += per_label[lab] * per_label[lab]
+            out[i] = 1.0 / simpson if simpson > 0 else np.nan
 
 
 def lisi_kernel(neighbors: Neighbors, perplexity: float | None = None, tol: float = 1e-5,
@@ -91,14 +166,12 @@ def lisi_kernel(neighbors: Neighbors, perplexity: float | None = None, tol: floa
         perplexity = float(np.floor(neighbors.k / 3))
     if perplexity < 1:
         raise ValueError(f"LISI needs perplexity >= 1 (k >= 3 neighbours), got k={neighbors.k}")
-    n = len(neighbors)
-    out = np.empty((n, neighbors.k), dtype=np.float32)
-    for start in range(0, n, _ROWS):
-        D = lisi_distances(neighbors.subset(slice(start, start + _ROWS)))
-        finite = np.isfinite(D)
-        D = D - np.where(finite, D, np.inf).min(axis=1, keepdims=True)
-        _, P = _perplexity_kernel(D, perplexity, tol, max_iter)
-        out[start : start + len(D)] = np.where(finite, P, 0.0)
+    dist = neighbors.distances
+    if dist.dtype not in (np.float32, np.float64):
+        dist = dist.astype(np.float64)
+    out = np.empty(neighbors.indices.shape, dtype=np.float32)
+    _kernel_rows(np.ascontiguousarray(dist), np.ascontiguousarray(neighbors.indices, dtype=np.int64),
+                 2.0 if neighbors.metric is Metric.COSINE else 1.0, float(perplexity), float(tol), int(max_iter), out)
     return out
 
 
@@ -127,17 +200,11 @@ def lisi_samples(neighbors: Neighbors, labels: np.ndarray, perplexity: float | N
     P = lisi_kernel(neighbors, perplexity, tol, max_iter) if kernel is None else kernel
     if P.shape != neighbors.indices.shape:
         raise ValueError(f"kernel shape {P.shape} does not match the graph's {neighbors.indices.shape}")
+    idx = np.ascontiguousarray(neighbors.indices, dtype=np.int64)
+    if idx.size and idx.max() >= n:  # the compiled loop does not check bounds
+        raise ValueError(f"the graph points to row {idx.max()} but labels has only {n} rows")
     out = np.empty(n)
-    for start in range(0, n, _ROWS):
-        idx = neighbors.indices[start : start + _ROWS]
-        w = P[start : start + _ROWS]
-        m = idx.shape[0]
-        nb_codes = np.where(idx >= 0, codes[np.maximum(idx, 0)], 0)
-        flat = (np.arange(m)[:, None] * L + nb_codes).ravel()
-        per_label = np.bincount(flat, weights=w.ravel(), minlength=m * L).reshape(m, L)
-        simpson = (per_label**2).sum(axis=1)
-        with np.errstate(divide="ignore"):
-            out[start : start + m] = np.where(simpson > 0, 1.0 / np.where(simpson > 0, simpson, 1.0), np.nan)
+    _simpson_rows(idx, np.ascontiguousarray(P), codes, L, out)
     return out
 
 

@@ -152,29 +152,36 @@ def embodiment_silhouette_samples(X: np.ndarray, embodiment: np.ndarray, stage: 
     Stages holding a single embodiment, or as many embodiments as samples, are skipped
     (``nan``), as in scib-metrics.
     """
-    embodiment = np.asarray(embodiment)
     stage = np.asarray(stage)
-    _check_embodiments(embodiment)
+    emb, _ = _check_embodiments(np.asarray(embodiment))
     scores = np.full(len(stage), np.nan)
-    for group in np.unique(stage):
-        rows = np.flatnonzero(stage == group)
-        n_emb = len(np.unique(embodiment[rows]))
+    for rows in _group_rows(stage):
+        n_emb = np.count_nonzero(np.bincount(emb[rows]))
         if n_emb == 1 or n_emb == len(rows):
             continue
-        sil = silhouette_samples(X[rows], embodiment[rows], metric, between)
+        sil = silhouette_samples(X[rows], emb[rows], metric, between)  # codes: the same clusters as the labels
         scores[rows] = 1.0 - np.abs(sil)
     return GroupedSilhouette(scores, stage)
+
+
+def _group_rows(groups: np.ndarray) -> list[np.ndarray]:
+    """The (ascending) row indices of each group, in sorted group order (as ``np.unique``)."""
+    codes, uniques = encode(groups)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
+    return [order[bounds[g] : bounds[g + 1]] for g in range(len(uniques))]
 
 
 def grouped_silhouette_score(samples: GroupedSilhouette, weights: np.ndarray | None = None) -> float:
     """Mean over stages of each stage's (weighted) mean score; ``nan`` if no stage was scored."""
     w = np.ones(len(samples.scores)) if weights is None else np.asarray(weights, dtype=np.float64)
-    means = []
-    for group in np.unique(samples.groups):
-        sel = (samples.groups == group) & (w > 0) & ~np.isnan(samples.scores)
-        if sel.any():
-            means.append(np.average(samples.scores[sel], weights=w[sel]))
-    return float(np.mean(means)) if means else float("nan")
+    codes, uniques = encode(samples.groups)
+    keep = (w > 0) & ~np.isnan(samples.scores)
+    codes, w, scores = codes[keep], w[keep], samples.scores[keep]
+    total = np.bincount(codes, weights=w, minlength=len(uniques))
+    scored = np.bincount(codes, minlength=len(uniques)) > 0
+    means = np.bincount(codes, weights=w * scores, minlength=len(uniques))[scored] / total[scored]
+    return float(np.mean(means)) if len(means) else float("nan")
 
 
 def silhouette_embodiment(X: np.ndarray, embodiment: np.ndarray, stage: np.ndarray,

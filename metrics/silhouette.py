@@ -1,4 +1,7 @@
-"""Silhouette widths computed in row blocks: float32, never an n x n matrix.
+"""Silhouette widths from per-cluster distance sums, never an n x n matrix.
+
+Cosine sums come in closed form from per-cluster sums of the unit rows (float64,
+O(n d L)); Euclidean ones from float32 row blocks of distances (O(n^2 d)).
 
 Shared by :mod:`metrics.mixing` (silhouette of embodiments within stages, BRAS)
 and :mod:`metrics.conservation` (silhouette of stages). Follows
@@ -8,9 +11,11 @@ including the BRAS ``between="mean_other"`` variant (Rautenstrauch & Ohler 2025)
 
 from __future__ import annotations
 
+import functools
 from enum import Enum
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from metrics.knn import Metric, normalize_rows
 
@@ -54,10 +59,56 @@ def distance_block(A: np.ndarray, a_sq: np.ndarray, B: np.ndarray, b_sq: np.ndar
     return np.sqrt(G, out=G)
 
 
+def _unit_rows(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Float64 rows of ``X`` scaled to unit length (zero rows stay zero) and their squared norms (1 or 0)."""
+    Z = np.array(X, dtype=np.float64)
+    norms = np.sqrt(np.einsum("ij,ij->i", Z, Z))
+    np.divide(Z, norms[:, None], out=Z, where=norms[:, None] > 0)
+    return Z, (norms > 0).astype(np.float64)
+
+
+@functools.cache
+def _blas() -> ThreadpoolController:
+    """The process's BLAS thread pools, inspected once (``threadpool_limits`` re-inspects on every call)."""
+    return ThreadpoolController()
+
+
+def _cosine_cluster_sums(X: np.ndarray, codes: np.ndarray, n_codes: int, block: int = 8192) -> np.ndarray:
+    """:func:`cluster_distance_sums` under the cosine distance ``1 - z_i . z_j`` of the unit rows ``z``."""
+    n = X.shape[0]
+    whole = _unit_rows(X) if n <= block else None  # one block: its unit rows are made once
+
+    def unit(start: int) -> tuple[np.ndarray, np.ndarray]:
+        return whole if whole is not None else _unit_rows(X[start : start + block])
+
+    S = np.zeros((n_codes, X.shape[1]))  # per-cluster sums of the unit rows, float64
+    freq = np.bincount(codes, minlength=n_codes).astype(np.float64)
+    sums = np.empty((n, n_codes))
+    # thin products (L columns): one BLAS thread, which never waits for a descheduled sibling
+    with _blas().limit(limits=1, user_api="blas"):
+        for start in range(0, n, block):
+            S += np.eye(n_codes)[codes[start : start + block]].T @ unit(start)[0]
+        for start in range(0, n, block):
+            Z, sq = unit(start)
+            part = freq[None, :] - Z @ S.T
+            part[np.arange(len(Z)), codes[start : start + block]] -= 1.0 - sq  # not the row itself
+            sums[start : start + block] = np.maximum(part, 0.0)  # rounding of near-duplicate rows
+    return sums
+
+
 def cluster_distance_sums(X: np.ndarray, codes: np.ndarray, n_codes: int, metric: Metric | str,
                           block: int = _BLOCK) -> np.ndarray:
-    """``(n, L)`` sums of distances from each row to all rows of each cluster, computed block-wise."""
+    """``(n, L)`` sums of distances from each row to all other rows of each cluster, computed block-wise.
+
+    Cosine distances are linear in the other row, so their sums need no pairwise
+    distances: ``sum_j (1 - z_i . z_j) = n_c - z_i . S_c`` with ``S_c`` the sum of the
+    cluster's unit rows, in float64, O(n d L) instead of O(n^2 d); each row's distance
+    to itself is left out (0 for unit rows, as scikit-learn). Euclidean distances are
+    summed from float32 distance blocks.
+    """
     metric = Metric(metric)
+    if metric is Metric.COSINE:
+        return _cosine_cluster_sums(X, codes, n_codes)
     Z, sq = _prepare(X, metric)
     onehot = np.zeros((Z.shape[0], n_codes), dtype=np.float32)
     onehot[np.arange(Z.shape[0]), codes] = 1.0
@@ -70,7 +121,7 @@ def cluster_distance_sums(X: np.ndarray, codes: np.ndarray, n_codes: int, metric
 
 def silhouette_samples(X: np.ndarray, labels: np.ndarray, metric: Metric | str = Metric.L2,
                        between: Between | str = Between.NEAREST, block: int = _BLOCK) -> np.ndarray:
-    """Silhouette width of every sample, computed in float32 row blocks.
+    """Silhouette width of every sample (cosine in closed form, Euclidean in float32 row blocks).
 
     Parameters
     ----------
