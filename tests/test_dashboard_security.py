@@ -401,3 +401,44 @@ def test_import_records_the_root_of_its_videos(tmp_path):
     videos = VideoPaths(store)
     assert {videos.path(v, d) for v, d in zip(store.meta[C.VIDEO], store.meta[C.DATASET])} == \
         {Path(v).resolve() for v in values.values()}
+
+
+def test_probe_serve_names_its_video_roots_answers_and_stops_on_ctrl_c(tmp_path):
+    """The real command: one line naming the folders videos are served from, an answer, a clean Ctrl+C."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data, _, meta = _world(tmp_path)
+    first = _write(tmp_path / "first", meta, _roots(data))
+    second = _write(tmp_path / "second", meta, _roots(data))
+    port = _free_port()
+    env = dict(os.environ, COLUMNS="300")
+    proc = subprocess.Popen([sys.executable, "-m", "probe", "serve", "--projection", "pca", "--port", str(port),
+                             "--cache", str(tmp_path / "cache"), str(first.path), str(second.path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines: list[str] = []
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "dashboard ready" in line:
+                break
+        assert any("dashboard ready" in line for line in lines), "".join(lines)
+        roots = next(line for line in lines if line.startswith("videos served only from inside:"))
+        assert str((data / "human-data").resolve()) in roots and str((data / "robot-data").resolve()) in roots
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/", headers={"Host": f"127.0.0.1:{port}"})
+        assert conn.getresponse().status == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            rc = proc.wait(timeout=30)
+        finally:
+            proc.kill()
+    assert rc == 0
