@@ -415,21 +415,17 @@ def test_probe_serve_names_its_video_roots_answers_and_stops_on_ctrl_c(tmp_path)
     first = _write(tmp_path / "first", meta, _roots(data))
     second = _write(tmp_path / "second", meta, _roots(data))
     port = _free_port()
-    env = dict(os.environ, COLUMNS="300")
-    proc = subprocess.Popen([sys.executable, "-m", "probe", "serve", "--projection", "pca", "--port", str(port),
-                             "--cache", str(tmp_path / "cache"), str(first.path), str(second.path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    lines: list[str] = []
+    log_file = tmp_path / "serve.log"  # a file, not a pipe: a full pipe would block the server's writes
+    with log_file.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "probe", "serve", "--projection", "pca", "--port", str(port),
+                                 "--cache", str(tmp_path / "cache"), str(first.path), str(second.path)],
+                                stdout=out, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, COLUMNS="300"))
     try:
         deadline = time.time() + 180
-        while time.time() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "dashboard ready" in line:
-                break
-        assert any("dashboard ready" in line for line in lines), "".join(lines)
+        while "dashboard ready" not in log_file.read_text() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        lines = log_file.read_text().splitlines()
+        assert any("dashboard ready" in line for line in lines), "\n".join(lines)
         roots = next(line for line in lines if line.startswith("videos served only from inside:"))
         assert str((data / "human-data").resolve()) in roots and str((data / "robot-data").resolve()) in roots
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -438,7 +434,7 @@ def test_probe_serve_names_its_video_roots_answers_and_stops_on_ctrl_c(tmp_path)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            rc = proc.wait(timeout=30)
+            rc = proc.wait(timeout=60)
         finally:
             proc.kill()
-    assert rc == 0
+    assert rc == 0, log_file.read_text()
