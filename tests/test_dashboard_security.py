@@ -419,7 +419,10 @@ def test_probe_serve_names_its_video_roots_answers_and_stops_on_ctrl_c(tmp_path)
     with log_file.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "probe", "serve", "--projection", "pca", "--port", str(port),
                                  "--cache", str(tmp_path / "cache"), str(first.path), str(second.path)],
-                                stdout=out, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, COLUMNS="300"))
+                                stdout=out, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, COLUMNS="300"),
+                                # a run started in the background (nohup, CI) inherits an ignored SIGINT:
+                                # give the server the default one, as a terminal would
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 180
         while "dashboard ready" not in log_file.read_text() and proc.poll() is None and time.time() < deadline:
