@@ -124,17 +124,6 @@ def permutation_p_value(observed: float, null_values: np.ndarray, *, greater: bo
     return float((1 + int(extreme.sum())) / (1 + len(null_values)))
 
 
-def percentile_interval(values: np.ndarray, level: float = 0.95) -> Interval:
-    """Percentile interval of bootstrap replicates (nan replicates ignored; nan if none left)."""
-    values = np.asarray(values, dtype=np.float64)
-    values = values[~np.isnan(values)]
-    if len(values) == 0:
-        return Interval(float("nan"), float("nan"))
-    tail = (1.0 - level) / 2.0 * 100.0
-    lo, hi = np.percentile(values, [tail, 100.0 - tail])
-    return Interval(float(lo), float(hi))
-
-
 class RunShuffler:
     """Shuffles labels between segments (e.g. one episode's run of one stage) within groups.
 

@@ -13,8 +13,9 @@ import numpy as np
 
 from metrics import conservation as cons
 from metrics import mixing as mix
-from metrics.lisi import clisi_score, ilisi_score, lisi_kernel, lisi_samples
-from metrics.permutation import RunGraph, kbet_from_runs, lisi_from_runs, mixing_from_runs
+from metrics.lisi import clisi_score, ilisi_score, lisi_samples
+from metrics.permutation import (lisi_kernel_of, permuted_clisi, permuted_ilisi, permuted_kbet,
+                                 permuted_mixing)
 from metrics.spec import (Better, By, Context, Family, Kind, Labels, MetricSpec, Null, register, repeat_rows,
                           weights_key)
 
@@ -26,15 +27,8 @@ def _n_labels(values: np.ndarray) -> int:
 # ---------------------------------------------------------------- kNN-graph metrics (all rows)
 
 
-def _lisi_kernel(ctx: Context) -> np.ndarray:
-    """The label-free part of LISI, once per graph (shared by iLISI, cLISI and their nulls)."""
-    if "lisi_kernel" not in ctx.cache:
-        ctx.cache["lisi_kernel"] = lisi_kernel(ctx.graph)
-    return ctx.cache["lisi_kernel"]
-
-
 def _prep_ilisi(ctx: Context, labels: Labels, rows: Any) -> np.ndarray:
-    return lisi_samples(ctx.graph, labels.embodiment, kernel=_lisi_kernel(ctx))
+    return lisi_samples(ctx.graph, labels.embodiment, kernel=lisi_kernel_of(ctx))
 
 
 def _score_ilisi(ctx: Context, lisi: np.ndarray, labels: Labels, w: np.ndarray) -> float:
@@ -42,7 +36,7 @@ def _score_ilisi(ctx: Context, lisi: np.ndarray, labels: Labels, w: np.ndarray) 
 
 
 def _prep_clisi(ctx: Context, labels: Labels, rows: Any) -> np.ndarray:
-    return lisi_samples(ctx.graph, labels.stage, kernel=_lisi_kernel(ctx))
+    return lisi_samples(ctx.graph, labels.stage, kernel=lisi_kernel_of(ctx))
 
 
 def _score_clisi(ctx: Context, lisi: np.ndarray, labels: Labels, w: np.ndarray) -> float:
@@ -59,39 +53,6 @@ def _score_kbet(ctx: Context, accepted: np.ndarray, labels: Labels, w: np.ndarra
     if w.sum() == 0:
         return float("nan")
     return float(np.average(accepted, weights=w))
-
-
-def _run_graph(ctx: Context, kind: str) -> RunGraph:
-    """The graph aggregated by (episode, stage) runs, once per suite: LISI-kernel weights or neighbour counts."""
-    key = ("run_graph", kind)
-    if key not in ctx.cache:
-        if kind == "lisi":
-            ctx.cache[key] = RunGraph(ctx.graph, ctx.cache["runs"], _lisi_kernel(ctx))
-        else:
-            k = ctx.config.kbet_k if kind == "kbet" else ctx.config.mixing_k
-            ctx.cache[key] = RunGraph(ctx.neighbors(k), ctx.cache["runs"])
-    return ctx.cache[key]
-
-
-def _codes(values: np.ndarray) -> tuple[np.ndarray, int]:
-    uniques, codes = np.unique(values, return_inverse=True)
-    return codes.ravel(), len(uniques)
-
-
-def _perm_ilisi(ctx: Context, labels: Labels) -> np.ndarray:
-    return lisi_from_runs(_run_graph(ctx, "lisi"), *_codes(labels.embodiment))
-
-
-def _perm_clisi(ctx: Context, labels: Labels) -> np.ndarray:
-    return lisi_from_runs(_run_graph(ctx, "lisi"), *_codes(labels.stage))
-
-
-def _perm_kbet(ctx: Context, labels: Labels) -> np.ndarray:
-    return kbet_from_runs(_run_graph(ctx, "kbet"), *_codes(labels.embodiment), ctx.config.alpha)
-
-
-def _perm_mixing(ctx: Context, labels: Labels) -> mix.MixingSamples:
-    return mixing_from_runs(_run_graph(ctx, "mixing"), *_codes(labels.embodiment))
 
 
 def _prep_mixing(ctx: Context, labels: Labels, rows: Any) -> mix.MixingSamples:
@@ -197,9 +158,9 @@ _TASK = frozenset({By.TASK})
 register(
     MetricSpec("ilisi", Family.MIXING, Better.HIGHER, Kind.GRAPH, Null.EMBODIMENT, _prep_ilisi, _score_ilisi,
                _STAGE_TASK, description="integration LISI of embodiments, scaled to [0, 1]", headline=1,
-               permuted=_perm_ilisi),
+               permuted=permuted_ilisi),
     MetricSpec("kbet", Family.MIXING, Better.HIGHER, Kind.GRAPH, Null.EMBODIMENT, _prep_kbet, _score_kbet,
-               _STAGE_TASK, description="kBET acceptance rate", headline=2, permuted=_perm_kbet),
+               _STAGE_TASK, description="kBET acceptance rate", headline=2, permuted=permuted_kbet),
     MetricSpec("silhouette_embodiment", Family.MIXING, Better.HIGHER, Kind.SAMPLES, Null.EMBODIMENT,
                _prep_sil_emb, _score_grouped, _STAGE_TASK,
                description="1 - |silhouette of embodiments| within stages (scib silhouette_batch)", headline=4),
@@ -207,13 +168,13 @@ register(
                _STAGE_TASK, description="batch-removal adapted silhouette of embodiments within stages"),
     MetricSpec("knn_embodiment_mixing", Family.MIXING, Better.HIGHER, Kind.GRAPH, Null.EMBODIMENT, _prep_mixing,
                _score_mixing, _STAGE_TASK, description="share of other-embodiment neighbours / chance share",
-               headline=3, permuted=_perm_mixing),
+               headline=3, permuted=permuted_mixing),
     MetricSpec("embodiment_probe_acc", Family.MIXING, Better.LOWER, Kind.FIT, Null.EMBODIMENT, _prep_fit,
                _score_probe, _STAGE_TASK,
                description="balanced accuracy of a linear embodiment probe, CV grouped by episode (0.5 = mixed)",
                headline=5),
     MetricSpec("clisi", Family.CONSERVATION, Better.HIGHER, Kind.GRAPH, Null.STAGE, _prep_clisi, _score_clisi,
-               _STAGE_TASK, description="stage LISI, scaled to [0, 1]", headline=6, permuted=_perm_clisi),
+               _STAGE_TASK, description="stage LISI, scaled to [0, 1]", headline=6, permuted=permuted_clisi),
     MetricSpec("silhouette_stage", Family.CONSERVATION, Better.HIGHER, Kind.SAMPLES, Null.STAGE, _prep_sil_stage,
                _score_sil_stage, _STAGE_TASK, description="silhouette of stages, rescaled to [0, 1]", headline=7),
     MetricSpec("stage_nmi", Family.CONSERVATION, Better.HIGHER, Kind.FIT, Null.STAGE, _prep_fit, _score_nmi, _TASK,

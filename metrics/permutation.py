@@ -18,7 +18,9 @@ from scipy import sparse
 from scipy.stats import chi2
 
 from metrics.knn import Neighbors
+from metrics.lisi import lisi_kernel
 from metrics.mixing import MixingSamples
+from metrics.spec import Context, Labels
 
 
 class RunGraph:
@@ -80,3 +82,47 @@ def mixing_from_runs(graph: RunGraph, row_codes: np.ndarray, n_labels: int) -> M
     counts = np.bincount(row_codes, minlength=n_labels)
     n = len(row_codes)
     return MixingSamples(observed, (n - counts[row_codes]) / (n - 1))
+
+
+# ---------------------------------------------------------------- the suite's permuted states (MetricSpec.permuted)
+
+
+def lisi_kernel_of(ctx: Context) -> np.ndarray:
+    """The label-free part of LISI, once per graph (shared by iLISI, cLISI and their permutations)."""
+    if "lisi_kernel" not in ctx.cache:
+        ctx.cache["lisi_kernel"] = lisi_kernel(ctx.graph)
+    return ctx.cache["lisi_kernel"]
+
+
+def run_graph(ctx: Context, kind: str) -> RunGraph:
+    """The suite's graph aggregated by (episode, stage) runs, once per suite: LISI-kernel weights ("lisi") or
+    neighbour counts at the kBET ("kbet") or kNN-mixing ("mixing") k."""
+    key = ("run_graph", kind)
+    if key not in ctx.cache:
+        if kind == "lisi":
+            ctx.cache[key] = RunGraph(ctx.graph, ctx.cache["runs"], lisi_kernel_of(ctx))
+        else:
+            k = ctx.config.kbet_k if kind == "kbet" else ctx.config.mixing_k
+            ctx.cache[key] = RunGraph(ctx.neighbors(k), ctx.cache["runs"])
+    return ctx.cache[key]
+
+
+def _codes(values: np.ndarray) -> tuple[np.ndarray, int]:
+    uniques, codes = np.unique(values, return_inverse=True)
+    return codes.ravel(), len(uniques)
+
+
+def permuted_ilisi(ctx: Context, labels: Labels) -> np.ndarray:
+    return lisi_from_runs(run_graph(ctx, "lisi"), *_codes(labels.embodiment))
+
+
+def permuted_clisi(ctx: Context, labels: Labels) -> np.ndarray:
+    return lisi_from_runs(run_graph(ctx, "lisi"), *_codes(labels.stage))
+
+
+def permuted_kbet(ctx: Context, labels: Labels) -> np.ndarray:
+    return kbet_from_runs(run_graph(ctx, "kbet"), *_codes(labels.embodiment), ctx.config.alpha)
+
+
+def permuted_mixing(ctx: Context, labels: Labels) -> MixingSamples:
+    return mixing_from_runs(run_graph(ctx, "mixing"), *_codes(labels.embodiment))

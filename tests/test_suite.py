@@ -8,7 +8,7 @@ import pytest
 import metrics.graph as graph_module
 from probe import columns as C
 from conftest import clustered_latents, synthetic_meta
-from metrics.bootstrap import episode_bootstrap_weights, null_embodiment, null_stage, percentile_interval
+from metrics.bootstrap import centred_interval, episode_bootstrap_weights, null_embodiment, null_stage
 from metrics.subsample import strata_keys, stratified_subsample
 from metrics.spec import Kind, Labels, MetricInputError, MetricsConfig, REGISTRY
 from metrics.suite import run_suite
@@ -221,7 +221,7 @@ def test_episode_bootstrap_resamples_whole_episodes_within_embodiment():
         per_episode = w.reshape(6, 5)
         assert (per_episode == per_episode[:, :1]).all()  # frames of an episode move together
         assert per_episode[:2, 0].sum() == 2 and per_episode[2:, 0].sum() == 4
-    assert percentile_interval(np.arange(101.0)) == pytest.approx((2.5, 97.5))
+    assert centred_interval(np.arange(101.0), 50.0) == pytest.approx((2.5, 97.5))
 
 
 def test_nulls_permute_runs_and_keep_proportions():
