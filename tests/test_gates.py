@@ -101,3 +101,12 @@ def test_gate_inputs_are_checked_before_any_work(stores, tmp_path, capsys):
         err = capsys.readouterr().err
         assert needle in err and len(err.strip().splitlines()) == 1, err
         assert not out.exists()
+
+
+def test_compare_first_pairs_every_store_with_the_first_of_its_layer(stores, tmp_path):
+    out = tmp_path / "m.json"
+    assert main(["metrics", str(stores["a"]), str(stores["b"]), str(stores["drop"]), "--metrics", METRICS,
+                 "--bootstrap", "10", "--compare", "first", "--out", str(out)]) == 0
+    records = json.loads(out.read_text())
+    assert "compared_to" not in records[0]
+    assert [r["compared_to"]["store"] for r in records[1:]] == [stores["a"].name] * 2

@@ -112,17 +112,10 @@ def comparisons(records: list[dict], against: str) -> list[dict]:
     under ``compared_to``; returns them all."""
     from pathlib import Path
 
-    from probe.measure.compare import compare_records, consecutive
+    from probe.measure.compare import against_first, compare_records, consecutive
 
     labels = [Path(r["store"]).name or r["store"] for r in records]
-    if against == "first":
-        first = {}
-        for label, rec in zip(labels, records):
-            first.setdefault(rec["layer"], (label, rec))
-        pairs = [(*first[rec["layer"]], label, rec) for label, rec in zip(labels, records)
-                 if first[rec["layer"]][1] is not rec]
-    else:
-        pairs = consecutive(records, labels)
+    pairs = against_first(records, labels) if against == "first" else consecutive(records, labels)
     rows = compare_records(pairs)
     for label_a, _, label_b, rec in pairs:
         mine = {r["metric"]: {k: r[k] for k in ("delta", "ci", "p", "p_holm", "paired", "significant", "direction")}

@@ -80,3 +80,15 @@ def consecutive(records: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> 
     for label, rec in zip(labels, records):
         by_layer.setdefault(rec.get("layer"), []).append((label, rec))
     return [(la, a, lb, b) for seq in by_layer.values() for (la, a), (lb, b) in zip(seq, seq[1:])]
+
+
+def against_first(records: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> list[tuple[str, Any, str, Any]]:
+    """Pairs of each record with the first record of its layer (a baseline), in store order."""
+    first: dict[Any, tuple[str, Mapping[str, Any]]] = {}
+    pairs = []
+    for label, rec in zip(labels, records):
+        if rec.get("layer") in first:
+            pairs.append((*first[rec.get("layer")], label, rec))
+        else:
+            first[rec.get("layer")] = (label, rec)
+    return pairs
