@@ -42,7 +42,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 
 def synthetic_store(path: Path, n: int, dim: int, seed: int = 0):
     """A store of ``n`` samples: episodes of 50 frames, 2 tasks, 4 stages, latents clustered by stage."""
-    from probe.store.store import write_store
+    from probe.store.writer import write_store
 
     rng = np.random.default_rng(seed)
     frames = 50

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from probe import columns as C  # noqa: E402
 from probe.retrieval.index import IndexConfig, build_index  # noqa: E402
-from probe.store.store import write_store  # noqa: E402
+from probe.store.writer import write_store  # noqa: E402
 
 SWEEPS = {
     "flat": [{}],

@@ -32,7 +32,7 @@ def main() -> None:
     from probe.report.config import ReportConfig
     from probe.report.build import build_report
     from probe.measure.suite import default_eval_config, known_metric_names
-    from probe.store.store import write_store
+    from probe.store.writer import write_store
 
     root = Path(args.workdir or tempfile.mkdtemp(prefix="bench-report-"))
     frames = 50

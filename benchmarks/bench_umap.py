@@ -49,7 +49,7 @@ def main() -> None:
     from probe.projection.layout import ProjectionConfig
     from probe.projection.project import _fit_umap
     from metrics.layout_quality import trustworthiness
-    from probe.store.store import write_store
+    from probe.store.writer import write_store
 
     warnings.filterwarnings("ignore", message=".*n_jobs value.*")
     frames, tasks, stages = 50, ("a", "b", "c"), ("s0", "s1", "s2", "s3", "s4")

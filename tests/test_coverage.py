@@ -14,7 +14,7 @@ from probe.cli import main
 from probe.measure.coverage import calibrate_threshold, coverage, nearest_counts, other_episode_nn, rank_groups
 from probe.errors import ConfigError, MetricError
 from probe.latents import Latents
-from probe.store.store import write_store
+from probe.store.writer import write_store
 
 
 @pytest.fixture

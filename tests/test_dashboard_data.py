@@ -9,7 +9,8 @@ import pandas as pd
 
 from conftest import clustered_latents, synthetic_meta
 from probe import columns as C
-from probe.store.store import Store, write_store
+from probe.store.store import Store
+from probe.store.writer import write_store
 
 FPS = 10
 

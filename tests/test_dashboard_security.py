@@ -27,7 +27,8 @@ from probe import columns as C
 from probe.cli import main
 from probe.errors import ConfigError, DataError
 from probe.store.media import VideoPaths
-from probe.store.store import open_store, write_store
+from probe.store.store import open_store
+from probe.store.writer import write_store
 from test_dashboard_data import FPS, light_metrics, write_video
 
 SECRET = b"TOP-SECRET-do-not-serve"

@@ -231,7 +231,7 @@ def _walk(component):
 
 def test_one_embodiment_store_prepares_without_metrics(tmp_path):
     from conftest import clustered_latents, synthetic_meta
-    from probe.store.store import write_store
+    from probe.store.writer import write_store
 
     meta = synthetic_meta(n_episodes=2, frames=6, embodiments=("robot",))
     store = write_store(tmp_path / "robot-only", meta, {"l": clustered_latents(meta)})

@@ -15,7 +15,7 @@ from probe.errors import LatentsError, LayerNotFoundError, MetricError
 from probe.measure.suite import FRAME_COLUMNS, evaluate, metrics_frame, write_metrics_json
 from metrics.spec import MetricsConfig
 from probe.latents import Latents
-from probe.store.store import write_store
+from probe.store.writer import write_store
 
 CFG = MetricsConfig(k=20, bootstrap=3, null_repeats=1, bootstrap_samples=200, families=("mixing", "conservation"))
 

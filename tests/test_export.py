@@ -18,7 +18,7 @@ from metrics.knn import knn
 from probe import columns as C
 from probe.cli import main
 from probe.console import console
-from probe.store.store import write_store
+from probe.store.writer import write_store
 
 FPS = 10
 

@@ -9,7 +9,7 @@ import pytest
 
 from metrics.compare import difference, holm
 from probe.cli import main
-from probe.store.store import write_store
+from probe.store.writer import write_store
 from tests.conftest import clustered_latents, synthetic_meta
 
 METRICS = "ilisi,kbet,silhouette_stage,stage_transfer_acc_robot_to_human"

@@ -13,7 +13,7 @@ from probe.measure.suite import evaluate
 from probe.cache.graphs import SUBDIR, graph_file, shared_graph
 from probe.projection.layout import ProjectionConfig
 from probe.projection.project import project
-from probe.store.store import write_store
+from probe.store.writer import write_store
 
 
 def test_graph_is_searched_once_and_sliced(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ from probe import columns as C
 from probe.cli import main
 from probe.errors import ImportSourceError, OutputExistsError
 from probe.store.importer import import_latents
-from probe.store.store import open_store, write_store
+from probe.store.store import open_store
+from probe.store.writer import write_store
 
 
 def _parquet_from_store(store, path):

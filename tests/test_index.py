@@ -14,7 +14,7 @@ from probe import columns as C
 from probe.cli import main
 from probe.errors import ConfigError, IndexFileError, IndexMismatchError, LayerNotFoundError, OutputExistsError
 from probe.retrieval.index import IndexConfig, build_index, open_index
-from probe.store.store import write_store
+from probe.store.writer import write_store
 
 
 @pytest.fixture

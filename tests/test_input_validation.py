@@ -34,7 +34,7 @@ def _npz(path, n: int = 40, dim: int = 8, **overrides):
 
 @pytest.fixture
 def store(tmp_path):
-    from probe.store.store import write_store
+    from probe.store.writer import write_store
 
     meta = synthetic_meta()
     return write_store(tmp_path / "store", meta, {"l": clustered_latents(meta)})
@@ -90,7 +90,7 @@ def test_metrics_names_the_embodiments_when_human_is_unknown(store, tmp_path, ca
 
 
 def test_metrics_on_an_empty_store_says_so(tmp_path, capsys):
-    from probe.store.store import write_store
+    from probe.store.writer import write_store
 
     meta = synthetic_meta()
     empty = write_store(tmp_path / "empty", meta.iloc[:0], {"l": clustered_latents(meta)[:0]})

@@ -19,7 +19,8 @@ from probe.cli import main
 from probe.errors import ConfigError, StoreError
 from probe.extraction.run import extract, lock_path
 from probe.retrieval.index import build_index
-from probe.store.store import StoreWriter, open_store, write_store
+from probe.store.store import open_store
+from probe.store.writer import StoreWriter, write_store
 from tests.conftest import extract_config
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")

@@ -13,7 +13,7 @@ from probe.latents import Latents
 from probe.projection.layout import Layout, ProjectionConfig
 from probe.projection.project import _umap_knn, project, project_store, sample_rows
 from metrics.layout_quality import trustworthiness
-from probe.store.store import write_store
+from probe.store.writer import write_store
 
 FAST = ProjectionConfig(n_epochs=60, n_neighbors=10)
 

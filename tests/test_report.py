@@ -19,7 +19,7 @@ from probe.report.gates import parse_thresholds
 from probe.report.build import build_report
 from probe.measure.suite import known_metric_names
 from probe.report.verdicts import verdict
-from probe.store.store import write_store
+from probe.store.writer import write_store
 
 STEPS = ((100, 6.0), (200, 3.0), (300, 0.3))  # training step, distance between embodiments (alignment grows)
 FAST_UMAP = ProjectionConfig(n_epochs=40, n_neighbors=10, max_points=80)

@@ -19,7 +19,7 @@ from probe.errors import ConfigError, DataError, IndexMismatchError, OutputExist
 from probe.retrieval.index import IndexConfig, build_index
 from probe.retrieval.retriever import RESULT_COLUMNS, ClipReference, Retriever, score_of, select_clips
 from probe.retrieval.evaluation import retrieval_scores
-from probe.store.store import write_store
+from probe.store.writer import write_store
 
 FPS = 10
 

@@ -11,7 +11,8 @@ import pytest
 from probe import columns as C
 from probe.errors import LatentsError, OutputExistsError, StoreError, StoreNotFoundError
 from probe.latents import Latents
-from probe.store.store import StoreWriter, open_store, write_store
+from probe.store.store import open_store
+from probe.store.writer import StoreWriter, write_store
 
 
 def test_write_and_open_round_trip(tmp_path, meta, latents_matrix):

@@ -34,7 +34,8 @@ from probe.sizes import format_bytes
 from probe.errors import DataError, ProbeError
 from probe.model.extractor import Extractor
 from probe.extraction.readpool import default_read_workers, read_ahead
-from probe.store.store import STORE_KIND, Store, StoreWriter
+from probe.store.store import STORE_KIND, Store
+from probe.store.writer import StoreWriter
 from probe.validate import check_output_path
 
 if TYPE_CHECKING:

@@ -27,7 +27,8 @@ import pandas as pd
 from probe import columns as C
 from probe.errors import ImportSourceError, StoreNotFoundError
 from probe.store.media import video_roots
-from probe.store.store import STORE_KIND, Store, write_store
+from probe.store.store import STORE_KIND, Store
+from probe.store.writer import write_store
 from probe.validate import check_output_path
 
 REQUIRED_ON_IMPORT = (C.EMBODIMENT, C.EPISODE, C.TASK, C.STAGE)
