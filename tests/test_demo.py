@@ -51,6 +51,17 @@ def test_demo_runs_every_stage_and_reuses_its_outputs(tmp_path, capsys, monkeypa
     assert recipes == {"cotrained", "robot-only"}
     assert all("stage_transfer_acc_robot_to_human" in r["metrics"] for r in records)
     assert (out / "report" / "report.html").stat().st_size > 100_000
+    # the emergence view: every (series, level) of the sweep, with its verdict and the co-trained transfer gain
+    report = json.loads((out / "report" / "metrics.json").read_text())
+    sweep = json.loads((out / "world" / "sweep" / "sweep.json").read_text())
+    levels = [r["level"] for r in sweep["levels"]]
+    rows = report["emergence"]
+    assert [(r["series"], r["level"]) for r in rows] == [(s, l) for s in ("cotrained", "robot-only") for l in levels]
+    assert all(r["verdict"] in ("shared", "partly shared", "separate", "mixed but stages lost") for r in rows)
+    gains = {r["level"]: r["transfer_gain"]["value"] for r in rows if r["series"] == "cotrained"}
+    assert gains == pytest.approx({r["level"]: r["transfer_gain"]["value"] for r in sweep["levels"]})
+    assert "Emergence across pre-training diversity" in (out / "report" / "report.html").read_text()
+    assert "human-only" in printed and f"stores/cotrained/level-{max(levels):03d}" in serve[0]
     assert (out / "clips" / "contact_sheet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # a second run reuses the world, stores, metrics and layouts
     before = {p: p.stat().st_mtime_ns for p in (out / "stores").rglob("manifest.json")}

@@ -13,8 +13,9 @@ EXAMPLE = "probe demo --out probe-demo --no-serve"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="probe-demo", help="directory for datasets, checkpoints, stores and reports")
     p.add_argument("--no-serve", action="store_true", help="do not start the dashboard at the end")
-    p.add_argument("--size", default="default", choices=["tiny", "small", "default"],
-                   help="world size: tiny is for tests, default for the real demo")
+    p.add_argument("--size", default="default", choices=["tiny", "small", "default", "large"],
+                   help="world and sweep size: tiny is for tests, default for the real demo (4 diversity levels, "
+                        "about 6 minutes on 2 cores), large for the full curve (5 levels, longer training)")
     p.add_argument("--overwrite", action="store_true", help="regenerate cached outputs")
     p.add_argument("--port", type=int, default=8050, help="dashboard port on 127.0.0.1 (default 8050); checked first")
 
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     # what `probe serve` computes before it answers, computed now into the demo's cache (the same keys:
     # the same defaults as the printed command), so that the command below answers in seconds
     warm([str(p) for p in done.dashboard], cache=done.cache, progress=True, lazy=True)
-    outputs({"world": done.world, "stores": Path(args.out) / "stores", "metrics": done.metrics,
+    outputs({"world": done.world, "sweep": done.sweep, "stores": Path(args.out) / "stores", "metrics": done.metrics,
              "index": done.index, "clips": done.clips, "report": done.report, "cache": done.cache},
             [shlex.join(["open", str(done.report)]), shlex.join(serve_command(done.dashboard, done.cache))])
     if args.no_serve:

@@ -10,7 +10,32 @@ NAME = "world"
 HELP = "generate the built-in human/robot co-training world (LeRobot v3 datasets) and train its policy checkpoints"
 EXAMPLE = "probe world generate --out world && probe world train world"
 
-SIZES = ("tiny", "small", "default")
+SIZES = ("tiny", "small", "default", "large")
+
+
+def _mixture_lines() -> str:
+    from probe.world.bodies import MIXTURE
+
+    return "\n".join(f"  {i + 1}. {b.name}: {b.kind}, {b.gripper} gripper, {b.action_space} actions, "
+                     f"{'head' if b.shot.head else 'fixed'} camera" for i, b in enumerate(MIXTURE))
+
+
+SWEEP_DESCRIPTION = """\
+The diversity sweep: does a shared human/robot space emerge with robot pre-training diversity?
+
+For each LEVEL (percent of the robot pre-training mixture; 0 = no pre-training):
+  1. pre-train on robot data only: the first LEVEL% of the mixture below, the same number of
+     episodes and steps at every level, so that levels differ in diversity alone;
+  2. fine-tune twice with the same objectives for every embodiment: on human + target robot data
+     (cotrained) and on the target robot alone (robot-only, the control);
+  3. score both on held-out target-robot episodes of the human-only setting (task objects where
+     only people put them in training): effector-trajectory error, stage accuracy, and the
+     transfer gain 1 - error(cotrained) / error(robot-only) with a paired 95% interval.
+
+Writes WORLD/sweep/level-NNN/{pretrained,cotrained,robot-only}/ and WORLD/sweep/sweep.json;
+a second run with the same config reuses them. The mixture, narrow to broad:
+"""
+
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,6 +56,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="recipes to train (default: both)")
     t.add_argument("--seed", type=int, default=0, help="training seed")
     t.add_argument("--overwrite", action="store_true", help="replace checkpoints made with another config")
+    w = sub.add_parser(
+        "sweep", help="pre-train on robot mixtures of rising diversity, co-fine-tune with human data, score transfer",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=SWEEP_DESCRIPTION + _mixture_lines())
+    w.add_argument("world", help="a world directory made by 'probe world generate'")
+    w.add_argument("--size", default="default", choices=SIZES, help="preset of levels and training lengths")
+    w.add_argument("--levels", nargs="+", type=int, default=None, metavar="PERCENT",
+                   help="pre-training diversity levels in percent of the mixture (0 = no pre-training); "
+                        "default: the size's preset (default size: 0 25 50 75 100)")
+    w.add_argument("--seed", type=int, default=0, help="training seed")
+    w.add_argument("--overwrite", action="store_true", help="replace a sweep made with another config")
     b = sub.add_parser("build", help="generate and train in one go, reusing cached outputs")
     b.add_argument("--out", required=True, help="world directory")
     b.add_argument("--size", default="default", choices=SIZES)
@@ -50,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         outputs({f"{e} dataset": out / d["path"] for e, d in world["datasets"].items()},
                 [f"probe world train {out} --size {args.size}"])
         return 0
+    if args.action == "sweep":
+        return _sweep(args)
     if args.action == "train":
         from probe.world.train import train_world
 
@@ -62,4 +100,18 @@ def run(args: argparse.Namespace) -> int:
 
     world = build_world(args.out, args.size, seed=args.seed, overwrite=args.overwrite, progress=True)
     outputs({"world": world.path} | {f"{r} checkpoints": d[0].parent for r, d in world.checkpoints.items()})
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from probe.world.config import SweepConfig
+    from probe.world.sweep import run_sweep, transfer_table
+
+    overrides = {"seed": args.seed} | ({"levels": tuple(args.levels)} if args.levels else {})
+    sweep = run_sweep(args.world, SweepConfig.preset(args.size, **overrides), overwrite=args.overwrite,
+                      progress=True)
+    console.print(transfer_table(sweep.result))
+    cot = sweep.checkpoints("cotrained")
+    outputs({"sweep": sweep.path / "sweep.json", "co-trained checkpoints": cot[0].parent.parent},
+            [f"probe extract {' '.join(str(c) for c in cot)} --data human=... --data robot=... --out stores/sweep"])
     return 0

@@ -21,7 +21,9 @@ from probe.console import console
 
 log = logging.getLogger(__name__)
 
-DEMO_LAYERS = ("vision", "trunk.block0", "trunk.block1", "trunk.block2")
+# the image encoder, the vision-language prefix every embodiment shares (where a VLA analysis looks:
+# before embodiment-specific state enters) and the action expert after it
+DEMO_LAYERS = ("vision", "trunk.block0", "trunk.block2", "expert.block0")
 HEADLINE_LAYER = "trunk.block2"
 SHOWN_METRICS = 7  # columns of the printed table: the first headline metrics the records hold
 # short column labels for the printed table (others are shown by name)
@@ -53,6 +55,7 @@ class DemoOutputs:
     """Where each stage of the demo wrote its outputs, and the stores the dashboard opens (first first)."""
 
     world: Path | None = None
+    sweep: Path | None = None
     stores: dict[str, list[Path]] = field(default_factory=dict)
     metrics: Path | None = None
     index: Path | None = None
@@ -136,7 +139,7 @@ def _print_metrics(records: list[dict]) -> None:
 
 def run_demo(config: DemoConfig = DemoConfig()) -> DemoOutputs:
     """Run every stage of the pipeline into ``config.out``; returns where the outputs went."""
-    from probe.world.build import build_world
+    from probe.world.build import build_sweep
 
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
@@ -144,13 +147,17 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoOutputs:
     _keep_numba_cache_in(done.cache)
     console.print(f"[bold]probe demo[/] -> {out.resolve()}  (size {config.size})")
 
-    console.print("[bold]1/6[/] world: generate human and robot datasets, train co-trained and robot-only policies")
-    world = build_world(out / "world", size=config.size, overwrite=config.overwrite, progress=True)
-    done.world = world.path
+    console.print("[bold]1/6[/] world: generate human and robot datasets; diversity sweep: pre-train on robot "
+                  "mixtures of rising diversity, fine-tune with and without human data")
+    world, sweep = build_sweep(out / "world", size=config.size, overwrite=config.overwrite, progress=True)
+    done.world, done.sweep = world.path, sweep.path / "sweep.json"
     for emb, path in world.datasets.items():
         console.print(f"  dataset {emb}: {path}")
     for recipe, dirs in world.checkpoints.items():
         console.print(f"  checkpoints {recipe}: {len(dirs)} ({', '.join(d.name for d in dirs)}) in {dirs[0].parent}")
+    from probe.world.sweep import transfer_table
+
+    console.print(transfer_table(sweep.result))
 
     console.print(f"[bold]2/6[/] extract latents of {', '.join(DEMO_LAYERS)} for every checkpoint")
     for recipe in world.checkpoints:
@@ -178,9 +185,8 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoOutputs:
                           ReportConfig(overwrite=True, headline_layer=HEADLINE_LAYER, cache_dir=done.cache,
                                        eval_config=interactive_config()), progress=True)
     done.report = report.out / "report.html"
-    cotrained = done.stores["cotrained"]  # first, middle and last co-trained checkpoints, and robot-only's last
-    picked = sorted({round(i * (len(cotrained) - 1) / 2) for i in range(3)})
-    done.dashboard = [*(cotrained[i] for i in picked), done.stores["robot-only"][-1]]
+    cotrained = done.stores["cotrained"]  # the highest level first (the dashboard opens on it), then the lowest
+    done.dashboard = list(dict.fromkeys([cotrained[-1], cotrained[0], done.stores["robot-only"][-1]]))
     return done
 
 

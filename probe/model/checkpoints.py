@@ -117,6 +117,9 @@ class LoadedModel:
                "factory": self.factory, "name": self.name}
         if self.config.get("recipe") is not None:  # e.g. world policies: the training recipe names the series
             out["recipe"] = str(self.config["recipe"])
+        for key in ("diversity", "behaviour", "transfer_gain"):  # the world's diversity sweep (probe world sweep)
+            if self.config.get(key) is not None:
+                out[key] = self.config[key]
         return out
 
 

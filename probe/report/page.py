@@ -16,6 +16,7 @@ from typing import Any
 from probe import columns as C
 from probe import figures as F
 from probe.report.assembly import ReportData
+from probe.report.emergence import emergence_curves, emergence_rows, emergence_table, sweep_checkpoints
 from probe.store.series import Checkpoint
 from probe.report.records import metric_entry, stage_entries, entry_value, fmt
 from probe.measure.suite import NOT_AVAILABLE
@@ -98,6 +99,37 @@ def _panel_caption(data: ReportData, cp: Checkpoint, layer: str) -> str:
     return " · ".join(parts)
 
 
+def _emergence(data: ReportData, fig: Any) -> list[str]:
+    """The diversity sweep's section: per-level table, emergence curves, lowest and highest level's UMAPs."""
+    rows = emergence_rows(data)
+    if not rows:
+        return []
+    out = [f"<h2 id='emergence'>Emergence across pre-training diversity (layer {html.escape(data.headline)})</h2>",
+           "<p class='small'>Each level pre-trains on that share of the robot mixture (same episodes and steps at "
+           "every level), then fine-tunes with human data (cotrained) or without (robot-only). Mixing / null is the "
+           "verdict's mixing metric over its shuffled-embodiment null (1 = mixed as by chance); the transfer gain "
+           "is the relative reduction of the robot's effector-trajectory error on the human-only setting that human "
+           "data brings (paired over held-out episodes). 95% intervals in brackets.</p>"]
+    header, cells = emergence_table(rows)
+    out.append(_table(header, [[html.escape(c) for c in row] for row in cells]))
+    levels, curves = emergence_curves(rows)
+    if len(levels) > 1:
+        out.append(fig(F.metric_curves(levels, curves, x_title="pre-training diversity (% of the mixture)",
+                                       y_title="value"), "emergence"))
+    cot = [cp for cp in sweep_checkpoints(data) if cp.series == "cotrained"]
+    ends = [cot[0], cot[-1]] if len(cot) > 1 else []
+    if ends:
+        panels = []
+        for cp in ends:
+            layout = data.layouts[(cp.label, data.headline)]
+            meta = cp.store.meta.iloc[layout.rows].reset_index(drop=True)
+            panels.append(F.Panel(cp.label, layout.coords, meta, layout.rows.tolist(),
+                                  _panel_caption(data, cp, data.headline)))
+        out.append("<h3>Lowest and highest diversity side by side</h3>")
+        out.append(fig(F.small_multiples(panels, F.ColorBy.EMBODIMENT, cols=2), "emergence-umaps"))
+    return out
+
+
 def render_html(data: ReportData) -> str:
     """The self-contained report page (plotly.js inlined once; no network requests)."""
     from plotly.offline import get_plotlyjs
@@ -120,6 +152,7 @@ def render_html(data: ReportData) -> str:
                 for c in data.checks]
         sections.append("<h2>Gates</h2>" + _table(["gate", "checkpoint", "judged", "result"], rows))
 
+    sections += _emergence(data, fig)
     head_panels = []
     for cp in data.checkpoints:
         layout = data.layouts[(cp.label, data.headline)]
@@ -187,16 +220,17 @@ def render_html(data: ReportData) -> str:
             nulls = {n: entry_value(metric_entry(data.record(last, data.headline), n), "null") for n in curve_names}
             sections.append(fig(F.metric_curves(data.layers, series, x_title="layer", nulls=nulls), "vs-layer"))
         for series_name in dict.fromkeys(cp.series for cp in data.checkpoints):
-            cps = [cp for cp in data.checkpoints if cp.series == series_name and cp.step is not None]
+            cps = [cp for cp in data.checkpoints if cp.series == series_name and cp.x is not None]
             if len(cps) > 1:
-                sections.append(f"<h2 id='steps'>Metrics across training ({html.escape(series_name or 'series')}, "
+                across = "pre-training diversity" if cps[0].diversity is not None else "training"
+                sections.append(f"<h2 id='steps'>Metrics across {across} ({html.escape(series_name or 'series')}, "
                                 f"layer {html.escape(data.headline)})</h2>")
                 series = {n: [metric_entry(data.record(cp, data.headline), n) for cp in cps] for n in curve_names}
                 nulls = {n: entry_value(metric_entry(data.record(cps[-1], data.headline), n), "null")
                          for n in curve_names}
                 found = {(c["to"], c["metric"]): c for c in data.comparisons}
                 changes = {n: [found.get((cp.label, n)) for cp in cps] for n in curve_names}
-                sections.append(fig(F.metric_curves([cp.step for cp in cps], series, x_title="training step",
+                sections.append(fig(F.metric_curves([cp.x for cp in cps], series, x_title=cps[0].axis,
                                                     nulls=nulls, changes=changes),
                                     f"vs-step-{series_name or 'series'}"))
                 sections.append(_changes_table([c for c in data.comparisons

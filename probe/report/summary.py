@@ -15,6 +15,7 @@ import numpy as np
 from probe.report.assembly import ReportData
 from probe.report.records import metric_entry, null_ratio, entry_value, fmt
 from probe.measure.suite import NOT_AVAILABLE
+from probe.report.emergence import emergence_rows
 from probe.report.verdicts import VERDICT_RULES, verdict
 from probe.report.gates import gate_label, gate_result
 from probe.measure.compare import CORRECTION
@@ -60,7 +61,8 @@ def metrics_json(data: ReportData) -> dict[str, Any]:
         "layers": data.layers, "headline_layer": data.headline,
         "metrics_available": data.metrics_available,
         "checkpoints": [{"label": cp.label, "store": str(cp.store.path), "fingerprint": cp.store.fingerprint,
-                         "series": cp.series, "step": cp.step, "datasets": list(cp.datasets), "n": cp.store.n}
+                         "series": cp.series, "step": cp.step, "diversity": cp.diversity,
+                         "datasets": list(cp.datasets), "n": cp.store.n}
                         for cp in data.checkpoints],
         "verdict": series_verdicts(data), "verdict_rules": list(VERDICT_RULES),
         "verdicts": [{"checkpoint": cp.label, "layer": layer, **vars(verdict(data.record(cp, layer)))}
@@ -73,6 +75,7 @@ def metrics_json(data: ReportData) -> dict[str, Any]:
         "fail_under": [c for c in data.checks if c.get("kind") == "fail-under"], "gates": data.checks,
         "failed": bool(data.failures), "notes": data.notes,
         "comparisons": data.comparisons, "comparison_correction": CORRECTION,
+        "emergence": emergence_rows(data),
     })
 
 

@@ -16,15 +16,33 @@ from probe.errors import ConfigError
 from probe.store.store import Store
 
 
+STEP_AXIS = "training step"
+DIVERSITY_AXIS = "pre-training diversity (% of the mixture)"
+
+
 @dataclass(frozen=True, eq=False)
 class Checkpoint:
-    """A store in the report: its label, series (recipe) and training step."""
+    """A store in the report: its label, series (recipe), training step and, for checkpoints of a
+    diversity sweep, their pre-training diversity: ``x`` is where it sits on its series' curve."""
 
     store: Store
     label: str
     series: str
     step: int | None
     datasets: tuple[str, ...]
+    diversity: float | None = None
+
+    @property
+    def x(self) -> float | None:
+        return self.diversity if self.diversity is not None else self.step
+
+    @property
+    def axis(self) -> str:
+        return DIVERSITY_AXIS if self.diversity is not None else STEP_AXIS
+
+    def found(self, key: str):
+        """A value the checkpoint's provenance records (e.g. ``transfer_gain``), or None."""
+        return _find(self.store.provenance, (key,))
 
 
 def _find(prov: Mapping[str, Any], keys: Sequence[str]) -> Any:
@@ -45,15 +63,22 @@ def describe(store: Store) -> Checkpoint:
     except (TypeError, ValueError):
         step = None
     series = str(_find(prov, ("recipe", "series", "run")) or "")
-    label = " ".join(p for p in (series, f"step {step}" if step is not None else "") if p) or store.name
+    diversity = _find(prov, ("diversity",))
+    try:
+        diversity = float(diversity) if diversity is not None else None
+    except (TypeError, ValueError):
+        diversity = None
+    where = (f"diversity {diversity:g}%" if diversity is not None else f"step {step}" if step is not None else "")
+    label = " ".join(p for p in (series, where) if p) or store.name
     datasets = tuple(sorted(store.meta[C.DATASET].astype(str).unique()))
-    return Checkpoint(store, label, series, step, datasets)
+    return Checkpoint(store, label, series, step, datasets, diversity)
 
 
 def order_checkpoints(cps: Sequence[Checkpoint]) -> list[Checkpoint]:
-    """Series in order of first appearance, each by training step (stores without a step keep their place)."""
+    """Series in order of first appearance, each by diversity or training step (stores with neither keep
+    their place)."""
     series = list(dict.fromkeys(c.series for c in cps))
-    return sorted(cps, key=lambda c: (series.index(c.series), c.step if c.step is not None else -1))
+    return sorted(cps, key=lambda c: (series.index(c.series), c.x if c.x is not None else -1))
 
 
 def resolve_layers(stores: Sequence[Store], layers: Sequence[str] | None) -> tuple[list[str], list[str]]:

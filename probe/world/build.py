@@ -45,14 +45,37 @@ def build_world(out: str | Path, size: str | Size = "default", *, seed: int = 0,
     from probe.world.train import train_world
 
     out = Path(out)
+    world = ensure_world(out, size, seed=seed, overwrite=overwrite, progress=progress)
+    checkpoints = train_world(out, config=TrainConfig.preset(size, seed=seed), overwrite=overwrite,
+                              progress=progress)
+    datasets = {e: out / d["path"] for e, d in world["datasets"].items()}
+    return World(out, datasets, checkpoints, world)
+
+
+def ensure_world(out: str | Path, size: str | Size = "default", *, seed: int = 0, overwrite: bool = False,
+                 progress: bool = False) -> dict:
+    """Generate the world's datasets in ``out`` unless they are there with the same config; its ``world.json``."""
+    out = Path(out)
     wconfig = WorldConfig.preset(size, seed=seed)
     existing = read_world_config(out)
     if existing is None or existing.get("config_hash") != wconfig.hash or overwrite:
         generate_world(out, config=wconfig, overwrite=overwrite, progress=progress)
     else:
         log.info("reusing world %s (config %s)", out, wconfig.hash)
-    world = read_world_config(out)
-    checkpoints = train_world(out, config=TrainConfig.preset(size, seed=seed), overwrite=overwrite,
-                              progress=progress)
+    return read_world_config(out)
+
+
+def build_sweep(out: str | Path, size: str | Size = "default", *, seed: int = 0, overwrite: bool = False,
+                progress: bool = False, levels: tuple[int, ...] | None = None):
+    """Generate (if needed) the world and run (if needed) its diversity sweep; returns ``(World, Sweep)``
+    where the World's checkpoints are the sweep's, per recipe, lowest level first."""
+    from probe.world.config import SweepConfig
+    from probe.world.sweep import RECIPES, run_sweep
+
+    out = Path(out)
+    world = ensure_world(out, size, seed=seed, overwrite=overwrite, progress=progress)
+    config = SweepConfig.preset(size, seed=seed, **({"levels": levels} if levels else {}))
+    sweep = run_sweep(out, config, overwrite=overwrite, progress=progress)
     datasets = {e: out / d["path"] for e, d in world["datasets"].items()}
-    return World(out, datasets, checkpoints, world)
+    checkpoints = {r: sweep.checkpoints(r) for r in ("cotrained", *[r for r in RECIPES if r != "cotrained"])}
+    return World(out, datasets, checkpoints, world), sweep

@@ -12,11 +12,13 @@ from probe.world.tasks import TASK_NAMES, resolve_tasks
 
 
 class Size(str, Enum):
-    """Preset sizes: ``tiny`` for tests (seconds), ``small`` for quick looks, ``default`` for the demo."""
+    """Preset sizes: ``tiny`` for tests (seconds), ``small`` for quick looks, ``default`` for the demo,
+    ``large`` for the full diversity curve (every level, longer training: tens of minutes on 2 cores)."""
 
     TINY = "tiny"
     SMALL = "small"
     DEFAULT = "default"
+    LARGE = "large"
 
 
 class Recipe(str, Enum):
@@ -53,8 +55,18 @@ class WorldConfig:
     fps: float = 10.0
     image_size: int = 64
     episodes_per_video_file: int = 8
+    # the human-only setting: robot training data has its task objects in ``robot_region``; the human data
+    # anywhere; ``heldout_episodes_per_task`` robot episodes with objects in ``heldout_region`` measure transfer
+    robot_region: str = "near"
+    heldout_region: str = "far_right"
+    heldout_episodes_per_task: int = 6
 
     def __post_init__(self) -> None:
+        from probe.world.tasks import REGIONS
+
+        for region in (self.robot_region, self.heldout_region):
+            if region not in REGIONS:
+                raise ConfigError(f"unknown region {region!r}; choose one of {', '.join(REGIONS)}")
         object.__setattr__(self, "size", _size(self.size))
         object.__setattr__(self, "tasks", tuple(t.name for t in resolve_tasks(self.tasks)))
         if int(self.episodes_per_task) < 1:
@@ -74,9 +86,10 @@ class WorldConfig:
     def preset(cls, size: str | Size = Size.DEFAULT, **overrides) -> WorldConfig:
         """The preset of ``size``, with any field overridden."""
         size = _size(size)
-        base = {Size.TINY: dict(episodes_per_task=2, episodes_per_video_file=4),
-                Size.SMALL: dict(episodes_per_task=8),
-                Size.DEFAULT: dict(episodes_per_task=20)}[size]
+        base = {Size.TINY: dict(episodes_per_task=2, episodes_per_video_file=4, heldout_episodes_per_task=2),
+                Size.SMALL: dict(episodes_per_task=8, heldout_episodes_per_task=4),
+                Size.DEFAULT: dict(episodes_per_task=20),
+                Size.LARGE: dict(episodes_per_task=30, heldout_episodes_per_task=10)}[size]
         return cls(size=size, **(base | overrides))
 
     @property
@@ -121,11 +134,69 @@ class TrainConfig:
         size = _size(size)
         base = {Size.TINY: dict(steps=12, checkpoint_steps=(0, 6, 12), batch_size=8),
                 Size.SMALL: dict(steps=300, checkpoint_steps=(0, 30, 100, 300)),
-                Size.DEFAULT: dict(steps=1200, checkpoint_steps=(0, 50, 150, 300, 600, 1200))}[size]
+                Size.DEFAULT: dict(steps=1200, checkpoint_steps=(0, 50, 150, 300, 600, 1200)),
+                Size.LARGE: dict(steps=3000, checkpoint_steps=(0, 100, 300, 1000, 3000))}[size]
         return cls(**(base | overrides))
 
     def with_(self, **changes) -> TrainConfig:
         return replace(self, **changes)
+
+    @property
+    def hash(self) -> str:
+        return config_hash(self)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """The diversity sweep: robot pre-training at each ``levels`` percent of the mixture (0 = none), then
+    co-fine-tuning on human + target robot data and, as the control, fine-tuning on the target robot alone.
+
+    Every level trains the same number of steps on the same number of pre-training episodes
+    (``pretrain_episodes``, split evenly over the level's datasets): levels differ in diversity only.
+    """
+
+    levels: tuple[int, ...] = (0, 25, 50, 75, 100)
+    pretrain_steps: int = 2000
+    finetune_steps: int = 1000
+    pretrain_episodes: int = 96
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    horizon: int = 4
+    seed: int = 0
+    threads: int = 1
+    model: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        levels = tuple(sorted({int(v) for v in self.levels}))
+        if not levels or levels[0] < 0 or levels[-1] > 100:
+            raise ConfigError(f"diversity levels are percentages in 0..100, got {list(self.levels)}")
+        object.__setattr__(self, "levels", levels)
+        for name in ("pretrain_steps", "finetune_steps", "pretrain_episodes"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.batch_size < 2:
+            raise ConfigError(f"batch_size must be at least 2, got {self.batch_size}")
+
+    @classmethod
+    def preset(cls, size: str | Size = Size.DEFAULT, **overrides) -> SweepConfig:
+        """The preset of ``size``, with any field overridden."""
+        size = _size(size)
+        base = {Size.TINY: dict(levels=(0, 50, 100), pretrain_steps=40, finetune_steps=20, pretrain_episodes=12,
+                                batch_size=8),
+                Size.SMALL: dict(levels=(0, 25, 50, 100), pretrain_steps=600, finetune_steps=300,
+                                 pretrain_episodes=48),
+                # the demo's: four levels, trimmed to fit its time budget on 2 cores
+                Size.DEFAULT: dict(levels=(0, 25, 50, 100), pretrain_steps=1500, finetune_steps=600),
+                Size.LARGE: dict(levels=(0, 25, 50, 75, 100), pretrain_steps=4000, finetune_steps=1500,
+                                 pretrain_episodes=144)}[size]
+        return cls(**(base | overrides))
+
+    def train_config(self, steps: int, seed: int) -> TrainConfig:
+        """The :class:`TrainConfig` of one phase (``steps`` long) of the sweep."""
+        return TrainConfig(steps=steps, checkpoint_steps=(0, steps), batch_size=self.batch_size, lr=self.lr,
+                           weight_decay=self.weight_decay, horizon=self.horizon, seed=seed, threads=self.threads,
+                           model=dict(self.model))
 
     @property
     def hash(self) -> str:

@@ -1,14 +1,17 @@
-"""The world's two embodiments: how each moves, what it senses and what its actions are.
+"""How the world's bodies move, what they sense and what their actions are.
 
 * **human**: a hand seen from an egocentric head camera. Minimum-jerk reaches with
   curved paths, variable speed and a little tremor. ``observation.state`` is a
   hand-tracking state (wrist xyz, aperture, thumb and index fingertip xyz: 10 values
   in the table frame); ``action`` is the next wrist xyz and aperture (4 values).
-* **robot**: a 4-joint arm with a two-finger gripper seen from a fixed third-person
-  camera. Slower, regular, straight-line motion with trapezoidal speed profiles.
-  ``observation.state`` is joint angles, gripper width and end-effector xyz in the
-  robot's base frame (8 values); ``action`` is the next joint targets and a binary
-  gripper command (5 values).
+* **robots** (the target ``robot`` and the pre-training mixture, see
+  :mod:`probe.world.bodies`): 4-joint arms seen from their own cameras. Slower,
+  regular, straight-line motion with trapezoidal speed profiles. Joint-space robots
+  (the target among them): ``observation.state`` is joint angles, gripper width and
+  end-effector xyz in the robot's base frame (8 values), ``action`` the next joint
+  targets and a binary gripper command (5 values). End-effector robots: state is
+  effector xyz in the base frame and gripper width (4), action the next effector xyz
+  and gripper opening (4).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from enum import Enum
 
 import numpy as np
 
+from probe.world.bodies import BODIES, Arm, body
 from probe.world.tasks import Grip, Waypoint
 
 
@@ -47,18 +51,7 @@ class EmbodimentSpec:
 
 
 SPECS: dict[str, EmbodimentSpec] = {
-    "human": EmbodimentSpec(
-        "human", "observation.images.egocentric",
-        ("wrist_x", "wrist_y", "wrist_z", "aperture", "thumb_tip_x", "thumb_tip_y", "thumb_tip_z",
-         "index_tip_x", "index_tip_y", "index_tip_z"),
-        ("wrist_x", "wrist_y", "wrist_z", "aperture"),
-    ),
-    "robot": EmbodimentSpec(
-        "robot", "observation.images.front",
-        ("base_yaw", "shoulder", "elbow", "wrist_pitch", "gripper_width", "ee_x", "ee_y", "ee_z"),
-        ("base_yaw", "shoulder", "elbow", "wrist_pitch", "gripper"),
-    ),
-}
+    b.name: EmbodimentSpec(b.name, b.video_key, b.state_names, b.action_names) for b in BODIES.values()}
 
 GRIP_APERTURE = {
     "human": {Grip.OPEN: 0.95, Grip.HOLD: 0.35, Grip.FIST: 0.15},
@@ -66,10 +59,9 @@ GRIP_APERTURE = {
 }
 START_APERTURE = {"human": 0.5, "robot": 1.0}
 
-# robot geometry (table frame): base behind the far edge, facing the near side
-ROBOT_BASE = np.array([0.5, 1.25, 0.0], np.float32)
-SHOULDER_HEIGHT = 0.35
-LINK = 0.8  # upper arm and forearm length
+# the target robot's geometry (table frame): base behind the far edge, facing the near side
+TARGET_ARM = Arm()
+ROBOT_BASE = np.array(TARGET_ARM.base, np.float32)
 GRIPPER_LENGTH = 0.12
 HAND_SCALE = 1.4
 
@@ -99,15 +91,17 @@ class Motion:
 def plan_motion(embodiment: str, plan: list[Waypoint], start: np.ndarray, fps: float,
                 rng: np.random.Generator) -> Motion:
     """Time and interpolate a stage plan the way ``embodiment`` moves."""
-    human = embodiment == "human"
+    b = body(embodiment)
+    human = b.human
     if human:
         speed = rng.uniform(0.7, 1.45)  # people vary a lot from one episode to the next
         durations = [w.duration / speed * rng.uniform(0.75, 1.3) for w in plan]
     else:
-        durations = [w.duration * 1.6 * rng.uniform(0.95, 1.05) for w in plan]
+        durations = [w.duration * 1.6 / b.speed * rng.uniform(0.95, 1.05) for w in plan]
     counts = [max(3, int(round(d * fps))) for d in durations]
-    grips = GRIP_APERTURE[embodiment]
-    pos0, ap0 = np.asarray(start, np.float32), START_APERTURE[embodiment]
+    style = "human" if human else "robot"
+    grips = GRIP_APERTURE[style]
+    pos0, ap0 = np.asarray(start, np.float32), START_APERTURE[style]
     ees, aps, stages, bounds, t0 = [], [], [], [], 0
     for i, (w, n) in enumerate(zip(plan, counts)):
         s = np.arange(1, n + 1, dtype=np.float32) / n
@@ -140,7 +134,7 @@ def plan_motion(embodiment: str, plan: list[Waypoint], start: np.ndarray, fps: f
 
 def start_position(embodiment: str, rng: np.random.Generator) -> np.ndarray:
     """Where the effector rests before the task starts."""
-    if embodiment == "human":
+    if body(embodiment).human:
         return np.array([rng.uniform(0.35, 0.65), rng.uniform(0.0, 0.12), rng.uniform(0.2, 0.3)], np.float32)
     return np.array([0.5, 0.75, 0.35], np.float32)
 
@@ -177,43 +171,54 @@ def hand_keypoints(wrist: np.ndarray, aperture: np.ndarray) -> dict[str, np.ndar
 
 # -- robot kinematics -------------------------------------------------------------------------
 
-def to_base_frame(p: np.ndarray) -> np.ndarray:
-    """Table-frame points ``(..., 3)`` in the robot's base frame (x forward, y left, z up)."""
-    d = p - ROBOT_BASE
-    return np.stack([-d[..., 1], d[..., 0], d[..., 2]], axis=-1)
+def _axes(arm: Arm) -> tuple[np.ndarray, np.ndarray]:
+    """The base's forward and left axes in the table plane."""
+    a = np.deg2rad(arm.heading)
+    return np.array([np.cos(a), np.sin(a)], np.float32), np.array([-np.sin(a), np.cos(a)], np.float32)
 
 
-def from_base_frame(p: np.ndarray) -> np.ndarray:
+def to_base_frame(p: np.ndarray, arm: Arm = TARGET_ARM) -> np.ndarray:
+    """Table-frame points ``(..., 3)`` in the arm's base frame (x forward, y left, z up)."""
+    fwd, left = _axes(arm)
+    d = p - np.asarray(arm.base, np.float32)
+    return np.stack([d[..., :2] @ fwd, d[..., :2] @ left, d[..., 2]], axis=-1).astype(np.float32)
+
+
+def from_base_frame(p: np.ndarray, arm: Arm = TARGET_ARM) -> np.ndarray:
     """Inverse of :func:`to_base_frame`."""
-    return np.stack([p[..., 1], -p[..., 0], p[..., 2]], axis=-1) + ROBOT_BASE
+    fwd, left = _axes(arm)
+    xy = p[..., :1] * fwd + p[..., 1:2] * left
+    return (np.concatenate([xy, p[..., 2:3]], axis=-1) + np.asarray(arm.base, np.float32)).astype(np.float32)
 
 
-def robot_ik(ee: np.ndarray) -> np.ndarray:
+def robot_ik(ee: np.ndarray, arm: Arm = TARGET_ARM) -> np.ndarray:
     """Joint angles ``(T, 4)`` (base yaw, shoulder, elbow, wrist pitch) that put the gripper tips at ``ee``."""
-    b = to_base_frame(ee)
+    link = arm.link
+    b = to_base_frame(ee, arm)
     yaw = np.arctan2(b[:, 1], b[:, 0])
     r = np.hypot(b[:, 0], b[:, 1])
-    wz = b[:, 2] + GRIPPER_LENGTH - SHOULDER_HEIGHT
-    d = np.clip(np.hypot(r, wz), 1e-3, 2 * LINK - 1e-3)
-    elbow = np.arccos(np.clip((d**2 - 2 * LINK**2) / (2 * LINK**2), -1, 1))
-    shoulder = np.arctan2(wz, r) + np.arctan2(LINK * np.sin(elbow), LINK + LINK * np.cos(elbow))
+    wz = b[:, 2] + GRIPPER_LENGTH - arm.shoulder_height
+    d = np.clip(np.hypot(r, wz), 1e-3, 2 * link - 1e-3)
+    elbow = np.arccos(np.clip((d**2 - 2 * link**2) / (2 * link**2), -1, 1))
+    shoulder = np.arctan2(wz, r) + np.arctan2(link * np.sin(elbow), link + link * np.cos(elbow))
     wrist = -(shoulder - elbow) - np.pi / 2  # keeps the gripper pointing down
     return np.stack([yaw, shoulder, elbow, wrist], axis=1).astype(np.float32)
 
 
-def robot_points(joints: np.ndarray) -> dict[str, np.ndarray]:
+def robot_points(joints: np.ndarray, arm: Arm = TARGET_ARM) -> dict[str, np.ndarray]:
     """Shoulder, elbow and wrist positions ``(T, 3)`` in the table frame (forward kinematics)."""
     yaw, sh, el = joints[:, 0], joints[:, 1], joints[:, 2]
     heading = np.stack([np.cos(yaw), np.sin(yaw)], axis=1)
+    link, height = arm.link, arm.shoulder_height
 
     def point(r: np.ndarray, z: np.ndarray) -> np.ndarray:
-        return from_base_frame(np.stack([heading[:, 0] * r, heading[:, 1] * r, z], axis=1))
+        return from_base_frame(np.stack([heading[:, 0] * r, heading[:, 1] * r, z], axis=1), arm)
 
     zero = np.zeros_like(yaw)
-    elbow_r, elbow_z = LINK * np.cos(sh), SHOULDER_HEIGHT + LINK * np.sin(sh)
-    wrist_r = elbow_r + LINK * np.cos(sh - el)
-    wrist_z = elbow_z + LINK * np.sin(sh - el)
-    return {"shoulder": point(zero, zero + SHOULDER_HEIGHT), "elbow": point(elbow_r, elbow_z),
+    elbow_r, elbow_z = link * np.cos(sh), height + link * np.sin(sh)
+    wrist_r = elbow_r + link * np.cos(sh - el)
+    wrist_z = elbow_z + link * np.sin(sh - el)
+    return {"shoulder": point(zero, zero + height), "elbow": point(elbow_r, elbow_z),
             "wrist": point(wrist_r, wrist_z)}
 
 
@@ -221,16 +226,22 @@ def robot_points(joints: np.ndarray) -> dict[str, np.ndarray]:
 
 def state_and_action(embodiment: str, motion: Motion) -> tuple[np.ndarray, np.ndarray]:
     """``observation.state`` and ``action`` arrays (float32) of one episode."""
+    b = body(embodiment)
     ee, ap = motion.ee, motion.aperture
     nxt = np.r_[np.arange(1, len(ee)), len(ee) - 1]
-    if embodiment == "human":
+    if b.human:
         k = hand_keypoints(ee, ap)
         state = np.concatenate([ee, ap[:, None], k["thumb_tip"], k["finger0_tip"]], axis=1)
         action = np.concatenate([ee[nxt], ap[nxt, None]], axis=1)
-    else:
-        joints = robot_ik(ee)
+    elif b.action_space == "ee":  # effector position in the base frame and the gripper opening
         width = 0.03 + 0.1 * ap
-        state = np.concatenate([joints, width[:, None], to_base_frame(ee)], axis=1)
+        base = to_base_frame(ee, b.arm)
+        state = np.concatenate([base, width[:, None]], axis=1)
+        action = np.concatenate([base[nxt], ap[nxt, None]], axis=1)
+    else:
+        joints = robot_ik(ee, b.arm)
+        width = 0.03 + 0.1 * ap
+        state = np.concatenate([joints, width[:, None], to_base_frame(ee, b.arm)], axis=1)
         command = (ap[nxt] > 0.7).astype(np.float32)
         action = np.concatenate([joints[nxt], command[:, None]], axis=1)
     return state.astype(np.float32), action.astype(np.float32)
@@ -240,8 +251,11 @@ def ee_from_state(embodiment: str, state: np.ndarray) -> np.ndarray:
     """Effector position in the common table frame ``(T, 3)`` from ``observation.state``.
 
     This is the calibration a trainer knows (camera-to-table for hands, base-to-table
-    for the robot); the shared trajectory objective is expressed in this frame.
+    for robots); the shared trajectory objective is expressed in this frame.
     """
-    if embodiment == "human":
+    b = body(embodiment)
+    if b.human:
         return state[:, :3]
-    return from_base_frame(state[:, 5:8])
+    if b.action_space == "ee":
+        return from_base_frame(state[:, :3], b.arm)
+    return from_base_frame(state[:, 5:8], b.arm)

@@ -1,13 +1,18 @@
 """The world's co-trained policy: a small VLA-shaped torch model, and its LeRobot-style checkpoints.
 
-One shared vision encoder reads every embodiment's images; embodiment-specific
-proprioception stems (``stems.human``, ``stems.robot``) take states of different
-sizes; a task embedding plays the language part; a shared trunk (``trunk.block0``
-... ``trunk.block{n-1}``, residual MLP blocks) fuses them; heads predict each
-embodiment's own actions (``heads.action.<embodiment>``) plus two objectives shared
-by all embodiments: the effector's future trajectory in the common table frame
-(``heads.ee``) and the current task stage (``heads.stage``). Nothing compares
-human and robot latents: any alignment has to emerge from the shared objectives.
+It is built the way VLAs such as pi0 are: a **vision-language prefix** that every
+embodiment shares reads the image (``vision``, a small CNN) and the instruction
+(``task_embedding``, the language part), fuses them (``fuse``) and refines them
+(``trunk.block0`` ... ``trunk.block{n-1}``, residual MLP blocks, then ``norm``); it
+predicts the current sub-task (``heads.stage``), as pi0.5's VLM predicts sub-tasks.
+Embodiment-specific state enters only after the prefix, in the **action expert**:
+proprioception stems (``stems.<embodiment>``, states of different sizes) join the
+prefix output (``expert_in``), ``expert.block*`` refine it, and heads predict each
+embodiment's own actions (``heads.action.<embodiment>``) and the effector's future
+trajectory in the common table frame (``heads.ee``), the objective that human data
+(just another embodiment here) shares with every robot. Nothing compares human and
+robot latents: any alignment has to emerge from the shared objectives. A
+representation analysis looks at the prefix (``trunk.block*``), before state enters.
 
 Checkpoint directory (LeRobot style)::
 
@@ -36,7 +41,7 @@ POLICY_TYPE = "probe-world-policy"
 # what overwrite may replace: a directory holding nothing but a checkpoint's config and weights
 CHECKPOINT_KIND = OutputKind("checkpoint directory", "config.json", files=("config.json", "*.safetensors"))
 DEFAULT_MODEL = {"width": 128, "stem_dim": 64, "task_dim": 32, "channels": [24, 48, 64], "blocks": 3,
-                 "horizon": 4}
+                 "expert_blocks": 1, "horizon": 4}
 
 
 class Block(nn.Module):
@@ -86,9 +91,12 @@ class WorldPolicy(nn.Module):
             name: nn.Sequential(nn.Linear(e["state_dim"], stem_dim), nn.GELU(), nn.Linear(stem_dim, stem_dim))
             for name, e in embodiments.items()})
         self.task_embedding = nn.Embedding(len(self.config["tasks"]), task_dim)
-        self.fuse = nn.Linear(width + stem_dim + task_dim, width)
+        self.fuse = nn.Linear(width + task_dim, width)
         self.trunk = nn.Sequential(OrderedDict((f"block{i}", Block(width)) for i in range(m["blocks"])))
         self.norm = nn.LayerNorm(width)
+        self.expert_in = nn.Linear(width + stem_dim, width)
+        self.expert = nn.Sequential(OrderedDict((f"block{i}", Block(width)) for i in range(m["expert_blocks"])))
+        self.expert_norm = nn.LayerNorm(width)
         self.heads = nn.ModuleDict({
             "action": nn.ModuleDict({name: nn.Linear(width, e["action_dim"]) for name, e in embodiments.items()}),
             "ee": nn.Linear(width, 3 * self.horizon),
@@ -137,18 +145,18 @@ class WorldPolicy(nn.Module):
         -------
         ``action`` ``(B, action_dim)`` in the embodiment's units, ``action_normalized`` (the same,
         standardised), ``ee_trajectory`` ``(B, horizon, 3)`` future effector offsets in the table
-        frame, ``stage_logits`` ``(B, n_stages)`` and ``embedding`` ``(B, width)`` (the final trunk
-        latent after its norm).
+        frame, ``stage_logits`` ``(B, n_stages)`` and ``embedding`` ``(B, width)`` (the prefix's
+        output after its norm: image and instruction, before any state).
         """
         self._check_inputs(image, state, embodiment, task)
         s = (state - getattr(self, f"state_mean_{embodiment}")) / getattr(self, f"state_std_{embodiment}")
-        x = torch.cat([self.vision(image), self.stems[embodiment](s), self.task_embedding(task)], dim=1)
-        h = self.norm(self.trunk(self.fuse(x)))
+        prefix = self.norm(self.trunk(self.fuse(torch.cat([self.vision(image), self.task_embedding(task)], dim=1))))
+        h = self.expert_norm(self.expert(self.expert_in(torch.cat([prefix, self.stems[embodiment](s)], dim=1))))
         a = self.heads["action"][embodiment](h)
         action = a * getattr(self, f"action_std_{embodiment}") + getattr(self, f"action_mean_{embodiment}")
         return {"action": action, "action_normalized": a,
                 "ee_trajectory": self.heads["ee"](h).view(-1, self.horizon, 3),
-                "stage_logits": self.heads["stage"](h), "embedding": h}
+                "stage_logits": self.heads["stage"](prefix), "embedding": prefix}
 
 
 def _check_config(config: Mapping[str, Any]) -> dict:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from probe.world import tasks as W
-from probe.world.embodiments import GRIPPER_LENGTH, HAND_SCALE, ROBOT_BASE, hand_keypoints, robot_ik, robot_points
+from probe.world.bodies import Arm
+from probe.world.embodiments import GRIPPER_LENGTH, HAND_SCALE, TARGET_ARM, hand_keypoints, robot_ik, robot_points
 
 SKIN = np.array([0.87, 0.66, 0.52], np.float32)
 STEEL = np.array([0.62, 0.63, 0.66], np.float32)
@@ -195,11 +196,12 @@ def draw_hand(cv: Canvas, wrist: np.ndarray, aperture: np.ndarray, sleeve: np.nd
         cv.paint(cv.capsule(k[f"finger{i}_base"], k[f"finger{i}_tip"], 0.011 * h), skin * (0.88 + 0.04 * i))
 
 
-def draw_robot(cv: Canvas, ee: np.ndarray, aperture: np.ndarray, link_color: np.ndarray) -> None:
+def draw_robot(cv: Canvas, ee: np.ndarray, aperture: np.ndarray, link_color: np.ndarray,
+               arm: Arm = TARGET_ARM) -> None:
     """The arm (base, upper arm, forearm) and a two-finger parallel gripper on a bar."""
     T = len(ee)
-    pts = robot_points(robot_ik(ee))
-    base = np.tile(ROBOT_BASE, (T, 1))
+    pts = robot_points(robot_ik(ee, arm), arm)
+    base = np.tile(np.asarray(arm.base, np.float32), (T, 1))
     cv.paint(cv.capsule(base, pts["shoulder"], 0.06), DARK)
     cv.paint(cv.capsule(pts["shoulder"], pts["elbow"], 0.04), link_color)
     cv.paint(cv.capsule(pts["elbow"], pts["wrist"], 0.035), link_color)
@@ -214,8 +216,9 @@ def draw_robot(cv: Canvas, ee: np.ndarray, aperture: np.ndarray, link_color: np.
         cv.paint(cv.capsule(top, ee + sgn * side * half, 0.012), STEEL)
 
 
-def egocentric_camera(wrist: np.ndarray, rng: np.random.Generator, size: int) -> Camera:
-    """A head camera that sways, bobs and follows the hand with its gaze."""
+def egocentric_camera(wrist: np.ndarray, rng: np.random.Generator, size: int, *,
+                      head=(0.5, -0.22, 0.72), look=(0.5, 0.5, 0.0), focal: float = 1.2) -> Camera:
+    """A head camera near ``head`` that sways, bobs and follows the hand with its gaze."""
     T = len(wrist)
     t = np.arange(T, dtype=np.float32)
 
@@ -226,18 +229,21 @@ def egocentric_camera(wrist: np.ndarray, rng: np.random.Generator, size: int) ->
         out = np.stack([np.convolve(n[:, i], k, mode="same") for i in range(3)], 1)[width:width + T]
         return out * scale / max(float(out.std()), 1e-6)
 
-    head = np.array([0.5 + rng.uniform(-0.06, 0.06), -0.22 + rng.uniform(-0.04, 0.03),
-                     0.72 + rng.uniform(-0.05, 0.05)], np.float32)
+    head = np.asarray(head, np.float32) + np.array([rng.uniform(-0.06, 0.06), rng.uniform(-0.04, 0.03),
+                                                    rng.uniform(-0.05, 0.05)], np.float32)
     sway = np.stack([np.sin(t * 0.21 + rng.uniform(0, 6)), np.zeros(T), np.sin(t * 0.43 + rng.uniform(0, 6))], 1)
     pos = head + 0.015 * sway.astype(np.float32) + smooth_noise(0.012)
-    look = np.array([0.5, 0.5, 0.0], np.float32)
-    gaze = 0.6 * look + 0.4 * np.c_[wrist[:, :2], np.zeros(T, np.float32)]
+    gaze = 0.6 * np.asarray(look, np.float32) + 0.4 * np.c_[wrist[:, :2], np.zeros(T, np.float32)]
     target = gaze + smooth_noise(0.03)
-    return Camera(pos.astype(np.float32), target.astype(np.float32), focal=size * 1.2, size=size)
+    return Camera(pos.astype(np.float32), target.astype(np.float32), focal=size * focal, size=size)
+
+
+def fixed_camera(T: int, size: int, pos=(1.3, -0.2, 0.9), target=(0.5, 0.55, 0.05), focal: float = 1.45) -> Camera:
+    """A fixed third-person camera (default: the target robot's, front-right of the table)."""
+    return Camera(np.tile(np.asarray(pos, np.float32), (T, 1)), np.tile(np.asarray(target, np.float32), (T, 1)),
+                  focal=size * focal, size=size)
 
 
 def front_camera(T: int, size: int) -> Camera:
-    """The robot's fixed third-person camera, front-right of the table."""
-    pos = np.tile(np.array([1.3, -0.2, 0.9], np.float32), (T, 1))
-    target = np.tile(np.array([0.5, 0.55, 0.05], np.float32), (T, 1))
-    return Camera(pos, target, focal=size * 1.45, size=size)
+    """The target robot's fixed camera, front-right of the table."""
+    return fixed_camera(T, size)

@@ -124,23 +124,33 @@ def _sample_xy(rng: np.random.Generator, lo: Sequence[float], hi: Sequence[float
     return p
 
 
-def sample_scene(task: Task, rng: np.random.Generator, n_distractors: tuple[int, int] = (1, 3)) -> Scene:
-    """Random object positions, colours and distractors for ``task``."""
+# where the object a task acts on may stand (table x), in all of a world's episodes or in part of them:
+# ``far_right`` is the human-only setting of the sweep (no robot ever sees an object there in training)
+REGIONS: dict[str, tuple[float, float]] = {"any": (0.2, 0.8), "near": (0.2, 0.56), "far_right": (0.64, 0.8)}
+
+
+def sample_scene(task: Task, rng: np.random.Generator, n_distractors: tuple[int, int] = (1, 3),
+                 region: str = "any") -> Scene:
+    """Random object positions, colours and distractors for ``task``; the object it acts on (cup,
+    cabinet, block) stands in ``region`` (see :data:`REGIONS`)."""
+    if region not in REGIONS:
+        raise ConfigError(f"unknown region {region!r}; choose one of {', '.join(REGIONS)}")
+    lo, hi = REGIONS[region]
     colors = rng.permutation(len(PALETTE))
     pos: dict[str, np.ndarray] = {}
     col: dict[str, np.ndarray] = {}
     push_dir = None
     if task.name == "pick_place":
-        pos["cup"] = _sample_xy(rng, (0.2, 0.35), (0.8, 0.75), [], 0)
+        pos["cup"] = _sample_xy(rng, (lo, 0.35), (hi, 0.75), [], 0)
         pos["plate"] = _sample_xy(rng, (0.2, 0.3), (0.8, 0.75), [pos["cup"]], 0.3)
         col["cup"] = PALETTE[colors[0]]
         col["plate"] = np.array([0.93, 0.93, 0.9], np.float32) * rng.uniform(0.85, 1.0)
     elif task.name == "open_drawer":
-        pos["cabinet"] = _sample_xy(rng, (0.3, 0.6), (0.7, 0.75), [], 0)
+        pos["cabinet"] = _sample_xy(rng, (max(lo, 0.3), 0.6), (min(hi, 0.7), 0.75), [], 0)
         col["cabinet"] = PALETTE[colors[0]] * 0.6
         col["handle"] = np.array([0.75, 0.75, 0.78], np.float32)
     elif task.name == "push_block":
-        pos["block"] = _sample_xy(rng, (0.25, 0.35), (0.75, 0.7), [], 0)
+        pos["block"] = _sample_xy(rng, (max(lo, 0.25), 0.35), (min(hi, 0.75), 0.7), [], 0)
         pos["target"] = _sample_xy(rng, (0.2, 0.3), (0.8, 0.75), [pos["block"]], 0.25)
         d = pos["target"] - pos["block"]
         push_dir = (d / np.linalg.norm(d)).astype(np.float32)

@@ -82,9 +82,7 @@ def load_embodiment(dataset_dir: str | Path, embodiment: str, tasks: list[str], 
     ee = ee_from_state(embodiment, state)
     episode = data["episode_index"].to_numpy(np.int64)
     frame = data["frame_index"].to_numpy(np.int64)
-    ends = eps.set_index("episode_index")["dataset_to_index"].reindex(episode).to_numpy() - 1
-    rows = np.arange(len(data))
-    future = np.stack([ee[np.minimum(rows + k, ends)] - ee for k in range(1, horizon + 1)], axis=1)
+    future = future_offsets(ee, episode, horizon)
     stage_index = {s: i for i, s in enumerate(STAGES)}
     return EmbodimentData(
         embodiment=embodiment, images=images, state=state,
@@ -92,6 +90,31 @@ def load_embodiment(dataset_dir: str | Path, embodiment: str, tasks: list[str], 
         task=data["task_index"].map(local_to_global).to_numpy(np.int64),
         stage=data["stage"].map(stage_index).to_numpy(np.int64), episode=episode, frame=frame,
         ee_future=future.astype(np.float32))
+
+
+def future_offsets(ee: np.ndarray, episode: np.ndarray, horizon: int) -> np.ndarray:
+    """``(N, horizon, 3)`` effector offsets 1..horizon frames ahead, held at each episode's last frame."""
+    rows = np.arange(len(ee))
+    last = np.r_[np.flatnonzero(np.diff(episode)), len(ee) - 1]
+    ends = last[np.searchsorted(last, rows)]
+    return np.stack([ee[np.minimum(rows + k, ends)] - ee for k in range(1, horizon + 1)], axis=1).astype(np.float32)
+
+
+def episodes_to_data(episodes: list, tasks: list[str], horizon: int) -> EmbodimentData:
+    """Rendered episodes of one embodiment as training arrays, without writing them to disk (the
+    sweep's pre-training mixture)."""
+    embodiment = episodes[0].embodiment
+    stage_index = {s: i for i, s in enumerate(STAGES)}
+    lengths = [e.length for e in episodes]
+    episode = np.repeat(np.arange(len(episodes)), lengths).astype(np.int64)
+    state = np.concatenate([e.state for e in episodes]).astype(np.float32)
+    return EmbodimentData(
+        embodiment=embodiment, images=np.concatenate([e.frames for e in episodes]), state=state,
+        action=np.concatenate([e.action for e in episodes]).astype(np.float32),
+        task=np.repeat([tasks.index(e.task.name) for e in episodes], lengths).astype(np.int64),
+        stage=np.concatenate([[stage_index[s] for s in e.stage_names] for e in episodes]).astype(np.int64),
+        episode=episode, frame=np.concatenate([np.arange(n) for n in lengths]).astype(np.int64),
+        ee_future=future_offsets(ee_from_state(embodiment, state), episode, horizon))
 
 
 def _world(world_dir: Path) -> dict:
@@ -173,6 +196,60 @@ def _restore_optimizer(opt, policy, tensors: dict) -> None:
                             "exp_avg_sq": tensors[f"{name}::exp_avg_sq"].clone()}
 
 
+def step_loss(policy, data: EmbodimentData, rows: np.ndarray, rng: np.random.Generator):
+    """The training loss of one batch of one embodiment: its own actions, the shared effector
+    trajectory (table frame) and the shared stage; nothing compares embodiments."""
+    import torch
+
+    emb = data.embodiment
+    img, state, task, action, ee_future, stage = _batch(data, rows, rng, augment=True)
+    out = policy(img, state, emb, task)
+    a_std = getattr(policy, f"action_std_{emb}")
+    a_mean = getattr(policy, f"action_mean_{emb}")
+    loss_action = torch.nn.functional.mse_loss(out["action_normalized"], (action - a_mean) / a_std)
+    loss_ee = torch.nn.functional.mse_loss(out["ee_trajectory"], ee_future / 0.05)
+    loss_stage = torch.nn.functional.cross_entropy(out["stage_logits"], stage)
+    return loss_action + loss_ee + loss_stage
+
+
+def fit(policy, opt, data: dict[str, EmbodimentData], steps: range, config: TrainConfig, *, desc: str,
+        progress: bool = False, on_step=None, checkpoint=None, done: int = 0) -> list[float]:
+    """Optimise ``policy`` for ``steps``; one batch is one embodiment, embodiments take turns.
+
+    ``checkpoint(step)`` runs at ``config.checkpoint_steps``; ``on_step(step)`` after every step.
+    Returns the losses.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, config.threads))
+    embs = list(data)
+    losses: list[float] = []
+    policy.train()
+    pbar = bar(done + len(steps), desc=desc, enabled=progress, unit="step")
+    pbar.update(done)
+    try:
+        for step in steps:
+            emb = embs[step % len(embs)]
+            rng = np.random.default_rng([config.seed, step, len(embs)])
+            rows = rng.integers(0, len(data[emb]), size=config.batch_size)
+            loss = step_loss(policy, data[emb], rows, rng)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            pbar.update(1)
+            if checkpoint is not None and step in config.checkpoint_steps:
+                checkpoint(step)
+            if on_step is not None:
+                on_step(step)
+    finally:
+        pbar.close()
+        torch.set_num_threads(threads)
+    policy.eval()
+    return losses
+
+
 def train_recipe(world_dir: str | Path, recipe: Recipe | str, config: TrainConfig, *,
                  data: dict[str, EmbodimentData] | None = None, overwrite: bool = False,
                  progress: bool = False, on_step=None) -> list[Path]:
@@ -239,39 +316,8 @@ def train_recipe(world_dir: str | Path, recipe: Recipe | str, config: TrainConfi
 
     if start == 0 and 0 in config.checkpoint_steps:
         checkpoint(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, config.threads))
-    embs = list(recipe.embodiments)
-    losses: list[float] = []
-    policy.train()
-    pbar = bar(config.steps, desc=f"training {recipe.value}", enabled=progress, unit="step")
-    pbar.update(start)
-    try:
-        for step in range(start + 1, config.steps + 1):
-            emb = embs[step % len(embs)]  # one batch is one embodiment; co-training alternates
-            rng = np.random.default_rng([config.seed, step, len(embs)])
-            d = data[emb]
-            rows = rng.integers(0, len(d), size=config.batch_size)
-            img, state, task, action, ee_future, stage = _batch(d, rows, rng, augment=True)
-            out = policy(img, state, emb, task)
-            a_std = getattr(policy, f"action_std_{emb}")
-            a_mean = getattr(policy, f"action_mean_{emb}")
-            loss_action = torch.nn.functional.mse_loss(out["action_normalized"], (action - a_mean) / a_std)
-            loss_ee = torch.nn.functional.mse_loss(out["ee_trajectory"], ee_future / 0.05)
-            loss_stage = torch.nn.functional.cross_entropy(out["stage_logits"], stage)
-            loss = loss_action + loss_ee + loss_stage
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-            pbar.update(1)
-            if step in config.checkpoint_steps:
-                checkpoint(step)
-            if on_step is not None:
-                on_step(step)
-    finally:
-        pbar.close()
-        torch.set_num_threads(threads)
+    losses = fit(policy, opt, data, range(start + 1, config.steps + 1), config, desc=f"training {recipe.value}",
+                 progress=progress, on_step=on_step, checkpoint=checkpoint, done=start)
     write_json(rdir / "training.json", key | {"checkpoints": names, "steps": config.steps,
                                                "final_loss": float(np.mean(losses[-20:])) if losses else None})
     return [rdir / n for n in names]

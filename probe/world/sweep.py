@@ -1,0 +1,246 @@
+"""The diversity sweep: does a shared human/robot space emerge with pre-training diversity?
+
+For each level (percent of :data:`probe.world.bodies.MIXTURE`, 0 = no pre-training):
+
+1. **pre-train** a fresh policy on robot data only: the level's datasets, the same number of
+   episodes (``pretrain_episodes``, split evenly) and steps at every level;
+2. **fine-tune** it twice with the same objectives for every embodiment: on human + target
+   robot data (``cotrained``, the paper's co-fine-tuning) and on the target robot alone
+   (``robot-only``, the control);
+3. **score behaviour** of both on held-out target-robot episodes of the human-only setting
+   (:mod:`probe.world.transfer`).
+
+Layout under the world directory (each checkpoint written atomically, reused by config hash)::
+
+    sweep/pretrained/level-050/   sweep/cotrained/level-050/   sweep/robot-only/level-050/
+    sweep/sweep.json              levels, datasets, checkpoints, behaviour and transfer gain per level
+
+A fine-tuned checkpoint's ``config.json`` records its ``diversity`` level, its ``pretraining``, its
+``behaviour`` on the held-out episodes and, for ``cotrained``, the ``transfer_gain``: stores
+extracted from it carry them into reports.
+
+The pre-training mixture is rendered in memory (it is training data only, never probed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from probe.atomic import write_json
+from probe.errors import DataError, OutputExistsError
+from probe.world.bodies import mixture_at
+from probe.world.config import SweepConfig, WorldConfig
+from probe.world.embodiments import SPECS
+from probe.world.generate import make_episodes, read_world_config
+from probe.world.tasks import STAGES
+from probe.world.train import EmbodimentData, episodes_to_data, fit, load_embodiment
+from probe.world.transfer import episode_scores, summary, transfer_gain
+
+log = logging.getLogger(__name__)
+
+RECIPES = ("robot-only", "cotrained")
+MARKER = "sweep.json"
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A finished sweep: its directory and ``sweep.json``."""
+
+    path: Path
+    result: dict
+
+    @property
+    def levels(self) -> list[int]:
+        return [int(r["level"]) for r in self.result["levels"]]
+
+    def checkpoints(self, recipe: str) -> list[Path]:
+        """The final checkpoint of ``recipe`` at every level, lowest level first."""
+        return [self.path / r["checkpoints"][recipe] for r in self.result["levels"]]
+
+
+def level_dir(world_dir: str | Path, recipe: str, level: int) -> Path:
+    """``WORLD/sweep/<recipe>/level-NNN`` (recipe: pretrained, cotrained or robot-only)."""
+    return Path(world_dir) / "sweep" / recipe / f"level-{int(level):03d}"
+
+
+def _finished(sweep_dir: Path, key: dict) -> dict | None:
+    marker = sweep_dir / MARKER
+    if not marker.is_file():
+        return None
+    done = json.loads(marker.read_text())
+    if any(done.get(k) != v for k, v in key.items()):
+        return None
+    paths = [sweep_dir / p for r in done.get("levels", []) for p in r["checkpoints"].values()]
+    return done if all((p / "model.safetensors").is_file() for p in paths) else None
+
+
+def _cached(path: Path, key: dict) -> bool:
+    try:
+        cfg = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (path / "model.safetensors").is_file() and cfg.get("sweep_key") == key
+
+
+class _Mixture:
+    """The pre-training datasets, rendered on first use: for each body as many episodes as its
+    smallest level needs (the first ``n`` of them at larger levels)."""
+
+    def __init__(self, wconfig: WorldConfig, config: SweepConfig, tasks: list[str], progress: bool):
+        self.wconfig, self.config, self.tasks, self.progress = wconfig, config, tasks, progress
+        self.data: dict[str, EmbodimentData] = {}
+
+    def per_body(self, level: int) -> int:
+        """Episodes per task of each of the level's datasets."""
+        bodies = mixture_at(level)
+        return max(1, math.ceil(self.config.pretrain_episodes / (len(bodies) * len(self.tasks)))) if bodies else 0
+
+    def at(self, level: int) -> dict[str, EmbodimentData]:
+        n = self.per_body(level)
+        out = {}
+        for b in mixture_at(level):
+            if b.name not in self.data:
+                need = max(self.per_body(lv) for lv in self.config.levels if b in mixture_at(lv))
+                episodes = make_episodes(self.wconfig, b.name, episodes_per_task=need, progress=self.progress)
+                self.data[b.name] = episodes_to_data(episodes, self.tasks, self.config.horizon)
+            d = self.data[b.name]
+            keep = d.episode < n * len(self.tasks)
+            out[b.name] = EmbodimentData(b.name, *(getattr(d, f)[keep] for f in
+                                                    ("images", "state", "action", "task", "stage", "episode",
+                                                     "frame", "ee_future")))
+        return out
+
+
+def _policy(tasks: list[str], image_size: int, config: SweepConfig, data: dict[str, EmbodimentData]):
+    import torch
+
+    from probe.world.policy import make_policy
+
+    torch.manual_seed(config.seed)
+    embodiments = {n: {"state_dim": s.state_dim, "action_dim": s.action_dim, "video_key": s.video_key}
+                   for n, s in SPECS.items()}
+    policy = make_policy(embodiments, tasks, list(STAGES), image_size, dict(config.model) | {"horizon": config.horizon})
+    _normalize(policy, data)
+    return policy
+
+
+def _normalize(policy, data: dict[str, EmbodimentData]) -> None:
+    for e, d in data.items():
+        policy.set_normalization(e, "state", d.state.mean(0), d.state.std(0))
+        policy.set_normalization(e, "action", d.action.mean(0), d.action.std(0))
+
+
+def _train(policy, data: dict[str, EmbodimentData], steps: int, seed: int, config: SweepConfig, desc: str,
+           progress: bool) -> None:
+    import torch
+
+    tconfig = config.train_config(steps, seed)
+    opt = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    fit(policy, opt, data, range(1, steps + 1), tconfig, desc=desc, progress=progress)
+
+
+def run_sweep(world_dir: str | Path, config: SweepConfig | None = None, *, size: str = "default",
+              overwrite: bool = False, progress: bool = False) -> Sweep:
+    """Run (or reuse) the diversity sweep on a generated world; see the module docstring.
+
+    Parameters
+    ----------
+    world_dir : a directory made by :func:`probe.world.generate.generate_world`.
+    config : the sweep's levels and training lengths (default: ``SweepConfig.preset(size)``).
+    overwrite : replace a sweep made with another config (the same config is reused).
+    """
+    from probe.world.policy import load_policy, save_policy
+
+    world_dir = Path(world_dir)
+    world = read_world_config(world_dir)
+    if world is None or "evaluation" not in world:
+        raise DataError(f"'{world_dir}' is not a generated world with held-out episodes (world.json version 2); "
+                        f"create one with 'probe world generate --out {world_dir}'")
+    config = config or SweepConfig.preset(size)
+    key = {"world_hash": world["config_hash"], "sweep_hash": config.hash}
+    sweep_dir = world_dir / "sweep"
+    done = _finished(sweep_dir, key)
+    if done is not None:
+        log.info("sweep already run with this config; reusing %s", sweep_dir)
+        return Sweep(sweep_dir, done)
+    if (sweep_dir / MARKER).exists():
+        if not overwrite:
+            raise OutputExistsError(f"'{sweep_dir}' holds a sweep of another world or config; pass --overwrite "
+                                    "(overwrite=True) to replace it, or sweep another world directory")
+        shutil.rmtree(sweep_dir)
+
+    wconfig = WorldConfig(**{k: v for k, v in world["config"].items() if k in WorldConfig.__dataclass_fields__})
+    tasks = list(world["config"]["tasks"])
+    image_size = int(world["config"]["image_size"])
+    target = {e: load_embodiment(world_dir / world["datasets"][e]["path"], e, tasks, config.horizon)
+              for e in ("human", "robot")}
+    heldout = load_embodiment(world_dir / world["evaluation"]["robot"]["path"], "robot", tasks, config.horizon)
+    mixture = _Mixture(wconfig, config, tasks, progress)
+    recipes = {"robot-only": {"robot": target["robot"]}, "cotrained": target}
+    levels = []
+    for level in config.levels:
+        pre_dir = level_dir(world_dir, "pretrained", level)
+        bodies = [b.name for b in mixture_at(level)]
+        pretraining = {"level": level, "datasets": bodies, "episodes_per_task": mixture.per_body(level),
+                       "steps": config.pretrain_steps if bodies else 0}
+        extra = {"sweep_key": key, "diversity": level, "pretraining": pretraining,
+                 "sweep": asdict(config), "world": str(world_dir)}
+        if bodies and not _cached(pre_dir, key):
+            data = mixture.at(level)
+            policy = _policy(tasks, image_size, config, data | target)
+            _train(policy, data, config.pretrain_steps, config.seed, config, f"pre-training {level}%", progress)
+            save_policy(policy, pre_dir, config.pretrain_steps, "pretrained", seed=config.seed, overwrite=True,
+                        extra=extra)
+        scores, record = {}, {"level": level, "pretraining": bodies, "checkpoints": {}, "behaviour": {}}
+        for recipe in RECIPES:
+            out = level_dir(world_dir, recipe, level)
+            if _cached(out, key):
+                policy = load_policy(out)
+            else:
+                policy = load_policy(pre_dir).train() if bodies else _policy(tasks, image_size, config, target)
+                _normalize(policy, target)
+                _train(policy, recipes[recipe], config.finetune_steps, config.seed + 1, config,
+                       f"{recipe} at {level}%", progress)
+            scores[recipe] = episode_scores(policy, heldout)
+            record["behaviour"][recipe] = summary(scores[recipe])
+            found = {"behaviour": {"setting": world["evaluation"]["robot"]["region"]} | record["behaviour"][recipe]}
+            if recipe == "cotrained":
+                record["transfer_gain"] = transfer_gain(scores["cotrained"]["ee_error"],
+                                                        scores["robot-only"]["ee_error"], seed=config.seed)
+                found["transfer_gain"] = record["transfer_gain"]
+            if not _cached(out, key):
+                save_policy(policy, out, config.finetune_steps, recipe, seed=config.seed, overwrite=True,
+                            extra=extra | found)
+            record["checkpoints"][recipe] = str(out.relative_to(sweep_dir))
+        levels.append(record)
+    result = key | {"format": "probe-world-sweep", "config": asdict(config),
+                    "setting": world["evaluation"]["robot"]["region"], "levels": levels}
+    write_json(sweep_dir / MARKER, result)
+    return Sweep(sweep_dir, result)
+
+
+def transfer_by_level(result: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """``{level: {"gain": {...}, "behaviour": {...}}}`` from a ``sweep.json``."""
+    return {int(r["level"]): {"gain": r["transfer_gain"], "behaviour": r["behaviour"]} for r in result["levels"]}
+
+
+def transfer_table(result: dict[str, Any]):
+    """A rich table of behaviour per level (errors with and without human data, the transfer gain)."""
+    from rich.table import Table
+
+    table = Table("diversity", "pre-training datasets", "ee error robot-only", "ee error cotrained",
+                  "transfer gain [95% CI]", title=f"behaviour on the human-only setting ({result['setting']})")
+    for r in result["levels"]:
+        g = r["transfer_gain"]
+        ci = f" [{g['ci'][0]:+.2f}, {g['ci'][1]:+.2f}]" if g["ci"][0] is not None else ""
+        table.add_row(f"{r['level']}%", str(len(r["pretraining"])), f"{r['behaviour']['robot-only']['ee_error']:.4f}",
+                      f"{r['behaviour']['cotrained']['ee_error']:.4f}", f"{g['value']:+.2f}{ci}")
+    return table

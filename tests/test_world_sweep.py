@@ -1,0 +1,105 @@
+"""`probe world sweep`: robot pre-training at rising diversity, co-fine-tuning with and without human data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from probe.cli import main
+from probe.errors import OutputExistsError
+from probe.world.bodies import MIXTURE, mixture_at
+from probe.world.config import SweepConfig
+from probe.world.generate import generate_world, read_world_config
+from probe.world.sweep import run_sweep
+from probe.world.embodiments import ee_from_state
+from probe.world.train import load_embodiment
+from probe.world.tasks import REGIONS
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep") / "world"
+    generate_world(out, size="tiny")
+    return out
+
+
+def test_mixture_levels_are_nested_and_span_the_mixture():
+    assert mixture_at(0) == ()
+    assert mixture_at(100) == MIXTURE
+    sizes = [len(mixture_at(level)) for level in (0, 25, 50, 75, 100)]
+    assert sizes == sorted(sizes) and len(set(sizes)) == 5
+    assert all(mixture_at(25)[i] == mixture_at(75)[i] for i in range(len(mixture_at(25))))
+    # the mixture varies every axis the issue names: arms, grippers, cameras, action spaces, scenes
+    assert {b.gripper for b in MIXTURE} == {"parallel", "hand"}
+    assert {b.action_space for b in MIXTURE} == {"joint", "ee"}
+    assert {b.shot.head for b in MIXTURE} == {True, False}
+    assert len({b.look for b in MIXTURE}) >= 4 and len({b.arm for b in MIXTURE}) >= 3
+
+
+def test_world_holds_a_human_only_setting(world):
+    info = read_world_config(world)
+    tasks = info["config"]["tasks"]
+    robot = load_embodiment(world / info["datasets"]["robot"]["path"], "robot", tasks, 4)
+    heldout = load_embodiment(world / info["evaluation"]["robot"]["path"], "robot", tasks, 4)
+    assert heldout.episode.max() + 1 == info["evaluation"]["robot"]["episodes"]
+
+    def object_x(data) -> np.ndarray:
+        # picking and drawer-opening reach straight above the object: the effector's x where 'reach' ends
+        ee = ee_from_state("robot", data.state)
+        keep = np.isin(data.task, [tasks.index("pick_place"), tasks.index("open_drawer")]) & (data.stage == 0)
+        last = np.flatnonzero(keep & ~np.r_[keep[1:], False])
+        return ee[last, 0]
+
+    # robot training data keeps its objects in its region; the held-out episodes lie beyond it
+    assert object_x(robot).max() <= REGIONS["near"][1] + 0.01
+    assert object_x(heldout).min() >= REGIONS["far_right"][0] - 0.01
+
+
+def test_sweep_trains_every_level_and_records_behaviour(world, capsys):
+    config = SweepConfig.preset("tiny")
+    sweep = run_sweep(world, config)
+    assert sweep.levels == list(config.levels)
+    for recipe in ("cotrained", "robot-only"):
+        for level, path in zip(config.levels, sweep.checkpoints(recipe)):
+            cfg = json.loads((path / "config.json").read_text())
+            assert cfg["diversity"] == level and cfg["recipe"] == recipe
+            assert cfg["pretraining"]["datasets"] == [b.name for b in mixture_at(level)]
+            assert 0 < cfg["behaviour"]["ee_error"] < 1 and 0 <= cfg["behaviour"]["stage_acc"] <= 1
+            assert ("transfer_gain" in cfg) == (recipe == "cotrained")
+    # every level pre-trains on about the same number of episodes (diversity, not amount, differs)
+    budgets = [len(r["pretraining"]) * json.loads((sweep.path / r["checkpoints"]["cotrained"] / "config.json")
+                                                  .read_text())["pretraining"]["episodes_per_task"] * 3
+               for r in sweep.result["levels"] if r["pretraining"]]
+    assert max(budgets) <= 2 * min(budgets)
+    for r in sweep.result["levels"]:
+        gain = r["transfer_gain"]
+        errors = r["behaviour"]
+        assert gain["value"] == pytest.approx(1 - errors["cotrained"]["ee_error"] / errors["robot-only"]["ee_error"], rel=1e-4)
+        lo, hi = gain["ci"]
+        assert lo is None or lo <= gain["value"] <= hi
+
+    # a second run reuses everything; another config is refused unless --overwrite
+    stamp = (sweep.checkpoints("cotrained")[-1] / "model.safetensors").stat().st_mtime_ns
+    again = run_sweep(world, config)
+    assert (again.checkpoints("cotrained")[-1] / "model.safetensors").stat().st_mtime_ns == stamp
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        run_sweep(world, SweepConfig.preset("tiny", finetune_steps=21))
+
+    assert main(["world", "sweep", str(world), "--size", "tiny"]) == 0
+    printed = capsys.readouterr().out
+    assert "transfer gain" in printed and "wrote sweep:" in printed
+
+
+def test_sweep_help_documents_the_levels(capsys):
+    with pytest.raises(SystemExit):
+        main(["world", "sweep", "--help"])
+    text = capsys.readouterr().out
+    assert "0 25 50 75 100" in text and all(b.name in text for b in MIXTURE)
+
+
+def test_bad_levels_are_one_line(world, capsys):
+    assert main(["world", "sweep", str(world), "--levels", "0", "150"]) == 2
+    err = capsys.readouterr().err
+    assert "0..100" in err and "Traceback" not in err
