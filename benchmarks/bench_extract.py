@@ -39,6 +39,7 @@ Usage::
     .venv/bin/python benchmarks/bench_extract.py --world world --checkpoint world/checkpoints/cotrained/step-000600 \\
         --checkpoints 6 --scale 3
     .venv/bin/python benchmarks/bench_extract.py --size tiny --batch-size 64 --device cuda --json out.json
+    .venv/bin/python benchmarks/bench_extract.py --lerobot      # a LeRobot ACT checkpoint: see bench_lerobot.py
 """
 
 from __future__ import annotations
@@ -278,6 +279,11 @@ def peak_memory(world: Path, ckpts: list[Path] | Path, out: Path, copies: int, b
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--lerobot" in argv:  # probe extract on a LeRobot ACT checkpoint vs. the hand-written LeRobot loop
+        from benchmarks.bench_lerobot import main as lerobot_main
+
+        return lerobot_main([a for a in argv if a != "--lerobot"])
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--world", type=Path, help="a generated world (default: generate one in a temp dir)")
     p.add_argument("--size", default="tiny", help="world size to generate when --world is not given")
@@ -294,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--read-processes", type=int, default=None, metavar="P",
                    help="reader processes of the reading-alone measurement (default: cores, at most 8)")
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--lerobot", action="store_true",
+                   help="instead: probe extract on a LeRobot ACT checkpoint vs. the hand-written LeRobot loop "
+                        "(benchmarks/bench_lerobot.py, which takes the remaining options)")
     args = p.parse_args(argv)
     from probe.extraction.passes import MAX_MODEL_WORKERS, cpu_cores
 

@@ -74,3 +74,7 @@ class IndexMismatchError(ProbeError, ValueError):
 
 class IndexFileError(ProbeError, ValueError):
     """A retrieval index directory is missing, corrupt or of another format version."""
+
+
+class MissingDependencyError(ProbeError, ImportError):
+    """An optional dependency a checkpoint or format needs is not installed (the message names the extra)."""

@@ -15,7 +15,8 @@ EXAMPLE = ("probe extract --checkpoint world/checkpoints/cotrained/step-000600 -
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", action="append", required=True, metavar="CKPT",
-                   help="world policy directory, weight file (with --model) or TorchScript archive; "
+                   help="world policy or LeRobot policy directory (or LeRobot run directory), Hugging Face model directory, "
+                        "weight file (with --model) or TorchScript archive; "
                         "repeat to compare checkpoints (one store each under --out)")
     p.add_argument("--data", action="append", required=True, metavar="[EMBODIMENT=]PATH",
                    help="a dataset (LeRobot v2/v3, HDF5, keypoints+video); repeat for each embodiment")
@@ -40,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapter-kwargs", default=None, metavar="JSON",
                    help='adapter options, e.g. \'{"size": 224, "mean": [0.485, 0.456, 0.406], '
                         '"std": [0.229, 0.224, 0.225]}\'')
+    p.add_argument("--rename", action="append", default=[], metavar="DATASET_KEY=POLICY_KEY",
+                   help="LeRobot policies: a dataset feature (camera) that stands for one the policy expects, e.g. "
+                        "observation.images.egocentric=observation.images.front (repeatable)")
     p.add_argument("--embed", default=None, metavar="MODULE:FN",
                    help="function (model, inputs, batch) -> {name: tensor} for representations hooks cannot reach")
     p.add_argument("--batch-size", type=int, default=64, help="frames per forward (default: 64)")
@@ -76,7 +80,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from probe.extraction.config import ExtractConfig, PassConfig, parse_json_kwargs
+    from probe.extraction.config import ExtractConfig, PassConfig, parse_json_kwargs, with_rename
     from probe.extraction.sampling import SamplingConfig
     from probe.model.config import ModelConfig
     from probe.extraction.run import extract
@@ -84,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     model = ModelConfig(
         layers=tuple(args.layer), pool=args.pool, model=args.model,
         model_kwargs=parse_json_kwargs(args.model_kwargs, "--model-kwargs"), trust_checkpoint=args.trust_checkpoint,
-        adapter=args.adapter, adapter_kwargs=parse_json_kwargs(args.adapter_kwargs, "--adapter-kwargs"),
+        adapter=args.adapter,
+        adapter_kwargs=with_rename(parse_json_kwargs(args.adapter_kwargs, "--adapter-kwargs"), args.rename),
         embed=args.embed, device=args.device, autocast=args.autocast,
     )
     sampling = SamplingConfig(stages=args.stages, stride=args.stride, fps=args.fps, max_frames=args.max_frames,

@@ -13,12 +13,15 @@ EXAMPLE = "probe layers world/checkpoints/cotrained/step-000600"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="world policy directory, weight file (with --model) or TorchScript archive")
+    p.add_argument("checkpoint", help="world policy or LeRobot policy directory (or LeRobot run directory), Hugging "
+                                      "Face model directory, weight file (with --model) or TorchScript archive")
     p.add_argument("--model", default=None, metavar="MODULE:FACTORY", help="callable building your nn.Module")
     p.add_argument("--model-kwargs", default=None, metavar="JSON", help="keyword arguments of the --model factory")
     p.add_argument("--trust-checkpoint", action="store_true", help="allow full unpickling (trusted files only)")
     p.add_argument("--adapter", default=None, help="world, image, state or MODULE:CALLABLE")
     p.add_argument("--adapter-kwargs", default=None, metavar="JSON", help="adapter options")
+    p.add_argument("--rename", action="append", default=[], metavar="DATASET_KEY=POLICY_KEY",
+                   help="LeRobot policies: a dataset feature (camera) that stands for one the policy expects")
     p.add_argument("--data", default=None, metavar="[EMBODIMENT=]PATH",
                    help="run the dummy forward on two real frames of this dataset")
     p.add_argument("--input-shape", default=None, metavar="C,H,W",
@@ -28,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from probe.extraction.config import parse_json_kwargs
+    from probe.extraction.config import parse_json_kwargs, with_rename
     from probe.extraction.layers import layer_table
 
     shape = None
@@ -42,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     infos, provenance = layer_table(
         args.checkpoint, model=args.model, model_kwargs=parse_json_kwargs(args.model_kwargs, "--model-kwargs"),
         trust=args.trust_checkpoint, adapter=args.adapter,
-        adapter_kwargs=parse_json_kwargs(args.adapter_kwargs, "--adapter-kwargs"), data=args.data,
+        adapter_kwargs=with_rename(parse_json_kwargs(args.adapter_kwargs, "--adapter-kwargs"), args.rename),
+        data=args.data,
         input_shape=shape, embodiment=args.embodiment)
     rows = [(i.name, i.type, "x".join(map(str, i.shape)) if i.shape else "not called", f"{i.parameters:,}")
             for i in infos if i.shape is not None or args.all]
@@ -53,6 +57,10 @@ def run(args: argparse.Namespace) -> int:
     for row in [header, *rows]:  # plain lines: names must stay whole to be copied into --layer
         console.print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[3], markup=False,
                       soft_wrap=True)
+    suggested = provenance.get("suggested_layers") or []
+    if suggested:
+        console.print(f"suggested layers ({provenance['kind']}): {', '.join(suggested)}", markup=False, soft_wrap=True)
+    layers = " ".join(f"--layer {shlex.quote(x)}" for x in suggested) or "--layer NAME"
     outputs({}, [shlex.join(["probe", "extract", "--checkpoint", str(args.checkpoint)])
-                 + " --data human=PATH --data robot=PATH --layer NAME --out STORE"])
+                 + f" --data human=PATH --data robot=PATH {layers} --out STORE"])
     return 0

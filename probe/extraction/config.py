@@ -187,3 +187,14 @@ def parse_json_kwargs(text: str | None, option: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(f"{option}: expected a JSON object, got {type(value).__name__}")
     return value
+
+
+def with_rename(adapter_kwargs: dict[str, Any], rename: list[str] | None) -> dict[str, Any]:
+    """``adapter_kwargs`` with ``--rename DATASET_KEY=POLICY_KEY`` options added as its ``rename`` entry."""
+    if not rename:
+        return adapter_kwargs
+    from probe.model.lerobot_inputs import parse_rename
+
+    merged = dict(adapter_kwargs.get("rename") or {})
+    merged.update(parse_rename(rename))
+    return {**adapter_kwargs, "rename": merged}

@@ -23,7 +23,8 @@ def layer_table(checkpoint: str, *, model: str | None = None, model_kwargs: Mapp
 
     Returns
     -------
-    ``(list of LayerInfo, checkpoint provenance)``.
+    ``(list of LayerInfo, checkpoint provenance)``; the provenance's ``suggested_layers`` lists the layers the
+    adapter suggests (LeRobot policies: per policy type), resolved among the layers that ran.
     """
     import torch
 
@@ -48,4 +49,8 @@ def layer_table(checkpoint: str, *, model: str | None = None, model_kwargs: Mapp
             raise ConfigError("the adapter has no example(); pass --data PATH to list layers")
         inputs = example(embodiment or "robot", dev, input_shape)
     infos = list_layers(loaded.model, lambda: ad.forward(loaded.model, inputs))
-    return infos, loaded.provenance()
+    provenance = loaded.provenance()
+    suggest = getattr(ad, "suggested_layers", None)
+    if callable(suggest):
+        provenance["suggested_layers"] = suggest([i.name for i in infos if i.shape is not None])
+    return infos, provenance

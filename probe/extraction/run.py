@@ -68,7 +68,9 @@ def store_paths(config: ExtractConfig, names: Sequence[str]) -> list[Path]:
 
 
 def _checkpoint_names(checkpoints: Sequence[str]) -> list[str]:
-    return [Path(c).name if Path(c).is_dir() else Path(c).stem for c in checkpoints]
+    from probe.model.checkpoints import checkpoint_name
+
+    return [checkpoint_name(c) for c in checkpoints]
 
 
 
@@ -162,6 +164,7 @@ def _extract_locked(config: ExtractConfig, paths: Sequence[Path], progress: bool
         device = resolve_device(config.model.device)
         budget = pass_budget(config.passes.pass_memory, device)
         for runs in plan_passes(config, todo, device, budget):
+            _check_inputs(runs, opened)
             log.info("one pass over the data for %s", ", ".join(r.path.name for r in runs))
             run_pass(config, opened, runs, progress=progress)
             stores.update({r.index: r.store for r in runs if r.store is not None})
@@ -174,6 +177,21 @@ def _extract_locked(config: ExtractConfig, paths: Sequence[Path], progress: bool
         raise _failure(failed, [stores[i] for i in sorted(stores)], len(paths))
     result = [stores[i] for i in range(len(paths))]
     return result[0] if len(result) == 1 else result
+
+
+def _check_inputs(runs: Sequence[Any], opened: OpenedData) -> None:
+    """Adapters that can tell from a dataset's description whether it has their model's inputs
+    (``check_dataset(info, embodiment)``, e.g. LeRobot policies) refuse it before the pass starts; adapters that
+    read more frames than a batch holds (``use_datasets({name: dataset})``, e.g. observation history) get the
+    opened datasets."""
+    for run in runs:
+        check = getattr(run.extractor.adapter, "check_dataset", None)
+        if callable(check):
+            for dataset, embodiment in zip(opened.datasets, opened.embodiments):
+                check(dataset.info, embodiment)
+        use = getattr(run.extractor.adapter, "use_datasets", None)
+        if callable(use):
+            use(dict(zip(opened.names, opened.datasets)))
 
 
 def _failure(failed: Sequence[Any], written: Sequence[Store], n_checkpoints: int) -> ProbeError:

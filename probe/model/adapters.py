@@ -18,11 +18,17 @@ An adapter is an object with
   ``needs_state`` and ``needs_task`` (the model takes the state vector / the task),
   ``state_dims`` (``{embodiment: state size}``) and ``tasks`` (the task names it
   knows), which checks of raw observations use.
+* optional, for models that need more than a batch (the LeRobot adapter has them):
+  ``check_dataset(info, embodiment)`` refuses a dataset before the pass starts;
+  ``use_datasets({name: dataset})`` receives the opened datasets (e.g. to read
+  observation history); ``batch_first_view(layer)`` returns a function that turns a
+  layer's output batch-first (or None); ``suggested_layers(names)`` picks the layers
+  ``probe layers`` suggests.
 
 Subclass :class:`Adapter` to get the defaults. ``--adapter package.module:make``
 names a callable ``make(model, **adapter_kwargs) -> adapter`` (a subclass of
-:class:`Adapter` itself works). Registered names (:data:`ADAPTERS`): ``image``, ``state`` and
-the built-in world's ``world``.
+:class:`Adapter` itself works). Registered names (:data:`ADAPTERS`): ``image``, ``state``,
+the built-in world's ``world``, ``lerobot`` (LeRobot policies) and ``transformers`` (Hugging Face image models).
 """
 
 from __future__ import annotations
@@ -221,6 +227,8 @@ ADAPTERS: dict[str, type[Adapter] | str] = {
     "image": ImageAdapter,
     "state": StateAdapter,
     "world": "probe.world.adapter:WorldAdapter",
+    "lerobot": "probe.model.lerobot_inputs:LeRobotAdapter",
+    "transformers": "probe.model.hf_transformers:TransformersImageAdapter",
 }
 
 

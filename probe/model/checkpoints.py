@@ -12,6 +12,11 @@ Kinds of checkpoint
   names a registered ``"type"``, loaded by the kind's loader given as a spec string. The
   built-in world registers ``"probe-world-policy"`` this way (``probe.world.adapter``),
   so this module never imports it; :func:`register_directory_kind` adds your own.
+  LeRobot policies (``"type": "act"``, ``"diffusion"``, ``"smolvla"``, ``"pi0"`` ...) are
+  registered the same way (:mod:`probe.model.lerobot_policies`); a LeRobot training run's
+  directory or one of its ``checkpoints/NNN`` stands for its ``pretrained_model``
+  (:func:`resolve_checkpoint_dir`). A Hugging Face ``transformers`` directory (``config.json``
+  with ``architectures`` / ``model_type``, no ``"type"``) is the ``"transformers"`` kind.
 * ``state_dict``: ``--model package.module:factory`` (a callable returning an
   ``nn.Module``, given ``--model-kwargs``) plus a ``.safetensors`` / ``.pt`` /
   ``.pth`` / ``.bin`` file (or a directory holding one) of its weights.
@@ -51,12 +56,26 @@ class DirectoryKind:
 
     config_type: str
     loader: str
-    weights: str = "model.safetensors"
+    weights: str | tuple[str, ...] = "model.safetensors"
 
+    def weight_file(self, directory: Path) -> Path | None:
+        """The first of ``weights`` present in ``directory`` (None: none is)."""
+        names = (self.weights,) if isinstance(self.weights, str) else self.weights
+        return next((directory / n for n in names if (directory / n).is_file()), None)
+
+
+#: LeRobot policy types (``config.json`` ``"type"``), loaded with LeRobot's own classes.
+LEROBOT_POLICY_TYPES = ("act", "diffusion", "tdmpc", "vqbet", "pi0", "pi05", "pi0_fast", "smolvla", "sac",
+                        "reward_classifier", "groot", "xvla", "wall_x")
+LEROBOT_LOADER = "probe.model.lerobot_policies:load_lerobot_policy"
+TRANSFORMERS_KIND = "transformers"
 
 #: Registered checkpoint directories by their ``config.json`` ``"type"``.
 DIRECTORY_KINDS: dict[str, DirectoryKind] = {
     WORLD_POLICY_TYPE: DirectoryKind(WORLD_POLICY_TYPE, "probe.world.adapter:load_world_policy"),
+    **{t: DirectoryKind(t, LEROBOT_LOADER) for t in LEROBOT_POLICY_TYPES},
+    TRANSFORMERS_KIND: DirectoryKind(TRANSFORMERS_KIND, "probe.model.hf_transformers:load_transformers_model",
+                                     ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")),
 }
 
 
@@ -66,8 +85,26 @@ def register_directory_kind(kind: DirectoryKind) -> None:
 
 
 def directory_kind(config: Mapping[str, Any] | None) -> DirectoryKind | None:
-    """The registered kind a directory's ``config.json`` names, if any."""
-    return DIRECTORY_KINDS.get(str(config.get("type"))) if config else None
+    """The registered kind a directory's ``config.json`` names, if any (``transformers`` for a Hugging Face
+    config: ``architectures`` or ``model_type`` and no registered ``"type"``)."""
+    if not config:
+        return None
+    kind = DIRECTORY_KINDS.get(str(config.get("type")))
+    if kind is None and (config.get("architectures") or config.get("model_type")):
+        kind = DIRECTORY_KINDS.get(TRANSFORMERS_KIND)
+    return kind
+
+
+def resolve_checkpoint_dir(path: Path) -> Path:
+    """A LeRobot run directory (``checkpoints/last/pretrained_model``) or one of its ``checkpoints/NNN``
+    (``NNN/pretrained_model``) as the directory holding the policy; any other path as it is."""
+    if not path.is_dir() or (path / "config.json").is_file():
+        return path
+    for inner in (path / "pretrained_model", path / "checkpoints" / "last" / "pretrained_model"):
+        if (inner / "config.json").is_file():
+            return inner
+    return path
+
 STATE_DICT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 TORCHSCRIPT_SUFFIXES = (".ts", ".torchscript", ".jit")
 
@@ -107,9 +144,8 @@ class LoadedModel:
 
     @property
     def name(self) -> str:
-        """A short name for outputs: the checkpoint directory's or file's stem."""
-        p = Path(self.path)
-        return p.name if p.is_dir() else p.stem
+        """A short name for outputs (see :func:`checkpoint_name`)."""
+        return checkpoint_name(self.path)
 
     def provenance(self) -> dict[str, Any]:
         """The ``checkpoint`` entry of a store manifest."""
@@ -121,6 +157,18 @@ class LoadedModel:
             if self.config.get(key) is not None:
                 out[key] = self.config[key]
         return out
+
+
+def checkpoint_name(path: str | Path) -> str:
+    """A short name for a checkpoint's outputs: the directory's name or the file's stem; a LeRobot
+    ``checkpoints/NNN/pretrained_model`` is named ``NNN`` (a run directory: ``last``)."""
+    p = Path(path)
+    if p.is_dir() and p.name != "pretrained_model":
+        resolved = resolve_checkpoint_dir(p)
+        p = resolved if resolved != p and resolved.parent.name != "last" else p
+    if p.name == "pretrained_model" and p.parent.name:
+        return p.parent.name
+    return p.name if p.is_dir() else p.stem
 
 
 def file_sha256(path: str | Path) -> str:
@@ -216,7 +264,7 @@ def load_checkpoint(checkpoint: str | Path, *, model: str | None = None,
     CheckpointError
         Missing, corrupt, unsafe-to-load without trust, or not fitting the model.
     """
-    path = Path(checkpoint)
+    path = resolve_checkpoint_dir(Path(checkpoint))
     if model_kwargs and not model:
         raise ConfigError("--model-kwargs given without --model; they are the factory's keyword arguments")
     weights, config = _locate(path, model)
@@ -260,15 +308,15 @@ def _locate(path: Path, model: str | None) -> tuple[Path, dict[str, Any] | None]
     config = _read_config(path)
     kind = directory_kind(config)
     if kind is not None and not model:
-        weights = path / kind.weights
-        if not weights.is_file():
+        weights = kind.weight_file(path)
+        if weights is None:
             raise CheckpointError(f"'{path}' is a {kind.config_type} checkpoint but lacks {kind.weights}; "
                                   "re-export the checkpoint")
         return weights, config
     if not model:
         raise CheckpointError(
-            f"checkpoint directory '{path}' is not a world policy (config.json with "
-            f"\"type\": \"{WORLD_POLICY_TYPE}\" missing); for your own model pass --model "
+            f"checkpoint directory '{path}' is not a world policy or a LeRobot policy (config.json with "
+            f"\"type\" one of {WORLD_POLICY_TYPE}, {', '.join(LEROBOT_POLICY_TYPES[:4])} ... missing); for your own model pass --model "
             "package.module:factory and the weights (a directory holding model.safetensors, or the file)"
         )
     return _weight_file(path), config
@@ -281,7 +329,7 @@ def check_checkpoint(checkpoint: str | Path, *, model: str | None = None) -> Non
     Runs over every checkpoint of ``probe extract`` before the first pass, so that a broken one
     among many does not stop the run hours in. Key mismatches are found when the model loads.
     """
-    weights, _ = _locate(Path(checkpoint), model)
+    weights, _ = _locate(resolve_checkpoint_dir(Path(checkpoint)), model)
     if weights.suffix == ".safetensors":
         from safetensors import safe_open
 
@@ -303,7 +351,7 @@ def check_checkpoint(checkpoint: str | Path, *, model: str | None = None) -> Non
 
 def checkpoint_sha256(checkpoint: str | Path, *, model: str | None = None) -> str:
     """The ``sha256`` its :class:`LoadedModel` reports (of the weight file), without loading the checkpoint."""
-    return file_sha256(_locate(Path(checkpoint), model)[0])
+    return file_sha256(_locate(resolve_checkpoint_dir(Path(checkpoint)), model)[0])
 
 
 

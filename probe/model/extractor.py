@@ -49,8 +49,10 @@ class Extractor:
         else:
             hooked, self.embed_layers = requested, []
         self.hooked = hooked
+        view_of = getattr(self.adapter, "batch_first_view", None)  # optional: layers whose outputs are not (B, ...)
+        views = {x: v for x in hooked if callable(view_of) and (v := view_of(x)) is not None}
         self.hooks = LayerHooks(self.model, hooked, {x: config.pooling_of(x) for x in hooked},
-                                where=f"checkpoint '{loaded.path}'")
+                                where=f"checkpoint '{loaded.path}'", views=views)
         self.dims: dict[str, int] = {}
         self.autocast = None if config.autocast in (None, "none") else (
             torch.bfloat16 if config.autocast == "bf16" else torch.float16)

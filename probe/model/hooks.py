@@ -169,10 +169,12 @@ class LayerHooks:
     """
 
     def __init__(self, model: torch.nn.Module, layers: Sequence[str], pooling: Mapping[str, Pooling] | Pooling | str = Pooling.MEAN,
-                 *, where: str = "model") -> None:
+                 *, where: str = "model", views: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None) -> None:
         check_layers(model, layers, where=where)
         self.model = model
         self.layers = list(dict.fromkeys(layers))
+        # per layer, a function turning its output batch-first (e.g. (T, B, D) -> (B, T, D)), from the adapter
+        self.views = dict(views or {})
         self.module_layers = [name for name in self.layers if not is_output_layer(name)]
         if isinstance(pooling, Mapping):
             self.pooling = {name: parse_pooling(pooling.get(name, Pooling.MEAN)) for name in self.layers}
@@ -200,6 +202,8 @@ class LayerHooks:
             if x is None:
                 raise ConfigError(f"layer '{name}' ({type(module).__name__}) returned {type(output).__name__} "
                                  "holding no tensor; choose another layer")
+            if name in self.views:
+                x = self.views[name](x)
             self._out[name] = pool(x, self.pooling[name], self.mask)
         return hook
 
