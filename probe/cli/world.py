@@ -27,7 +27,8 @@ For each LEVEL (percent of the robot pre-training mixture; 0 = no pre-training):
   1. pre-train on robot data only: the first LEVEL% of the mixture below, the same number of
      episodes and steps at every level, so that levels differ in diversity alone;
   2. fine-tune twice with the same objectives for every embodiment: on human + target robot data
-     (cotrained) and on the target robot alone (robot-only, the control);
+     (cotrained) and on the target robot alone (robot-only, the control); both see the same
+     number of target-robot batches (co-training adds as many human batches);
   3. score both on held-out target-robot episodes of the human-only setting (task objects where
      only people put them in training): effector-trajectory error, stage accuracy, and the
      transfer gain 1 - error(cotrained) / error(robot-only) with a paired 95% interval.

@@ -187,7 +187,7 @@ class SweepConfig:
                 Size.SMALL: dict(levels=(0, 25, 50, 100), pretrain_steps=600, finetune_steps=300,
                                  pretrain_episodes=48),
                 # the demo's: four levels, trimmed to fit its time budget on 2 cores
-                Size.DEFAULT: dict(levels=(0, 25, 50, 100), pretrain_steps=1500, finetune_steps=600),
+                Size.DEFAULT: dict(levels=(0, 25, 50, 100), pretrain_steps=1500, finetune_steps=500),
                 Size.LARGE: dict(levels=(0, 25, 50, 75, 100), pretrain_steps=4000, finetune_steps=1500,
                                  pretrain_episodes=144)}[size]
         return cls(**(base | overrides))

@@ -6,7 +6,8 @@ For each level (percent of :data:`probe.world.bodies.MIXTURE`, 0 = no pre-traini
    episodes (``pretrain_episodes``, split evenly) and steps at every level;
 2. **fine-tune** it twice with the same objectives for every embodiment: on human + target
    robot data (``cotrained``, the paper's co-fine-tuning) and on the target robot alone
-   (``robot-only``, the control);
+   (``robot-only``, the control); both see ``finetune_steps`` batches of target-robot data
+   (co-training alternates them with as many human batches: human data is added, not swapped in);
 3. **score behaviour** of both on held-out target-robot episodes of the human-only setting
    (:mod:`probe.world.transfer`).
 
@@ -207,8 +208,10 @@ def run_sweep(world_dir: str | Path, config: SweepConfig | None = None, *, size:
             else:
                 policy = load_policy(pre_dir).train() if bodies else _policy(tasks, image_size, config, target)
                 _normalize(policy, target)
-                _train(policy, recipes[recipe], config.finetune_steps, config.seed + 1, config,
-                       f"{recipe} at {level}%", progress)
+                # every recipe sees finetune_steps batches of target-robot data; co-training alternates
+                # them with as many human batches (so human data is added, not swapped for robot data)
+                _train(policy, recipes[recipe], config.finetune_steps * len(recipes[recipe]), config.seed + 1,
+                       config, f"{recipe} at {level}%", progress)
             scores[recipe] = episode_scores(policy, heldout)
             record["behaviour"][recipe] = summary(scores[recipe])
             found = {"behaviour": {"setting": world["evaluation"]["robot"]["region"]} | record["behaviour"][recipe]}
@@ -217,7 +220,8 @@ def run_sweep(world_dir: str | Path, config: SweepConfig | None = None, *, size:
                                                         scores["robot-only"]["ee_error"], seed=config.seed)
                 found["transfer_gain"] = record["transfer_gain"]
             if not _cached(out, key):
-                save_policy(policy, out, config.finetune_steps, recipe, seed=config.seed, overwrite=True,
+                save_policy(policy, out, config.finetune_steps * len(recipes[recipe]), recipe, seed=config.seed,
+                            overwrite=True,
                             extra=extra | found)
             record["checkpoints"][recipe] = str(out.relative_to(sweep_dir))
         levels.append(record)
