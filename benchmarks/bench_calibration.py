@@ -8,16 +8,23 @@ Generative model: two embodiments x ``--tasks`` tasks x ``--stages`` stages, fix
 design; ``--episodes`` episodes per (embodiment, task), the independent units: each
 episode draws a random effect (``--episode-sd``) added to all its frames, each frame
 its own noise. Stage centres are shared; the robot's latents are then ``aligned``
-(unchanged), ``offset`` (shifted), ``rotated`` (a random rotation) or ``partial``
-(half the offset).
+(unchanged), ``offset`` (shifted), ``rotated`` (a random rotation), ``partial``
+(half the offset) or ``random`` (the robot's (task, stage) centres drawn independently of the
+human's: no shared structure).
 
 Target: what an interval describes is the estimate's sampling distribution, so the
 target of each metric is its expected value **at the same sample size**, estimated
 as the mean over ``--truth`` independent datasets (kNN metrics such as LISI depend on
-n, so a value at a much larger n would be another quantity). Coverage is counted
+n, so a value at a much larger n would be another quantity), each with its own seed as the
+checked datasets have (fits and k-means restarts depend on it). Coverage is counted
 against that mean (its own Monte-Carlo error is small beside the intervals' width).
 
-    .venv/bin/python benchmarks/bench_calibration.py --datasets 200 --truth 200
+Every metric gets an interval here (``MetricsConfig.all_intervals``), also those the suite
+withholds because they are not calibrated (``metrics.calibration.NO_INTERVAL``): the table shows
+the coverage that made them lose it. Models run in parallel processes with ``--jobs``.
+
+    .venv/bin/python benchmarks/bench_calibration.py --models aligned offset rotated random --datasets 80 \
+        --truth 200 --noise 0.8 --seed 7 --jobs 2
 """
 
 from __future__ import annotations
@@ -35,11 +42,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from metrics.spec import Labels, MetricsConfig  # noqa: E402
 from metrics.suite import run_suite  # noqa: E402
 
-MODELS = ("aligned", "partial", "offset", "rotated")
+MODELS = ("aligned", "partial", "offset", "rotated", "random")
 
 
 def draw(model: str, rng: np.random.Generator, *, tasks: int, stages: int, episodes: int, frames: int, dim: int,
-         episode_sd: float, noise: float, centres: np.ndarray, rotation: np.ndarray) -> tuple[np.ndarray, Labels]:
+         episode_sd: float, noise: float, centres: np.ndarray, rotation: np.ndarray,
+         robot_centres: np.ndarray | None = None) -> tuple[np.ndarray, Labels]:
     """One dataset of the generative model (centres and rotation are fixed per model, not per dataset)."""
     rows, X = [], []
     episode = 0
@@ -49,7 +57,8 @@ def draw(model: str, rng: np.random.Generator, *, tasks: int, stages: int, episo
                 effect = rng.normal(scale=episode_sd, size=dim)
                 for f in range(frames):
                     s = min(f * stages // frames, stages - 1)
-                    x = centres[t, s] + effect + rng.normal(scale=noise, size=dim)
+                    own = robot_centres if emb == "robot" and model == "random" else centres
+                    x = own[t, s] + effect + rng.normal(scale=noise, size=dim)
                     if emb == "robot":
                         if model in ("offset", "partial"):
                             x = x + (1.5 if model == "offset" else 0.75)
@@ -67,60 +76,101 @@ def draw(model: str, rng: np.random.Generator, *, tasks: int, stages: int, episo
     return np.asarray(X, dtype=np.float32), labels
 
 
-def run(args: argparse.Namespace) -> dict:
-    rng = np.random.default_rng(args.seed)
+def run_model(model: str, args: argparse.Namespace) -> dict:
+    """Coverage and width of every metric's interval on ``args.datasets`` datasets of one model."""
+    rng = np.random.default_rng([args.seed, MODELS.index(model)])  # each model its own stream (runs in parallel)
     shape = dict(tasks=args.tasks, stages=args.stages, episodes=args.episodes, frames=args.frames, dim=args.dim,
                  episode_sd=args.episode_sd, noise=args.noise)
-    out: dict = {"settings": vars(args), "models": {}}
-    for model in args.models:
-        centres = rng.normal(scale=args.separation, size=(args.tasks, args.stages, args.dim))
-        rotation, _ = np.linalg.qr(rng.normal(size=(args.dim, args.dim)))
-        common = dict(shape, centres=centres, rotation=rotation)
-        base = dict(k=args.k, null_repeats=0, permutations=0, seed=0, max_samples=20_000,
-                    bootstrap_samples=args.bootstrap_samples, intervals=args.intervals)
-        t0 = time.perf_counter()
-        truth: dict[str, list[float]] = {}
-        for _ in range(args.truth):
-            X, labels = draw(model, rng, **common)
-            for name, v in run_suite(X, labels, MetricsConfig(bootstrap=0, **base)).metrics.items():
-                truth.setdefault(name, []).append(v.value)
-        results = []
-        for i in range(args.datasets):
-            X, labels = draw(model, rng, **common)
-            results.append(run_suite(X, labels, MetricsConfig(bootstrap=args.bootstrap, **dict(base, seed=i))))
-        if not truth:  # no separate datasets for the target: the checked datasets' mean (slightly optimistic)
-            for res in results:
-                for name, v in res.metrics.items():
-                    truth.setdefault(name, []).append(v.value)
-        target = {name: float(np.nanmean(v)) for name, v in truth.items()}
-        hits: dict[str, list[bool]] = {}
-        widths: dict[str, list[float]] = {}
-        values: dict[str, list[float]] = {}
-        spreads: dict[str, list[float]] = {}
-        methods: dict[str, str] = {}
+    centres = rng.normal(scale=args.separation, size=(args.tasks, args.stages, args.dim))
+    rotation, _ = np.linalg.qr(rng.normal(size=(args.dim, args.dim)))
+    robot_centres = rng.normal(scale=args.separation, size=(args.tasks, args.stages, args.dim))
+    common = dict(shape, centres=centres, rotation=rotation, robot_centres=robot_centres)
+    # every metric gets an interval here, those declared uncalibrated included (their coverage is what says so)
+    base = dict(k=args.k, null_repeats=0, permutations=0, max_samples=20_000,
+                bootstrap_samples=args.bootstrap_samples, intervals=args.intervals, all_intervals=True,
+                metrics=tuple(args.metrics.split(",")) if args.metrics else None)
+    t0 = time.perf_counter()
+    truth: dict[str, list[float]] = {}
+    for j in range(args.truth):  # seeds as the checked datasets' (fits and k-means restarts depend on them)
+        X, labels = draw(model, rng, **common)
+        for name, v in run_suite(X, labels, MetricsConfig(bootstrap=0, seed=j, **base)).metrics.items():
+            truth.setdefault(name, []).append(v.value)
+    results = []
+    for i in range(args.datasets):
+        X, labels = draw(model, rng, **common)
+        results.append(run_suite(X, labels, MetricsConfig(bootstrap=args.bootstrap, seed=i, **base)))
+    if not truth:  # no separate datasets for the target: the checked datasets' mean (slightly optimistic)
         for res in results:
             for name, v in res.metrics.items():
-                if not (np.isfinite(v.ci_lo) and np.isfinite(target.get(name, np.nan))):
-                    continue
-                hits.setdefault(name, []).append(v.ci_lo <= target[name] <= v.ci_hi)
-                widths.setdefault(name, []).append(v.ci_hi - v.ci_lo)
-                values.setdefault(name, []).append(v.value)
-                reps, scale = res.replicates[name]
-                spreads.setdefault(name, []).append(scale * float(np.nanstd(reps, ddof=1)))
-                methods[name] = "refit" if "recomputed" in v.interval else "subsampling" if "subsampling" in v.interval \
-                    else "reweight"
-        # how much wider the estimates spread across datasets than the replicates say (1 = calibrated spread)
-        table = {name: {"coverage": float(np.mean(h)), "width": float(np.mean(widths[name])), "datasets": len(h),
-                        "target": target[name], "target_se": float(np.nanstd(truth[name]) / np.sqrt(len(truth[name]))),
-                        "spread_ratio": float(np.std(values[name], ddof=1) / max(np.mean(spreads[name]), 1e-12)),
-                        "method": methods[name]} for name, h in hits.items()}
-        out["models"][model] = table
-        print(f"# {model}: {time.perf_counter() - t0:.0f} s", flush=True)
-        for name, row in table.items():
-            flag = "" if 0.93 <= row["coverage"] <= 0.97 else "  <-- outside 0.93-0.97"
-            print(f"{model:8s} {name:42s} {row['method']:11s} coverage {row['coverage']:.3f} "
-                  f"width {row['width']:.4g} spread ratio {row['spread_ratio']:.2f}{flag}", flush=True)
+                truth.setdefault(name, []).append(v.value)
+    target = {name: float(np.nanmean(v)) for name, v in truth.items()}
+    hits: dict[str, list[bool]] = {}
+    widths: dict[str, list[float]] = {}
+    values: dict[str, list[float]] = {}
+    spreads: dict[str, list[float]] = {}
+    methods: dict[str, str] = {}
+    declared: dict[str, str] = {}
+    for res in results:
+        for name, v in res.metrics.items():
+            if v.interval_note:
+                declared[name] = v.interval_note
+            if not (np.isfinite(v.ci_lo) and np.isfinite(target.get(name, np.nan))):
+                continue
+            hits.setdefault(name, []).append(v.ci_lo <= target[name] <= v.ci_hi)
+            widths.setdefault(name, []).append(v.ci_hi - v.ci_lo)
+            values.setdefault(name, []).append(v.value)
+            reps, scale = res.replicates[name]
+            spreads.setdefault(name, []).append(scale * float(np.nanstd(reps, ddof=1)))
+            methods[name] = "refit" if "recomputed" in v.interval else "subsampling" if "subsampling" in v.interval \
+                else "reweight"
+    # how much wider the estimates spread across datasets than the replicates say (1 = calibrated spread)
+    table = {name: {"coverage": float(np.mean(h)), "width": float(np.mean(widths[name])), "datasets": len(h),
+                    "target": target[name], "target_se": float(np.nanstd(truth[name]) / np.sqrt(len(truth[name]))),
+                    "spread_ratio": float(np.std(values[name], ddof=1) / max(np.mean(spreads[name]), 1e-12)),
+                    "method": methods[name], "no_interval": declared.get(name, "")} for name, h in hits.items()}
+    lines = [f"# {model}: {time.perf_counter() - t0:.0f} s"]
+    for name, row in table.items():
+        flag = "" if 0.93 <= row["coverage"] <= 0.97 else "  <-- outside 0.93-0.97"
+        lines.append(f"{model:8s} {name:42s} {row['method']:11s} coverage {row['coverage']:.3f} width "
+                     f"{row['width']:.4g} spread ratio {row['spread_ratio']:.2f}{flag}"
+                     + ("  (reports no interval)" if row["no_interval"] else ""))
+    print("\n".join(lines), flush=True)
+    return table
+
+
+def run(args: argparse.Namespace) -> dict:
+    out: dict = {"settings": vars(args), "models": {}}
+    if args.jobs > 1 and len(args.models) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(args.jobs, len(args.models))) as pool:
+            for model, table in zip(args.models, pool.map(run_model, args.models, [args] * len(args.models))):
+                out["models"][model] = table
+    else:
+        for model in args.models:
+            out["models"][model] = run_model(model, args)
     return out
+
+
+def markdown(result: dict) -> str:
+    """The table for RESULTS.md: coverage per metric and model (bold outside 0.93-0.97), width, and whether
+    the metric reports an interval."""
+    models = list(result["models"])
+    names = list(dict.fromkeys(n for t in result["models"].values() for n in t))
+    head = "| metric | " + " | ".join(models) + f" | mean width ({models[0]}) | interval reported |"
+    rows = [head, "|" + "---|" * (len(models) + 3)]
+    for name in names:
+        cells = []
+        for m in models:
+            row = result["models"][m].get(name)
+            c = row["coverage"] if row else float("nan")
+            cells.append("—" if not row else f"{c:.3f}" if 0.93 <= c <= 0.97 else f"**{c:.3f}**")
+        first = result["models"][models[0]].get(name)
+        note = next((t[name]["no_interval"] for t in result["models"].values() if t.get(name, {}).get("no_interval")),
+                    "")
+        rows.append(f"| `{name}` | " + " | ".join(cells) + f" | {first['width']:.3g} | "
+                    + ("no" if note else "yes") + " |" if first else "")
+    return "\n".join(rows)
 
 
 def main() -> None:
@@ -141,9 +191,12 @@ def main() -> None:
     p.add_argument("--noise", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--intervals", choices=["refit", "reweight"], default="refit", help="the suite's interval mode")
+    p.add_argument("--jobs", type=int, default=1, help="models run in parallel processes")
+    p.add_argument("--metrics", default=None, help="comma-separated metrics to check (default: every default metric)")
     p.add_argument("--out", default=None, help="write the table as JSON here")
     args = p.parse_args()
     result = run(args)
+    print(markdown(result))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 

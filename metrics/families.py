@@ -13,11 +13,17 @@ import numpy as np
 
 from metrics import conservation as cons
 from metrics import mixing as mix
+from metrics.calibration import NO_INTERVAL
 from metrics.lisi import clisi_score, ilisi_score, lisi_samples
 from metrics.permutation import (lisi_kernel_of, permuted_clisi, permuted_ilisi, permuted_kbet,
                                  permuted_mixing)
 from metrics.spec import (Better, By, Context, Family, Kind, Labels, MetricSpec, Null, register, repeat_rows,
                           weights_key)
+
+
+def _spec(name: str, *args: Any, **kwargs: Any) -> MetricSpec:
+    """A :class:`MetricSpec` carrying its calibration verdict from :data:`metrics.calibration.NO_INTERVAL`."""
+    return MetricSpec(name, *args, uncalibrated=NO_INTERVAL.get(name, ""), **kwargs)
 
 
 def _n_labels(values: np.ndarray) -> int:
@@ -156,37 +162,37 @@ _STAGE_TASK = frozenset({By.STAGE, By.TASK})
 _TASK = frozenset({By.TASK})
 
 register(
-    MetricSpec("ilisi", Family.MIXING, Better.HIGHER, Kind.GRAPH, Null.EMBODIMENT, _prep_ilisi, _score_ilisi,
-               _STAGE_TASK, description="integration LISI of embodiments, scaled to [0, 1]", headline=1,
-               permuted=permuted_ilisi),
-    MetricSpec("kbet", Family.MIXING, Better.HIGHER, Kind.GRAPH, Null.EMBODIMENT, _prep_kbet, _score_kbet,
-               _STAGE_TASK, description="kBET acceptance rate", headline=2, permuted=permuted_kbet),
-    MetricSpec("silhouette_embodiment", Family.MIXING, Better.HIGHER, Kind.SAMPLES, Null.EMBODIMENT,
-               _prep_sil_emb, _score_grouped, _STAGE_TASK,
-               description="1 - |silhouette of embodiments| within stages (scib silhouette_batch)", headline=4),
-    MetricSpec("bras", Family.MIXING, Better.HIGHER, Kind.SAMPLES, Null.EMBODIMENT, _prep_bras, _score_grouped,
-               _STAGE_TASK, description="batch-removal adapted silhouette of embodiments within stages"),
-    MetricSpec("knn_embodiment_mixing", Family.MIXING, Better.HIGHER, Kind.GRAPH, Null.EMBODIMENT, _prep_mixing,
-               _score_mixing, _STAGE_TASK, description="share of other-embodiment neighbours / chance share",
-               headline=3, permuted=permuted_mixing),
-    MetricSpec("embodiment_probe_acc", Family.MIXING, Better.LOWER, Kind.FIT, Null.EMBODIMENT, _prep_fit,
-               _score_probe, _STAGE_TASK,
-               description="balanced accuracy of a linear embodiment probe, CV grouped by episode (0.5 = mixed)",
-               headline=5),
-    MetricSpec("clisi", Family.CONSERVATION, Better.HIGHER, Kind.GRAPH, Null.STAGE, _prep_clisi, _score_clisi,
-               _STAGE_TASK, description="stage LISI, scaled to [0, 1]", headline=6, permuted=permuted_clisi),
-    MetricSpec("silhouette_stage", Family.CONSERVATION, Better.HIGHER, Kind.SAMPLES, Null.STAGE, _prep_sil_stage,
-               _score_sil_stage, _STAGE_TASK, description="silhouette of stages, rescaled to [0, 1]", headline=7),
-    MetricSpec("stage_nmi", Family.CONSERVATION, Better.HIGHER, Kind.FIT, Null.STAGE, _prep_fit, _score_nmi, _TASK,
-               description="NMI of k-means clusters vs stages"),
-    MetricSpec("stage_ari", Family.CONSERVATION, Better.HIGHER, Kind.FIT, Null.STAGE, _prep_fit, _score_ari, _TASK,
-               description="ARI of k-means clusters vs stages"),
-    MetricSpec("stage_transfer_acc_robot_to_human", Family.CONSERVATION, Better.HIGHER, Kind.FIT, Null.STAGE,
-               _prep_fit, _transfer(True), _TASK, requires=_requires_human,
-               description="stage classifier trained on robot, tested on human (balanced accuracy)", headline=8),
-    MetricSpec("stage_transfer_acc_human_to_robot", Family.CONSERVATION, Better.HIGHER, Kind.FIT, Null.STAGE,
-               _prep_fit, _transfer(False), _TASK, requires=_requires_human,
-               description="stage classifier trained on human, tested on robot (balanced accuracy)"),
+    _spec("ilisi", Family.MIXING, Better.HIGHER, Kind.GRAPH, Null.EMBODIMENT, _prep_ilisi, _score_ilisi,
+          _STAGE_TASK, description="integration LISI of embodiments, scaled to [0, 1]", headline=1,
+          permuted=permuted_ilisi),
+    _spec("kbet", Family.MIXING, Better.HIGHER, Kind.GRAPH, Null.EMBODIMENT, _prep_kbet, _score_kbet,
+          _STAGE_TASK, description="kBET acceptance rate", headline=2, permuted=permuted_kbet),
+    _spec("silhouette_embodiment", Family.MIXING, Better.HIGHER, Kind.SAMPLES, Null.EMBODIMENT,
+          _prep_sil_emb, _score_grouped, _STAGE_TASK,
+          description="1 - |silhouette of embodiments| within stages (scib silhouette_batch)", headline=4),
+    _spec("bras", Family.MIXING, Better.HIGHER, Kind.SAMPLES, Null.EMBODIMENT, _prep_bras, _score_grouped,
+          _STAGE_TASK, description="batch-removal adapted silhouette of embodiments within stages"),
+    _spec("knn_embodiment_mixing", Family.MIXING, Better.HIGHER, Kind.GRAPH, Null.EMBODIMENT, _prep_mixing,
+          _score_mixing, _STAGE_TASK, description="share of other-embodiment neighbours / chance share",
+          headline=3, permuted=permuted_mixing),
+    _spec("embodiment_probe_acc", Family.MIXING, Better.LOWER, Kind.FIT, Null.EMBODIMENT, _prep_fit,
+          _score_probe, _STAGE_TASK,
+          description="balanced accuracy of a linear embodiment probe, CV grouped by episode (0.5 = mixed)",
+          headline=5),
+    _spec("clisi", Family.CONSERVATION, Better.HIGHER, Kind.GRAPH, Null.STAGE, _prep_clisi, _score_clisi,
+          _STAGE_TASK, description="stage LISI, scaled to [0, 1]", headline=6, permuted=permuted_clisi),
+    _spec("silhouette_stage", Family.CONSERVATION, Better.HIGHER, Kind.SAMPLES, Null.STAGE, _prep_sil_stage,
+          _score_sil_stage, _STAGE_TASK, description="silhouette of stages, rescaled to [0, 1]", headline=7),
+    _spec("stage_nmi", Family.CONSERVATION, Better.HIGHER, Kind.FIT, Null.STAGE, _prep_fit, _score_nmi, _TASK,
+          description="NMI of k-means clusters vs stages"),
+    _spec("stage_ari", Family.CONSERVATION, Better.HIGHER, Kind.FIT, Null.STAGE, _prep_fit, _score_ari, _TASK,
+          description="ARI of k-means clusters vs stages"),
+    _spec("stage_transfer_acc_robot_to_human", Family.CONSERVATION, Better.HIGHER, Kind.FIT, Null.STAGE,
+          _prep_fit, _transfer(True), _TASK, requires=_requires_human,
+          description="stage classifier trained on robot, tested on human (balanced accuracy)", headline=8),
+    _spec("stage_transfer_acc_human_to_robot", Family.CONSERVATION, Better.HIGHER, Kind.FIT, Null.STAGE,
+          _prep_fit, _transfer(False), _TASK, requires=_requires_human,
+          description="stage classifier trained on human, tested on robot (balanced accuracy)"),
 )
 
 
@@ -312,23 +318,23 @@ def _retrieval(name: str, direction: str):
 
 
 register(*[
-    MetricSpec(name, Family.PAIRED, better, Kind.FIT, Null.EMBODIMENT, _prep_all_rows, _paired(name), _STAGE_TASK,
-               requires=_requires_human, headline=_HEADLINE.get(name),
-               description="paired similarity of matched (task, stage, stage-progress bin) means")
+    _spec(name, Family.PAIRED, better, Kind.FIT, Null.EMBODIMENT, _prep_all_rows, _paired(name), _STAGE_TASK,
+          requires=_requires_human, headline=_HEADLINE.get(name),
+          description="paired similarity of matched (task, stage, stage-progress bin) means")
     for name, better in _PAIRED.items()
 ])
 register(*[
-    MetricSpec(name, Family.DISTRIBUTION, Better.LOWER, Kind.FIT, Null.EMBODIMENT, _prep_fit, _distribution(name),
-               _STAGE_TASK, requires=_requires_human, description="distance between the embodiments' distributions",
-               # Sinkhorn takes ~20 s per call on 1000 x 1000 points (log-domain fallback): opt-in by name
-               default=name != "sinkhorn_divergence", headline=_HEADLINE.get(name))
+    _spec(name, Family.DISTRIBUTION, Better.LOWER, Kind.FIT, Null.EMBODIMENT, _prep_fit, _distribution(name),
+          _STAGE_TASK, requires=_requires_human, description="distance between the embodiments' distributions",
+          # Sinkhorn takes ~20 s per call on 1000 x 1000 points (log-domain fallback): opt-in by name
+          default=name != "sinkhorn_divergence", headline=_HEADLINE.get(name))
     for name in _DISTRIBUTION
 ])
 register(*[
-    MetricSpec(f"retrieval_{name}_{direction}", Family.RETRIEVAL, Better.HIGHER, Kind.SAMPLES, Null.STAGE,
-               _prep_retrieval, _retrieval(name, direction), _STAGE_TASK, requires=_requires_human,
-               description=f"cross-embodiment retrieval of the same (task, stage), {direction.replace('_', ' ')}",
-               headline=_HEADLINE.get(f"retrieval_{name}_{direction}"))
+    _spec(f"retrieval_{name}_{direction}", Family.RETRIEVAL, Better.HIGHER, Kind.SAMPLES, Null.STAGE,
+          _prep_retrieval, _retrieval(name, direction), _STAGE_TASK, requires=_requires_human,
+          description=f"cross-embodiment retrieval of the same (task, stage), {direction.replace('_', ' ')}",
+          headline=_HEADLINE.get(f"retrieval_{name}_{direction}"))
     for direction in ("robot_to_human", "human_to_robot") for name in _RETRIEVAL
 ])
 
@@ -365,10 +371,10 @@ def _temporal(field: str):
 
 
 register(
-    MetricSpec("kendall_tau", Family.TEMPORAL, Better.HIGHER, Kind.SAMPLES, Null.FRAME, _prep_temporal,
-               _temporal("tau"), _TASK, requires=_requires_human,
-               description="order agreement of nearest-frame matches between human and robot episodes"),
-    MetricSpec("cycle_consistency", Family.TEMPORAL, Better.HIGHER, Kind.SAMPLES, Null.FRAME, _prep_temporal,
-               _temporal("cycle"), _TASK, requires=_requires_human,
-               description="share of frames whose nearest-frame match cycles back (Dwibedi et al. 2019)"),
+    _spec("kendall_tau", Family.TEMPORAL, Better.HIGHER, Kind.SAMPLES, Null.FRAME, _prep_temporal,
+          _temporal("tau"), _TASK, requires=_requires_human,
+          description="order agreement of nearest-frame matches between human and robot episodes"),
+    _spec("cycle_consistency", Family.TEMPORAL, Better.HIGHER, Kind.SAMPLES, Null.FRAME, _prep_temporal,
+          _temporal("cycle"), _TASK, requires=_requires_human,
+          description="share of frames whose nearest-frame match cycles back (Dwibedi et al. 2019)"),
 )

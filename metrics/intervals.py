@@ -13,9 +13,14 @@ Two modes (:attr:`metrics.spec.MetricsConfig.intervals`):
     Per-sample metrics reweight their values by an episode bootstrap on the fixed kNN graph;
     fitted metrics are refitted on episode subsamples of their rows. A sample's value depends
     on its neighbours' episodes, which the reweighting keeps fixed, so these intervals are
-    narrower than the estimate's real spread (see the calibration table).
+    narrower than the estimate's real spread (see the calibration table): in this mode only
+    fitted metrics report an interval (:meth:`Replicates.uncalibrated`).
 
-Both are centred on the estimate (:func:`metrics.bootstrap.centred_interval`).
+Both give ``estimate +- t * scale * sd(replicates)`` (:func:`metrics.bootstrap.centred_interval`): a
+standard-error interval centred on the estimate, ``t`` the Student quantile at the degrees of freedom of
+the episodes (episodes minus embodiment x task cells) and of the replicates combined
+(:func:`metrics.bootstrap.interval_df`). A metric whose intervals miss 0.93-0.97 coverage in the
+calibration benchmark declares why (:attr:`metrics.spec.MetricSpec.uncalibrated`) and reports none.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ class Replicates:
         n = len(labels)
         cells = strata_keys(labels.embodiment, labels.task)  # episodes are drawn within embodiment x task
         self.cells = cells
+        self.df = float(bs.design_df(labels.episode, cells))
         B = config.bootstrap
         if self.mode == "refit":
             self.fraction = min(0.5, config.bootstrap_samples / max(n, 1))
@@ -73,13 +79,26 @@ class Replicates:
         """How a metric of ``kind`` gets its interval, in words."""
         if self.mode == "refit":
             return (f"episode subsampling ({self.fraction:.0%} of episodes per embodiment x task kept without "
-                    "replacement, the metric recomputed on them with its own kNN graph or fit; spread rescaled by "
-                    "sqrt(f / (1 - f)))")
+                    "replacement, the metric recomputed on them with its own kNN graph or fit); estimate +- t x "
+                    "the replicates' standard deviation rescaled by sqrt(f / (1 - f)), t at "
+                    f"{bs.interval_df(self.config.bootstrap, self.df):.0f} degrees of freedom")
         if kind is Kind.FIT:
             return (f"episode subsampling ({self.fraction:.0%} of episodes kept without replacement within "
-                    "embodiment x task, refitted; spread rescaled by sqrt(f / (1 - f)))")
+                    "embodiment x task, refitted); estimate +- t x the replicates' standard deviation rescaled by "
+                    "sqrt(f / (1 - f))")
         return ("episode bootstrap reweighting per-sample values on the fixed kNN graph (fast; narrower than the "
                 "estimate's spread: see the calibration table)")
+
+    def uncalibrated(self, spec: MetricSpec) -> str:
+        """Why ``spec``'s interval is not calibrated in this mode ("" when it is): the metric's own declaration
+        (:attr:`metrics.spec.MetricSpec.uncalibrated`), or, with ``"reweight"``, reweighting per-sample values on
+        the fixed graph, which under-covers (``benchmarks/RESULTS.md``)."""
+        if spec.uncalibrated:
+            return spec.uncalibrated
+        if self.mode == "reweight" and spec.kind is not Kind.FIT:
+            return ("per-sample values reweighted on the fixed kNN graph spread less than the estimate (coverage "
+                    "0.85-0.87 for retrieval on aligned embodiments); --intervals refit gives a calibrated interval")
+        return ""
 
     def _sub(self, i: int) -> tuple[Context, Labels, dict, np.ndarray]:
         if i not in self._subs:

@@ -113,6 +113,8 @@ class MetricsConfig:
     intervals : "refit" (each replicate recomputes every metric, kNN graph included, on an episode
         subsample) or "reweight" (fast: per-sample values reweighted on the fixed graph); see
         :mod:`metrics.intervals`
+    all_intervals : also give an interval to the metrics whose intervals are not calibrated
+        (:attr:`MetricSpec.uncalibrated`; for ``benchmarks/bench_calibration.py``, which measures them)
     permutations : label permutations behind the p-values of the headline kNN-graph
         mixing and conservation metrics (ilisi, kbet, knn_embodiment_mixing, clisi);
         their null baseline averages all of them (0 = no p-values)
@@ -137,6 +139,7 @@ class MetricsConfig:
     retrieval_max_r: int = 1000
     permutations: int = 99
     intervals: str = "refit"
+    all_intervals: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metric", Metric(self.metric))
@@ -206,6 +209,9 @@ class MetricSpec:
     # ``prepare`` for labels shuffled between (episode, stage) runs, from the graph aggregated by runs once
     # (:mod:`metrics.permutation`): the same state, far cheaper, for the many permutations of a p-value
     permuted: Callable[[Context, Labels], Any] | None = None
+    # why the metric reports no interval: its intervals miss 0.93-0.97 coverage of their nominal 95%
+    # (benchmarks/bench_calibration.py); "" for a metric whose intervals are calibrated
+    uncalibrated: str = ""
 
 
 REGISTRY: dict[str, MetricSpec] = {}
@@ -240,7 +246,8 @@ class MetricValue:
     ci_hi: float = float("nan")
     null: float = float("nan")
     p: float = float("nan")  # permutation p-value against the null (headline mixing / conservation metrics)
-    interval: str = ""  # how the interval was made (:data:`INTERVAL_METHODS`), or why there is none
+    interval: str = ""  # how the interval was made (:meth:`metrics.intervals.Replicates.method`)
+    interval_note: str = ""  # why there is no interval ("not calibrated: ..."), or ""
 
     def to_dict(self) -> dict[str, Any]:
         def clean(v: float) -> float | None:
@@ -252,6 +259,8 @@ class MetricValue:
             out["p"] = float(self.p)
         if self.interval:
             out["interval"] = self.interval
+        if self.interval_note:
+            out["interval_note"] = self.interval_note
         return out
 
 
@@ -272,6 +281,7 @@ class SuiteResult:
     # differences can be compared replicate by replicate (:mod:`metrics.compare`)
     replicates: dict[str, tuple[np.ndarray, float]] = field(default_factory=dict)
     design: str = ""
+    df: float = float("nan")  # the design's degrees of freedom behind every interval (episodes - strata)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: ``{"n", "metrics", "per_stage"|"per_task", "notes", "subsampled", "k"}``."""
@@ -282,7 +292,7 @@ class SuiteResult:
                                            for scope, values in self.scopes.items()}
         out["notes"] = list(self.notes)
         if self.replicates:
-            out["replicates"] = {"design": self.design,
+            out["replicates"] = {"design": self.design, "df": float(self.df) if np.isfinite(self.df) else None,
                                  "values": {name: [None if not np.isfinite(x) else float(x) for x in reps]
                                             for name, (reps, _) in self.replicates.items()},
                                  "scale": {name: scale for name, (_, scale) in self.replicates.items()}}

@@ -32,12 +32,15 @@ def test_evaluate_store_all_layers_json_shape(store, tmp_path):
     assert [r["layer"] for r in records] == ["trunk.block1", "head"]
     rec = records[0]
     assert rec["store"] == str(store.path) and rec["step"] == 400 and rec["n"] == 240
-    assert set(rec["metrics"]["ilisi"]) == {"value", "ci", "null", "p", "interval"}
-    assert 0 < rec["metrics"]["ilisi"]["p"] <= 1 and "recomputed" in rec["metrics"]["ilisi"]["interval"]
-    assert "p" not in rec["metrics"]["embodiment_probe_acc"]
-    assert "subsampling" in rec["metrics"]["embodiment_probe_acc"]["interval"]
-    fast = evaluate(store.path, layers="head", config=replace(CFG, intervals="reweight"))[0]["metrics"]
-    assert "reweighting" in fast["ilisi"]["interval"] and "subsampling" in fast["embodiment_probe_acc"]["interval"]
+    assert set(rec["metrics"]["stage_nmi"]) == {"value", "ci", "null", "interval"}
+    assert "recomputed" in rec["metrics"]["stage_nmi"]["interval"]
+    # a metric whose intervals are not calibrated has none, and says why
+    assert set(rec["metrics"]["ilisi"]) == {"value", "ci", "null", "p", "interval_note"}
+    assert 0 < rec["metrics"]["ilisi"]["p"] <= 1
+    assert rec["metrics"]["ilisi"]["ci"] is None and "not calibrated" in rec["metrics"]["ilisi"]["interval_note"]
+    fast = evaluate(store.path, layers="head", config=replace(CFG, intervals="reweight", all_intervals=True))
+    assert "reweighting" in fast[0]["metrics"]["knn_embodiment_mixing"]["interval"]
+    assert "subsampling" in fast[0]["metrics"]["stage_nmi"]["interval"]
     assert set(rec["per_stage"]) == {"reach", "grasp", "lift"}
     assert isinstance(rec["notes"], list)
     # the shared layer mixes embodiments, the head separates them

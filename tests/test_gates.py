@@ -12,19 +12,27 @@ from probe.cli import main
 from probe.store.writer import write_store
 from tests.conftest import clustered_latents, synthetic_meta
 
-METRICS = "ilisi,kbet,silhouette_stage,stage_transfer_acc_robot_to_human"
+METRICS = ("ilisi,kbet,silhouette_stage,stage_transfer_acc_robot_to_human,retrieval_map_at_r_human_to_robot,"
+           "procrustes_angular")
+# metrics whose intervals are calibrated (ilisi, kbet, silhouette_stage and stage transfer report none)
+MIX = "retrieval_map_at_r_human_to_robot"
+PRO = "procrustes_angular"  # lower is better
 FAST = ["--projection", "pca", "--max-points", "200", "--metrics", METRICS, "--bootstrap", "20"]
 
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
-    """Three checkpoints of one extraction: aligned, aligned again (other weights), and separated."""
+    """Three checkpoints of one extraction: aligned, aligned again (other weights), and one whose robot stages
+    no longer match the human's (the robot's (task, stage) clusters drawn elsewhere)."""
     root = tmp_path_factory.mktemp("gates")
     meta = synthetic_meta(n_episodes=5, frames=12)
+    robot = (meta["embodiment"] == "robot").to_numpy()
     paths = {}
-    for name, shift, seed in (("a", 0.2, 0), ("b", 0.2, 1), ("drop", 4.0, 2)):
-        paths[name] = write_store(root / f"step-{len(paths) + 1:06d}", meta,
-                                  {"l": clustered_latents(meta, dim=12, shift=shift, seed=seed)},
+    for name, seed in (("a", 0), ("b", 1), ("drop", 2)):
+        X = clustered_latents(meta, dim=12, shift=0.2, seed=seed)
+        if name == "drop":
+            X[robot] = clustered_latents(meta, dim=12, seed=99)[robot]
+        paths[name] = write_store(root / f"step-{len(paths) + 1:06d}", meta, {"l": X},
                                   provenance={"step": len(paths) + 1}).path
     return paths
 
@@ -52,24 +60,25 @@ def test_metrics_of_several_stores_compare_them_paired(stores, tmp_path, capsys)
     records = json.loads(out.read_text())
     change = records[1]["compared_to"]
     assert change["store"] == stores["a"].name and change["correction"] == "Holm-Bonferroni"
-    ilisi = change["metrics"]["ilisi"]
-    assert ilisi["paired"] and ilisi["significant"] and ilisi["direction"] == "worse"
-    assert ilisi["ci"][0] <= ilisi["delta"] <= ilisi["ci"][1] < 0
+    mix = change["metrics"][MIX]
+    assert mix["paired"] and mix["significant"] and mix["direction"] == "worse"
+    assert mix["ci"][0] <= mix["delta"] <= mix["ci"][1] < 0
+    assert "ilisi" not in change["metrics"] and "kbet" not in change["metrics"]  # no interval, no comparison
 
 
 def test_gate_bound_judges_the_pessimistic_end_of_the_interval(stores, tmp_path, capsys):
     argv = ["report", str(stores["a"]), *FAST]
     assert main([*argv, "--out", str(tmp_path / "v")]) == 0
-    rec = json.loads((tmp_path / "v" / "metrics.json").read_text())["records"][0]["metrics"]["ilisi"]
-    lo, value = rec["ci"][0], rec["value"]
-    assert lo < value
-    threshold = f"ilisi={(lo + value) / 2:.6f}"  # between the lower bound and the estimate
+    rec = json.loads((tmp_path / "v" / "metrics.json").read_text())["records"][0]["metrics"][PRO]
+    value, hi = rec["value"], rec["ci"][1]
+    assert value < hi
+    threshold = f"{PRO}={(value + hi) / 2:.9f}"  # between the estimate and the pessimistic (upper) bound
     capsys.readouterr()
     assert main([*argv, "--out", str(tmp_path / "value"), "--fail-under", threshold]) == 0
     assert main([*argv, "--out", str(tmp_path / "bound"), "--fail-under", threshold, "--gate", "bound"]) == 1
-    assert "FAIL --fail-under ilisi >=" in capsys.readouterr().out.replace("\n", " ")
+    assert f"FAIL --fail-under {PRO} <=" in capsys.readouterr().out.replace("\n", " ")
     gate = json.loads((tmp_path / "bound" / "metrics.json").read_text())["gates"][0]
-    assert gate["gate"] == "bound" and gate["judged"] == pytest.approx(lo) and not gate["passed"]
+    assert gate["gate"] == "bound" and gate["judged"] == pytest.approx(hi) and not gate["passed"]
 
 
 def test_max_drop_passes_a_reseeded_rerun_and_fails_a_real_drop(stores, tmp_path, capsys):
@@ -77,23 +86,28 @@ def test_max_drop_passes_a_reseeded_rerun_and_fails_a_real_drop(stores, tmp_path
     assert main(["report", str(stores["a"]), *FAST, "--out", str(base)]) == 0
     # the same checkpoint, metrics with another seed: no drop beyond noise, even allowing none
     assert main(["report", str(stores["a"]), *FAST, "--seed", "7", "--out", str(tmp_path / "rerun"),
-                 "--baseline", str(base), "--max-drop", "ilisi=0", "--max-drop", "kbet=0"]) == 0
+                 "--baseline", str(base), "--max-drop", f"{MIX}=0", "--max-drop", f"{PRO}=0"]) == 0
     gates = json.loads((tmp_path / "rerun" / "metrics.json").read_text())["gates"]
     assert [g["kind"] for g in gates] == ["max-drop", "max-drop"] and all(g["passed"] for g in gates)
     assert not gates[0]["paired"]  # other seed: other resampled episodes, compared as independent runs
     capsys.readouterr()
     assert main(["report", str(stores["drop"]), *FAST, "--out", str(tmp_path / "dropped"),
-                 "--baseline", str(base / "metrics.json"), "--max-drop", "ilisi=0.1"]) == 1
+                 "--baseline", str(base / "metrics.json"), "--max-drop", f"{MIX}=0.1"]) == 1
     printed = capsys.readouterr().out.replace("\n", " ")
-    assert "FAIL --max-drop ilisi=0.1" in printed and "beyond noise" in printed
+    assert f"FAIL --max-drop {MIX}=0.1" in printed and "beyond noise" in printed
     assert (tmp_path / "dropped" / "report.html").is_file()  # the report is written before the gate fails
 
 
 def test_gate_inputs_are_checked_before_any_work(stores, tmp_path, capsys):
     for extra, needle in ((["--max-drop", "ilisi=0.1"], "--max-drop needs --baseline"),
-                          (["--baseline", str(tmp_path / "nope.json"), "--max-drop", "ilisi=0.1"], "does not exist"),
-                          (["--baseline", str(stores["a"] / "manifest.json"), "--max-drop", "ilisi=1"],
+                          (["--baseline", str(tmp_path / "nope.json"), "--max-drop", f"{MIX}=0.1"], "does not exist"),
+                          (["--baseline", str(stores["a"] / "manifest.json"), "--max-drop", f"{MIX}=1"],
                            "not the metrics.json of a 'probe report'"),
+                          # gates that judge an interval, on metrics that report none (not calibrated)
+                          (["--fail-under", "ilisi=0.5", "--gate", "bound"],
+                           "--fail-under ilisi: ilisi reports no 95% interval (not calibrated: coverage"),
+                          (["--baseline", str(tmp_path / "nope.json"), "--max-drop", "kbet=0.1"],
+                           "--max-drop kbet: kbet reports no 95% interval"),
                           (["--max-drop", "ilisi=-1", "--baseline", "x"], "must be >= 0"),
                           (["--max-drop", "ilsi=0.1", "--baseline", str(stores["a"])], "unknown metric 'ilsi'")):
         out = tmp_path / "never"

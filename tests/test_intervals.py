@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from metrics import bootstrap as bs
-from metrics.spec import MetricsConfig
+from metrics.spec import REGISTRY, MetricsConfig
 from metrics.suite import run_suite
 from probe.latents import Latents
 from probe.measure.suite import labels_of
@@ -39,12 +39,54 @@ def test_no_estimate_lies_outside_its_own_interval(kind):
         if np.isfinite(v.ci_lo):
             with_ci += 1
             assert v.ci_lo <= v.value <= v.ci_hi, (name, v)
-            assert v.interval, name
-    assert with_ci >= 20
+            assert v.interval and not v.interval_note, name
+        elif REGISTRY[name].uncalibrated:  # no interval, and the record says why
+            assert v.to_dict()["ci"] is None and v.interval_note.startswith("not calibrated: coverage"), name
+            assert name not in res.replicates  # nor replicates: comparisons cannot read an uncalibrated spread
+    assert with_ci >= 3
     for scope in res.scopes.values():
         for name, v in scope.items():
             if np.isfinite(v.ci_lo):
                 assert v.ci_lo <= v.value <= v.ci_hi, (name, v)
+
+
+def test_uncalibrated_metrics_report_no_interval_and_say_why():
+    from metrics.calibration import NO_INTERVAL
+
+    lat = _structured("aligned")
+    names = ("ilisi", "kbet", "retrieval_map_at_r_human_to_robot", "procrustes_angular")
+    cfg = dict(k=30, bootstrap=8, null_repeats=0, permutations=0, metrics=names, by="stage")
+    res = run_suite(lat.X, labels_of(lat), MetricsConfig(**cfg))
+    # one declaration: the registry's specs carry NO_INTERVAL's reasons
+    assert {n for n, s in REGISTRY.items() if s.uncalibrated} == set(NO_INTERVAL)
+    for name in ("ilisi", "kbet"):
+        d = res.metrics[name].to_dict()
+        assert d["ci"] is None and "interval" not in d and d["interval_note"] == f"not calibrated: {NO_INTERVAL[name]}"
+        assert all(np.isnan(scope[name].ci_lo) for scope in res.scopes.values())
+    for name in ("retrieval_map_at_r_human_to_robot", "procrustes_angular"):
+        d = res.metrics[name].to_dict()
+        assert d["ci"] is not None and "interval_note" not in d and "degrees of freedom" in d["interval"]
+    assert set(res.replicates) == {"retrieval_map_at_r_human_to_robot", "procrustes_angular"}
+    assert any(n.startswith("no interval for ilisi, kbet:") for n in res.notes)
+    assert res.to_dict()["replicates"]["df"] == res.df == len(np.unique(lat.meta["episode"])) - 4  # 2 emb x 2 tasks
+    # the calibration benchmark measures them all (all_intervals), still saying they are not calibrated
+    every = run_suite(lat.X, labels_of(lat), MetricsConfig(**cfg, all_intervals=True)).metrics["ilisi"]
+    assert np.isfinite(every.ci_lo) and every.interval_note
+    # no replicates at all (--bootstrap 0): nothing to say about calibration
+    bare = run_suite(lat.X, labels_of(lat), MetricsConfig(**dict(cfg, bootstrap=0))).metrics["ilisi"]
+    assert bare.to_dict() == {"value": bare.value, "ci": None, "null": None}
+
+
+def test_reweight_mode_gives_no_interval_to_reweighted_metrics():
+    """Reweighting per-sample values on the fixed graph under-covers: in that mode those metrics say so instead."""
+    lat = _structured("offset")
+    res = run_suite(lat.X, labels_of(lat), MetricsConfig(k=30, bootstrap=8, null_repeats=0, permutations=0,
+                                                         intervals="reweight", bootstrap_samples=300))
+    for name, v in res.metrics.items():
+        if REGISTRY[name].kind.value != "fit" and np.isfinite(v.value):
+            assert np.isnan(v.ci_lo) and v.interval_note.startswith("not calibrated"), name
+            if not REGISTRY[name].uncalibrated:
+                assert "reweighted on the fixed kNN graph" in v.interval_note, name
 
 
 def test_permutation_p_values_separate_aligned_from_offset():
@@ -87,11 +129,41 @@ def test_subsample_weights_keep_whole_episodes_within_strata_without_replacement
 
 
 def test_centred_interval_contains_a_biased_estimate_with_the_replicates_spread():
+    from scipy.stats import t
+
     reps = np.linspace(10.0, 12.0, 101)  # replicates far above the estimate (a statistic biased on fewer rows)
     ci = bs.centred_interval(reps, 1.0, 0.95, scale=0.5)
-    assert ci.lo < 1.0 < ci.hi
-    assert ci.hi - ci.lo == pytest.approx(0.5 * (np.percentile(reps, 97.5) - np.percentile(reps, 2.5)))
+    assert ci.lo < 1.0 < ci.hi and (ci.lo + ci.hi) / 2 == pytest.approx(1.0)
+    assert ci.hi - ci.lo == pytest.approx(2 * t.ppf(0.975, 100) * 0.5 * np.std(reps, ddof=1))
+    # the design's degrees of freedom (episodes - strata) and the replicates' combine: 1 / (1/28 + 1/29)
+    narrow, wide = bs.centred_interval(reps, 1.0, 0.95, df=1000), bs.centred_interval(reps, 1.0, 0.95, df=5)
+    assert narrow.hi - narrow.lo < wide.hi - wide.lo
+    assert bs.interval_df(30, 28) == pytest.approx(1 / (1 / 28 + 1 / 29)) and bs.interval_df(30) == 29
     assert np.isnan(bs.centred_interval(np.array([np.nan, 1.0]), 1.0).lo)
+
+
+def test_design_df_counts_episodes_minus_strata():
+    episodes = np.repeat(np.arange(12), 5)
+    strata = np.repeat(np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2]), 5)
+    assert bs.design_df(episodes, strata) == 12 - 3
+    assert bs.design_df(np.zeros(4), np.zeros(4)) == 1  # never below 1
+
+
+def test_standard_error_interval_covers_a_normal_mean_at_its_level():
+    """With replicates of the estimate's own spread (an idealised replication), the interval covers the
+    target at about its level; the 2.5% / 97.5% quantiles of 30 replicates would cover about 89%."""
+    rng = np.random.default_rng(0)
+    hits = pct_hits = 0
+    trials = 4000
+    for _ in range(trials):
+        estimate = rng.normal()
+        reps = rng.normal(size=30)  # independent draws of the estimate's distribution around its own value
+        ci = bs.centred_interval(reps, estimate, 0.95)
+        hits += ci.lo <= 0.0 <= ci.hi
+        lo, mid, hi = np.percentile(reps, [2.5, 50, 97.5])
+        pct_hits += estimate + lo - mid <= 0.0 <= estimate + hi - mid
+    assert 0.94 <= hits / trials <= 0.96
+    assert pct_hits / trials < 0.92
 
 
 def test_permutations_from_the_run_graph_equal_the_metrics_own_prepare():
@@ -115,3 +187,11 @@ def test_permutations_from_the_run_graph_equal_the_metrics_own_prepare():
             fast = spec.score(ctx, spec.permuted(ctx, shuffled), shuffled, ones)
             slow = spec.score(ctx, spec.prepare(ctx, shuffled, None), shuffled, ones)
             assert fast == pytest.approx(slow, abs=1e-6), name
+
+
+def test_metrics_help_names_every_metric_without_interval():
+    """`probe metrics --help` lists the metrics that report no interval, as metrics.families declares them."""
+    from metrics.calibration import NO_INTERVAL
+    from probe.cli.metrics import NO_INTERVAL_HELP
+
+    assert set(NO_INTERVAL_HELP.split(", ")) == set(NO_INTERVAL)

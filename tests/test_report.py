@@ -148,6 +148,19 @@ def test_metrics_and_verdict_follow_alignment(report):
     assert "ilisi" in (report.out / "summary.md").read_text()
 
 
+@needs_suite
+def test_metrics_without_interval_say_why_in_every_output(report):
+    """ilisi and kbet report no interval (not calibrated): the JSON, the page and the summary say so."""
+    doc = json.loads((report.out / "metrics.json").read_text())
+    for name in ("ilisi", "kbet"):
+        entry = doc["records"][0]["metrics"][name]
+        assert entry["ci"] is None and entry["interval_note"].startswith("not calibrated: coverage")
+    page = (report.out / "report.html").read_text()
+    assert "ilisi: no interval (not calibrated: coverage" in page
+    summary = (report.out / "summary.md").read_text()
+    assert "No interval for ilisi, kbet, silhouette_stage, stage_transfer_acc_robot_to_human: not calibrated" in summary
+
+
 def test_mixed_datasets_are_said(stores, tmp_path):
     other = make_stores(tmp_path / "other", dataset_suffix="-v2")
     result = build_report([stores[0], other[2]], tmp_path / "r",

@@ -39,8 +39,9 @@ def test_mixed_vs_separated_and_null_baselines(small):
     # stages are conserved in both: values well above the shuffled-stage null
     for name in ("clisi", "silhouette_stage", "stage_nmi", "stage_ari"):
         assert m[name].value > m[name].null + 0.2, name
-    for v in m.values():  # every headline metric has an interval around a finite value
-        assert np.isfinite(v.value) and np.isfinite(v.ci_lo) and v.ci_lo <= v.ci_hi
+    for v in m.values():  # every metric has a finite value, and an interval unless it says why it has none
+        assert np.isfinite(v.value)
+        assert (np.isfinite(v.ci_lo) and v.ci_lo <= v.ci_hi) or v.interval_note.startswith("not calibrated")
 
 
 def test_one_graph_searched_once(small, monkeypatch):
@@ -221,7 +222,9 @@ def test_episode_bootstrap_resamples_whole_episodes_within_embodiment():
         per_episode = w.reshape(6, 5)
         assert (per_episode == per_episode[:, :1]).all()  # frames of an episode move together
         assert per_episode[:2, 0].sum() == 2 and per_episode[2:, 0].sum() == 4
-    assert centred_interval(np.arange(101.0), 50.0) == pytest.approx((2.5, 97.5))
+    ci = centred_interval(np.arange(101.0), 50.0)  # estimate +- t(100) * sd
+    assert ci == pytest.approx((50.0 - 1.984 * np.std(np.arange(101.0), ddof=1),
+                                50.0 + 1.984 * np.std(np.arange(101.0), ddof=1)), rel=1e-3)
 
 
 def test_nulls_permute_runs_and_keep_proportions():

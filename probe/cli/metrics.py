@@ -9,6 +9,16 @@ from probe.console import console, outputs
 
 NAME = "metrics"
 HELP = "alignment metrics of latent stores: embodiment mixing, stage conservation, with 95%% intervals and nulls"
+# the metrics declared in metrics.calibration.NO_INTERVAL (not imported here: the help stays light; a test
+# checks that the two lists agree)
+NO_INTERVAL_HELP = ", ".join((
+    "ilisi", "kbet", "silhouette_embodiment", "bras", "knn_embodiment_mixing", "embodiment_probe_acc", "clisi",
+    "silhouette_stage", "stage_transfer_acc_robot_to_human", "stage_transfer_acc_human_to_robot", "cka_linear",
+    "cka_debiased", "mutual_knn", "mmd_rbf", "frechet_distance", "sliced_wasserstein", "sinkhorn_divergence",
+    "retrieval_precision_at_1_robot_to_human", "retrieval_map_at_r_robot_to_human", "retrieval_mrr_robot_to_human",
+    "retrieval_recall_at_5_robot_to_human", "retrieval_recall_at_10_robot_to_human", "retrieval_mrr_human_to_robot",
+    "retrieval_recall_at_5_human_to_robot", "retrieval_recall_at_10_human_to_robot", "cycle_consistency", "stage_ari",
+    "svcca", "kendall_tau"))
 EXAMPLE = "probe metrics probe-demo/stores/cotrained/step-000400 --layer all --by stage --out metrics.json"
 
 
@@ -21,9 +31,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bootstrap", type=int, default=30,
                    help="replicates for the 95%% intervals (0: none). Each replicate keeps a share f of the episodes "
                         "of every embodiment x task (without replacement; f = 0.5, less on large stores) and "
-                        "recomputes every metric there, kNN graph included; the spread is rescaled by "
-                        "sqrt(f/(1-f)) and centred on the estimate. The JSON names each metric's method under "
-                        "'interval'")
+                        "recomputes every metric there, kNN graph included; the interval is the estimate +- t x "
+                        "the replicates' standard deviation rescaled by sqrt(f/(1-f)), t at the degrees of freedom "
+                        "of the episodes (episodes - cells) and replicates. The JSON names each metric's method "
+                        "under 'interval'. Metrics whose intervals miss 0.93-0.97 coverage in "
+                        "benchmarks/bench_calibration.py report none (their 'interval_note' says why): "
+                        f"{NO_INTERVAL_HELP}")
     p.add_argument("--intervals", choices=["refit", "reweight"], default="refit",
                    help="refit (default, described above) or reweight: per-sample values reweighted by an episode "
                         "bootstrap on the fixed graph, fitted metrics refitted on subsamples (faster, narrower than "
@@ -42,7 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="kNN search: exact (default), or approximate IVF-flat / HNSW for millions of samples "
                         "(their recall against exact search on 1,000 sampled rows is noted)")
     p.add_argument("--compare", choices=["previous", "first", "none"], default="previous",
-                   help="with several stores: the difference of each headline metric from the previous store "
+                   help="with several stores: the difference of each metric with an interval from the previous store "
                         "(default) or the first (a baseline), with a 95%% interval (paired when the stores share "
                         "data: the same resampled episodes), p-values and Holm-Bonferroni correction over all "
                         "differences; '*' marks adjusted p < 0.05")

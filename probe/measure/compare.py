@@ -1,8 +1,8 @@
 """Checkpoint-to-checkpoint comparisons of metric records: paired differences, Holm-corrected.
 
 ``compare_records`` takes the suite's records of several stores (or a baseline's) and
-gives, for each pair compared and each headline metric, the difference with its 95%
-interval, a two-sided p-value and a Holm-Bonferroni adjusted p-value over every
+gives, for each pair compared and each metric with an interval (headline metrics first), the
+difference with its 95% interval, a two-sided p-value and a Holm-Bonferroni adjusted p-value over every
 comparison made in that call; ``significant`` means adjusted p < 0.05. Where both
 records resampled the same episodes (same data and seed) the interval is paired.
 """
@@ -39,24 +39,31 @@ def metric_difference(a: Mapping[str, Any], b: Mapping[str, Any], name: str) -> 
     ra, rb = replicates_of(a, name), replicates_of(b, name)
     if va is None or vb is None or ra is None or rb is None:
         return None
-    design_a = (a.get("replicates") or {}).get("design")
-    paired = bool(design_a) and design_a == (b.get("replicates") or {}).get("design")
-    return difference(float(va), ra[0], ra[1], float(vb), rb[0], rb[1], paired=paired)
+    block_a, block_b = a.get("replicates") or {}, b.get("replicates") or {}
+    design_a = block_a.get("design")
+    paired = bool(design_a) and design_a == block_b.get("design")
+    dfs = [float(d) for d in (block_a.get("df"), block_b.get("df")) if isinstance(d, (int, float)) and d > 0]
+    return difference(float(va), ra[0], ra[1], float(vb), rb[0], rb[1], paired=paired, df=min(dfs) if dfs else None)
 
 
 def compare_records(pairs: Sequence[tuple[str, Mapping[str, Any], str, Mapping[str, Any]]],
                     names: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Differences for ``(label_a, record_a, label_b, record_b)`` pairs, Holm-corrected together.
 
-    ``names``: metrics to compare (default: the headline metrics both records hold).
+    ``names``: metrics to compare (default: every metric with interval replicates in both records, the
+    headline metrics first; a metric whose intervals are not calibrated has none, so it is not compared).
     Returns one JSON-ready dict per (pair, metric): ``from``, ``to``, ``layer``, ``metric``,
     ``delta``, ``ci``, ``p``, ``p_holm``, ``paired``, ``better`` ("higher"/"lower"),
     ``significant`` (adjusted p < 0.05) and ``direction`` ("better", "worse" or "").
     """
     rows: list[dict[str, Any]] = []
     for label_a, a, label_b, b in pairs:
-        wanted = names if names is not None else [n for n in headline_metrics()
-                                                  if n in a.get("metrics", {}) and n in b.get("metrics", {})]
+        if names is not None:
+            wanted = list(names)
+        else:
+            both = [n for n in b.get("metrics", {})
+                    if replicates_of(a, n) is not None and replicates_of(b, n) is not None]
+            wanted = [n for n in headline_metrics() if n in both] + [n for n in both if n not in headline_metrics()]
         for name in wanted:
             d = metric_difference(a, b, name)
             if d is None or not math.isfinite(d.p):

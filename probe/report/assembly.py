@@ -23,7 +23,8 @@ from probe.projection.project import project
 from probe.store.series import Checkpoint, describe, order_checkpoints, resolve_layers, unique_labels
 from probe.report.config import ReportConfig
 from probe.report.examples import coverage_gaps, retrieval_examples
-from probe.report.gates import baseline_record, fail_under_checks, load_baseline, max_drop_checks
+from probe.report.gates import (baseline_record, check_interval_gates, fail_under_checks, load_baseline,
+                                max_drop_checks)
 from probe.measure.compare import compare_records
 from probe.measure.suite import NOT_AVAILABLE, check_fail_under, compute_metrics, known_metric_names
 from probe.store.media import check_data_roots
@@ -79,6 +80,7 @@ def collect(store_paths: Sequence[str | Path], config: ReportConfig = ReportConf
         raise ConfigError("a report needs at least one store")
     check_fail_under(config.fail_under)
     check_fail_under(config.max_drop, "--max-drop")
+    check_interval_gates(config.fail_under, config.gate, config.max_drop)
     baseline = load_baseline(config.baseline) if config.baseline is not None else None
     stores = [open_store(p) for p in store_paths]
     check_data_roots(dict(config.data_roots), stores)

@@ -5,6 +5,10 @@ interval's pessimistic bound (``--gate bound``: the lower bound for higher-is-be
 metrics, the upper for lower-is-better), so a gate on the bound passes only when the
 metric is better than V beyond noise.
 
+Both ``--gate bound`` and ``--max-drop`` need the metric's interval: on a metric that reports
+none (its intervals are not calibrated, :attr:`metrics.spec.MetricSpec.uncalibrated`) they are
+refused before any work (:func:`check_interval_gates`).
+
 ``--max-drop METRIC=D`` with ``--baseline OLD/metrics.json`` compares the last
 checkpoint with the baseline report's last checkpoint at the headline layer: it
 fails when the metric got worse by more than D beyond noise, i.e. when the whole
@@ -72,6 +76,28 @@ def baseline_record(doc: Mapping[str, Any], layer: str) -> tuple[str, dict[str, 
     layers = sorted({str(r.get("layer")) for r in doc["records"]})
     raise ConfigError(f"--baseline '{doc.get('_path')}' has no record of the headline layer '{layer}' "
                       f"(it has {', '.join(layers) or 'none'}); pass --headline-layer or another baseline")
+
+
+def no_interval_reason(name: str) -> str:
+    """Why a metric reports no interval ("" when it reports one): its intervals are not calibrated."""
+    from metrics.calibration import NO_INTERVAL
+
+    return NO_INTERVAL.get(name, "")
+
+
+def check_interval_gates(fail_under: Sequence[tuple[str, float]], gate: str,
+                         max_drop: Sequence[tuple[str, float]] = ()) -> None:
+    """Refuse, before any work, a gate that needs an interval on a metric that reports none: ``--gate bound``
+    and ``--max-drop`` judge intervals, and a metric whose intervals are not calibrated has none."""
+    gated = [("--fail-under", name, f"--gate bound judges the interval; gate its value (--gate value) instead")
+             for name, _ in fail_under if gate == "bound"]
+    gated += [("--max-drop", name, "--max-drop judges the interval of the change; use --fail-under on its value")
+              for name, _ in max_drop]
+    for flag, name, fix in gated:
+        why = no_interval_reason(name)
+        if why:
+            raise ConfigError(f"{flag} {name}: {name} reports no 95% interval (not calibrated: {why}); {fix}, or "
+                              "gate a metric with an interval")
 
 
 def _lower_better(name: str) -> bool:

@@ -51,6 +51,8 @@ def _interval_methods(record: Mapping[str, Any], names: Sequence[str]) -> str:
         if method:
             by_method.setdefault(str(method), []).append(n)
     items = [f"<li>{html.escape(', '.join(ms))}: {html.escape(m)}</li>" for m, ms in by_method.items()]
+    items += [f"<li>{html.escape(n)}: no interval ({html.escape(str(metric_entry(record, n)['interval_note']))})</li>"
+              for n in names if metric_entry(record, n).get("interval_note") and not metric_entry(record, n).get("ci")]
     tested = [n for n in names if math.isfinite(entry_value(metric_entry(record, n), "p"))]
     if tested:
         items.append(f"<li>p: permutation p-value of {html.escape(', '.join(tested))} against its null (mixing: "

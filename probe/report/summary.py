@@ -97,6 +97,11 @@ def summary_markdown(data: ReportData) -> str:
             out.append(f"| {cp.label} | {data.headline} | {verdict(rec).status} | " + " | ".join(cells) + " |")
         out.append("")
         out.append("Values: estimate [95% interval]; null: value with embodiment labels shuffled.")
+        bare = [n for n in names if any(metric_entry(data.record(cp, data.headline), n).get("interval_note")
+                                        for cp in data.checkpoints)]
+        if bare:
+            out.append(f"No interval for {', '.join(bare)}: not calibrated (their 'interval_note' in metrics.json "
+                       "says why).")
     else:
         out.append(f"_{NOT_AVAILABLE}_")
     if data.checks:
