@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         for emb, d in world["datasets"].items():
             console.print(f"{emb}: {d['episodes']} episodes, {d['frames']} frames, video key {d['video_key']}")
         outputs({f"{e} dataset": out / d["path"] for e, d in world["datasets"].items()},
-                [f"probe world train {out} --size {args.size}"])
+                [f"probe world sweep {out} --size {args.size}", f"probe world train {out} --size {args.size}"])
         return 0
     if args.action == "sweep":
         return _sweep(args)
