@@ -140,11 +140,11 @@ def _normalize(policy, data: dict[str, EmbodimentData]) -> None:
 
 
 def _train(policy, data: dict[str, EmbodimentData], steps: int, seed: int, config: SweepConfig, desc: str,
-           progress: bool) -> None:
+           progress: bool, lr: float) -> None:
     import torch
 
     tconfig = config.train_config(steps, seed)
-    opt = torch.optim.AdamW(policy.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    opt = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=config.weight_decay)
     fit(policy, opt, data, range(1, steps + 1), tconfig, desc=desc, progress=progress)
 
 
@@ -197,7 +197,8 @@ def run_sweep(world_dir: str | Path, config: SweepConfig | None = None, *, size:
         if bodies and not _cached(pre_dir, key):
             data = mixture.at(level)
             policy = _policy(tasks, image_size, config, data | target)
-            _train(policy, data, config.pretrain_steps, config.seed, config, f"pre-training {level}%", progress)
+            _train(policy, data, config.pretrain_steps, config.seed, config, f"pre-training {level}%", progress,
+                   config.lr)
             save_policy(policy, pre_dir, config.pretrain_steps, "pretrained", seed=config.seed, overwrite=True,
                         extra=extra)
         scores, record = {}, {"level": level, "pretraining": bodies, "checkpoints": {}, "behaviour": {}}
@@ -211,7 +212,7 @@ def run_sweep(world_dir: str | Path, config: SweepConfig | None = None, *, size:
                 # every recipe sees finetune_steps batches of target-robot data; co-training alternates
                 # them with as many human batches (so human data is added, not swapped for robot data)
                 _train(policy, recipes[recipe], config.finetune_steps * len(recipes[recipe]), config.seed + 1,
-                       config, f"{recipe} at {level}%", progress)
+                       config, f"{recipe} at {level}%", progress, config.finetune_lr)
             scores[recipe] = episode_scores(policy, heldout)
             record["behaviour"][recipe] = summary(scores[recipe])
             found = {"behaviour": {"setting": world["evaluation"]["robot"]["region"]} | record["behaviour"][recipe]}
