@@ -103,3 +103,29 @@ def test_bad_levels_are_one_line(world, capsys):
     assert main(["world", "sweep", str(world), "--levels", "0", "150"]) == 2
     err = capsys.readouterr().err
     assert "0..100" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_sweep_cotraining_aligns_stages_at_every_level(tmp_path):
+    """What the sweep robustly shows (see README: the shared space itself does not emerge on this world):
+    with human data, a stage classifier trained on robot prefix latents transfers to human ones at every
+    level, far better than without it."""
+    from test_world_alignment import stage_transfer, trunk_latents
+
+    from probe.world.config import WorldConfig
+    from probe.world.policy import load_policy
+
+    out = tmp_path / "w"
+    generate_world(out, config=WorldConfig.preset("small", episodes_per_task=5))
+    config = SweepConfig(levels=(0, 100), pretrain_steps=300, finetune_steps=200, pretrain_episodes=24)
+    sweep = run_sweep(out, config)
+    tasks = read_world_config(out)["config"]["tasks"]
+    data = {e: load_embodiment(out / f"datasets/{e}", e, tasks, config.horizon) for e in ("human", "robot")}
+    for level in config.levels:
+        transfer = {}
+        for recipe in ("cotrained", "robot-only"):
+            policy = load_policy(sweep.checkpoints(recipe)[config.levels.index(level)])
+            Xh, yh = trunk_latents(policy, data["human"], "human")
+            Xr, yr = trunk_latents(policy, data["robot"], "robot")
+            transfer[recipe] = stage_transfer(Xh, yh, Xr, yr)
+        assert transfer["cotrained"] > transfer["robot-only"] + 0.1, (level, transfer)
