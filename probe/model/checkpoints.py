@@ -131,6 +131,8 @@ class LoadedModel:
     config : the directory kind's config dict (empty for other kinds).
     factory : the ``package.module:factory`` used to build the model, if any.
     default_adapter : the adapter used when none is named (see :data:`probe.model.adapters.ADAPTERS`).
+    labels : what the loader knows about the checkpoint for reports, copied into the store's provenance
+        (e.g. the world's ``recipe``, which names a report series, and its sweep ``diversity``).
     """
 
     model: Any
@@ -141,6 +143,7 @@ class LoadedModel:
     config: Mapping[str, Any] = field(default_factory=dict)
     factory: str | None = None
     default_adapter: str = "image"
+    labels: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -151,12 +154,7 @@ class LoadedModel:
         """The ``checkpoint`` entry of a store manifest."""
         out = {"path": str(self.path), "sha256": self.sha256, "step": self.step, "kind": str(self.kind),
                "factory": self.factory, "name": self.name}
-        if self.config.get("recipe") is not None:  # e.g. world policies: the training recipe names the series
-            out["recipe"] = str(self.config["recipe"])
-        for key in ("diversity", "behaviour", "transfer_gain"):  # the world's diversity sweep (probe world sweep)
-            if self.config.get(key) is not None:
-                out[key] = self.config[key]
-        return out
+        return out | dict(self.labels)
 
 
 def checkpoint_name(path: str | Path) -> str:

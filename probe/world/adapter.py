@@ -24,6 +24,8 @@ from probe.world.policy import load_policy
 from probe.world.tasks import TASKS
 
 WORLD_KIND = "world"
+# config.json keys a report reads from a store's provenance: the series, and what the diversity sweep recorded
+LABELS = ("recipe", "diversity", "behaviour", "transfer_gain")
 
 
 def load_world_policy(path: Path, config: Mapping[str, Any], device: str) -> LoadedModel:
@@ -39,7 +41,7 @@ def load_world_policy(path: Path, config: Mapping[str, Any], device: str) -> Loa
     policy.eval().to(device)
     cfg = dict(getattr(policy, "config", None) or config)
     return LoadedModel(policy, WORLD_KIND, str(path), file_sha256(weights), config_step(cfg), cfg,
-                       default_adapter="world")
+                       default_adapter="world", labels={k: cfg[k] for k in LABELS if cfg.get(k) is not None})
 
 def world_embodiments(config: Mapping[str, Any]) -> dict[str, int]:
     raw = config.get("embodiments") or config.get("state_dims") or {}
