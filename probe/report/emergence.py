@@ -67,7 +67,7 @@ def _fmt(e: Mapping[str, Any], pct: bool = False) -> str:
     v = e.get("value")
     if v is None or not math.isfinite(float(v)):
         return "-"
-    f = (lambda x: f"{x:.0%}") if pct else (lambda x: f"{x:+.2f}" if x < 0 else f"{x:.2f}")
+    f = "{:.0%}".format if pct else "{:.2f}".format
     lo, hi = (e.get("ci") or [None, None])[:2]
     return f(float(v)) + (f" [{f(float(lo))}, {f(float(hi))}]" if lo is not None and hi is not None else "")
 

@@ -70,12 +70,12 @@ def build_sweep(out: str | Path, size: str | Size = "default", *, seed: int = 0,
     """Generate (if needed) the world and run (if needed) its diversity sweep; returns ``(World, Sweep)``
     where the World's checkpoints are the sweep's, per recipe, lowest level first."""
     from probe.world.config import SweepConfig
-    from probe.world.sweep import RECIPES, run_sweep
+    from probe.world.sweep import run_sweep
 
     out = Path(out)
     world = ensure_world(out, size, seed=seed, overwrite=overwrite, progress=progress)
     config = SweepConfig.preset(size, seed=seed, **({"levels": levels} if levels else {}))
     sweep = run_sweep(out, config, overwrite=overwrite, progress=progress)
     datasets = {e: out / d["path"] for e, d in world["datasets"].items()}
-    checkpoints = {r: sweep.checkpoints(r) for r in ("cotrained", *[r for r in RECIPES if r != "cotrained"])}
+    checkpoints = {r: sweep.checkpoints(r) for r in ("cotrained", "robot-only")}
     return World(out, datasets, checkpoints, world), sweep

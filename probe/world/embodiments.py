@@ -17,41 +17,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 
 import numpy as np
 
-from probe.world.bodies import BODIES, Arm, body
+from probe.world.bodies import BODIES, Arm, Body, body
 from probe.world.tasks import Grip, Waypoint
 
 
-class Embodiment(str, Enum):
-    """The embodiments of the built-in world."""
-
-    HUMAN = "human"
-    ROBOT = "robot"
-
-
-@dataclass(frozen=True)
-class EmbodimentSpec:
-    """Names and sizes of an embodiment's features in its LeRobot dataset."""
-
-    name: str
-    video_key: str
-    state_names: tuple[str, ...]
-    action_names: tuple[str, ...]
-
-    @property
-    def state_dim(self) -> int:
-        return len(self.state_names)
-
-    @property
-    def action_dim(self) -> int:
-        return len(self.action_names)
-
-
-SPECS: dict[str, EmbodimentSpec] = {
-    b.name: EmbodimentSpec(b.name, b.video_key, b.state_names, b.action_names) for b in BODIES.values()}
+# every body's dataset names and sizes (video_key, state/action names and dims), by embodiment name
+SPECS: dict[str, Body] = BODIES
 
 GRIP_APERTURE = {
     "human": {Grip.OPEN: 0.95, Grip.HOLD: 0.35, Grip.FIST: 0.15},

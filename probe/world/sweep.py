@@ -33,8 +33,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from probe.atomic import write_json
 from probe.errors import DataError, OutputExistsError
 from probe.world.bodies import mixture_at
@@ -112,11 +110,7 @@ class _Mixture:
                 need = max(self.per_body(lv) for lv in self.config.levels if b in mixture_at(lv))
                 episodes = make_episodes(self.wconfig, b.name, episodes_per_task=need, progress=self.progress)
                 self.data[b.name] = episodes_to_data(episodes, self.tasks, self.config.horizon)
-            d = self.data[b.name]
-            keep = d.episode < n * len(self.tasks)
-            out[b.name] = EmbodimentData(b.name, *(getattr(d, f)[keep] for f in
-                                                    ("images", "state", "action", "task", "stage", "episode",
-                                                     "frame", "ee_future")))
+            out[b.name] = self.data[b.name].select(self.data[b.name].episode < n * len(self.tasks))
         return out
 
 

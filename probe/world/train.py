@@ -29,6 +29,7 @@ from probe.world.tasks import STAGES, resolve_tasks
 log = logging.getLogger(__name__)
 
 TRAINING_STATE = "training_state.safetensors"
+TRAJECTORY_SCALE = 0.05  # the trajectory head predicts future effector offsets divided by this (table units)
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,6 +48,11 @@ class EmbodimentData:
 
     def __len__(self) -> int:
         return len(self.state)
+
+    def select(self, rows: np.ndarray) -> EmbodimentData:
+        """The same data restricted to ``rows`` (indices or a boolean mask)."""
+        arrays = ("images", "state", "action", "task", "stage", "episode", "frame", "ee_future")
+        return EmbodimentData(self.embodiment, *(getattr(self, a)[rows] for a in arrays))
 
 
 def _decode(path: Path) -> np.ndarray:
@@ -207,7 +213,7 @@ def step_loss(policy, data: EmbodimentData, rows: np.ndarray, rng: np.random.Gen
     a_std = getattr(policy, f"action_std_{emb}")
     a_mean = getattr(policy, f"action_mean_{emb}")
     loss_action = torch.nn.functional.mse_loss(out["action_normalized"], (action - a_mean) / a_std)
-    loss_ee = torch.nn.functional.mse_loss(out["ee_trajectory"], ee_future / 0.05)
+    loss_ee = torch.nn.functional.mse_loss(out["ee_trajectory"], ee_future / TRAJECTORY_SCALE)
     loss_stage = torch.nn.functional.cross_entropy(out["stage_logits"], stage)
     return loss_action + loss_ee + loss_stage
 

@@ -16,9 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from probe.world.train import EmbodimentData
-
-TRAJECTORY_SCALE = 0.05  # the trajectory head predicts offsets divided by this (see train.step_loss)
+from probe.world.train import TRAJECTORY_SCALE, EmbodimentData
 
 
 def episode_scores(policy, data: EmbodimentData, batch: int = 256) -> dict[str, np.ndarray]:
