@@ -95,8 +95,16 @@ def test_sweep_trains_every_level_and_records_behaviour(world, capsys):
 def test_sweep_help_documents_the_levels(capsys):
     with pytest.raises(SystemExit):
         main(["world", "sweep", "--help"])
-    text = capsys.readouterr().out
-    assert "0 25 50 75 100" in text and all(b.name in text for b in MIXTURE)
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help
+    for size in ("tiny", "small", "default", "large"):
+        assert f"{size}: {' '.join(map(str, SweepConfig.preset(size).levels))}" in text
+    from probe.cli.world import MIXTURE_LINES
+
+    # the static mixture list agrees with the bodies, in order
+    described = [line.split(". ", 1)[1] for line in MIXTURE_LINES.splitlines()]
+    assert described == [f"{b.name}: {b.kind}, {b.gripper} gripper, {b.action_space} actions, "
+                         f"{'head' if b.shot.head else 'fixed'} camera" for b in MIXTURE]
+    assert all(b.name in text for b in MIXTURE)
 
 
 def test_bad_levels_are_one_line(world, capsys):

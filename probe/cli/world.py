@@ -13,11 +13,19 @@ EXAMPLE = "probe world generate --out world && probe world train world"
 SIZES = ("tiny", "small", "default", "large")
 
 
-def _mixture_lines() -> str:
-    from probe.world.bodies import MIXTURE
-
-    return "\n".join(f"  {i + 1}. {b.name}: {b.kind}, {b.gripper} gripper, {b.action_space} actions, "
-                     f"{'head' if b.shot.head else 'fixed'} camera" for i, b in enumerate(MIXTURE))
+# Static text, so that building the parser imports nothing heavy; tests/test_world_sweep.py checks it
+# against SweepConfig's presets and probe.world.bodies.MIXTURE.
+PRESET_LEVELS = "tiny: 0 50 100; small: 0 25 50 100; default: 0 25 50 100; large: 0 25 50 75 100"
+MIXTURE_LINES = """\
+  1. lab_side: arm, parallel gripper, joint actions, fixed camera
+  2. lab_front_b: arm, parallel gripper, joint actions, fixed camera
+  3. workshop_overhead: arm, parallel gripper, ee actions, fixed camera
+  4. studio_left: arm, parallel gripper, joint actions, fixed camera
+  5. home_counter: arm, parallel gripper, ee actions, fixed camera
+  6. humanoid_lab: arm, hand gripper, ee actions, head camera
+  7. humanoid_home: arm, hand gripper, ee actions, head camera
+  8. home_table: arm, parallel gripper, ee actions, fixed camera
+"""
 
 
 SWEEP_DESCRIPTION = """\
@@ -60,12 +68,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     w = sub.add_parser(
         "sweep", help="pre-train on robot mixtures of rising diversity, co-fine-tune with human data, score transfer",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=SWEEP_DESCRIPTION + _mixture_lines())
+        description=SWEEP_DESCRIPTION + MIXTURE_LINES)
     w.add_argument("world", help="a world directory made by 'probe world generate'")
     w.add_argument("--size", default="default", choices=SIZES, help="preset of levels and training lengths")
     w.add_argument("--levels", nargs="+", type=int, default=None, metavar="PERCENT",
                    help="pre-training diversity levels in percent of the mixture (0 = no pre-training); "
-                        "default: the size's preset (default size: 0 25 50 75 100)")
+                        f"default: the size's preset ({PRESET_LEVELS})")
     w.add_argument("--seed", type=int, default=0, help="training seed")
     w.add_argument("--overwrite", action="store_true", help="replace a sweep made with another config")
     b = sub.add_parser("build", help="generate and train in one go, reusing cached outputs")
