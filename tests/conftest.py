@@ -21,6 +21,20 @@ HOME_CACHE = REAL_HOME / ".cache" / "embodiment-probe"
 HOME_VARIABLES = {"HOME": "", "XDG_CACHE_HOME": ".cache", "XDG_CONFIG_HOME": ".config", "XDG_DATA_HOME": ".local/share"}
 
 
+def assert_refused(capsys, argv: list[str], *needles: str) -> str:
+    """Run the CLI on ``argv`` and check it refused in one readable line (exit 2, no traceback) naming
+    every needle; returns that line."""
+    from probe.cli import main
+
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
 def files_under(root: Path) -> dict[str, tuple[int, int]]:
     """Every file under ``root`` (relative path -> (size, mtime in ns)); empty when ``root`` does not exist."""
     out = {}

@@ -8,17 +8,7 @@ import numpy as np
 import pytest
 
 from probe.cli import main
-from tests.conftest import SHARED_DATA, clustered_latents, synthetic_meta
-
-
-def _refused(capsys, argv: list[str], *needles: str) -> str:
-    rc = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert rc == 2, err
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    for needle in needles:
-        assert needle in err, err
-    return err
+from tests.conftest import SHARED_DATA, assert_refused, clustered_latents, synthetic_meta
 
 
 def _npz(path, n: int = 40, dim: int = 8, **overrides):
@@ -42,20 +32,20 @@ def store(tmp_path):
 
 def test_import_refuses_an_npz_without_rows(tmp_path, capsys):
     src = _npz(tmp_path / "empty.npz", n=0)
-    _refused(capsys, ["import", str(src), "--out", str(tmp_path / "s")], "has no rows")
+    assert_refused(capsys, ["import", str(src), "--out", str(tmp_path / "s")], "has no rows")
     assert not (tmp_path / "s").exists()
 
 
 def test_import_refuses_latents_of_width_zero(tmp_path, capsys):
     src = _npz(tmp_path / "w0.npz", dim=0)
-    _refused(capsys, ["import", str(src), "--out", str(tmp_path / "s")], "width 0")
+    assert_refused(capsys, ["import", str(src), "--out", str(tmp_path / "s")], "width 0")
     assert not (tmp_path / "s").exists()
 
 
 @pytest.mark.parametrize("fps", ["0", "-5", "nan", "inf"])
 def test_import_refuses_a_meaningless_frame_rate(tmp_path, capsys, fps):
     src = _npz(tmp_path / "ok.npz")
-    _refused(capsys, ["import", str(src), "--out", str(tmp_path / "s"), "--fps", fps], "--fps")
+    assert_refused(capsys, ["import", str(src), "--out", str(tmp_path / "s"), "--fps", fps], "--fps")
     assert not (tmp_path / "s").exists()
 
 
@@ -63,7 +53,7 @@ def test_import_refuses_a_meaningless_frame_rate(tmp_path, capsys, fps):
                                      np.linspace(0, 3, 40)])
 def test_import_refuses_episode_ids_that_are_not_integers(tmp_path, capsys, episode):
     src = _npz(tmp_path / "ep.npz", episode=episode)
-    _refused(capsys, ["import", str(src), "--out", str(tmp_path / "s")], "column 'episode' must hold integer ids")
+    assert_refused(capsys, ["import", str(src), "--out", str(tmp_path / "s")], "column 'episode' must hold integer ids")
     assert not (tmp_path / "s").exists()
 
 
@@ -79,12 +69,12 @@ def test_a_store_of_width_zero_is_refused_downstream(store, capsys):
     np.save(file, np.zeros((store.n, 0), np.float32))
     manifest["layers"]["l"]["dim"] = 0
     (store.path / "manifest.json").write_text(json.dumps(manifest))
-    _refused(capsys, ["metrics", str(store.path)], "width 0")
+    assert_refused(capsys, ["metrics", str(store.path)], "width 0")
 
 
 def test_metrics_names_the_embodiments_when_human_is_unknown(store, tmp_path, capsys):
     out = tmp_path / "m.json"
-    _refused(capsys, ["metrics", str(store.path), "--human", "hand", "--out", str(out)],
+    assert_refused(capsys, ["metrics", str(store.path), "--human", "hand", "--out", str(out)],
              "'hand'", "human, robot", "--human")
     assert not out.exists()
 
@@ -94,15 +84,15 @@ def test_metrics_on_an_empty_store_says_so(tmp_path, capsys):
 
     meta = synthetic_meta()
     empty = write_store(tmp_path / "empty", meta.iloc[:0], {"l": clustered_latents(meta)[:0]})
-    _refused(capsys, ["metrics", str(empty.path)], "empty (0 rows)")
+    assert_refused(capsys, ["metrics", str(empty.path)], "empty (0 rows)")
 
 
 def test_coverage_refuses_a_negative_top(store, capsys):
-    _refused(capsys, ["coverage", str(store.path), "--top", "-3"], "--top")
+    assert_refused(capsys, ["coverage", str(store.path), "--top", "-3"], "--top")
 
 
 def test_report_refuses_a_negative_bootstrap_before_any_work(store, tmp_path, capsys):
-    _refused(capsys, ["report", str(store.path), "--out", str(tmp_path / "r"), "--bootstrap", "-1"], "--bootstrap")
+    assert_refused(capsys, ["report", str(store.path), "--out", str(tmp_path / "r"), "--bootstrap", "-1"], "--bootstrap")
     assert not (tmp_path / "r").exists()
 
 
@@ -118,7 +108,7 @@ def test_layers_summarises_a_mismatched_world_checkpoint_in_one_line(tmp_path, c
     config = json.loads((ckpt / "config.json").read_text())
     config["model"]["width"] = 24
     (ckpt / "config.json").write_text(json.dumps(config))
-    err = _refused(capsys, ["layers", str(ckpt)], "shape mismatches", "more)", "config.json")
+    err = assert_refused(capsys, ["layers", str(ckpt)], "shape mismatches", "more)", "config.json")
     assert "--model" not in err and len(err) < 600
 
 
@@ -129,6 +119,6 @@ def test_layers_advice_names_its_own_flags_for_an_unreadable_episode(tmp_path, c
     import torch
 
     torch.jit.save(torch.jit.script(tiny_cnn().eval()), tmp_path / "encoder.pt")
-    err = _refused(capsys, ["layers", str(tmp_path / "encoder.pt"), "--data",
+    err = assert_refused(capsys, ["layers", str(tmp_path / "encoder.pt"), "--data",
                             f"robot={SHARED_DATA / 'g1_inspire_pick_can'}"], "episode 0", "--input-shape")
     assert "--skip-bad-episodes" not in err

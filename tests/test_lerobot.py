@@ -18,20 +18,12 @@ import pytest
 
 from lerobot_models import FRONT, act_checkpoint, diffusion_checkpoint
 from probe.cli import main
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, assert_refused
 
 G1 = SHARED_DATA / "g1_inspire_pick_can"
 EGO = "observation.images.egocentric"
 
 
-def _refused(capsys, argv: list[str], *needles: str) -> str:
-    rc = main(argv)
-    err = capsys.readouterr().err.strip()
-    assert rc == 2, err
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 @pytest.fixture(scope="session")
@@ -223,13 +215,13 @@ def test_lerobot_train_checkpoint_from_its_run_directory(trained, world, tmp_pat
 def test_missing_camera_and_state_are_named_in_one_line(act_dir, world, tmp_path, capsys):
     base = ["extract", "--checkpoint", str(act_dir), "--data", f"human={world['human']}", "--layer", "model.encoder",
             "--max-frames", "2", "--frame-cache", "off"]
-    _refused(capsys, [*base, "--out", str(tmp_path / "a")], f"camera(s) ['{FRONT}']", f"--rename {EGO}={FRONT}",
+    assert_refused(capsys, [*base, "--out", str(tmp_path / "a")], f"camera(s) ['{FRONT}']", f"--rename {EGO}={FRONT}",
              "observation.state of 8 values", "fill_state")
-    _refused(capsys, [*base, "--rename", f"{EGO}={FRONT}", "--out", str(tmp_path / "b")],
+    assert_refused(capsys, [*base, "--rename", f"{EGO}={FRONT}", "--out", str(tmp_path / "b")],
              "observation.state of 8 values (the dataset's has 10 values")
-    _refused(capsys, [*base, "--rename", "observation.images.wrist=observation.images.top", "--out",
+    assert_refused(capsys, [*base, "--rename", "observation.images.wrist=observation.images.top", "--out",
                       str(tmp_path / "c")], f"camera(s) ['{FRONT}']")
-    _refused(capsys, [*base, "--rename", "no-equals-sign", "--out", str(tmp_path / "d")], "DATASET_KEY=POLICY_KEY")
+    assert_refused(capsys, [*base, "--rename", "no-equals-sign", "--out", str(tmp_path / "d")], "DATASET_KEY=POLICY_KEY")
     assert not any((tmp_path / x).exists() for x in "abcd")
 
 
@@ -337,5 +329,5 @@ def test_a_checkpoint_from_a_newer_lerobot_is_refused_in_one_line(act_dir, tmp_p
     shutil.copytree(act_dir, newer)
     config = json.loads((newer / "config.json").read_text())
     (newer / "config.json").write_text(json.dumps(config | {"a_field_of_lerobot_0_6": 1}))
-    _refused(capsys, ["layers", str(newer)], "cannot read the policy config", "a_field_of_lerobot_0_6",
+    assert_refused(capsys, ["layers", str(newer)], "cannot read the policy config", "a_field_of_lerobot_0_6",
              "upgrade LeRobot")
