@@ -89,7 +89,7 @@ def check_interval_gates(fail_under: Sequence[tuple[str, float]], gate: str,
                          max_drop: Sequence[tuple[str, float]] = ()) -> None:
     """Refuse, before any work, a gate that needs an interval on a metric that reports none: ``--gate bound``
     and ``--max-drop`` judge intervals, and a metric whose intervals are not calibrated has none."""
-    gated = [("--fail-under", name, f"--gate bound judges the interval; gate its value (--gate value) instead")
+    gated = [("--fail-under", name, "--gate bound judges the interval; gate its value (--gate value) instead")
              for name, _ in fail_under if gate == "bound"]
     gated += [("--max-drop", name, "--max-drop judges the interval of the change; use --fail-under on its value")
               for name, _ in max_drop]
