@@ -2,7 +2,7 @@
 
 For each size (default 100k and 1M human latents of dimension 256, float32) it writes
 a real latent store, builds every index kind through :func:`probe.retrieval.index.build_index`
-and searches through :meth:`probe.retrieval.index.OpenIndex.search` (the code ``probe
+and searches through :meth:`probe.retrieval.index_search.OpenIndex.search` (the code ``probe
 retrieve`` runs), reporting:
 
 * build time;

@@ -2,7 +2,8 @@
 building an empty index of a kind.
 
 Two users build their indexes here: the suite's approximate kNN graph (:func:`metrics.graph.build_graph`)
-and the retrieval indexes (:mod:`probe.retrieval.index`, which trains, fills, saves and searches them).
+and the retrieval indexes (:mod:`probe.retrieval.index` trains, fills and saves them,
+:mod:`probe.retrieval.index_search` searches them).
 :func:`resolve_params` turns the options a user gave (``None``: choose from the data size) into the
 concrete parameters, :func:`new_index` builds the empty index, :func:`training_rows` picks the rows an
 IVF index trains on and :func:`few_threads` runs a handful of queries on one FAISS thread.

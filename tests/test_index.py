@@ -13,7 +13,8 @@ from metrics.knn import knn
 from probe import columns as C
 from probe.cli import main
 from probe.errors import ConfigError, IndexFileError, IndexMismatchError, LayerNotFoundError, OutputExistsError
-from probe.retrieval.index import IndexConfig, build_index, open_index
+from probe.retrieval.index import IndexConfig, build_index
+from probe.retrieval.index_search import open_index
 from probe.store.writer import write_store
 
 

@@ -60,7 +60,8 @@ class NeighbourSearch:
         ``row_tokens``: per store row, the media token of its video (None without one).
         """
         from probe.errors import ProbeError
-        from probe.retrieval.index import build_index, open_index
+        from probe.retrieval.index import build_index
+        from probe.retrieval.index_search import open_index
         from probe.retrieval.retriever import Retriever
 
         if not (store.meta[C.EMBODIMENT] == C.HUMAN).any():

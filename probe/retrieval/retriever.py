@@ -25,7 +25,7 @@ import pandas as pd
 from metrics.knn import Metric
 from probe import columns as C
 from probe.errors import ConfigError, DataError
-from probe.retrieval.index import OpenIndex, open_index
+from probe.retrieval.index_search import OpenIndex, open_index
 from probe.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ class Retriever:
 
     Parameters
     ----------
-    index : an index opened against its store (:func:`probe.retrieval.index.open_index`)
+    index : an index opened against its store (:func:`probe.retrieval.index_search.open_index`)
     """
 
     def __init__(self, index: OpenIndex) -> None:
