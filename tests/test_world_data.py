@@ -177,3 +177,23 @@ def test_existing_output_is_refused_unless_overwrite(world, tmp_path):
     generate_world(out, size="tiny", episodes_per_task=1, overwrite=True)  # a world: replaced
     assert (out / "datasets/human/meta/info.json").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries left behind
+
+
+def test_counterfactual_renders_put_a_person_in_the_robots_lab_and_camera():
+    """``make_episode(look=..., shot=...)`` films a body in another scene and from another camera; the
+    motion, states and labels stay the body's own (what bench_world_separation.py compares)."""
+    from probe.world.bodies import LAB, TARGET
+    from probe.world.episodes import make_episode
+    from probe.world.tasks import sample_scene
+
+    def episode(embodiment, **kw):
+        rng = np.random.default_rng(5)
+        return make_episode(TASKS[0], embodiment, rng, scene=sample_scene(TASKS[0], rng, region="near"), **kw)
+
+    own, moved, robot = episode("human"), episode("human", look=LAB, shot=TARGET.shot), episode("robot")
+    np.testing.assert_array_equal(own.state, moved.state)
+    np.testing.assert_array_equal(own.stage, moved.stage)
+    # the same scene from the same camera: only the effector (and its shadow) differs from the robot's frame
+    differ = lambda e: (np.abs(e.frames[-1].astype(int) - robot.frames[-1].astype(int)).max(-1) > 30).mean()  # noqa: E731
+    assert differ(moved) < 0.25 and differ(own) > 0.9
+    assert differ(episode("human", look=LAB)) > 2 * differ(moved)  # the head camera alone moves the whole view

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from probe.world import render as R
-from probe.world.bodies import Body, body
+from probe.world.bodies import Body, Look, Shot, body
 from probe.world.embodiments import Motion, plan_motion, start_position, state_and_action
 from probe.world.tasks import Scene, Task, object_tracks, sample_scene, stage_plan
 
@@ -57,40 +57,49 @@ class Episode:
         return self.motion.ee
 
 
-def _look(b: Body, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Scene appearance: a home kitchen for people; each robot's own scene (see :mod:`probe.world.bodies`)."""
+def _look(b: Body, rng: np.random.Generator, scene: Look | None = None) -> dict[str, np.ndarray]:
+    """Scene appearance: a home kitchen for people; each robot's own scene (see :mod:`probe.world.bodies`);
+    ``scene`` puts the body in another scene (its table and background), keeping its own colours."""
+    if b.human and scene is not None:
+        return scene.sample(rng) | {"skin": R.SKIN * rng.uniform(0.7, 1.08),
+                                    "sleeve": rng.uniform(0.1, 0.7, 3).astype(np.float32)}
     if b.human:
         wood = np.array([0.58, 0.42, 0.26], np.float32) * rng.uniform(0.8, 1.15)
         return {"table": wood, "background": np.array([0.85, 0.82, 0.74], np.float32) * rng.uniform(0.85, 1.0),
                 "skin": R.SKIN * rng.uniform(0.7, 1.08), "sleeve": rng.uniform(0.1, 0.7, 3).astype(np.float32)}
     color = np.asarray(b.color, np.float32) * rng.uniform(0.9, 1.05)
-    return b.look.sample(rng) | {"links": np.clip(color, 0, 1), "skin": np.clip(color * 0.85, 0, 1),
+    return (scene or b.look).sample(rng) | {"links": np.clip(color, 0, 1), "skin": np.clip(color * 0.85, 0, 1),
                                  "sleeve": np.clip(color * 0.6, 0, 1)}
 
 
-def _camera(b: Body, ee: np.ndarray, rng: np.random.Generator, size: int) -> R.Camera:
-    if b.shot.head:
-        return R.egocentric_camera(ee, rng, size, head=b.shot.pos, look=b.shot.target, focal=b.shot.focal)
-    return R.fixed_camera(len(ee), size, b.shot.pos, b.shot.target, b.shot.focal)
+def _camera(shot: Shot, ee: np.ndarray, rng: np.random.Generator, size: int) -> R.Camera:
+    if shot.head:
+        return R.egocentric_camera(ee, rng, size, head=shot.pos, look=shot.target, focal=shot.focal)
+    return R.fixed_camera(len(ee), size, shot.pos, shot.target, shot.focal)
 
 
 def make_episode(task: Task, embodiment: str, rng: np.random.Generator, *, fps: float = 10.0,
-                 image_size: int = 64, scene: Scene | None = None) -> Episode:
-    """Sample a scene (unless given), move through the task's stages as ``embodiment`` and render every frame."""
+                 image_size: int = 64, scene: Scene | None = None, look: Look | None = None,
+                 shot: Shot | None = None) -> Episode:
+    """Sample a scene (unless given), move through the task's stages as ``embodiment`` and render every frame.
+
+    ``look`` and ``shot`` film the body in another scene or from another camera than its own (a
+    counterfactual: e.g. a person in the robot's lab, seen by the robot's camera).
+    """
     b = body(embodiment)
     scene = sample_scene(task, rng) if scene is None else scene
     motion = plan_motion(embodiment, stage_plan(scene), start_position(embodiment, rng), fps, rng)
     objects = object_tracks(scene, motion.ee, motion.stage)
-    look = _look(b, rng)
-    cv = R.Canvas(_camera(b, motion.ee, rng, image_size), look["background"])
+    colors = _look(b, rng, look)
+    cv = R.Canvas(_camera(shot or b.shot, motion.ee, rng, image_size), colors["background"])
     shadows = [(motion.ee, 0.05 if b.human or b.gripper == "hand" else 0.04)]
     if "cup" in objects:
         shadows.append((objects["cup"], 0.04))
-    R.draw_scene(cv, scene, objects, look["table"], shadows)
+    R.draw_scene(cv, scene, objects, colors["table"], shadows)
     if b.human or b.gripper == "hand":
-        R.draw_hand(cv, motion.ee, motion.aperture, look["sleeve"], look["skin"])
+        R.draw_hand(cv, motion.ee, motion.aperture, colors["sleeve"], colors["skin"])
     else:
-        R.draw_robot(cv, motion.ee, motion.aperture, look["links"], b.arm)
+        R.draw_robot(cv, motion.ee, motion.aperture, colors["links"], b.arm)
     frames = cv.frames()
     state, action = state_and_action(embodiment, motion)
     return Episode(task, embodiment, scene, motion, frames, state, action)
