@@ -18,7 +18,7 @@ import numpy as np
 from metrics.compare import Difference, difference, holm
 from metrics.spec import REGISTRY, Better, headline_metrics
 
-ALPHA = 0.05
+ALPHA = 0.05  # the significance level of every test the toolkit reports (comparisons, verdicts)
 CORRECTION = "Holm-Bonferroni over every difference compared in one call"
 
 

@@ -11,13 +11,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from probe.measure.compare import ALPHA
 from probe.report.records import metric_entry, stage_entries, null_ratio, entry_value
 
 MIXING_METRICS = ("ilisi", "knn_embodiment_mixing", "kbet")
 STAGE_METRICS = ("stage_transfer_acc_robot_to_human", "silhouette_stage")
 SHARED_RATIO = 0.8
 PARTLY_RATIO = 0.5
-ALPHA = 0.05
 VERDICT_RULES = (
     f"mixing ratio = value / null of the first of {', '.join(MIXING_METRICS)} (null: labels shuffled = perfect "
     f"mixing); shared >= {SHARED_RATIO}, partly shared >= {PARTLY_RATIO}, separate below; below {SHARED_RATIO} "
