@@ -10,6 +10,8 @@ layer, checkpoint step) and writes JSON / CSV atomically.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -131,8 +133,20 @@ def interactive_config() -> MetricsConfig:
     return MetricsConfig(by="stage", bootstrap=10, null_repeats=1, intervals="reweight")
 
 
+@functools.cache
+def _metrics_code() -> str:
+    """A hash of the ``metrics`` package's source: cached records computed by other code are not reused."""
+    import metrics
+
+    digest = hashlib.sha256()
+    for file in sorted(Path(metrics.__file__).parent.glob("*.py")):
+        digest.update(file.name.encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _cache_file(cache_dir: Path, store: Store, layer: str, config: MetricsConfig) -> Path:
-    key = hashlib.sha256(json.dumps([store.fingerprint, layer, repr(config)]).encode()).hexdigest()[:24]
+    settings = json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)
+    key = hashlib.sha256(json.dumps([store.fingerprint, layer, settings, _metrics_code()]).encode()).hexdigest()[:24]
     return cache_dir / "metrics" / f"{key}.json"
 
 
