@@ -6,6 +6,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
+from typing import Any, ClassVar
 
 from probe.errors import ConfigError
 from probe.world.tasks import TASK_NAMES, resolve_tasks
@@ -44,8 +45,26 @@ def config_hash(obj: object) -> str:
     return hashlib.sha256(json.dumps(asdict(obj), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+class Presets:
+    """``preset(size, **overrides)`` and ``hash`` of a frozen config dataclass; ``PRESETS`` holds each
+    size's fields (``SIZED``: the size itself is a field)."""
+
+    PRESETS: ClassVar[dict[Size, dict[str, Any]]] = {}
+    SIZED: ClassVar[bool] = False
+
+    @classmethod
+    def preset(cls, size: str | Size = Size.DEFAULT, **overrides):
+        """The preset of ``size``, with any field overridden."""
+        size = _size(size)
+        return cls(**({"size": size} if cls.SIZED else {}), **(cls.PRESETS[size] | overrides))
+
+    @property
+    def hash(self) -> str:
+        return config_hash(self)
+
+
 @dataclass(frozen=True)
-class WorldConfig:
+class WorldConfig(Presets):
     """What ``generate_world`` writes: tasks, episodes per task and embodiment, frames and videos."""
 
     size: Size = Size.DEFAULT
@@ -60,6 +79,13 @@ class WorldConfig:
     robot_region: str = "near"
     heldout_region: str = "far_right"
     heldout_episodes_per_task: int = 6
+
+    SIZED: ClassVar[bool] = True
+    PRESETS: ClassVar[dict[Size, dict[str, Any]]] = {
+        Size.TINY: dict(episodes_per_task=2, episodes_per_video_file=4, heldout_episodes_per_task=2),
+        Size.SMALL: dict(episodes_per_task=8, heldout_episodes_per_task=4),
+        Size.DEFAULT: dict(episodes_per_task=20),
+        Size.LARGE: dict(episodes_per_task=30, heldout_episodes_per_task=10)}
 
     def __post_init__(self) -> None:
         from probe.world.tasks import REGIONS
@@ -82,23 +108,10 @@ class WorldConfig:
         if self.episodes_per_video_file < 1:
             raise ConfigError(f"episodes_per_video_file must be at least 1, got {self.episodes_per_video_file}")
 
-    @classmethod
-    def preset(cls, size: str | Size = Size.DEFAULT, **overrides) -> WorldConfig:
-        """The preset of ``size``, with any field overridden."""
-        size = _size(size)
-        base = {Size.TINY: dict(episodes_per_task=2, episodes_per_video_file=4, heldout_episodes_per_task=2),
-                Size.SMALL: dict(episodes_per_task=8, heldout_episodes_per_task=4),
-                Size.DEFAULT: dict(episodes_per_task=20),
-                Size.LARGE: dict(episodes_per_task=30, heldout_episodes_per_task=10)}[size]
-        return cls(size=size, **(base | overrides))
-
-    @property
-    def hash(self) -> str:
-        return config_hash(self)
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Presets):
     """How ``train_world`` trains each recipe and which steps it checkpoints (step 0 always)."""
 
     steps: int = 600
@@ -111,6 +124,12 @@ class TrainConfig:
     seed: int = 0
     threads: int = 1  # the model is small: one thread is as fast and robust on a busy machine
     model: dict = field(default_factory=dict)
+
+    PRESETS: ClassVar[dict[Size, dict[str, Any]]] = {
+        Size.TINY: dict(steps=12, checkpoint_steps=(0, 6, 12), batch_size=8),
+        Size.SMALL: dict(steps=300, checkpoint_steps=(0, 30, 100, 300)),
+        Size.DEFAULT: dict(steps=1200, checkpoint_steps=(0, 50, 150, 300, 600, 1200)),
+        Size.LARGE: dict(steps=3000, checkpoint_steps=(0, 100, 300, 1000, 3000))}
 
     def __post_init__(self) -> None:
         try:
@@ -128,26 +147,12 @@ class TrainConfig:
         if self.batch_size < 2:
             raise ConfigError(f"batch_size must be at least 2, got {self.batch_size}")
 
-    @classmethod
-    def preset(cls, size: str | Size = Size.DEFAULT, **overrides) -> TrainConfig:
-        """The preset of ``size``, with any field overridden."""
-        size = _size(size)
-        base = {Size.TINY: dict(steps=12, checkpoint_steps=(0, 6, 12), batch_size=8),
-                Size.SMALL: dict(steps=300, checkpoint_steps=(0, 30, 100, 300)),
-                Size.DEFAULT: dict(steps=1200, checkpoint_steps=(0, 50, 150, 300, 600, 1200)),
-                Size.LARGE: dict(steps=3000, checkpoint_steps=(0, 100, 300, 1000, 3000))}[size]
-        return cls(**(base | overrides))
-
     def with_(self, **changes) -> TrainConfig:
         return replace(self, **changes)
 
-    @property
-    def hash(self) -> str:
-        return config_hash(self)
-
 
 @dataclass(frozen=True)
-class SweepConfig:
+class SweepConfig(Presets):
     """The diversity sweep: robot pre-training at each ``levels`` percent of the mixture (0 = none), then
     co-fine-tuning on human + target robot data and, as the control, fine-tuning on the target robot alone.
 
@@ -168,6 +173,14 @@ class SweepConfig:
     threads: int = 1
     model: dict = field(default_factory=dict)
 
+    PRESETS: ClassVar[dict[Size, dict[str, Any]]] = {
+        Size.TINY: dict(levels=(0, 50, 100), pretrain_steps=40, finetune_steps=20, pretrain_episodes=12, batch_size=8),
+        Size.SMALL: dict(levels=(0, 25, 50, 100), pretrain_steps=600, finetune_steps=300, pretrain_episodes=48),
+        # the demo's: four levels, trimmed to fit its time budget on 2 cores
+        Size.DEFAULT: dict(levels=(0, 25, 50, 100), pretrain_steps=1500, finetune_steps=500),
+        Size.LARGE: dict(levels=(0, 25, 50, 75, 100), pretrain_steps=4000, finetune_steps=1500,
+                         pretrain_episodes=144)}
+
     def __post_init__(self) -> None:
         levels = tuple(sorted({int(v) for v in self.levels}))
         if not levels or levels[0] < 0 or levels[-1] > 100:
@@ -179,26 +192,8 @@ class SweepConfig:
         if self.batch_size < 2:
             raise ConfigError(f"batch_size must be at least 2, got {self.batch_size}")
 
-    @classmethod
-    def preset(cls, size: str | Size = Size.DEFAULT, **overrides) -> SweepConfig:
-        """The preset of ``size``, with any field overridden."""
-        size = _size(size)
-        base = {Size.TINY: dict(levels=(0, 50, 100), pretrain_steps=40, finetune_steps=20, pretrain_episodes=12,
-                                batch_size=8),
-                Size.SMALL: dict(levels=(0, 25, 50, 100), pretrain_steps=600, finetune_steps=300,
-                                 pretrain_episodes=48),
-                # the demo's: four levels, trimmed to fit its time budget on 2 cores
-                Size.DEFAULT: dict(levels=(0, 25, 50, 100), pretrain_steps=1500, finetune_steps=500),
-                Size.LARGE: dict(levels=(0, 25, 50, 75, 100), pretrain_steps=4000, finetune_steps=1500,
-                                 pretrain_episodes=144)}[size]
-        return cls(**(base | overrides))
-
     def train_config(self, steps: int, seed: int) -> TrainConfig:
         """The :class:`TrainConfig` of one phase (``steps`` long) of the sweep."""
         return TrainConfig(steps=steps, checkpoint_steps=(0, steps), batch_size=self.batch_size, lr=self.lr,
                            weight_decay=self.weight_decay, horizon=self.horizon, seed=seed, threads=self.threads,
                            model=dict(self.model))
-
-    @property
-    def hash(self) -> str:
-        return config_hash(self)
