@@ -70,12 +70,9 @@ def serve(stores: Sequence[str | Path], host: str = "127.0.0.1", port: int = 805
     url = f"http://{shown}:{port}/"
     log.info("serving %d checkpoint(s) at %s", len(prepared.checkpoints), url)
     from probe.console import console
-    from probe.store.media import VideoPaths
-
-    roots = sorted({str(entry.root) for ck in prepared.checkpoints
-                    for entry in VideoPaths(ck.store, data_roots).roots.values() if entry.root is not None})
-    if roots and prepared.media:  # a store names its dataset roots: say which folders the server reads videos from
-        console.print(f"videos served only from inside: {', '.join(roots)}", soft_wrap=True, markup=False)
+    if prepared.video_roots and prepared.media:  # say which folders the server reads videos from
+        console.print(f"videos served only from inside: {', '.join(prepared.video_roots)}", soft_wrap=True,
+                      markup=False)
     more = len(prepared.views) - prepared.views.ready()
     later = f"; {more} more maps are prepared in the background (progress in the page)" if more else ""
     if debug:  # Dash's debug mode (tracebacks in the page) needs Werkzeug's development server

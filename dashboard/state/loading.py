@@ -44,8 +44,8 @@ def _sample_rows(meta: pd.DataFrame, max_points: int) -> np.ndarray:
     return np.sort(np.argpartition(h, max_points)[:max_points]).astype(np.int64)
 
 
-def _register_videos(store: Store, media: dict[str, Path], data_roots: Mapping[str, Path] | None
-                     ) -> tuple[np.ndarray, list[str]]:
+def _register_videos(store: Store, media: dict[str, Path], data_roots: Mapping[str, Path] | None,
+                     roots: set[str]) -> tuple[np.ndarray, list[str]]:
     """Register the store's servable videos: per-row index into the token list (-1: no video shown).
 
     Only files :class:`probe.store.media.VideoPaths` accepts (video files inside the store's
@@ -58,6 +58,7 @@ def _register_videos(store: Store, media: dict[str, Path], data_roots: Mapping[s
     if C.VIDEO not in meta.columns:
         return code, []
     videos = VideoPaths(store, data_roots)
+    roots.update(str(entry.root) for entry in videos.roots.values() if entry.root is not None)
     for warning in videos.warnings:
         log.warning(warning)
     values = meta[C.VIDEO].astype("string").fillna("")
@@ -99,7 +100,7 @@ def _rows_warning(store: Store, keys: np.ndarray, found: list[tuple[int, str]], 
 
 
 def _checkpoint(name: str, store: Store, max_points: int, categories: dict[str, list[str]],
-                media: dict[str, Path], data_roots: Mapping[str, Path] | None) -> Checkpoint:
+                media: dict[str, Path], data_roots: Mapping[str, Path] | None, roots: set[str]) -> Checkpoint:
     meta = store.meta
     rows = _sample_rows(meta, max_points)
     point_of_row = np.full(len(meta), -1, dtype=np.int64)
@@ -117,7 +118,7 @@ def _checkpoint(name: str, store: Store, max_points: int, categories: dict[str, 
     ep_sorted = codes["episode"][order]
     bounds = np.flatnonzero(np.diff(ep_sorted)) + 1
     episode_points = {int(ep_sorted[g[0]]): g for g in np.split(order, bounds) if len(g)} if len(order) else {}
-    video_code, tokens = _register_videos(store, media, data_roots)
+    video_code, tokens = _register_videos(store, media, data_roots, roots)
     return Checkpoint(name, store, rows, point_of_row, points, codes, episode_points, video_code, tokens,
                       pd.Index(meta[C.SAMPLE_ID].astype(str)))
 
@@ -281,7 +282,9 @@ def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str]
         "checkpoint": names,
     }
     media: dict[str, Path] = {}
-    checkpoints = [_checkpoint(n, s, max_points, categories, media, roots) for n, s in zip(names, opened)]
+    video_roots: set[str] = set()
+    checkpoints = [_checkpoint(n, s, max_points, categories, media, roots, video_roots)
+                   for n, s in zip(names, opened)]
     cache_dir = Path(cache) if cache is not None else None
     index_root = cache_dir / "dashboard-indexes" if cache_dir is not None else Path(tempfile.mkdtemp(prefix="probe-dash-"))
     views = Views(checkpoints, chosen, method=method, cache_dir=cache_dir, index_root=index_root, k=k,
@@ -292,4 +295,4 @@ def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str]
         for key in track(views.order, total=len(views.order), desc="preparing maps, indexes, metrics",
                          enabled=progress):
             views[key]
-    return Prepared(checkpoints, chosen, views, categories, media, k)
+    return Prepared(checkpoints, chosen, views, categories, media, k, tuple(sorted(video_roots)))

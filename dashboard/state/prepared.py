@@ -108,6 +108,7 @@ class Prepared:
     categories: dict[str, list[str]]  # task / stage / embodiment / episode / checkpoint -> ordered values
     media: dict[str, Path]  # random token of this process -> a video file inside its store's dataset roots
     k: int
+    video_roots: tuple[str, ...] = ()  # the folders videos are served from (the stores' dataset roots)
 
     @property
     def names(self) -> list[str]:
