@@ -98,6 +98,12 @@ def test_sweep_help_documents_the_levels(capsys):
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help
     for size in ("tiny", "small", "default", "large"):
         assert f"{size}: {' '.join(map(str, SweepConfig.preset(size).levels))}" in text
+    # the layout it names is the one run_sweep writes
+    from probe.world.sweep import RECIPES, level_dir
+
+    assert "WORLD/sweep/{pretrained,cotrained,robot-only}/level-NNN/" in text
+    assert {str(level_dir("WORLD", r, 5)) for r in ("pretrained", *RECIPES)} == {
+        f"WORLD/sweep/{r}/level-005" for r in ("pretrained", "cotrained", "robot-only")}
     from probe.cli.world import MIXTURE_LINES
 
     # the static mixture list agrees with the bodies, in order

@@ -41,7 +41,7 @@ For each LEVEL (percent of the robot pre-training mixture; 0 = no pre-training):
      only people put them in training): effector-trajectory error, stage accuracy, and the
      transfer gain 1 - error(cotrained) / error(robot-only) with a paired 95% interval.
 
-Writes WORLD/sweep/level-NNN/{pretrained,cotrained,robot-only}/ and WORLD/sweep/sweep.json;
+Writes WORLD/sweep/{pretrained,cotrained,robot-only}/level-NNN/ and WORLD/sweep/sweep.json;
 a second run with the same config reuses them. The mixture, narrow to broad:
 """
 
