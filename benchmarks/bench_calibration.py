@@ -23,6 +23,16 @@ Every metric gets an interval here (``MetricsConfig.all_intervals``), also those
 withholds because they are not calibrated (``metrics.calibration.NO_INTERVAL``): the table shows
 the coverage that made them lose it. Models run in parallel processes with ``--jobs``.
 
+``--scopes`` (``--scopes task``) also checks the per-stage (per-task) intervals, which the suite
+withholds (``metrics.calibration.NO_SCOPE_INTERVAL``) but gives with ``all_intervals``: each stage's
+target is the mean of that stage's value over the ``--truth`` datasets, and the table gains a row per
+(metric, stage), ``metric @ s0`` ..., and one pooling every stage's hits, ``metric @ every stage``.
+Only per-sample metrics have per-scope intervals (fitted ones are refitted per scope without one), e.g.
+
+    .venv/bin/python benchmarks/bench_calibration.py --scopes --models aligned offset rotated random \
+        --metrics retrieval_precision_at_1_human_to_robot,retrieval_map_at_r_human_to_robot \
+        --datasets 200 --truth 200 --noise 0.8 --seed 7 --jobs 2     # 8.5 min on 2 shared cores
+
     .venv/bin/python benchmarks/bench_calibration.py --models aligned offset rotated random --datasets 80 \
         --truth 200 --noise 0.8 --seed 7 --jobs 2
 """
@@ -39,10 +49,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from metrics.spec import Labels, MetricsConfig  # noqa: E402
+from metrics.spec import Labels, MetricsConfig, MetricValue, SuiteResult  # noqa: E402
 from metrics.suite import run_suite  # noqa: E402
 
 MODELS = ("aligned", "partial", "offset", "rotated", "random")
+
+
+def entries(res: SuiteResult) -> dict[str, MetricValue]:
+    """Every value of one run: each metric overall, and per scope as ``metric @ scope`` (``--scopes``)."""
+    out = dict(res.metrics)
+    for scope, values in res.scopes.items():
+        out.update({f"{name} @ {scope}": v for name, v in values.items()})
+    return out
 
 
 def draw(model: str, rng: np.random.Generator, *, tasks: int, stages: int, episodes: int, frames: int, dim: int,
@@ -88,12 +106,13 @@ def run_model(model: str, args: argparse.Namespace) -> dict:
     # every metric gets an interval here, those declared uncalibrated included (their coverage is what says so)
     base = dict(k=args.k, null_repeats=0, permutations=0, max_samples=20_000,
                 bootstrap_samples=args.bootstrap_samples, intervals=args.intervals, all_intervals=True,
+                by=args.scopes,
                 metrics=tuple(args.metrics.split(",")) if args.metrics else None)
     t0 = time.perf_counter()
     truth: dict[str, list[float]] = {}
     for j in range(args.truth):  # seeds as the checked datasets' (fits and k-means restarts depend on them)
         X, labels = draw(model, rng, **common)
-        for name, v in run_suite(X, labels, MetricsConfig(bootstrap=0, seed=j, **base)).metrics.items():
+        for name, v in entries(run_suite(X, labels, MetricsConfig(bootstrap=0, seed=j, **base))).items():
             truth.setdefault(name, []).append(v.value)
     results = []
     for i in range(args.datasets):
@@ -101,7 +120,7 @@ def run_model(model: str, args: argparse.Namespace) -> dict:
         results.append(run_suite(X, labels, MetricsConfig(bootstrap=args.bootstrap, seed=i, **base)))
     if not truth:  # no separate datasets for the target: the checked datasets' mean (slightly optimistic)
         for res in results:
-            for name, v in res.metrics.items():
+            for name, v in entries(res).items():
                 truth.setdefault(name, []).append(v.value)
     target = {name: float(np.nanmean(v)) for name, v in truth.items()}
     hits: dict[str, list[bool]] = {}
@@ -111,7 +130,7 @@ def run_model(model: str, args: argparse.Namespace) -> dict:
     methods: dict[str, str] = {}
     declared: dict[str, str] = {}
     for res in results:
-        for name, v in res.metrics.items():
+        for name, v in entries(res).items():
             if v.interval_note:
                 declared[name] = v.interval_note
             if not (np.isfinite(v.ci_lo) and np.isfinite(target.get(name, np.nan))):
@@ -119,19 +138,29 @@ def run_model(model: str, args: argparse.Namespace) -> dict:
             hits.setdefault(name, []).append(v.ci_lo <= target[name] <= v.ci_hi)
             widths.setdefault(name, []).append(v.ci_hi - v.ci_lo)
             values.setdefault(name, []).append(v.value)
-            reps, scale = res.replicates[name]
-            spreads.setdefault(name, []).append(scale * float(np.nanstd(reps, ddof=1)))
-            methods[name] = "refit" if "recomputed" in v.interval else "subsampling" if "subsampling" in v.interval \
-                else "reweight"
+            if name in res.replicates:  # per-scope replicates are not kept: no spread ratio for scopes
+                reps, scale = res.replicates[name]
+                spreads.setdefault(name, []).append(scale * float(np.nanstd(reps, ddof=1)))
+                methods[name] = "refit" if "recomputed" in v.interval else "subsampling" if "subsampling" in \
+                    v.interval else "reweight"
+    for name in [n for n in hits if " @ " in n]:  # every stage's hits of a metric pooled
+        pooled = f"{name.split(' @ ')[0]} @ every {args.scopes}"
+        hits.setdefault(pooled, []).extend(hits[name])
+        widths.setdefault(pooled, []).extend(widths[name])
     # how much wider the estimates spread across datasets than the replicates say (1 = calibrated spread)
     table = {name: {"coverage": float(np.mean(h)), "width": float(np.mean(widths[name])), "datasets": len(h),
-                    "target": target[name], "target_se": float(np.nanstd(truth[name]) / np.sqrt(len(truth[name]))),
-                    "spread_ratio": float(np.std(values[name], ddof=1) / max(np.mean(spreads[name]), 1e-12)),
-                    "method": methods[name], "no_interval": declared.get(name, "")} for name, h in hits.items()}
+                    "target": target.get(name, float("nan")),
+                    "target_se": float(np.nanstd(truth[name]) / np.sqrt(len(truth[name]))) if name in truth else None,
+                    "spread_ratio": float(np.std(values[name], ddof=1) / max(np.mean(spreads[name]), 1e-12))
+                    if name in spreads else float("nan"),
+                    "method": methods.get(name.split(" @ ")[0], ""),
+                    "no_interval": declared.get(name.split(" @ ")[0], "")} for name, h in hits.items()}
     lines = [f"# {model}: {time.perf_counter() - t0:.0f} s"]
     for name, row in table.items():
         flag = "" if 0.93 <= row["coverage"] <= 0.97 else "  <-- outside 0.93-0.97"
-        lines.append(f"{model:8s} {name:42s} {row['method']:11s} coverage {row['coverage']:.3f} width "
+        se = np.sqrt(row["coverage"] * (1 - row["coverage"]) / row["datasets"])
+        lines.append(f"{model:8s} {name:42s} {row['method']:11s} coverage {row['coverage']:.3f} (se {se:.3f}, "
+                     f"n {row['datasets']}) width "
                      f"{row['width']:.4g} spread ratio {row['spread_ratio']:.2f}{flag}"
                      + ("  (reports no interval)" if row["no_interval"] else ""))
     print("\n".join(lines), flush=True)
@@ -154,7 +183,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def markdown(result: dict) -> str:
     """The table for RESULTS.md: coverage per metric and model (bold outside 0.93-0.97), width, and whether
-    the metric reports an interval."""
+    the metric reports an interval (never per scope: ``metrics.calibration.NO_SCOPE_INTERVAL``)."""
     models = list(result["models"])
     names = list(dict.fromkeys(n for t in result["models"].values() for n in t))
     head = "| metric | " + " | ".join(models) + f" | mean width ({models[0]}) | interval reported |"
@@ -169,7 +198,7 @@ def markdown(result: dict) -> str:
         note = next((t[name]["no_interval"] for t in result["models"].values() if t.get(name, {}).get("no_interval")),
                     "")
         rows.append(f"| `{name}` | " + " | ".join(cells) + f" | {first['width']:.3g} | "
-                    + ("no" if note else "yes") + " |" if first else "")
+                    + ("no" if note or " @ " in name else "yes") + " |" if first else "")  # no per-scope ones
     return "\n".join(rows)
 
 
@@ -193,6 +222,8 @@ def main() -> None:
     p.add_argument("--intervals", choices=["refit", "reweight"], default="refit", help="the suite's interval mode")
     p.add_argument("--jobs", type=int, default=1, help="models run in parallel processes")
     p.add_argument("--metrics", default=None, help="comma-separated metrics to check (default: every default metric)")
+    p.add_argument("--scopes", nargs="?", const="stage", default=None, choices=["stage", "task"],
+                   help="also check the per-stage (or per-task) intervals")
     p.add_argument("--out", default=None, help="write the table as JSON here")
     args = p.parse_args()
     result = run(args)

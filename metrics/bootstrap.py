@@ -109,8 +109,9 @@ def interval_df(n_replicates: int, df: float | None = None) -> float:
 
 
 def centred_interval(replicates: np.ndarray, estimate: float, level: float = 0.95, scale: float = 1.0,
-                     df: float | None = None) -> Interval:
-    """A ``level`` interval around ``estimate`` from the replicates' spread (nan replicates ignored).
+                     df: float | None = None, bounds: tuple[float, float] | None = None) -> Interval:
+    """A ``level`` interval around ``estimate`` from the replicates' spread (nan replicates ignored),
+    clipped to ``bounds`` (the metric's range, :attr:`metrics.spec.MetricSpec.bounds`) where given.
 
     ``estimate +- t * scale * sd(replicates)``, ``t`` the Student quantile at
     :func:`interval_df` degrees of freedom and ``scale`` the map from the replicates' spread
@@ -120,14 +121,18 @@ def centred_interval(replicates: np.ndarray, estimate: float, level: float = 0.9
     second-largest, which leave about 11% of a new draw outside (not 5%), and the few
     episodes that decide the spread call for a t quantile. Centred on the estimate, which it
     always contains, even for statistics whose replicates are biased (kernels, distances on
-    fewer rows).
+    fewer rows). Clipping to the range (a precision near 1 whose interval would reach 1.03) cannot
+    lower coverage, since the target lies in the range too, and keeps the estimate inside.
     """
     values = np.asarray(replicates, dtype=np.float64)
     values = values[~np.isnan(values)]
     if len(values) < 2 or not np.isfinite(estimate):
         return Interval(float("nan"), float("nan"))
     half = float(student.ppf(0.5 + level / 2.0, interval_df(len(values), df))) * scale * float(np.std(values, ddof=1))
-    return Interval(float(estimate - half), float(estimate + half))
+    lo, hi = float(estimate - half), float(estimate + half)
+    if bounds is not None:  # never past the estimate itself (a rounding error beyond the range)
+        lo, hi = max(lo, min(float(bounds[0]), estimate)), min(hi, max(float(bounds[1]), estimate))
+    return Interval(lo, hi)
 
 
 def permutation_p_value(observed: float, null_values: np.ndarray, *, greater: bool) -> float:

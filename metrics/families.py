@@ -17,13 +17,15 @@ from metrics.calibration import NO_INTERVAL
 from metrics.lisi import clisi_score, ilisi_score, lisi_samples
 from metrics.permutation import (lisi_kernel_of, permuted_clisi, permuted_ilisi, permuted_kbet,
                                  permuted_mixing)
+from metrics.ranges import BOUNDS
 from metrics.spec import (Better, By, Context, Family, Kind, Labels, MetricSpec, Null, register, repeat_rows,
                           weights_key)
 
 
 def _spec(name: str, *args: Any, **kwargs: Any) -> MetricSpec:
-    """A :class:`MetricSpec` carrying its calibration verdict from :data:`metrics.calibration.NO_INTERVAL`."""
-    return MetricSpec(name, *args, uncalibrated=NO_INTERVAL.get(name, ""), **kwargs)
+    """A :class:`MetricSpec` carrying its calibration verdict (:data:`metrics.calibration.NO_INTERVAL`) and its
+    range (:data:`metrics.ranges.BOUNDS`)."""
+    return MetricSpec(name, *args, uncalibrated=NO_INTERVAL.get(name, ""), bounds=BOUNDS.get(name), **kwargs)
 
 
 def _n_labels(values: np.ndarray) -> int:

@@ -19,8 +19,10 @@ Two modes (:attr:`metrics.spec.MetricsConfig.intervals`):
 Both give ``estimate +- t * scale * sd(replicates)`` (:func:`metrics.bootstrap.centred_interval`): a
 standard-error interval centred on the estimate, ``t`` the Student quantile at the degrees of freedom of
 the episodes (episodes minus embodiment x task cells) and of the replicates combined
-(:func:`metrics.bootstrap.interval_df`). A metric whose intervals miss 0.93-0.97 coverage in the
-calibration benchmark declares why (:attr:`metrics.spec.MetricSpec.uncalibrated`) and reports none.
+(:func:`metrics.bootstrap.interval_df`), clipped to the metric's range (:attr:`metrics.spec.MetricSpec.bounds`,
+from :data:`metrics.ranges.BOUNDS`: a precision stays in [0, 1]; clipping cannot lower coverage). A metric
+whose intervals miss 0.93-0.97 coverage in the calibration benchmark declares why
+(:attr:`metrics.spec.MetricSpec.uncalibrated`) and reports none.
 """
 
 from __future__ import annotations
@@ -81,11 +83,12 @@ class Replicates:
             return (f"episode subsampling ({self.fraction:.0%} of episodes per embodiment x task kept without "
                     "replacement, the metric recomputed on them with its own kNN graph or fit); estimate +- t x "
                     "the replicates' standard deviation rescaled by sqrt(f / (1 - f)), t at "
-                    f"{bs.interval_df(self.config.bootstrap, self.df):.0f} degrees of freedom")
+                    f"{bs.interval_df(self.config.bootstrap, self.df):.0f} degrees of freedom; clipped to the "
+                    "metric's range")
         if kind is Kind.FIT:
             return (f"episode subsampling ({self.fraction:.0%} of episodes kept without replacement within "
                     "embodiment x task, refitted); estimate +- t x the replicates' standard deviation rescaled by "
-                    "sqrt(f / (1 - f))")
+                    "sqrt(f / (1 - f)), clipped to the metric's range")
         return ("episode bootstrap reweighting per-sample values on the fixed kNN graph (fast; narrower than the "
                 "estimate's spread: see the calibration table)")
 

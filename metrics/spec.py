@@ -103,7 +103,8 @@ class MetricsConfig:
     max_samples : rows above which O(n^2) and fitted metrics use a stratified subsample
     bootstrap_samples : rows of the (smaller) stratified subsample on which fitted
         metrics are refitted for each bootstrap replicate and null permutation
-    by : also report each metric per stage or per task (None = overall only)
+    by : also report each metric per stage or per task (None = overall only): values and nulls, no
+        intervals (:data:`metrics.calibration.NO_SCOPE_INTERVAL`)
     families / metrics : which families / metric names to compute (None = all)
     index : "exact" (default), or "ivf" / "hnsw" (approximate, for millions of rows; their
         recall against exact search on a sample goes into the notes)
@@ -114,7 +115,8 @@ class MetricsConfig:
         subsample) or "reweight" (fast: per-sample values reweighted on the fixed graph); see
         :mod:`metrics.intervals`
     all_intervals : also give an interval to the metrics whose intervals are not calibrated
-        (:attr:`MetricSpec.uncalibrated`; for ``benchmarks/bench_calibration.py``, which measures them)
+        (:attr:`MetricSpec.uncalibrated`), and per-scope intervals to per-sample metrics (for
+        ``benchmarks/bench_calibration.py``, which measures them)
     permutations : label permutations behind the p-values of the headline kNN-graph
         mixing and conservation metrics (ilisi, kbet, knn_embodiment_mixing, clisi);
         their null baseline averages all of them (0 = no p-values)
@@ -212,6 +214,9 @@ class MetricSpec:
     # why the metric reports no interval: its intervals miss 0.93-0.97 coverage of their nominal 95%
     # (benchmarks/bench_calibration.py); "" for a metric whose intervals are calibrated
     uncalibrated: str = ""
+    # the values the metric can take, from its definition (:data:`metrics.ranges.BOUNDS`; ``inf`` an open side):
+    # reported intervals are clipped to it; None: not declared, intervals are not clipped
+    bounds: tuple[float, float] | None = None
 
 
 REGISTRY: dict[str, MetricSpec] = {}

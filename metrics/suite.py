@@ -4,11 +4,13 @@
 It searches ONE exact FAISS kNN graph at the largest k and hands slices of it to
 every kNN metric; runs O(n^2) and model-fitting metrics on a stratified subsample
 (embodiment x task x stage) above ``max_samples``; gives every metric whose intervals are
-calibrated a 95% interval from replicates over episodes (:mod:`metrics.intervals`), every
+calibrated a 95% interval from replicates over episodes (:mod:`metrics.intervals`; clipped to the
+metric's range, :data:`metrics.ranges.BOUNDS`), every
 metric a null baseline (embodiment labels shuffled within stage for mixing metrics, stage
 labels shuffled within task for conservation metrics, both by (episode, stage) runs); and
-reports the same metrics per stage or per task with ``by=``. Everything it had to decide is said
-in ``SuiteResult.notes``.
+reports the same metrics per stage or per task with ``by=`` (values and nulls: per-scope intervals
+miss their coverage, :data:`metrics.calibration.NO_SCOPE_INTERVAL`). Everything it had to decide is
+said in ``SuiteResult.notes``.
 
 Metrics are entries of :data:`~metrics.spec.REGISTRY`; a family adds itself with
 :func:`~metrics.spec.register`. The types (labels, configuration, results) live in
@@ -24,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from metrics import bootstrap as bs
+from metrics.calibration import NO_SCOPE_INTERVAL
 from metrics.graph import approximate_note, build_graph
 from metrics.intervals import Replicates
 from metrics.knn import Metric, Neighbors
@@ -185,7 +188,8 @@ def run_suite(X: np.ndarray, labels: Labels, config: MetricsConfig | None = None
     replicas = Replicates(ctx, labels, config, rows)
     if config.bootstrap:
         methods = {replicas.method(kind) for kind in Kind}
-        ctx.note(f"95% intervals from {config.bootstrap} replicates over episodes, centred on each estimate: "
+        ctx.note(f"95% intervals from {config.bootstrap} replicates over episodes, centred on each estimate and "
+                 "clipped to the metric's range: "
                  + "; ".join(sorted(methods)))
     if config.null_repeats:
         ctx.note(f"null baselines average {config.null_repeats} permutations of (episode, stage) runs: embodiment "
@@ -209,6 +213,7 @@ def run_suite(X: np.ndarray, labels: Labels, config: MetricsConfig | None = None
 
     n_stages = len(np.unique(labels.stage))
     uncalibrated: list[str] = []
+    unscoped: list[str] = []  # metrics with an overall interval but, per scope, none (NO_SCOPE_INTERVAL)
     for spec in iterator:
         reason = spec.requires(ctx, labels) if spec.requires else None
         if reason is None and spec.family is Family.CONSERVATION and n_stages < 2:
@@ -232,16 +237,18 @@ def run_suite(X: np.ndarray, labels: Labels, config: MetricsConfig | None = None
 
         # interval: replicates over episodes (metrics.intervals: recomputed on subsamples, or reweighted)
         fitted = spec.kind is Kind.FIT
-        scope_masks = scopes_of if config.by in spec.scopes else {}
+        scope_masks = scopes_of if config.by in spec.scopes and config.all_intervals else {}
         # a metric whose intervals are not calibrated gets none (nor replicates, which comparisons would read)
         why = replicas.uncalibrated(spec) if config.bootstrap else ""
         withheld = bool(why) and not config.all_intervals
         reps, scope_reps, scale = ([], {}, 1.0) if withheld else replicas.of(spec, state, scope_masks)
-        ci = bs.centred_interval(np.array(reps), value, config.ci_level, scale, replicas.df)
+        ci = bs.centred_interval(np.array(reps), value, config.ci_level, scale, replicas.df, spec.bounds)
         method = replicas.method(spec.kind) if np.isfinite(ci.lo) else ""
         note = f"not calibrated: {why}" if why else ""
         if withheld and config.bootstrap:
             uncalibrated.append(spec.name)
+        elif np.isfinite(ci.lo) and scopes_of and config.by in spec.scopes and not fitted and not config.all_intervals:
+            unscoped.append(spec.name)
 
         # null: shuffled labels, prepared again (graph metrics on all rows, others on the bootstrap subsample)
         null_vals, null_scoped = [], {s: [] for s in scopes_of}
@@ -271,7 +278,8 @@ def run_suite(X: np.ndarray, labels: Labels, config: MetricsConfig | None = None
         if len(reps):
             replicates[spec.name] = (np.array(reps, dtype=np.float64), scale)
 
-        # scopes: per-sample metrics reweight, fitted metrics refit on the scope's rows (no interval)
+        # scopes: per-sample metrics reweight, fitted metrics refit on the scope's rows; no interval but with
+        # all_intervals (the calibration benchmark): per-scope intervals miss their coverage (NO_SCOPE_INTERVAL)
         for s, mask in scopes_of.items():
             if config.by not in spec.scopes:
                 scoped[s][spec.name] = MetricValue(float("nan"))
@@ -280,13 +288,16 @@ def run_suite(X: np.ndarray, labels: Labels, config: MetricsConfig | None = None
             if fitted:
                 scoped[s][spec.name] = MetricValue(v)
                 continue
-            sci = bs.centred_interval(np.array(scope_reps.get(s, [])), v, config.ci_level, scale, replicas.df)
+            sci = bs.centred_interval(np.array(scope_reps.get(s, [])), v, config.ci_level, scale, replicas.df,
+                                      spec.bounds)
             vals = null_scoped[s]
             snull = float(np.nanmean(vals)) if vals and not np.all(np.isnan(vals)) else float("nan")
             scoped[s][spec.name] = MetricValue(v, sci.lo, sci.hi, snull)  # the method is said once, overall
     if uncalibrated:
         ctx.note(f"no interval for {', '.join(uncalibrated)}: their intervals miss 0.93-0.97 coverage of the nominal "
                  "95% in benchmarks/bench_calibration.py (each metric's 'interval_note' says why)")
+    if unscoped:
+        ctx.note(f"no per-{config.by.value} interval for {', '.join(unscoped)}: {NO_SCOPE_INTERVAL[config.by.value]}")
     if scopes_of and any(s.kind is Kind.FIT for s in specs):
         ctx.note(f"per-{config.by.value} values of fitted metrics are refitted on the {config.by.value}'s rows "
                  "without interval or null")

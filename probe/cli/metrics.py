@@ -25,7 +25,9 @@ EXAMPLE = "probe metrics probe-demo/stores/cotrained/step-000400 --layer all --b
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("stores", nargs="+", metavar="STORE", help="latent store directories (several: compare them)")
     p.add_argument("--layer", default="all", help="layer name, or 'all' (default) for every layer of each store")
-    p.add_argument("--by", choices=["stage", "task"], default=None, help="also report every metric per stage or task")
+    p.add_argument("--by", choices=["stage", "task"], default=None,
+                   help="also report every metric per stage or task: values and nulls, no intervals (per-stage "
+                        "intervals miss 0.93-0.97 coverage in benchmarks/bench_calibration.py --scopes)")
     p.add_argument("--k", type=int, default=90, help="neighbours of the one kNN graph (default 90; LISI perplexity k/3)")
     p.add_argument("--metric", choices=["cosine", "l2"], default="cosine", help="distance (default cosine)")
     p.add_argument("--bootstrap", type=int, default=30,
@@ -33,7 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "of every embodiment x task (without replacement; f = 0.5, less on large stores) and "
                         "recomputes every metric there, kNN graph included; the interval is the estimate +- t x "
                         "the replicates' standard deviation rescaled by sqrt(f/(1-f)), t at the degrees of freedom "
-                        "of the episodes (episodes - cells) and replicates. The JSON names each metric's method "
+                        "of the episodes (episodes - cells) and replicates, clipped to the metric's range (a "
+                        "precision stays in [0, 1]). The JSON names each metric's method "
                         "under 'interval'. Metrics whose intervals miss 0.93-0.97 coverage in "
                         "benchmarks/bench_calibration.py report none (their 'interval_note' says why): "
                         f"{NO_INTERVAL_HELP}")
