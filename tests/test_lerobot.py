@@ -104,6 +104,9 @@ def test_act_layers_suggest_per_type(act_dir, capsys):
     out = capsys.readouterr().out
     assert "lerobot-act" in out and "model.backbone.layer4" in out
     assert "suggested layers (lerobot-act): model.backbone.layer4, model.encoder, model.decoder" in out
+    # shapes as extraction sees them: ACT's transformer runs sequence-first, shown batch first (2 example frames)
+    shapes = {line.split()[0]: line.split()[2] for line in out.splitlines() if line.startswith("model.")}
+    assert shapes["model.encoder"].startswith("2x") and shapes["model.decoder"].startswith("2x"), shapes
 
 
 def _lerobot_reference(policy, pre, dataset_root: Path, indices: list[int], layer: str) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from probe.errors import ConfigError
@@ -19,7 +20,8 @@ def layer_table(checkpoint: str, *, model: str | None = None, model_kwargs: Mapp
     """Every module of a checkpoint's model with its output shape from one forward of two samples.
 
     The inputs come from two frames of ``data`` when given, else from the adapter's
-    example batch (``input_shape`` without the batch dimension).
+    example batch (``input_shape`` without the batch dimension). Shapes are batch first, as extraction
+    sees them (the adapter's ``batch_first_view``: e.g. ACT's sequence-first transformer outputs).
 
     Returns
     -------
@@ -49,8 +51,20 @@ def layer_table(checkpoint: str, *, model: str | None = None, model_kwargs: Mapp
             raise ConfigError("the adapter has no example(); pass --data PATH to list layers")
         inputs = example(embodiment or "robot", dev, input_shape)
     infos = list_layers(loaded.model, lambda: ad.forward(loaded.model, inputs))
+    view = getattr(ad, "batch_first_view", None)
+    if callable(view):  # shapes as extraction sees them: batch first (ACT's transformer runs sequence-first)
+        infos = [replace(i, shape=_batch_first(view(i.name), i.shape)) for i in infos]
     provenance = loaded.provenance()
     suggest = getattr(ad, "suggested_layers", None)
     if callable(suggest):
         provenance["suggested_layers"] = suggest([i.name for i in infos if i.shape is not None])
     return infos, provenance
+
+
+def _batch_first(view: Any, shape: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    """``shape`` after the adapter's batch-first view of that layer (none: unchanged), on a meta tensor."""
+    import torch
+
+    if view is None or shape is None:
+        return shape
+    return tuple(int(s) for s in view(torch.empty(shape, device="meta")).shape)
