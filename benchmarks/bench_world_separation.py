@@ -81,6 +81,7 @@ def mixing(a: np.ndarray, b: np.ndarray) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--world", required=True, type=Path, help="a world directory holding a finished sweep")
+    ap.add_argument("--seed", type=int, default=0, help="the sweep's training seed (default 0: WORLD/sweep)")
     ap.add_argument("--episodes", type=int, default=4, help="episodes per task and body (default 4)")
     ap.add_argument("--json", type=Path, help="write the table here as JSON")
     args = ap.parse_args()
@@ -88,17 +89,18 @@ def main() -> None:
     import torch
 
     from probe.world.policy import load_policy
-    from probe.world.sweep import MARKER
+    from probe.world.sweep import MARKER, sweep_dir
 
     torch.set_num_threads(2)
-    sweep = json.loads((args.world / "sweep" / MARKER).read_text())
+    where = sweep_dir(args.world, args.seed)
+    sweep = json.loads((where / MARKER).read_text())
     t0 = time.perf_counter()
     robot = render("robot", args.episodes, 1)
     humans = {name: render("human", args.episodes, 2, **kw) for name, kw in HUMANS.items()}
     others = {b.name: render(b.name, args.episodes, 3 + i) for i, b in enumerate(MIXTURE)}
-    checkpoints = [(f"{recipe} {r['level']}%", args.world / "sweep" / path)
+    checkpoints = [(f"{recipe} {r['level']}%", where / path)
                    for r in sweep["levels"] for recipe, path in r["checkpoints"].items()]
-    checkpoints += [(f"pretrained {r['level']}%", args.world / "sweep" / "pretrained" / f"level-{r['level']:03d}")
+    checkpoints += [(f"pretrained {r['level']}%", where / "pretrained" / f"level-{r['level']:03d}")
                     for r in sweep["levels"] if r["pretraining"]]
     rows = []
     for label, path in checkpoints:

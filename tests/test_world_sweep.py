@@ -89,7 +89,27 @@ def test_sweep_trains_every_level_and_records_behaviour(world, capsys):
 
     assert main(["world", "sweep", str(world), "--size", "tiny"]) == 0
     printed = capsys.readouterr().out
-    assert "transfer gain" in printed and "wrote sweep:" in printed
+    assert "transfer gain" in printed and "wrote sweep (seed 0):" in printed
+
+
+def test_several_training_seeds_each_get_their_own_sweep(world, capsys):
+    from probe.world.sweep import sweep_dir
+
+    assert main(["world", "sweep", str(world), "--size", "tiny", "--seed", "0", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "wrote sweep (seed 0):" in printed and "wrote sweep (seed 1):" in printed
+    assert sweep_dir(world, 1) == world / "sweep-seed1"
+    one = json.loads((world / "sweep-seed1" / "sweep.json").read_text())
+    assert one["config"]["seed"] == 1 and [r["level"] for r in one["levels"]] == list(SweepConfig.preset("tiny").levels)
+    from safetensors.numpy import load_file
+
+    # the same level trained with another seed: other weights, and the seed recorded in the checkpoint
+    top = f"cotrained/level-{max(SweepConfig.preset('tiny').levels):03d}"
+    a, b = (load_file(str(sweep_dir(world, s) / top / "model.safetensors")) for s in (0, 1))
+    assert not np.array_equal(a["trunk.block0.mlp.0.weight"], b["trunk.block0.mlp.0.weight"])
+    assert json.loads((sweep_dir(world, 1) / top / "config.json").read_text())["seed"] == 1
+    assert main(["world", "sweep", str(world), "--size", "tiny", "--seed", "-1"]) == 2
+    assert "training seeds are integers >= 0" in capsys.readouterr().err
 
 
 def test_sweep_help_documents_the_levels(capsys):

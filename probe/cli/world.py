@@ -42,7 +42,9 @@ For each LEVEL (percent of the robot pre-training mixture; 0 = no pre-training):
      transfer gain 1 - error(cotrained) / error(robot-only) with a paired 95% interval.
 
 Writes WORLD/sweep/{pretrained,cotrained,robot-only}/level-NNN/ and WORLD/sweep/sweep.json;
-a second run with the same config reuses them. The mixture, narrow to broad:
+a second run with the same config reuses them. --seed 0 1 2 trains each level with three seeds
+(seed N > 0 in WORLD/sweep-seedN/): a report over all of them gives each level's values with
+95% intervals across seeds. The mixture, narrow to broad:
 """
 
 
@@ -74,7 +76,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     w.add_argument("--levels", nargs="+", type=int, default=None, metavar="PERCENT",
                    help="pre-training diversity levels in percent of the mixture (0 = no pre-training); "
                         f"default: the size's preset ({PRESET_LEVELS})")
-    w.add_argument("--seed", type=int, default=0, help="training seed")
+    w.add_argument("--seed", type=int, nargs="+", default=[0], metavar="SEED",
+                   help="training seed(s); several give intervals across seeds in reports (default: 0)")
     w.add_argument("--overwrite", action="store_true", help="replace a sweep made with another config")
     b = sub.add_parser("build", help="generate and train in one go, reusing cached outputs")
     b.add_argument("--out", required=True, help="world directory")
@@ -113,14 +116,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from probe.world.config import SweepConfig
-    from probe.world.sweep import run_sweep, transfer_table
+    from pathlib import Path
 
-    overrides = {"seed": args.seed} | ({"levels": tuple(args.levels)} if args.levels else {})
-    sweep = run_sweep(args.world, SweepConfig.preset(args.size, **overrides), overwrite=args.overwrite,
-                      progress=True)
-    console.print(transfer_table(sweep.result))
-    cot = sweep.checkpoints("cotrained")
-    outputs({"sweep": sweep.path / "sweep.json", "co-trained checkpoints": cot[0].parent.parent},
-            [f"probe extract {' '.join(str(c) for c in cot)} --data human=... --data robot=... --out stores/sweep"])
+    from probe.world.config import SweepConfig
+    from probe.world.sweep import run_sweeps, transfer_table
+
+    config = SweepConfig.preset(args.size, **({"levels": tuple(args.levels)} if args.levels else {}))
+    sweeps = run_sweeps(args.world, config, args.seed, overwrite=args.overwrite, progress=True)
+    for sweep in sweeps:
+        console.print(transfer_table(sweep.result))
+    data = "--data human={w}/datasets/human --data robot={w}/datasets/robot".format(w=Path(args.world))
+    outputs({f"sweep (seed {s.result['config']['seed']})": s.path / "sweep.json" for s in sweeps},
+            [f"probe extract {' '.join(str(c) for c in s.checkpoints('cotrained'))} {data} "
+             f"--out stores/sweep-seed{s.result['config']['seed']}" for s in sweeps]
+            + ["probe report stores/sweep-seed*/* --out report"])
     return 0

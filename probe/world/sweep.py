@@ -15,6 +15,8 @@ Layout under the world directory (each checkpoint written atomically, reused by 
 
     sweep/pretrained/level-050/   sweep/cotrained/level-050/   sweep/robot-only/level-050/
     sweep/sweep.json              levels, datasets, checkpoints, behaviour and transfer gain per level
+    sweep-seed1/...               the same for training seed 1 (seed 0 is ``sweep/``): run several seeds
+                                  (:func:`run_sweeps`) to see how much of a curve is training noise
 
 A fine-tuned checkpoint's ``config.json`` records its ``diversity`` level, its ``pretraining``, its
 ``behaviour`` on the held-out episodes and, for ``cotrained``, the ``transfer_gain``: stores
@@ -29,12 +31,13 @@ import json
 import logging
 import math
 import shutil
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from probe.atomic import write_json
-from probe.errors import DataError, OutputExistsError
+from probe.errors import ConfigError, DataError, OutputExistsError
 from probe.world.bodies import mixture_at
 from probe.world.config import SweepConfig, WorldConfig
 from probe.world.embodiments import SPECS
@@ -65,19 +68,24 @@ class Sweep:
         return [self.path / r["checkpoints"][recipe] for r in self.result["levels"]]
 
 
-def level_dir(world_dir: str | Path, recipe: str, level: int) -> Path:
-    """``WORLD/sweep/<recipe>/level-NNN`` (recipe: pretrained, cotrained or robot-only)."""
-    return Path(world_dir) / "sweep" / recipe / f"level-{int(level):03d}"
+def sweep_dir(world_dir: str | Path, seed: int = 0) -> Path:
+    """``WORLD/sweep`` for training seed 0, ``WORLD/sweep-seed<N>`` for seed N."""
+    return Path(world_dir) / ("sweep" if int(seed) == 0 else f"sweep-seed{int(seed)}")
 
 
-def _finished(sweep_dir: Path, key: dict) -> dict | None:
-    marker = sweep_dir / MARKER
+def level_dir(world_dir: str | Path, recipe: str, level: int, seed: int = 0) -> Path:
+    """``WORLD/sweep/<recipe>/level-NNN`` (recipe: pretrained, cotrained or robot-only; see :func:`sweep_dir`)."""
+    return sweep_dir(world_dir, seed) / recipe / f"level-{int(level):03d}"
+
+
+def _finished(directory: Path, key: dict) -> dict | None:
+    marker = directory / MARKER
     if not marker.is_file():
         return None
     done = json.loads(marker.read_text())
     if any(done.get(k) != v for k, v in key.items()):
         return None
-    paths = [sweep_dir / p for r in done.get("levels", []) for p in r["checkpoints"].values()]
+    paths = [directory / p for r in done.get("levels", []) for p in r["checkpoints"].values()]
     return done if all((p / "model.safetensors").is_file() for p in paths) else None
 
 
@@ -144,7 +152,7 @@ def _train(policy, data: dict[str, EmbodimentData], steps: int, seed: int, confi
 
 def run_sweep(world_dir: str | Path, config: SweepConfig | None = None, *, size: str = "default",
               overwrite: bool = False, progress: bool = False) -> Sweep:
-    """Run (or reuse) the diversity sweep on a generated world; see the module docstring.
+    """Run (or reuse) the diversity sweep on a generated world with ``config.seed``; see the module docstring.
 
     Parameters
     ----------
@@ -152,37 +160,59 @@ def run_sweep(world_dir: str | Path, config: SweepConfig | None = None, *, size:
     config : the sweep's levels and training lengths (default: ``SweepConfig.preset(size)``).
     overwrite : replace a sweep made with another config (the same config is reused).
     """
-    from probe.world.policy import load_policy, save_policy
+    config = config or SweepConfig.preset(size)
+    return run_sweeps(world_dir, config, [config.seed], overwrite=overwrite, progress=progress)[0]
 
+
+def run_sweeps(world_dir: str | Path, config: SweepConfig, seeds: Sequence[int], *, overwrite: bool = False,
+               progress: bool = False) -> list[Sweep]:
+    """:func:`run_sweep` for each training seed (``config`` with its ``seed`` replaced), the pre-training
+    mixture rendered once; each seed's sweep in its own :func:`sweep_dir`."""
     world_dir = Path(world_dir)
     world = read_world_config(world_dir)
     if world is None or "evaluation" not in world:
         raise DataError(f"'{world_dir}' is not a generated world with held-out episodes (world.json version 2); "
                         f"create one with 'probe world generate --out {world_dir}'")
-    config = config or SweepConfig.preset(size)
-    key = {"world_hash": world["config_hash"], "sweep_hash": config.hash}
-    sweep_dir = world_dir / "sweep"
-    done = _finished(sweep_dir, key)
-    if done is not None:
-        log.info("sweep already run with this config; reusing %s", sweep_dir)
-        return Sweep(sweep_dir, done)
-    if (sweep_dir / MARKER).exists():
-        if not overwrite:
-            raise OutputExistsError(f"'{sweep_dir}' holds a sweep of another world or config; pass --overwrite "
+    if not seeds or any(int(s) < 0 for s in seeds):
+        raise ConfigError(f"training seeds are integers >= 0, got {list(seeds)}")
+    configs = [replace(config, seed=int(s)) for s in dict.fromkeys(seeds)]
+    todo = []
+    for c in configs:  # every refusal before any work
+        key = {"world_hash": world["config_hash"], "sweep_hash": c.hash}
+        out = sweep_dir(world_dir, c.seed)
+        if _finished(out, key) is None and (out / MARKER).exists() and not overwrite:
+            raise OutputExistsError(f"'{out}' holds a sweep of another world or config; pass --overwrite "
                                     "(overwrite=True) to replace it, or sweep another world directory")
-        shutil.rmtree(sweep_dir)
+        todo.append((c, key, out))
+    shared: dict[str, Any] = {}
+    return [_one_sweep(world_dir, world, c, key, out, shared, progress) for c, key, out in todo]
 
-    wconfig = WorldConfig(**{k: v for k, v in world["config"].items() if k in WorldConfig.__dataclass_fields__})
+
+def _one_sweep(world_dir: Path, world: dict, config: SweepConfig, key: dict, out_dir: Path, shared: dict,
+               progress: bool) -> Sweep:
+    from probe.world.policy import load_policy, save_policy
+
+    done = _finished(out_dir, key)
+    if done is not None:
+        log.info("sweep already run with this config; reusing %s", out_dir)
+        return Sweep(out_dir, done)
+    if (out_dir / MARKER).exists():
+        shutil.rmtree(out_dir)  # another config's sweep, replaced: run_sweeps refused it without overwrite
+
     tasks = list(world["config"]["tasks"])
     image_size = int(world["config"]["image_size"])
-    target = {e: load_embodiment(world_dir / world["datasets"][e]["path"], e, tasks, config.horizon)
-              for e in ("human", "robot")}
-    heldout = load_embodiment(world_dir / world["evaluation"]["robot"]["path"], "robot", tasks, config.horizon)
-    mixture = _Mixture(wconfig, config, tasks, progress)
+    if not shared:  # what every seed reads: the datasets, the held-out episodes, the rendered mixture
+        wconfig = WorldConfig(**{k: v for k, v in world["config"].items() if k in WorldConfig.__dataclass_fields__})
+        shared["target"] = {e: load_embodiment(world_dir / world["datasets"][e]["path"], e, tasks, config.horizon)
+                            for e in ("human", "robot")}
+        shared["heldout"] = load_embodiment(world_dir / world["evaluation"]["robot"]["path"], "robot", tasks,
+                                            config.horizon)
+        shared["mixture"] = _Mixture(wconfig, config, tasks, progress)
+    target, heldout, mixture = shared["target"], shared["heldout"], shared["mixture"]
     recipes = {"robot-only": {"robot": target["robot"]}, "cotrained": target}
     levels = []
     for level in config.levels:
-        pre_dir = level_dir(world_dir, "pretrained", level)
+        pre_dir = level_dir(world_dir, "pretrained", level, config.seed)
         bodies = [b.name for b in mixture_at(level)]
         pretraining = {"level": level, "datasets": bodies, "episodes_per_task": mixture.per_body(level),
                        "steps": config.pretrain_steps if bodies else 0}
@@ -197,7 +227,7 @@ def run_sweep(world_dir: str | Path, config: SweepConfig | None = None, *, size:
                         extra=extra)
         scores, record = {}, {"level": level, "pretraining": bodies, "checkpoints": {}, "behaviour": {}}
         for recipe in RECIPES:
-            out = level_dir(world_dir, recipe, level)
+            out = level_dir(world_dir, recipe, level, config.seed)
             if _cached(out, key):
                 policy = load_policy(out)
             else:
@@ -218,12 +248,12 @@ def run_sweep(world_dir: str | Path, config: SweepConfig | None = None, *, size:
                 save_policy(policy, out, config.finetune_steps * len(recipes[recipe]), recipe, seed=config.seed,
                             overwrite=True,
                             extra=extra | found)
-            record["checkpoints"][recipe] = str(out.relative_to(sweep_dir))
+            record["checkpoints"][recipe] = str(out.relative_to(out_dir))
         levels.append(record)
     result = key | {"format": "probe-world-sweep", "config": asdict(config),
                     "setting": world["evaluation"]["robot"]["region"], "levels": levels}
-    write_json(sweep_dir / MARKER, result)
-    return Sweep(sweep_dir, result)
+    write_json(out_dir / MARKER, result)
+    return Sweep(out_dir, result)
 
 
 def transfer_by_level(result: dict[str, Any]) -> dict[int, dict[str, Any]]:
