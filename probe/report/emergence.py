@@ -5,6 +5,10 @@ co-trained ones their ``transfer_gain`` on the human-only setting). For such rep
 module gives one row per (series, level) with the verdict, the mixing ratio to its null,
 stage transfer, retrieval P@1 and the transfer gain, each with its 95% interval, so a
 reader sees whether alignment and transfer move together.
+
+Where a (series, level) was trained with several seeds (``probe world sweep --seed 0 1 2``), its row
+holds the mean over seeds with a Student t interval across them: the training seed's spread, which a
+trend over levels has to beat (the within-run intervals describe one trained model only).
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from probe.report.assembly import ReportData
 from probe.report.records import entry_value, metric_entry
-from probe.report.verdicts import verdict
+from probe.report.verdicts import PARTLY_RATIO, SHARED_RATIO, verdict
 from probe.store.series import Checkpoint
 
 STAGE_TRANSFER = "stage_transfer_acc_robot_to_human"
@@ -23,6 +29,8 @@ RETRIEVAL = "retrieval_precision_at_1_robot_to_human"
 # curve name -> what a row holds under it
 CURVES = {"mixing / null": "mixing", "stage transfer r->h": "stage_transfer", "P@1 r->h": "p_at_1",
           "transfer gain": "transfer_gain"}
+# the range of each row quantity: intervals across seeds are clipped to it
+BOUNDS = {"mixing": (0.0, math.inf), "stage_transfer": (0.0, 1.0), "p_at_1": (0.0, 1.0), "transfer_gain": (-math.inf, 1.0)}
 
 
 def sweep_checkpoints(data: ReportData) -> list[Checkpoint]:
@@ -48,18 +56,68 @@ def _mixing(record: Mapping[str, Any] | None) -> tuple[dict[str, Any], str, str]
     return {"value": v.ratio, "ci": scaled, "metric": v.mixing_metric, "p": v.p}, v.status, v.sentence()
 
 
+def _row(data: ReportData, cp: Checkpoint) -> dict[str, Any]:
+    record = data.record(cp, data.headline)
+    mixing, status, sentence = _mixing(record)
+    return {"series": cp.series, "level": cp.diversity, "label": cp.label, "layer": data.headline,
+            "verdict": status, "verdict_sentence": sentence, "mixing": mixing,
+            "stage_transfer": _entry(metric_entry(record, STAGE_TRANSFER)),
+            "p_at_1": _entry(metric_entry(record, RETRIEVAL)),
+            "transfer_gain": _entry(cp.found("transfer_gain")),
+            "behaviour": cp.found("behaviour"), "seed": cp.seed}
+
+
+def _across(entries: list[dict[str, Any]], bounds: tuple[float, float]) -> dict[str, Any]:
+    """Mean of one quantity over seeds, with a t interval across them (none where a seed lacks it)."""
+    from scipy.stats import t as student
+
+    values = [e.get("value") for e in entries]
+    if any(v is None or not math.isfinite(float(v)) for v in values):
+        return {"value": None, "ci": [None, None], "seeds": values}
+    x = np.asarray(values, dtype=np.float64)
+    mean = float(x.mean())
+    half = float(student.ppf(0.975, len(x) - 1)) * float(x.std(ddof=1)) / math.sqrt(len(x))
+    lo, hi = max(mean - half, bounds[0]), min(mean + half, bounds[1])
+    return {"value": mean, "ci": [lo, hi], "seeds": values,
+            "interval": f"Student t across {len(x)} training seeds (their spread, not one model's)"}
+
+
+def _over_seeds(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row for a (series, level) trained with several seeds: means and intervals across them."""
+    first = rows[0]
+    out = {k: first[k] for k in ("series", "level", "layer")}
+    out["label"] = f"{first['series']} diversity {first['level']:g}%"
+    out["seeds"] = [r["seed"] for r in rows]
+    for key, bounds in BOUNDS.items():
+        out[key] = _across([r[key] for r in rows], bounds)
+    ratio = out["mixing"]["value"]
+    statuses = [r["verdict"] for r in rows]
+    if ratio is None:
+        status = "unknown"
+    elif ratio >= SHARED_RATIO:
+        status = "mixed but stages lost" if "mixed but stages lost" in statuses else "shared"
+    else:
+        status = "partly shared" if ratio >= PARTLY_RATIO else "separate"
+    out["verdict"] = status
+    metric = first["mixing"].get("metric", "mixing")
+    lo, hi = out["mixing"]["ci"]
+    where = f"{metric} at {ratio:.0%} of its null [{lo:.0%}, {hi:.0%}], " if ratio is not None else ""
+    out["verdict_sentence"] = (f"{status} (mean of {len(rows)} training seeds: {where}per seed: "
+                               f"{', '.join(statuses)})")
+    out["behaviour"] = [r["behaviour"] for r in rows]
+    return out
+
+
 def emergence_rows(data: ReportData) -> list[dict[str, Any]]:
-    """One row per sweep checkpoint at the headline layer (machine-readable; also ``metrics.json``)."""
-    rows = []
+    """One row per (series, level) at the headline layer, over seeds where several were trained
+    (machine-readable; also ``metrics.json``)."""
+    groups: dict[tuple[str, float], list[Checkpoint]] = {}
     for cp in sweep_checkpoints(data):
-        record = data.record(cp, data.headline)
-        mixing, status, sentence = _mixing(record)
-        rows.append({"series": cp.series, "level": cp.diversity, "label": cp.label, "layer": data.headline,
-                     "verdict": status, "verdict_sentence": sentence, "mixing": mixing,
-                     "stage_transfer": _entry(metric_entry(record, STAGE_TRANSFER)),
-                     "p_at_1": _entry(metric_entry(record, RETRIEVAL)),
-                     "transfer_gain": _entry(cp.found("transfer_gain")),
-                     "behaviour": cp.found("behaviour")})
+        groups.setdefault((cp.series, cp.diversity), []).append(cp)
+    rows = []
+    for cps in groups.values():
+        per_seed = [_row(data, cp) for cp in sorted(cps, key=lambda c: (c.seed is None, c.seed or 0))]
+        rows.append(per_seed[0] if len(per_seed) == 1 else _over_seeds(per_seed))
     return rows
 
 

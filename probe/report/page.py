@@ -111,7 +111,9 @@ def _emergence(data: ReportData, fig: Any) -> list[str]:
            "every level), then fine-tunes with human data (cotrained) or without (robot-only). Mixing / null is the "
            "verdict's mixing metric over its shuffled-embodiment null (1 = mixed as by chance); the transfer gain "
            "is the relative reduction of the robot's effector-trajectory error on the human-only setting that human "
-           "data brings (paired over held-out episodes). 95% intervals in brackets.</p>"]
+           "data brings (paired over held-out episodes). 95% intervals in brackets; where a level was trained with "
+           "several seeds, its values are means over seeds with intervals across them (the seeds' spread, which a "
+           "trend over levels has to beat).</p>"]
     header, cells = emergence_table(rows)
     out.append(_table(header, [[html.escape(c) for c in row] for row in cells]))
     levels, curves = emergence_curves(rows)
@@ -119,6 +121,8 @@ def _emergence(data: ReportData, fig: Any) -> list[str]:
         out.append(fig(F.metric_curves(levels, curves, x_title="pre-training diversity (% of the mixture)",
                                        y_title="value"), "emergence"))
     cot = [cp for cp in sweep_checkpoints(data) if cp.series == "cotrained"]
+    first_seed = min((cp.seed for cp in cot if cp.seed is not None), default=None)
+    cot = [cp for cp in cot if cp.seed == first_seed] or cot  # one seed's lowest and highest level
     ends = [cot[0], cot[-1]] if len(cot) > 1 else []
     if ends:
         panels = []

@@ -31,6 +31,7 @@ class Checkpoint:
     step: int | None
     datasets: tuple[str, ...]
     diversity: float | None = None
+    seed: int | None = None  # the training seed, where the provenance records one
 
     @property
     def x(self) -> float | None:
@@ -71,7 +72,9 @@ def describe(store: Store) -> Checkpoint:
     where = (f"diversity {diversity:g}%" if diversity is not None else f"step {step}" if step is not None else "")
     label = " ".join(p for p in (series, where) if p) or store.name
     datasets = tuple(sorted(store.meta[C.DATASET].astype(str).unique()))
-    return Checkpoint(store, label, series, step, datasets, diversity)
+    seed = _find(prov, ("seed",))
+    return Checkpoint(store, label, series, step, datasets, diversity,
+                      int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else None)
 
 
 def order_checkpoints(cps: Sequence[Checkpoint]) -> list[Checkpoint]:
@@ -99,13 +102,19 @@ def resolve_layers(stores: Sequence[Store], layers: Sequence[str] | None) -> tup
 
 
 def unique_labels(cps: Sequence[Checkpoint]) -> list[Checkpoint]:
-    """The checkpoints, labels made unique: a label seen before gets its store's directory name
-    (``<label> (<dir>)``; ``<parent>/<dir>`` where directory names repeat too)."""
+    """The checkpoints, labels made unique: labels shared by several training seeds name the seed
+    (``<label> seed <n>``); a label seen before gets its store's directory name (``<label> (<dir>)``;
+    ``<parent>/<dir>`` where directory names repeat too)."""
     names = Counter(c.store.name for c in cps)
+    seeds: dict[str, set] = {}
+    for c in cps:
+        seeds.setdefault(c.label, set()).add(c.seed)
     seen: set[str] = set()
     out = []
     for c in cps:
         label = c.label
+        if c.seed is not None and len(seeds[c.label]) > 1:  # the same checkpoint trained with several seeds
+            label = f"{c.label} seed {c.seed}"
         if label in seen:
             where = c.store.name if names[c.store.name] == 1 else f"{c.store.path.parent.name}/{c.store.name}"
             label = where if c.label == c.store.name else f"{c.label} ({where})"

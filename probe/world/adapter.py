@@ -24,8 +24,9 @@ from probe.world.policy import load_policy
 from probe.world.tasks import TASKS
 
 WORLD_KIND = "world"
-# config.json keys a report reads from a store's provenance: the series, and what the diversity sweep recorded
-LABELS = ("recipe", "diversity", "behaviour", "transfer_gain")
+# config.json keys a report reads from a store's provenance: the series, the training seed, and what the
+# diversity sweep recorded
+LABELS = ("recipe", "seed", "diversity", "behaviour", "transfer_gain")
 
 
 def load_world_policy(path: Path, config: Mapping[str, Any], device: str) -> LoadedModel:
