@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,6 +99,18 @@ def test_several_training_seeds_each_get_their_own_sweep(world, capsys):
     assert main(["world", "sweep", str(world), "--size", "tiny", "--seed", "0", "1"]) == 0
     printed = capsys.readouterr().out
     assert "wrote sweep (seed 0):" in printed and "wrote sweep (seed 1):" in printed
+    # the next steps it prints are commands that run as printed: extract each seed's checkpoints, then report
+    import shlex
+
+    from probe.cli import build_parser
+
+    steps = [line.strip() for line in printed.splitlines() if line.strip().startswith("probe ")]
+    extracts = [shlex.split(line)[1:] for line in steps if line.startswith("probe extract")]
+    assert len(extracts) == 4 and steps[-1].startswith("probe report stores/seed0-*/* stores/seed1-*/*")
+    for argv in extracts:
+        args = build_parser().parse_args(argv)
+        assert len(args.checkpoint) == len(SweepConfig.preset("tiny").levels)
+        assert all((Path(c) / "model.safetensors").is_file() for c in args.checkpoint)
     assert sweep_dir(world, 1) == world / "sweep-seed1"
     one = json.loads((world / "sweep-seed1" / "sweep.json").read_text())
     assert one["config"]["seed"] == 1 and [r["level"] for r in one["levels"]] == list(SweepConfig.preset("tiny").levels)

@@ -14,10 +14,10 @@ EXAMPLE = ("probe extract --checkpoint world/checkpoints/cotrained/step-000600 -
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", action="append", required=True, metavar="CKPT",
+    p.add_argument("--checkpoint", action="extend", nargs="+", required=True, metavar="CKPT",
                    help="world policy or LeRobot policy directory (or LeRobot run directory), Hugging Face model directory, "
                         "weight file (with --model) or TorchScript archive; "
-                        "repeat to compare checkpoints (one store each under --out)")
+                        "several (--checkpoint A B, a glob, or repeated) to compare checkpoints (one store each under --out)")
     p.add_argument("--data", action="append", required=True, metavar="[EMBODIMENT=]PATH",
                    help="a dataset (LeRobot v2/v3, HDF5, keypoints+video); repeat for each embodiment")
     p.add_argument("--layer", action="append", default=[], metavar="NAME",

@@ -106,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
         done = train_world(args.world, args.size, recipes=args.recipes, seed=args.seed,
                            overwrite=args.overwrite, progress=True)
         outputs({f"{recipe} checkpoints ({len(dirs)})": dirs[0].parent for recipe, dirs in done.items()},
-                [f"probe extract {dirs[-1]} ..." for dirs in list(done.values())[:1]])
+                [f"probe extract --checkpoint {dirs[-1]} --data human={args.world}/datasets/human "
+                 f"--data robot={args.world}/datasets/robot --out stores/{recipe}" for recipe, dirs in done.items()])
         return 0
     from probe.world.build import build_world
 
@@ -116,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    import shlex
     from pathlib import Path
 
     from probe.world.config import SweepConfig
@@ -125,9 +127,12 @@ def _sweep(args: argparse.Namespace) -> int:
     sweeps = run_sweeps(args.world, config, args.seed, overwrite=args.overwrite, progress=True)
     for sweep in sweeps:
         console.print(transfer_table(sweep.result))
-    data = "--data human={w}/datasets/human --data robot={w}/datasets/robot".format(w=Path(args.world))
-    outputs({f"sweep (seed {s.result['config']['seed']})": s.path / "sweep.json" for s in sweeps},
-            [f"probe extract {' '.join(str(c) for c in s.checkpoints('cotrained'))} {data} "
-             f"--out stores/sweep-seed{s.result['config']['seed']}" for s in sweeps]
-            + ["probe report stores/sweep-seed*/* --out report"])
+    seeds = [s.result["config"]["seed"] for s in sweeps]
+    data = [f"{e}={Path(args.world) / 'datasets' / e}" for e in ("human", "robot")]
+    extract = [shlex.join(["probe", "extract", "--checkpoint", *map(str, sweep.checkpoints(recipe)),
+                           "--data", data[0], "--data", data[1], "--out", f"stores/seed{seed}-{recipe}"])
+               for sweep, seed in zip(sweeps, seeds) for recipe in ("cotrained", "robot-only")]
+    stores = " ".join(f"stores/seed{seed}-*/*" for seed in seeds)
+    outputs({f"sweep (seed {seed})": sweep.path / "sweep.json" for sweep, seed in zip(sweeps, seeds)},
+            extract + [f"probe report {stores} --out report"])
     return 0
