@@ -192,6 +192,29 @@ def test_diffusion_global_conditioning_with_history_matches_lerobots_dataset(wor
     np.testing.assert_allclose(cond, want, rtol=0.05, atol=0.05)
 
 
+@pytest.mark.slow
+def test_history_on_the_ray_engine_equals_the_local_engine(world, tmp_path):
+    """Ray actors build the observation history from their own datasets, as the local engine does."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed (optional extra)")
+    from probe.store.store import open_store
+
+    ckpt = diffusion_checkpoint(tmp_path / "diffusion")
+    argv = ["extract", "--checkpoint", str(ckpt), "--data", f"robot={world['robot']}", "--max-episodes", "1",
+            "--stride", "7", "--batch-size", "4", "--layer", "output.global_cond", "--frame-cache", "off"]
+    assert main([*argv, "--out", str(tmp_path / "local")]) == 0
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        assert main([*argv, "--engine", "ray", "--out", str(tmp_path / "ray")]) == 0
+    finally:
+        ray.shutdown()
+    local, remote = open_store(tmp_path / "local"), open_store(tmp_path / "ray")
+    assert remote.provenance["engine"] == "ray"
+    assert remote.provenance["adapter"]["options"]["history"] == local.provenance["adapter"]["options"]["history"]
+    a, b = local.latents("output.global_cond").X, remote.latents("output.global_cond").X
+    assert not np.allclose(a[:, :24], a[:, 24:])  # history, not the current frame twice
+    np.testing.assert_allclose(b, a, atol=1e-5)
+
+
 # -- a real checkpoint written by lerobot-train -------------------------------------------------------------------
 
 

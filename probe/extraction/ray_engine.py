@@ -41,6 +41,9 @@ class _Worker:
         loaded = load_checkpoint(checkpoint, model=config.model.model, model_kwargs=config.model.model_kwargs,
                                  trust=config.model.trust_checkpoint, device=device)
         self.extractor = Extractor(loaded, config.model, device)
+        use = getattr(self.extractor.adapter, "use_datasets", None)
+        if callable(use):  # adapters that read beyond a batch (observation history) read the actor's datasets
+            use(dict(zip(opened.names, opened.datasets)))
         # on a cluster: each node's own cache directory
         self.frames = frame_cache_for(config.passes.frame_cache, int(config.passes.frame_cache_max))
 
