@@ -35,11 +35,17 @@ Only per-sample metrics have per-scope intervals (fitted ones are refitted per s
 
     .venv/bin/python benchmarks/bench_calibration.py --models aligned offset rotated random --datasets 80 \
         --truth 200 --noise 0.8 --seed 7 --jobs 2
+
+``--rate adaptive`` gives the ``--metrics`` the rate-adaptive scale (``MetricSpec.rate``: the rate estimated
+from replicates at two subsample fractions, off in the suite) and adds, per metric, a ``metric [sqrt]`` row: the
+usual sqrt(f / (1 - f)) interval from the same replicates, a baseline on the same datasets (benchmarks/RESULTS.md,
+"Rate-adaptive subsampling").
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -49,17 +55,31 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from metrics.spec import Labels, MetricsConfig, MetricValue, SuiteResult  # noqa: E402
+from metrics.bootstrap import centred_interval  # noqa: E402
+from metrics.spec import REGISTRY, Labels, MetricsConfig, MetricValue, SuiteResult  # noqa: E402
 from metrics.suite import run_suite  # noqa: E402
 
 MODELS = ("aligned", "partial", "offset", "rotated", "random")
 
 
+def _sqrt_scale(res: SuiteResult) -> float:
+    f = min(0.5, res.config.bootstrap_samples / max(res.n, 1))  # the suite's subsample fraction (all rows: kNN)
+    return float(np.sqrt(f / (1 - f)))
+
+
 def entries(res: SuiteResult) -> dict[str, MetricValue]:
-    """Every value of one run: each metric overall, and per scope as ``metric @ scope`` (``--scopes``)."""
+    """Every value of one run: each metric overall, and per scope as ``metric @ scope`` (``--scopes``); with
+    ``--rate adaptive`` also each adaptive metric's interval at the usual sqrt(f / (1 - f)) scale from the same
+    replicates, as ``metric [sqrt]`` (a baseline on the same datasets)."""
     out = dict(res.metrics)
     for scope, values in res.scopes.items():
         out.update({f"{name} @ {scope}": v for name, v in values.items()})
+    for name, (reps, _) in res.replicates.items():
+        if REGISTRY[name].rate == "adaptive":
+            v = res.metrics[name]
+            ci = centred_interval(reps, v.value, res.config.ci_level, _sqrt_scale(res), res.df, REGISTRY[name].bounds)
+            out[f"{name} [sqrt]"] = MetricValue(v.value, ci.lo, ci.hi, interval="recomputed, sqrt(f / (1 - f))",
+                                                 interval_note=v.interval_note)
     return out
 
 
@@ -108,6 +128,9 @@ def run_model(model: str, args: argparse.Namespace) -> dict:
                 bootstrap_samples=args.bootstrap_samples, intervals=args.intervals, all_intervals=True,
                 by=args.scopes,
                 metrics=tuple(args.metrics.split(",")) if args.metrics else None)
+    if args.rate == "adaptive":  # the rate-adaptive scaling (metrics.bootstrap.rate_exponent) for these metrics
+        for name in (args.metrics.split(",") if args.metrics else list(REGISTRY)):
+            REGISTRY[name] = dataclasses.replace(REGISTRY[name], rate="adaptive")
     t0 = time.perf_counter()
     truth: dict[str, list[float]] = {}
     for j in range(args.truth):  # seeds as the checked datasets' (fits and k-means restarts depend on them)
@@ -133,11 +156,15 @@ def run_model(model: str, args: argparse.Namespace) -> dict:
         for name, v in entries(res).items():
             if v.interval_note:
                 declared[name] = v.interval_note
-            if not (np.isfinite(v.ci_lo) and np.isfinite(target.get(name, np.nan))):
+            if not (np.isfinite(v.ci_lo) and np.isfinite(target.get(name.split(" [")[0], np.nan))):
                 continue
-            hits.setdefault(name, []).append(v.ci_lo <= target[name] <= v.ci_hi)
+            hits.setdefault(name, []).append(v.ci_lo <= target[name.split(" [")[0]] <= v.ci_hi)
             widths.setdefault(name, []).append(v.ci_hi - v.ci_lo)
             values.setdefault(name, []).append(v.value)
+            if name.endswith(" [sqrt]"):  # --rate adaptive's baseline: the same replicates at the usual scale
+                spreads.setdefault(name, []).append(_sqrt_scale(res) * float(np.nanstd(
+                    res.replicates[name[:-7]][0], ddof=1)))
+                methods[name] = "refit"
             if name in res.replicates:  # per-scope replicates are not kept: no spread ratio for scopes
                 reps, scale = res.replicates[name]
                 spreads.setdefault(name, []).append(scale * float(np.nanstd(reps, ddof=1)))
@@ -149,7 +176,7 @@ def run_model(model: str, args: argparse.Namespace) -> dict:
         widths.setdefault(pooled, []).extend(widths[name])
     # how much wider the estimates spread across datasets than the replicates say (1 = calibrated spread)
     table = {name: {"coverage": float(np.mean(h)), "width": float(np.mean(widths[name])), "datasets": len(h),
-                    "target": target.get(name, float("nan")),
+                    "target": target.get(name.split(" [")[0], float("nan")),
                     "target_se": float(np.nanstd(truth[name]) / np.sqrt(len(truth[name]))) if name in truth else None,
                     "spread_ratio": float(np.std(values[name], ddof=1) / max(np.mean(spreads[name]), 1e-12))
                     if name in spreads else float("nan"),
@@ -220,6 +247,9 @@ def main() -> None:
     p.add_argument("--noise", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--intervals", choices=["refit", "reweight"], default="refit", help="the suite's interval mode")
+    p.add_argument("--rate", choices=["sqrt", "adaptive"], default="sqrt",
+                   help="adaptive: the --metrics get the rate-adaptive scale (metrics.spec.MetricSpec.rate), and a "
+                        "'metric [sqrt]' row with the usual scale from the same replicates")
     p.add_argument("--jobs", type=int, default=1, help="models run in parallel processes")
     p.add_argument("--metrics", default=None, help="comma-separated metrics to check (default: every default metric)")
     p.add_argument("--scopes", nargs="?", const="stage", default=None, choices=["stage", "task"],

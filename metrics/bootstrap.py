@@ -82,6 +82,47 @@ def episode_subsample_weights(episodes: np.ndarray, strata: np.ndarray, n_rep: i
     return out, scale
 
 
+def rate_exponent(sd_small: float, sd_large: float, f_small: float, f_large: float, lo: float = 0.5,
+                  hi: float = 1.0) -> float:
+    """The rate exponent ``beta`` (the estimate's spread ~ n^-beta) from the spread of episode subsamples at two
+    fractions (Bertail, Politis & Romano 1999), clamped to ``[lo, hi]`` (0.5: root-n, 1: a degenerate statistic).
+
+    A subsample of fraction ``f`` of the n episodes, drawn without replacement, spreads around the full-sample
+    value as ``Var = c n^(-2 beta) (f^(-2 beta) - 1)`` (``Var(theta_m) - Var(theta_n)``, as for a mean or a
+    U-statistic, whose full-sample value is the average of its subsamples'): the ratio of the variances at
+    ``f_small < f_large`` grows with ``beta`` (3 at 0.5 and 5 at 1 for fractions 1/4 and 1/2), which is solved
+    for ``beta``. nan where either spread is not finite or ``sd_large`` is 0.
+    """
+    if not 0 < lo < hi:
+        raise ValueError(f"the rate's range must satisfy 0 < lo < hi, got [{lo}, {hi}]")
+    if not (np.isfinite(sd_small) and np.isfinite(sd_large)) or sd_large <= 0 or not 0 < f_small < f_large < 1:
+        return float("nan")
+    ratio = (sd_small / sd_large) ** 2
+
+    def predicted(beta: float) -> float:
+        return (f_small ** (-2 * beta) - 1) / (f_large ** (-2 * beta) - 1)
+
+    if ratio <= predicted(lo):
+        return float(lo)
+    if ratio >= predicted(hi):
+        return float(hi)
+    a, b = lo, hi  # predicted() increases with beta: bisect
+    for _ in range(60):
+        mid = 0.5 * (a + b)
+        a, b = (mid, b) if predicted(mid) < ratio else (a, mid)
+    return float(0.5 * (a + b))
+
+
+def rate_scale(fraction: float, beta: float = 0.5) -> float:
+    """The map from the spread of fraction-``f`` subsamples (without replacement) to the full-sample estimate's,
+    for a statistic whose spread shrinks as n^-beta: ``sqrt(f^(2 beta) / (1 - f^(2 beta)))`` (the model of
+    :func:`rate_exponent`); ``sqrt(f / (1 - f))`` at beta = 0.5, as :func:`episode_subsample_weights` returns."""
+    if not 0 < fraction < 1 or not np.isfinite(beta):
+        return 1.0
+    x = fraction ** (2 * beta)
+    return float(np.sqrt(x / (1 - x)))
+
+
 def design_key(episodes: np.ndarray, strata: np.ndarray, seed: int, n_rep: int, fraction: float, rows: int) -> str:
     """A short key of everything that decides which episodes each replicate draws: equal keys mean that two
     runs (e.g. two checkpoints' stores of the same data) resampled the same episodes, replicate by replicate."""

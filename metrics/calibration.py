@@ -19,6 +19,8 @@ from __future__ import annotations
 # Coverage cited from the 80-dataset run (seed 7) unless said otherwise (tuning run: seed 101, 40 datasets;
 # confirmation: seed 13, 100 datasets); "spread ratio": the estimates' spread
 # across datasets over the intervals' rescaled spread (1 = calibrated; below 1 too wide).
+# A rate-adaptive scale (the spread at two subsample fractions, MetricSpec.rate = "adaptive") calibrates none of ilisi,
+# kbet and knn_embodiment_mixing either (coverage 0.78-1.00 where it fails; RESULTS.md, "Rate-adaptive subsampling").
 _DEGENERATE = "near-perfect similarity converges faster than root-n, so half-samples overstate its spread"
 _CEILING = "it sits at its ceiling of 1, where half-samples do not spread like the estimate"
 NO_INTERVAL: dict[str, str] = {

@@ -16,6 +16,12 @@ Two modes (:attr:`metrics.spec.MetricsConfig.intervals`):
     narrower than the estimate's real spread (see the calibration table): in this mode only
     fitted metrics report an interval (:meth:`Replicates.uncalibrated`).
 
+A metric declared ``rate="adaptive"`` (:attr:`metrics.spec.MetricSpec.rate`; none is) also gets as many
+replicates at half the fraction, and its scale carries the spread to the full sample at the rate estimated from
+the two spreads (:func:`metrics.bootstrap.rate_exponent`, Bertail, Politis & Romano 1999) instead of root-n. It
+was measured for the kNN mixing metrics and calibrates none of them (``benchmarks/RESULTS.md``, "Rate-adaptive
+subsampling"), so it stays off.
+
 Both give ``estimate +- t * scale * sd(replicates)`` (:func:`metrics.bootstrap.centred_interval`): a
 standard-error interval centred on the estimate, ``t`` the Student quantile at the degrees of freedom of
 the episodes (episodes minus embodiment x task cells) and of the replicates combined
@@ -69,7 +75,9 @@ class Replicates:
             self.boot = list(bs.episode_bootstrap_weights(labels.episode, cells, B, config.seed))
             self.weights, self.fit_scale = bs.episode_subsample_weights(labels.episode, cells, B, self.fraction,
                                                                         config.seed + 1)
-        self._subs: dict[int, tuple[Context, Labels, dict, np.ndarray]] = {}
+        self._subs: dict[tuple[int, bool], tuple[Context, Labels, dict, np.ndarray]] = {}
+        self._small: list[np.ndarray] | None = None  # subsamples at half the fraction (rate="adaptive" metrics)
+        self.kept_small = 0.0
 
     @property
     def design(self) -> str:
@@ -77,12 +85,15 @@ class Replicates:
         return bs.design_key(self.labels.episode, self.cells, self.config.seed, self.config.bootstrap,
                              self.fraction, len(self.rows)) + self.mode
 
-    def method(self, kind: Kind) -> str:
-        """How a metric of ``kind`` gets its interval, in words."""
+    def method(self, kind: Kind, rate: str = "sqrt") -> str:
+        """How a metric of ``kind`` (and :attr:`~metrics.spec.MetricSpec.rate`) gets its interval, in words."""
         if self.mode == "refit":
+            scaling = ("rescaled by sqrt(f / (1 - f))" if rate != "adaptive" else
+                       f"rescaled by sqrt(f^2b / (1 - f^2b)), the rate b in [0.5, 1] estimated from the spread of "
+                       f"{self.config.bootstrap} more replicates at half that fraction")
             return (f"episode subsampling ({self.fraction:.0%} of episodes per embodiment x task kept without "
                     "replacement, the metric recomputed on them with its own kNN graph or fit); estimate +- t x "
-                    "the replicates' standard deviation rescaled by sqrt(f / (1 - f)), t at "
+                    f"the replicates' standard deviation {scaling}, t at "
                     f"{bs.interval_df(self.config.bootstrap, self.df):.0f} degrees of freedom; clipped to the "
                     "metric's range")
         if kind is Kind.FIT:
@@ -103,22 +114,23 @@ class Replicates:
                     "0.85-0.87 for retrieval on aligned embodiments); --intervals refit gives a calibrated interval")
         return ""
 
-    def _sub(self, i: int) -> tuple[Context, Labels, dict, np.ndarray]:
-        if i not in self._subs:
-            idx = np.flatnonzero(self.weights[i])
+    def _sub(self, i: int, small: bool = False) -> tuple[Context, Labels, dict, np.ndarray]:
+        if (i, small) not in self._subs:
+            idx = np.flatnonzero((self._small if small else self.weights)[i])
             labels = _subset(self.labels, idx)
             X = self.ctx.X[idx]
             graph = build_graph(X, min(self.config.k, len(idx) - 1), self.config.metric, self.config.index)
             rows = np.arange(len(idx))
             ctx = Context(X, graph, rows, rows, self.config, [])
             ctx.cache["runs"] = bs.runs(labels.episode, labels.stage)
-            self._subs[i] = (ctx, labels, {}, idx)
-        return self._subs[i]
+            self._subs[(i, small)] = (ctx, labels, {}, idx)
+        return self._subs[(i, small)]
 
-    def _refit(self, spec: MetricSpec, state: Any, scopes: dict[str, np.ndarray]) -> tuple[list, dict, float]:
+    def _refit(self, spec: MetricSpec, state: Any, scopes: dict[str, np.ndarray],
+               small: bool = False) -> tuple[list, dict, float]:
         reps, sreps = [], {s: [] for s in scopes} if spec.kind is not Kind.FIT else {}
-        for i in range(len(self.weights)):
-            ctx, labels, states, idx = self._sub(i)
+        for i in range(len(self._small if small else self.weights)):
+            ctx, labels, states, idx = self._sub(i, small)
             key = (spec.prepare, "main")
             try:
                 if key not in states:
@@ -138,7 +150,23 @@ class Replicates:
         used = len(self.labels) if spec.kind is Kind.GRAPH else (
             len(state["rows"]) if isinstance(state, dict) and "rows" in state else len(self.rows))
         f = min(self.kept / max(used, 1), 0.5)
-        return reps, sreps, float(np.sqrt(f / (1 - f))) if 0 < f < 1 else 1.0
+        if spec.rate != "adaptive" or small:
+            return reps, sreps, float(np.sqrt(f / (1 - f))) if 0 < f < 1 else 1.0
+        return reps, sreps, self._adaptive_scale(spec, state, reps, f, used)
+
+    def _adaptive_scale(self, spec: MetricSpec, state: Any, reps: list, f: float, used: int) -> float:
+        """The scale of a ``rate="adaptive"`` metric: its rate from the spread of as many replicates at half the
+        fraction (:func:`metrics.bootstrap.rate_exponent`, clamped to [0.5, 1]), the spread at ``f`` carried to
+        the full sample at that rate (:func:`metrics.bootstrap.rate_scale`; sqrt(f / (1 - f)) at 0.5). The stored
+        replicates stay those at ``f``: this scale maps their spread to the estimate's (comparisons read both)."""
+        if self._small is None:
+            self._small, _ = bs.episode_subsample_weights(self.labels.episode, self.cells, self.config.bootstrap,
+                                                          self.fraction / 2, self.config.seed + 3)
+            self.kept_small = float(np.mean([w.sum() for w in self._small])) if self._small else 0.0
+        small, _, _ = self._refit(spec, state, {}, small=True)
+        f_small = f * self.kept_small / max(self.kept, 1e-12)  # the same share of the rows the estimate used
+        beta = bs.rate_exponent(float(np.nanstd(small, ddof=1)), float(np.nanstd(reps, ddof=1)), f_small, f)
+        return bs.rate_scale(f, 0.5 if not np.isfinite(beta) else beta) if 0 < f < 1 else 1.0
 
     def of(self, spec: MetricSpec, state: Any, scopes: dict[str, np.ndarray]) -> tuple[list, dict, float]:
         """``(replicates, {scope: replicates}, scale)`` of one metric (``state``: its full-data state)."""

@@ -217,6 +217,11 @@ class MetricSpec:
     # the values the metric can take, from its definition (:data:`metrics.ranges.BOUNDS`; ``inf`` an open side):
     # reported intervals are clipped to it; None: not declared, intervals are not clipped
     bounds: tuple[float, float] | None = None
+    # how the spread of the interval's subsamples is carried to the full sample (``intervals="refit"``): "sqrt"
+    # (the spread shrinks as 1/sqrt(n): scale sqrt(f / (1 - f))) or "adaptive" (the rate estimated from subsamples
+    # at two fractions, :func:`metrics.bootstrap.rate_exponent`; off for every metric: it does not calibrate the kNN
+    # mixing metrics, benchmarks/RESULTS.md, "Rate-adaptive subsampling")
+    rate: str = "sqrt"
 
 
 REGISTRY: dict[str, MetricSpec] = {}

@@ -243,7 +243,7 @@ def run_suite(X: np.ndarray, labels: Labels, config: MetricsConfig | None = None
         withheld = bool(why) and not config.all_intervals
         reps, scope_reps, scale = ([], {}, 1.0) if withheld else replicas.of(spec, state, scope_masks)
         ci = bs.centred_interval(np.array(reps), value, config.ci_level, scale, replicas.df, spec.bounds)
-        method = replicas.method(spec.kind) if np.isfinite(ci.lo) else ""
+        method = replicas.method(spec.kind, spec.rate) if np.isfinite(ci.lo) else ""
         note = f"not calibrated: {why}" if why else ""
         if withheld and config.bootstrap:
             uncalibrated.append(spec.name)

@@ -256,3 +256,51 @@ def test_metrics_help_names_every_metric_without_interval():
     from probe.cli.metrics import NO_INTERVAL_HELP
 
     assert set(NO_INTERVAL_HELP.split(", ")) == set(NO_INTERVAL)
+
+
+@pytest.mark.parametrize("beta", [0.5, 0.75, 1.0])
+def test_rate_exponent_recovers_the_rate_of_subsample_spreads(beta):
+    # subsamples of fraction f spread around the full-sample value with variance c n^-2b (f^-2b - 1)
+    rng = np.random.default_rng(3)
+    n, c = 400, 2.0
+
+    def spread(f: float) -> float:
+        return float(np.std(rng.normal(scale=np.sqrt(c * n ** (-2 * beta) * (f ** (-2 * beta) - 1)), size=20_000),
+                            ddof=1))
+
+    assert bs.rate_exponent(spread(0.25), spread(0.5), 0.25, 0.5) == pytest.approx(beta, abs=0.05)
+    # beyond the range it is clamped: a spread that grows too little (or too much) at the smaller fraction
+    assert bs.rate_exponent(1.0, 1.0, 0.25, 0.5) == 0.5
+    assert bs.rate_exponent(10.0, 1.0, 0.25, 0.5) == 1.0
+    assert np.isnan(bs.rate_exponent(1.0, 0.0, 0.25, 0.5))
+
+
+def test_rate_scale_is_the_root_n_finite_population_scale_at_one_half():
+    for f in (0.1, 0.25, 0.5):
+        assert bs.rate_scale(f, 0.5) == pytest.approx(np.sqrt(f / (1 - f)))
+    assert bs.rate_scale(0.5, 1.0) == pytest.approx(np.sqrt(1 / 3))  # a 1/n statistic: half-samples overstate it
+    assert bs.rate_scale(0.5, 1.0) < bs.rate_scale(0.5, 0.75) < bs.rate_scale(0.5, 0.5)
+
+
+def test_adaptive_rate_scales_the_stored_replicates_to_the_interval():
+    import dataclasses
+
+    lat = _structured("rotated")
+    labels = labels_of(lat)
+    config = MetricsConfig(k=30, bootstrap=12, null_repeats=0, permutations=0, all_intervals=True,
+                           metrics=("knn_embodiment_mixing",))
+    base = run_suite(lat.X, labels, config)
+    spec = REGISTRY["knn_embodiment_mixing"]
+    try:
+        REGISTRY[spec.name] = dataclasses.replace(spec, rate="adaptive")
+        res = run_suite(lat.X, labels, config)
+    finally:
+        REGISTRY[spec.name] = spec
+    reps, scale = res.replicates[spec.name]
+    reps0, scale0 = base.replicates[spec.name]
+    np.testing.assert_array_equal(reps, reps0)  # the same replicates at f, rescaled at the estimated rate
+    assert bs.rate_scale(0.5, 1.0) - 1e-9 <= scale <= scale0 + 1e-9
+    v = res.metrics[spec.name]
+    ci = bs.centred_interval(reps, v.value, 0.95, scale, res.df, spec.bounds)
+    assert (v.ci_lo, v.ci_hi) == pytest.approx((ci.lo, ci.hi))  # the stored scale is the interval's
+    assert v.ci_lo <= v.value <= v.ci_hi and "estimated from the spread" in v.interval
