@@ -1,0 +1,48 @@
+"""Every concrete `probe ...` command the README shows parses with the CLI as written (a command a user copies
+must run: options renamed or required since the README was written are caught here)."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from probe.cli import build_parser
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+USAGE_SYNTAX = ("[", "|", "<", "...")  # synopsis lines (optional parts, choices, placeholders) are not commands
+
+
+def readme_commands() -> list[str]:
+    """The README's `probe` command lines, continuation lines joined, trailing comments dropped."""
+    commands, current = [], ""
+    for raw in README.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if current:
+            current += " " + line
+        elif line.startswith("probe "):
+            current = line
+        else:
+            continue
+        if current.endswith("\\"):
+            current = current[:-1].rstrip()
+            continue
+        command = current.split("  #")[0].split("   (")[0].strip()
+        current = ""
+        if not any(mark in command for mark in USAGE_SYNTAX):
+            commands.append(command)
+    return commands
+
+
+def test_the_readme_shows_commands():
+    assert len(readme_commands()) >= 15
+
+
+@pytest.mark.parametrize("command", readme_commands())
+def test_readme_command_parses(command):
+    parser = build_parser()
+    try:
+        parser.parse_args(shlex.split(command)[1:])
+    except SystemExit as exc:
+        pytest.fail(f"the README's command does not parse (exit {exc.code}): {command}")
