@@ -27,6 +27,7 @@ The pre-training mixture is rendered in memory (it is training data only, never 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -184,11 +185,37 @@ def run_sweeps(world_dir: str | Path, config: SweepConfig, seeds: Sequence[int],
             raise OutputExistsError(f"'{out}' holds a sweep of another world or config; pass --overwrite "
                                     "(overwrite=True) to replace it, or sweep another world directory")
         todo.append((c, key, out))
-    shared: dict[str, Any] = {}
-    return [_one_sweep(world_dir, world, c, key, out, shared, progress) for c, key, out in todo]
+    inputs = _Inputs(world_dir, world, config, progress)
+    return [_one_sweep(world_dir, world, c, key, out, inputs, progress) for c, key, out in todo]
 
 
-def _one_sweep(world_dir: Path, world: dict, config: SweepConfig, key: dict, out_dir: Path, shared: dict,
+class _Inputs:
+    """What every seed's sweep reads, loaded on first use: the target datasets, the held-out episodes and the
+    rendered pre-training mixture (training seeds do not change them)."""
+
+    def __init__(self, world_dir: Path, world: dict, config: SweepConfig, progress: bool):
+        self.world_dir, self.world, self.config, self.progress = world_dir, world, config, progress
+
+    @functools.cached_property
+    def target(self) -> dict[str, EmbodimentData]:
+        return {e: self._load(self.world["datasets"][e]["path"], e) for e in ("human", "robot")}
+
+    @functools.cached_property
+    def heldout(self) -> EmbodimentData:
+        return self._load(self.world["evaluation"]["robot"]["path"], "robot")
+
+    @functools.cached_property
+    def mixture(self) -> _Mixture:
+        config = self.world["config"]
+        wconfig = WorldConfig(**{k: v for k, v in config.items() if k in WorldConfig.__dataclass_fields__})
+        return _Mixture(wconfig, self.config, list(config["tasks"]), self.progress)
+
+    def _load(self, path: str, embodiment: str) -> EmbodimentData:
+        return load_embodiment(self.world_dir / path, embodiment, list(self.world["config"]["tasks"]),
+                               self.config.horizon)
+
+
+def _one_sweep(world_dir: Path, world: dict, config: SweepConfig, key: dict, out_dir: Path, inputs: _Inputs,
                progress: bool) -> Sweep:
     from probe.world.policy import load_policy, save_policy
 
@@ -201,14 +228,7 @@ def _one_sweep(world_dir: Path, world: dict, config: SweepConfig, key: dict, out
 
     tasks = list(world["config"]["tasks"])
     image_size = int(world["config"]["image_size"])
-    if not shared:  # what every seed reads: the datasets, the held-out episodes, the rendered mixture
-        wconfig = WorldConfig(**{k: v for k, v in world["config"].items() if k in WorldConfig.__dataclass_fields__})
-        shared["target"] = {e: load_embodiment(world_dir / world["datasets"][e]["path"], e, tasks, config.horizon)
-                            for e in ("human", "robot")}
-        shared["heldout"] = load_embodiment(world_dir / world["evaluation"]["robot"]["path"], "robot", tasks,
-                                            config.horizon)
-        shared["mixture"] = _Mixture(wconfig, config, tasks, progress)
-    target, heldout, mixture = shared["target"], shared["heldout"], shared["mixture"]
+    target, heldout, mixture = inputs.target, inputs.heldout, inputs.mixture
     recipes = {"robot-only": {"robot": target["robot"]}, "cotrained": target}
     levels = []
     for level in config.levels:
