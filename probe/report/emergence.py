@@ -21,7 +21,9 @@ import numpy as np
 
 from probe.report.assembly import ReportData
 from probe.report.records import entry_value, metric_entry
-from probe.report.verdicts import PARTLY_RATIO, SHARED_RATIO, verdict
+from metrics.bootstrap import centred_interval
+from metrics.ranges import BOUNDS as METRIC_BOUNDS
+from probe.report.verdicts import status_of, verdict
 from probe.store.series import Checkpoint
 
 STAGE_TRANSFER = "stage_transfer_acc_robot_to_human"
@@ -29,8 +31,10 @@ RETRIEVAL = "retrieval_precision_at_1_robot_to_human"
 # curve name -> what a row holds under it
 CURVES = {"mixing / null": "mixing", "stage transfer r->h": "stage_transfer", "P@1 r->h": "p_at_1",
           "transfer gain": "transfer_gain"}
-# the range of each row quantity: intervals across seeds are clipped to it
-BOUNDS = {"mixing": (0.0, math.inf), "stage_transfer": (0.0, 1.0), "p_at_1": (0.0, 1.0), "transfer_gain": (-math.inf, 1.0)}
+# the range of each row quantity: intervals across seeds are clipped to it (mixing: a ratio to its null;
+# the transfer gain 1 - error ratio)
+BOUNDS = {"mixing": (0.0, math.inf), "stage_transfer": METRIC_BOUNDS[STAGE_TRANSFER],
+          "p_at_1": METRIC_BOUNDS[RETRIEVAL], "transfer_gain": (-math.inf, 1.0)}
 
 
 def sweep_checkpoints(data: ReportData) -> list[Checkpoint]:
@@ -48,12 +52,14 @@ def _entry(e: Mapping[str, Any] | None) -> dict[str, Any]:
 def _mixing(record: Mapping[str, Any] | None) -> tuple[dict[str, Any], str, str]:
     v = verdict(record)
     if v.mixing_metric is None:
-        return {"value": None, "ci": [None, None]}, v.status, v.sentence()
+        return {"value": None, "ci": [None, None], "stages_conserved": None}, v.status, v.sentence()
     e = metric_entry(record, v.mixing_metric)
     null = entry_value(e, "null")
     ci = e.get("ci") or [None, None]
     scaled = [c / null if c is not None and math.isfinite(null) and null > 0 else None for c in ci]
-    return {"value": v.ratio, "ci": scaled, "metric": v.mixing_metric, "p": v.p}, v.status, v.sentence()
+    entry = {"value": v.ratio, "ci": scaled, "metric": v.mixing_metric, "p": v.p,
+             "stages_conserved": v.stages_conserved}
+    return entry, v.status, v.sentence()
 
 
 def _row(data: ReportData, cp: Checkpoint) -> dict[str, Any]:
@@ -68,37 +74,33 @@ def _row(data: ReportData, cp: Checkpoint) -> dict[str, Any]:
 
 
 def _across(entries: list[dict[str, Any]], bounds: tuple[float, float]) -> dict[str, Any]:
-    """Mean of one quantity over seeds, with a t interval across them (none where a seed lacks it)."""
-    from scipy.stats import t as student
-
+    """Mean of one quantity over seeds, with a Student t interval across them (the standard error of the
+    mean: the seeds' spread / sqrt(n), n - 1 degrees of freedom); none where a seed lacks the value."""
     values = [e.get("value") for e in entries]
     if any(v is None or not math.isfinite(float(v)) for v in values):
         return {"value": None, "ci": [None, None], "seeds": values}
-    x = np.asarray(values, dtype=np.float64)
-    mean = float(x.mean())
-    half = float(student.ppf(0.975, len(x) - 1)) * float(x.std(ddof=1)) / math.sqrt(len(x))
-    lo, hi = max(mean - half, bounds[0]), min(mean + half, bounds[1])
-    return {"value": mean, "ci": [lo, hi], "seeds": values,
-            "interval": f"Student t across {len(x)} training seeds (their spread, not one model's)"}
+    mean = float(np.mean(values))
+    ci = centred_interval(np.asarray(values, dtype=np.float64), mean, scale=1 / math.sqrt(len(values)),
+                          bounds=bounds)
+    return {"value": mean, "ci": [ci.lo, ci.hi], "seeds": values,
+            "interval": f"Student t across {len(values)} training seeds (their spread, not one model's)"}
 
 
 def _over_seeds(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """One row for a (series, level) trained with several seeds: means and intervals across them."""
+    """One row for a (series, level) trained with several seeds: means and intervals across them, and the
+    verdict's rules applied to the mean mixing ratio (stages conserved only if they are in every seed)."""
     first = rows[0]
     out = {k: first[k] for k in ("series", "level", "layer")}
     out["label"] = f"{first['series']} diversity {first['level']:g}%"
     out["seeds"] = [r["seed"] for r in rows]
     for key, bounds in BOUNDS.items():
         out[key] = _across([r[key] for r in rows], bounds)
+    conserved = [r["mixing"].get("stages_conserved") for r in rows]
     ratio = out["mixing"]["value"]
-    statuses = [r["verdict"] for r in rows]
-    if ratio is None:
-        status = "unknown"
-    elif ratio >= SHARED_RATIO:
-        status = "mixed but stages lost" if "mixed but stages lost" in statuses else "shared"
-    else:
-        status = "partly shared" if ratio >= PARTLY_RATIO else "separate"
+    status = status_of(math.nan if ratio is None else ratio,
+                       None if all(c is None for c in conserved) else all(c is not False for c in conserved))
     out["verdict"] = status
+    statuses = [r["verdict"] for r in rows]
     metric = first["mixing"].get("metric", "mixing")
     lo, hi = out["mixing"]["ci"]
     where = f"{metric} at {ratio:.0%} of its null [{lo:.0%}, {hi:.0%}], " if ratio is not None else ""

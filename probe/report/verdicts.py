@@ -57,6 +57,15 @@ class Verdict:
         return text
 
 
+def status_of(ratio: float, conserved: bool | None) -> str:
+    """The verdict's word for a mixing ratio (value / null) and whether stages are conserved."""
+    if not math.isfinite(ratio):
+        return "unknown"
+    if ratio >= SHARED_RATIO:
+        return "shared" if conserved is not False else "mixed but stages lost"
+    return "partly shared" if ratio >= PARTLY_RATIO else "separate"
+
+
 def verdict(record: Mapping[str, Any] | None) -> Verdict:
     """Apply :data:`VERDICT_RULES` to one record of the metrics suite."""
     name = next((m for m in MIXING_METRICS if math.isfinite(null_ratio(metric_entry(record, m)))), None)
@@ -72,11 +81,6 @@ def verdict(record: Mapping[str, Any] | None) -> Verdict:
         conserved = bool((lower if math.isfinite(lower) else entry_value(transfer)) > entry_value(transfer, "null"))
     elif math.isfinite(entry_value(metric_entry(record, STAGE_METRICS[1]))):
         conserved = entry_value(metric_entry(record, STAGE_METRICS[1])) > 0
-    if ratio >= SHARED_RATIO:
-        status = "shared" if conserved is not False else "mixed but stages lost"
-    elif ratio >= PARTLY_RATIO:
-        status = "partly shared"
-    else:
-        status = "separate"
+    status = status_of(ratio, conserved)
     unshared = tuple(s for s, e in stage_entries(record, name).items() if null_ratio(e) < PARTLY_RATIO)
     return Verdict(status, name, ratio, conserved, unshared, p)
