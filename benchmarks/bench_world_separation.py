@@ -51,26 +51,25 @@ def render(embodiment: str, episodes: int, stream: int, **overrides) -> list:
 
 
 def activations(policy, episodes: list, embodiment: str, layers: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Each named module's output on the episodes' frames (the state input is the body's own)."""
+    """Each named module's output on the episodes' frames (the state input is the body's own), captured with
+    the extraction's own hooks (:class:`probe.model.hooks.LayerHooks`)."""
     import torch
 
+    from probe.model.hooks import LayerHooks
+
     tasks = list(policy.config["tasks"])
-    modules = dict(policy.named_modules())
-    found: dict[str, list] = {name: [] for name in layers}
-    hooks = [modules[name].register_forward_hook(lambda m, i, o, name=name: found[name].append(o.detach()))
-             for name in layers]
     images = np.concatenate([e.frames for e in episodes])
     state = np.concatenate([e.state for e in episodes])
     task = np.concatenate([[tasks.index(e.task.name)] * e.length for e in episodes])
-    try:
-        with torch.no_grad():
-            for rows in np.array_split(np.arange(len(images)), max(1, len(images) // 256)):
-                policy(torch.from_numpy(images[rows]).permute(0, 3, 1, 2).float() / 255.0,
-                       torch.from_numpy(state[rows]), embodiment, torch.from_numpy(task[rows]))
-    finally:
-        for h in hooks:
-            h.remove()
-    return {name: torch.cat(v).flatten(1).numpy().astype(np.float32) for name, v in found.items()}
+    found: dict[str, list] = {name: [] for name in layers}
+    with torch.no_grad(), LayerHooks(policy, layers, "flatten", where="world policy") as hooks:
+        for rows in np.array_split(np.arange(len(images)), max(1, len(images) // 256)):
+            hooks.reset()
+            policy(torch.from_numpy(images[rows]).permute(0, 3, 1, 2).float() / 255.0,
+                   torch.from_numpy(state[rows]), embodiment, torch.from_numpy(task[rows]))
+            for name, x in hooks.collect().items():
+                found[name].append(x)
+    return {name: torch.cat(v).numpy().astype(np.float32) for name, v in found.items()}
 
 
 def mixing(a: np.ndarray, b: np.ndarray) -> float:
