@@ -31,6 +31,18 @@ def tiny_cnn(channels: int = 8, dim: int = 16, seed: int = 0) -> TinyCNN:
     return TinyCNN(channels, dim)
 
 
+def tiny_cnn_checkpoint(path, seed: int = 3, **kw):
+    """Write a :func:`tiny_cnn`'s weights to ``path`` (a ``.safetensors`` file; its folder is made) and return it."""
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tiny_cnn(seed=seed, **kw).state_dict(), path)
+    return path
+
+
 class StateMLP(nn.Module):
     """State vectors -> a hidden layer -> an embedding."""
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from safetensors.torch import save_file
 
-from extract_models import tiny_cnn
+from extract_models import tiny_cnn_checkpoint
 from probe.store.writer import write_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,10 +40,7 @@ def store(tmp_path, meta, latents_matrix):
 
 @pytest.fixture
 def ckpt(tmp_path):
-    path = tmp_path / "ckpts" / "enc-a.safetensors"
-    path.parent.mkdir()
-    save_file(tiny_cnn(seed=3).state_dict(), path)
-    return path
+    return tiny_cnn_checkpoint(tmp_path / "ckpts" / "enc-a.safetensors")
 
 
 def extract_argv(out, *checkpoints, extra=()):

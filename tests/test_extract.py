@@ -19,7 +19,7 @@ from probe.extraction.run import extract
 from probe.model.config import ModelConfig
 from probe.extraction.config import PassConfig
 
-from extract_models import ArrayDataset, tiny_cnn
+from extract_models import ArrayDataset, tiny_cnn, tiny_cnn_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 FACTORY = "extract_models:tiny_cnn"
@@ -27,10 +27,7 @@ FACTORY = "extract_models:tiny_cnn"
 
 @pytest.fixture
 def ckpt(tmp_path):
-    path = tmp_path / "ckpts" / "enc-step-000400.safetensors"
-    path.parent.mkdir()
-    save_file(tiny_cnn(seed=3).state_dict(), path)
-    return path
+    return tiny_cnn_checkpoint(tmp_path / "ckpts" / "enc-step-000400.safetensors")
 
 
 def datasets(**kw):
