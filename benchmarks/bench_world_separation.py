@@ -1,7 +1,7 @@
 """What keeps the world's human and robot latents apart? (a measurement script, not a test)
 
 Issue 17 asks the built-in world to show a shared human/robot space emerging with pre-training
-diversity; it does not emerge (``README.md``, *Diversity sweep*). This script asks why, on the
+diversity; it does not emerge (``docs/world-diversity.md``). This script asks why, on the
 checkpoints of a finished sweep (``probe demo`` or ``probe world sweep`` writes them), with
 counterfactual renders: the same people filmed in the target robot's lab, from the robot's own
 camera, or both (``make_episode(look=..., shot=...)``), and each pre-training robot beside the

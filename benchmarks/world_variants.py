@@ -1,6 +1,6 @@
 """Variants of the built-in world's diversity sweep (a research script, not part of the package)
 
-Reproduces the scratch experiments of README.md (*Diversity sweep*, the table of changes): it runs the sweep of
+Reproduces the scratch experiments of docs/world-diversity.md (the table of changes): it runs the sweep of
 ``probe world sweep`` with one change to the world or the model, on an existing generated world (``probe world
 generate`` or ``probe demo`` writes one), then ``bench_world_separation.py``'s kNN mixing on the result.
 

@@ -1,5 +1,5 @@
-"""Every concrete `probe ...` command the README shows parses with the CLI as written (a command a user copies
-must run: options renamed or required since the README was written are caught here)."""
+"""Every concrete `probe ...` command the README and docs/*.md show parses with the CLI as written (a command a
+user copies must run: options renamed or required since the page was written are caught here)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,16 @@ import pytest
 
 from probe.cli import build_parser
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PAGES = (README, *sorted((ROOT / "docs").glob("*.md")))
 USAGE_SYNTAX = ("[", "|", "<", "...")  # synopsis lines (optional parts, choices, placeholders) are not commands
 
 
-def readme_commands() -> list[str]:
-    """The README's `probe` command lines, continuation lines joined, trailing comments dropped."""
+def readme_commands(page: Path = README) -> list[str]:
+    """A page's `probe` command lines, continuation lines joined, trailing comments dropped."""
     commands, current = [], ""
-    for raw in README.read_text(encoding="utf-8").splitlines():
+    for raw in page.read_text(encoding="utf-8").splitlines():
         line = raw.strip()
         if current:
             current += " " + line
@@ -39,7 +41,7 @@ def test_the_readme_shows_commands():
     assert len(readme_commands()) >= 15
 
 
-@pytest.mark.parametrize("command", readme_commands())
+@pytest.mark.parametrize("command", sorted({c for page in PAGES for c in readme_commands(page)}))
 def test_readme_command_parses(command):
     parser = build_parser()
     try:

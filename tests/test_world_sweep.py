@@ -154,7 +154,7 @@ def test_bad_levels_are_one_line(world, capsys):
 
 @pytest.mark.slow
 def test_sweep_cotraining_aligns_stages_at_every_level(tmp_path):
-    """What the sweep robustly shows (see README: the shared space itself does not emerge on this world):
+    """What the sweep robustly shows (docs/world-diversity.md: the shared space itself does not emerge on this world):
     with human data, a stage classifier trained on robot prefix latents transfers to human ones at every
     level, far better than without it."""
     from test_world_alignment import stage_transfer, trunk_latents

@@ -1,4 +1,4 @@
-"""benchmarks/world_variants.py, the script that reruns the README's scratch experiments (*Diversity sweep*), on a
+"""benchmarks/world_variants.py, the script that reruns the scratch experiments of docs/world-diversity.md, on a
 tiny world: a variant's sweep and separation table land in OUT, and a non-empty OUT is refused untouched."""
 
 from __future__ import annotations
