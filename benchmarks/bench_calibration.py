@@ -36,6 +36,11 @@ Only per-sample metrics have per-scope intervals (fitted ones are refitted per s
     .venv/bin/python benchmarks/bench_calibration.py --models aligned offset rotated random --datasets 80 \
         --truth 200 --noise 0.8 --seed 7 --jobs 2
 
+``--fraction F`` (experimental, ``MetricsConfig.interval_fraction``) has every replicate keep the share F of each
+embodiment x task cell's episodes (rounded per cell: 7 of 8 at 0.9, 6 of 8 at 0.8) instead of half, rescaled by
+sqrt(f' / (1 - f')), f' the share actually kept: large-fraction subsampling, a delete-d jackknife
+(benchmarks/RESULTS.md, "Large-fraction subsampling").
+
 ``--rate adaptive`` gives the ``--metrics`` the rate-adaptive scale (``MetricSpec.rate``: the rate estimated
 from replicates at two subsample fractions, off in the suite) and adds, per metric, a ``metric [sqrt]`` row: the
 usual sqrt(f / (1 - f)) interval from the same replicates, a baseline on the same datasets (benchmarks/RESULTS.md,
@@ -126,6 +131,7 @@ def run_model(model: str, args: argparse.Namespace) -> dict:
     # every metric gets an interval here, those declared uncalibrated included (their coverage is what says so)
     base = dict(k=args.k, null_repeats=0, permutations=0, max_samples=20_000,
                 bootstrap_samples=args.bootstrap_samples, intervals=args.intervals, all_intervals=True,
+                interval_fraction=args.fraction,
                 by=args.scopes,
                 metrics=tuple(args.metrics.split(",")) if args.metrics else None)
     if args.rate == "adaptive":  # the rate-adaptive scaling (metrics.bootstrap.rate_exponent) for these metrics
@@ -250,12 +256,24 @@ def main() -> None:
     p.add_argument("--rate", choices=["sqrt", "adaptive"], default="sqrt",
                    help="adaptive: the --metrics get the rate-adaptive scale (metrics.spec.MetricSpec.rate), and a "
                         "'metric [sqrt]' row with the usual scale from the same replicates")
+    p.add_argument("--fraction", type=float, default=None,
+                   help="experimental: the share of each embodiment x task cell's episodes every replicate keeps "
+                        "(MetricsConfig.interval_fraction, 0 < f < 1; default: the suite's min(0.5, "
+                        "bootstrap_samples / n)), e.g. 0.8 or 0.9: large-fraction subsampling (delete-d jackknife)")
     p.add_argument("--jobs", type=int, default=1, help="models run in parallel processes")
     p.add_argument("--metrics", default=None, help="comma-separated metrics to check (default: every default metric)")
     p.add_argument("--scopes", nargs="?", const="stage", default=None, choices=["stage", "task"],
                    help="also check the per-stage (or per-task) intervals")
     p.add_argument("--out", default=None, help="write the table as JSON here")
     args = p.parse_args()
+    if args.fraction is not None:
+        if args.rate == "adaptive":
+            p.error("--fraction and --rate adaptive cannot be combined (the [sqrt] baseline assumes the default "
+                    "fraction)")
+        try:
+            MetricsConfig(interval_fraction=args.fraction, intervals=args.intervals)
+        except ValueError as exc:
+            p.error(str(exc))
     result = run(args)
     print(markdown(result))
     if args.out:

@@ -16,6 +16,11 @@ Two modes (:attr:`metrics.spec.MetricsConfig.intervals`):
     narrower than the estimate's real spread (see the calibration table): in this mode only
     fitted metrics report an interval (:meth:`Replicates.uncalibrated`).
 
+``MetricsConfig.interval_fraction`` (experimental, off) sets the fraction of ``"refit"`` replicates instead:
+f = 0.8 or 0.9 keeps nearly all episodes, a delete-d jackknife (Shao & Wu 1989) whose replicates are nearly
+full size, rescaled by sqrt(f' / (1 - f')) with f' the share of rows actually kept, without the half-sample
+cap (``benchmarks/RESULTS.md``, "Large-fraction subsampling").
+
 A metric declared ``rate="adaptive"`` (:attr:`metrics.spec.MetricSpec.rate`; none is) also gets as many
 replicates at half the fraction, and its scale carries the spread to the full sample at the rate estimated from
 the two spreads (:func:`metrics.bootstrap.rate_exponent`, Bertail, Politis & Romano 1999) instead of root-n. It
@@ -67,7 +72,8 @@ class Replicates:
         self.df = float(bs.design_df(labels.episode, cells))
         B = config.bootstrap
         if self.mode == "refit":
-            self.fraction = min(0.5, config.bootstrap_samples / max(n, 1))
+            self.fraction = (min(0.5, config.bootstrap_samples / max(n, 1)) if config.interval_fraction is None
+                             else config.interval_fraction)
             self.weights, _ = bs.episode_subsample_weights(labels.episode, cells, B, self.fraction, config.seed + 2)
             self.kept = float(np.mean([w.sum() for w in self.weights])) if self.weights else 0.0
         else:
@@ -91,7 +97,10 @@ class Replicates:
             scaling = ("rescaled by sqrt(f / (1 - f))" if rate != "adaptive" else
                        f"rescaled by sqrt(f^2b / (1 - f^2b)), the rate b in [0.5, 1] estimated from the spread of "
                        f"{self.config.bootstrap} more replicates at half that fraction")
-            return (f"episode subsampling ({self.fraction:.0%} of episodes per embodiment x task kept without "
+            share = (f"{self.fraction:.0%}" if self.config.interval_fraction is None else  # rounded per cell:
+                     f"interval_fraction {self.fraction:g}: {self.kept / max(len(self.labels), 1):.1%} of rows, "
+                     "whole")
+            return (f"episode subsampling ({share} of episodes per embodiment x task kept without "
                     "replacement, the metric recomputed on them with its own kNN graph or fit); estimate +- t x "
                     f"the replicates' standard deviation {scaling}, t at "
                     f"{bs.interval_df(self.config.bootstrap, self.df):.0f} degrees of freedom; clipped to the "
@@ -149,7 +158,10 @@ class Replicates:
                     sreps[s].append(float("nan"))
         used = len(self.labels) if spec.kind is Kind.GRAPH else (
             len(state["rows"]) if isinstance(state, dict) and "rows" in state else len(self.rows))
-        f = min(self.kept / max(used, 1), 0.5)
+        if self.config.interval_fraction is None:
+            f = min(self.kept / max(used, 1), 0.5)
+        else:  # large-fraction subsampling, no half-sample cap: f' the share of all rows the replicates keep
+            f = self.kept / max(len(self.labels), 1)  # (their rows are not capped at the estimate's rows either)
         if spec.rate != "adaptive" or small:
             return reps, sreps, float(np.sqrt(f / (1 - f))) if 0 < f < 1 else 1.0
         return reps, sreps, self._adaptive_scale(spec, state, reps, f, used)

@@ -117,6 +117,12 @@ class MetricsConfig:
     all_intervals : also give an interval to the metrics whose intervals are not calibrated
         (:attr:`MetricSpec.uncalibrated`), and per-scope intervals to per-sample metrics (for
         ``benchmarks/bench_calibration.py``, which measures them)
+    interval_fraction : experimental, for ``benchmarks/bench_calibration.py --fraction``: the share of every
+        embodiment x task cell's episodes each ``"refit"`` replicate keeps (0 < f < 1; rounded per cell, at
+        least one episode dropped), instead of min(0.5, bootstrap_samples / n); the replicates' spread is
+        rescaled by sqrt(f' / (1 - f')), f' the share of the rows actually kept (a delete-d jackknife at large
+        f). Replicates then hold f' of all rows (no ``bootstrap_samples`` cap): for small data. None (default):
+        today's fraction (benchmarks/RESULTS.md, "Large-fraction subsampling")
     permutations : label permutations behind the p-values of the headline kNN-graph
         mixing and conservation metrics (ilisi, kbet, knn_embodiment_mixing, clisi);
         their null baseline averages all of them (0 = no p-values)
@@ -142,6 +148,7 @@ class MetricsConfig:
     permutations: int = 99
     intervals: str = "refit"
     all_intervals: bool = False
+    interval_fraction: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metric", Metric(self.metric))
@@ -160,6 +167,19 @@ class MetricsConfig:
         for name in ("bootstrap", "null_repeats", "permutations"):
             if int(getattr(self, name)) < 0:
                 raise MetricInputError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.interval_fraction is not None:
+            f = self.interval_fraction
+            try:
+                ok = not isinstance(f, (bool, str)) and 0 < float(f) < 1
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise MetricInputError(f"interval_fraction must be a number with 0 < f < 1 (the share of episodes "
+                                       f"each interval replicate keeps), or None, got {f!r}")
+            if self.intervals != "refit":
+                raise MetricInputError(f"interval_fraction applies to intervals='refit' only, got "
+                                       f"intervals={self.intervals!r}")
+            object.__setattr__(self, "interval_fraction", float(f))
         if not 0 < self.ci_level < 1 or not 0 < self.alpha < 1:
             raise MetricInputError(f"ci_level and alpha must lie in (0, 1), got {self.ci_level} and {self.alpha}")
 

@@ -304,3 +304,57 @@ def test_adaptive_rate_scales_the_stored_replicates_to_the_interval():
     ci = bs.centred_interval(reps, v.value, 0.95, scale, res.df, spec.bounds)
     assert (v.ci_lo, v.ci_hi) == pytest.approx((ci.lo, ci.hi))  # the stored scale is the interval's
     assert v.ci_lo <= v.value <= v.ci_hi and "estimated from the spread" in v.interval
+
+
+_FRACTION_CFG = dict(k=30, bootstrap=12, null_repeats=0, permutations=0, all_intervals=True,
+                     metrics=("knn_embodiment_mixing", "ilisi"))
+
+
+def test_interval_fraction_is_validated_and_sets_the_share_each_replicate_keeps():
+    from metrics.intervals import Replicates
+    from metrics.spec import MetricInputError
+
+    for bad in (0, 1, 1.5, -0.2, float("nan"), "0.8", True):
+        with pytest.raises(MetricInputError, match="interval_fraction must be a number with 0 < f < 1"):
+            MetricsConfig(interval_fraction=bad)
+    with pytest.raises(MetricInputError, match="intervals='refit' only"):
+        MetricsConfig(interval_fraction=0.8, intervals="reweight")
+    lat = _structured("rotated")  # 6 episodes of 20 frames per embodiment x task
+    labels = labels_of(lat)
+    rows = np.arange(len(labels))
+    for f, kept in ((0.9, 5), (0.7, 4), (0.2, 1)):  # round(f x 6) episodes per cell, at least one dropped
+        rep = Replicates(None, labels, MetricsConfig(interval_fraction=f, **_FRACTION_CFG), rows)
+        assert len(rep.weights) == 12 and rep.fraction == f
+        for w in rep.weights:
+            per_episode = w.reshape(-1, 20)[:, 0]  # whole episodes: 24 of them, 6 per cell
+            assert (w.reshape(-1, 20) == per_episode[:, None]).all()
+            assert (per_episode.reshape(4, 6).sum(axis=1) == kept).all()
+        assert rep.kept / len(labels) == pytest.approx(kept / 6)
+    res = run_suite(lat.X, labels, MetricsConfig(interval_fraction=0.9, **_FRACTION_CFG))
+    base = run_suite(lat.X, labels, MetricsConfig(**_FRACTION_CFG))
+    reps, scale = res.replicates["knn_embodiment_mixing"]
+    assert scale == pytest.approx(np.sqrt(5.0))  # sqrt(f' / (1 - f')) at the share kept, f' = 5/6: no 0.5 cap
+    assert base.replicates["knn_embodiment_mixing"][1] == pytest.approx(1.0)
+    assert res.design != base.design  # other episodes drawn: not paired with a default run
+    v = res.metrics["knn_embodiment_mixing"]
+    assert "interval_fraction 0.9: 83.3% of rows" in v.interval and v.ci_lo <= v.value <= v.ci_hi
+
+
+def test_default_interval_fraction_leaves_results_unchanged():
+    from metrics.subsample import strata_keys
+
+    lat = _structured("offset")
+    labels = labels_of(lat)
+    base = run_suite(lat.X, labels, MetricsConfig(**_FRACTION_CFG))
+    none = run_suite(lat.X, labels, MetricsConfig(interval_fraction=None, **_FRACTION_CFG))
+    half = run_suite(lat.X, labels, MetricsConfig(interval_fraction=0.5, **_FRACTION_CFG))  # the default's here
+    cells = strata_keys(labels.embodiment, labels.task)
+    key = bs.design_key(labels.episode, cells, 0, 12, 0.5, len(labels)) + "refit"  # fraction min(0.5, 4000 / n)
+    assert base.design == none.design == half.design == key
+    assert base.to_dict() == none.to_dict()
+    for name in _FRACTION_CFG["metrics"]:
+        for other in (none, half):
+            np.testing.assert_array_equal(other.replicates[name][0], base.replicates[name][0])
+            assert other.replicates[name][1] == base.replicates[name][1]
+            assert (other.metrics[name].ci_lo, other.metrics[name].ci_hi) == (base.metrics[name].ci_lo,
+                                                                              base.metrics[name].ci_hi)
