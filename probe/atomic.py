@@ -21,7 +21,7 @@ from typing import Any
 
 from probe.errors import DiskFullError
 from probe.sizes import format_bytes
-from probe.validate import OutputKind, check_output_path
+from probe.validate import FileKind, OutputKind, check_output_path
 
 #: errors of a full file system, a full quota, or a file-size limit (``ulimit -f``): one class of fault
 NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
@@ -129,9 +129,15 @@ def atomic_dir(path: str | Path, *, overwrite: bool = False, kind: OutputKind | 
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | Path, *, overwrite: bool = True, what: str = "output file") -> Iterator[Path]:
-    """Yield a temporary file path that is renamed to ``path`` when the block succeeds."""
-    target = check_output_path(path, overwrite, what=what)
+def atomic_file(path: str | Path, *, overwrite: bool = True, what: str = "output file",
+                kind: FileKind | None = None) -> Iterator[Path]:
+    """Yield a temporary file path that is renamed to ``path`` when the block succeeds.
+
+    With a ``kind`` an existing ``path`` is replaced only when it is empty or recognisably an output of
+    that kind (see :func:`probe.validate.check_output_path`).
+    """
+    target = check_output_path(path, overwrite, what=what, kind=kind)
+    what = kind.what if kind is not None else what
     with no_space_is_an_error(target, kept=f"the {what} was not written"):
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
@@ -146,16 +152,17 @@ def atomic_file(path: str | Path, *, overwrite: bool = True, what: str = "output
             raise
 
 
-def write_text(path: str | Path, text: str, *, overwrite: bool = True) -> Path:
-    """Write ``text`` to ``path`` atomically."""
-    with atomic_file(path, overwrite=overwrite) as tmp:
+def write_text(path: str | Path, text: str, *, overwrite: bool = True, kind: FileKind | None = None) -> Path:
+    """Write ``text`` to ``path`` atomically (replacing only a file of ``kind``, when given)."""
+    with atomic_file(path, overwrite=overwrite, kind=kind) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
 
 
-def write_json(path: str | Path, obj: Any, *, overwrite: bool = True) -> Path:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    return write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n", overwrite=overwrite)
+def write_json(path: str | Path, obj: Any, *, overwrite: bool = True, kind: FileKind | None = None) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` atomically (replacing only a file of ``kind``, when given)."""
+    return write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n", overwrite=overwrite,
+                      kind=kind)
 
 
 def _json_default(obj: Any) -> Any:

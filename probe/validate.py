@@ -10,7 +10,7 @@ import difflib
 import fnmatch
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,6 +166,50 @@ class OutputKind:
         return True
 
 
+@dataclass(frozen=True)
+class FileKind:
+    """A kind of output file the toolkit writes (metrics JSON, a CSV table, a parquet export ...), recognised
+    by its content, so that ``--overwrite`` replaces only the toolkit's own file of that kind.
+
+    Attributes
+    ----------
+    what : how messages name it ("metrics JSON").
+    recognise : ``recognise(path) -> bool``: whether the existing file is one the toolkit wrote as this kind
+        (an error while reading it counts as no).
+    """
+
+    what: str
+    recognise: Callable[[Path], bool]
+
+    def holds(self, path: str | Path) -> bool:
+        """Whether the file ``path`` is recognisably this kind of output."""
+        path = Path(path)
+        try:
+            return path.is_file() and bool(self.recognise(path))
+        except Exception:  # unreadable, not the format: not the toolkit's
+            return False
+
+
+def json_with_keys(*keys: str, listed: bool = False) -> Callable[[Path], bool]:
+    """A :class:`FileKind` recogniser: a JSON object holding ``keys`` (``listed``: or a non-empty list of them)."""
+    def recognise(path: Path) -> bool:
+        value = json.loads(path.read_text(encoding="utf-8"))
+        items = value if listed and isinstance(value, list) and value else [value]
+        return all(isinstance(item, dict) and all(key in item for key in keys) for item in items)
+    return recognise
+
+
+def csv_with_columns(*columns: str) -> Callable[[Path], bool]:
+    """A :class:`FileKind` recogniser: a CSV file whose header row names ``columns`` (among others)."""
+    def recognise(path: Path) -> bool:
+        import csv
+
+        with open(path, encoding="utf-8", newline="") as fh:
+            header = next(csv.reader([fh.readline(1 << 16)]), [])
+        return set(columns) <= set(header)
+    return recognise
+
+
 def _a(what: str) -> str:
     return ("an " if what[:1] in "aeiou" else "a ") + what
 
@@ -216,35 +260,49 @@ def check_output_location(path: str | Path, what: str = "output") -> Path:
 
 
 def check_output_path(path: str | Path, overwrite: bool, *, what: str = "output file",
-                      kind: OutputKind | None = None) -> Path:
+                      kind: OutputKind | FileKind | None = None) -> Path:
     """Check an output path once, before any work; returns the path.
 
     Refuses (see :func:`check_output_location`) a path that cannot be written, a directory where a
-    file goes (``kind`` None) or a file where a directory of ``kind`` goes, and an existing path
-    unless ``overwrite``. Even with ``overwrite`` an existing directory is replaced only when it is
-    empty or recognisably the toolkit's output of the same ``kind``: never a user's folder.
+    file goes (``kind`` None or a :class:`FileKind`) or a file where a directory of an
+    :class:`OutputKind` goes, and an existing path unless ``overwrite``. Even with ``overwrite`` an
+    existing directory is replaced only when it is empty or recognisably the toolkit's output of the
+    same ``kind``, and a file of a :class:`FileKind` only when it is empty or recognisably that kind:
+    never a user's folder or file.
     """
     path = Path(path)
     what = kind.what if kind is not None else what
+    directory = isinstance(kind, OutputKind)
     check_output_location(path, what)
     if not os.path.lexists(path):
         return path
-    if kind is None and path.is_dir():
+    if not directory and path.is_dir():
         raise OutputPathError(f"{what} '{path}' is a directory; the {what} is a file: give a file name, "
                               f"e.g. '{path / 'out'}'")
-    if kind is not None and not path.is_dir():
+    if directory and not path.is_dir():
         raise OutputPathError(f"'{path}' is a file, but {_a(what)} is a directory; move the file away or choose "
                               "another path")
+    if isinstance(kind, FileKind) and not kind.holds(path) and not _empty_file(path):
+        raise OutputExistsError(f"'{path}' exists and is not {_a(what)} written by this toolkit; --overwrite only "
+                                "replaces the toolkit's own outputs: move it away or choose another path")
     if not overwrite:
         raise OutputExistsError(
             f"{what} '{path}' already exists; choose another path or pass --overwrite "
             "(overwrite=True) to replace it"
         )
-    if kind is not None and not kind.holds(path) and any(path.iterdir()):
+    if directory and not kind.holds(path) and any(path.iterdir()):
         raise OutputExistsError(f"'{path}' is not {_a(what)} written by this toolkit (it holds {_listing(path)}); "
                                 "--overwrite only replaces the toolkit's own outputs: move it away or choose "
                                 "another path")
     return path
+
+
+def _empty_file(path: Path) -> bool:
+    """An empty regular file: nothing to lose by replacing it."""
+    try:
+        return path.is_file() and path.stat().st_size == 0
+    except OSError:
+        return False
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from safetensors.torch import save_file
 
-from extract_models import ArrayDataset, InterruptingImage, tiny_cnn
+from extract_models import ArrayDataset, InterruptingImage, tiny_cnn, tiny_cnn_checkpoint
 from output_safety_fixtures import FACTORY, ROOT, extract_argv, hidden, one_line_error
 from output_safety_fixtures import ckpt as ckpt  # a fixture: imported under its own name
 from probe.cli import main
@@ -115,3 +115,61 @@ def test_a_layer_that_appears_after_rows_were_written_is_refused(tmp_path, meta,
     writer.write(np.arange(10), {"a": latents_matrix[:10]})
     with pytest.raises(StoreError, match=r"layer 'b' first appears after 10 rows were written without it"):
         writer.write(np.arange(10, 20), {"a": latents_matrix[10:20], "b": latents_matrix[10:20]})
+
+
+# -- a rerun after an interrupted run of several checkpoints points to --resume ------------------------------
+
+
+def test_a_rerun_of_an_unfinished_run_of_several_checkpoints_points_to_resume(tmp_path, ckpt, monkeypatch, capsys):
+    other = ckpt.with_name("enc-b.safetensors")
+    save_file(tiny_cnn(seed=9).state_dict(), other)
+    out = tmp_path / "stores"
+    first = extract(config(ckpt, out / "enc-a"))  # the first pass published its store ...
+    capsys.readouterr()
+    assert main(extract_argv(out, ckpt, other)) == 2  # ... and the second had not begun
+    line = one_line_error(capsys)
+    assert f"store '{out / 'enc-a'}' already exists, from an unfinished run (no store 'enc-b' yet)" in line
+    assert "pass --resume to continue it" in line and "--overwrite to start over" in line
+    _interrupted(other, out / "enc-b", monkeypatch)  # ... or was interrupted
+    assert main(extract_argv(out, ckpt, other)) == 2
+    line = one_line_error(capsys)
+    assert "from an unfinished run (the rows of 'enc-b' are staged in" in line and "pass --resume" in line
+    both = extract(config(ckpt, out, checkpoints=(str(ckpt), str(other)), resume=True))
+    assert [s.path.name for s in both] == ["enc-a", "enc-b"] and both[0].fingerprint == first.fingerprint
+    np.testing.assert_array_equal(both[1].matrix("head"), extract(config(other, tmp_path / "b")).matrix("head"))
+    assert hidden(out) == []
+
+
+def test_a_users_folder_beside_stores_gets_no_resume_hint(tmp_path, ckpt, capsys):
+    out = tmp_path / "stores"
+    (out / "enc-a").mkdir(parents=True)
+    (out / "enc-a" / "notes.txt").write_text("mine")
+    assert main(extract_argv(out, ckpt, ckpt.with_name("enc-b.safetensors"))) == 2
+    line = one_line_error(capsys)
+    assert "already exists" in line and "--resume" not in line
+
+
+# -- checkpoints of the same name get telling store names ----------------------------------------------------
+
+
+def test_checkpoints_of_the_same_name_are_named_by_the_folders_where_they_differ(tmp_path):
+    from probe.extraction.run import _checkpoint_names
+
+    names = _checkpoint_names
+    assert names(["A/cotrained/level-100", "B/robot-only/level-100"]) == ["cotrained-level-100",
+                                                                          "robot-only-level-100"]
+    assert names(["a/run/enc.pt", "b/run/enc.pt", "c/x.pt"]) == ["a-enc", "b-enc", "x"]
+    assert names(["r1/checkpoints/000400/pretrained_model", "r2/checkpoints/000400/pretrained_model"]) == [
+        "r1-000400", "r2-000400"]
+    assert names(["A/x/m.pt", "A/y/m.pt", "B/y/m.pt"]) == ["A-x-m", "A-y-m", "B-y-m"]
+    assert names(["ckpts/step-000200.pt", "ckpts/step-000400.pt"]) == ["step-000200", "step-000400"]  # as before
+    assert names(["same/m.pt", "same/m.pt"]) == ["m", "m"]  # no folder tells them apart: numbered by store_paths
+
+
+def test_two_checkpoints_of_one_folder_name_go_to_telling_stores(tmp_path):
+    a = tiny_cnn_checkpoint(tmp_path / "A" / "cotrained" / "enc.safetensors")
+    b = tiny_cnn_checkpoint(tmp_path / "B" / "robot-only" / "enc.safetensors", seed=9)
+    out = tmp_path / "stores"
+    stores = extract(config(a, out, checkpoints=(str(a), str(b))))
+    assert [s.path.name for s in stores] == ["cotrained-enc", "robot-only-enc"]
+    assert [s.provenance["checkpoint"]["path"] for s in stores] == [str(a), str(b)]

@@ -72,7 +72,7 @@ class CheckpointRun:
         self.error = error
         if self.writer is not None:
             self.writer.abort()
-        shutil.rmtree(_staging(self.path), ignore_errors=True)
+        shutil.rmtree(staging_dir(self.path), ignore_errors=True)
 
     def release(self) -> None:
         """Let go of the model and writer once the pass is over."""
@@ -138,7 +138,8 @@ def provenance(config: ExtractConfig, opened: OpenedData, extractor: Extractor, 
     }
 
 
-def _staging(path: Path) -> Path:
+def staging_dir(path: Path) -> Path:
+    """Where the rows of the store at ``path`` are staged while a run writes them (kept for ``--resume``)."""
     return path.with_name(f".{path.name}.staging")
 
 
@@ -154,7 +155,7 @@ def run_pass(config: ExtractConfig, opened: OpenedData, runs: Sequence[Checkpoin
     engine = str(config.passes.engine)
     try:  # a resume refused (other options) or a full disk: drop the staging just begun, keep resumable ones
         for run in runs:
-            run.writer = StoreWriter(_staging(run.path), opened.meta,
+            run.writer = StoreWriter(staging_dir(run.path), opened.meta,
                                      provenance=provenance(config, opened, run.extractor, engine),
                                      overwrite=True, resume=config.resume,
                                      resume_key=config.resume_key(run.extractor.loaded.sha256, opened))

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from probe import columns as C
 from probe.extraction.samples import OpenedData, open_data
-from probe.errors import ConfigError, ProbeError
+from probe.errors import ConfigError, OutputExistsError, ProbeError
 from probe.cache.frames import frame_cache_for, use_frame_cache
 from probe.extraction.config import ExtractConfig
 from probe.model.config import resolve_device
@@ -53,7 +54,8 @@ log = logging.getLogger(__name__)
 
 
 def store_paths(config: ExtractConfig, names: Sequence[str]) -> list[Path]:
-    """Where each checkpoint's store goes: ``out`` itself for one, ``out/<checkpoint name>`` for several."""
+    """Where each checkpoint's store goes: ``out`` itself for one, ``out/<checkpoint name>`` for several
+    (a name given twice: ``<name>-2`` ...)."""
     out = Path(config.out)
     if len(names) == 1:
         return [out]
@@ -68,9 +70,35 @@ def store_paths(config: ExtractConfig, names: Sequence[str]) -> list[Path]:
 
 
 def _checkpoint_names(checkpoints: Sequence[str]) -> list[str]:
+    """Each checkpoint's :func:`~probe.model.checkpoints.checkpoint_name`; checkpoints of the same name are told
+    apart by the folders above them where their paths differ (``A/cotrained/level-100`` and
+    ``B/robot-only/level-100``: ``cotrained-level-100`` and ``robot-only-level-100``)."""
     from probe.model.checkpoints import checkpoint_name
 
-    return [checkpoint_name(c) for c in checkpoints]
+    names = [checkpoint_name(c) for c in checkpoints]
+    for name in {n for n in names if names.count(n) > 1}:
+        group = [i for i, n in enumerate(names) if n == name]
+        chains = [_folders_above(checkpoints[i]) for i in group]
+        parts: list[list[str]] = [[] for _ in group]
+        for depth in range(max(map(len, chains))):
+            labels = [chain[depth] if depth < len(chain) else "" for chain in chains]
+            if len(set(labels)) > 1:  # a folder where they differ: it tells them apart
+                for part, label in zip(parts, labels):
+                    part[:0] = [label] if label else []
+                if len({tuple(part) for part in parts}) == len(parts):
+                    break
+        for i, part in zip(group, parts):
+            names[i] = "-".join([*part, name])
+    return names
+
+
+def _folders_above(checkpoint: str) -> list[str]:
+    """The names of the folders above a checkpoint (of a LeRobot ``pretrained_model``: above its step), nearest
+    first."""
+    path = Path(os.path.abspath(checkpoint))
+    if path.name == "pretrained_model":
+        path = path.parent
+    return [folder.name for folder in path.parents if folder.name]
 
 
 
@@ -97,6 +125,29 @@ def _complete_store(config: ExtractConfig, checkpoint: str, path: Path, opened: 
     return store
 
 
+def _staged(path: Path) -> Path:
+    """Where an interrupted run left the rows of the store at ``path``: the ``StoreWriter`` partial directory of
+    its staging (see :func:`probe.extraction.passes.run_pass`)."""
+    from probe.extraction.passes import staging_dir
+
+    staging = staging_dir(path)
+    return staging.with_name(f".{staging.name}.partial")
+
+
+def _refuse_unfinished(paths: Sequence[Path]) -> None:
+    """Without --resume or --overwrite: stores an interrupted run left (some complete, others staged or not
+    begun) are refused with a line saying that --resume continues the run."""
+    existing = [p for p in paths if os.path.lexists(p)]
+    staged = [p for p in paths if (_staged(p) / "state.json").is_file()]
+    missing = [p for p in paths if p not in existing]
+    if not existing or not all(STORE_KIND.holds(p) for p in existing) or not (staged or missing):
+        return
+    detail = (f"the rows of '{staged[0].name}' are staged in '{_staged(staged[0])}'" if staged else
+              f"no store '{missing[0].name}' yet")
+    raise OutputExistsError(f"store '{existing[0]}' already exists, from an unfinished run ({detail}); pass --resume "
+                            "to continue it (complete stores are kept), or --overwrite to start over")
+
+
 def _check_outputs(config: ExtractConfig, paths: Sequence[Path]) -> None:
     """Every store path checked before any work (writable, not a user's folder, not a file)."""
     out = Path(config.out)
@@ -107,6 +158,10 @@ def _check_outputs(config: ExtractConfig, paths: Sequence[Path]) -> None:
         if STORE_KIND.holds(out):
             raise ConfigError(f"--out '{config.out}' is a store; with several checkpoints it is a directory "
                               "holding one store per checkpoint: choose another --out")
+    if not (config.overwrite or config.resume):
+        for path in paths:
+            check_output_location(path, STORE_KIND.what)
+        _refuse_unfinished(paths)
     for path in paths:  # with --resume an existing store is compared, later; anything else there is refused
         check_output_path(path, config.overwrite or config.resume, kind=STORE_KIND)
 
@@ -142,6 +197,9 @@ def _extract(config: ExtractConfig, progress: bool) -> Store | list[Store]:
     with contextlib.ExitStack() as locks:  # one run at a time stages and publishes each store
         for path in paths:
             locks.enter_context(exclusive(lock_path(path), what=f"store '{path}'"))
+            if not (config.resume or config.overwrite) and (_staged(path) / "state.json").is_file():
+                log.warning("an interrupted run's rows of '%s' are staged in '%s'; starting over (stop and rerun "
+                            "with --resume to continue them)", path, _staged(path))
         return _extract_locked(config, paths, progress)
 
 

@@ -35,9 +35,19 @@ from metrics.knn import Metric, exact_index, knn, prepare
 from probe import columns as C
 from probe.errors import ConfigError, MetricError
 from probe.latents import Latents
+from probe.validate import FileKind, csv_with_columns, json_with_keys
 
 DEFAULT_QUANTILE = 0.95
 _PROBE_K = 64  # neighbours searched before falling back to a per-episode search
+#: the files ``probe coverage --out`` writes (with ``--csv`` also ``<stem>.<table>.csv``): only these are replaced
+COVERAGE_JSON = FileKind("coverage JSON", json_with_keys("store", "fingerprint", "threshold", "stages", "clips"))
+COVERAGE_TABLES = {name: FileKind(f"coverage {name} table", csv_with_columns(*columns)) for name, columns in {
+    "stages": ("rank", C.TASK, C.STAGE, "share_beyond", "reference_samples", "nn_same_stage"),
+    "tasks": ("rank", C.TASK, "share_beyond", "reference_samples"),
+    "episodes": ("rank", C.DATASET, C.EPISODE, "nearest_to", "share"),
+    "clips": ("rank", C.DATASET, C.EPISODE, C.STAGE, "nearest_to", "share"),
+    "samples": (C.SAMPLE_ID, "nn_distance", "beyond", "nn_sample_id"),
+}.items()}
 
 
 # --------------------------------------------------------------------------- pure computations

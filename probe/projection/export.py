@@ -33,7 +33,7 @@ from probe.cache.directory import default_cache_dir
 from probe.projection.layout import Layout, ProjectionConfig
 from probe.projection.project import project_store
 from probe.store.store import open_store
-from probe.validate import check_output_path
+from probe.validate import FileKind, check_output_path
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,20 @@ TEXT = "text"
 THUMBNAIL = "thumbnail"
 DEFAULT_NEIGHBORS = 15  # per row: Embedding Atlas lists them for a selected point
 THUMBNAIL_HEIGHT = 96  # pixels; smaller frames are kept at their size
+METADATA_KEY = b"embodiment_probe"  # the file-level metadata this exporter writes
+
+
+def _is_export(path: Path) -> bool:
+    """A parquet file with this exporter's metadata and columns (its footer only is read)."""
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(path)
+    info = json.loads((schema.metadata or {})[METADATA_KEY])
+    return {"fingerprint", "layer", "method"} <= set(info) and {"x", "y", NEIGHBORS, TEXT} <= set(schema.names)
+
+
+#: the file ``probe export`` writes: only such a file is replaced (``overwrite``)
+EXPORT_FILE = FileKind("export file", _is_export)
 
 
 @dataclass(frozen=True)
@@ -73,7 +87,7 @@ def export_points(store_path: str | Path, layer: str, out: str | Path, *,
 
     if neighbors < 1:
         raise ConfigError(f"neighbors must be >= 1, got {neighbors}")
-    check_output_path(out, overwrite, what="export file")
+    check_output_path(out, overwrite, kind=EXPORT_FILE)
     store = open_store(store_path)
     store.layer_info(layer)  # a clear error naming the store, the layer and the available ones
     cache = cache_dir or default_cache_dir()
@@ -98,10 +112,10 @@ def export_points(store_path: str | Path, layer: str, out: str | Path, *,
             "params": layout.params, "neighbors": {"k": int(neighbors), "metric": str(projection.metric),
                                                   "among": "sample" if layout.sampled else "all rows"}}
     table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                           b"embodiment_probe": json.dumps(info, default=str).encode()})
+                                           METADATA_KEY: json.dumps(info, default=str).encode()})
     if layout.sampled:
         log.warning("exported a stratified sample of %d of %d points (max_points)", len(rows), layout.n_total)
-    with atomic_file(out, overwrite=overwrite, what="export file") as tmp:
+    with atomic_file(out, overwrite=overwrite, kind=EXPORT_FILE) as tmp:
         pq.write_table(table, tmp)
     return ExportResult(Path(out), len(rows), layout)
 

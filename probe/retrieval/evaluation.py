@@ -7,6 +7,10 @@ import numpy as np
 from probe import columns as C
 from probe.errors import ConfigError
 from probe.retrieval.retriever import Retriever
+from probe.validate import FileKind, json_with_keys
+
+#: the file ``probe retrieve --eval --out`` writes: only such a file is replaced (``--overwrite``)
+SCORES_JSON = FileKind("retrieval scores JSON", json_with_keys("index", "layer", "scores"))
 
 
 def retrieval_scores(retriever: Retriever, *, k: int = 5, r_cap: int | None = 1000) -> dict[str, dict]:
