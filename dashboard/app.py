@@ -3,8 +3,11 @@
 Everything heavy (layouts, indexes, metrics) is in ``prepared`` before the app exists,
 so the first page load is fast. The server binds to 127.0.0.1 unless told otherwise,
 answers only requests that name this machine in their ``Host`` header
-(:func:`dashboard.media.restrict_hosts`) and runs on waitress, a production WSGI server;
-``debug=True`` runs Dash's debug mode on Werkzeug's development server instead.
+(:func:`dashboard.media.restrict_hosts`) and runs on waitress, a production WSGI server.
+``serve(debug=True)`` (Python API only; the CLI's ``--debug`` never sets it) runs Dash's debug mode on
+Werkzeug's development server instead, which includes Werkzeug's interactive debugger: a PIN-protected
+console that runs Python code in the server process. Never use it on a shared host; it is refused
+together with a host other than a loopback address.
 """
 
 from __future__ import annotations
@@ -42,6 +45,18 @@ def create_app(prepared: Prepared, *, title: str = "embodiment probe", host: str
     return app
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine only (``localhost`` or a loopback address)."""
+    import ipaddress
+
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def make_server(app: Dash, host: str = "127.0.0.1", port: int = 8050, threads: int = THREADS, **options: Any):
     """A waitress server of the app, bound; ``run()`` serves until Ctrl+C.
 
@@ -57,11 +72,24 @@ def serve(stores: Sequence[str | Path], host: str = "127.0.0.1", port: int = 805
           layers: str | Sequence[str] | None = None, debug: bool = False, max_points: int = 200_000,
           cache: str | Path | None = None, k: int = 8, method: str = "umap", progress: bool = True,
           data_roots: Mapping[str, str | Path] | None = None, allow_hosts: Sequence[str] = (),
-          threads: int = THREADS) -> None:
-    """Prepare the stores (before the server starts), print the URL and serve until interrupted (Ctrl+C)."""
-    # the first store's first layer before the server starts; the others in the background once it answers
+          threads: int = THREADS, start: str | None = None) -> None:
+    """Prepare the stores (before the server starts), print the URL and serve until interrupted (Ctrl+C).
+
+    ``layers``: the layers shown (default: all the stores share); ``start``: the one the page opens on
+    (default: the last of them, said in one line; see :func:`dashboard.state.loading.prepare`).
+
+    ``debug=True`` serves with Dash's debug mode on Werkzeug's development server, whose debugger is an
+    interactive Python console in the page (``/console``, PIN-protected): for debugging the app on your own
+    machine only, never on a shared host. It is refused unless ``host`` is a loopback address.
+    """
+    if debug and not is_loopback(host):
+        from probe.errors import ConfigError
+
+        raise ConfigError(f"debug=True runs Werkzeug's debugger (a code console) and is refused with host {host!r}; "
+                          "serve on 127.0.0.1 or drop debug=True")
+    # the first store's map of the start layer before the server starts; the others in the background once it answers
     prepared = prepare(stores, layers=layers, max_points=max_points, cache=cache, k=k, method=method,
-                       progress=progress, data_roots=data_roots, lazy=True)
+                       progress=progress, data_roots=data_roots, lazy=True, start=start)
     app = create_app(prepared, host=host, port=port, allow_hosts=allow_hosts)
     from metrics.knn import set_threads
 
@@ -70,6 +98,8 @@ def serve(stores: Sequence[str | Path], host: str = "127.0.0.1", port: int = 805
     url = f"http://{shown}:{port}/"
     log.info("serving %d checkpoint(s) at %s", len(prepared.checkpoints), url)
     from probe.console import console
+    if prepared.start_note:  # the layer the page opens on was chosen by the default rule among several
+        console.print(prepared.start_note, soft_wrap=True, markup=False)
     if prepared.video_roots and prepared.media:  # say which folders the server reads videos from
         console.print(f"videos served only from inside: {', '.join(prepared.video_roots)}", soft_wrap=True,
                       markup=False)

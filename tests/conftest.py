@@ -51,6 +51,21 @@ def files_under(root: Path) -> dict[str, tuple[int, int]]:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_HOME_CACHE_BEFORE] = files_under(HOME_CACHE)
+    # numba's compiled code (metrics/lisi.py, UMAP) in a temporary folder, not beside the sources or in the
+    # venv: set before collection imports metrics (numba reads it when a cached function is defined)
+    if not os.environ.get("NUMBA_CACHE_DIR"):
+        import tempfile
+
+        config.stash[_NUMBA_CACHE] = os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="probe-tests-numba-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    folder = config.stash.get(_NUMBA_CACHE, None)
+    if folder is not None:
+        import shutil
+
+        os.environ.pop("NUMBA_CACHE_DIR", None)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -71,6 +86,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 _HOME_CACHE_BEFORE = pytest.StashKey[dict]()
+_NUMBA_CACHE = pytest.StashKey[str]()
 
 
 @pytest.fixture(autouse=True, scope="session")

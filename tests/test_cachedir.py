@@ -184,3 +184,41 @@ def test_clearing_a_read_only_cache_fails_instead_of_reporting_space_freed(tmp_p
     assert "freed" not in captured.out and "Traceback" not in captured.err
     assert f"could not delete anything under '{tmp_path}'" in captured.err.strip().splitlines()[-1]
     assert (tmp_path / "graphs" / "g.npz").read_bytes() == b"x" * 1000
+
+
+def test_commands_keep_numbas_compiled_code_in_the_cache_directory(tmp_path, meta, latents_matrix):
+    """`probe metrics` compiles the LISI kernels (numba, ``cache=True``): their cache goes to the cache directory's
+    ``numba/`` folder, never beside the sources (``metrics/__pycache__``), and `probe cache` counts it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import metrics
+    from conftest import files_under
+    from probe.store.writer import write_store
+
+    store = write_store(tmp_path / "store", meta, {"latent": latents_matrix})
+    sources = Path(metrics.__file__).parent / "__pycache__"
+    compiled = lambda: {k: v for k, v in files_under(sources).items() if k.endswith((".nbc", ".nbi"))}  # noqa: E731
+    before = compiled()
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}  # as a user runs it
+    env["PROBE_CACHE_DIR"] = str(tmp_path / "cache")
+    subprocess.run([sys.executable, "-m", "probe", "metrics", str(store.path), "--metrics", "ilisi", "--bootstrap", "0",
+                    "--nulls", "0", "--permutations", "0"], check=True, env=env, capture_output=True, timeout=300)
+    assert list((tmp_path / "cache" / "numba").rglob("lisi.*.nbc"))
+    assert compiled() == before
+    usage = {u.kind: u for u in cache_usage(tmp_path / "cache")}
+    assert usage["numba"].files > 0
+
+
+def test_a_numba_cache_dir_the_user_set_is_kept(tmp_path, monkeypatch):
+    import os
+
+    from probe.cache.directory import use_numba_cache
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "mine"))
+    assert use_numba_cache(tmp_path / "cache") == tmp_path / "mine"
+    monkeypatch.delenv("NUMBA_CACHE_DIR")
+    assert use_numba_cache(tmp_path / "cache") == tmp_path / "cache" / "numba"
+    assert os.environ["NUMBA_CACHE_DIR"] == str(tmp_path / "cache" / "numba")

@@ -109,7 +109,7 @@ def test_check_without_loading_finds_truncated_and_missing_files(tmp_path):
 def test_pickle_needs_trust(tmp_path, caplog):
     ref = tiny_cnn(seed=4)
     torch.save(ref, tmp_path / "whole.pt")  # a whole pickled module
-    with pytest.raises(CheckpointError, match="--trust-checkpoint"):
+    with pytest.raises(CheckpointError, match=r"--trust-checkpoint \(trust=True in Python\)"):
         load_checkpoint(tmp_path / "whole.pt")
     with caplog.at_level(logging.WARNING, logger="probe.model.checkpoints"):
         loaded = load_checkpoint(tmp_path / "whole.pt", trust=True)
@@ -122,6 +122,25 @@ def test_pickle_with_objects_and_factory_needs_trust(tmp_path):
     torch.save({"state_dict": tiny_cnn().state_dict(), "args": argparse.Namespace(lr=0.1)}, tmp_path / "c.pt")
     with pytest.raises(CheckpointError, match="not loaded because unpickling can run code"):
         load_checkpoint(tmp_path / "c.pt", model=FACTORY)
+
+
+def test_a_plain_pickle_is_refused_in_one_line_without_torchs_protocol_warning(tmp_path, capsys):
+    import pickle
+    import warnings
+
+    from probe.cli import main
+
+    path = tmp_path / "model.pkl"
+    with path.open("wb") as fh:  # pickle's own protocol 4, not torch.save's 2: torch warns about it
+        pickle.dump({"args": argparse.Namespace(lr=0.1)}, fh, protocol=4)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(CheckpointError, match="not loaded because unpickling can run code"):
+            load_checkpoint(path)
+        assert main(["layers", str(path)]) == 2
+    assert not [w for w in seen if "pickle protocol" in str(w.message)], [str(w.message) for w in seen]
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
 
 
 def test_keys_do_not_match(tmp_path):

@@ -171,7 +171,7 @@ def test_lasso_selection_fills_the_table(server, page):
     page.goto(url)
     _wait_map(page)
     _, ck = prepared.checkpoint(prepared.default_state().store)
-    coords = prepared.view(ck.name, prepared.layers[0]).coords
+    coords = prepared.view(ck.name, prepared.default_state().layer).coords  # the map the page opens on
     cx, cy = coords.mean(0)
     xs = [float(coords[:, 0].min()) - 1, float(cx), float(cx), float(coords[:, 0].min()) - 1]
     ys = [float(coords[:, 1].min()) - 1, float(coords[:, 1].min()) - 1, float(cy), float(cy)]

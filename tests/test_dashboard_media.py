@@ -159,3 +159,5 @@ def test_serve_cli_defaults(tmp_path):
     args = build_parser().parse_args(["serve", "a", "b"])
     assert args.host == "127.0.0.1" and args.port == 8050 and args.stores == ["a", "b"]
     assert not getattr(args, "debug", False)
+    assert args.start_layer is None  # the page opens on the last layer shown (probe.store.series.default_layer)
+    assert build_parser().parse_args(["serve", "a", "--start-layer", "trunk.block2"]).start_layer == "trunk.block2"

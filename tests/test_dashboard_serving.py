@@ -217,7 +217,10 @@ def test_waitress_serves_the_app_and_checks_hosts(crafted):
 
 
 def test_probe_serve_names_its_video_roots_answers_and_stops_on_ctrl_c(tmp_path):
-    """The real command: one line naming the folders videos are served from, an answer, a clean Ctrl+C."""
+    """The real command: one line naming the folders videos are served from, an answer, a clean Ctrl+C.
+
+    Run with ``--debug``, which means tracebacks in the terminal only: the server is still waitress, never
+    Werkzeug's debugger (whose ``/console`` runs Python code)."""
     import os
     import signal
     import subprocess
@@ -230,7 +233,8 @@ def test_probe_serve_names_its_video_roots_answers_and_stops_on_ctrl_c(tmp_path)
     port = free_port()
     log_file = tmp_path / "serve.log"  # a file, not a pipe: a full pipe would block the server's writes
     with log_file.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "probe", "serve", "--projection", "pca", "--port", str(port),
+        proc = subprocess.Popen([sys.executable, "-m", "probe", "--debug", "serve", "--projection", "pca",
+                                 "--port", str(port),
                                  "--cache", str(tmp_path / "cache"), str(first.path), str(second.path)],
                                 stdout=out, stderr=subprocess.STDOUT, text=True, env=dict(os.environ, COLUMNS="300"),
                                 # a run started in the background (nohup, CI) inherits an ignored SIGINT:
@@ -246,7 +250,13 @@ def test_probe_serve_names_its_video_roots_answers_and_stops_on_ctrl_c(tmp_path)
         assert str((data / "human-data").resolve()) in roots and str((data / "robot-data").resolve()) in roots
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         conn.request("GET", "/", headers={"Host": f"127.0.0.1:{port}"})
-        assert conn.getresponse().status == 200
+        page = conn.getresponse()
+        page.read()
+        assert page.status == 200 and page.getheader("Server") == "embodiment-probe"  # waitress, not Werkzeug
+        conn.request("GET", "/console", headers={"Host": f"127.0.0.1:{port}"})
+        console = conn.getresponse()
+        assert console.status == 404 and b"Werkzeug" not in console.read()
+        assert not any("Debug mode" in line for line in log_file.read_text().splitlines())
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -254,3 +264,13 @@ def test_probe_serve_names_its_video_roots_answers_and_stops_on_ctrl_c(tmp_path)
         finally:
             proc.kill()
     assert rc == 0, log_file.read_text()
+
+
+def test_serve_api_refuses_werkzeugs_debugger_off_loopback(tmp_path):
+    from dashboard.app import is_loopback, serve
+    from probe.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="Werkzeug's debugger"):  # refused before any work (no store is read)
+        serve([tmp_path / "missing"], host="0.0.0.0", debug=True)
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.2") and not is_loopback("example.org")

@@ -55,6 +55,19 @@ def test_max_points_subsamples_the_same_samples_in_every_checkpoint(tmp_path):
     assert p.media == {}
 
 
+def test_the_page_opens_on_the_start_layer_and_keeps_the_others(tmp_path):
+    stores = make_stores(tmp_path / "s", n_episodes=2, frames=10, video=False)
+    paths = [s.path for s in stores]
+    first = stores[0].layers[0]
+    shown = prepare(paths, method="pca", metrics_config=light_metrics(), lazy=True, start=first)
+    assert shown.layers == stores[0].layers and shown.default_state().layer == first and shown.start_note is None
+    assert shown.views.order[0] == (0, first) and (0, first) in shown.views._views  # prepared first
+    with pytest.raises(LayerNotFoundError, match="layer 'nope' not found"):
+        prepare(paths, method="pca", metrics_config=light_metrics(), lazy=True, start="nope")
+    one = prepare(paths, layers=first, method="pca", metrics_config=light_metrics(), lazy=True)
+    assert one.default_state().layer == first and one.start_note is None  # no choice: nothing to say
+
+
 def test_prepare_errors(tmp_path):
     with pytest.raises(StoreNotFoundError, match="does not exist"):
         prepare([tmp_path / "missing"])
@@ -279,11 +292,13 @@ def test_lazy_prepare_answers_with_the_first_map_and_prepares_the_rest_on_use_or
     paths = [s.path for s in stores]
     lazy = prepare(paths, method="pca", metrics_config=light_metrics(), lazy=True)
     total = len(stores) * len(lazy.layers)
-    assert len(lazy.views) == total and lazy.views.ready() == 1  # only the first store's first layer
+    # only the first store's map of the layer the page opens on: the last (the one default-layer rule)
+    assert len(lazy.views) == total and lazy.views.ready() == 1 and (0, lazy.layers[-1]) in lazy.views._views
+    assert lazy.default_state().layer == lazy.layers[-1] and "--start-layer picks another" in lazy.start_note
     client = create_app(lazy).server.test_client()
     assert client.get("/", headers={"Host": "127.0.0.1:8050"}).status_code == 200
     # a map opened before the background reached it is prepared on use, with its warm-start chain
-    last = (len(stores) - 1, lazy.layers[-1])
+    last = (len(stores) - 1, lazy.layers[0])
     assert lazy.views[last].coords.shape[1] == 2 and lazy.views.ready() == 1 + len(stores)
     lazy.views.start().join(timeout=120)
     assert lazy.views.ready() == total and lazy.views.error is None

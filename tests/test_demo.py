@@ -34,17 +34,19 @@ def test_demo_runs_every_stage_and_reuses_its_outputs(tmp_path, capsys, monkeypa
     serve = [line.strip() for line in printed.splitlines() if line.strip().startswith("probe serve")]
     assert len(serve) == 1
     argv = shlex.split(serve[0])
-    assert argv[:4] == ["probe", "serve", "--cache", str(out / "cache")] and len(argv) > 4
-    assert all((Path(s) / "manifest.json").is_file() for s in argv[4:])
+    # the dashboard opens on the demo's headline layer, the other layers in its menu
+    assert argv[:6] == ["probe", "serve", "--cache", str(out / "cache"), "--start-layer", "trunk.block2"]
+    assert len(argv) > 6 and all((Path(s) / "manifest.json").is_file() for s in argv[6:])
     # ... and the dashboard it opens finds everything the demo prepared: nothing is computed again
     from dashboard.state.loading import prepare
 
     args = build_parser().parse_args(argv[1:])
     cached = set(files_under(out / "cache"))
     prepared = prepare(args.stores, layers=args.layer, max_points=args.max_points, cache=args.cache,
-                       k=args.neighbours, method=args.projection, lazy=True)  # as 'probe serve' does
-    assert set(files_under(out / "cache")) == cached and len(prepared.views) == 4 * (len(argv) - 4)
-    assert prepared.views.ready() == 1
+                       k=args.neighbours, method=args.projection, lazy=True,
+                       start=args.start_layer)  # as 'probe serve' does
+    assert set(files_under(out / "cache")) == cached and len(prepared.views) == 4 * (len(argv) - 6)
+    assert prepared.views.ready() == 1 and prepared.default_state().layer == "trunk.block2"
     _query_tiles_show_the_query_frames(out / "clips", sorted((out / "stores" / "cotrained").iterdir())[-1])
     records = json.loads((out / "metrics.json").read_text())
     recipes = {r["store"].split("/")[-2] for r in records}

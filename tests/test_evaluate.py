@@ -102,6 +102,27 @@ def test_cli_writes_json_and_csv(store, tmp_path, capsys):
     assert set(frame.metric) == set(rec["metrics"])
 
 
+def test_cli_shows_the_checkpoints_step_and_the_reports_labels(tmp_path, capsys):
+    """The step a checkpoint entry of the provenance records, and the labels `probe report` uses: two stores in
+    folders of the same name (level-100) are told apart by their series."""
+    meta = synthetic_meta(n_episodes=4, frames=12)
+    paths = []
+    for recipe, step, seed in (("robot-only", 500, 0), ("cotrained", 1000, 1)):
+        prov = {"checkpoint": {"step": step, "recipe": recipe, "diversity": 100}}
+        paths.append(str(write_store(tmp_path / recipe / "level-100", meta, {"l": clustered_latents(meta, seed=seed)},
+                                     provenance=prov).path))
+    out = tmp_path / "m.json"
+    assert main(["metrics", *paths, "--metrics", "ilisi,retrieval_map_at_r_human_to_robot", "--bootstrap", "4",
+                 "--nulls", "0", "--permutations", "0", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "robot-only diversity 100%" in text and "cotrained diversity 100%" in text and "1000" in text
+    assert "level-100" not in text.replace(paths[0], "")  # the labels, not folder names (a next step names a path)
+    records = json.loads(out.read_text())
+    assert [(r["step"], r["checkpoint"]) for r in records] == [(500, "robot-only diversity 100%"),
+                                                                (1000, "cotrained diversity 100%")]
+    assert records[1]["compared_to"]["store"] == "robot-only diversity 100%"
+
+
 def test_cli_errors_are_one_line(store, capsys):
     assert main(["metrics", str(store.path), "--layer", "nope"]) == 2
     assert "error: layer 'nope' not found" in capsys.readouterr().err
@@ -123,3 +144,35 @@ def test_records_are_cached_by_fingerprint_layer_and_config(store, tmp_path):
     # another configuration is another entry
     evaluate(store.path, layers="head", config=replace(CFG, k=15), cache_dir=tmp_path)
     assert len(list((tmp_path / "metrics").glob("*.json"))) == 2
+
+
+def test_cli_per_stage_table_hides_no_value_at_80_columns(tmp_path, capsys, monkeypatch):
+    from probe.console import console
+
+    stages = ("reach", "grasp", "lift", "move", "place", "release", "pull", "retreat", "lower", "push")
+    meta = synthetic_meta(n_episodes=4, frames=40, stages=stages)
+    store = write_store(tmp_path / "s", meta, {"trunk": clustered_latents(meta, dim=8)})
+    monkeypatch.setattr(console, "width", 80)
+    out = tmp_path / "m.json"
+    assert main(["metrics", str(store.path), "--by", "stage", "--families", "mixing", "--bootstrap", "0", "--nulls",
+                 "0", "--permutations", "0", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    tables = [line for line in lines if line[:1] in "┏┃┡│└"]
+    assert "…" not in "\n".join(tables) and max(map(len, tables)) <= 80
+    per_stage = json.loads(out.read_text())["per_stage"]
+    text = "\n".join(tables)
+    for stage in stages:  # Rich alone showed '0.0…' for every value and 'rea…' for the stages
+        assert f" {stage} " in text
+        for name, entry in per_stage[stage].items():
+            if entry.get("value") is not None:
+                assert f" {entry['value']:.3f} " in text, (stage, name)
+
+
+def test_cli_unknown_metric_and_family_names_suggest_the_nearest(store, capsys):
+    assert main(["metrics", str(store.path), "--metrics", "ilsi"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown metric 'ilsi' (did you mean ilisi" in err and "['" not in err
+    assert main(["metrics", str(store.path), "--families", "mixng"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown metric family 'mixng' (did you mean mixing?)" in err
+    assert "mixing, conservation, paired, distribution, temporal, retrieval" in err

@@ -159,14 +159,31 @@ def test_refuses_to_overwrite(store, tmp_path):
     assert open_index(tmp_path / "idx").kind is IndexKind.HNSW
 
 
+def test_progress_bars_are_drawn_only_on_a_terminal(store, tmp_path, capsys, monkeypatch):
+    """stderr is not a terminal here (as in a log or a pipe): no bars, so an error line never lands after a bar's
+    carriage return; PROBE_PROGRESS=1 draws them anyway, PROBE_PROGRESS=0 never."""
+    from probe.progress import drawn
+
+    monkeypatch.delenv("PROBE_PROGRESS", raising=False)
+    assert main(["index", str(store.path), "--layer", "trunk", "--out", str(tmp_path / "a")]) == 0
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("PROBE_PROGRESS", "1")
+    assert main(["index", str(store.path), "--layer", "trunk", "--out", str(tmp_path / "b")]) == 0
+    assert "indexing human" in capsys.readouterr().err
+    assert drawn(True) and not drawn(False)
+    monkeypatch.setenv("PROBE_PROGRESS", "0")
+    assert not drawn(True)
+
+
 def test_cli_builds_and_reports_errors(store, tmp_path, capsys):
     out = tmp_path / "cli-idx"
     assert main(["index", str(store.path), "--layer", "head", "--kind", "hnsw", "--metric", "l2",
                  "--out", str(out)]) == 0
     assert open_index(out, layer="head").manifest.metric.value == "l2"
     assert "indexed 240 human samples" in capsys.readouterr().out
-    assert main(["index", str(store.path), "--out", str(tmp_path / "x")]) == 2  # two layers: must choose
-    assert "choose one with --layer: trunk, head" in capsys.readouterr().err
+    assert main(["index", str(store.path), "--out", str(tmp_path / "x")]) == 0  # two layers: the last, said
+    assert "layer head (the store's last of 2: trunk, head; --layer picks another)" in capsys.readouterr().out
+    assert open_index(tmp_path / "x").manifest.layer == "head"
     with pytest.raises(LayerNotFoundError, match="close matches: trunk"):
         main(["--debug", "index", str(store.path), "--layer", "trunc", "--out", str(tmp_path / "y")])
 

@@ -39,6 +39,16 @@ def test_umap_layout_is_trustworthy_and_well_formed(small, umap_layout):
     assert list(layout.sample_ids) == small.meta[C.SAMPLE_ID].tolist()
 
 
+def test_umaps_epoch_bar_is_drawn_only_on_a_terminal(small, capsys, monkeypatch):
+    """stderr is not a terminal here (as in a log): no "Epochs completed" bar; PROBE_PROGRESS=1 forces it."""
+    monkeypatch.delenv("PROBE_PROGRESS", raising=False)
+    project(small, FAST, progress=True)  # no cache: UMAP runs
+    assert "Epochs completed" not in capsys.readouterr().err
+    monkeypatch.setenv("PROBE_PROGRESS", "1")
+    project(small, FAST, progress=True)
+    assert "Epochs completed" in capsys.readouterr().err
+
+
 def test_cache_returns_same_layout_and_other_params_miss(small, umap_layout):
     layout, cache = umap_layout
     again = project(small, FAST, cache_dir=cache)

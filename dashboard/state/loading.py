@@ -26,7 +26,7 @@ from probe import columns as C
 from probe.errors import ConfigError
 from probe.progress import track
 from probe.store.media import FIX, VIDEO_SUFFIXES, VideoPaths, check_data_roots
-from probe.store.series import checkpoint_labels
+from probe.store.series import checkpoint_labels, default_layer
 from probe.store.store import Store, layer_filename, open_store
 from probe.validate import check_layer
 
@@ -220,7 +220,8 @@ class Views(Mapping):
 def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str] | None = None,
             max_points: int = 200_000, cache: str | Path | None = None, k: int = 8,
             method: str = "umap", metrics_config: Any | None = None, progress: bool = False,
-            data_roots: Mapping[str, str | Path] | None = None, lazy: bool = False) -> Prepared:
+            data_roots: Mapping[str, str | Path] | None = None, lazy: bool = False,
+            start: str | None = None) -> Prepared:
     """Open the stores (one per checkpoint) and compute everything the app shows.
 
     Parameters
@@ -237,8 +238,11 @@ def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str]
     progress : show a progress bar.
     data_roots : dataset name -> the folder a moved dataset now lives in (``--data-root``); videos
         are served only from inside the stores' dataset roots (:mod:`probe.store.media`).
-    lazy : prepare only the first store's first layer now; every other (store, layer) is prepared on
-        first use or by :meth:`Views.start` in the background (``probe serve``). Default: all now.
+    lazy : prepare only the first store's map of the ``start`` layer now; every other (store, layer) is
+        prepared on first use or by :meth:`Views.start` in the background (``probe serve``). Default: all now.
+    start : the layer the page opens on (the others stay in its layer menu and are prepared after it);
+        default: :func:`probe.store.series.default_layer` of the prepared layers (the last), said in
+        ``Prepared.start_note``.
 
     Raises
     ------
@@ -272,6 +276,11 @@ def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str]
         chosen = [layers] if isinstance(layers, str) else list(layers)
         for layer in chosen:
             check_layer(layer, common, where="the stores", hint="run 'probe info STORE' to list layers")
+    note = None
+    if start is None:
+        start, note = default_layer(chosen, whose="the shown layers'", option="--start-layer")
+    else:
+        check_layer(start, chosen, where="the layers shown", hint="name a shown layer (see --layer)")
     names = checkpoint_labels(opened)
     metas = [s.meta for s in opened]
     categories = {
@@ -287,12 +296,12 @@ def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str]
                    for n, s in zip(names, opened)]
     cache_dir = Path(cache) if cache is not None else None
     index_root = cache_dir / "dashboard-indexes" if cache_dir is not None else Path(tempfile.mkdtemp(prefix="probe-dash-"))
-    views = Views(checkpoints, chosen, method=method, cache_dir=cache_dir, index_root=index_root, k=k,
-                  metrics_config=metrics_config)
-    if lazy:  # the first store's first layer now; the others on first view or in the background
-        views[(0, chosen[0])]
+    views = Views(checkpoints, [start] + [layer for layer in chosen if layer != start], method=method,
+                  cache_dir=cache_dir, index_root=index_root, k=k, metrics_config=metrics_config)
+    if lazy:  # the first store's start layer now; the others on first view or in the background
+        views[(0, start)]
     else:
         for key in track(views.order, total=len(views.order), desc="preparing maps, indexes, metrics",
                          enabled=progress):
             views[key]
-    return Prepared(checkpoints, chosen, views, categories, media, k, tuple(sorted(video_roots)))
+    return Prepared(checkpoints, chosen, views, categories, media, k, tuple(sorted(video_roots)), start, note)

@@ -17,6 +17,7 @@ import pandas as pd
 
 from dashboard.state.viewstate import FILTERS, Choices, ViewState
 from probe import columns as C
+from probe.store.series import default_layer
 from probe.store.store import Store
 
 
@@ -109,6 +110,8 @@ class Prepared:
     media: dict[str, Path]  # random token of this process -> a video file inside its store's dataset roots
     k: int
     video_roots: tuple[str, ...] = ()  # the folders videos are served from (the stores' dataset roots)
+    start_layer: str | None = None  # the layer the page opens on (None: default_layer of ``layers``)
+    start_note: str | None = None  # the line saying the start layer was chosen by default among several
 
     @property
     def names(self) -> list[str]:
@@ -122,7 +125,8 @@ class Prepared:
         return self.views[(self.names.index(name), layer)]
 
     def default_state(self) -> ViewState:
-        return ViewState(store=self.names[0], layer=self.layers[0])  # the first store given
+        # the first store given, at the start layer (the one default-layer rule unless one was named)
+        return ViewState(store=self.names[0], layer=self.start_layer or default_layer(self.layers)[0])
 
     def frame_location(self, checkpoint: int, row: int) -> tuple[Path, float] | None:
         """Registered video file and time of a store row's frame (None without video or out of range)."""

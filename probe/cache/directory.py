@@ -6,7 +6,8 @@ stale entries are never served. Anything there may be deleted at any time: it is
 computed again when needed. ``probe cache`` shows and clears it.
 
 Each part is bounded: the frame cache by ``--frame-cache-max``, every other part by
-``$PROBE_CACHE_MAX`` (default 20 GB each). :func:`keep_within` removes a part's least
+``$PROBE_CACHE_MAX`` (default 20 GB each), but for numba's few MB of compiled code
+(:func:`use_numba_cache`). :func:`keep_within` removes a part's least
 recently used entries (files, or directories such as a FAISS index) once it passes its
 limit; readers :func:`touch` what they use, so recency is last use, not creation.
 
@@ -46,6 +47,7 @@ KINDS: dict[str, str] = {
     "metrics": "metric results per store and layer (probe report, serve)",
     "dashboard-indexes": "FAISS indexes for the dashboard's neighbour search",
     "dashboard-coverage": "coverage summaries shown by the dashboard",
+    "numba": "numba's compiled code: LISI kernels, UMAP (every command; small, not bounded)",
 }
 
 
@@ -63,6 +65,7 @@ _ENTRIES: dict[str, str] = {
     "metrics": rf"{_HEX}{{24}}\.json",
     "dashboard-indexes": rf"{_HEX}{{16}}-[^/]+/(index\.json|index\.faiss|rows\.npy)",
     "dashboard-coverage": rf"{_HEX}{{24}}\.json",
+    "numba": r".+\.nb[ci]",  # numba's index and code files, in a folder per source folder
 }
 _TEMPORARY = re.compile(r"(.*/)?\.[^/]+\.(tmp|old)-[^/]*(/.*)?")  # an atomic write's temporary, or its leftover
 
@@ -119,6 +122,23 @@ def check_cache_dir(root: str | Path) -> None:
                           f"toolkit and holds '{foreign}', which the toolkit does not write; nothing was deleted: "
                           "pass the cache's own directory (default $PROBE_CACHE_DIR or ~/.cache/embodiment-probe)")
     mark_cache_dir(root)  # an older version's cache: tagged from now on
+
+
+NUMBA_CACHE_ENV = "NUMBA_CACHE_DIR"
+
+
+def use_numba_cache(root: str | Path) -> Path:
+    """Send numba's cache of compiled code (``njit(cache=True)``: the LISI kernels of ``metrics/lisi.py``, UMAP)
+    to ``root/numba`` instead of beside the installed sources, unless ``$NUMBA_CACHE_DIR`` is set already.
+
+    Sets ``$NUMBA_CACHE_DIR`` (so processes started later inherit it); numba reads it when a cached function
+    is defined, so call it before ``metrics`` or ``umap`` is imported. Returns the folder numba uses.
+    """
+    if os.environ.get(NUMBA_CACHE_ENV):
+        return Path(os.environ[NUMBA_CACHE_ENV])
+    folder = Path(root) / "numba"
+    os.environ[NUMBA_CACHE_ENV] = str(folder)
+    return folder
 
 
 def default_cache_dir() -> Path:

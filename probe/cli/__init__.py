@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _cache_root=getattr(module, "cache_root", None))
     return parser
 
 
@@ -68,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    use_numba_cache_of(args)
     try:
         return int(args._run(args) or 0)
     except ProbeError as exc:
@@ -84,6 +85,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted; partial outputs were removed (rerun to start again, or --resume where offered)",
               file=sys.stderr)
         return 130
+
+
+def use_numba_cache_of(args: argparse.Namespace) -> None:
+    """numba's compiled code goes to ``numba/`` in the cache directory the command uses (the command's
+    ``cache_root(args)``, its ``--cache`` / ``--cache-dir``, else the default), never beside the installed
+    sources; a ``$NUMBA_CACHE_DIR`` of the user's is kept. Before any command imports numba."""
+    from pathlib import Path
+
+    from probe.cache.directory import default_cache_dir, use_numba_cache
+
+    root_of = getattr(args, "_cache_root", None)
+    root = root_of(args) if root_of else (getattr(args, "cache", None) or getattr(args, "cache_dir", None))
+    use_numba_cache(Path(root) if root else default_cache_dir())
 
 
 def os_error_line(exc: OSError) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from probe.console import console
+from probe.console import console, print_table
 
 NAME = "cache"
 HELP = "show the cache directory (decoded frames, kNN graphs, layouts ...) and its size; --clear empties it"
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     for u in usage:
         table.add_row(u.kind, str(u.files), _size(u.bytes), u.what)
     console.print(f"[bold]{root}[/]  {_size(sum(u.bytes for u in usage))} in all")
-    console.print(table)
+    print_table(table)
     console.print("Anything here may be deleted; it is computed again when needed. "
                   "Move it with $PROBE_CACHE_DIR.")
     return 0

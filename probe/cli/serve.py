@@ -9,7 +9,7 @@ from typing import Any
 
 NAME = "serve"
 HELP = "interactive dashboard: the joint human/robot map, nearest human clips, selections, metrics"
-EXAMPLE = "probe serve probe-demo/stores/cotrained/step-000200 probe-demo/stores/cotrained/step-000400"
+EXAMPLE = "probe serve probe-demo/stores/cotrained/level-000 probe-demo/stores/cotrained/level-100"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,6 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "in training order")
     p.add_argument("--layer", action="append", default=None,
                    help="layer to prepare (repeat for several; default: every layer the stores share)")
+    p.add_argument("--start-layer", default=None, metavar="LAYER",
+                   help="layer the page opens on; the others stay in its layer menu (default: the last of the "
+                        "layers shown, said in one line)")
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to bind (default 127.0.0.1: this machine only). Requests must name this machine "
                         "in their Host header: localhost, 127.0.0.1, ::1 or the bound address; with 0.0.0.0 also "
@@ -33,9 +36,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="at most this many points per map (a fixed subsample by sample id; default 200000)")
     p.add_argument("--cache", default=None, help="projection cache directory (default: the toolkit's cache)")
     p.add_argument("--projection", choices=("umap", "pca"), default="umap",
-                   help="map layout: umap (warm-started across checkpoints, cached) or pca (fast)")
-    p.add_argument("-k", "--neighbours", type=int, default=8, help="nearest human clips listed per click")
-    # --debug (shared with every command) also runs Dash in debug mode here
+                   help="map layout: umap (default; warm-started across checkpoints, cached) or pca (fast)")
+    p.add_argument("-k", "--neighbours", type=int, default=8,
+                   help="nearest human clips listed per click (default 8)")
+    # --debug (shared with every command) shows tracebacks in this terminal only: it never turns on Dash's
+    # debug mode or Werkzeug's debugger (an interactive code console) on the server
 
 
 def check_port(host: str, port: int) -> None:
@@ -63,7 +68,7 @@ def launch(stores: list[str], **options: Any) -> None:
 def warm(stores: list[str], **options: Any) -> None:
     """Compute what the dashboard shows for ``stores`` into its cache (``cache=``), without serving: a later
     ``probe serve`` with the same stores and options reads it back (``probe demo`` does this). With
-    ``lazy=True`` only what the dashboard needs before it answers (the first store's first layer)."""
+    ``lazy=True`` only what the dashboard needs before it answers (the first store's map of the start layer)."""
     from dashboard.state.loading import prepare
 
     prepare(stores, **options)
@@ -76,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
     launch(args.stores, host=args.host, port=args.port, layers=args.layer,
            data_roots=parse_data_roots(args.data_root), allow_hosts=tuple(args.allow_host),
-           debug=bool(getattr(args, "debug", False)), max_points=args.max_points,
+           max_points=args.max_points,
            cache=Path(args.cache) if args.cache else default_cache_dir(), k=args.neighbours,
-           method=args.projection, progress=True)
+           method=args.projection, progress=True, start=args.start_layer)
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -57,14 +58,16 @@ def torch_load(weights: Path, trust: bool) -> Any:
             raise CheckpointError(f"checkpoint '{weights}' cannot be read even with trust "
                                   f"({type(exc).__name__}: {first_line(exc)}); the file is corrupt") from exc
     try:
-        return torch.load(weights, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on a plain pickle's protocol (the refusal below says more)
+            warnings.filterwarnings("ignore", message=r"Detected pickle protocol", category=UserWarning)
+            return torch.load(weights, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights only load failed" in str(exc).lower() or "unsupported global" in str(exc).lower():
             raise CheckpointError(
                 f"checkpoint '{weights}' is a pickle holding Python objects beyond tensors (e.g. a whole model "
                 "or an optimizer); it was not loaded because unpickling can run code. Save a state dict "
                 "(torch.save(model.state_dict(), ...) or safetensors) or, if you trust the file, pass "
-                "--trust-checkpoint (trust=True)"
+                "--trust-checkpoint (trust=True in Python)"
             ) from exc
         raise CheckpointError(f"checkpoint '{weights}' is corrupt ({first_line(exc)}); re-save it") from exc
     except Exception as exc:

@@ -124,6 +124,8 @@ def _fit_umap(X: np.ndarray, config: ProjectionConfig, init: np.ndarray | None, 
               progress: bool) -> np.ndarray:
     import umap  # heavy (numba): imported on use
 
+    from probe.progress import drawn
+
     n_neighbors = min(config.n_neighbors, X.shape[0] - 1)
     indices, dists = _umap_knn(X, n_neighbors, config.metric, neighbors)
     model = umap.UMAP(
@@ -131,7 +133,7 @@ def _fit_umap(X: np.ndarray, config: ProjectionConfig, init: np.ndarray | None, 
         metric="cosine" if config.metric == "cosine" else "euclidean",
         n_epochs=config.n_epochs, random_state=config.seed,
         init=init if init is not None else "spectral",
-        precomputed_knn=(indices, dists), verbose=False, tqdm_kwds={"disable": not progress},
+        precomputed_knn=(indices, dists), verbose=False, tqdm_kwds={"disable": not drawn(progress)},
     )
     import warnings
 

@@ -20,11 +20,12 @@ from probe.progress import track
 from probe.cache.directory import default_cache_dir
 from probe.projection.layout import Layout
 from probe.projection.project import project
-from probe.store.series import Checkpoint, describe, order_checkpoints, resolve_layers, unique_labels
+from probe.store.series import (Checkpoint, default_layer, describe, order_checkpoints, resolve_layers,
+                                unique_labels)
 from probe.report.config import ReportConfig
 from probe.report.examples import coverage_gaps, retrieval_examples
-from probe.report.gates import (baseline_record, check_interval_gates, fail_under_checks, load_baseline,
-                                max_drop_checks)
+from probe.report.gates import (baseline_record, check_gate_ranges, check_interval_gates, fail_under_checks,
+                                load_baseline, max_drop_checks)
 from probe.measure.compare import compare_records
 from probe.measure.suite import NOT_AVAILABLE, check_fail_under, compute_metrics, known_metric_names
 from probe.store.media import check_data_roots
@@ -80,12 +81,17 @@ def collect(store_paths: Sequence[str | Path], config: ReportConfig = ReportConf
         raise ConfigError("a report needs at least one store")
     check_fail_under(config.fail_under)
     check_fail_under(config.max_drop, "--max-drop")
+    check_gate_ranges(config.fail_under, config.max_drop)
     check_interval_gates(config.fail_under, config.gate, config.max_drop)
     baseline = load_baseline(config.baseline) if config.baseline is not None else None
     stores = [open_store(p) for p in store_paths]
     check_data_roots(dict(config.data_roots), stores)
     layers, notes = resolve_layers(stores, config.layers)
-    headline = config.headline_layer or layers[-1]
+    headline = config.headline_layer
+    if headline is None:  # the one default-layer rule, said in the report's notes
+        headline, note = default_layer(layers, whose="the selected layers'", option="--headline-layer",
+                                       what="headline layer")
+        notes = notes + ([note] if note else [])
     if headline not in layers:
         raise ConfigError(f"headline layer '{headline}' is not among the selected layers: {', '.join(layers)}")
     if baseline is not None:

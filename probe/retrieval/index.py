@@ -41,7 +41,6 @@ __all__ = [
     "IndexConfig",
     "build_index",
     "embodiment_rows",
-    "resolve_layer",
 ]
 
 log = logging.getLogger(__name__)
@@ -154,14 +153,3 @@ def build_index(store: Store | str | Path, layer: str, out: str | Path, *, embod
         (tmp / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=2) + "\n", encoding="utf-8")
     log.info("built %s index of %d vectors in %.2fs", config.kind.value, n, seconds)
     return OpenIndex(Path(out), manifest, index, rows, store)
-
-
-def resolve_layer(store: Store, layer: str | None) -> str:
-    """``layer`` checked against the store, or the store's only layer when ``None``."""
-    if layer is None:
-        if len(store.layers) == 1:
-            return store.layers[0]
-        raise ConfigError(f"store '{store.path}' holds {len(store.layers)} layers; choose one with --layer: "
-                          f"{', '.join(store.layers[:8])}{' ...' if len(store.layers) > 8 else ''}")
-    store.layer_info(layer)  # raises LayerNotFoundError with close matches
-    return layer

@@ -1,7 +1,8 @@
 """The checkpoints of a report: stores labelled from their provenance, ordered by series and step.
 
 Also the choice of layers: those every store shares, or the requested ones checked
-in every store.
+in every store, and the one rule for the layer a command uses when none is named
+(:func:`default_layer`).
 """
 
 from __future__ import annotations
@@ -99,6 +100,33 @@ def resolve_layers(stores: Sequence[Store], layers: Sequence[str] | None) -> tup
         for s in stores:
             s.layer_info(layer)  # raises LayerNotFoundError naming the store, the layer and the available ones
     return list(layers), notes
+
+
+def default_layer(layers: Sequence[str], *, whose: str = "the store's", option: str = "--layer",
+                  what: str = "layer") -> tuple[str, str | None]:
+    """The layer used when none is named, and the one line that says so (None when there was no choice).
+
+    The one rule of every command and API that falls back to a layer (``probe report``'s headline layer,
+    ``probe index``, ``probe coverage``, ``probe export``, the layer the dashboard opens on): the last of
+    ``layers``, in the store's order, i.e. the last layer extracted. ``whose`` and ``option`` word the line:
+    ``layer expert.block0 (the store's last of 4: vision, ...; --layer picks another)``.
+    """
+    if not layers:
+        raise ConfigError("no layer to choose from; run 'probe info STORE' to list a store's layers")
+    layer = layers[-1]
+    if len(layers) == 1:
+        return layer, None
+    listed = ", ".join(layers[:8]) + (", ..." if len(layers) > 8 else "")
+    return layer, f"{what} {layer} ({whose} last of {len(layers)}: {listed}; {option} picks another)"
+
+
+def store_layer(store: Store, layer: str | None) -> tuple[str, str | None]:
+    """``layer`` checked against ``store`` (an error naming close matches), or, when None, the store's
+    :func:`default_layer` and the line that says so."""
+    if layer is None:
+        return default_layer(store.layers)
+    store.layer_info(layer)  # raises LayerNotFoundError with close matches
+    return layer, None
 
 
 def unique_labels(cps: Sequence[Checkpoint]) -> list[Checkpoint]:
