@@ -35,6 +35,21 @@ class Family(str, Enum):
     RETRIEVAL = "retrieval"
 
 
+def _families(values) -> tuple[Family, ...]:
+    """``values`` as families; unknown names are refused with the known ones (and the nearest)."""
+    import difflib
+
+    known = [f.value for f in Family]
+    if isinstance(values, str):
+        values = (values,)
+    unknown = [str(v) for v in values if not isinstance(v, Family) and str(v) not in known]
+    if unknown:
+        near = difflib.get_close_matches(unknown[0], known, n=1)
+        raise MetricInputError(f"unknown metric family {', '.join(repr(u) for u in unknown)}"
+                               + (f" (did you mean {near[0]}?)" if near else "") + f"; families: {', '.join(known)}")
+    return tuple(Family(v) for v in values)
+
+
 class Better(str, Enum):
     """Which direction of a metric is better."""
 
@@ -156,7 +171,7 @@ class MetricsConfig:
         if self.by is not None:
             object.__setattr__(self, "by", By(self.by))
         if self.families is not None:
-            object.__setattr__(self, "families", tuple(Family(f) for f in self.families))
+            object.__setattr__(self, "families", _families(self.families))
         if self.metrics is not None:
             object.__setattr__(self, "metrics", tuple(self.metrics))
         for name in ("k", "max_samples", "bootstrap_samples", "kbet_k", "mixing_k", "retrieval_max_r"):

@@ -55,7 +55,7 @@ def _selected(config: MetricsConfig) -> list[MetricSpec]:
     if config.metrics is not None:
         unknown = [m for m in config.metrics if m not in REGISTRY]
         if unknown:
-            raise MetricInputError(f"unknown metric(s) {unknown}; available: {', '.join(REGISTRY)}")
+            raise MetricInputError(f"unknown metric(s) {', '.join(unknown)}; available: {', '.join(REGISTRY)}")
     specs = [s for s in REGISTRY.values()
              if (config.families is None or s.family in config.families)
              and (s.name in config.metrics if config.metrics is not None else s.default)]

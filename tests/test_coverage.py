@@ -141,3 +141,36 @@ def test_no_clip_is_said_to_carry_transfer_when_no_robot_state_is_covered(tmp_pa
     # with some states covered, the top clip is named with its count
     top = coverage(Latents(clustered_latents(meta, dim=16, noise=0.3), meta, "trunk")).advice()[-1]
     assert top.startswith("the human clip carrying the most transfer is") and "covered robot states" in top
+
+
+def test_without_layer_the_stores_last_layer_is_used_and_said_off_stdout_for_json(gap_latents, tmp_path, capsys):
+    X = np.asarray(gap_latents.X)
+    store = write_store(tmp_path / "s", gap_latents.meta, {"vision": X[:, ::-1].copy(), "trunk": X})
+    assert main(["coverage", str(store.path), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["stages"][0]["stage"] == "lift"  # stdout stays JSON
+    assert captured.err.strip() == "layer trunk (the store's last of 2: vision, trunk; --layer picks another)"
+    assert main(["coverage", str(store.path), "--layer", "vision"]) == 0
+    assert "picks another" not in capsys.readouterr().out  # a named layer needs no note
+
+
+def test_cli_tables_hide_no_value_at_80_columns_and_say_what_next(tmp_path, capsys, monkeypatch):
+    from probe.console import console
+
+    tasks = ("pick the cup and place it on the plate", "push the block to the target")
+    meta = synthetic_meta(n_episodes=4, frames=20, tasks=tasks, stages=("reach", "release", "retreat"))
+    store = write_store(tmp_path / "s", meta, {"trunk": clustered_latents(meta, dim=16, noise=0.3)})
+    monkeypatch.setattr(console, "width", 80)
+    assert main(["coverage", str(store.path), "--layer", "trunk"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    tables = "\n".join(line for line in lines if line[:1] in "┏┃┡│└")
+    assert "…" not in tables and max(map(len, tables.splitlines())) <= 80
+    for stage in ("reach", "release", "retreat"):  # Rich alone cut the stage column to 'mo…' / 're…'
+        assert f" {stage} " in tables
+    result = coverage(store.latents("trunk"))
+    for _, r in result.stages.iterrows():
+        assert f"{r['median_distance']:.4f}" in tables and f"{r['share_beyond']:.0%}" in tables
+    steps = [s.strip() for s in lines[lines.index("next:") + 1:]]
+    assert steps[0].startswith(f"probe coverage {store.path} --layer trunk --out coverage.json --csv")
+    assert steps[1].startswith(f"probe index {store.path} --layer trunk --embodiment human")
+    assert steps[2].startswith(f"probe serve {store.path}")

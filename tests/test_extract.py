@@ -301,3 +301,26 @@ def test_query_file_embedding_of_a_pickled_checkpoint_needs_trust(tmp_path):
         (store.meta[C.DATASET] == "arm").to_numpy())[0])], atol=1e-5)
     args = build_parser().parse_args(["retrieve", "--index", "i", "--query-file", "q.npz", "--trust-checkpoint"])
     assert args.trust_checkpoint is True
+
+
+def test_data_spec_mistakes_get_the_cli_syntax(tmp_path, ckpt, capsys):
+    from probe.errors import ConfigError
+    from probe.extraction.config import DataSpec
+    from probe.readers import detect_format
+
+    (tmp_path / "human").mkdir()
+    with pytest.raises(DataError, match=r"does not exist; to label a dataset with its embodiment write "
+                                        r"EMBODIMENT=PATH \(e.g. human=.*/human\), not EMBODIMENT:PATH"):
+        DataSpec.parse(f"human:{tmp_path / 'human'}")
+    for empty in ("human=", "human= "):
+        with pytest.raises(ConfigError, match=r"--data 'human=\s?': no path after '='; give EMBODIMENT=PATH"):
+            DataSpec.parse(empty)
+    assert DataSpec.parse(f"human={tmp_path / 'human'}") == DataSpec(str(tmp_path / "human"), "human")
+    assert DataSpec.parse(str(tmp_path / "human")).embodiment is None
+    with pytest.raises(DataError) as err:
+        detect_format(tmp_path / "human")
+    assert "--data takes a LeRobot" in str(err.value) and "pass format=" not in str(err.value)
+    code = main(["extract", "--checkpoint", str(ckpt), "--data", "human=", "--layer", "head", "--model", FACTORY,
+                 "--out", str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no path after '='" in err and "cannot tell the format of '.'" not in err

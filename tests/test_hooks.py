@@ -136,3 +136,14 @@ def test_torchscript_submodules_cannot_be_hooked():
         hooks.reset()
         out = hooks.collect(scripted(torch.rand(2, 3, 8, 8)))
     assert out["output"].shape == (2, 16)
+
+
+def test_a_missing_output_key_lists_the_keys_plainly():
+    model = tiny_cnn()
+    hooks = LayerHooks(model, ["output.embedding"], pooling="mean")
+    hooks.reset()
+    result = {"ee": torch.zeros(2, 3), "stage": torch.zeros(2, 4)}
+    with pytest.raises(ConfigError) as err:
+        hooks.collect(result)
+    assert str(err.value) == ("layer 'output.embedding': the model returned dict with keys ee, stage, without "
+                              "'embedding'; use one of output.ee, output.stage")

@@ -97,3 +97,29 @@ def test_output_exists(tmp_path, meta, latents_matrix):
              episode=meta[C.EPISODE].to_numpy(), task=meta[C.TASK].to_numpy(str), stage=meta[C.STAGE].to_numpy(str))
     with pytest.raises(OutputExistsError):
         import_latents(tmp_path / "x.npz", tmp_path / "s")
+
+
+def test_cli_info_reads_provenance_as_lines_lists_a_folder_of_stores_and_says_what_next(tmp_path, capsys):
+    from conftest import clustered_latents, synthetic_meta
+
+    meta = synthetic_meta(n_episodes=2, frames=10)
+    provenance = {"checkpoint": {"path": "ckpts/level-100", "step": 1000, "recipe": "cotrained",
+                                 "behaviour": {"ee_error": 0.0539353, "setting": "far_right"},
+                                 "ci": [-0.1037011, 0.00709]},
+                  "adapter": {"name": "world", "options": {"image_size": [64, 64]}}}
+    for level in ("level-000", "level-100"):
+        write_store(tmp_path / "stores" / level, meta, {"trunk": clustered_latents(meta, dim=8)},
+                    provenance=provenance)
+    assert main(["info", str(tmp_path / "stores" / "level-100")]) == 0
+    out = capsys.readouterr().out
+    assert "{'" not in out and "checkpoint:\n  path: ckpts/level-100\n  step: 1000" in out
+    assert "  behaviour:\n    ee_error: 0.05394\n    setting: far_right" in out and "  ci: -0.1037, 0.00709" in out
+    assert "adapter:\n  name: world\n  options:\n    image_size: 64, 64" in out
+    steps = out.split("next:\n")[1].splitlines()
+    assert steps[0].strip().startswith(f"probe metrics {tmp_path / 'stores' / 'level-100'}")
+    assert main(["info", str(tmp_path / "stores")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a folder of 2 stores, not a store: level-000, level-100" in err
+    assert f"run probe info {tmp_path / 'stores' / 'level-100'}" in err
+    assert main(["metrics", str(tmp_path / "stores")]) == 2  # every command says so, not 'manifest.json is missing'
+    assert "is a folder of 2 stores" in capsys.readouterr().err

@@ -80,6 +80,9 @@ def test_report_writes_three_files_with_checkpoints_in_step_order(report):
     assert [c["label"] for c in doc["checkpoints"]] == ["co-trained step 100", "co-trained step 200",
                                                         "co-trained step 300"]
     assert doc["layers"] == ["block0", "block1"] and doc["headline_layer"] == "block1"
+    # the one default-layer rule (the last), said in the notes (which `probe report` prints)
+    assert ("headline layer block1 (the selected layers' last of 2: block0, block1; --headline-layer picks another)"
+            in doc["notes"])
     # layouts: one per checkpoint at the headline layer, plus the other layer of the last checkpoint
     assert len(doc["layouts"]) == 4
     assert all(l["trustworthiness"] > 0.8 for l in doc["layouts"])
@@ -133,6 +136,21 @@ def test_summary_is_a_markdown_table(report):
         assert len(table) == 3 and all(line.count("|") == table[0].count("|") for line in table)
     else:
         assert "metrics not available" in md
+
+
+def test_summary_says_which_labels_each_null_shuffles(report):
+    from probe.report.summary import null_legend
+
+    legend = null_legend(["ilisi", "clisi", "silhouette_stage", "kendall_tau", "mmd_rbf"])
+    assert legend == ["null of ilisi, mmd_rbf: value with embodiment labels shuffled",
+                      "null of clisi, silhouette_stage: value with stage labels shuffled within each task",
+                      "null of kendall_tau: value with frame order shuffled within each episode"]
+    md = (report.out / "summary.md").read_text()
+    if known_metric_names():
+        values = next(line for line in md.splitlines() if line.startswith("Values: estimate [95% interval]"))
+        names = report.data.headline_metrics()[:8]
+        assert values == "Values: estimate [95% interval]" + "".join(f"; {x}" for x in null_legend(names)) + "."
+        assert "null: value with embodiment labels shuffled" not in md  # the old legend, wrong for stage metrics
 
 
 @needs_suite
@@ -200,10 +218,30 @@ def test_existing_output_is_refused_unless_overwrite(stores, tmp_path):
 
 
 def test_fail_under_parsing():
-    assert parse_thresholds(["ilisi=1.5", " kbet = 0.2"], "--fail-under") == (("ilisi", 1.5), ("kbet", 0.2))
+    assert parse_thresholds(["ilisi=0.5", " kbet = 0.2"], "--fail-under") == (("ilisi", 0.5), ("kbet", 0.2))
     for bad in ("ilisi", "ilisi=high", "=1"):
         with pytest.raises(ConfigError, match="--fail-under expects METRIC=NUMBER"):
             parse_thresholds([bad], "--fail-under")
+
+
+@pytest.mark.parametrize("flag, item, message", [
+    ("--fail-under", "ilisi=1.5", r"--fail-under ilisi=1.5: ilisi lies in \[0, 1\], so this gate can never pass"),
+    ("--fail-under", "ilisi=-0.1", r"ilisi lies in \[0, 1\], so this gate can never fail"),
+    ("--fail-under", "embodiment_probe_acc=1.2", r"lies in \[0, 1\], so this gate can never fail"),  # lower is better
+    ("--fail-under", "frechet_distance=-1", r"frechet_distance lies in \[0, inf\), so this gate can never pass"),
+    ("--max-drop", "kbet=2", r"--max-drop kbet=2: kbet lies in \[0, 1\], so it cannot drop by more than 1"),
+])
+def test_gates_outside_the_metric_range_are_refused(flag, item, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_thresholds([item], flag)
+    assert parse_thresholds(["ilisi=1", "frechet_distance=1e6", "cka_debiased=-1"], "--fail-under")  # edges and open
+    assert parse_thresholds(["kbet=1"], "--max-drop")
+
+
+def test_cli_refuses_an_out_of_range_gate_with_one_line(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "no-store"), "--out", str(tmp_path / "r"), "--fail-under", "ilisi=1.5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ilisi lies in [0, 1]" in err and not (tmp_path / "r").exists()
 
 
 def test_fail_under_unknown_metric_lists_known_names(stores, tmp_path):
@@ -224,7 +262,7 @@ def test_fail_under_gates_the_exit_code(stores, tmp_path):
     args = ["report", str(stores[2]), "--projection", "pca", "--cache", str(tmp_path / "c"), "--bootstrap", "0",
             "--metrics", "kbet"]
     assert main(args + ["--out", str(tmp_path / "ok"), "--fail-under", "ilisi=0.5"]) == 0
-    assert main(args + ["--out", str(tmp_path / "bad"), "--fail-under", "ilisi=100"]) == 1
+    assert main(args + ["--out", str(tmp_path / "bad"), "--fail-under", "ilisi=1"]) == 1
     doc = json.loads((tmp_path / "bad" / "metrics.json").read_text())
     assert doc["failed"] and doc["fail_under"][0]["metric"] == "ilisi" and not doc["fail_under"][0]["passed"]
     assert "FAIL" in (tmp_path / "bad" / "summary.md").read_text()
@@ -234,7 +272,7 @@ def test_fail_under_follows_the_metric_direction(stores, tmp_path):
     """embodiment_probe_acc is lower-is-better (0.5 = mixed): the gate fails when it is above the value."""
     args = ["report", str(stores[2]), "--projection", "pca", "--cache", str(tmp_path / "c"), "--bootstrap", "0",
             "--metrics", "embodiment_probe_acc"]
-    assert main(args + ["--out", str(tmp_path / "ok"), "--fail-under", "embodiment_probe_acc=1.01"]) == 0
+    assert main(args + ["--out", str(tmp_path / "ok"), "--fail-under", "embodiment_probe_acc=1"]) == 0
     assert main(args + ["--out", str(tmp_path / "bad"), "--fail-under", "embodiment_probe_acc=0.0"]) == 1
     check = json.loads((tmp_path / "bad" / "metrics.json").read_text())["fail_under"][0]
     assert check["better"] == "lower" and not check["passed"] and check["value"] > 0.0
@@ -288,3 +326,13 @@ def test_export_points_opens_in_pandas(stores, tmp_path):
                             projection=ProjectionConfig(method="pca", max_points=30), cache_dir=tmp_path / "c")
     df3 = pd.read_parquet(tmp_path / "p3.parquet")
     assert len(df3) == 30 and "vector" not in df3.columns and sampled.layout.sampled
+
+
+def test_export_without_layer_takes_the_stores_last_layer_and_says_so(stores, tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "points.parquet"
+    assert main(["export", str(stores[0]), "--projection", "pca", "--no-latents", "--cache", str(tmp_path / "c"),
+                 "--out", str(out)]) == 0
+    assert "layer block1 (the store's last of 2: block0, block1; --layer picks another)" in capsys.readouterr().out
+    assert json.loads(pq.read_schema(out).metadata[b"embodiment_probe"])["layer"] == "block1"

@@ -383,3 +383,26 @@ def test_readme_retrieve_by_episode_works_where_both_datasets_number_episodes_al
     r = Retriever.open(build_index(store, "trunk.block2", tmp_path / "idx-robot", embodiment="robot").path, store)
     assert store.meta[C.DATASET].iloc[r.locate(3, 10)] == "human-data"
     assert store.meta[C.DATASET].iloc[r.locate(3, 10, "robot-data")] == "robot-data"
+
+
+def test_cli_retrieve_hides_no_value_at_80_columns_and_says_what_next(world, capsys, monkeypatch):
+    from probe.console import console
+
+    store, tmp = world
+    ep = int(store.meta.loc[store.meta[C.SAMPLE_ID] == _robot_sample(store), C.EPISODE].iloc[0])
+    query = ["retrieve", "--index", str(tmp / "idx"), "--episode", str(ep), "--frame", "10", "-k", "3"]
+    assert main([*query, "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)["results"]
+    monkeypatch.setattr(console, "width", 80)
+    assert main(query) == 0
+    lines = capsys.readouterr().out.splitlines()
+    table = "\n".join(lines[:lines.index("next:")])
+    assert "…" not in table and max(map(len, table.splitlines())) <= 80
+    for r in results:  # Rich alone showed '0…' for scores and cut episodes and clip times
+        assert f"{r['score']:.3f}" in table and f"{r['start']:.2f}-{r['end']:.2f}" in table
+        assert C.episode_key(r["dataset"], r["episode"]) in table
+    steps = lines[lines.index("next:") + 1:]
+    assert any(s.split("   (")[0].strip().endswith("-k 3 --export-clips clips") for s in steps)
+    assert any(s.split("   (")[0].strip().endswith("--eval") for s in steps)
+    assert main(["retrieve", "--index", str(tmp / "idx"), "--eval"]) == 0
+    assert "next:" in capsys.readouterr().out

@@ -198,8 +198,12 @@ def test_bad_config_and_unknown_metric(small):
     meta, labels = small
     with pytest.raises(MetricInputError, match="bootstrap must be >= 0"):
         MetricsConfig(bootstrap=-1)
-    with pytest.raises(MetricInputError, match="unknown metric"):
-        run_suite(clustered_latents(meta), labels, MetricsConfig(metrics=("ilsi",)))
+    with pytest.raises(MetricInputError, match=r"unknown metric\(s\) ilsi, kbt; available: ilisi, "):
+        run_suite(clustered_latents(meta), labels, MetricsConfig(metrics=("ilsi", "kbt")))  # a list, not a repr
+    with pytest.raises(MetricInputError, match=r"unknown metric family 'mixng' \(did you mean mixing\?\); "
+                                               r"families: mixing, conservation, paired"):
+        MetricsConfig(families=("mixng",))
+    assert MetricsConfig(families=("mixing", "retrieval")).families[1].value == "retrieval"
 
 
 # ------------------------------------------------------------------ building blocks

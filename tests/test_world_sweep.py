@@ -85,7 +85,7 @@ def test_sweep_trains_every_level_and_records_behaviour(world, capsys):
     stamp = (sweep.checkpoints("cotrained")[-1] / "model.safetensors").stat().st_mtime_ns
     again = run_sweep(world, config)
     assert (again.checkpoints("cotrained")[-1] / "model.safetensors").stat().st_mtime_ns == stamp
-    with pytest.raises(OutputExistsError, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match=r"--overwrite \(overwrite=True in Python\)"):
         run_sweep(world, SweepConfig.preset("tiny", finetune_steps=21))
 
     assert main(["world", "sweep", str(world), "--size", "tiny"]) == 0

@@ -99,7 +99,8 @@ def test_second_run_is_cached(world):
 
 
 def test_other_config_is_refused_unless_overwrite(world):
-    with pytest.raises(OutputExistsError, match="holds checkpoints of another world or training config.*--overwrite"):
+    with pytest.raises(OutputExistsError, match=r"holds checkpoints of another world or training config.*--overwrite "
+                                                 r"\(overwrite=True in Python\)"):
         train_world(world, config=TrainConfig.preset("tiny", steps=4, checkpoint_steps=(0, 4),
                                                      recipes=("robot-only",)))
 

@@ -11,18 +11,28 @@ EXAMPLE = "probe demo --out probe-demo --no-serve"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="probe-demo", help="directory for datasets, checkpoints, stores and reports")
+    p.add_argument("--out", default="probe-demo",
+                   help="directory for datasets, checkpoints, stores and reports (default: probe-demo)")
     p.add_argument("--no-serve", action="store_true", help="do not start the dashboard at the end")
     p.add_argument("--size", default="default", choices=["tiny", "small", "default", "large"],
                    help="world and sweep size: tiny is for tests, default for the real demo (4 diversity levels, "
-                        "about 6 minutes on 2 cores), large for the full curve (5 levels, longer training)")
+                        "about 6 minutes on 2 cores), large for the full curve (5 levels, longer training); "
+                        "default: %(default)s")
     p.add_argument("--overwrite", action="store_true", help="regenerate cached outputs")
     p.add_argument("--port", type=int, default=8050, help="dashboard port on 127.0.0.1 (default 8050); checked first")
 
 
-def serve_command(stores: list[Path], cache: Path) -> list[str]:
-    """The ``probe serve`` command line that opens ``stores`` with the demo's cache (as argv)."""
-    return ["probe", "serve", "--cache", str(cache), *(str(p) for p in stores)]
+def cache_root(args: argparse.Namespace) -> Path:
+    """The demo's cache directory, ``--out``/cache: numba's compiled code goes there too."""
+    from probe.demo.run import demo_cache
+
+    return demo_cache(args.out)
+
+
+def serve_command(stores: list[Path], cache: Path, layer: str) -> list[str]:
+    """The ``probe serve`` command line that opens ``stores`` at ``layer`` (the others in the layer menu) with the
+    demo's cache (as argv)."""
+    return ["probe", "serve", "--cache", str(cache), "--start-layer", layer, *(str(p) for p in stores)]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     from probe.cli.serve import check_port, launch, warm
     from probe.console import console, outputs
-    from probe.demo.run import DemoConfig, run_demo
+    from probe.demo.run import HEADLINE_LAYER, DemoConfig, run_demo
 
     if not args.no_serve:
         check_port("127.0.0.1", args.port)  # before minutes of work, not after
@@ -39,12 +49,13 @@ def run(args: argparse.Namespace) -> int:
                   f"{done.cache} (the dashboard prepares the other maps in the background)")
     # what `probe serve` computes before it answers, computed now into the demo's cache (the same keys:
     # the same defaults as the printed command), so that the command below answers in seconds
-    warm([str(p) for p in done.dashboard], cache=done.cache, progress=True, lazy=True)
+    warm([str(p) for p in done.dashboard], cache=done.cache, progress=True, lazy=True, start=HEADLINE_LAYER)
     outputs({"world": done.world, "sweep": done.sweep, "stores": Path(args.out) / "stores", "metrics": done.metrics,
              "index": done.index, "clips": done.clips, "report": done.report, "cache": done.cache},
-            [shlex.join(["open", str(done.report)]), shlex.join(serve_command(done.dashboard, done.cache))])
+            [shlex.join(["open", str(done.report)]),
+             shlex.join(serve_command(done.dashboard, done.cache, HEADLINE_LAYER))])
     if args.no_serve:
         return 0
     check_port("127.0.0.1", args.port)
-    launch([str(p) for p in done.dashboard], cache=done.cache, port=args.port)
+    launch([str(p) for p in done.dashboard], cache=done.cache, port=args.port, start=HEADLINE_LAYER)
     return 0

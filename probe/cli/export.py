@@ -11,12 +11,12 @@ from probe.console import console, outputs
 NAME = "export"
 HELP = ("write one layer's points (latents, x/y from UMAP or PCA, neighbours, metadata, optional thumbnails) to "
         "parquet for pandas or Embedding Atlas")
-EXAMPLE = "probe export probe-demo/stores/cotrained/step-001200 --layer trunk.block2 --out points.parquet --thumbnails"
+EXAMPLE = "probe export probe-demo/stores/cotrained/level-100 --layer trunk.block2 --out points.parquet --thumbnails"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("store", help="latent store directory")
-    p.add_argument("--layer", required=True, help="layer to export")
+    p.add_argument("--layer", default=None, help="layer to export (default: the store's last layer, said in one line)")
     p.add_argument("--out", required=True, metavar="FILE", help="output parquet file")
     p.add_argument("--projection", choices=["umap", "pca"], default="umap", help="layout method (default umap)")
     p.add_argument("--max-points", type=int, default=None, metavar="N",
@@ -28,14 +28,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="add each point's video frame as JPEG bytes (column 'thumbnail'; decodes every frame)")
     p.add_argument("--cache", default=None, metavar="DIR",
                    help="cache directory for layouts (default $PROBE_CACHE_DIR or ~/.cache/embodiment-probe)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output file (only one probe export wrote)")
 
 
 def run(args: argparse.Namespace) -> int:
     from probe.projection.export import export_points
     from probe.projection.layout import ProjectionConfig
 
-    result = export_points(args.store, args.layer, args.out,
+    layer = args.layer
+    if layer is None:
+        from probe.store.series import store_layer
+        from probe.store.store import open_store
+
+        layer, note = store_layer(open_store(args.store), None)
+        if note:
+            console.print(note, markup=False, soft_wrap=True)
+    result = export_points(args.store, layer, args.out,
                            projection=ProjectionConfig(method=args.projection, max_points=args.max_points),
                            cache_dir=args.cache, include_latents=not args.no_latents, neighbors=args.neighbors,
                            thumbnails=args.thumbnails, overwrite=args.overwrite, progress=True)
@@ -45,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     atlas = ["embedding-atlas", path, "--x", "x", "--y", "y", "--neighbors", "neighbors", "--text", "text"]
     outputs({"points": result.path},
             [shlex.join(["python", "-c", f"import pandas as pd; print(pd.read_parquet({json.dumps(path)}).head())"]),
-             shlex.join(atlas + (["--image", "thumbnail"] if args.thumbnails else []))])
+             shlex.join(atlas + (["--image", "thumbnail"] if args.thumbnails else []))
+             + "   (after: pip install embedding-atlas)"])
     console.print("Embedding Atlas draws its map with WebGPU: open it in a browser that has WebGPU with the "
                   "shader-f16 feature (e.g. a recent Chrome or Edge)")
     return 0

@@ -9,8 +9,9 @@ from probe.console import console, outputs
 
 NAME = "extract"
 HELP = "run checkpoints over human and robot datasets and store pooled layer outputs (latent stores)"
-EXAMPLE = ("probe extract --checkpoint world/checkpoints/cotrained/step-000600 --data human=world/datasets/human "
-           "--data robot=world/datasets/robot --layer trunk.block2 --layer vision --out stores/cotrained")
+EXAMPLE = ("probe extract --checkpoint probe-demo/world/sweep/cotrained/level-100 "
+           "--data human=probe-demo/world/datasets/human --data robot=probe-demo/world/datasets/robot "
+           "--layer trunk.block2 --layer vision --out stores/cotrained-100")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,8 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "entry of a returned dict (run 'probe layers CHECKPOINT' to list them)")
     p.add_argument("--pool", default="mean", choices=["mean", "first", "last", "max", "flatten"],
                    help="how token / spatial outputs become one vector per sample (default: mean)")
-    p.add_argument("--stages", default="auto", help="stage labels: auto, column:NAME, subtasks, file:PATH, progress:N")
-    p.add_argument("--stride", type=int, default=1, help="take every N-th frame")
+    p.add_argument("--stages", default="auto",
+                   help="stage labels: auto (default), column:NAME, subtasks, file:PATH, progress:N")
+    p.add_argument("--stride", type=int, default=1, help="take every N-th frame (default 1: every frame)")
     p.add_argument("--fps", type=float, default=None, help="resample episodes to this frame rate")
     p.add_argument("--max-frames", type=int, default=None, help="at most N frames per episode")
     p.add_argument("--max-episodes", type=int, default=None, help="at most N episodes per dataset")
@@ -47,14 +49,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embed", default=None, metavar="MODULE:FN",
                    help="function (model, inputs, batch) -> {name: tensor} for representations hooks cannot reach")
     p.add_argument("--batch-size", type=int, default=64, help="frames per forward (default: 64)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--device", default="auto", help="auto (default: cuda when available), cpu, cuda or cuda:N")
     p.add_argument("--model-workers", type=int, default=None, metavar="N",
                    help="on CPU, batches run through the models at once, each on its share of the cores "
                         "(default: min(cores, 4)); 1 if your adapter, model or --embed keeps state between calls")
     p.add_argument("--read-workers", type=int, default=None, metavar="N",
                    help="processes that read and decode video (0: a thread of this process; default: all cores "
                         "but two with a GPU, a quarter of them on CPU, 0 below 8 cores)")
-    p.add_argument("--autocast", default="none", choices=["none", "bf16", "fp16"], help="mixed precision forward")
+    p.add_argument("--autocast", default="none", choices=["none", "bf16", "fp16"],
+                   help="mixed precision forward (default: none)")
     p.add_argument("--out", required=True, help="store directory (a directory of stores for several checkpoints)")
     p.add_argument("--overwrite", action="store_true", help="replace existing stores")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
@@ -74,9 +77,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default ~/.cache/embodiment-probe/frames)")
     p.add_argument("--frame-cache-max", default="10GB", metavar="SIZE",
                    help="size limit of the frame cache; least recently used frames are evicted (default 10GB)")
-    p.add_argument("--engine", default="local", choices=["local", "ray"], help="run batches here or on Ray Data")
-    p.add_argument("--ray-actors", type=int, default=1, help="Ray Data actor pool size (--engine ray)")
-    p.add_argument("--ray-gpus-per-actor", type=float, default=0.0, help="GPUs per Ray actor (0: CPU actors)")
+    p.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="run batches here (local, default) or on Ray Data")
+    p.add_argument("--ray-actors", type=int, default=1, help="Ray Data actor pool size (--engine ray; default 1)")
+    p.add_argument("--ray-gpus-per-actor", type=float, default=0.0,
+                   help="GPUs per Ray actor (default 0: CPU actors)")
 
 
 def run(args: argparse.Namespace) -> int:

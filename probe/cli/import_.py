@@ -15,7 +15,8 @@ EXAMPLE = "probe import octo_latents.parquet --out stores/octo"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", help="a .parquet (vector columns = layers) or .npz (X + label arrays)")
     p.add_argument("--out", required=True, help="store directory to create")
-    p.add_argument("--fps", type=float, default=30.0, help="frame rate used to derive timestamps if absent")
+    p.add_argument("--fps", type=float, default=30.0,
+                   help="frame rate used to derive timestamps if absent (default 30)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
 
 

@@ -9,12 +9,13 @@ from probe.console import console, outputs
 
 NAME = "index"
 HELP = "build a retrieval index (FAISS: exact flat, hnsw, ivf, ivfpq) over one embodiment's latents"
-EXAMPLE = "probe index stores/cotrained --layer trunk.block3 --embodiment human --out indexes/human"
+EXAMPLE = ("probe index probe-demo/stores/cotrained/level-100 --layer trunk.block2 --embodiment human "
+           "--out indexes/human")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("store", help="latent store directory")
-    p.add_argument("--layer", help="layer to index (default: the store's only layer)")
+    p.add_argument("--layer", help="layer to index (default: the store's last layer, said in one line)")
     p.add_argument("--embodiment", default="human", help="embodiment whose samples are indexed (default: human)")
     p.add_argument("--kind", default="flat", choices=["flat", "hnsw", "ivf", "ivfpq"],
                    help="flat: exact (default); hnsw/ivf/ivfpq: approximate, for large stores")
@@ -34,11 +35,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from probe.retrieval.index import IndexConfig, build_index, resolve_layer
+    from probe.retrieval.index import IndexConfig, build_index
+    from probe.store.series import store_layer
     from probe.store.store import open_store
 
     store = open_store(args.store)
-    layer = resolve_layer(store, args.layer)
+    layer, note = store_layer(store, args.layer)
+    if note:
+        console.print(note, soft_wrap=True, markup=False)
     config = IndexConfig(kind=args.kind, metric=args.metric, nlist=args.nlist, pq_m=args.pq_m,
                          pq_nbits=args.pq_nbits, hnsw_m=args.hnsw_m, ef_construction=args.ef_construction,
                          nprobe=args.nprobe, ef_search=args.ef_search, rerank=args.rerank)

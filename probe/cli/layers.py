@@ -9,7 +9,7 @@ from probe.console import console, outputs
 
 NAME = "layers"
 HELP = "list a checkpoint's layers (module names, types, output shapes) to choose --layer"
-EXAMPLE = "probe layers world/checkpoints/cotrained/step-000600"
+EXAMPLE = "probe layers probe-demo/world/sweep/cotrained/level-100"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 
-from probe.console import console, outputs
+from probe.console import console, outputs, print_table
 
 NAME = "metrics"
 HELP = "alignment metrics of latent stores: embodiment mixing, stage conservation, with 95%% intervals and nulls"
@@ -19,7 +20,7 @@ NO_INTERVAL_HELP = ", ".join((
     "retrieval_recall_at_5_robot_to_human", "retrieval_recall_at_10_robot_to_human", "retrieval_mrr_human_to_robot",
     "retrieval_recall_at_5_human_to_robot", "retrieval_recall_at_10_human_to_robot", "cycle_consistency", "stage_ari",
     "svcca", "kendall_tau"))
-EXAMPLE = "probe metrics probe-demo/stores/cotrained/step-000400 --layer all --by stage --out metrics.json"
+EXAMPLE = "probe metrics probe-demo/stores/cotrained/level-100 --layer trunk.block2 --by stage --out metrics.json"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=int, default=90, help="neighbours of the one kNN graph (default 90; LISI perplexity k/3)")
     p.add_argument("--metric", choices=["cosine", "l2"], default="cosine", help="distance (default cosine)")
     p.add_argument("--bootstrap", type=int, default=30,
-                   help="replicates for the 95%% intervals (0: none). Each replicate keeps a share f of the episodes "
+                   help="replicates for the 95%% intervals (default 30; 0: none). Each replicate keeps a share f of the episodes "
                         "of every embodiment x task (without replacement; f = 0.5, less on large stores) and "
                         "recomputes every metric there, kNN graph included; the interval is the estimate +- t x "
                         "the replicates' standard deviation rescaled by sqrt(f/(1-f)), t at the degrees of freedom "
@@ -44,7 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="refit (default, described above) or reweight: per-sample values reweighted by an episode "
                         "bootstrap on the fixed graph, fitted metrics refitted on subsamples (faster, narrower than "
                         "the estimate's real spread)")
-    p.add_argument("--nulls", type=int, default=3, help="label permutations per null baseline (0: none)")
+    p.add_argument("--nulls", type=int, default=3,
+                   help="label permutations per null baseline (default 3; 0: none)")
     p.add_argument("--permutations", type=int, default=99,
                    help="permutations behind the p-values of ilisi, kbet, knn_embodiment_mixing and clisi "
                         "(default 99; smallest p 0.01; 0: none)")
@@ -63,9 +65,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "data: the same resampled episodes), p-values and Holm-Bonferroni correction over all "
                         "differences; '*' marks adjusted p < 0.05")
     p.add_argument("--human", default="human", help="name of the human embodiment (default 'human')")
-    p.add_argument("--seed", type=int, default=0, help="seed of subsampling, bootstrap and nulls")
+    p.add_argument("--seed", type=int, default=0, help="seed of subsampling, bootstrap and nulls (default 0)")
     p.add_argument("--out", default=None, help="write the metrics as JSON here")
     p.add_argument("--csv", default=None, help="write the long-form table (one row per metric and scope) as CSV here")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing --out / --csv files (only ones probe metrics wrote)")
 
 
 def _config(args: argparse.Namespace):
@@ -73,6 +77,10 @@ def _config(args: argparse.Namespace):
     from probe.errors import ConfigError
 
     split = (lambda s: tuple(x.strip() for x in s.split(",") if x.strip()) if s else None)
+    if args.metrics:  # before any store is opened, with the nearest names (as the report's gates do)
+        from probe.measure.suite import check_fail_under
+
+        check_fail_under([(name, 0.0) for name in split(args.metrics) or ()], "--metrics")
     try:
         return MetricsConfig(k=args.k, metric=args.metric, bootstrap=args.bootstrap, null_repeats=args.nulls,
                              max_samples=args.max_samples, seed=args.seed, by=args.by, permutations=args.permutations,
@@ -87,10 +95,15 @@ def _fmt(v) -> str:
     return "—" if v is None else f"{v:.3f}"
 
 
-def print_records(records: list[dict]) -> None:
-    """A readable table: metric, value, 95% interval, null baseline, which direction is better."""
+def _label(record: dict) -> str:
+    """The record's checkpoint label, as the report names it (``cotrained diversity 100%``, ``step 400``)."""
     from pathlib import Path
 
+    return record.get("checkpoint") or Path(record["store"]).name or record["store"]
+
+
+def print_records(records: list[dict]) -> None:
+    """A readable table: metric, value, 95% interval, null baseline, which direction is better."""
     from rich.table import Table
 
     from probe.measure.suite import better_arrow
@@ -105,9 +118,9 @@ def print_records(records: list[dict]) -> None:
             cells = [name, _fmt(v["value"]), f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "—", _fmt(v["null"]),
                      f"{v['p']:.2g}" if v.get("p") is not None else "—", better_arrow(name)]
             if several:
-                cells = [Path(rec["store"]).name, rec["layer"], "" if rec.get("step") is None else str(rec["step"])] + cells
+                cells = [_label(rec), rec["layer"], "" if rec.get("step") is None else str(rec["step"])] + cells
             table.add_row(*cells)
-    console.print(table)
+    print_table(table)
     for key in ("per_stage", "per_task"):
         for rec in records:
             if key not in rec:
@@ -117,7 +130,7 @@ def print_records(records: list[dict]) -> None:
             sub = Table("metric", *scopes, title=f"{key.replace('_', ' ')}: {rec['layer']}")
             for name in names:
                 sub.add_row(name, *[_fmt(rec[key][s].get(name, {}).get("value")) for s in scopes])
-            console.print(sub)
+            print_table(sub, key_columns=1)
     for rec in records:
         for note in rec["notes"]:
             console.print(f"[dim]note ({rec['layer']}):[/] {note}")
@@ -126,11 +139,9 @@ def print_records(records: list[dict]) -> None:
 def comparisons(records: list[dict], against: str) -> list[dict]:
     """Differences between stores (consecutive, or each against the first), added to each later record
     under ``compared_to``; returns them all."""
-    from pathlib import Path
-
     from probe.measure.compare import against_first, compare_records, consecutive
 
-    labels = [Path(r["store"]).name or r["store"] for r in records]
+    labels = [_label(r) for r in records]
     pairs = against_first(records, labels) if against == "first" else consecutive(records, labels)
     rows = compare_records(pairs)
     for label_a, _, label_b, rec in pairs:
@@ -151,16 +162,19 @@ def print_comparisons(rows: list[dict]) -> None:
         table.add_row(str(r["layer"]), r["from"], r["to"], r["metric"], f"{r['delta']:+.3f}{mark}",
                       f"[{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]", f"{r['p_holm']:.2g}", "yes" if r["paired"] else "no",
                       style=style)
-    console.print(table)
+    print_table(table)
 
 
 def run(args: argparse.Namespace) -> int:
-    from probe.measure.suite import evaluate, write_metrics_csv, write_metrics_json
+    from probe.errors import ConfigError
+    from probe.measure.suite import METRICS_CSV, METRICS_JSON, evaluate, write_metrics_csv, write_metrics_json
     from probe.validate import check_output_path
 
-    for path, what in ((args.out, "metrics JSON"), (args.csv, "metrics table")):
+    if args.out and args.csv and os.path.abspath(args.out) == os.path.abspath(args.csv):
+        raise ConfigError(f"--out and --csv are the same file '{args.out}'; give each its own path")
+    for path, kind in ((args.out, METRICS_JSON), (args.csv, METRICS_CSV)):
         if path:  # before the metrics are computed, not after
-            check_output_path(path, True, what=what)
+            check_output_path(path, args.overwrite, kind=kind)
     config = _config(args)
     records = evaluate(args.stores, layers=args.layer, config=config, progress=True)
     print_records(records)
@@ -170,9 +184,9 @@ def run(args: argparse.Namespace) -> int:
             print_comparisons(rows)
     written = {}
     if args.out:
-        written["metrics JSON"] = write_metrics_json(args.out, records)
+        written["metrics JSON"] = write_metrics_json(args.out, records, overwrite=args.overwrite)
     if args.csv:
-        written["metrics table"] = write_metrics_csv(args.csv, records)
+        written["metrics table"] = write_metrics_csv(args.csv, records, overwrite=args.overwrite)
     outputs(written, [] if args.by else [shlex.join(["probe", "metrics", args.stores[0], "--by", "stage"])
                                          + "   (per-stage values)"])
     return 0

@@ -10,8 +10,8 @@ from probe.console import console, outputs
 NAME = "report"
 HELP = ("write the alignment report (report.html, metrics.json, summary.md) of one or more stores; gate CI with "
         "--fail-under or --baseline/--max-drop (exit 0: passed, 1: a gate failed, 2: bad input)")
-EXAMPLE = ("probe report probe-demo/stores/cotrained/step-* --layer all --out reports/cotrained "
-           "--fail-under ilisi=1.5")
+EXAMPLE = ("probe report probe-demo/stores/cotrained/level-* --layer all --headline-layer trunk.block2 "
+           "--out reports/cotrained --fail-under clisi=0.8")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,7 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", default=None, metavar="NAMES",
                    help="comma-separated metrics to compute (default: the whole suite; --fail-under metrics are "
                         "always added)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the metrics' subsampling, intervals and nulls")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the metrics' subsampling, intervals and nulls (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--data-root", action="append", default=[], metavar="NAME=PATH",
                    help="dataset NAME (a value of the store's 'dataset' column) now lives in PATH: the retrieval "

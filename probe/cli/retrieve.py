@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 
-from probe.console import console, outputs
+from probe.console import console, outputs, print_table
 
 NAME = "retrieve"
 HELP = "find the clips of the indexed embodiment that show the same moment as a robot state; --eval scores it"
@@ -39,7 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--r-cap", type=int, default=1000, help="--eval: cap on R for MAP@R on large stores (default 1000)")
     p.add_argument("--export-clips", metavar="DIR", help="write the clips (mp4), a contact sheet PNG and captions")
     p.add_argument("--out", help="--eval: also write the scores to this JSON file")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --export-clips directory")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --export-clips directory or --out file (only ones probe wrote)")
     p.add_argument("--data-root", action="append", default=[], metavar="NAME=PATH",
                    help="--export-clips: dataset NAME (a value of the store's 'dataset' column) now lives in PATH "
                         "(repeatable); videos are read only from inside the datasets' roots")
@@ -117,31 +119,34 @@ def _run_eval(args: argparse.Namespace, retriever) -> int:
     from rich.table import Table
 
     from probe.atomic import write_json
-    from probe.retrieval.evaluation import retrieval_scores
+    from probe.retrieval.evaluation import SCORES_JSON, retrieval_scores
 
     scores = retrieval_scores(retriever, k=args.k, r_cap=args.r_cap)
     if args.out:
-        write_json(args.out, {"index": str(retriever.index.path), "layer": retriever.layer, "scores": scores})
+        write_json(args.out, {"index": str(retriever.index.path), "layer": retriever.layer, "scores": scores},
+                   overwrite=args.overwrite, kind=SCORES_JSON)
     if args.json:
         print(json.dumps(scores, indent=2, default=str))
         return 0
     table = Table(title=f"stage-match retrieval, label = (task, stage), layer '{retriever.layer}'")
     for name in ("direction", "P@1", f"P@{args.k}", "MAP@R", "MRR", "queries", "search"):
-        table.add_column(name, no_wrap=True)
+        table.add_column(name)
     for direction, s in scores.items():
         table.add_row(direction.replace("_to_", " -> "), f"{s['precision_at_1']:.3f}",
                       f"{s[f'precision_at_{args.k}']:.3f}", f"{s['map_at_r']:.3f}", f"{s['mrr']:.3f}",
                       f"{s['n_evaluated']}/{s['n_queries']}", s["search"])
-    console.print(table)
+    print_table(table)
     capped = {d: s["n_r_capped"] for d, s in scores.items() if s["n_r_capped"]}
     if capped:
         console.print(f"note: R capped at {args.r_cap} for {capped} queries (MAP@R at a truncated R; --r-cap)")
-    if args.out:
-        outputs({"scores": args.out})
+    outputs({"scores": args.out} if args.out else {},
+            [shlex.join(["probe", "retrieve", "--index", str(retriever.index.path)])
+             + f" --episode E --frame F -k {args.k}   (the nearest clips of one moment)"])
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich.markup import escape
     from rich.table import Table
 
     from probe import columns as C
@@ -155,7 +160,9 @@ def run(args: argparse.Namespace) -> int:
     from probe.validate import check_output_path
 
     if args.out:  # every output checked before any work
-        check_output_path(args.out, True, what="scores JSON")
+        from probe.retrieval.evaluation import SCORES_JSON
+
+        check_output_path(args.out, args.overwrite, kind=SCORES_JSON)
     if args.export_clips:
         from probe.retrieval.clips import CLIPS_KIND
 
@@ -194,13 +201,13 @@ def run(args: argparse.Namespace) -> int:
     for qi, q in enumerate(info):
         desc = ", ".join(f"{k} {q[k]}" for k in ("sample_id", "source", "frame", "embodiment", "task", "stage")
                          if q.get(k) is not None)
-        console.print(f"[bold]query {qi}[/]: {desc or q.get('source', '')}")
+        console.print(f"[bold]query {qi}[/]: {escape(str(desc or q.get('source', '')))}")
         sub = results[results["query"] == qi]
         with_video = sub["video"].map(lambda v: isinstance(v, str)).any()
         wide = console.width >= 120
         table = Table()
         for name in ("#", "score", "task / stage", "stage %", "episode", "clip (s)"):
-            table.add_column(name, no_wrap=True)
+            table.add_column(name)
         if with_video:
             table.add_column("video (file @ s)", overflow="fold")
         if wide:
@@ -214,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
             if wide:
                 cells.append(str(r["sample_id"]))
             table.add_row(*cells)
-        console.print(table)
+        print_table(table)
         n = int((results["query"] == qi).sum())
         if n < args.k:
             console.print(f"note: only {n} clips under --per-episode {args.per_episode} (fewer distinct "
@@ -222,8 +229,18 @@ def run(args: argparse.Namespace) -> int:
     if exported:
         for note in exported.notes:
             console.print(f"note: {note}")
-        outputs({"clips": f"{exported.directory} ({len(exported.clips)} mp4)", "contact sheet": exported.sheet,
-                 "captions": exported.captions, "page": exported.html})
     elif not retriever.has_video:
         console.print("note: the store has no video columns; clips are time windows only (no files to export)")
+    index = ["probe", "retrieve", "--index", str(retriever.index.path)]
+    steps = [shlex.join(["open", str(exported.html)]) + "   (the clips side by side)"] if exported and exported.html \
+        else []
+    if not exported and retriever.has_video and ids is not None:
+        query = (["--episode", str(args.episode), "--frame", str(args.frame),
+                  *(["--dataset", args.dataset] if args.dataset else [])] if args.episode is not None
+                 else [a for sid in ids for a in ("--sample-id", sid)])
+        steps.append(shlex.join([*index, *query, "-k", str(args.k), "--export-clips", "clips"])
+                     + "   (write these clips as mp4 with a contact sheet)")
+    steps.append(shlex.join([*index, "--eval"]) + "   (score retrieval over every sample)")
+    outputs({"clips": f"{exported.directory} ({len(exported.clips)} mp4)", "contact sheet": exported.sheet,
+             "captions": exported.captions, "page": exported.html} if exported else {}, steps)
     return 0

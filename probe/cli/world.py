@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from probe.console import console, outputs
+from probe.console import console, outputs, print_table
 
 NAME = "world"
 HELP = "generate the built-in human/robot co-training world (LeRobot v3 datasets) and train its policy checkpoints"
@@ -49,40 +49,64 @@ a second run with the same config reuses them. --seed 0 1 2 trains each level wi
 
 
 
+def _action(sub, name: str, help: str, description: str, example: str) -> argparse.ArgumentParser:
+    """A ``probe world ACTION`` parser with a description, an example and ``--debug`` like every command."""
+    import textwrap
+
+    p = sub.add_parser(name, help=help, epilog=f"example:\n  {example}",
+                       description=description if "\n" in description else textwrap.fill(description, 100),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
+    return p
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    g = sub.add_parser("generate", help="render human and robot episodes into LeRobot v3.0 datasets")
+    g = _action(sub, "generate", "render human and robot episodes into LeRobot v3.0 datasets",
+                "Render the built-in world's human and robot episodes (pick_place, open_drawer, push_block) into "
+                "two LeRobot v3.0 datasets, WORLD/datasets/human and WORLD/datasets/robot.",
+                "probe world generate --out world --size small")
     g.add_argument("--out", required=True, help="world directory to create (datasets/human, datasets/robot)")
-    g.add_argument("--size", default="default", choices=SIZES, help="tiny is for tests, default for the demo")
-    g.add_argument("--seed", type=int, default=0, help="generation seed (same seed, same datasets)")
+    g.add_argument("--size", default="default", choices=SIZES,
+                   help="tiny is for tests, default for the demo (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=0, help="generation seed: same seed, same datasets (default: 0)")
     g.add_argument("--tasks", nargs="+", default=None, help="task names (default: all of pick_place, "
                    "open_drawer, push_block)")
     g.add_argument("--episodes-per-task", type=int, default=None,
                    help="episodes of each task per embodiment (default: the size's preset)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing world directory")
-    t = sub.add_parser("train", help="train the co-trained and robot-only recipes on a generated world")
+    t = _action(sub, "train", "train the co-trained and robot-only recipes on a generated world",
+                "Train the world policy twice on a generated world: on human + robot data (cotrained) and on "
+                "robot data alone (robot-only). Checkpoints go to WORLD/checkpoints/<recipe>/step-NNNNNN; a second "
+                "run with the same config reuses them.",
+                "probe world train world --size small")
     t.add_argument("world", help="a world directory made by 'probe world generate'")
-    t.add_argument("--size", default="default", choices=SIZES, help="training preset (steps, checkpoints)")
+    t.add_argument("--size", default="default", choices=SIZES,
+                   help="training preset: steps and checkpoints (default: %(default)s)")
     t.add_argument("--recipes", nargs="+", default=None, choices=["cotrained", "robot-only"],
                    help="recipes to train (default: both)")
-    t.add_argument("--seed", type=int, default=0, help="training seed")
+    t.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
     t.add_argument("--overwrite", action="store_true", help="replace checkpoints made with another config")
-    w = sub.add_parser(
-        "sweep", help="pre-train on robot mixtures of rising diversity, co-fine-tune with human data, score transfer",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=SWEEP_DESCRIPTION + MIXTURE_LINES)
+    w = _action(sub, "sweep", "pre-train on robot mixtures of rising diversity, co-fine-tune with human data, "
+                "score transfer", SWEEP_DESCRIPTION + MIXTURE_LINES,
+                "probe world sweep world --size small --seed 0 1 2")
     w.add_argument("world", help="a world directory made by 'probe world generate'")
-    w.add_argument("--size", default="default", choices=SIZES, help="preset of levels and training lengths")
+    w.add_argument("--size", default="default", choices=SIZES,
+                   help="preset of levels and training lengths (default: %(default)s)")
     w.add_argument("--levels", nargs="+", type=int, default=None, metavar="PERCENT",
                    help="pre-training diversity levels in percent of the mixture (0 = no pre-training); "
                         f"default: the size's preset ({PRESET_LEVELS})")
     w.add_argument("--seed", type=int, nargs="+", default=[0], metavar="SEED",
                    help="training seed(s); several give intervals across seeds in reports (default: 0)")
     w.add_argument("--overwrite", action="store_true", help="replace a sweep made with another config")
-    b = sub.add_parser("build", help="generate and train in one go, reusing cached outputs")
+    b = _action(sub, "build", "generate and train in one go, reusing cached outputs",
+                "'probe world generate' then 'probe world train' (both recipes) into one world directory; what an "
+                "earlier run made with the same size and seed is reused.",
+                "probe world build --out world --size small")
     b.add_argument("--out", required=True, help="world directory")
-    b.add_argument("--size", default="default", choices=SIZES)
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--size", default="default", choices=SIZES,
+                   help="dataset and training preset: tiny is for tests, default for the demo (default: %(default)s)")
+    b.add_argument("--seed", type=int, default=0, help="generation and training seed (default: 0)")
     b.add_argument("--overwrite", action="store_true", help="regenerate and retrain")
 
 
@@ -126,7 +150,7 @@ def _sweep(args: argparse.Namespace) -> int:
     config = SweepConfig.preset(args.size, **({"levels": tuple(args.levels)} if args.levels else {}))
     sweeps = run_sweeps(args.world, config, args.seed, overwrite=args.overwrite, progress=True)
     for sweep in sweeps:
-        console.print(transfer_table(sweep.result))
+        print_table(transfer_table(sweep.result))
     seeds = [s.result["config"]["seed"] for s in sweeps]
     data = [f"{e}={Path(args.world) / 'datasets' / e}" for e in ("human", "robot")]
     extract = [shlex.join(["probe", "extract", "--checkpoint", *map(str, sweep.checkpoints(recipe)),

@@ -13,11 +13,11 @@ graphs, layouts and metric results go to ``out/cache`` (:func:`demo_cache`), nev
 from __future__ import annotations
 
 import logging
-import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from probe.console import console
+from probe.console import console, print_table
 
 log = logging.getLogger(__name__)
 
@@ -70,25 +70,6 @@ def demo_cache(out: str | Path) -> Path:
     return Path(out) / "cache"
 
 
-def _keep_numba_cache_in(cache: Path) -> None:
-    """Point numba's cache of compiled UMAP functions into ``cache/numba`` where it would go to the home
-    directory (``~/.cache/numba``: numba's fallback when the installed packages cannot be written to).
-
-    Only before numba is first imported, and never over a ``$NUMBA_CACHE_DIR`` the user set.
-    """
-    import importlib.util
-    import sys
-
-    if "NUMBA_CACHE_DIR" in os.environ or "numba" in sys.modules:
-        return
-    for package in ("umap", "pynndescent"):
-        spec = importlib.util.find_spec(package)
-        where = Path(spec.origin).parent if spec is not None and spec.origin else None
-        if where is not None and not os.access(where, os.W_OK):
-            os.environ["NUMBA_CACHE_DIR"] = str(cache / "numba")
-            return
-
-
 def _extract_recipe(world, recipe: str, out: Path, cache: Path, overwrite: bool, progress: bool) -> list[Path]:
     from probe.extraction.config import ExtractConfig, PassConfig
     from probe.model.config import ModelConfig
@@ -114,6 +95,7 @@ def _extract_recipe(world, recipe: str, out: Path, cache: Path, overwrite: bool,
 
 
 def _print_metrics(records: list[dict]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from metrics.spec import headline_metrics
@@ -122,7 +104,7 @@ def _print_metrics(records: list[dict]) -> None:
     held = {m for rec in records for m in rec["metrics"]}
     shown = [m for m in headline_metrics() if m in held][:SHOWN_METRICS]
     table = Table("checkpoint", *[f"{LABELS.get(m, m)} {better_arrow(m)}" for m in shown],
-                  title=f"headline metrics at {HEADLINE_LAYER} (value [null])")
+                  title=escape(f"headline metrics at {HEADLINE_LAYER}: value [null baseline]"))
     for rec in records:
         cells = []
         for m in shown:
@@ -133,18 +115,20 @@ def _print_metrics(records: list[dict]) -> None:
                 null = e.get("null")
                 cells.append(f"{e['value']:.2f}" + (f" [{null:.2f}]" if null is not None else ""))
         path = Path(rec["store"])
-        table.add_row(f"{path.parent.name}/{path.name.replace('step-', '')}", *cells)
-    console.print(table, width=max(console.width, 132))
+        table.add_row(f"{path.parent.name} {path.name}", *cells)  # two words: two lines in a narrow terminal
+    print_table(table)
 
 
 def run_demo(config: DemoConfig = DemoConfig()) -> DemoOutputs:
     """Run every stage of the pipeline into ``config.out``; returns where the outputs went."""
+    from probe.cache.directory import use_numba_cache
     from probe.world.build import build_sweep
 
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
     done = DemoOutputs(cache=demo_cache(out))
-    _keep_numba_cache_in(done.cache)
+    if "numba" not in sys.modules:  # numba's compiled code (LISI, UMAP) in the cache, not beside the sources
+        use_numba_cache(done.cache)
     console.print(f"[bold]probe demo[/] -> {out.resolve()}  (size {config.size})")
 
     console.print("[bold]1/6[/] world: generate human and robot datasets; diversity sweep: pre-train on robot "
@@ -157,7 +141,7 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoOutputs:
         console.print(f"  checkpoints {recipe}: {len(dirs)} ({', '.join(d.name for d in dirs)}) in {dirs[0].parent}")
     from probe.world.sweep import transfer_table
 
-    console.print(transfer_table(sweep.result))
+    print_table(transfer_table(sweep.result))
 
     console.print(f"[bold]2/6[/] extract latents of {', '.join(DEMO_LAYERS)} for every checkpoint")
     for recipe in world.checkpoints:

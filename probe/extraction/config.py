@@ -40,7 +40,16 @@ class DataSpec:
         """``'human=PATH'`` or ``'PATH'``."""
         name, sep, path = str(text).partition("=")
         if sep and name and "/" not in name and not Path(text).exists():
+            if not path.strip():
+                raise ConfigError(f"--data '{text}': no path after '='; give EMBODIMENT=PATH, e.g. "
+                                  f"{name}=world/datasets/{name}")
             return cls(path, name)
+        label, colon, rest = str(text).partition(":")
+        if not sep and colon and len(label) > 1 and "/" not in label and rest and not Path(text).exists():
+            from probe.errors import DataError
+
+            raise DataError(f"dataset path '{text}' does not exist; to label a dataset with its embodiment write "
+                            f"EMBODIMENT=PATH (e.g. {label}={rest}), not EMBODIMENT:PATH")
         return cls(str(text), None)
 
 

@@ -30,8 +30,10 @@ from probe.cache.directory import keep_within, touch
 from probe.errors import ConfigError, MetricError
 from probe.cache.graphs import shared_graph
 from probe.latents import Latents
+from probe.progress import drawn
+from probe.store.series import describe, unique_labels
 from probe.store.store import Store, open_store
-from probe.validate import close_matches
+from probe.validate import FileKind, close_matches, csv_with_columns, json_with_keys
 
 __all__ = [
     "evaluate",
@@ -48,6 +50,9 @@ log = logging.getLogger(__name__)
 
 Source = Union[str, Path, Store, Latents]
 FRAME_COLUMNS = ["store", "layer", "step", "metric", "value", "ci_lo", "ci_hi", "null", "scope", "family", "better"]
+#: the files ``probe metrics --out`` / ``--csv`` write: only these are replaced (``overwrite``)
+METRICS_JSON = FileKind("metrics JSON", json_with_keys("store", "layer", "metrics", listed=True))
+METRICS_CSV = FileKind("metrics table", csv_with_columns(*FRAME_COLUMNS))
 
 
 def labels_of(latents: Latents) -> Labels:
@@ -90,7 +95,7 @@ def evaluate_latents(latents: Latents, config: MetricsConfig | None = None, *, s
             check_inputs(latents.X, labels)  # before searching (and caching) a graph of bad latents
             graph = shared_graph(latents.X, fingerprint=fingerprint, layer=latents.layer, k=config.k,
                                  metric=config.metric, index=config.index.value, cache_dir=cache_dir)
-        result = run_suite(latents.X, labels, config, graph=graph, progress=progress)
+        result = run_suite(latents.X, labels, config, graph=graph, progress=drawn(progress))
     except MetricInputError as exc:
         raise MetricError(f"{where}: {exc}") from exc
     record: dict[str, Any] = {"store": store, "layer": latents.layer, "step": step}
@@ -200,19 +205,25 @@ def evaluate(sources: Source | Sequence[Source], layers: str | Sequence[str] | N
         raise ConfigError("no store given; pass at least one store path")
     config = config or MetricsConfig()
     records = []
+    stores: list[tuple[Store, list[dict[str, Any]]]] = []  # each store's records, labelled below
     for source in sources:
         opened = _open(source)
         if isinstance(opened, Latents):
             records.append(evaluate_latents(opened, config, progress=progress))
             continue
-        step = opened.provenance.get("step")
+        stores.append((opened, []))
         for layer in _layers_of(opened, layers):
             log.info("metrics of %s, layer %s", opened.path, layer)
             def compute(opened: Store = opened, layer: str = layer) -> dict[str, Any]:
-                return evaluate_latents(opened.latents(layer), config, store=str(opened.path), step=step,
+                return evaluate_latents(opened.latents(layer), config, store=str(opened.path),
                                         fingerprint=opened.fingerprint, cache_dir=cache_dir, progress=progress)
 
             records.append(_cached_record(cache_dir, opened, layer, config, compute))
+            stores[-1][1].append(records[-1])
+    # the step and label of each checkpoint as the report has them (probe.store.series: one labelling rule)
+    for cp, (_, mine) in zip(unique_labels([describe(s) for s, _ in stores]), stores):
+        for rec in mine:
+            rec["step"], rec["checkpoint"] = cp.step, cp.label
     return records
 
 
@@ -244,15 +255,17 @@ def metrics_frame(records: Sequence[dict[str, Any]] | dict[str, Any]) -> pd.Data
     return frame
 
 
-def write_metrics_json(path: str | Path, records: Sequence[dict[str, Any]]) -> Path:
-    """Write records atomically: one object for one record, a list for several. ``null`` stands for nan."""
+def write_metrics_json(path: str | Path, records: Sequence[dict[str, Any]], *, overwrite: bool = True) -> Path:
+    """Write records atomically: one object for one record, a list for several. ``null`` stands for nan.
+    An existing file is replaced only with ``overwrite`` and when it is a metrics JSON (:data:`METRICS_JSON`)."""
     payload: Any = records[0] if len(records) == 1 else list(records)
-    return write_json(path, payload)
+    return write_json(path, payload, overwrite=overwrite, kind=METRICS_JSON)
 
 
-def write_metrics_csv(path: str | Path, records: Sequence[dict[str, Any]]) -> Path:
-    """Write the long-form :func:`metrics_frame` of records as CSV, atomically."""
-    with atomic_file(path) as tmp:
+def write_metrics_csv(path: str | Path, records: Sequence[dict[str, Any]], *, overwrite: bool = True) -> Path:
+    """Write the long-form :func:`metrics_frame` of records as CSV, atomically. An existing file is replaced
+    only with ``overwrite`` and when it is a metrics table (:data:`METRICS_CSV`)."""
+    with atomic_file(path, overwrite=overwrite, kind=METRICS_CSV) as tmp:
         metrics_frame(records).to_csv(tmp, index=False)
     return Path(path)
 
@@ -285,10 +298,7 @@ def default_eval_config(bootstrap: int | None = None, metrics: Sequence[str] | N
     if bootstrap is not None:
         kwargs["bootstrap"] = bootstrap
     if metrics:
-        known = known_metric_names()
-        for name in metrics:
-            if name not in known:
-                raise ConfigError(f"--metrics names unknown metric '{name}'; known metrics: {', '.join(known)}")
+        check_fail_under([(name, 0.0) for name in metrics], "--metrics")  # unknown names, with the nearest
         kwargs["metrics"] = tuple(dict.fromkeys(metrics))
     if bootstrap is not None and bootstrap < 0:
         raise ConfigError(f"--bootstrap must be 0 (no intervals) or a positive number of replicates, got {bootstrap}")

@@ -243,8 +243,9 @@ class LayerHooks:
                 if not isinstance(result, Mapping) or key not in result:
                     keys = list(result) if isinstance(result, Mapping) else []
                     raise ConfigError(f"layer '{name}': the model returned {type(result).__name__}"
-                                      f"{' with keys ' + str(keys) if keys else ''}, without '{key}'; "
-                                      f"use one of {[OUTPUT + '.' + str(k) for k in keys] or [OUTPUT]}")
+                                      f"{' with keys ' + ', '.join(map(str, keys)) if keys else ''}, without "
+                                      f"'{key}'; use one of "
+                                      f"{', '.join([OUTPUT + '.' + str(k) for k in keys] or [OUTPUT])}")
                 value = result[key]
             x = first_tensor(value)
             if x is None:

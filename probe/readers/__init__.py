@@ -33,9 +33,9 @@ def detect_format(path: str | Path) -> Format:
     if is_keypoints(path):
         return Format.KEYPOINTS
     raise DataError(
-        f"cannot tell the format of '{path}'; supported: a LeRobot v2.x/v3.0 folder (meta/info.json), "
+        f"cannot tell the format of '{path}'; --data takes a LeRobot v2.x/v3.0 folder (meta/info.json), "
         "an HDF5 file (robomimic/EgoMimic: data/demo_*/obs), or hand keypoints (a (T, 21, 3) .npy with a video "
-        "beside it); pass format=... to force one"
+        "beside it), or [EMBODIMENT=]PATH of one (in Python, open_dataset(..., format=...) forces a format)"
     )
 
 

@@ -46,7 +46,35 @@ def parse_thresholds(items: Sequence[str], flag: str) -> tuple[tuple[str, float]
         if flag == "--max-drop" and number < 0:
             raise ConfigError(f"--max-drop {name.strip()}: the allowed drop must be >= 0, got {number:g}")
         out.append((name.strip(), number))
+    check_gate_ranges(out if flag == "--fail-under" else (), out if flag == "--max-drop" else ())
     return tuple(out)
+
+
+def _range_text(lo: float, hi: float) -> str:
+    if math.isinf(hi):
+        return f"[{lo:g}, inf)"
+    return f"[{lo:g}, {hi:g}]"
+
+
+def check_gate_ranges(fail_under: Sequence[tuple[str, float]], max_drop: Sequence[tuple[str, float]] = ()) -> None:
+    """Refuse a gate that can never pass or never fail: a ``--fail-under`` threshold outside the metric's range
+    (:data:`metrics.ranges.BOUNDS`), or a ``--max-drop`` larger than the range is wide. Metrics without a declared
+    range, and unknown names (refused elsewhere, with suggestions), are not checked."""
+    from metrics.ranges import BOUNDS
+
+    for name, value in fail_under:
+        if name not in BOUNDS or BOUNDS[name][0] <= value <= BOUNDS[name][1]:
+            continue
+        lo, hi = BOUNDS[name]
+        never = "pass" if (value < lo) == _lower_better(name) else "fail"
+        raise ConfigError(f"--fail-under {name}={value:g}: {name} lies in {_range_text(lo, hi)}, so this gate can "
+                          f"never {never}; give a value in that range")
+    for name, drop in max_drop:
+        if name in BOUNDS and drop > BOUNDS[name][1] - BOUNDS[name][0]:
+            lo, hi = BOUNDS[name]
+            raise ConfigError(f"--max-drop {name}={drop:g}: {name} lies in {_range_text(lo, hi)}, so it cannot drop "
+                              f"by more than {hi - lo:g} and this gate can never fail; give a drop of at most "
+                              f"{hi - lo:g}")
 
 
 def load_baseline(path: str | Path) -> dict[str, Any]:
@@ -101,7 +129,8 @@ def check_interval_gates(fail_under: Sequence[tuple[str, float]], gate: str,
 
 
 def _lower_better(name: str) -> bool:
-    from metrics.spec import REGISTRY, Better
+    from metrics.spec import Better
+    from metrics.suite import REGISTRY  # the suite's module registers every metric
 
     return name in REGISTRY and REGISTRY[name].better is Better.LOWER
 

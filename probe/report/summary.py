@@ -67,7 +67,8 @@ def metrics_json(data: ReportData) -> dict[str, Any]:
         "verdict": series_verdicts(data), "verdict_rules": list(VERDICT_RULES),
         "verdicts": [{"checkpoint": cp.label, "layer": layer, **vars(verdict(data.record(cp, layer)))}
                      for cp in data.checkpoints for layer in data.layers if (cp.label, layer) in data.records],
-        "records": [{"checkpoint": label, **rec} for (label, _), rec in data.records.items()],
+        "records": [{"checkpoint": label, **{k: v for k, v in rec.items() if k != "checkpoint"}}  # the report's label
+                    for (label, _), rec in data.records.items()],
         "layouts": [{"checkpoint": label, "layer": layer, "method": l.method, "trustworthiness": l.trustworthiness,
                      "sampled": l.sampled, "n": len(l), "n_total": l.n_total, "cache_key": l.cache_key}
                     for (label, layer), l in data.layouts.items()],
@@ -77,6 +78,22 @@ def metrics_json(data: ReportData) -> dict[str, Any]:
         "comparisons": data.comparisons, "comparison_correction": CORRECTION,
         "emergence": emergence_rows(data),
     })
+
+
+# what each kind of null baseline shuffles (metrics.spec.Null; metrics.suite.null_labels)
+NULL_KINDS = {"embodiment": "embodiment labels shuffled", "stage": "stage labels shuffled within each task",
+              "frame": "frame order shuffled within each episode"}
+
+
+def null_legend(names: list[str]) -> list[str]:
+    """What the null column means for each of ``names``: one phrase per kind of null, naming its metrics."""
+    from metrics.suite import REGISTRY  # the suite's module registers every metric
+
+    kinds: dict[str, list[str]] = {}
+    for name in names:
+        spec = REGISTRY.get(name)
+        kinds.setdefault(spec.null.value if spec is not None else "none", []).append(name)
+    return [f"null of {', '.join(kinds[k])}: value with {words}" for k, words in NULL_KINDS.items() if k in kinds]
 
 
 def summary_markdown(data: ReportData) -> str:
@@ -96,7 +113,7 @@ def summary_markdown(data: ReportData) -> str:
                 cells.append(fmt(e) + (f" (null {null:.3f})" if math.isfinite(null) else ""))
             out.append(f"| {cp.label} | {data.headline} | {verdict(rec).status} | " + " | ".join(cells) + " |")
         out.append("")
-        out.append("Values: estimate [95% interval]; null: value with embodiment labels shuffled.")
+        out.append("Values: estimate [95% interval]" + "".join(f"; {line}" for line in null_legend(names)) + ".")
         bare = [n for n in names if any(metric_entry(data.record(cp, data.headline), n).get("interval_note")
                                         for cp in data.checkpoints)]
         if bare:

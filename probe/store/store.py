@@ -124,6 +124,20 @@ def _check_layer_shape(file: Path, X: np.ndarray, n: int, dim: int) -> None:
                          "re-create the store from non-empty latents")
 
 
+def stores_inside(path: str | Path) -> list[Path]:
+    """The stores directly inside ``path`` (a folder of stores, e.g. one per checkpoint), in name order."""
+    try:
+        return sorted(p for p in Path(path).iterdir() if (p / MANIFEST).is_file())
+    except OSError:
+        return []
+
+
+def names_of(paths: list[Path], most: int = 8) -> str:
+    """Their names, comma-separated (the first ``most``, then how many more)."""
+    names = ", ".join(p.name for p in paths[:most])
+    return names + (f" and {len(paths) - most} more" if len(paths) > most else "")
+
+
 def open_store(path: str | Path) -> Store:
     """Open and check a store directory (manifest, metadata, layer headers)."""
     path = Path(path)
@@ -135,6 +149,10 @@ def open_store(path: str | Path) -> Store:
         raise StoreError(f"store '{path}' is a file, expected a store directory holding {MANIFEST}")
     manifest_file = path / MANIFEST
     if not manifest_file.exists():
+        inside = stores_inside(path)
+        if inside:
+            raise StoreError(f"'{path}' is a folder of {len(inside)} stores, not a store: {names_of(inside)}; "
+                             f"give one of them (e.g. '{inside[-1]}') or several")
         raise StoreError(
             f"'{path}' is not a latent store: {MANIFEST} is missing "
             "(an empty or partly copied directory?); re-create it with 'probe extract' or 'probe import'"

@@ -183,7 +183,7 @@ def run_sweeps(world_dir: str | Path, config: SweepConfig, seeds: Sequence[int],
         out = sweep_dir(world_dir, c.seed)
         if _finished(out, key) is None and (out / MARKER).exists() and not overwrite:
             raise OutputExistsError(f"'{out}' holds a sweep of another world or config; pass --overwrite "
-                                    "(overwrite=True) to replace it, or sweep another world directory")
+                                    "(overwrite=True in Python) to replace it, or sweep another world directory")
         todo.append((c, key, out))
     inputs = _Inputs(world_dir, world, config, progress)
     return [_one_sweep(world_dir, world, c, key, out, inputs, progress) for c, key, out in todo]

@@ -282,7 +282,7 @@ def train_recipe(world_dir: str | Path, recipe: Recipe | str, config: TrainConfi
             if not overwrite:
                 raise OutputExistsError(
                     f"'{rdir}' holds checkpoints of another world or training config; pass --overwrite "
-                    "(overwrite=True) to replace them, or train into another world directory")
+                    "(overwrite=True in Python) to replace them, or train into another world directory")
             shutil.rmtree(rdir)
         else:
             for tmp in rdir.glob(".step-*"):  # leftovers of a killed process
