@@ -288,7 +288,7 @@ def check_output_path(path: str | Path, overwrite: bool, *, what: str = "output 
     if not overwrite:
         raise OutputExistsError(
             f"{what} '{path}' already exists; choose another path or pass --overwrite "
-            "(overwrite=True) to replace it"
+            "(overwrite=True in Python) to replace it"
         )
     if directory and not kind.holds(path) and any(path.iterdir()):
         raise OutputExistsError(f"'{path}' is not {_a(what)} written by this toolkit (it holds {_listing(path)}); "
