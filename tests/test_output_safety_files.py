@@ -141,3 +141,13 @@ def test_file_kinds_recognise_only_their_shape(tmp_path):
         assert not kind.holds(path) or os.geteuid() == 0  # unreadable: not recognised
     finally:
         os.chmod(path, 0o644)
+
+
+def test_retrieve_out_without_eval_is_refused(index, tmp_path, capsys):
+    """``--out`` holds --eval's scores: with a query it used to be ignored without a word."""
+    out = tmp_path / "scores.json"
+    code = main(["retrieve", "--index", str(index.path), "--episode", "0", "--frame", "0", "--out", str(out)])
+    assert code == 2
+    line = one_line_error(capsys)
+    assert "--out" in line and "--eval" in line
+    assert not out.exists()

@@ -279,12 +279,16 @@ def test_fail_under_follows_the_metric_direction(stores, tmp_path):
 
 
 def test_cli_report_pca(stores, tmp_path, capsys):
-    code = main(["report", *map(str, stores), "--layer", "block0", "--projection", "pca", "--bootstrap", "0",
-                 "--metrics", "ilisi", "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "r")])
+    code = main(["report", *map(str, stores), "--layer", "block0", "--layer", "block1", "--headline-layer", "block0",
+                 "--projection", "pca", "--bootstrap", "0", "--metrics", "ilisi", "--cache", str(tmp_path / "c"),
+                 "--out", str(tmp_path / "r")])
     assert code == 0
     doc = json.loads((tmp_path / "r" / "metrics.json").read_text())
-    assert doc["layers"] == ["block0"] and all(l["method"] == "pca" for l in doc["layouts"])
-    assert "report.html" in capsys.readouterr().out
+    assert doc["layers"] == ["block0", "block1"] and all(l["method"] == "pca" for l in doc["layouts"])
+    out = capsys.readouterr().out
+    assert "report.html" in out
+    # the suggested dashboard opens on the report's headline layer, not the default (last) one
+    assert any(line.strip().startswith("probe serve") and "--start-layer block0" in line for line in out.splitlines())
     if known_metric_names():
         assert {n for r in doc["records"] for n in r["metrics"]} == {"ilisi"}
         assert main(["report", str(stores[0]), "--metrics", "ilsi", "--out", str(tmp_path / "x")]) == 2

@@ -82,8 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {os_error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; partial outputs were removed (rerun to start again, or --resume where offered)",
-              file=sys.stderr)
+        print("interrupted; no half-written output was left in place (probe extract keeps the rows it staged: "
+              "rerun it with --resume to continue)", file=sys.stderr)
         return 130
 
 
