@@ -163,3 +163,13 @@ def test_cli_world_generate_and_train(world, tmp_path, capsys):
     assert "known tasks: pick_place" in capsys.readouterr().err
     assert main(["world", "train", str(out), "--size", "tiny", "--recipes", "robot-only"]) == 0
     assert (out / "checkpoints/robot-only/step-000012/model.safetensors").is_file()
+
+
+def test_probe_layers_suggests_the_prefix_output_last(world, capsys):
+    """``probe layers`` on a world checkpoint suggests the layers to extract, the prefix's last block (where a VLA
+    analysis looks) last, so that commands falling back to a store's last layer land on it."""
+    assert main(["layers", str(_ckpt(world, "cotrained", 12))]) == 0
+    out = capsys.readouterr().out
+    suggested = next(line for line in out.splitlines() if line.startswith("suggested layers"))
+    assert suggested.endswith("vision, trunk.block0, expert.block0, trunk.block2")
+    assert "--layer vision --layer trunk.block0 --layer expert.block0 --layer trunk.block2 --out STORE" in out

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 # the image encoder, the vision-language prefix every embodiment shares (where a VLA analysis looks:
 # before embodiment-specific state enters) and the action expert after it
-DEMO_LAYERS = ("vision", "trunk.block0", "trunk.block2", "expert.block0")
+DEMO_LAYERS = ("vision", "trunk.block0", "expert.block0", "trunk.block2")  # the headline last: the default layer
 HEADLINE_LAYER = "trunk.block2"
 SHOWN_METRICS = 7  # columns of the printed table: the first headline metrics the records hold
 # short column labels for the printed table (others are shown by name)

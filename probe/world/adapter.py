@@ -114,6 +114,14 @@ class WorldAdapter(Adapter):
         state = torch.zeros((2, self.state_dims.get(embodiment, 1)), device=device)
         return ModelInputs((image, state, embodiment, torch.zeros(2, dtype=torch.long, device=device)))
 
+    def suggested_layers(self, names: Sequence[str]) -> list[str]:
+        """What ``probe layers`` suggests: the image encoder, the prefix's first block, the action expert's first
+        block (state has entered) and, last, the prefix's last block, the layer a VLA analysis looks at (the shared
+        prefix's output before any state); last, so that commands falling back to a store's last layer use it."""
+        blocks = [n for n in names if n.startswith("trunk.block") and n[len("trunk.block"):].isdigit()]
+        blocks.sort(key=lambda n: int(n[len("trunk.block"):]))
+        return [n for n in ("vision", *blocks[:-1][:1], "expert.block0") if n in names] + blocks[-1:]
+
     def options(self) -> dict[str, Any]:
         return {"image_size": self.image_size, "video_key": self.video_key}
 
