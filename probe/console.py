@@ -20,6 +20,7 @@ from pathlib import Path
 
 from rich.cells import cell_len
 from rich.console import Console
+from rich.errors import MarkupError
 from rich.table import Table
 from rich.text import Text
 
@@ -53,7 +54,22 @@ def outputs(written: Mapping[str, str | Path], next_steps: Sequence[str] = ()) -
 def _plain(cell: object) -> str:
     if isinstance(cell, Text):
         return cell.plain
-    return console.render_str(cell).plain if isinstance(cell, str) else ""
+    if not isinstance(cell, str):
+        return ""
+    try:
+        return console.render_str(cell).plain
+    except MarkupError:  # a value that is not valid markup (e.g. "[/]" in a name): measure it as written
+        return cell
+
+
+def _as_text(cell: object) -> object:
+    """``cell``, or a plain :class:`Text` of it when it is a string Rich cannot read as markup."""
+    if isinstance(cell, str):
+        try:
+            console.render_str(cell)
+        except MarkupError:
+            return Text(cell)
+    return cell
 
 
 def _keep_whole(table: Table) -> None:
@@ -128,6 +144,11 @@ def print_table(table: Table, key_columns: int = 0) -> None:
     """Print ``table`` so that no value is hidden at any width: words stay whole (columns fold only words
     longer than LONGEST_WORD), a table wider than the console is printed in parts that repeat its first
     ``key_columns`` columns (row labels), and a table still wider is printed uncropped (the terminal wraps it)."""
+    try:  # a value that is not valid markup (e.g. "[/]" in a task name) is shown as written, not an error
+        for column in table.columns:
+            column._cells = [_as_text(cell) for cell in column._cells]
+    except AttributeError:
+        pass
     _keep_whole(table)
     tables = [table]
     try:  # splitting and fitting read Rich's table internals (rich 13-15); without them, Rich lays it out

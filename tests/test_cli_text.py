@@ -181,3 +181,16 @@ def test_every_example_parses_and_names_what_the_demo_makes():
             assert set(layers) <= set(DEMO_LAYERS), (name, layers)
             gates = [argv[i + 1] for i, w in enumerate(argv[:-1]) if w == "--fail-under"]
             parse_thresholds(gates, "--fail-under")  # a gate that can pass: its value lies in the metric's range
+
+
+def test_a_table_value_that_is_not_markup_is_printed_as_written(capsys):
+    """A task or stage name such as "lift [/] it" is not Rich markup: the table shows it instead of failing."""
+    from rich.table import Table
+
+    from probe.console import print_table
+
+    table = Table("task", "stage")
+    table.add_row("lift [/] it", "[bold]grasp[/bold]")
+    print_table(table)
+    out = capsys.readouterr().out
+    assert "lift [/] it" in out and "grasp" in out and "[bold]" not in out

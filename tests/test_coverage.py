@@ -173,4 +173,4 @@ def test_cli_tables_hide_no_value_at_80_columns_and_say_what_next(tmp_path, caps
     steps = [s.strip() for s in lines[lines.index("next:") + 1:]]
     assert steps[0].startswith(f"probe coverage {store.path} --layer trunk --out coverage.json --csv")
     assert steps[1].startswith(f"probe index {store.path} --layer trunk --embodiment human")
-    assert steps[2].startswith(f"probe serve {store.path}")
+    assert steps[2].startswith(f"probe serve --start-layer trunk {store.path}")

@@ -151,3 +151,15 @@ def test_retrieve_out_without_eval_is_refused(index, tmp_path, capsys):
     line = one_line_error(capsys)
     assert "--out" in line and "--eval" in line
     assert not out.exists()
+
+
+def test_index_needs_out_and_eval_exports_no_clips(store, index, tmp_path, capsys):
+    """``probe index`` without ``--out`` used to write beside the store, where a store glob took it for a store;
+    ``retrieve --eval`` exports no clips, so ``--export-clips`` with it is refused rather than ignored."""
+    with pytest.raises(SystemExit) as exc:
+        main(["index", str(store.path)])
+    assert exc.value.code == 2 and "--out" in capsys.readouterr().err
+    assert not [p.name for p in store.path.parent.iterdir() if p.name.endswith(".index")]
+    clips = tmp_path / "clips"
+    assert main(["retrieve", "--index", str(index.path), "--eval", "--export-clips", str(clips)]) == 2
+    assert "--export-clips" in one_line_error(capsys) and not clips.exists()

@@ -112,8 +112,10 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"- {line}", markup=False)
     steps = [] if args.out else [shlex.join(["probe", "coverage", str(store.path), "--layer", layer, "--out",
                                              "coverage.json", "--csv"]) + "   (every table, as JSON and CSV)"]
-    steps += [shlex.join(["probe", "index", str(store.path), "--layer", layer, "--embodiment", a])
+    steps += [shlex.join(["probe", "index", str(store.path), "--layer", layer, "--embodiment", a,
+                          "--out", f"indexes/{store.path.name}-{a}-{layer}"])
               + f"   (then probe retrieve: the nearest {a} clips of any {b} state)",
-              shlex.join(["probe", "serve", str(store.path)]) + "   (the map and the nearest clips in the dashboard)"]
+              shlex.join(["probe", "serve", "--start-layer", layer, str(store.path)])
+              + "   (the map and the nearest clips in the dashboard)"]
     outputs(written, steps)
     return 0

@@ -37,7 +37,11 @@ def run(args: argparse.Namespace) -> int:
     from probe.projection.layout import ProjectionConfig
 
     layer = args.layer
-    if layer is None:
+    if layer is None:  # the output is checked first, as export_points would, before the store is opened
+        from probe.projection.export import EXPORT_FILE
+        from probe.validate import check_output_path
+
+        check_output_path(args.out, args.overwrite, kind=EXPORT_FILE)
         from probe.store.series import store_layer
         from probe.store.store import open_store
 

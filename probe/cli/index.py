@@ -20,7 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kind", default="flat", choices=["flat", "hnsw", "ivf", "ivfpq"],
                    help="flat: exact (default); hnsw/ivf/ivfpq: approximate, for large stores")
     p.add_argument("--metric", default="cosine", choices=["cosine", "l2"], help="distance (default: cosine)")
-    p.add_argument("--out", help="index directory to create (default: STORE-<embodiment>-<kind>.index next to STORE)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="index directory to create (e.g. indexes/human; not beside the store, where a store glob "
+                        "would take it for a store)")
     p.add_argument("--nlist", type=int, help="ivf/ivfpq: number of lists (default ~4 sqrt(n))")
     p.add_argument("--pq-m", type=int, help="ivfpq: sub-vectors, must divide the dimension (default ~dim/4)")
     p.add_argument("--pq-nbits", type=int, help="ivfpq: bits per code (default 8)")
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     config = IndexConfig(kind=args.kind, metric=args.metric, nlist=args.nlist, pq_m=args.pq_m,
                          pq_nbits=args.pq_nbits, hnsw_m=args.hnsw_m, ef_construction=args.ef_construction,
                          nprobe=args.nprobe, ef_search=args.ef_search, rerank=args.rerank)
-    out = Path(args.out) if args.out else store.path.with_name(f"{store.path.name}-{args.embodiment}-{args.kind}.index")
+    out = Path(args.out)
     index = build_index(store, layer, out, embodiment=args.embodiment, config=config, overwrite=args.overwrite,
                         progress=True)
     m = index.manifest

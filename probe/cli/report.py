@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     outputs({"report": out / "report.html", "metrics": out / "metrics.json", "summary": out / "summary.md"},
             [f"{shlex.join(['open', str(out / 'report.html')])}   (or open it in any browser)",
              shlex.join(["probe", "serve", *(["--cache", args.cache] if args.cache else []),
-                         *(["--start-layer", result.data.headline] if len(result.data.layers) > 1 else []),
+                         "--start-layer", result.data.headline,
                          *args.stores])])
     for line in result.data.notes:
         console.print(f"[yellow]note:[/] {line}")

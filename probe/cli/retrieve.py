@@ -157,6 +157,9 @@ def run(args: argparse.Namespace) -> int:
     if args.data_root and not args.export_clips:
         raise ConfigError("--data-root only applies to --export-clips (where clip videos are read); drop it or add "
                           "--export-clips DIR")
+    if args.eval and args.export_clips:
+        raise ConfigError("--export-clips writes the nearest clips of a query; --eval scores every sample and exports "
+                          "none: drop one of them")
     if args.out and not args.eval:
         raise ConfigError("--out writes the scores of --eval; for the nearest clips of a query use --json (stdout) or "
                           "--export-clips DIR")

@@ -108,7 +108,8 @@ def default_layer(layers: Sequence[str], *, whose: str = "the store's", option: 
 
     The one rule of every command and API that falls back to a layer (``probe report``'s headline layer,
     ``probe index``, ``probe coverage``, ``probe export``, the layer the dashboard opens on): the last of
-    ``layers``, in the store's order, i.e. the last layer extracted. ``whose`` and ``option`` word the line:
+    ``layers``: the last layer extracted when they are a store's, the last one named when a command was given
+    several (``--layer``). ``whose`` and ``option`` word the line:
     ``layer expert.block0 (the store's last of 4: vision, ...; --layer picks another)``.
     """
     if not layers:
