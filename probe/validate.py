@@ -282,6 +282,8 @@ def check_output_path(path: str | Path, overwrite: bool, *, what: str = "output 
     if directory and not path.is_dir():
         raise OutputPathError(f"'{path}' is a file, but {_a(what)} is a directory; move the file away or choose "
                               "another path")
+    if isinstance(kind, FileKind) and path.is_symlink():  # replacing it would swap the user's link for a file
+        raise OutputPathError(f"{what} '{path}' is a symbolic link; give the file it points to, or another path")
     if isinstance(kind, FileKind) and not kind.holds(path) and not _empty_file(path):
         raise OutputExistsError(f"'{path}' exists and is not {_a(what)} written by this toolkit; --overwrite only "
                                 "replaces the toolkit's own outputs: move it away or choose another path")

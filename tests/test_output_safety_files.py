@@ -163,3 +163,14 @@ def test_index_needs_out_and_eval_exports_no_clips(store, index, tmp_path, capsy
     clips = tmp_path / "clips"
     assert main(["retrieve", "--index", str(index.path), "--eval", "--export-clips", str(clips)]) == 2
     assert "--export-clips" in one_line_error(capsys) and not clips.exists()
+
+
+def test_a_link_at_a_file_output_is_refused_even_with_overwrite(store, tmp_path, capsys):
+    """Replacing the output would swap the user's symbolic link for a regular file: refused, the link kept."""
+    target = tmp_path / "real.json"
+    assert main(["metrics", str(store.path), *FAST_METRICS, "--out", str(target)]) == 0
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    capsys.readouterr()
+    assert main(["metrics", str(store.path), *FAST_METRICS, "--out", str(link), "--overwrite"]) == 2
+    assert "symbolic link" in one_line_error(capsys) and link.is_symlink()

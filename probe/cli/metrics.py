@@ -78,9 +78,9 @@ def _config(args: argparse.Namespace):
 
     split = (lambda s: tuple(x.strip() for x in s.split(",") if x.strip()) if s else None)
     if args.metrics:  # before any store is opened, with the nearest names (as the report's gates do)
-        from probe.measure.suite import check_fail_under
+        from probe.measure.suite import check_metric_names
 
-        check_fail_under([(name, 0.0) for name in split(args.metrics) or ()], "--metrics")
+        check_metric_names(list(split(args.metrics) or ()), "--metrics")
     try:
         return MetricsConfig(k=args.k, metric=args.metric, bootstrap=args.bootstrap, null_repeats=args.nulls,
                              max_samples=args.max_samples, seed=args.seed, by=args.by, permutations=args.permutations,

@@ -129,9 +129,9 @@ def _staged(path: Path) -> Path:
     """Where an interrupted run left the rows of the store at ``path``: the ``StoreWriter`` partial directory of
     its staging (see :func:`probe.extraction.passes.run_pass`)."""
     from probe.extraction.passes import staging_dir
+    from probe.store.writer import partial_dir
 
-    staging = staging_dir(path)
-    return staging.with_name(f".{staging.name}.partial")
+    return partial_dir(staging_dir(path))
 
 
 def _refuse_unfinished(paths: Sequence[Path]) -> None:

@@ -298,7 +298,7 @@ def default_eval_config(bootstrap: int | None = None, metrics: Sequence[str] | N
     if bootstrap is not None:
         kwargs["bootstrap"] = bootstrap
     if metrics:
-        check_fail_under([(name, 0.0) for name in metrics], "--metrics")  # unknown names, with the nearest
+        check_metric_names(list(metrics), "--metrics")  # unknown names, with the nearest
         kwargs["metrics"] = tuple(dict.fromkeys(metrics))
     if bootstrap is not None and bootstrap < 0:
         raise ConfigError(f"--bootstrap must be 0 (no intervals) or a positive number of replicates, got {bootstrap}")
@@ -310,12 +310,17 @@ def default_eval_config(bootstrap: int | None = None, metrics: Sequence[str] | N
 
 def check_fail_under(fail_under: Sequence[tuple[str, float]], flag: str = "--fail-under") -> None:
     """Refuse unknown metric names of a gate (``flag``) before any work, listing the known ones."""
-    if not fail_under:
+    check_metric_names([name for name, _ in fail_under], flag, purpose="cannot gate on metrics")
+
+
+def check_metric_names(names: Sequence[str], flag: str = "--metrics", *, purpose: str = "cannot compute them") -> None:
+    """Refuse unknown metric ``names`` given with ``flag`` before any work: the closest known names, then all."""
+    if not names:
         return
     known = known_metric_names()
     if not known:
-        raise ConfigError(f"{flag} {fail_under[0][0]}: {NOT_AVAILABLE}; cannot gate on metrics")
-    for name, _ in fail_under:
+        raise ConfigError(f"{flag} {names[0]}: {NOT_AVAILABLE}; {purpose}")
+    for name in names:
         if name not in known:
             near = close_matches(name, known, n=3)
             hint = f" (did you mean {', '.join(near)}?)" if near else ""

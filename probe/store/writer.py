@@ -121,6 +121,12 @@ def write_store(
     return open_store(path)
 
 
+def partial_dir(path: str | Path) -> Path:
+    """Where a :class:`StoreWriter` for the store at ``path`` fills its rows (``.<name>.partial`` beside it)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.partial")
+
+
 class StoreWriter:
     """Stream latents into a store with memory bounded independently of its size.
 
@@ -143,7 +149,7 @@ class StoreWriter:
         self.meta = meta.reset_index(drop=True)
         self.n = len(self.meta)
         self.provenance = dict(provenance or {})
-        self.partial = self.path.with_name(f".{self.path.name}.partial")
+        self.partial = partial_dir(self.path)
         self.warnings: list[str] = []
         self._maps: dict[str, np.memmap] = {}
         self._info: dict[str, dict[str, Any]] = {}
