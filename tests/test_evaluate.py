@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from dataclasses import replace
 
 import numpy as np
@@ -157,6 +158,7 @@ def test_cli_per_stage_table_hides_no_value_at_80_columns(tmp_path, capsys, monk
     assert main(["metrics", str(store.path), "--by", "stage", "--families", "mixing", "--bootstrap", "0", "--nulls",
                  "0", "--permutations", "0", "--out", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
+    assert any(line.strip().startswith(f"per stage: {Path(store.path).name}, layer trunk") for line in lines)
     tables = [line for line in lines if line[:1] in "┏┃┡│└"]
     assert "…" not in "\n".join(tables) and max(map(len, tables)) <= 80
     per_stage = json.loads(out.read_text())["per_stage"]

@@ -6,6 +6,8 @@ import argparse
 import os
 import shlex
 
+from rich.text import Text
+
 from probe.console import console, outputs, print_table
 
 NAME = "metrics"
@@ -127,13 +129,13 @@ def print_records(records: list[dict]) -> None:
                 continue
             scopes = list(rec[key])
             names = list(rec["metrics"])
-            sub = Table("metric", *scopes, title=f"{key.replace('_', ' ')}: {rec['layer']}")
+            sub = Table("metric", *scopes, title=f"{key.replace('_', ' ')}: {_label(rec)}, layer {rec['layer']}")
             for name in names:
                 sub.add_row(name, *[_fmt(rec[key][s].get(name, {}).get("value")) for s in scopes])
             print_table(sub, key_columns=1)
     for rec in records:
         for note in rec["notes"]:
-            console.print(f"[dim]note ({rec['layer']}):[/] {note}")
+            console.print(Text.assemble(("note", "dim"), f" ({_label(rec)}, {rec['layer']}): {note}"), soft_wrap=True)
 
 
 def comparisons(records: list[dict], against: str) -> list[dict]:
