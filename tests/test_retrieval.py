@@ -1,4 +1,5 @@
-"""Retriever: results as clips (window, per-episode diversity), clip export, the CLI and bad input."""
+"""Retriever: results as clips (window, per-episode diversity), clip export and bad input (the CLI:
+test_retrieval_cli.py)."""
 
 from __future__ import annotations
 
@@ -12,58 +13,13 @@ import pytest
 from conftest import clustered_latents, synthetic_meta
 from metrics.knn import knn
 from probe import columns as C
-from probe.cli import main
 from probe.images import encode_image, write_image
 from probe.retrieval.clips import read_frames
 from probe.errors import ConfigError, DataError, IndexMismatchError, OutputExistsError
 from probe.retrieval.index import IndexConfig, build_index
 from probe.retrieval.retriever import RESULT_COLUMNS, ClipReference, Retriever, score_of, select_clips
-from probe.retrieval.evaluation import retrieval_scores
 from probe.store.writer import write_store
-
-FPS = 10
-
-
-def _write_video(path, n_frames: int) -> None:
-    """A 32x24 H.264 video whose frame i shows i in binary: 8 black/white stripes, 4 pixels wide."""
-    with av.open(str(path), mode="w") as out:
-        stream = out.add_stream("libx264", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = 32, 24, "yuv420p"
-        stream.options = {"crf": "10", "g": "8"}
-        for i in range(n_frames):
-            img = np.zeros((24, 32, 3), np.uint8)
-            for bit in range(8):
-                if (i >> bit) & 1:
-                    img[:, 4 * bit : 4 * bit + 4] = 255
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-
-
-def _level(img: np.ndarray) -> int:
-    """The frame index drawn into a decoded frame."""
-    return sum(1 << bit for bit in range(8) if img[4:20, 4 * bit + 1 : 4 * bit + 3].mean() > 128)
-
-
-@pytest.fixture
-def world(tmp_path):
-    """A store (2 tasks x 3 stages, 3 episodes each) whose human episodes share one video file, LeRobot style."""
-    meta = synthetic_meta(n_episodes=3, frames=20)
-    X = clustered_latents(meta, dim=16, noise=0.3)
-    human = (meta[C.EMBODIMENT] == "human").to_numpy()
-    video = tmp_path / "human.mp4"
-    _write_video(video, int(human.sum()))
-    meta[C.VIDEO] = np.where(human, str(video), None)
-    meta[C.VIDEO_TIMESTAMP] = np.where(human, np.cumsum(human) - 1, 0) / FPS  # episodes back to back
-    store = write_store(tmp_path / "store", meta, {"trunk": X},
-                        provenance={"datasets": [{"name": "human-data", "root": str(tmp_path.resolve())}]})
-    build_index(store, "trunk", tmp_path / "idx")
-    return store, tmp_path
-
-
-def _robot_sample(store, task="pick", ep=1, frame=10) -> str:
-    return f"robot/{task}/{ep}/{frame}"
+from retrieval_world import FPS, level as _level, robot_sample as _robot_sample, world as world  # noqa: F401
 
 
 def test_results_are_clips_with_windows_and_video_times(world):
@@ -301,108 +257,3 @@ def test_contact_sheet_shows_each_query_frame_and_labels_in_a_font(world):
     img, cells = contact_sheet([[blank, blank]], [["query", "#1  0.93"]])
     strips = [img[y + 3 + 128 : y + h - 3, x + 3 : x + w - 3] for x, y, w, h in cells[0]]
     assert all((s > 200).any() for s in strips) and not np.array_equal(strips[0], strips[1])
-
-
-def test_cli_retrieve_table_json_and_export(world, capsys):
-    store, tmp = world
-    ep = int(store.meta.loc[store.meta[C.SAMPLE_ID] == _robot_sample(store), C.EPISODE].iloc[0])
-    assert main(["retrieve", "--index", str(tmp / "idx"), "--episode", str(ep), "--frame", "10", "-k", "3",
-                 "--export-clips", str(tmp / "cli-clips")]) == 0
-    out = capsys.readouterr().out
-    assert "grasp" in out and "human.mp4" in out and "contact sheet" in out
-    assert len(list((tmp / "cli-clips").glob("*.mp4"))) == 3
-    assert main(["retrieve", "--index", str(tmp / "idx"), "--sample-id", _robot_sample(store), "-k", "2",
-                 "--json"]) == 0
-    payload = json.loads(capsys.readouterr().out)
-    assert payload["queries"][0]["task"] == "pick" and len(payload["results"]) == 2
-    assert payload["results"][0]["stage"] == "grasp" and payload["results"][0]["video_end"] is not None
-    assert main(["retrieve", "--index", str(tmp / "idx"), "--episode", "999", "--frame", "0"]) == 2
-    assert "episode 999 is not in store" in capsys.readouterr().err
-    assert main(["retrieve", "--index", str(tmp / "idx"), "--episode", str(ep), "--frame", "0", "-k", "500"]) == 2
-    assert "k=500 must lie in 1..120" in capsys.readouterr().err
-
-
-def test_eval_uses_metrics_retrieval_both_directions(world, capsys):
-    store, tmp = world
-    scores = retrieval_scores(Retriever.open(tmp / "idx"), k=5)
-    assert set(scores) == {"robot_to_human", "human_to_robot"}
-    from metrics.ranking import combine_labels
-    from metrics.retrieval import cross_retrieval
-
-    ref = cross_retrieval(np.asarray(store.matrix("trunk")), store.meta[C.EMBODIMENT].to_numpy(),
-                          combine_labels(store.meta[C.TASK].to_numpy(), store.meta[C.STAGE].to_numpy()))
-    for direction, s in scores.items():
-        assert s["map_at_r"] == pytest.approx(ref[direction].map_at_r)
-        assert s["precision_at_1"] == pytest.approx(ref[direction].precision_at_1)
-        assert 0.9 <= s["precision_at_5"] <= 1.0  # clusters by (task, stage): near perfect
-    assert main(["retrieve", "--index", str(tmp / "idx"), "--eval", "--out", str(tmp / "eval.json")]) == 0
-    out = capsys.readouterr().out
-    assert "robot -> human" in out and "human -> robot" in out and "MAP@R" in out
-    assert json.loads((tmp / "eval.json").read_text())["scores"]["robot_to_human"]["n_queries"] == 120
-
-
-def test_raw_observation_query_needs_a_store_made_by_extract(world, capsys):
-    _, tmp = world  # a store written directly: no checkpoint in its provenance (tests/test_query_file.py embeds)
-    np.savez(tmp / "obs.npz", image=np.zeros((24, 32, 3), np.uint8), state=np.zeros(4, np.float32))
-    assert main(["retrieve", "--index", str(tmp / "idx"), "--query-file", str(tmp / "obs.npz")]) == 2
-    assert "records no checkpoint" in capsys.readouterr().err
-
-
-def _readme_command(start: str) -> list[str]:
-    """The README's command line that starts with ``start``, as argv (without ``probe``)."""
-    import shlex
-    from pathlib import Path
-
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    lines = [line.strip() for line in readme.splitlines() if line.strip().startswith(start)]
-    assert lines, f"the README has no command starting with {start!r}"
-    return shlex.split(lines[0])[1:]
-
-
-def test_readme_retrieve_by_episode_works_where_both_datasets_number_episodes_alike(tmp_path, capsys):
-    # episodes numbered 0.. in each dataset (as LeRobot datasets are, and the demo's are): episode 3 is in both
-    meta = synthetic_meta(n_episodes=4, frames=45)
-    meta[C.EPISODE] = meta.groupby(C.EMBODIMENT)[C.EPISODE].rank(method="dense").astype(np.int64) - 1
-    meta[C.SAMPLE_ID] = meta[C.DATASET] + "/" + meta[C.EPISODE].astype(str) + "/" + meta[C.FRAME].astype(str)
-    store = write_store(tmp_path / "store", meta, {"trunk.block2": clustered_latents(meta, dim=16)})
-    index = _readme_command("probe index ")
-    index[1] = str(store.path)
-    index[index.index("--out") + 1] = str(tmp_path / "idx/human")
-    assert main(index) == 0
-    argv = _readme_command("probe retrieve --index idx/human --episode 3")
-    argv[argv.index("--index") + 1] = str(tmp_path / "idx/human")
-    argv[argv.index("--export-clips") + 1] = str(tmp_path / "clips")
-    capsys.readouterr()
-    code, printed = main(argv), capsys.readouterr()
-    assert code == 0, printed.err
-    assert "sample_id robot-data/3/40" in printed.out and (tmp_path / "clips" / "contact_sheet.png").is_file()
-    assert main([*argv[:argv.index("--export-clips")], "--json"]) == 0
-    query = json.loads(capsys.readouterr().out)["queries"][0]
-    assert (query["embodiment"], query["episode"], query["frame"]) == ("robot", 3, 40)  # the robot frame, not an error
-    # a robot index is queried with the human episode; --dataset still chooses either
-    r = Retriever.open(build_index(store, "trunk.block2", tmp_path / "idx-robot", embodiment="robot").path, store)
-    assert store.meta[C.DATASET].iloc[r.locate(3, 10)] == "human-data"
-    assert store.meta[C.DATASET].iloc[r.locate(3, 10, "robot-data")] == "robot-data"
-
-
-def test_cli_retrieve_hides_no_value_at_80_columns_and_says_what_next(world, capsys, monkeypatch):
-    from probe.console import console
-
-    store, tmp = world
-    ep = int(store.meta.loc[store.meta[C.SAMPLE_ID] == _robot_sample(store), C.EPISODE].iloc[0])
-    query = ["retrieve", "--index", str(tmp / "idx"), "--episode", str(ep), "--frame", "10", "-k", "3"]
-    assert main([*query, "--json"]) == 0
-    results = json.loads(capsys.readouterr().out)["results"]
-    monkeypatch.setattr(console, "width", 80)
-    assert main(query) == 0
-    lines = capsys.readouterr().out.splitlines()
-    table = "\n".join(lines[:lines.index("next:")])
-    assert "…" not in table and max(map(len, table.splitlines())) <= 80
-    for r in results:  # Rich alone showed '0…' for scores and cut episodes and clip times
-        assert f"{r['score']:.3f}" in table and f"{r['start']:.2f}-{r['end']:.2f}" in table
-        assert C.episode_key(r["dataset"], r["episode"]) in table
-    steps = lines[lines.index("next:") + 1:]
-    assert any(s.split("   (")[0].strip().endswith("-k 3 --export-clips clips") for s in steps)
-    assert any(s.split("   (")[0].strip().endswith("--eval") for s in steps)
-    assert main(["retrieve", "--index", str(tmp / "idx"), "--eval"]) == 0
-    assert "next:" in capsys.readouterr().out
