@@ -14,18 +14,25 @@ import logging
 
 from probe.readers import open_dataset
 from probe.readers.closure_stages import closure_stage_table
-from probe.readers.stage_files import write_stage_file
+from probe.errors import ProbeError
+from probe.readers.stage_files import STAGE_FILE, write_stage_file
+from probe.validate import check_output_path
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", help="path of g1_inspire_pick_can (LeRobot v2.1)")
     parser.add_argument("out", help="sidecar file to write (.csv, .json or .parquet)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing stage file at OUT")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    ds = open_dataset(args.dataset, video_keys=[])  # states only: every episode, no video needed
-    segments = closure_stage_table(ds)
-    write_stage_file(segments, args.out)
+    try:
+        check_output_path(args.out, args.overwrite, kind=STAGE_FILE)  # before reading every episode
+        ds = open_dataset(args.dataset, video_keys=[])  # states only: every episode, no video needed
+        segments = closure_stage_table(ds)
+        write_stage_file(segments, args.out, overwrite=args.overwrite)
+    except ProbeError as exc:
+        parser.exit(2, f"error: {exc}\n")
     lengths = (segments["end"] - segments["start"]).groupby(segments["stage"], sort=False).median()
     print(f"wrote {len(segments)} segments of {segments['episode'].nunique()} episodes to {args.out}")
     print("median frames per stage: " + ", ".join(f"{s} {int(n)}" for s, n in lengths.items()))

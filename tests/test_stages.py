@@ -11,7 +11,7 @@ import pytest
 
 from conftest import SHARED_DATA, synthetic_meta
 from probe import columns as C
-from probe.errors import ConfigError, DataError
+from probe.errors import ConfigError, DataError, OutputExistsError
 from probe.readers import open_dataset
 from probe.extraction.sampling import SamplingConfig, sample_frames
 from probe.readers.closure_stages import closure_stage_table, closure_stages
@@ -188,6 +188,25 @@ def test_g1_closure_sidecar_round_trip(tmp_path: Path) -> None:
     assert full["episode"].nunique() == 100
     write_stage_file(full, tmp_path / "all.parquet")
     stage_labeller(ds, f"file:{tmp_path / 'all.parquet'}")  # skipped episodes are known, not an error
+
+
+def test_write_stage_file_never_replaces_other_files(tmp_path: Path) -> None:
+    segments = pd.DataFrame({"episode": [0, 0], "start": [0, 5], "end": [5, 9], "stage": ["reach", "grasp"]})
+    for name in ("s.csv", "s.json", "s.parquet"):
+        path = write_stage_file(segments, tmp_path / name)
+        pd.testing.assert_frame_equal(read_stage_file(path), segments, check_dtype=False)
+        with pytest.raises(OutputExistsError, match="already exists.*overwrite"):
+            write_stage_file(segments.iloc[:1], path)
+        write_stage_file(segments.iloc[:1], path, overwrite=True)  # its own kind of file: replaced
+        assert len(read_stage_file(path)) == 1
+    notes = tmp_path / "notes.csv"
+    notes.write_text("name,value\nmine,1\n")
+    with pytest.raises(OutputExistsError, match="not a stage file written by this toolkit"):
+        write_stage_file(segments, notes, overwrite=True)
+    assert notes.read_text() == "name,value\nmine,1\n"
+    with pytest.raises(DataError, match=r"must end in \.csv"):
+        write_stage_file(segments, tmp_path / "s.txt")
+    assert not (tmp_path / "s.txt").exists()
 
 
 def test_sampling() -> None:

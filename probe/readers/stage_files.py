@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from probe.errors import DataError
+from probe.validate import FileKind, check_output_path
 
 SEGMENT_COLUMNS = ("episode", "start", "end", "stage")
 SECONDS_COLUMNS = ("episode", "start_s", "end_s", "stage")
@@ -62,22 +63,38 @@ def read_stage_file(path: str | Path, *, unit: str | None = None) -> pd.DataFram
     return df
 
 
-def write_stage_file(segments: pd.DataFrame, path: str | Path) -> Path:
-    """Write segments (``episode, start, end, stage``) atomically as .csv, .json or .parquet."""
+def _is_stage_file(path: Path) -> bool:
+    """Whether ``path`` reads as a stage file (what ``overwrite`` may replace)."""
+    read_stage_file(path)
+    return True
+
+
+#: a sidecar stage file: ``write_stage_file(..., overwrite=True)`` replaces only one of these (or an empty file)
+STAGE_FILE = FileKind("stage file", _is_stage_file)
+
+
+def write_stage_file(segments: pd.DataFrame, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write segments (``episode, start, end, stage``) atomically as .csv, .json or .parquet.
+
+    An existing file is refused unless ``overwrite``, and even then only a stage file (or an empty
+    file) is replaced, never another file at that path.
+    """
     from probe.atomic import atomic_file
 
     path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".json"):
+        raise DataError(f"stage file '{path}' must end in .csv, .json or .parquet")
     missing = [c for c in SEGMENT_COLUMNS if c not in segments.columns]
     if missing:
-        raise DataError(f"segments lack column(s) {missing}; expected {list(SEGMENT_COLUMNS)}")
+        raise DataError(f"segments lack column(s) {', '.join(missing)}; expected columns "
+                        f"{', '.join(SEGMENT_COLUMNS)}")
+    check_output_path(path, overwrite, kind=STAGE_FILE)
     with atomic_file(path) as tmp:
-        suffix = path.suffix.lower()
         if suffix == ".csv":
             segments.to_csv(tmp, index=False)
         elif suffix == ".parquet":
             segments.to_parquet(tmp, index=False)
         elif suffix == ".json":
             tmp.write_text(segments.to_json(orient="records", indent=1))
-        else:
-            raise DataError(f"stage file '{path}' must end in .csv, .json or .parquet")
     return path
