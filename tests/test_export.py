@@ -109,3 +109,36 @@ def test_a_sampled_export_lists_neighbours_among_the_sample(store, tmp_path):
     assert not (ids == np.arange(30)[:, None]).any() and "thumbnail" not in df.columns
     info = json.loads(pq.read_schema(tmp_path / "p.parquet").metadata[b"embodiment_probe"])
     assert info["neighbors"] == {"k": 5, "metric": "cosine", "among": "sample"}
+
+
+def test_export_points_without_a_layer_exports_the_stores_last_layer(tmp_path, caplog):
+    import logging
+
+    from probe.projection.export import export_points
+    from probe.projection.layout import ProjectionConfig
+
+    meta = synthetic_meta(n_episodes=2, frames=10)
+    store = write_store(tmp_path / "s", meta, {"vision": clustered_latents(meta, dim=8, seed=1),
+                                               "trunk": clustered_latents(meta, dim=16, seed=2)})
+    out = tmp_path / "p.parquet"
+    with caplog.at_level(logging.INFO, logger="probe.projection.export"):
+        result = export_points(store.path, None, out, projection=ProjectionConfig(method="pca"),
+                               cache_dir=tmp_path / "c")
+    assert result.layer == "trunk" and "layer trunk (the store's last of 2: vision, trunk" in caplog.text
+    assert json.loads(pq.read_schema(out).metadata[b"embodiment_probe"])["layer"] == "trunk"
+    vectors = np.stack(pq.read_table(out).column("vector").to_pylist())
+    np.testing.assert_array_equal(vectors, np.asarray(store.matrix("trunk")))
+
+
+def test_an_export_with_thumbnails_imports_without_them(store, tmp_path):
+    from probe.projection.export import export_points
+    from probe.projection.layout import ProjectionConfig
+    from probe.store.importer import import_latents
+
+    export_points(store.path, "trunk", tmp_path / "p.parquet", thumbnails=True, cache_dir=tmp_path / "c",
+                  projection=ProjectionConfig(method="pca"))
+    imported = import_latents(tmp_path / "p.parquet", tmp_path / "imported")
+    assert imported.provenance["probe_export"]["dropped"] == ["x", "y", "neighbors", "text", "thumbnail"]
+    assert imported.layers == ["trunk"] and "thumbnail" not in imported.meta.columns
+    np.testing.assert_array_equal(np.asarray(imported.matrix("trunk")), np.asarray(store.matrix("trunk")))
+    assert imported.meta[C.VIDEO].tolist() == store.meta[C.VIDEO].tolist()

@@ -123,3 +123,67 @@ def test_cli_info_reads_provenance_as_lines_lists_a_folder_of_stores_and_says_wh
     assert f"run probe info {tmp_path / 'stores' / 'level-100'}" in err
     assert main(["metrics", str(tmp_path / "stores")]) == 2  # every command says so, not 'manifest.json is missing'
     assert "is a folder of 2 stores" in capsys.readouterr().err
+
+
+def _two_layer_store(tmp_path, meta):
+    """A store with two layers (the first is exported) and a store metadata column no plain import may hold."""
+    from conftest import clustered_latents
+
+    return write_store(tmp_path / "orig", meta.assign(robot_arm=np.arange(len(meta)) % 3),
+                       {"vision": clustered_latents(meta, dim=12, seed=1), "trunk": clustered_latents(meta, seed=2)})
+
+
+def _export(store, out, tmp_path, *extra: str) -> None:
+    assert main(["export", str(store.path), "--layer", "vision", "--projection", "pca", "--cache",
+                 str(tmp_path / "c"), "--out", str(out), *extra]) == 0
+
+
+@pytest.mark.parametrize("max_points", [None, 30], ids=["all", "sample"])
+def test_a_probe_export_file_imports_back_as_its_layer(tmp_path, meta, capsys, max_points):
+    original = _two_layer_store(tmp_path, meta)
+    out = tmp_path / "points.parquet"
+    _export(original, out, tmp_path, *(["--max-points", str(max_points)] if max_points else []))
+    capsys.readouterr()
+    assert main(["import", str(out), "--out", str(tmp_path / "imported")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    sample = f" (a sample of 30 of {original.n} points)" if max_points else ""
+    assert f"a probe export file{sample}: dropped its layout columns x, y, neighbors, text" in printed
+    store = open_store(tmp_path / "imported")
+    n = max_points or original.n
+    assert store.layers == ["vision"] and store.n == n
+    # the rows export wrote, in its order: their latents unchanged (float32) and their metadata as in the store
+    rows = pd.Index(original.meta[C.SAMPLE_ID]).get_indexer(store.meta[C.SAMPLE_ID])
+    assert (rows >= 0).all() and len(set(rows)) == n and (max_points or rows.tolist() == list(range(n)))
+    assert store.meta[C.SAMPLE_ID].tolist() == pd.read_parquet(out, columns=[C.SAMPLE_ID])[C.SAMPLE_ID].tolist()
+    X = store.matrix("vision")
+    assert X.dtype == np.float32
+    np.testing.assert_array_equal(np.asarray(X), np.asarray(original.matrix("vision"))[rows])
+    expected = original.meta.iloc[rows].reset_index(drop=True)
+    pd.testing.assert_frame_equal(store.meta[list(expected.columns)], expected, check_dtype=False)
+    assert not {"x", "y", "neighbors", "text", "vector"} & set(store.meta.columns)
+    exported = store.provenance["probe_export"]
+    assert exported["layer"] == "vision" and exported["fingerprint"] == original.fingerprint
+    assert exported["dropped"] == ["x", "y", "neighbors", "text"] and exported["sampled"] == bool(max_points)
+
+
+def test_an_export_that_lost_its_metadata_is_known_by_its_columns(tmp_path, meta):
+    original = _two_layer_store(tmp_path, meta)
+    _export(original, tmp_path / "points.parquet", tmp_path)
+    table = pq.read_table(tmp_path / "points.parquet")
+    pq.write_table(table.replace_schema_metadata(None), tmp_path / "rewritten.parquet")  # as another tool might
+    store = import_latents(tmp_path / "rewritten.parquet", tmp_path / "imported")
+    assert store.layers == ["vector"] and "layer" not in store.provenance["probe_export"]
+    np.testing.assert_array_equal(np.asarray(store.matrix("vector")), np.asarray(original.matrix("vision")))
+
+
+def test_an_export_without_latents_is_refused_in_one_line(tmp_path, meta, capsys):
+    from conftest import assert_refused
+
+    original = _two_layer_store(tmp_path, meta)
+    _export(original, tmp_path / "points.parquet", tmp_path, "--no-latents")
+    capsys.readouterr()
+    err = assert_refused(capsys, ["import", str(tmp_path / "points.parquet"), "--out", str(tmp_path / "imported")],
+                         "written with --no-latents", "export again without --no-latents",
+                         f"probe export {original.path} --layer vision")
+    assert "unknown column" not in err
+    assert not (tmp_path / "imported").exists()

@@ -14,7 +14,8 @@ one row per laid-out sample (in store order) with every metadata column and
 - ``vector``: the latent as a list column (unless ``include_latents=False``).
 
 File-level metadata records the store fingerprint, layer, projection method,
-trustworthiness, sampling and the neighbour graph.
+trustworthiness, sampling and the neighbour graph. The column names live in
+:mod:`probe.store.points_file`, where ``probe import`` recognises the file and takes it back as a store.
 """
 
 from __future__ import annotations
@@ -32,18 +33,16 @@ from probe.atomic import atomic_file
 from probe.cache.directory import default_cache_dir
 from probe.projection.layout import Layout, ProjectionConfig
 from probe.projection.project import project_store
+from probe.store.points_file import (MARK_COLUMNS, METADATA_KEY, NEIGHBORS, TEXT, THUMBNAIL, VECTOR, X_COORD, Y_COORD,
+                                     export_info)
+from probe.store.series import store_layer
 from probe.store.store import open_store
 from probe.validate import FileKind, check_output_path
 
 log = logging.getLogger(__name__)
 
-VECTOR = "vector"
-NEIGHBORS = "neighbors"
-TEXT = "text"
-THUMBNAIL = "thumbnail"
 DEFAULT_NEIGHBORS = 15  # per row: Embedding Atlas lists them for a selected point
 THUMBNAIL_HEIGHT = 96  # pixels; smaller frames are kept at their size
-METADATA_KEY = b"embodiment_probe"  # the file-level metadata this exporter writes
 
 
 def _is_export(path: Path) -> bool:
@@ -51,8 +50,8 @@ def _is_export(path: Path) -> bool:
     import pyarrow.parquet as pq
 
     schema = pq.read_schema(path)
-    info = json.loads((schema.metadata or {})[METADATA_KEY])
-    return {"fingerprint", "layer", "method"} <= set(info) and {"x", "y", NEIGHBORS, TEXT} <= set(schema.names)
+    info = export_info(schema.metadata)
+    return {"fingerprint", "layer", "method"} <= set(info) and set(MARK_COLUMNS) <= set(schema.names)
 
 
 #: the file ``probe export`` writes: only such a file is replaced (``overwrite``)
@@ -66,15 +65,20 @@ class ExportResult:
     path: Path
     rows: int
     layout: Layout
+    layer: str  # the layer exported (the store's default layer when none was named)
 
 
-def export_points(store_path: str | Path, layer: str, out: str | Path, *,
+def export_points(store_path: str | Path, layer: str | None, out: str | Path, *,
                   projection: ProjectionConfig = ProjectionConfig(max_points=None),
                   cache_dir: str | Path | None = None, include_latents: bool = True,
                   neighbors: int = DEFAULT_NEIGHBORS, thumbnails: bool = False, overwrite: bool = False,
                   progress: bool = False) -> ExportResult:
     """Write ``out`` (parquet): metadata, ``x``, ``y``, ``neighbors``, ``text``, optionally ``thumbnail`` and
     the latents as a list column (see the module docstring).
+
+    ``layer=None`` exports the store's default layer, its last one, as ``probe export`` without
+    ``--layer`` does (:func:`probe.store.series.store_layer`; the choice is logged and returned in
+    :attr:`ExportResult.layer`); a named layer missing from the store is an error naming the ones there.
 
     Only laid-out rows are written: with ``projection.max_points`` set, a stratified
     sample (said in the file metadata and the log). ``neighbors`` (>= 1) per row;
@@ -89,14 +93,16 @@ def export_points(store_path: str | Path, layer: str, out: str | Path, *,
         raise ConfigError(f"neighbors must be >= 1, got {neighbors}")
     check_output_path(out, overwrite, kind=EXPORT_FILE)
     store = open_store(store_path)
-    store.layer_info(layer)  # a clear error naming the store, the layer and the available ones
+    layer, note = store_layer(store, layer)  # a named one missing: an error naming the available ones
+    if note:
+        log.info("%s", note)
     cache = cache_dir or default_cache_dir()
     layout = project_store(store, layer, projection, cache_dir=cache, progress=progress)
     rows = layout.rows
     meta = store.meta.iloc[rows].reset_index(drop=True)
     table = pa.Table.from_pandas(meta, preserve_index=False)
-    table = table.append_column("x", pa.array(layout.coords[:, 0].astype(np.float32)))
-    table = table.append_column("y", pa.array(layout.coords[:, 1].astype(np.float32)))
+    table = table.append_column(X_COORD, pa.array(layout.coords[:, 0].astype(np.float32)))
+    table = table.append_column(Y_COORD, pa.array(layout.coords[:, 1].astype(np.float32)))
     graph = _neighbors(store, layer, rows, neighbors, projection.metric, cache)
     table = table.append_column(NEIGHBORS, graph)
     table = table.append_column(TEXT, pa.array(describe_rows(meta), pa.string()))
@@ -117,7 +123,7 @@ def export_points(store_path: str | Path, layer: str, out: str | Path, *,
         log.warning("exported a stratified sample of %d of %d points (max_points)", len(rows), layout.n_total)
     with atomic_file(out, overwrite=overwrite, kind=EXPORT_FILE) as tmp:
         pq.write_table(table, tmp)
-    return ExportResult(Path(out), len(rows), layout)
+    return ExportResult(Path(out), len(rows), layout, layer)
 
 
 def _neighbors(store, layer: str, rows: np.ndarray, k: int, metric: str, cache: str | Path):

@@ -8,6 +8,10 @@ Accepted sources:
   ``x_``.
 * ``.npz``: ``X`` or ``latent`` (a 2-D array: layer ``latent``) and/or
   ``latent.<layer>`` arrays, plus one 1-D array per metadata column.
+* a parquet file ``probe export`` wrote (:mod:`probe.store.points_file`): its
+  ``vector`` column becomes the exported layer, its layout columns (``x``, ``y``,
+  ``neighbors``, ``text``, ``thumbnail``) are dropped and its metadata columns, a
+  store's, are kept as they are; the store's provenance says so (``probe_export``).
 
 Required metadata: ``embodiment``, ``episode``, ``task``, ``stage``. Missing
 optional columns are derived: ``dataset`` (the file's stem), ``frame`` (order
@@ -18,6 +22,8 @@ within the episode), ``timestamp`` (frame / fps, 30 by default), ``progress`` an
 
 from __future__ import annotations
 
+import logging
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +33,7 @@ import pandas as pd
 from probe import columns as C
 from probe.errors import ImportSourceError, StoreNotFoundError
 from probe.store.media import video_roots
+from probe.store.points_file import VECTOR, PointsFile, points_file
 from probe.store.store import STORE_KIND, Store
 from probe.store.writer import write_store
 from probe.validate import check_output_path
@@ -35,6 +42,10 @@ REQUIRED_ON_IMPORT = (C.EMBODIMENT, C.EPISODE, C.TASK, C.STAGE)
 KNOWN_META = set(C.REQUIRED) | set(C.MEDIA)
 EXTRA_PREFIX = "x_"
 DEFAULT_FPS = 30.0
+#: export's metadata kept in the provenance of a store imported from a points file
+EXPORT_PROVENANCE = ("store", "fingerprint", "layer", "method", "sampled", "n_total")
+
+log = logging.getLogger(__name__)
 
 
 def _fraction_within(groups: pd.Series | list[pd.Series], order: pd.Series, frame: pd.DataFrame) -> np.ndarray:
@@ -132,11 +143,43 @@ def _stack(values: Any, name: str, src: Path) -> np.ndarray:
     return X
 
 
-def _read_parquet(src: Path) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+def _parquet(src: Path, columns: list[str] | None = None) -> pd.DataFrame:
     try:
-        table = pd.read_parquet(src)
+        return pd.read_parquet(src, columns=columns)
     except Exception as exc:
         raise ImportSourceError(f"'{src}' cannot be read as parquet ({type(exc).__name__}: {exc})") from exc
+
+
+def _points_file(src: Path) -> PointsFile | None:
+    """``src`` as a file ``probe export`` wrote (its footer only is read), or None."""
+    import pyarrow.parquet as pq
+
+    try:
+        return points_file(pq.read_schema(src))
+    except Exception as exc:
+        raise ImportSourceError(f"'{src}' cannot be read as parquet ({type(exc).__name__}: {exc})") from exc
+
+
+def _read_export(src: Path, points: PointsFile) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """A points file's metadata and latents (the exported layer); its layout columns are not read."""
+    if not points.has_latents:
+        store, layer = points.info.get("store"), points.layer
+        again = shlex.join(["probe", "export", str(store or "STORE"), *(["--layer", layer] if layer else []),
+                            "--out", "FILE"])
+        raise ImportSourceError(
+            f"'{src}' is a probe export written with --no-latents: it holds no latents to import; "
+            f"export again without --no-latents ({again})"
+        )
+    table = _parquet(src, points.meta_columns + [VECTOR])
+    if len(table) == 0:
+        raise ImportSourceError(f"'{src}' has no rows; nothing to import")
+    layers = {points.layer or VECTOR: _stack(table[VECTOR].tolist(), VECTOR, src)}
+    log.info("'%s' is a probe export file: dropped its layout columns %s", src, ", ".join(points.dropped))
+    return table.drop(columns=[VECTOR]), layers
+
+
+def _read_parquet(src: Path) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    table = _parquet(src)
     if len(table) == 0:
         raise ImportSourceError(f"'{src}' has no rows; nothing to import")
     layer_cols = [c for c in table.columns
@@ -183,13 +226,17 @@ def _read_npz(src: Path) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
 
 
 def import_latents(src: str | Path, out: str | Path, *, overwrite: bool = False, fps: float = DEFAULT_FPS) -> Store:
-    """Import a ``.parquet`` or ``.npz`` of precomputed latents as a store at ``out``."""
+    """Import a ``.parquet`` or ``.npz`` of precomputed latents, or a file ``probe export`` wrote, as a store at
+    ``out`` (see the module docstring)."""
     check_output_path(out, overwrite, kind=STORE_KIND)  # before reading the source
     src = Path(src)
     if not src.exists():
         raise StoreNotFoundError(f"import source '{src}' does not exist; check the path")
     suffix = src.suffix.lower()
-    if suffix == ".parquet":
+    points = _points_file(src) if suffix == ".parquet" else None
+    if points is not None:
+        meta, layers = _read_export(src, points)
+    elif suffix == ".parquet":
         meta, layers = _read_parquet(src)
     elif suffix == ".npz":
         meta, layers = _read_npz(src)
@@ -205,4 +252,7 @@ def import_latents(src: str | Path, out: str | Path, *, overwrite: bool = False,
     meta, datasets = video_roots(meta)  # videos are read only from inside these roots
     provenance = {"source": "import", "imported_from": str(src.resolve()), "fps": fps,
                   **({"datasets": datasets} if datasets else {})}
+    if points is not None:
+        provenance["probe_export"] = {**{k: points.info[k] for k in EXPORT_PROVENANCE if k in points.info},
+                                      "dropped": list(points.dropped)}
     return write_store(out, meta, layers, provenance=provenance, overwrite=overwrite)
