@@ -17,6 +17,10 @@ Variants (each one function below that patches ``probe.world.*`` in this process
   ``heads.objects``, so only this script can load them.
 * ``trajectory-head``: the effector-trajectory head ``heads.ee`` reads the prefix output instead of the action
   expert (the checkpoints record ``model.trajectory_from = "prefix"``; the package's policy ignores it).
+* ``replay``: fine-tuning (both recipes) keeps training on the level's pre-training mixture too, with as many
+  batches of each mixture dataset as of the target's (VLA post-training often keeps pre-training data).
+
+Several variants combine: ``--variant replay randomised-looks`` applies each in the order given.
 
 OUT gets ``world/`` (links to WORLD's datasets, evaluation, world.json; the sweep in ``sweep/`` or ``sweep-seedN``),
 ``separation.json`` and ``variant.json`` (what ran). The sweep's cache key does not know the variant: use one
@@ -172,8 +176,33 @@ def trajectory_head(config: SweepConfig, args) -> SweepConfig:
     return replace(config, model=dict(config.model) | {"trajectory_from": "prefix"})
 
 
+def replay(config: SweepConfig, args) -> SweepConfig:
+    """Fine-tuning (both recipes) keeps training on the level's pre-training mixture as well, as VLA
+    post-training often keeps some of the pre-training data: ``sweep._train`` gets the mixture's datasets added
+    to the recipe's, with ``finetune_steps`` batches of each (the target data's batches are unchanged)."""
+    import probe.world.sweep as S
+
+    at, train, seen = S._Mixture.at, S._train, {}
+
+    def mixture_at(self, level):
+        seen[level] = at(self, level)
+        return seen[level]
+
+    def _train(policy, data, steps, seed, cfg, desc, progress, lr):
+        recipe, sep, level = desc.rpartition(" at ")
+        mixture = seen.get(int(level.rstrip("%")), {}) if sep and not desc.startswith("pre-training") else {}
+        if mixture:
+            data = dict(data) | mixture
+            steps = cfg.finetune_steps * len(data)
+            # the sweep normalised the policy for the target only: the mixture keeps its pre-training statistics
+        return train(policy, data, steps, seed, cfg, desc, progress, lr)
+
+    S._Mixture.at, S._train = mixture_at, _train
+    return config
+
+
 VARIANTS = {"standard": standard, "procedural-32": procedural, "randomised-looks": randomised_looks,
-            "object-head": object_head, "trajectory-head": trajectory_head}
+            "object-head": object_head, "trajectory-head": trajectory_head, "replay": replay}
 
 
 # -- the run ---------------------------------------------------------------------------------------------------
@@ -237,7 +266,8 @@ def prepare_out(out: Path, world: Path, record: dict, overwrite: bool) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--world", required=True, type=Path, help="a generated world (datasets/, evaluation/, world.json)")
-    ap.add_argument("--variant", required=True, choices=sorted(VARIANTS))
+    ap.add_argument("--variant", required=True, nargs="+", choices=sorted(VARIANTS),
+                    help="one variant, or several to combine (applied in the order given)")
     ap.add_argument("--out", required=True, type=Path, help="where OUT/world, its sweep and separation.json go")
     ap.add_argument("--overwrite", action="store_true", help="rerun into a non-empty OUT this script wrote")
     ap.add_argument("--size", default="default", help="SweepConfig preset (tiny, small, default, large)")
@@ -255,9 +285,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args) -> int:
-    if args.robots is not None and args.variant != "procedural-32":
-        raise Refused(f"--robots is for --variant procedural-32, not {args.variant}")
-    args.robots = (32 if args.robots is None else args.robots) if args.variant == "procedural-32" else None
+    if len(set(args.variant)) < len(args.variant):
+        raise Refused(f"--variant names {' '.join(args.variant)}: give each variant once")
+    procedural_robots = "procedural-32" in args.variant
+    if args.robots is not None and not procedural_robots:
+        raise Refused(f"--robots is for --variant procedural-32, not {' '.join(args.variant)}")
+    args.robots = (32 if args.robots is None else args.robots) if procedural_robots else None
     if args.robots is not None and args.robots < 1:
         raise Refused(f"--robots must be at least 1, got {args.robots}")
     world = args.world.resolve()
@@ -266,9 +299,11 @@ def run(args) -> int:
         raise Refused(f"--world '{args.world}' lacks {', '.join(missing)}; pass a generated world "
                       "('probe world generate --out DIR' or 'probe demo' writes one)")
     config = sweep_config(args)
-    record = {"format": "world-variant", "variant": args.variant, "robots": args.robots, "world": str(world),
+    name = "+".join(args.variant)
+    record = {"format": "world-variant", "variant": name, "robots": args.robots, "world": str(world),
               "command": " ".join([Path(sys.argv[0]).name, *(sys.argv[1:])])}
-    config = VARIANTS[args.variant](config, args)  # the one place a variant changes anything (this process only)
+    for variant in args.variant:  # the one place a variant changes anything (this process only)
+        config = VARIANTS[variant](config, args)
     target = prepare_out(args.out, world, record | {"config": asdict(config)}, args.overwrite)
 
     from probe.world.sweep import run_sweep
@@ -278,10 +313,10 @@ def run(args) -> int:
         sweep = run_sweep(target, config, overwrite=args.overwrite)
     except ProbeError as exc:
         raise Refused(str(exc)) from None
-    print(f"{args.variant}: sweep in {time.perf_counter() - t0:.0f} s ({sweep.path})", flush=True)
+    print(f"{name}: sweep in {time.perf_counter() - t0:.0f} s ({sweep.path})", flush=True)
     for r in sweep.result["levels"]:
         errors = {k: round(v["ee_error"], 4) for k, v in r["behaviour"].items()}
-        print(f"{args.variant} {r['level']:>3}%  {len(r['pretraining'])} pre-training datasets  "
+        print(f"{name} {r['level']:>3}%  {len(r['pretraining'])} pre-training datasets  "
               f"gain {r['transfer_gain']['value']:+.3f}  ee error {errors}", flush=True)
     out_json = args.out / "separation.json"
     argv = sys.argv

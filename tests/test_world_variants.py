@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import files_under
@@ -24,7 +25,8 @@ def world(tmp_path_factory) -> Path:
 
 def variants(world: Path, variant: str, out: Path, *extra: str) -> subprocess.CompletedProcess:
     # each run patches probe.world.* in its own process: never in this one
-    return subprocess.run([sys.executable, str(SCRIPT), "--world", str(world), "--variant", variant, "--out", str(out),
+    return subprocess.run([sys.executable, str(SCRIPT), "--world", str(world), "--variant", *variant.split(),
+                           "--out", str(out),
                            "--size", "tiny", "--levels", "0", "100", "--episodes", "1", *extra],
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
 
@@ -44,6 +46,29 @@ def test_a_variant_writes_its_sweep_and_separation(world, tmp_path, variant):
     for name in ("datasets", "evaluation", "world.json"):  # the source world is linked, not copied or changed
         assert (out / "world" / name).is_symlink() and (out / "world" / name).resolve() == (world / name).resolve()
     assert json.loads((out / "variant.json").read_text())["variant"] == variant
+
+
+def test_replay_changes_only_the_fine_tuning_after_pre_training(world, tmp_path):
+    """``replay`` (combined here with ``randomised-looks``) keeps the mixture in fine-tuning: level 0 (no
+    mixture) trains exactly as without it, level 100 does not."""
+    from safetensors.numpy import load_file
+
+    runs = {}
+    for name, variant in (("alone", "randomised-looks"), ("replay", "replay randomised-looks")):
+        done = variants(world, variant, tmp_path / name)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "replay+randomised-looks 100%" in done.stdout or name == "alone"
+        runs[name] = tmp_path / name / "world" / "sweep"
+    assert json.loads((tmp_path / "replay" / "variant.json").read_text())["variant"] == "replay+randomised-looks"
+
+    def weights(run: Path, level: int) -> dict:
+        return load_file(str(run / "cotrained" / f"level-{level:03d}" / "model.safetensors"))
+
+    for level, same in ((0, True), (100, False)):
+        a, b = weights(runs["alone"], level), weights(runs["replay"], level)
+        assert all(np.array_equal(a[k], b[k]) for k in a) is same, level
+    done = variants(world, "replay replay", tmp_path / "twice")
+    assert done.returncode == 2 and "give each variant once" in done.stderr
 
 
 def test_a_non_empty_out_is_refused_and_left_alone(world, tmp_path):
