@@ -122,6 +122,10 @@ def test_cli_shows_the_checkpoints_step_and_the_reports_labels(tmp_path, capsys)
     assert [(r["step"], r["checkpoint"]) for r in records] == [(500, "robot-only diversity 100%"),
                                                                 (1000, "cotrained diversity 100%")]
     assert records[1]["compared_to"]["store"] == "robot-only diversity 100%"
+    # a note every store shares is printed once, for all of them; a store's own note names it
+    shared = [n for n in records[0]["notes"] if n in records[1]["notes"]]
+    assert shared and all(text.count(n[:60]) == 1 for n in shared)
+    assert "note (all 2 stores, l): " + shared[0][:40] in " ".join(text.split())
 
 
 def test_cli_errors_are_one_line(store, capsys):

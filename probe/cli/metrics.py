@@ -133,9 +133,26 @@ def print_records(records: list[dict]) -> None:
             for name in names:
                 sub.add_row(name, *[_fmt(rec[key][s].get(name, {}).get("value")) for s in scopes])
             print_table(sub, key_columns=1)
+    for note, where in _shared_notes(records):
+        console.print(Text.assemble(("note", "dim"), f" ({where}): {note}"), soft_wrap=True)
+
+
+def _shared_notes(records: list[dict]) -> list[tuple[str, str]]:
+    """Each distinct note once, in order of first appearance, with the stores and layers it is about
+    (``all 8 stores, trunk.block2`` when every record has it)."""
+    holders: dict[str, list[dict]] = {}
     for rec in records:
         for note in rec["notes"]:
-            console.print(Text.assemble(("note", "dim"), f" ({_label(rec)}, {rec['layer']}): {note}"), soft_wrap=True)
+            holders.setdefault(note, []).append(rec)
+    out = []
+    for note, recs in holders.items():
+        layers = ", ".join(dict.fromkeys(str(r["layer"]) for r in recs))
+        if len(recs) > 1 and len(recs) == len(records):
+            stores = len({r["store"] for r in recs})
+            out.append((note, f"all {stores} stores, {layers}" if stores > 1 else f"{_label(recs[0])}, {layers}"))
+        else:
+            out.append((note, "; ".join(f"{_label(r)}, {r['layer']}" for r in recs)))
+    return out
 
 
 def comparisons(records: list[dict], against: str) -> list[dict]:
