@@ -17,6 +17,9 @@ Variants (each one function below that patches ``probe.world.*`` in this process
   ``heads.objects``, so only this script can load them.
 * ``trajectory-head``: the effector-trajectory head ``heads.ee`` reads the prefix output instead of the action
   expert (the checkpoints record ``model.trajectory_from = "prefix"``; the package's policy ignores it).
+* ``pooled-vision``: the image encoder averages its last feature map over space instead of flattening it (as
+  a ViT's tokens are mean-pooled); the checkpoints record ``model.vision_pool = "mean"``, so only this script
+  loads them.
 * ``replay``: fine-tuning (both recipes) keeps training on the level's pre-training mixture too, with as many
   batches of each mixture dataset as of the target's (VLA post-training often keeps pre-training data).
 
@@ -201,7 +204,41 @@ def replay(config: SweepConfig, args) -> SweepConfig:
     return config
 
 
-VARIANTS = {"standard": standard, "procedural-32": procedural, "randomised-looks": randomised_looks,
+def pooled_vision(config: SweepConfig, args) -> SweepConfig:
+    """The image encoder averages its last feature map over space (as a ViT's tokens are mean-pooled) instead
+    of flattening it: ``VisionEncoder`` for policies whose model config says ``vision_pool: mean``."""
+    import torch
+
+    import probe.world.policy as P
+
+    init, forward = P.VisionEncoder.__init__, P.VisionEncoder.forward
+
+    def __init__(self, channels, width, image_size):
+        init(self, channels, width, image_size)
+        self.pooled = True
+        self.proj = torch.nn.Linear(channels[-1], width)
+
+    def pooled_forward(self, image):
+        if not getattr(self, "pooled", False):
+            return forward(self, image)
+        return self.proj(self.conv(image * 2.0 - 1.0).mean(dim=(2, 3)))
+
+    policy_init = P.WorldPolicy.__init__
+
+    def policy_init_(self, cfg):
+        pooled = (cfg.get("model") or {}).get("vision_pool") == "mean"
+        P.VisionEncoder.__init__ = __init__ if pooled else init
+        try:
+            policy_init(self, cfg)
+        finally:
+            P.VisionEncoder.__init__ = init
+
+    P.VisionEncoder.forward = pooled_forward
+    P.WorldPolicy.__init__ = policy_init_
+    return replace(config, model=dict(config.model) | {"vision_pool": "mean"})
+
+
+VARIANTS = {"standard": standard, "pooled-vision": pooled_vision, "procedural-32": procedural, "randomised-looks": randomised_looks,
             "object-head": object_head, "trajectory-head": trajectory_head, "replay": replay}
 
 

@@ -31,7 +31,7 @@ def variants(world: Path, variant: str, out: Path, *extra: str) -> subprocess.Co
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 
-@pytest.mark.parametrize("variant", ["standard", "randomised-looks"])
+@pytest.mark.parametrize("variant", ["standard", "randomised-looks", "pooled-vision"])
 def test_a_variant_writes_its_sweep_and_separation(world, tmp_path, variant):
     out = tmp_path / "out"
     done = variants(world, variant, out)
@@ -46,6 +46,8 @@ def test_a_variant_writes_its_sweep_and_separation(world, tmp_path, variant):
     for name in ("datasets", "evaluation", "world.json"):  # the source world is linked, not copied or changed
         assert (out / "world" / name).is_symlink() and (out / "world" / name).resolve() == (world / name).resolve()
     assert json.loads((out / "variant.json").read_text())["variant"] == variant
+    model = json.loads((out / "world" / "sweep" / "cotrained" / "level-100" / "config.json").read_text())["model"]
+    assert (model.get("vision_pool") == "mean") is (variant == "pooled-vision")
 
 
 def test_replay_changes_only_the_fine_tuning_after_pre_training(world, tmp_path):
