@@ -56,6 +56,11 @@ class CheckpointError(ProbeError, ValueError):
     """A checkpoint is missing, corrupt, unsafe to load or does not fit the model."""
 
 
+class ModelCallError(CheckpointError):
+    """The model's own forward (or an ``--embed`` function) raised on the inputs the adapter made: the model does
+    not take them. The message quotes the model's error; ``__cause__`` is that error, with its traceback."""
+
+
 class DataError(ProbeError, ValueError):
     """A dataset is missing, of an unknown format, or has bad episodes or stages."""
 

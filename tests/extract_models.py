@@ -79,6 +79,37 @@ def nan_cnn(threshold: float = 0.5) -> NaNCNN:
     return NaNCNN(threshold)
 
 
+class TwoInputs(TinyCNN):
+    """A TinyCNN whose forward also wants a state: given images alone (the image adapter), it raises TypeError."""
+
+    def forward(self, images: torch.Tensor, state: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(images) + state.sum()
+
+
+def two_inputs() -> TwoInputs:
+    torch.manual_seed(0)
+    return TwoInputs()
+
+
+class FailingCNN(TinyCNN):
+    """A TinyCNN whose forward raises RuntimeError for images brighter than ``threshold`` on average (a model that
+    fails on a later batch, after others were written)."""
+
+    def __init__(self, threshold: float = 0.5) -> None:
+        super().__init__()
+        self.threshold = threshold
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if bool((images.mean(dim=(1, 2, 3)) > self.threshold).any()):
+            raise RuntimeError("too bright\nsecond line of the model's message")
+        return super().forward(images)
+
+
+def failing_cnn(threshold: float = 0.5) -> FailingCNN:
+    torch.manual_seed(0)
+    return FailingCNN(threshold)
+
+
 class Tokens(nn.Module):
     """Embeds a sequence of ids into tokens and runs one transformer layer with a padding mask."""
 

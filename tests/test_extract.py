@@ -324,3 +324,4 @@ def test_data_spec_mistakes_get_the_cli_syntax(tmp_path, ckpt, capsys):
                  "--out", str(tmp_path / "s")])
     err = capsys.readouterr().err
     assert code == 2 and "no path after '='" in err and "cannot tell the format of '.'" not in err
+

@@ -47,3 +47,26 @@ def test_ray_engine_equals_local(tmp_path):
     for layer in local.layers:
         np.testing.assert_allclose(remote.matrix(layer), local.matrix(layer), atol=1e-6)
     assert any("skipped" in w for w in remote.manifest["warnings"])
+
+
+@pytest.mark.slow
+def test_ray_engine_model_error_is_the_toolkit_error_and_leaves_nothing(tmp_path):
+    from probe.errors import ModelCallError
+
+    ckpt = tmp_path / "enc.safetensors"
+    save_file(tiny_cnn(seed=3).state_dict(), ckpt)
+    data = (ArrayDataset("hands", "human", seed=1), ArrayDataset("arm", "robot", seed=2, bright=(1,)))
+    config = ExtractConfig(checkpoints=(str(ckpt),), data=data, out=str(tmp_path / "store"),
+                           model=ModelConfig(layers=("head",), model="extract_models:failing_cnn",
+                                             adapter_kwargs={"size": None}, device="cpu"),
+                           passes=PassConfig(batch_size=8, engine="ray"))
+    tests_dir = str(Path(__file__).resolve().parent)
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": tests_dir + os.pathsep + str(Path(tests_dir).parent)}})
+    try:
+        with pytest.raises(ModelCallError, match=r"on robot dataset 'arm': the model's forward raised RuntimeError: "
+                                                 r"too bright \("):
+            extract(config)
+    finally:
+        ray.shutdown()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["enc.safetensors"]

@@ -61,6 +61,18 @@ def run(args: argparse.Namespace) -> int:
     if suggested:
         console.print(f"suggested layers ({provenance['kind']}): {', '.join(suggested)}", markup=False, soft_wrap=True)
     layers = " ".join(f"--layer {shlex.quote(x)}" for x in suggested) or "--layer NAME"
-    outputs({}, [shlex.join(["probe", "extract", "--checkpoint", str(args.checkpoint)])
+    outputs({}, [shlex.join(["probe", "extract", "--checkpoint", str(args.checkpoint), *model_options(args)])
                  + f" --data human=PATH --data robot=PATH {layers} --out STORE"])
     return 0
+
+
+def model_options(args: argparse.Namespace) -> list[str]:
+    """The options of this command that pick the model and its inputs, as ``probe extract`` takes them again."""
+    out = [*(["--model", args.model] if args.model else []),
+           *(["--model-kwargs", args.model_kwargs] if args.model_kwargs else []),
+           *(["--trust-checkpoint"] if args.trust_checkpoint else []),
+           *(["--adapter", args.adapter] if args.adapter else []),
+           *(["--adapter-kwargs", args.adapter_kwargs] if args.adapter_kwargs else [])]
+    for rename in args.rename:
+        out += ["--rename", rename]
+    return out

@@ -30,7 +30,7 @@ def layer_table(checkpoint: str, *, model: str | None = None, model_kwargs: Mapp
     """
     import torch
 
-    from probe.model.adapters import make_adapter
+    from probe.model.adapters import CHOOSE_ADAPTER, adapter_name, call_model, make_adapter
     from probe.model.checkpoints import load_checkpoint
     from probe.model.hooks import list_layers
 
@@ -45,12 +45,21 @@ def layer_table(checkpoint: str, *, model: str | None = None, model_kwargs: Mapp
                          fix="repair that episode, or pass --data a dataset whose first episode reads "
                              "(or --input-shape instead of --data)")
         inputs = ad.prepare(work.batch, work.meta, opened.embodiments[0], dev)
+        where, fix = f"2 frames of {opened.embodiments[0]} dataset '{opened.names[0]}'", ""
     else:
         example = getattr(ad, "example", None)
         if example is None:
             raise ConfigError("the adapter has no example(); pass --data PATH to list layers")
         inputs = example(embodiment or "robot", dev, input_shape)
-    infos = list_layers(loaded.model, lambda: ad.forward(loaded.model, inputs))
+        where = (f"example inputs of --input-shape {','.join(map(str, input_shape))}" if input_shape
+                 else "the adapter's example inputs") + f" (embodiment '{embodiment or 'robot'}')"
+        fix = ("check --input-shape: one input without the batch dimension (e.g. 3,224,224 for images, P for a "
+               "state vector), or pass --data PATH to run real frames; else " if input_shape else "")
+    if isinstance(adapter, str) and adapter != loaded.default_adapter:
+        fix += f"this checkpoint's default adapter is '{loaded.default_adapter}': leave --adapter out; else "
+    infos = list_layers(loaded.model, lambda: call_model(
+        lambda: ad.forward(loaded.model, inputs), checkpoint=str(loaded.path), adapter=adapter_name(adapter, ad),
+        inputs=inputs, data=where, fix=fix + CHOOSE_ADAPTER))
     view = getattr(ad, "batch_first_view", None)
     if callable(view):  # shapes as extraction sees them: batch first (ACT's transformer runs sequence-first)
         infos = [replace(i, shape=_batch_first(view(i.name), i.shape)) for i in infos]

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from probe import columns as C
-from probe.errors import CheckpointError, ConfigError, DataError, ProbeError
+from probe.errors import CheckpointError, ConfigError, DataError, ModelCallError, ProbeError
 from probe.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -246,19 +246,25 @@ class ObservationEmbedder:
             f"state {tuple(obs.state.shape)}" if obs.state is not None else "no state")
         try:
             out = self.extractor(batch, meta, obs.embodiment)
+        except ModelCallError as exc:  # the model's own error, said for a query rather than for an extraction
+            raise self._refused(obs, shapes, exc.__cause__ or exc) from exc.__cause__
         except ProbeError as exc:
             raise type(exc)(f"observation '{obs.source}' ({shapes}): {exc}") from exc
         except (RuntimeError, ValueError, IndexError, TypeError, KeyError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DataError(f"the store's model ({self.checkpoint}) cannot take observation '{obs.source}' "
-                            f"({shapes}): {first}; save the frame with the image and state layout of the "
-                            "store's datasets") from exc
+            raise self._refused(obs, shapes, exc) from exc
         X = out[self.layer]
         if X.shape[1] != self.dim:
             raise DataError(f"checkpoint '{self.checkpoint}' gives {X.shape[1]}-dim latents for layer "
                             f"'{self.layer}', but store '{self.store_path}' holds {self.dim}-dim ones; pass the "
                             "checkpoint the store was extracted from (--checkpoint)")
         return X
+
+    def _refused(self, obs: Observation, shapes: str, exc: BaseException) -> DataError:
+        """The error of a model that does not take ``obs`` (``exc``: what it raised)."""
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return DataError(f"the store's model ({self.checkpoint}) cannot take observation '{obs.source}' "
+                         f"({shapes}): {first}; save the frame with the image and state layout of the "
+                         "store's datasets")
 
 
 def embed_observation(store: Store, layer: str, path: str | Path, *, checkpoint: str | Path | None = None,

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from probe.cache.frames import frame_cache_for
-from probe.errors import ConfigError
+from probe.errors import ConfigError, ProbeError
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +53,26 @@ class _Worker:
         from probe.cache.frames import use_frame_cache
 
         samples = self.opened.samples
-        out: dict[str, list[Any]] = {"rows": [], "values": [], "skipped": []}
+        out: dict[str, list[Any]] = {"rows": [], "values": [], "skipped": [], "error": []}
         for rows in batch["rows"]:
             meta = samples.iloc[np.asarray(rows, dtype=np.int64)]
-            with use_frame_cache(self.frames):
-                work = read_work(self.opened, meta, images=self.extractor.needs_images,
-                                 size=self.extractor.image_size, skip_bad=self.config.skip_bad_episodes)
-            values = (self.extractor(work.batch, work.meta, self.opened.embodiments[work.dataset])
-                      if len(work.rows) else {})
+            try:
+                with use_frame_cache(self.frames):
+                    work = read_work(self.opened, meta, images=self.extractor.needs_images,
+                                     size=self.extractor.image_size, skip_bad=self.config.skip_bad_episodes)
+                values = (self.extractor(work.batch, work.meta, self.opened.embodiments[work.dataset])
+                          if len(work.rows) else {})
+            except ProbeError as exc:  # returned: the driver raises it as the local engine would (raised here, Ray
+                # would wrap it in its own error and a traceback); its message quotes the model's own error
+                out["rows"].append(np.empty(0, np.int64))
+                out["values"].append({})
+                out["skipped"].append([])
+                out["error"].append(exc)
+                continue
             out["rows"].append(work.meta[ROW].to_numpy(np.int64) if len(work.rows) else np.empty(0, np.int64))
             out["values"].append(values)
             out["skipped"].append([(work.dataset, e, m) for e, m in work.skipped])
+            out["error"].append(None)
         return {k: np.array(v + [None], dtype=object)[:-1] for k, v in out.items()}
 
 
@@ -95,6 +104,8 @@ def run_ray(config: Any, checkpoint: str, opened: Any, writer: Any, extractor: A
         with bar(int(todo.sum()), desc=f"extract {extractor.loaded.name} (ray)", enabled=progress,
                  unit="frame") as pbar:
             for result in mapped.iter_rows():
+                if result["error"] is not None:
+                    raise result["error"]
                 for d, episode, msg in result["skipped"]:
                     skipped[(int(d), int(episode))] = msg
                 rows = np.asarray(result["rows"], dtype=np.int64)

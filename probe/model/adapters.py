@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from probe.model.checkpoints import import_object
-from probe.errors import ConfigError, DataError
+from probe.errors import ConfigError, DataError, ModelCallError, ProbeError
 from probe.readers.base import Batch
 
 log = logging.getLogger(__name__)
@@ -269,6 +269,71 @@ def make_adapter(spec: str | Adapter | None, model: Any, kwargs: Mapping[str, An
     if not hasattr(adapter, "forward"):
         adapter.forward = lambda m, inputs: m(*inputs.args, **dict(inputs.kwargs))  # type: ignore[attr-defined]
     return adapter
+
+
+#: What to try when a model does not take the inputs an adapter made (the built-in adapters' inputs, in short).
+CHOOSE_ADAPTER = ("choose the --adapter that makes this model's inputs (image: one (B, 3, H, W) tensor; state: one "
+                  "(B, P) tensor; world: the built-in world policy's; or MODULE:CALLABLE) or take the layers out "
+                  "with --embed MODULE:FN")
+
+
+def call_model(call: Callable[[], Any], *, checkpoint: str, adapter: str, inputs: Any,
+               data: str | Callable[[], str], fix: str, what: str = "the model's forward") -> Any:
+    """``call()``: the toolkit's one call of a user's model (``adapter.forward(model, inputs)`` or an ``--embed``
+    function), whose own exceptions become a :class:`~probe.errors.ModelCallError`.
+
+    Its one-line message names ``checkpoint``, ``adapter``, ``data`` (which dataset or example inputs; a function
+    giving it is called only on failure) and the
+    shapes of ``inputs``, quotes the model's error type and first line and ends with ``fix``; the model's error
+    is chained (``--debug`` shows its traceback). The toolkit's own errors (raised by hooks during the forward),
+    interrupts and running out of memory pass unchanged.
+    """
+    try:
+        return call()
+    except (ProbeError, MemoryError, torch.cuda.OutOfMemoryError):
+        raise
+    except Exception as exc:
+        where = data() if callable(data) else data
+        raise ModelCallError(f"checkpoint '{checkpoint}' with adapter '{adapter}' on {where}: {what} raised "
+                             f"{error_line(exc)} (the adapter passed {describe_inputs(inputs)}); {fix}; run with "
+                             "--debug for the traceback") from exc
+
+
+def error_line(exc: BaseException, limit: int = 300) -> str:
+    """``Type: first line of the message`` of an exception, cut to about ``limit`` characters."""
+    lines = str(exc).strip().splitlines()
+    first = lines[0].strip() if lines else ""
+    if len(first) > limit:
+        first = first[:limit].rstrip() + " ..."
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def describe_inputs(inputs: Any) -> str:
+    """Model inputs in a few words: ``one tensor (64, 3, 224, 224)``, ``4 inputs: tensor (64, 3, 64, 64), ...``."""
+    args, kwargs = getattr(inputs, "args", None), getattr(inputs, "kwargs", None)
+    if args is None and kwargs is None:  # an adapter's own inputs type
+        return _describe(inputs)
+    parts = [_describe(a) for a in (args or ())] + [f"{k}={_describe(v)}" for k, v in dict(kwargs or {}).items()]
+    if not parts:
+        return "no inputs"
+    if len(parts) == 1 and not kwargs:
+        return f"one {parts[0]}"
+    return f"{len(parts)} inputs: {', '.join(parts[:6])}{', ...' if len(parts) > 6 else ''}"
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        kind = "tensor" if isinstance(value, torch.Tensor) else "array"
+        dtype = str(value.dtype).removeprefix("torch.")
+        return f"{kind} {tuple(int(s) for s in value.shape)}" + ("" if dtype == "float32" else f" {dtype}")
+    if isinstance(value, str):
+        return repr(value if len(value) <= 40 else value[:40] + "...")
+    if isinstance(value, Mapping):
+        keys = [str(k) for k in value][:4]
+        return f"dict of {len(value)} ({', '.join(keys)}{', ...' if len(value) > 4 else ''})"
+    if isinstance(value, (list, tuple)):
+        return f"{type(value).__name__} of {len(value)}"
+    return "None" if value is None else type(value).__name__
 
 
 def adapter_name(spec: str | Adapter | None, adapter: Any) -> str:

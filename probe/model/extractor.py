@@ -109,10 +109,10 @@ class Extractor:
         with self.hooks, torch.inference_mode(), cast:
             self.hooks.reset(getattr(inputs, "mask", None))
             if self.embed is not None:
-                named = self.embed(self.model, inputs, batch)
+                named = self._call(lambda: self.embed(self.model, inputs, batch), inputs, meta, embed=True)
                 result = named
             else:
-                named, result = {}, self.adapter.forward(self.model, inputs)
+                named, result = {}, self._call(lambda: self.adapter.forward(self.model, inputs), inputs, meta)
             out = self.hooks.collect(result)
             if self.embed is not None:
                 if not isinstance(named, Mapping):
@@ -147,5 +147,28 @@ class Extractor:
             self.dims[name] = int(x.shape[1])
         return arrays
 
+    def _call(self, call: Any, inputs: Any, meta: pd.DataFrame, *, embed: bool = False) -> Any:
+        """``call()`` (the forward or the --embed function), the model's own errors made one line that names
+        this checkpoint, its adapter, the batch's dataset and what to try (see
+        :func:`probe.model.adapters.call_model`)."""
+        from probe.model.adapters import CHOOSE_ADAPTER, adapter_name, call_model
 
+        if embed:
+            what = f"--embed {self.config.embed}"
+            fix = ("fix that function (it is called as fn(model, inputs, batch), inputs being the adapter's "
+                   "ModelInputs)")
+        else:
+            default = self.loaded.default_adapter
+            what = "the model's forward"
+            fix = (f"this checkpoint's default adapter is '{default}': leave --adapter out; else "
+                   if isinstance(self.config.adapter, str) and self.config.adapter != default else "") + CHOOSE_ADAPTER
+        if self.autocast is not None:
+            fix += ", or run without --autocast"
 
+        def data() -> str:  # the batch's dataset, named only when the call failed
+            first = meta.iloc[0] if len(meta) else {}
+            return f"{first.get(C.EMBODIMENT, '?')} dataset '{first.get(C.DATASET, '?')}'"
+
+        return call_model(call, checkpoint=str(self.loaded.path),
+                          adapter=adapter_name(self.config.adapter, self.adapter), inputs=inputs, data=data, fix=fix,
+                          what=what)
