@@ -38,6 +38,7 @@ __all__ = ["available", "run_suite"]
 
 log = logging.getLogger(__name__)
 
+NULL_SEED_OFFSET = 7919  # the nulls' shuffles draw from default_rng(config.seed + NULL_SEED_OFFSET)
 
 
 def _stage_notes(labels: Labels, ctx: Context) -> None:
@@ -253,7 +254,7 @@ def run_suite(X: np.ndarray, labels: Labels, config: MetricsConfig | None = None
         # null: shuffled labels, prepared again (graph metrics on all rows, others on the bootstrap subsample)
         null_vals, null_scoped = [], {s: [] for s in scopes_of}
         if spec.null is not Null.NONE:
-            rng = np.random.default_rng(config.seed + 7919)
+            rng = np.random.default_rng(config.seed + NULL_SEED_OFFSET)
             null_rows = None if spec.kind is Kind.GRAPH else boot_rows
             repeats = max(config.null_repeats, config.permutations) if _tested(spec, config) else config.null_repeats
             for r in range(repeats):

@@ -66,6 +66,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default) or the first (a baseline), with a 95%% interval (paired when the stores share "
                         "data: the same resampled episodes), p-values and Holm-Bonferroni correction over all "
                         "differences; '*' marks adjusted p < 0.05")
+    p.add_argument("--scales", default=None, metavar="K,K,...",
+                   help="comma-separated neighbourhood sizes (e.g. 15,50,150,400): also print knn_embodiment_mixing "
+                        "at each k with its null and their ratio (JSON 'scale_profile'), to see at which scale the "
+                        "embodiments share the space (a ratio rising with k: shared coarse structure, separate close "
+                        "neighbourhoods); a view only: metrics, verdicts and gates still use the headline metrics")
     p.add_argument("--human", default="human", help="name of the human embodiment (default 'human')")
     p.add_argument("--seed", type=int, default=0, help="seed of subsampling, bootstrap and nulls (default 0)")
     p.add_argument("--out", default=None, help="write the metrics as JSON here")
@@ -91,6 +96,22 @@ def _config(args: argparse.Namespace):
                              human=args.human)
     except (MetricInputError, ValueError) as exc:
         raise ConfigError(f"invalid metrics option: {exc}") from exc
+
+
+def parse_scales(text: str | None) -> tuple[int, ...] | None:
+    """``--scales 15,50,150``: the neighbourhood sizes, each a whole number >= 1; None without the flag."""
+    import re
+
+    from probe.errors import ConfigError
+
+    if text is None:
+        return None
+    parts = [part.strip() for part in text.split(",")]
+    for part in parts:
+        if not re.fullmatch(r"[0-9]+", part) or int(part) < 1:
+            raise ConfigError(f"--scales takes comma-separated whole numbers of neighbours >= 1 (e.g. 15,50,150,400), "
+                              f"got {text!r} ({part!r} is not one)")
+    return tuple(int(part) for part in parts)
 
 
 def _fmt(v) -> str:
@@ -137,12 +158,38 @@ def print_records(records: list[dict]) -> None:
         console.print(Text.assemble(("note", "dim"), f" ({where}): {note}"), soft_wrap=True)
 
 
-def _shared_notes(records: list[dict]) -> list[tuple[str, str]]:
-    """Each distinct note once, in order of first appearance, with the stores and layers it is about
-    (``all 8 stores, trunk.block2`` when every record has it)."""
+def print_scale_profiles(records: list[dict]) -> None:
+    """The records' ``scale_profile`` as one table (k, mixing, null, ratio; store and layer with several
+    records), then its notes, each once."""
+    from rich.table import Table
+
+    several = len(records) > 1
+    heading = "embodiment mixing by neighbourhood size"
+    if not several:
+        heading += f": {_label(records[0])}, layer {records[0]['layer']}"
+    console.print(Text(heading, style="bold"), soft_wrap=True)
+    table = Table(*(["store", "layer"] if several else []), "k", "mixing", "null", "ratio")
+    for rec in records:
+        for point in rec["scale_profile"]:
+            cells = [str(point["k"]), _fmt(point["value"]), _fmt(point["null"]), _fmt(point["ratio"])]
+            table.add_row(*([_label(rec), rec["layer"]] if several else []), *cells)
+        if several and rec is not records[-1]:
+            table.add_section()
+    print_table(table, key_columns=3 if several else 1)
+    console.print(Text("mixing: knn_embodiment_mixing on the k nearest neighbours (1 = chance); null: the same with "
+                       "embodiment labels shuffled between (episode, stage) runs; ratio = mixing / null, comparable "
+                       "across k (about 1 at every k: mixed; rising with k: shared coarse structure, separate close "
+                       "neighbourhoods)", style="dim"), soft_wrap=True)
+    for note, where in _shared_notes(records, "scale_profile_notes"):
+        console.print(Text.assemble(("note", "dim"), f" (scale profile, {where}): {note}"), soft_wrap=True)
+
+
+def _shared_notes(records: list[dict], key: str = "notes") -> list[tuple[str, str]]:
+    """Each distinct note (of ``key``) once, in order of first appearance, with the stores and layers it is
+    about (``all 8 stores, trunk.block2`` when every record has it)."""
     holders: dict[str, list[dict]] = {}
     for rec in records:
-        for note in rec["notes"]:
+        for note in rec.get(key, ()):
             holders.setdefault(note, []).append(rec)
     out = []
     for note, recs in holders.items():
@@ -194,9 +241,12 @@ def run(args: argparse.Namespace) -> int:
     for path, kind in ((args.out, METRICS_JSON), (args.csv, METRICS_CSV)):
         if path:  # before the metrics are computed, not after
             check_output_path(path, args.overwrite, kind=kind)
+    scales = parse_scales(args.scales)
     config = _config(args)
-    records = evaluate(args.stores, layers=args.layer, config=config, progress=True)
+    records = evaluate(args.stores, layers=args.layer, config=config, progress=True, scales=scales)
     print_records(records)
+    if scales:
+        print_scale_profiles(records)
     if len(args.stores) > 1 and args.compare != "none":
         rows = comparisons(records, args.compare)
         if rows:

@@ -22,6 +22,7 @@ from typing import Any, Union
 import numpy as np
 import pandas as pd
 
+from metrics.scale import suite_scale_profile
 from metrics.spec import REGISTRY, Better, Labels, MetricInputError, MetricsConfig, check_inputs
 from metrics.suite import run_suite
 from probe import columns as C
@@ -178,7 +179,7 @@ def _cached_record(cache_dir: Path | None, store: Store, layer: str, config: Met
 
 def evaluate(sources: Source | Sequence[Source], layers: str | Sequence[str] | None = "all",
              config: MetricsConfig | None = None, *, progress: bool = False,
-             cache_dir: str | Path | None = None) -> list[dict[str, Any]]:
+             cache_dir: str | Path | None = None, scales: Sequence[int] | None = None) -> list[dict[str, Any]]:
     """Metrics of every requested layer of every store (or of given :class:`Latents`).
 
     Parameters
@@ -190,6 +191,9 @@ def evaluate(sources: Source | Sequence[Source], layers: str | Sequence[str] | N
     progress : show progress bars
     cache_dir : if given, records are cached there as JSON, keyed by the store's
         fingerprint, the layer and the configuration, so a second call is instant
+    scales : neighbourhood sizes k: each record also gets ``scale_profile`` (and ``scale_profile_notes``),
+        kNN embodiment mixing at each k with its null (:func:`scale_profile`; computed anew, never cached).
+        A k at or above a store's measured rows is refused before any metric is computed
 
     Returns
     -------
@@ -206,10 +210,16 @@ def evaluate(sources: Source | Sequence[Source], layers: str | Sequence[str] | N
     config = config or MetricsConfig()
     records = []
     stores: list[tuple[Store, list[dict[str, Any]]]] = []  # each store's records, labelled below
-    for source in sources:
+    opened_sources = [_open(source) for source in sources] if scales else sources
+    if scales:
+        for opened in opened_sources:
+            check_scales_fit(opened, scales, config)
+    for source in opened_sources:
         opened = _open(source)
         if isinstance(opened, Latents):
             records.append(evaluate_latents(opened, config, progress=progress))
+            if scales:
+                records[-1].update(scale_profile(opened, scales, config))
             continue
         stores.append((opened, []))
         for layer in _layers_of(opened, layers):
@@ -219,12 +229,40 @@ def evaluate(sources: Source | Sequence[Source], layers: str | Sequence[str] | N
                                         fingerprint=opened.fingerprint, cache_dir=cache_dir, progress=progress)
 
             records.append(_cached_record(cache_dir, opened, layer, config, compute))
+            if scales:  # added to the returned record only: the cached one stays as it was
+                records[-1].update(scale_profile(opened.latents(layer), scales, config, store=str(opened.path)))
             stores[-1][1].append(records[-1])
     # the step and label of each checkpoint as the report has them (probe.store.series: one labelling rule)
     for cp, (_, mine) in zip(unique_labels([describe(s) for s, _ in stores]), stores):
         for rec in mine:
             rec["step"], rec["checkpoint"] = cp.step, cp.label
     return records
+
+
+def scale_profile(latents: Latents, scales: Sequence[int], config: MetricsConfig, *,
+                  store: str = "") -> dict[str, Any]:
+    """``{"scale_profile": [{"k", "value", "null", "ratio"}, ...], "scale_profile_notes": [...]}``: kNN
+    embodiment mixing at each k of ``scales`` with the suite's null, on the rows the suite measures
+    (:func:`metrics.scale.suite_scale_profile`). A view beside the metrics: verdicts use the headline metrics."""
+    where = f"store '{store}', layer '{latents.layer}'" if store else f"layer '{latents.layer}'"
+    try:
+        profile = suite_scale_profile(latents.X, labels_of(latents), config, scales)
+    except ValueError as exc:
+        raise MetricError(f"{where}: scale profile: {exc}") from exc
+    return {"scale_profile": profile.to_records(), "scale_profile_notes": list(profile.notes)}
+
+
+def check_scales_fit(source: Store | Latents, scales: Sequence[int], config: MetricsConfig) -> None:
+    """Refuse, before any work, a neighbourhood size at or above the rows the profile of ``source`` measures."""
+    n = len(source) if isinstance(source, Latents) else source.n
+    rows = min(n, config.max_samples)
+    too_big = [k for k in scales if k >= rows]
+    if too_big:
+        where = f"layer '{source.layer}'" if isinstance(source, Latents) else f"store '{source.path}'"
+        measured = f"holds {n} rows" + (f", of which the --max-samples subsample keeps {rows}" if rows < n else "")
+        k = too_big[0]
+        raise ConfigError(f"--scales {k}: {k} neighbours need more than {k} rows, but {where} {measured}; "
+                          f"give neighbourhood sizes below {rows}")
 
 
 def metrics_frame(records: Sequence[dict[str, Any]] | dict[str, Any]) -> pd.DataFrame:
