@@ -12,10 +12,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -160,18 +161,45 @@ def write_text(path: str | Path, text: str, *, overwrite: bool = True, kind: Fil
 
 
 def write_json(path: str | Path, obj: Any, *, overwrite: bool = True, kind: FileKind | None = None) -> Path:
-    """Write ``obj`` as indented JSON to ``path`` atomically (replacing only a file of ``kind``, when given)."""
-    return write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n", overwrite=overwrite,
-                      kind=kind)
+    """Write ``obj`` as indented JSON to ``path`` atomically (replacing only a file of ``kind``, when given).
+
+    Strict JSON (:func:`json_text`): a non-finite float (``nan``, ``inf``) is written as ``null``."""
+    return write_text(path, json_text(obj) + "\n", overwrite=overwrite, kind=kind)
 
 
-def _json_default(obj: Any) -> Any:
+def json_text(obj: Any, *, indent: int | None = 2, default: Callable[[Any], Any] | None = None) -> str:
+    """``obj`` as strict JSON text, the one JSON spelling of files and ``--json`` output alike.
+
+    Non-finite floats (``nan``, ``inf``, numpy's included) become ``null``, numpy scalars and arrays
+    plain numbers and lists, paths strings; any other object goes through ``default`` (a
+    :class:`TypeError` naming its type without one). ``allow_nan=False`` holds whatever slips past:
+    no ``NaN`` token, which JSON does not have, is ever written.
+    """
+    return json.dumps(plain_json(obj, default), indent=indent, allow_nan=False)
+
+
+def plain_json(obj: Any, default: Callable[[Any], Any] | None = None) -> Any:
+    """``obj`` made of JSON's own types (see :func:`json_text`): non-finite floats as None."""
     import numpy as np
 
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
+    if obj is None or isinstance(obj, (str, bool, int)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {_json_key(k): plain_json(v, default) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain_json(v, default) for v in obj]
+    if isinstance(obj, (np.generic, np.ndarray)):
+        return plain_json(obj.tolist() if isinstance(obj, np.ndarray) else obj.item(), default)
     if isinstance(obj, Path):
         return str(obj)
-    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+    if default is None:
+        raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+    return plain_json(default(obj), None)
+
+
+def _json_key(key: Any) -> Any:
+    import numpy as np
+
+    return key.item() if isinstance(key, np.generic) else key

@@ -142,3 +142,69 @@ def test_an_export_with_thumbnails_imports_without_them(store, tmp_path):
     assert imported.layers == ["trunk"] and "thumbnail" not in imported.meta.columns
     np.testing.assert_array_equal(np.asarray(imported.matrix("trunk")), np.asarray(store.matrix("trunk")))
     assert imported.meta[C.VIDEO].tolist() == store.meta[C.VIDEO].tolist()
+
+
+def _moved_store(store, tmp_path):
+    """The store with its dataset root forgotten (as a store imported from elsewhere): its videos need --data-root."""
+    return write_store(tmp_path / "moved", store.meta, {"trunk": np.asarray(store.matrix("trunk"))})
+
+
+def test_export_data_root_finds_the_videos_and_the_hint_follows_the_thumbnails(store, tmp_path, capsys):
+    moved = _moved_store(store, tmp_path)
+    base = ["export", str(moved.path), "--layer", "trunk", "--projection", "pca", "--cache", str(tmp_path / "c"),
+            "--thumbnails"]
+    assert main([*base, "--out", str(tmp_path / "none.parquet")]) == 0
+    printed = capsys.readouterr().out
+    df = pq.read_table(tmp_path / "none.parquet").to_pandas()
+    assert df["thumbnail"].isna().all()
+    assert "thumbnails: 0 of the 120 rows with a video (the other 120 have no video)" in printed
+    assert "--data-root NAME=PATH" in printed
+    atlas = [line for line in printed.splitlines() if line.strip().startswith("embedding-atlas")]
+    assert len(atlas) == 1 and "thumbnail" not in atlas[0]  # no thumbnails: the hint does not name the column
+    assert main([*base, "--data-root", f"human-data={tmp_path}", "--out", str(tmp_path / "p.parquet")]) == 0
+    printed = capsys.readouterr().out
+    df = pq.read_table(tmp_path / "p.parquet").to_pandas()
+    human = (df[C.EMBODIMENT] == "human").to_numpy()
+    assert df.loc[human, "thumbnail"].notna().all() and df.loc[~human, "thumbnail"].isna().all()
+    assert "thumbnails: 120 of 240 rows (the other 120 have no video)" in printed
+    assert any(line.strip().startswith("embedding-atlas") and "--image thumbnail" in line
+               for line in printed.splitlines())
+    info = json.loads(pq.read_schema(tmp_path / "p.parquet").metadata[b"embodiment_probe"])
+    assert info["datasets"] == [{"name": "human-data", "root": str(tmp_path.resolve())}]
+    from conftest import assert_refused
+
+    assert_refused(capsys, [*base, "--data-root", "nope=/tmp", "--out", str(tmp_path / "q.parquet")],
+                   "--data-root names dataset 'nope'", "known datasets: human-data, robot-data")
+    assert not (tmp_path / "q.parquet").exists()
+
+
+def test_an_export_imports_with_its_dataset_roots(store, tmp_path, monkeypatch):
+    from probe.projection.export import export_points
+    from probe.projection.layout import ProjectionConfig
+    from probe.store.importer import import_latents
+    from probe.store.media import VideoPaths
+
+    export_points(store.path, "trunk", tmp_path / "p.parquet", cache_dir=tmp_path / "c",
+                  projection=ProjectionConfig(method="pca"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the relative video values do not resolve from here: only the recorded roots help
+    imported = import_latents(tmp_path / "p.parquet", tmp_path / "imported")
+    assert imported.provenance["datasets"] == [{"name": "human-data", "root": str(tmp_path.resolve())}]
+    videos = VideoPaths(imported)
+    row = imported.meta[imported.meta[C.EMBODIMENT] == "human"].iloc[0]
+    assert videos.path(row[C.VIDEO], row[C.DATASET]) == (tmp_path / "human.mp4").resolve()
+    # and the imported store exports thumbnails without --data-root, as its source did
+    result = export_points(imported.path, "trunk", tmp_path / "again.parquet", cache_dir=tmp_path / "c",
+                           projection=ProjectionConfig(method="pca"), thumbnails=True)
+    assert result.thumbnails == result.with_video == 120
+
+
+def test_export_refuses_an_out_that_is_not_parquet(store, tmp_path, capsys):
+    from conftest import assert_refused
+
+    for name in ("pts.csv", "pts"):
+        assert_refused(capsys, ["export", str(store.path), "--layer", "trunk", "--out", str(tmp_path / name)],
+                       f"--out '{tmp_path / name}' does not end in .parquet", "pts.parquet")
+        assert not (tmp_path / name).exists()
+    assert not list(tmp_path.glob("*.parquet"))

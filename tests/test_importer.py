@@ -187,3 +187,22 @@ def test_an_export_without_latents_is_refused_in_one_line(tmp_path, meta, capsys
                          f"probe export {original.path} --layer vision")
     assert "unknown column" not in err
     assert not (tmp_path / "imported").exists()
+
+
+def test_an_export_file_carries_only_confining_dataset_roots(tmp_path, meta):
+    import json
+
+    from probe.store.points_file import METADATA_KEY
+
+    original = _two_layer_store(tmp_path, meta.assign(video="clip.mp4"))
+    _export(original, tmp_path / "points.parquet", tmp_path)
+    table = pq.read_table(tmp_path / "points.parquet")
+    info = json.loads(table.schema.metadata[METADATA_KEY])
+    assert info["datasets"] == []  # the source store records no roots: none to carry
+    info["datasets"] = [{"name": "human-data", "root": "/"}, {"name": "robot-data", "root": str(tmp_path)},
+                        {"name": "gone", "root": str(tmp_path)}, "junk", {"name": "x", "root": "relative/dir"}]
+    pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(info).encode()}),
+                   tmp_path / "edited.parquet")
+    store = import_latents(tmp_path / "edited.parquet", tmp_path / "imported")
+    # a file system's root confines nothing, a relative root is no root, a dataset the rows lack is left out
+    assert store.provenance["datasets"] == [{"name": "robot-data", "root": str(tmp_path)}]

@@ -44,8 +44,9 @@ def _flags(store, index, tmp_path):
                                   lambda out: out, "probe.retrieval.evaluation.retrieval_scores",
                                   "retrieval scores JSON"),
         "export --out": (lambda out: ["export", str(store.path), "--layer", "latent", "--projection", "pca",
-                                      "--cache", cache, "--out", str(out)],
-                         lambda out: out, "probe.projection.export.project_store", "export file"),
+                                      "--cache", cache, "--out", str(out.with_suffix(".parquet"))],
+                         lambda out: out.with_suffix(".parquet"), "probe.projection.export.project_store",
+                         "export file"),  # export writes only a .parquet name
     }
 
 

@@ -26,6 +26,8 @@ def test_cli_retrieve_table_json_and_export(world, capsys):
     out = capsys.readouterr().out
     assert "grasp" in out and "human.mp4" in out and "contact sheet" in out
     assert len(list((tmp / "cli-clips").glob("*.mp4"))) == 3
+    clips = json.loads((tmp / "cli-clips" / "clips.json").read_text(), parse_constant=_refuse_nan)  # strict JSON
+    assert len(clips["queries"][0]["clips"]) == 3
     assert main(["retrieve", "--index", str(tmp / "idx"), "--sample-id", _robot_sample(store), "-k", "2",
                  "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
@@ -121,3 +123,67 @@ def test_cli_retrieve_hides_no_value_at_80_columns_and_says_what_next(world, cap
     assert any(s.split("   (")[0].strip().endswith("--eval") for s in steps)
     assert main(["retrieve", "--index", str(tmp / "idx"), "--eval"]) == 0
     assert "next:" in capsys.readouterr().out
+
+
+def test_an_episode_only_the_indexed_embodiment_holds_is_no_query(world, capsys):
+    from conftest import assert_refused
+
+    store, tmp = world  # episodes numbered across embodiments: human 0..5, robot 6..11; a human index
+    human = sorted(set(store.meta.loc[store.meta[C.EMBODIMENT] == "human", C.EPISODE].tolist()))
+    robot = sorted(set(store.meta.loc[store.meta[C.EMBODIMENT] == "robot", C.EPISODE].tolist()))
+    assert not set(human) & set(robot)
+    ep = human[0]
+    err = assert_refused(capsys, ["retrieve", "--index", str(tmp / "idx"), "--episode", str(ep), "--frame", "5"],
+                         f"episode {ep} is only in the human data", "a query comes from another embodiment",
+                         f"robot episodes {', '.join(map(str, robot[:5]))}, ... ({len(robot)} in all)")
+    assert "--dataset" in err
+    with pytest.raises(Exception, match="only in the human data"):  # the library says the same
+        Retriever.open(tmp / "idx").search_frame(ep, 5)
+    # a robot episode is a query; naming the dataset still queries a human frame (its own episode skipped)
+    assert main(["retrieve", "--index", str(tmp / "idx"), "--episode", str(robot[0]), "--frame", "5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["queries"][0]["embodiment"] == "robot"
+    assert main(["retrieve", "--index", str(tmp / "idx"), "--episode", str(ep), "--frame", "5",
+                 "--dataset", str(store.meta[C.DATASET].iloc[0]), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["queries"][0]["embodiment"] == "human"
+    assert payload["results"] and all(r["episode"] != ep for r in payload["results"])
+
+
+def _refuse_nan(token: str):
+    raise ValueError(f"not JSON: {token}")
+
+
+def test_eval_without_a_shared_label_writes_null_and_says_why(tmp_path, capsys):
+    meta = synthetic_meta(n_episodes=3, frames=20)
+    meta.loc[meta[C.EMBODIMENT] == "robot", C.TASK] = "other"  # no (task, stage) label in common
+    store = write_store(tmp_path / "store", meta, {"trunk": clustered_latents(meta, dim=16)})
+    build_index(store, "trunk", tmp_path / "idx")
+    out = tmp_path / "ev.json"
+    assert main(["retrieve", "--index", str(tmp_path / "idx"), "--eval", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    reason = "no robot query shares a (task, stage) label with the human index: precision is undefined"
+    assert printed.count(reason) == 1 and "label stages/tasks consistently" in printed and "nan" not in printed
+    text = out.read_text()
+    assert "NaN" not in text
+    scores = json.loads(text, parse_constant=_refuse_nan)["scores"]
+    for direction in ("robot_to_human", "human_to_robot"):
+        s = scores[direction]
+        assert s["precision_at_1"] is None and s["map_at_r"] is None and s["precision_at_5"] is None
+        assert s["n_evaluated"] == 0 and reason in s["note"]
+    assert main(["retrieve", "--index", str(tmp_path / "idx"), "--eval", "--json"]) == 0
+    printed = capsys.readouterr()
+    assert json.loads(printed.out, parse_constant=_refuse_nan)["robot_to_human"]["mrr"] is None
+    assert reason in printed.err
+
+
+def test_the_json_writer_writes_no_nan_token(tmp_path):
+    from probe.atomic import json_text, write_json
+
+    value = {"a": float("nan"), "b": [np.float32("inf"), np.float64(-np.inf), 1.5], "c": np.array([np.nan, 2.0]),
+             "d": {"e": np.int64(3)}}
+    expected = {"a": None, "b": [None, None, 1.5], "c": [None, 2.0], "d": {"e": 3}}
+    assert json.loads(json_text(value), parse_constant=_refuse_nan) == expected
+    write_json(tmp_path / "x.json", value)
+    assert json.loads((tmp_path / "x.json").read_text(), parse_constant=_refuse_nan) == expected
+    with pytest.raises(TypeError, match="cannot write object to JSON"):
+        json_text({"x": object()})

@@ -17,7 +17,7 @@ EXAMPLE = "probe export probe-demo/stores/cotrained/level-100 --layer trunk.bloc
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("store", help="latent store directory")
     p.add_argument("--layer", default=None, help="layer to export (default: the store's last layer, said in one line)")
-    p.add_argument("--out", required=True, metavar="FILE", help="output parquet file")
+    p.add_argument("--out", required=True, metavar="FILE", help="output parquet file (its name ends in .parquet)")
     p.add_argument("--projection", choices=["umap", "pca"], default="umap", help="layout method (default umap)")
     p.add_argument("--max-points", type=int, default=None, metavar="N",
                    help="export a stratified sample of N points (default: all)")
@@ -26,6 +26,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="nearest other points listed per point (column 'neighbors', default 15)")
     p.add_argument("--thumbnails", action="store_true",
                    help="add each point's video frame as JPEG bytes (column 'thumbnail'; decodes every frame)")
+    p.add_argument("--data-root", action="append", default=[], metavar="NAME=PATH",
+                   help="dataset NAME (a value of the store's 'dataset' column) now lives in PATH (repeatable): "
+                        "--thumbnails reads its videos there and the file records that root for 'probe import'; "
+                        "videos are read only from inside the datasets' roots")
     p.add_argument("--cache", default=None, metavar="DIR",
                    help="cache directory for layouts (default $PROBE_CACHE_DIR or ~/.cache/embodiment-probe)")
     p.add_argument("--overwrite", action="store_true",
@@ -33,15 +37,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from probe.projection.export import export_points
+    from probe.projection.export import EXPORT_FILE, check_export_name, export_points
     from probe.projection.layout import ProjectionConfig
+    from probe.store.media import parse_data_roots
+    from probe.validate import check_output_path
 
+    # the output is checked first, as export_points would, before the store is opened: its path, then its name
+    check_output_path(args.out, args.overwrite, kind=EXPORT_FILE)
+    check_export_name(args.out)
+    data_roots = parse_data_roots(args.data_root)
     layer = args.layer
-    if layer is None:  # the output is checked first, as export_points would, before the store is opened
-        from probe.projection.export import EXPORT_FILE
-        from probe.validate import check_output_path
-
-        check_output_path(args.out, args.overwrite, kind=EXPORT_FILE)
+    if layer is None:
         from probe.store.series import store_layer
         from probe.store.store import open_store
 
@@ -51,15 +57,31 @@ def run(args: argparse.Namespace) -> int:
     result = export_points(args.store, layer, args.out,
                            projection=ProjectionConfig(method=args.projection, max_points=args.max_points),
                            cache_dir=args.cache, include_latents=not args.no_latents, neighbors=args.neighbors,
-                           thumbnails=args.thumbnails, overwrite=args.overwrite, progress=True)
+                           thumbnails=args.thumbnails, overwrite=args.overwrite, progress=True,
+                           data_roots=data_roots)
     layout = result.layout
     console.print(f"{result.rows} points, {layout.note}")
+    if args.thumbnails:
+        console.print(_thumbnail_line(result.thumbnails, result.with_video, result.rows), markup=False,
+                      soft_wrap=True)
     path = str(result.path)
     atlas = ["embedding-atlas", path, "--x", "x", "--y", "y", "--neighbors", "neighbors", "--text", "text"]
     outputs({"points": result.path},
             [shlex.join(["python", "-c", f"import pandas as pd; print(pd.read_parquet({json.dumps(path)}).head())"]),
-             shlex.join(atlas + (["--image", "thumbnail"] if args.thumbnails else []))
+             shlex.join(atlas + (["--image", "thumbnail"] if result.thumbnails else []))
              + "   (after: pip install embedding-atlas)"])
     console.print("Embedding Atlas draws its map with WebGPU: open it in a browser that has WebGPU with the "
                   "shader-f16 feature (e.g. a recent Chrome or Edge)")
     return 0
+
+
+def _thumbnail_line(written: int, with_video: int, rows: int) -> str:
+    """How many rows got a thumbnail, and what to do when rows with a video did not."""
+    if not with_video:
+        return "thumbnails: none (no exported row names a video; column 'thumbnail' is all null)"
+    others = f" (the other {rows - with_video} have no video)" if with_video < rows else ""
+    if written == with_video:
+        return f"thumbnails: {written} of {rows} rows{others}"
+    return (f"thumbnails: {written} of the {with_video} rows with a video{others}: the videos of "
+            f"{with_video - written} rows were not found or refused (warnings above); pass --data-root NAME=PATH "
+            "where a dataset moved ('probe info STORE' lists the datasets and their roots)")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import shlex
+import sys
 
 from probe.console import console, outputs, print_table
 
@@ -108,34 +108,43 @@ def _query_image(retriever, info: dict, videos):
 
 
 def _records(df) -> list[dict]:
-    out = []
-    for rec in df.to_dict(orient="records"):
-        out.append({k: (None if isinstance(v, float) and math.isnan(v) else
-                        v.item() if hasattr(v, "item") else v) for k, v in rec.items()})
-    return out
+    """Result rows as JSON-ready dicts (nan as None)."""
+    from probe.atomic import plain_json
+
+    return plain_json(df.to_dict(orient="records"), str)
+
+
+def _score(value: float) -> str:
+    """A score for the table: '-' where it is undefined (nan)."""
+    return f"{value:.3f}" if value is not None and math.isfinite(value) else "-"
 
 
 def _run_eval(args: argparse.Namespace, retriever) -> int:
     from rich.table import Table
 
-    from probe.atomic import write_json
+    from probe.atomic import json_text, write_json
     from probe.retrieval.evaluation import SCORES_JSON, retrieval_scores
 
     scores = retrieval_scores(retriever, k=args.k, r_cap=args.r_cap)
     if args.out:
         write_json(args.out, {"index": str(retriever.index.path), "layer": retriever.layer, "scores": scores},
                    overwrite=args.overwrite, kind=SCORES_JSON)
+    notes = list(dict.fromkeys(s["note"] for s in scores.values() if s.get("note")))
     if args.json:
-        print(json.dumps(scores, indent=2, default=str))
+        print(json_text(scores, default=str))
+        for note in notes:  # stdout stays JSON (each direction's "note" says it too); the reason on stderr
+            print(f"note: {note}", file=sys.stderr)
         return 0
     table = Table(title=f"stage-match retrieval, label = (task, stage), layer '{retriever.layer}'")
     for name in ("direction", "P@1", f"P@{args.k}", "MAP@R", "MRR", "queries", "search"):
         table.add_column(name)
     for direction, s in scores.items():
-        table.add_row(direction.replace("_to_", " -> "), f"{s['precision_at_1']:.3f}",
-                      f"{s[f'precision_at_{args.k}']:.3f}", f"{s['map_at_r']:.3f}", f"{s['mrr']:.3f}",
+        table.add_row(direction.replace("_to_", " -> "), _score(s["precision_at_1"]),
+                      _score(s[f"precision_at_{args.k}"]), _score(s["map_at_r"]), _score(s["mrr"]),
                       f"{s['n_evaluated']}/{s['n_queries']}", s["search"])
     print_table(table)
+    for note in notes:
+        console.print(f"note: {note}", markup=False, soft_wrap=True)
     capped = {d: s["n_r_capped"] for d, s in scores.items() if s["n_r_capped"]}
     if capped:
         console.print(f"note: R capped at {args.r_cap} for {capped} queries (MAP@R at a truncated R; --r-cap)")
@@ -150,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from probe import columns as C
-
+    from probe.atomic import json_text
     from probe.errors import ConfigError
     from probe.retrieval.retriever import Retriever
 
@@ -202,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
             payload["exported"] = {"directory": str(exported.directory), "clips": [str(c) for c in exported.clips],
                                    "contact_sheet": str(exported.sheet), "captions": str(exported.captions),
                                    "html": str(exported.html), "notes": exported.notes}
-        print(json.dumps(payload, indent=2, default=str))
+        print(json_text(payload, default=str))
         return 0
     for qi, q in enumerate(info):
         desc = ", ".join(f"{k} {q[k]}" for k in ("sample_id", "source", "frame", "embodiment", "task", "stage")

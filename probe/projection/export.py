@@ -14,27 +14,30 @@ one row per laid-out sample (in store order) with every metadata column and
 - ``vector``: the latent as a list column (unless ``include_latents=False``).
 
 File-level metadata records the store fingerprint, layer, projection method,
-trustworthiness, sampling and the neighbour graph. The column names live in
+trustworthiness, sampling, the neighbour graph and the store's dataset roots (``datasets``: where
+its videos lie, as :class:`probe.store.media.VideoPaths` found them, ``--data-root`` applied), so
+that a store imported from the file reads its videos as the source store did. The column names live in
 :mod:`probe.store.points_file`, where ``probe import`` recognises the file and takes it back as a store.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from probe import columns as C
-from probe.atomic import atomic_file
+from probe.atomic import atomic_file, json_text
 from probe.cache.directory import default_cache_dir
 from probe.projection.layout import Layout, ProjectionConfig
 from probe.projection.project import project_store
-from probe.store.points_file import (MARK_COLUMNS, METADATA_KEY, NEIGHBORS, TEXT, THUMBNAIL, VECTOR, X_COORD, Y_COORD,
-                                     export_info)
+from probe.store.points_file import (DATASETS, MARK_COLUMNS, METADATA_KEY, NEIGHBORS, TEXT, THUMBNAIL, VECTOR,
+                                     X_COORD, Y_COORD, export_info)
 from probe.store.series import store_layer
 from probe.store.store import open_store
 from probe.validate import FileKind, check_output_path
@@ -66,13 +69,31 @@ class ExportResult:
     rows: int
     layout: Layout
     layer: str  # the layer exported (the store's default layer when none was named)
+    thumbnails: int = 0  # rows given a thumbnail (0 without ``thumbnails=True``)
+    with_video: int = 0  # rows that name a video (those a thumbnail is looked for; 0 without ``thumbnails=True``)
+
+
+#: what an output file of export must be called
+EXPORT_SUFFIX = ".parquet"
+
+
+def check_export_name(out: str | Path, flag: str = "--out") -> None:
+    """:class:`ConfigError` unless ``out`` ends in ``.parquet``: export writes parquet, and a file called
+    ``points.csv`` holding parquet misleads every tool that opens it."""
+    from probe.errors import ConfigError
+
+    path = Path(out)
+    if path.suffix.lower() != EXPORT_SUFFIX:
+        fixed = path.with_name(f"{path.stem or path.name}{EXPORT_SUFFIX}")
+        raise ConfigError(f"{flag} '{out}' does not end in {EXPORT_SUFFIX}: probe export writes a parquet file "
+                          f"(for pd.read_parquet and Embedding Atlas); name it e.g. '{fixed}'")
 
 
 def export_points(store_path: str | Path, layer: str | None, out: str | Path, *,
                   projection: ProjectionConfig = ProjectionConfig(max_points=None),
                   cache_dir: str | Path | None = None, include_latents: bool = True,
                   neighbors: int = DEFAULT_NEIGHBORS, thumbnails: bool = False, overwrite: bool = False,
-                  progress: bool = False) -> ExportResult:
+                  progress: bool = False, data_roots: Mapping[str, str | Path] | None = None) -> ExportResult:
     """Write ``out`` (parquet): metadata, ``x``, ``y``, ``neighbors``, ``text``, optionally ``thumbnail`` and
     the latents as a list column (see the module docstring).
 
@@ -82,17 +103,25 @@ def export_points(store_path: str | Path, layer: str | None, out: str | Path, *,
 
     Only laid-out rows are written: with ``projection.max_points`` set, a stratified
     sample (said in the file metadata and the log). ``neighbors`` (>= 1) per row;
-    ``thumbnails`` decodes every row's frame (minutes for large stores).
+    ``thumbnails`` decodes every row's frame (minutes for large stores). ``data_roots`` maps dataset
+    names to the folders they now live in (``--data-root NAME=PATH``): thumbnails are read there and
+    the file records those roots. ``out`` must end in ``.parquet``.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from probe.errors import ConfigError
+    from probe.store.media import VideoPaths, check_data_roots
 
     if neighbors < 1:
         raise ConfigError(f"neighbors must be >= 1, got {neighbors}")
     check_output_path(out, overwrite, kind=EXPORT_FILE)
+    check_export_name(out, "out")
     store = open_store(store_path)
+    check_data_roots(data_roots, [store])
+    videos = VideoPaths(store, data_roots)
+    for warning in videos.warnings if thumbnails else ():
+        log.warning("%s", warning)
     layer, note = store_layer(store, layer)  # a named one missing: an error naming the available ones
     if note:
         log.info("%s", note)
@@ -106,9 +135,13 @@ def export_points(store_path: str | Path, layer: str | None, out: str | Path, *,
     graph = _neighbors(store, layer, rows, neighbors, projection.metric, cache)
     table = table.append_column(NEIGHBORS, graph)
     table = table.append_column(TEXT, pa.array(describe_rows(meta), pa.string()))
+    n_thumbnails = n_video = 0
     if thumbnails:
-        table = table.append_column(THUMBNAIL, pa.array(frame_thumbnails(store, rows, progress=progress),
-                                                        pa.binary()))
+        images = frame_thumbnails(store, rows, progress=progress, videos=videos)
+        n_thumbnails = sum(image is not None for image in images)
+        if C.VIDEO in meta.columns and C.VIDEO_TIMESTAMP in meta.columns:
+            n_video = int(meta[C.VIDEO].map(lambda v: isinstance(v, str) and v != "").sum())
+        table = table.append_column(THUMBNAIL, pa.array(images, pa.binary()))
     if include_latents:
         X = np.ascontiguousarray(store.matrix(layer)[rows], dtype=np.float32)
         offsets = pa.array(np.arange(0, X.size + 1, X.shape[1], dtype=np.int32))
@@ -116,14 +149,27 @@ def export_points(store_path: str | Path, layer: str | None, out: str | Path, *,
     info = {"store": str(store.path), "fingerprint": store.fingerprint, "layer": layer, "method": layout.method,
             "trustworthiness": layout.trustworthiness, "sampled": layout.sampled, "n_total": layout.n_total,
             "params": layout.params, "neighbors": {"k": int(neighbors), "metric": str(projection.metric),
-                                                  "among": "sample" if layout.sampled else "all rows"}}
+                                                  "among": "sample" if layout.sampled else "all rows"},
+            DATASETS: _dataset_roots(videos, meta)}
     table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                           METADATA_KEY: json.dumps(info, default=str).encode()})
+                                           METADATA_KEY: json_text(info, indent=None, default=str).encode()})
     if layout.sampled:
         log.warning("exported a stratified sample of %d of %d points (max_points)", len(rows), layout.n_total)
     with atomic_file(out, overwrite=overwrite, kind=EXPORT_FILE) as tmp:
         pq.write_table(table, tmp)
-    return ExportResult(Path(out), len(rows), layout, layer)
+    return ExportResult(Path(out), len(rows), layout, layer, n_thumbnails, n_video)
+
+
+def _dataset_roots(videos, meta: pd.DataFrame) -> list[dict[str, Any]]:
+    """The roots of the exported rows' datasets, as a store's provenance records them (absolute, resolved;
+    ``media_roots``: other folders the store allows its videos in): where ``videos`` finds them now."""
+    present = set(meta[C.DATASET].astype(str)) if C.DATASET in meta.columns else set()
+    out = []
+    for name, entry in videos.roots.items():
+        if name in present and entry.root is not None:
+            extra = [str(p) for p in entry.allowed[1:]]
+            out.append({"name": name, "root": str(entry.root), **({"media_roots": extra} if extra else {})})
+    return out
 
 
 def _neighbors(store, layer: str, rows: np.ndarray, k: int, metric: str, cache: str | Path):
@@ -161,13 +207,13 @@ def describe_rows(meta: pd.DataFrame) -> list[str]:
 
 
 def frame_thumbnails(store, rows: np.ndarray, *, height: int = THUMBNAIL_HEIGHT, quality: int = 85,
-                     progress: bool = False) -> list[bytes | None]:
+                     progress: bool = False, videos=None) -> list[bytes | None]:
     """Each row's video frame as JPEG bytes (at most ``height`` pixels high), None where the row has no video.
 
     Frames are decoded one video file at a time (:func:`probe.readers.video.decode_at`, all of a
     file's wanted times in one pass); files are found through the store's
-    :class:`probe.store.media.VideoPaths` (a refused or missing file leaves its rows without
-    thumbnails, with a warning).
+    :class:`probe.store.media.VideoPaths` (``videos``, default: the store's recorded roots; a refused
+    or missing file leaves its rows without thumbnails, with a warning).
     """
     from probe.errors import ProbeError
     from probe.images import encode_image, fit_height
@@ -180,7 +226,7 @@ def frame_thumbnails(store, rows: np.ndarray, *, height: int = THUMBNAIL_HEIGHT,
     if C.VIDEO not in meta.columns or C.VIDEO_TIMESTAMP not in meta.columns:
         log.warning("store '%s' has no video columns: no thumbnails", store.path)
         return out
-    videos = VideoPaths(store)
+    videos = videos if videos is not None else VideoPaths(store)
     groups = meta.assign(_pos=np.arange(len(rows))).dropna(subset=[C.VIDEO]).groupby([C.DATASET, C.VIDEO], sort=False)
     for (dataset, value), group in track(groups, total=groups.ngroups, desc="thumbnails", enabled=progress):
         found = videos.find(value, dataset)

@@ -12,7 +12,6 @@ sheet itself carries short labels ("query", "#1 0.93").
 from __future__ import annotations
 
 import html
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from probe import columns as C
-from probe.atomic import atomic_dir
+from probe.atomic import atomic_dir, json_text
 from probe.errors import DataError
 from probe.images import fit_height, write_image
 from probe.validate import OutputKind
@@ -264,8 +263,8 @@ def export_clips(results: pd.DataFrame, out_dir: str | Path, *, queries: list[di
             for clip, box in zip(rec["clips"], row_boxes[1:]):
                 clip["box"] = box
         write_image(tmp / "contact_sheet.png", sheet)
-        (tmp / "clips.json").write_text(json.dumps({"queries": records, "notes": notes}, indent=2) + "\n",
-                                        encoding="utf-8")
+        (tmp / "clips.json").write_text(json_text({"queries": records, "notes": notes}) + "\n",
+                                        encoding="utf-8")  # strict JSON: nan as null
         (tmp / "index.html").write_text(_html(records, notes), encoding="utf-8")
     return ClipExport(out_dir, written, out_dir / "contact_sheet.png", out_dir / "clips.json",
                       out_dir / "index.html", notes)

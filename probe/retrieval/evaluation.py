@@ -23,6 +23,10 @@ def retrieval_scores(retriever: Retriever, *, k: int = 5, r_cap: int | None = 10
     (precision@1, MAP@R, MRR, recall@5/10) plus precision@k, the mean share of the
     first ``k`` neighbours with the query's label. ``r_cap`` bounds R (and the search
     depth) on large stores; capped queries are counted in ``n_r_capped``.
+
+    Where no query of a direction has its label among the reference's, its scores are ``nan``
+    (undefined, written as ``null`` in JSON) and the direction carries a ``"note"`` saying why
+    (:func:`no_shared_label`).
     """
     from metrics.knn import knn
     from metrics.ranking import combine_labels, match_matrix
@@ -54,7 +58,23 @@ def retrieval_scores(retriever: Retriever, *, k: int = 5, r_cap: int | None = 10
         out[f"{a}_to_{b}"] = _summary(evaluate_retrieval(nb, labels[a_rows], labels[b_rows], r_cap),
                                       match_matrix(nb.indices[:, :k], labels[a_rows], labels[b_rows]), k,
                                       "exact")
+        if not np.isin(labels[b_rows], labels[a_rows]).any():
+            note = no_shared_label(b, a, meta.iloc[b_rows], meta.iloc[a_rows])
+            out[f"{b}_to_{a}"]["note"] = out[f"{a}_to_{b}"]["note"] = note
     return out
+
+
+def no_shared_label(query: str, indexed: str, query_meta, index_meta, shown: int = 3) -> str:
+    """The one line that says why retrieval between ``query`` and the ``indexed`` embodiment has no score:
+    no (task, stage) label of one is a label of the other (a few of each are named)."""
+    def few(m) -> str:
+        pairs = sorted(set(zip(m[C.TASK].astype(str), m[C.STAGE].astype(str))))
+        named = ", ".join(f"{t}/{s}" for t, s in pairs[:shown])
+        return named + (f", ... ({len(pairs)} in all)" if len(pairs) > shown else "")
+
+    return (f"no {query} query shares a (task, stage) label with the {indexed} index: precision is undefined "
+            f"({query}: {few(query_meta)}; {indexed}: {few(index_meta)}); label stages/tasks consistently "
+            "across embodiments")
 
 
 def _summary(result, match: np.ndarray, k: int, search: str) -> dict:

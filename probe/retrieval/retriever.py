@@ -190,9 +190,12 @@ class Retriever:
     def locate(self, episode: int, frame: int, dataset: str | None = None) -> int:
         """Store row of ``(dataset, episode, frame)``; clear errors when it is not in the store.
 
-        Without ``dataset``, an episode number that several datasets hold is taken from the one
-        dataset of the embodiments the index does not hold (an index of human clips is queried
-        with robot frames); a :class:`ConfigError` asks for ``dataset`` when that is not one.
+        A query comes from an embodiment the index does not hold (an index of human clips is
+        queried with robot frames): without ``dataset``, episode ``episode`` is looked for among
+        the other embodiments only, and an episode that only the indexed embodiment holds is a
+        :class:`DataError` listing the other embodiments' episodes. A :class:`ConfigError` asks
+        for ``dataset`` when several of their datasets hold the episode. A named ``dataset`` is
+        taken as given, of any embodiment (a human frame against a human index finds other episodes).
         """
         meta = self.store.meta
         in_episode = meta[C.EPISODE].to_numpy() == int(episode)
@@ -206,15 +209,16 @@ class Retriever:
             raise DataError(f"episode {episode}{f' of dataset {dataset!r}' if dataset else ''} is not in store "
                             f"'{self.store.path}'; {_episode_summary(meta, dataset)} (run 'probe info "
                             f"{self.store.path}')")
+        if dataset is None:
+            # a query comes from the embodiment the index does not hold (robot frames against human clips)
+            other = meta[C.EMBODIMENT].astype(str).to_numpy() != self.embodiment
+            if not (in_episode & other).any():
+                raise DataError(self._own_episode(int(episode), in_episode, other))
+            in_episode &= other
         found = meta.loc[in_episode, C.DATASET].astype(str).unique()
         if len(found) > 1:
-            # a query comes from the embodiment the index does not hold (robot frames against human clips)
-            other = in_episode & (meta[C.EMBODIMENT].astype(str).to_numpy() != self.embodiment)
-            if len(meta.loc[other, C.DATASET].astype(str).unique()) == 1:
-                in_episode, found = other, meta.loc[other, C.DATASET].astype(str).unique()
-            else:
-                raise ConfigError(f"episode {episode} exists in several datasets ({', '.join(sorted(found))}); "
-                                  "choose one with --dataset")
+            raise ConfigError(f"episode {episode} exists in several datasets ({', '.join(sorted(found))}); "
+                              "choose one with --dataset")
         rows = np.flatnonzero(in_episode)
         frames = meta[C.FRAME].to_numpy()[rows]
         hit = rows[frames == int(frame)]
@@ -224,6 +228,20 @@ class Retriever:
                             f"{len(frames)} samples with frames {int(frames.min())}..{int(frames.max())} "
                             f"(nearest stored frame: {near})")
         return int(hit[0])
+
+    def _own_episode(self, episode: int, in_episode: np.ndarray, other: np.ndarray) -> str:
+        """Why episode ``episode`` (held only by the indexed embodiment) is no query, with the episodes that are."""
+        meta = self.store.meta
+        own = ", ".join(sorted(meta.loc[in_episode, C.DATASET].astype(str).unique()))
+        if not other.any():
+            return (f"episode {episode} is a {self.embodiment} episode and store '{self.store.path}' holds no other "
+                    f"embodiment to query the {self.embodiment} index with; query a {self.embodiment} frame "
+                    f"explicitly with --dataset {own} (its own episode is skipped) or use --sample-id")
+        listed = "; ".join(f"{emb} {_few(group[C.EPISODE].to_numpy())}"
+                           for emb, group in meta[other].groupby(C.EMBODIMENT, sort=True))
+        return (f"episode {episode} is only in the {self.embodiment} data ({own}), the embodiment the index holds; "
+                f"a query comes from another embodiment: {listed} (or pass --dataset {own} to query this "
+                f"{self.embodiment} frame anyway)")
 
     def rows_of(self, sample_ids: Sequence[str]) -> np.ndarray:
         """Store rows of ``sample_ids``; :class:`DataError` naming the ids not in the store."""
@@ -347,6 +365,14 @@ class Retriever:
             out["video_start"] = out["video_end"] = np.nan
         out["store_row"] = self.index.rows[ids]
         return out[list(RESULT_COLUMNS)]
+
+
+def _few(episodes: np.ndarray, shown: int = 5) -> str:
+    """Episode numbers, the first ``shown`` then '...', and how many there are."""
+    eps = np.unique(episodes)
+    head = ", ".join(str(int(e)) for e in eps[:shown])
+    return f"episodes {head}{', ...' if len(eps) > shown else ''} ({len(eps)} in all)" if len(eps) > shown \
+        else f"episode{'s' if len(eps) > 1 else ''} {head}"
 
 
 def _episode_summary(meta: pd.DataFrame, dataset: str | None) -> str:

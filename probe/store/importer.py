@@ -11,7 +11,9 @@ Accepted sources:
 * a parquet file ``probe export`` wrote (:mod:`probe.store.points_file`): its
   ``vector`` column becomes the exported layer, its layout columns (``x``, ``y``,
   ``neighbors``, ``text``, ``thumbnail``) are dropped and its metadata columns, a
-  store's, are kept as they are; the store's provenance says so (``probe_export``).
+  store's, are kept as they are; the store's provenance says so (``probe_export``). The dataset
+  roots the file records (where the source store's videos lie) become the imported store's, so its
+  ``video`` values, relative to those roots, resolve as the source store's did.
 
 Required metadata: ``embodiment``, ``episode``, ``task``, ``stage``. Missing
 optional columns are derived: ``dataset`` (the file's stem), ``frame`` (order
@@ -225,6 +227,25 @@ def _read_npz(src: Path) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     return meta, {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in layers.items()}
 
 
+def _roots(meta: pd.DataFrame, recorded: list[dict[str, Any]] | None) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """The dataset roots of an imported table (videos are read only from inside them) and the table with its
+    ``video`` values relative to them: the roots a points file recorded (its values are already relative
+    to them, as in the source store), and for every other dataset those :func:`video_roots` finds."""
+    datasets = meta[C.DATASET].astype(str)
+    present = set(datasets)
+    carried = [d for d in recorded or [] if d["name"] in present]
+    rest = ~datasets.isin({d["name"] for d in carried}).to_numpy()
+    if C.VIDEO not in meta.columns or not rest.any():
+        return meta, carried
+    if not carried:
+        return video_roots(meta)
+    found_meta, found = video_roots(meta[rest])
+    meta = meta.copy()
+    meta[C.VIDEO] = meta[C.VIDEO].astype(object)
+    meta.loc[rest, C.VIDEO] = found_meta[C.VIDEO].to_numpy()
+    return meta, carried + found
+
+
 def import_latents(src: str | Path, out: str | Path, *, overwrite: bool = False, fps: float = DEFAULT_FPS) -> Store:
     """Import a ``.parquet`` or ``.npz`` of precomputed latents, or a file ``probe export`` wrote, as a store at
     ``out`` (see the module docstring)."""
@@ -249,7 +270,7 @@ def import_latents(src: str | Path, out: str | Path, *, overwrite: bool = False,
             raise ImportSourceError(f"'{src}': latents '{name}' have width 0 (shape {X.shape}); "
                                     "each sample needs a vector of at least one value")
     meta = complete_meta(meta, dataset=src.stem, fps=fps)
-    meta, datasets = video_roots(meta)  # videos are read only from inside these roots
+    meta, datasets = _roots(meta, points.datasets if points is not None else None)
     provenance = {"source": "import", "imported_from": str(src.resolve()), "fps": fps,
                   **({"datasets": datasets} if datasets else {})}
     if points is not None:
