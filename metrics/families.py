@@ -7,9 +7,11 @@ a few ``register(MetricSpec(...))`` lines here.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
+from scipy.linalg import LinAlgWarning
 
 from metrics import conservation as cons
 from metrics import mixing as mix
@@ -160,6 +162,24 @@ def _requires_human(ctx: Context, labels: Labels) -> str | None:
     return None
 
 
+def _requires_shared(what: str, first_other: bool):
+    """A ``requires`` for metrics comparing the embodiments on what both have seen (``what``: "task" or "(task,
+    stage)"), the human against the first other embodiment (as :func:`_two_sides`) or all of them: skipped with one
+    note when nothing is shared, instead of failing once per scope, replicate and null."""
+    def requires(ctx: Context, labels: Labels) -> str | None:
+        key = ("shared", what, first_other)
+        if key not in ctx.cache and not _requires_human(ctx, labels):
+            human, emb = ctx.config.human, labels.embodiment
+            rest = sorted(set(np.unique(emb).tolist()) - {human})[: 1 if first_other else None]
+            keys = labels.task.astype(str)
+            if what != "task":
+                keys = np.char.add(np.char.add(keys, "\x1f"), labels.stage.astype(str))
+            shared = np.intersect1d(keys[emb == human], keys[np.isin(emb, rest)]).size
+            ctx.cache[key] = None if shared else f"no {what} is seen by both '{human}' and {', '.join(map(repr, rest))}"
+        return _requires_human(ctx, labels) or ctx.cache[key]
+    return requires
+
+
 _STAGE_TASK = frozenset({By.STAGE, By.TASK})
 _TASK = frozenset({By.TASK})
 
@@ -262,11 +282,28 @@ def _distribution(name: str):
             if name == "mmd_rbf":
                 return dist.mmd_rbf(P, Q, seed=seed)
             if name == "frechet_distance":
-                return dist.frechet_distance(P, Q)
+                return _frechet(ctx, P, Q)
             if name == "sliced_wasserstein":
                 return dist.sliced_wasserstein(P, Q, seed=seed)
             return dist.sinkhorn_divergence(P, Q, seed=seed)
     return score
+
+
+def _frechet(ctx: Context, P: np.ndarray, Q: np.ndarray) -> float:
+    """:func:`~metrics.distribution.frechet_distance`, SciPy's LinAlgWarning on singular covariances (once per
+    replicate, null and scope) made one note; other warnings pass as they were."""
+    from metrics.distribution import frechet_distance
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LinAlgWarning)
+        value = frechet_distance(P, Q)
+    for w in caught:
+        if issubclass(w.category, LinAlgWarning):
+            ctx.note("frechet_distance: the embodiments' covariances are singular (constant latent dimensions, or "
+                     "fewer samples than dimensions): its matrix square root, and so the distance, is approximate")
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return value
 
 
 # ---------------------------------------------------------------- cross-embodiment retrieval (per query)
@@ -321,7 +358,7 @@ def _retrieval(name: str, direction: str):
 
 register(*[
     _spec(name, Family.PAIRED, better, Kind.FIT, Null.EMBODIMENT, _prep_all_rows, _paired(name), _STAGE_TASK,
-          requires=_requires_human, headline=_HEADLINE.get(name),
+          requires=_requires_shared("(task, stage)", True), headline=_HEADLINE.get(name),
           description="paired similarity of matched (task, stage, stage-progress bin) means")
     for name, better in _PAIRED.items()
 ])
@@ -334,7 +371,8 @@ register(*[
 ])
 register(*[
     _spec(f"retrieval_{name}_{direction}", Family.RETRIEVAL, Better.HIGHER, Kind.SAMPLES, Null.STAGE,
-          _prep_retrieval, _retrieval(name, direction), _STAGE_TASK, requires=_requires_human,
+          _prep_retrieval, _retrieval(name, direction), _STAGE_TASK,
+          requires=_requires_shared("(task, stage)", False),
           description=f"cross-embodiment retrieval of the same (task, stage), {direction.replace('_', ' ')}",
           headline=_HEADLINE.get(f"retrieval_{name}_{direction}"))
     for direction in ("robot_to_human", "human_to_robot") for name in _RETRIEVAL
@@ -374,9 +412,9 @@ def _temporal(field: str):
 
 register(
     _spec("kendall_tau", Family.TEMPORAL, Better.HIGHER, Kind.SAMPLES, Null.FRAME, _prep_temporal,
-          _temporal("tau"), _TASK, requires=_requires_human,
+          _temporal("tau"), _TASK, requires=_requires_shared("task", True),
           description="order agreement of nearest-frame matches between human and robot episodes"),
     _spec("cycle_consistency", Family.TEMPORAL, Better.HIGHER, Kind.SAMPLES, Null.FRAME, _prep_temporal,
-          _temporal("cycle"), _TASK, requires=_requires_human,
+          _temporal("cycle"), _TASK, requires=_requires_shared("task", True),
           description="share of frames whose nearest-frame match cycles back (Dwibedi et al. 2019)"),
 )

@@ -200,8 +200,8 @@ def matched_pairs(X: np.ndarray, embodiment: np.ndarray, task: np.ndarray, stage
     keys["stage"] = stages[g % len(stages)]
     keys["bin"] = cells % bins
     keys["n_a"], keys["n_b"] = n_a, n_b
-    if len(cells) == 0:
-        log.warning("no (task, stage, bin) cell is shared by '%s' and '%s': no pairs", a, b)
+    if len(cells) == 0:  # the empty Pairs says it; callers note it once (a warning here repeats per call)
+        log.info("no (task, stage, bin) cell is shared by '%s' and '%s': no pairs", a, b)
     return Pairs(A, B, keys, tuple(excluded), n_unmatched, a, b)
 
 

@@ -255,6 +255,6 @@ def episode_alignment(X: np.ndarray, embodiment: np.ndarray, task: np.ndarray, e
             t, ea = ka.split("\x1f", 1)
             pairs[i] = (t, ea, kb.split("\x1f", 1)[1], len(U), len(V), kendall_tau(U, V, metric),
                         cycle_consistency(U, V, tolerance, metric))
-    if total == 0:
-        log.warning("episode_alignment: no task is shared by '%s' and '%s': no episode pairs", a, b)
+    if total == 0:  # n_pairs_total == 0 says it; callers note it once (a warning here repeats per call)
+        log.info("episode_alignment: no task is shared by '%s' and '%s': no episode pairs", a, b)
     return EpisodeAlignment(pairs, total, skipped)

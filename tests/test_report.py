@@ -33,7 +33,7 @@ def eval_config():
     except ImportError:
         return None
     return MetricsConfig(bootstrap=3, null_repeats=1, k=20, by="stage",
-                         metrics=("ilisi", "kbet", "silhouette_stage", "stage_transfer_acc_robot_to_human"))
+                         metrics=("ilisi", "kbet", "clisi", "silhouette_stage", "stage_transfer_acc_robot_to_human"))
 
 
 def quick_eval():
@@ -176,7 +176,8 @@ def test_metrics_without_interval_say_why_in_every_output(report):
     page = (report.out / "report.html").read_text()
     assert "ilisi: no interval (not calibrated: coverage" in page
     summary = (report.out / "summary.md").read_text()
-    assert "No interval for ilisi, kbet, silhouette_stage, stage_transfer_acc_robot_to_human: not calibrated" in summary
+    assert ("No interval for ilisi, kbet, clisi, silhouette_stage, stage_transfer_acc_robot_to_human: not calibrated"
+            in summary)
 
 
 def test_mixed_datasets_are_said(stores, tmp_path):

@@ -159,3 +159,23 @@ def test_streaming_writer_and_resume(tmp_path, meta, latents_matrix):
     fresh = write_store(tmp_path / "t", meta, {"a": latents_matrix})
     assert fresh.fingerprint == store.fingerprint
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s", "t"]
+
+
+def test_probe_info_counts_episodes_of_each_dataset(tmp_path, capsys, monkeypatch):
+    """Two human datasets that both hold an episode 0 are two episodes: info counts (dataset, episode) pairs."""
+    from conftest import clustered_latents, synthetic_meta
+    from probe.cli import main
+    from probe.console import console
+
+    meta = synthetic_meta(n_episodes=1, frames=6, tasks=("pick",))
+    human = meta[meta[C.EMBODIMENT] == "human"]
+    other = human.assign(**{C.DATASET: "human-data-2", C.SAMPLE_ID: human[C.SAMPLE_ID] + "/2"})
+    meta = pd.concat([human, other, meta[meta[C.EMBODIMENT] == "robot"]], ignore_index=True)
+    meta.loc[meta[C.EMBODIMENT] == "human", C.EPISODE] = 0
+    write_store(tmp_path / "s", meta, {"a": clustered_latents(meta, dim=4)})
+    monkeypatch.setattr(console, "width", 200)
+    assert main(["info", str(tmp_path / "s")]) == 0
+    cells = [[c.strip() for c in line.strip("│ ").split("│")] for line in capsys.readouterr().out.splitlines()
+             if line.startswith("│")]
+    # embodiment, task, episodes, samples
+    assert cells[:2] == [["human", "pick", "2", "12"], ["robot", "pick", "1", "6"]]

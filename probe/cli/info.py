@@ -34,8 +34,10 @@ def run(args: argparse.Namespace) -> int:
     store = open_store(args.store)
     meta = store.meta
     console.print(f"[bold]{escape(str(store.path))}[/]  {store.n} samples, fingerprint {store.fingerprint[:12]}")
-    counts = meta.groupby([C.EMBODIMENT, C.TASK]).agg(samples=(C.SAMPLE_ID, "size"),
-                                                      episodes=(C.EPISODE, "nunique"))
+    # an episode is a (dataset, episode) pair: two datasets may both hold an episode 0
+    keyed = meta.assign(_episode=C.episode_keys(meta))
+    counts = keyed.groupby([C.EMBODIMENT, C.TASK]).agg(samples=(C.SAMPLE_ID, "size"),
+                                                       episodes=("_episode", "nunique"))
     table = Table("embodiment", "task", "episodes", "samples")
     for (emb, task), row in counts.iterrows():
         table.add_row(str(emb), str(task), str(row["episodes"]), str(row["samples"]))

@@ -14,9 +14,11 @@ Verdict rules (documented in :data:`VERDICT_RULES`):
   shuffled, i.e. perfect mixing): **shared** when >= 0.8, **partly shared** when
   >= 0.5, **separate** below; below 0.8 the verdict says whether the permutation test
   (99 shuffles) finds the space less mixed than chance (p < 0.05) or cannot tell;
-* stage structure is **conserved** when ``stage_transfer_acc_robot_to_human`` (or,
-  failing that, ``silhouette_stage`` > 0) beats its null: a space that mixes
-  embodiments by collapsing stages is not called shared;
+* stage structure is **conserved** only when the permutation test of ``clisi`` finds
+  stages kept beyond shuffled stages (p < 0.05; its interval above the null where it has
+  one) and ``stage_transfer_acc_robot_to_human`` is above its null; otherwise "stage
+  conservation not established" (never "lost"); a mixed space is **shared** only with
+  conserved stages, otherwise "mixed, stages not established";
 * stages whose per-stage mixing ratio is below 0.5 are listed as where the space
   is not shared; alignment "emerges" at the first training step whose verdict is
   shared.

@@ -23,10 +23,9 @@ from probe.report.assembly import ReportData
 from probe.report.records import entry_value, metric_entry
 from metrics.bootstrap import centred_interval
 from metrics.ranges import BOUNDS as METRIC_BOUNDS
-from probe.report.verdicts import status_of, verdict
+from probe.report.verdicts import STAGE_TRANSFER, status_of, verdict
 from probe.store.series import Checkpoint
 
-STAGE_TRANSFER = "stage_transfer_acc_robot_to_human"
 RETRIEVAL = "retrieval_precision_at_1_robot_to_human"
 # curve name -> what a row holds under it
 CURVES = {"mixing / null": "mixing", "stage transfer r->h": "stage_transfer", "P@1 r->h": "p_at_1",
@@ -88,7 +87,7 @@ def _across(entries: list[dict[str, Any]], bounds: tuple[float, float]) -> dict[
 
 def _over_seeds(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """One row for a (series, level) trained with several seeds: means and intervals across them, and the
-    verdict's rules applied to the mean mixing ratio (stages conserved only if they are in every seed)."""
+    verdict's rules applied to the mean mixing ratio (stages conserved only if established in every seed)."""
     first = rows[0]
     out = {k: first[k] for k in ("series", "level", "layer")}
     out["label"] = f"{first['series']} diversity {first['level']:g}%"
@@ -97,8 +96,7 @@ def _over_seeds(rows: list[dict[str, Any]]) -> dict[str, Any]:
         out[key] = _across([r[key] for r in rows], bounds)
     conserved = [r["mixing"].get("stages_conserved") for r in rows]
     ratio = out["mixing"]["value"]
-    status = status_of(math.nan if ratio is None else ratio,
-                       None if all(c is None for c in conserved) else all(c is not False for c in conserved))
+    status = status_of(math.nan if ratio is None else ratio, True if all(c is True for c in conserved) else None)
     out["verdict"] = status
     statuses = [r["verdict"] for r in rows]
     metric = first["mixing"].get("metric", "mixing")

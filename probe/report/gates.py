@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,22 @@ def _lower_better(name: str) -> bool:
     return name in REGISTRY and REGISTRY[name].better is Better.LOWER
 
 
+def undefined_reason(record: Mapping[str, Any] | None, name: str) -> str:
+    """Why ``name`` has no value in ``record``, in a few words: the reason the suite's notes give
+    (``"NAME: nan (REASON)"``, ``"NAME: not computed (REASON)"``), else a pointer to the notes."""
+    if not record:
+        return "not computed: no metrics for this store"
+    if name not in (record.get("metrics") or {}):
+        return "not computed on this store (not among the metrics computed)"
+    for note in record.get("notes") or []:
+        note = str(note)
+        if note.startswith(f"{name}: "):
+            rest = note[len(name) + 2:]
+            found = re.fullmatch(r"(?:nan|not computed) \((.*)\)", rest)
+            return f"undefined: {found.group(1) if found else rest}"
+    return "undefined on this store (see the notes)"
+
+
 def fail_under_checks(records: Sequence[tuple[str, str, Mapping[str, Any] | None]], layer: str,
                       fail_under: Sequence[tuple[str, float]], gate: str = "value") -> list[dict[str, Any]]:
     """One check per (threshold, checkpoint): ``records`` are ``(label, store path, record)``."""
@@ -152,11 +169,16 @@ def fail_under_checks(records: Sequence[tuple[str, str, Mapping[str, Any] | None
                 bound = ci[1] if lower_better else ci[0]
                 judged = float(bound) if bound is not None else math.nan
             ok = judged <= threshold if lower_better else judged >= threshold
+            why = ""  # a gate that cannot be checked fails, and says why
+            if not math.isfinite(value):
+                why = undefined_reason(rec, name)
+            elif not math.isfinite(judged):
+                why = "no 95% interval to judge (rerun with --bootstrap > 0, or gate the value: --gate value)"
             checks.append({"metric": name, "threshold": threshold, "store": store, "checkpoint": label,
                            "layer": layer, "gate": gate, "value": value if math.isfinite(value) else None,
                            "judged": judged if math.isfinite(judged) else None,
                            "better": "lower" if lower_better else "higher", "passed": bool(math.isfinite(judged) and ok),
-                           "kind": "fail-under"})
+                           "kind": "fail-under", "why": why})
     return checks
 
 
@@ -202,7 +224,9 @@ def gate_result(check: Mapping[str, Any]) -> str:
         lo, hi = check["drop_ci"]
         return f"drop {check['drop']:.3f} [{lo:.3f}, {hi:.3f}]"
     judged = check.get("judged", check.get("value"))
-    return "—" if judged is None else f"{judged:.3f}"
+    if judged is None:
+        return f"— ({check['why']})" if check.get("why") else "—"
+    return f"{judged:.3f}"
 
 
 def gate_sentence(check: Mapping[str, Any]) -> str:

@@ -22,7 +22,7 @@ from probe.report.records import metric_entry, stage_entries, entry_value, fmt
 from probe.measure.suite import NOT_AVAILABLE
 from probe.report.gates import gate_label, gate_result
 from probe.report.summary import series_verdicts
-from probe.report.verdicts import MIXING_METRICS, STAGE_METRICS, VERDICT_RULES, verdict
+from probe.report.verdicts import MIXING_METRICS, STAGE_METRICS, STAGE_TRANSFER, VERDICT_RULES, verdict
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1400px;padding:16px 24px;
@@ -92,7 +92,7 @@ def _panel_caption(data: ReportData, cp: Checkpoint, layer: str) -> str:
     parts = []
     if v.mixing_metric:
         parts.append(f"{v.mixing_metric} {entry_value(metric_entry(rec, v.mixing_metric)):.2f} ({v.ratio:.0%} of null)")
-    st = metric_entry(rec, STAGE_METRICS[0])
+    st = metric_entry(rec, STAGE_TRANSFER)
     if math.isfinite(entry_value(st)):
         parts.append(f"stage transfer {entry_value(st):.2f}")
     layout = data.layouts.get((cp.label, layer))
