@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,20 @@ def test_cli_extract_real_robot_av1_and_human_video(tmp_path, capsys):
     x = torch.from_numpy(batch.images[ds.info.video_keys[0]].copy()).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():
         np.testing.assert_allclose(X[:3], scripted(x).numpy(), atol=1e-4)
+
+
+@needs_data
+def test_layers_on_a_dataset_whose_first_episode_has_no_video(tmp_path, capsys):
+    """g1 declares a video for episode 0 that it does not ship: probe layers says to skip, and can."""
+    torch.jit.save(torch.jit.script(tiny_cnn().eval()), tmp_path / "encoder.pt")
+    argv = ["layers", str(tmp_path / "encoder.pt"), "--data", f"robot={G1}", "--adapter-kwargs", '{"size": 32}']
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "episode 0" in err and "--skip-bad-episodes" in err and "Traceback" not in err
+    assert main([*argv, "--skip-bad-episodes"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^output +\S+ +2x16 ", out, re.M), out
+    assert "--skip-bad-episodes" in next(line for line in out.splitlines() if "probe extract" in line)
 
 
 @needs_data

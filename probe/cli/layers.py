@@ -24,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="LeRobot policies: a dataset feature (camera) that stands for one the policy expects")
     p.add_argument("--data", default=None, metavar="[EMBODIMENT=]PATH",
                    help="run the dummy forward on two real frames of this dataset")
+    p.add_argument("--skip-bad-episodes", action="store_true",
+                   help="with --data: skip episodes whose frames cannot be read (e.g. a video the dataset declares "
+                        "but does not ship) and take the first that reads")
     p.add_argument("--input-shape", default=None, metavar="C,H,W",
                    help="shape of one input without the batch dimension (e.g. 3,224,224 or 10 for a state)")
     p.add_argument("--embodiment", default=None, help="embodiment for the example batch (world policies)")
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         args.checkpoint, model=args.model, model_kwargs=parse_json_kwargs(args.model_kwargs, "--model-kwargs"),
         trust=args.trust_checkpoint, adapter=args.adapter,
         adapter_kwargs=with_rename(parse_json_kwargs(args.adapter_kwargs, "--adapter-kwargs"), args.rename),
-        data=args.data,
+        data=args.data, skip_bad_episodes=args.skip_bad_episodes,
         input_shape=shape, embodiment=args.embodiment)
     rows = [(i.name, i.type, "x".join(map(str, i.shape)) if i.shape else "not called", f"{i.parameters:,}")
             for i in infos if i.shape is not None or args.all]
@@ -72,7 +75,8 @@ def model_options(args: argparse.Namespace) -> list[str]:
            *(["--model-kwargs", args.model_kwargs] if args.model_kwargs else []),
            *(["--trust-checkpoint"] if args.trust_checkpoint else []),
            *(["--adapter", args.adapter] if args.adapter else []),
-           *(["--adapter-kwargs", args.adapter_kwargs] if args.adapter_kwargs else [])]
+           *(["--adapter-kwargs", args.adapter_kwargs] if args.adapter_kwargs else []),
+           *(["--skip-bad-episodes"] if args.skip_bad_episodes else [])]
     for rename in args.rename:
         out += ["--rename", rename]
     return out

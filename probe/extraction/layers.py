@@ -16,11 +16,12 @@ from probe.extraction.sampling import SamplingConfig
 def layer_table(checkpoint: str, *, model: str | None = None, model_kwargs: Mapping[str, Any] | None = None,
                 trust: bool = False, adapter: str | None = None, adapter_kwargs: Mapping[str, Any] | None = None,
                 data: str | None = None, input_shape: Sequence[int] | None = None, embodiment: str | None = None,
-                device: str = "cpu") -> tuple[list[Any], dict[str, Any]]:
+                device: str = "cpu", skip_bad_episodes: bool = False) -> tuple[list[Any], dict[str, Any]]:
     """Every module of a checkpoint's model with its output shape from one forward of two samples.
 
     The inputs come from two frames of ``data`` when given, else from the adapter's
-    example batch (``input_shape`` without the batch dimension). Shapes are batch first, as extraction
+    example batch (``input_shape`` without the batch dimension); ``skip_bad_episodes`` takes ``data``'s first
+    episode that reads (see :func:`probe.extraction.samples.open_data`). Shapes are batch first, as extraction
     sees them (the adapter's ``batch_first_view``: e.g. ACT's sequence-first transformer outputs).
 
     Returns
@@ -38,12 +39,13 @@ def layer_table(checkpoint: str, *, model: str | None = None, model_kwargs: Mapp
     ad = make_adapter(adapter, loaded.model, adapter_kwargs, default=loaded.default_adapter)
     dev = torch.device(device)
     if data:
-        opened = open_data([data_spec(data)], SamplingConfig(max_frames=2, max_episodes=1))
+        opened = open_data([data_spec(data)], SamplingConfig(max_frames=2, max_episodes=1),
+                           skip_bad_episodes=skip_bad_episodes)
         rows = opened.samples.iloc[:2]
         work = read_work(opened, rows, images=bool(getattr(ad, "needs_images", True)),
                          size=getattr(ad, "image_size", None), skip_bad=False,
-                         fix="repair that episode, or pass --data a dataset whose first episode reads "
-                             "(or --input-shape instead of --data)")
+                         fix="pass --skip-bad-episodes to take the first episode that reads, repair that "
+                             "episode, or use --input-shape instead of --data")
         inputs = ad.prepare(work.batch, work.meta, opened.embodiments[0], dev)
         where, fix = f"2 frames of {opened.embodiments[0]} dataset '{opened.names[0]}'", ""
     else:
