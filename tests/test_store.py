@@ -179,3 +179,31 @@ def test_probe_info_counts_episodes_of_each_dataset(tmp_path, capsys, monkeypatc
              if line.startswith("│")]
     # embodiment, task, episodes, samples
     assert cells[:2] == [["human", "pick", "2", "12"], ["robot", "pick", "1", "6"]]
+
+
+def test_a_dataset_or_a_directory_where_a_store_goes_is_named(tmp_path, capsys):
+    """A LeRobot dataset given as a store says to extract first; a directory given to probe import says what import
+    takes (one file), and a store given to it says it opens as it is."""
+    from probe.cli import main
+    from probe.store.importer import import_latents
+
+    dataset = tmp_path / "my_dataset"
+    (dataset / "meta").mkdir(parents=True)
+    (dataset / "meta" / "info.json").write_text("{}")
+    with pytest.raises(StoreError, match=r"is a LeRobot dataset, not a latent store; extract one from it first: "
+                                         r"probe extract --checkpoint CKPT --data .*my_dataset --out STORE"):
+        open_store(dataset)
+    assert main(["metrics", str(dataset)]) == 2
+    err = capsys.readouterr().err
+    assert "is a LeRobot dataset" in err and "Traceback" not in err
+    from probe.errors import ImportSourceError
+
+    with pytest.raises(ImportSourceError, match="is a directory; probe import takes one .parquet or .npz file"):
+        import_latents(dataset, tmp_path / "out")
+    store = tmp_path / "store"
+    np.savez(tmp_path / "x.npz", X=np.ones((2, 3), np.float32), embodiment=np.array(["human", "robot"]),
+             episode=np.array([0, 0]), task=np.array(["t", "t"]), stage=np.array(["a", "a"]))
+    import_latents(tmp_path / "x.npz", store)
+    with pytest.raises(ImportSourceError, match="is a latent store already"):
+        import_latents(store, tmp_path / "out2")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out2").exists()

@@ -36,7 +36,7 @@ from probe import columns as C
 from probe.errors import ImportSourceError, StoreNotFoundError
 from probe.store.media import video_roots
 from probe.store.points_file import VECTOR, PointsFile, points_file
-from probe.store.store import STORE_KIND, Store
+from probe.store.store import MANIFEST, STORE_KIND, Store
 from probe.store.writer import write_store
 from probe.validate import check_output_path
 
@@ -253,6 +253,10 @@ def import_latents(src: str | Path, out: str | Path, *, overwrite: bool = False,
     src = Path(src)
     if not src.exists():
         raise StoreNotFoundError(f"import source '{src}' does not exist; check the path")
+    if src.is_dir():
+        what = "a latent store already" if (src / MANIFEST).is_file() else "a directory"
+        raise ImportSourceError(f"'{src}' is {what}; probe import takes one .parquet or .npz file of latents "
+                                "(a store opens as it is: probe info, probe metrics)")
     suffix = src.suffix.lower()
     points = _points_file(src) if suffix == ".parquet" else None
     if points is not None:

@@ -14,6 +14,7 @@ and never overwritten unless asked.
 from __future__ import annotations
 
 import json
+import shlex
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,6 +154,9 @@ def open_store(path: str | Path) -> Store:
         if inside:
             raise StoreError(f"'{path}' is a folder of {len(inside)} stores, not a store: {names_of(inside)}; "
                              f"give one of them (e.g. '{inside[-1]}') or several")
+        if (path / "meta" / "info.json").is_file():  # a LeRobot dataset: the input of extraction, not its output
+            raise StoreError(f"'{path}' is a LeRobot dataset, not a latent store; extract one from it first: "
+                             f"probe extract --checkpoint CKPT --data {shlex.quote(str(path))} --out STORE")
         raise StoreError(
             f"'{path}' is not a latent store: {MANIFEST} is missing "
             "(an empty or partly copied directory?); re-create it with 'probe extract' or 'probe import'"
