@@ -120,5 +120,6 @@ def test_layers_advice_names_its_own_flags_for_an_unreadable_episode(tmp_path, c
 
     torch.jit.save(torch.jit.script(tiny_cnn().eval()), tmp_path / "encoder.pt")
     err = assert_refused(capsys, ["layers", str(tmp_path / "encoder.pt"), "--data",
-                            f"robot={SHARED_DATA / 'g1_inspire_pick_can'}"], "episode 0", "--input-shape")
-    assert "--skip-bad-episodes" not in err
+                            f"robot={SHARED_DATA / 'g1_inspire_pick_can'}"], "episode 0", "--input-shape",
+                         "pass --skip-bad-episodes")  # a flag probe layers has
+    assert "Traceback" not in err
