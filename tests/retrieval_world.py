@@ -3,11 +3,11 @@ H.264 video whose frame i shows i in binary, and a FAISS index over it (shared b
 
 from __future__ import annotations
 
-import av
 import numpy as np
 import pytest
 
 from conftest import clustered_latents, synthetic_meta
+from h264_videos import write_h264
 from probe import columns as C
 from probe.retrieval.index import build_index
 from probe.store.writer import write_store
@@ -15,21 +15,18 @@ from probe.store.writer import write_store
 FPS = 10
 
 
+def binary_frame(i: int) -> np.ndarray:
+    """Frame i shows i in binary: 8 black/white stripes, 4 pixels wide."""
+    img = np.zeros((24, 32, 3), np.uint8)
+    for bit in range(8):
+        if (i >> bit) & 1:
+            img[:, 4 * bit : 4 * bit + 4] = 255
+    return img
+
+
 def write_video(path, n_frames: int) -> None:
-    """A 32x24 H.264 video whose frame i shows i in binary: 8 black/white stripes, 4 pixels wide."""
-    with av.open(str(path), mode="w") as out:
-        stream = out.add_stream("libx264", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = 32, 24, "yuv420p"
-        stream.options = {"crf": "10", "g": "8"}
-        for i in range(n_frames):
-            img = np.zeros((24, 32, 3), np.uint8)
-            for bit in range(8):
-                if (i >> bit) & 1:
-                    img[:, 4 * bit : 4 * bit + 4] = 255
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+    """A 32x24 H.264 video whose frame i shows i in binary (:func:`binary_frame`)."""
+    write_h264(path, n_frames, binary_frame, fps=FPS)
 
 
 def level(img: np.ndarray) -> int:

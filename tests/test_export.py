@@ -7,13 +7,13 @@ import shlex
 import subprocess
 import sys
 
-import av
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from conftest import clustered_latents, synthetic_meta
+from h264_videos import write_h264
 from metrics.knn import knn
 from probe import columns as C
 from probe.cli import main
@@ -25,16 +25,7 @@ FPS = 10
 
 def _write_video(path, n_frames: int) -> None:
     """A 32x24 H.264 video whose frame i is filled with grey level 2 * i (so a frame names its time)."""
-    with av.open(str(path), mode="w") as out:
-        stream = out.add_stream("libx264", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = 32, 24, "yuv420p"
-        stream.options = {"crf": "0", "g": "4"}
-        for i in range(n_frames):
-            img = np.full((24, 32, 3), 2 * i, np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+    write_h264(path, n_frames, lambda i: np.full((24, 32, 3), 2 * i, np.uint8), fps=FPS, crf="0", gop=4)
 
 
 @pytest.fixture
