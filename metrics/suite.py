@@ -314,3 +314,4 @@ def available(families: Iterable[Family] | None = None) -> list[str]:
 
 # Families register themselves in REGISTRY on import.
 from metrics import families as _families  # noqa: E402,F401
+from metrics import families_matched as _families_matched  # noqa: E402,F401
