@@ -138,18 +138,14 @@ def mixing_scale_profile(X: np.ndarray, embodiment: np.ndarray, stage: np.ndarra
         neighbors = graph.top(k)
         value = knn_embodiment_mixing(neighbors, embodiment)
         run_graph = RunGraph(neighbors, runs)
-        nulls = [knn_mixing_score(mixing_from_runs(run_graph, *_codes(s)), s) for s in shuffled]
+        # the shuffles permute the embodiment codes, so they are codes of the same len(names) labels already
+        nulls = [knn_mixing_score(mixing_from_runs(run_graph, s, len(names)), s) for s in shuffled]
         null = float(np.nanmean(nulls)) if nulls and not np.all(np.isnan(nulls)) else float("nan")
         ratio = value / null if np.isfinite(null) and null > 0 else float("nan")
         points.append(ScalePoint(k, float(value), null, float(ratio)))
     if not permutations:
         notes.append("no null: 0 permutations, so the ratios are not computed")
     return ScaleProfile(tuple(points), n, tuple(notes))
-
-
-def _codes(values: np.ndarray) -> tuple[np.ndarray, int]:
-    uniques, codes = np.unique(values, return_inverse=True)
-    return codes.ravel(), len(uniques)
 
 
 def suite_scale_profile(X: np.ndarray, labels: Labels, config: MetricsConfig, ks: Sequence[int]) -> ScaleProfile:

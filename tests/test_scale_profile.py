@@ -183,7 +183,7 @@ def test_cli_prints_the_profile_and_writes_the_key(store, tmp_path, capsys):
     ("0", ["--scales", "'0' is not one"]),
     ("a", ["--scales", "'a' is not one"]),
     ("5,", ["--scales", "'' is not one"]),
-    ("5,240", ["--scales 240", "holds 240 rows", "below 240"]),
+    ("5,240", ["--scales: store", "k=240 neighbours need more than 240 rows", "below 240"]),
 ])
 def test_cli_bad_scales_exit_2_in_one_line_and_write_nothing(store, tmp_path, capsys, scales, needles):
     out = tmp_path / "m.json"
@@ -194,7 +194,7 @@ def test_cli_bad_scales_exit_2_in_one_line_and_write_nothing(store, tmp_path, ca
 def test_cli_max_samples_bounds_the_scales(store, tmp_path, capsys):
     out = tmp_path / "m.json"
     assert_refused(capsys, ["metrics", str(store.path), "--scales", "5,150", "--max-samples", "100", *FAST, "--out",
-                            str(out)], "--scales 150", "--max-samples subsample keeps 100", "below 100")
+                            str(out)], "k=150 neighbours", "--max-samples subsample keeps 100", "below 100")
     assert not out.exists()
     assert main(["metrics", str(store.path), "--scales", "5,50", "--max-samples", "100", *FAST, "--out",
                  str(out)]) == 0

@@ -22,7 +22,7 @@ from typing import Any, Union
 import numpy as np
 import pandas as pd
 
-from metrics.scale import suite_scale_profile
+from metrics.scale import check_scales, suite_scale_profile
 from metrics.spec import REGISTRY, Better, Labels, MetricInputError, MetricsConfig, check_inputs
 from metrics.suite import run_suite
 from probe import columns as C
@@ -224,13 +224,16 @@ def evaluate(sources: Source | Sequence[Source], layers: str | Sequence[str] | N
         stores.append((opened, []))
         for layer in _layers_of(opened, layers):
             log.info("metrics of %s, layer %s", opened.path, layer)
-            def compute(opened: Store = opened, layer: str = layer) -> dict[str, Any]:
-                return evaluate_latents(opened.latents(layer), config, store=str(opened.path),
-                                        fingerprint=opened.fingerprint, cache_dir=cache_dir, progress=progress)
+            latents = opened.latents(layer) if scales else None  # loaded once for the metrics and the profile
+
+            def compute(opened: Store = opened, layer: str = layer, latents: Latents | None = latents) -> dict[str, Any]:
+                return evaluate_latents(latents if latents is not None else opened.latents(layer), config,
+                                        store=str(opened.path), fingerprint=opened.fingerprint, cache_dir=cache_dir,
+                                        progress=progress)
 
             records.append(_cached_record(cache_dir, opened, layer, config, compute))
-            if scales:  # added to the returned record only: the cached one stays as it was
-                records[-1].update(scale_profile(opened.latents(layer), scales, config, store=str(opened.path)))
+            if latents is not None:  # added to the returned record only: the cached one stays as it was
+                records[-1].update(scale_profile(latents, scales, config, store=str(opened.path)))
             stores[-1][1].append(records[-1])
     # the step and label of each checkpoint as the report has them (probe.store.series: one labelling rule)
     for cp, (_, mine) in zip(unique_labels([describe(s) for s, _ in stores]), stores):
@@ -256,13 +259,12 @@ def check_scales_fit(source: Store | Latents, scales: Sequence[int], config: Met
     """Refuse, before any work, a neighbourhood size at or above the rows the profile of ``source`` measures."""
     n = len(source) if isinstance(source, Latents) else source.n
     rows = min(n, config.max_samples)
-    too_big = [k for k in scales if k >= rows]
-    if too_big:
+    try:
+        check_scales(scales, rows)  # the profile's own rule, on the rows it will measure
+    except ValueError as exc:
         where = f"layer '{source.layer}'" if isinstance(source, Latents) else f"store '{source.path}'"
-        measured = f"holds {n} rows" + (f", of which the --max-samples subsample keeps {rows}" if rows < n else "")
-        k = too_big[0]
-        raise ConfigError(f"--scales {k}: {k} neighbours need more than {k} rows, but {where} {measured}; "
-                          f"give neighbourhood sizes below {rows}")
+        sub = f" (of its {n} rows, the --max-samples subsample keeps {rows})" if rows < n else ""
+        raise ConfigError(f"--scales: {where}{sub}: {exc}") from None
 
 
 def metrics_frame(records: Sequence[dict[str, Any]] | dict[str, Any]) -> pd.DataFrame:
