@@ -207,7 +207,7 @@ def test_evaluate_latents_with_scales_and_cached_records_stay_as_they_were(store
     config = MetricsConfig(bootstrap=0, null_repeats=1, permutations=0, families=("mixing",))
     (rec,) = evaluate(Latents(clustered_latents(meta), meta, "emb"), config=config, scales=[3, 10])
     assert [p["k"] for p in rec["scale_profile"]] == [3, 10]
-    with pytest.raises(ConfigError, match="layer 'emb' holds 144 rows"):
+    with pytest.raises(ConfigError, match="layer 'emb': k=144 neighbours need more than 144 rows"):
         evaluate(Latents(clustered_latents(meta), meta, "emb"), config=config, scales=[144])
     first = evaluate(store.path, config=config, cache_dir=tmp_path, scales=[5])
     (cached,) = (tmp_path / "metrics").glob("*.json")
