@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
+    from probe.atomic import json_text
     import shlex
     from pathlib import Path
 
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         print(result.stages.to_csv(index=False), end="")
         return 0
     if args.json:
-        print(json.dumps(payload, indent=2, default=str))
+        print(json_text(payload, default=str))
         return 0
     a, b = result.a, result.b
     console.print(f"[bold]{escape(str(store.path))}[/] layer '{escape(layer)}': {len(result.samples)} {b} states, "

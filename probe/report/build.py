@@ -6,13 +6,12 @@ raise but come back in the :class:`ReportResult` for the caller (the CLI) to act
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from probe.atomic import atomic_dir
+from probe.atomic import atomic_dir, json_text
 from probe.report.assembly import ReportData, collect
 from probe.report.config import ReportConfig
 from probe.report.page import render_html
@@ -49,6 +48,6 @@ def build_report(store_paths: Sequence[str | Path], out: str | Path, config: Rep
     page = render_html(data)
     with atomic_dir(out, overwrite=config.overwrite, kind=REPORT_KIND) as tmp:
         (tmp / "report.html").write_text(page, encoding="utf-8")
-        (tmp / "metrics.json").write_text(json.dumps(metrics_json(data), indent=2) + "\n", encoding="utf-8")
+        (tmp / "metrics.json").write_text(json_text(metrics_json(data)) + "\n", encoding="utf-8")
         (tmp / "summary.md").write_text(summary_markdown(data), encoding="utf-8")
     return ReportResult(Path(out), tuple(data.failures), data)

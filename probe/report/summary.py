@@ -10,8 +10,8 @@ import math
 from datetime import datetime, timezone
 from typing import Any
 
-import numpy as np
 
+from probe.atomic import plain_json
 from probe.report.assembly import ReportData
 from probe.report.records import metric_entry, null_ratio, entry_value, fmt
 from probe.measure.suite import NOT_AVAILABLE
@@ -43,19 +43,8 @@ def series_verdicts(data: ReportData) -> list[str]:
 
 
 def metrics_json(data: ReportData) -> dict[str, Any]:
-    """The machine-readable report."""
-    def clean(obj: Any) -> Any:
-        if isinstance(obj, float):
-            return obj if math.isfinite(obj) else None
-        if isinstance(obj, dict):
-            return {str(k): clean(v) for k, v in obj.items()}
-        if isinstance(obj, (list, tuple)):
-            return [clean(v) for v in obj]
-        if isinstance(obj, np.generic):
-            return clean(obj.item())
-        return obj
-
-    return clean({
+    """The machine-readable report (JSON's own types: non-finite numbers as None, see :func:`probe.atomic.plain_json`)."""
+    return plain_json({
         "format": "probe-report", "version": 1,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "layers": data.layers, "headline_layer": data.headline,
