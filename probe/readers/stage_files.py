@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from probe.errors import DataError
-from probe.validate import FileKind, check_output_path
+from probe.validate import FileKind
 
 SEGMENT_COLUMNS = ("episode", "start", "end", "stage")
 SECONDS_COLUMNS = ("episode", "start_s", "end_s", "stage")
@@ -89,8 +89,7 @@ def write_stage_file(segments: pd.DataFrame, path: str | Path, *, overwrite: boo
     if missing:
         raise DataError(f"segments lack column(s) {', '.join(missing)}; expected columns "
                         f"{', '.join(SEGMENT_COLUMNS)}")
-    check_output_path(path, overwrite, kind=STAGE_FILE)
-    with atomic_file(path) as tmp:
+    with atomic_file(path, overwrite=overwrite, kind=STAGE_FILE) as tmp:  # checks the path before writing
         if suffix == ".csv":
             segments.to_csv(tmp, index=False)
         elif suffix == ".parquet":

@@ -11,19 +11,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from metrics.spec import MetricsConfig
 from probe.measure.compare import ALPHA
 from probe.report.records import metric_entry, stage_entries, null_ratio, entry_value
 
 MIXING_METRICS = ("ilisi", "knn_embodiment_mixing", "kbet")
 # the conservation metric with a permutation p-value (metrics.suite: headline kNN-graph metrics are tested)
 STAGE_TEST = "clisi"
-# stage transfer across embodiments: its null averages 3 permutations and it has no p-value, so it can only
-# withhold the claim that stages are conserved, never make it
+# stage transfer across embodiments: its null averages a few permutations (--nulls) and it has no p-value, so it
+# can only withhold the claim that stages are conserved, never make it
 STAGE_TRANSFER = "stage_transfer_acc_robot_to_human"
 STAGE_METRICS = (STAGE_TEST, STAGE_TRANSFER, "silhouette_stage")  # drawn on the report's curves
 SHARED_RATIO = 0.8
 PARTLY_RATIO = 0.5
 MIXED_UNESTABLISHED = "mixed, stages not established"
+_NULLS = MetricsConfig().null_repeats
 VERDICT_RULES = (
     f"mixing ratio = value / null of the first of {', '.join(MIXING_METRICS)} (null: labels shuffled = perfect "
     f"mixing); shared >= {SHARED_RATIO}, partly shared >= {PARTLY_RATIO}, separate below; below {SHARED_RATIO} "
@@ -31,7 +33,8 @@ VERDICT_RULES = (
     f"(p < {ALPHA}) or cannot tell (too few episodes: read the verdict as a hint)",
     f"stages conserved only when the permutation test of {STAGE_TEST} finds stages kept beyond shuffled stages "
     f"(p < {ALPHA}, and its 95% interval above the null where it reports one) and {STAGE_TRANSFER} is above its "
-    "null (the stages carry across embodiments; that null averages 3 shuffles and has no test, so it can withhold "
+    f"null (the stages carry across embodiments; that null averages --nulls shuffles, {_NULLS} by default, and has no "
+    "test, so it can withhold "
     "the claim, never make it); otherwise 'stage conservation not established' (a test that finds nothing does "
     "not show that stages are lost)",
     f"a mixed space (ratio >= {SHARED_RATIO}) is 'shared' only when its stages are conserved, otherwise "
