@@ -227,7 +227,7 @@ def frechet_distance(P: np.ndarray, Q: np.ndarray, eps: float = 1e-6) -> float:
     mu2, s2 = _moments(Q)
     covmean = linalg.sqrtm(s1 @ s2)
     if not np.isfinite(covmean).all():
-        log.warning("frechet_distance: singular product of covariances; adding %g to the diagonals", eps)
+        log.info("frechet_distance: singular product of covariances; adding %g to the diagonals", eps)
         offset = np.eye(d) * eps
         covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
     if np.iscomplexobj(covmean):

@@ -33,6 +33,7 @@ import pandas as pd
 
 from probe import columns as C
 from probe.errors import CheckpointError, ConfigError, DataError, ModelCallError, ProbeError
+from probe.model.state_dicts import first_line
 from probe.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -261,7 +262,7 @@ class ObservationEmbedder:
 
     def _refused(self, obs: Observation, shapes: str, exc: BaseException) -> DataError:
         """The error of a model that does not take ``obs`` (``exc``: what it raised)."""
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         return DataError(f"the store's model ({self.checkpoint}) cannot take observation '{obs.source}' "
                          f"({shapes}): {first}; save the frame with the image and state layout of the "
                          "store's datasets")

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from probe.model.checkpoints import import_object
+from probe.model.state_dicts import first_line
 from probe.errors import ConfigError, DataError, ModelCallError, ProbeError
 from probe.readers.base import Batch
 
@@ -299,13 +300,9 @@ def call_model(call: Callable[[], Any], *, checkpoint: str, adapter: str, inputs
                              "--debug for the traceback") from exc
 
 
-def error_line(exc: BaseException, limit: int = 300) -> str:
-    """``Type: first line of the message`` of an exception, cut to about ``limit`` characters."""
-    lines = str(exc).strip().splitlines()
-    first = lines[0].strip() if lines else ""
-    if len(first) > limit:
-        first = first[:limit].rstrip() + " ..."
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+def error_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` of an exception (:func:`probe.model.state_dicts.first_line`)."""
+    return f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else type(exc).__name__
 
 
 def describe_inputs(inputs: Any) -> str:
