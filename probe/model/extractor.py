@@ -151,7 +151,22 @@ class Extractor:
         """``call()`` (the forward or the --embed function), the model's own errors made one line that names
         this checkpoint, its adapter, the batch's dataset and what to try (see
         :func:`probe.model.adapters.call_model`)."""
-        from probe.model.adapters import CHOOSE_ADAPTER, adapter_name, call_model
+        from probe.model.adapters import call_model
+
+        def data() -> str:  # the batch's dataset, named only when the call failed
+            first = meta.iloc[0] if len(meta) else {}
+            return f"{first.get(C.EMBODIMENT, '?')} dataset '{first.get(C.DATASET, '?')}'"
+
+        words = self.__dict__.setdefault("_call_words_cache", {})  # built once per extractor, not per batch
+        if embed not in words:
+            words[embed] = self._call_words(embed)
+        what, fix, adapter = words[embed]
+        return call_model(call, checkpoint=str(self.loaded.path), adapter=adapter, inputs=inputs, data=data, fix=fix,
+                          what=what)
+
+    def _call_words(self, embed: bool) -> tuple[str, str, str]:
+        """What is called, what to try when it fails, and the adapter's name, for :meth:`_call`'s error."""
+        from probe.model.adapters import CHOOSE_ADAPTER, adapter_name
 
         if embed:
             what = f"--embed {self.config.embed}"
@@ -164,11 +179,4 @@ class Extractor:
                    if isinstance(self.config.adapter, str) and self.config.adapter != default else "") + CHOOSE_ADAPTER
         if self.autocast is not None:
             fix += ", or run without --autocast"
-
-        def data() -> str:  # the batch's dataset, named only when the call failed
-            first = meta.iloc[0] if len(meta) else {}
-            return f"{first.get(C.EMBODIMENT, '?')} dataset '{first.get(C.DATASET, '?')}'"
-
-        return call_model(call, checkpoint=str(self.loaded.path),
-                          adapter=adapter_name(self.config.adapter, self.adapter), inputs=inputs, data=data, fix=fix,
-                          what=what)
+        return what, fix, adapter_name(self.config.adapter, self.adapter)
