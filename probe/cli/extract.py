@@ -28,6 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="how token / spatial outputs become one vector per sample (default: mean)")
     p.add_argument("--stages", default="auto",
                    help="stage labels: auto (default), column:NAME, subtasks, file:PATH, progress:N")
+    p.add_argument("--task", action="append", default=[], metavar="EMBODIMENT=TEXT",
+                   help="every sample of the --data labelled EMBODIMENT gets task TEXT (stored, and the prompt "
+                        "policies read) instead of its dataset's own, so that human and robot data recorded under "
+                        "different task names are matched by the metrics; repeat per embodiment")
     p.add_argument("--stride", type=int, default=1, help="take every N-th frame (default 1: every frame)")
     p.add_argument("--fps", type=float, default=None, help="resample episodes to this frame rate")
     p.add_argument("--max-frames", type=int, default=None, help="at most N frames per episode")
@@ -86,7 +90,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from probe.extraction.config import ExtractConfig, PassConfig, parse_json_kwargs, with_rename
-    from probe.extraction.sampling import SamplingConfig
+    from probe.extraction.samples import relabel_notes
+    from probe.extraction.sampling import SamplingConfig, parse_tasks
     from probe.model.config import ModelConfig
     from probe.extraction.run import extract
 
@@ -98,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         embed=args.embed, device=args.device, autocast=args.autocast,
     )
     sampling = SamplingConfig(stages=args.stages, stride=args.stride, fps=args.fps, max_frames=args.max_frames,
-                              max_episodes=args.max_episodes)
+                              max_episodes=args.max_episodes, tasks=parse_tasks(args.task))
     passes = PassConfig(
         batch_size=args.batch_size, pass_memory=0 if args.one_checkpoint_per_pass else args.pass_memory,
         frame_cache=args.frame_cache, frame_cache_max=args.frame_cache_max, model_workers=args.model_workers,
@@ -116,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"{store.name}: {store.n} samples ({counts}), layers: {dims}")
         for warning in store.manifest.get("warnings", []):
             console.print(f"[yellow]warning:[/] {warning}")
+    for note in relabel_notes(stores[0].provenance.get("datasets", [])):
+        console.print(f"note: {note}", markup=False, soft_wrap=True)
     outputs({f"store {s.name}": s.path for s in stores},
             [shlex.join(["probe", "metrics", str(stores[0].path)]),
              shlex.join(["probe", "report", *(str(s.path) for s in stores), "--out", "REPORT_DIR"])])

@@ -129,7 +129,7 @@ class ExtractConfig:
         :class:`~probe.readers.base.Dataset` objects (e.g. from your own reader).
     out : the store directory (one checkpoint) or a directory of stores (several).
     model : the model side (layers, pooling, model factory, adapter, device).
-    sampling : which frames become samples and their stage labels.
+    sampling : which frames become samples, their stage labels and (``tasks``) task relabels.
     passes : how the checkpoints run over the data.
     overwrite, resume, skip_bad_episodes : output and failure policy.
 
@@ -176,10 +176,13 @@ class ExtractConfig:
         complete store whose key differs, so a store never mixes rows of two checkpoints or option sets.
         """
         m = self.model
+        sampling = dataclasses.asdict(self.sampling)
+        if not sampling["tasks"]:  # as stores made before --task recorded it: they resume
+            del sampling["tasks"]
         return {"checkpoint": {"sha256": checkpoint_sha256, "model": m.model, "model_kwargs": dict(m.model_kwargs)},
                 "layers": sorted(m.layers), "pooling": {"pool": m.pool, "layer_pooling": dict(m.layer_pooling)},
                 "adapter": {"spec": m.adapter, "kwargs": dict(m.adapter_kwargs)}, "embed": m.embed,
-                "autocast": m.autocast, "sampling": dataclasses.asdict(self.sampling),
+                "autocast": m.autocast, "sampling": sampling,
                 "data": [{"name": name, "embodiment": emb, "fingerprint": ds.info.fingerprint,
                           "path": str(Path(ds.info.path).resolve()) if ds.info.path else ""}
                          for ds, name, emb in zip(opened.datasets, opened.names, opened.embodiments)]}

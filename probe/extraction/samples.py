@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from probe import columns as C
-from probe.errors import DataError
+from probe.errors import ConfigError, DataError
 from probe.extraction.sampling import SamplingConfig, sample_frames
 from probe.store.media import dataset_root, media_roots, store_video
 
@@ -38,6 +38,7 @@ class OpenedData:
     names: tuple[str, ...]
     samples: pd.DataFrame
     warnings: tuple[str, ...]
+    relabels: tuple[dict[str, Any] | None, ...] = ()  # per dataset: the task it was given and its own tasks
 
     @functools.cached_property
     def meta(self) -> pd.DataFrame:
@@ -48,22 +49,25 @@ class OpenedData:
 
 def open_data(data: Sequence[DataSpec], sampling: SamplingConfig = SamplingConfig(), *,
               skip_bad_episodes: bool = False, progress: bool = False) -> OpenedData:
-    """Open every dataset and build the sample table (stages labelled, frames sampled)."""
-    datasets, embodiments, names, tables, warnings = [], [], [], [], []
-    for i, spec in enumerate(data):
-        if spec.dataset is not None:
-            ds = spec.dataset
-        else:
-            ds = _open(spec, skip_bad_episodes)
-        emb = spec.embodiment or ds.info.embodiment
+    """Open every dataset and build the sample table (stages labelled, frames sampled, tasks relabelled by
+    ``sampling.tasks``)."""
+    datasets, embodiments, names, tables, warnings, relabels = [], [], [], [], [], []
+    for spec in data:
+        ds = spec.dataset if spec.dataset is not None else _open(spec, skip_bad_episodes)
         name = ds.info.name
         while name in names:
             name = f"{ds.info.name}-{len(names) + 1}"
         datasets.append(ds)
-        embodiments.append(emb)
+        embodiments.append(spec.embodiment or ds.info.embodiment)
         names.append(name)
         warnings += [f"{name}: {w}" for w in getattr(ds, "warnings", [])]
-        tables.append(_dataset_samples(ds, i, name, emb, sampling, warnings))
+    _check_task_embodiments(sampling.tasks, embodiments)  # before any frame is listed
+    for i, (ds, name, emb) in enumerate(zip(datasets, names, embodiments)):
+        table = _dataset_samples(ds, i, name, emb, sampling, warnings)
+        relabels.append(_relabel_task(table, sampling.tasks.get(emb)))
+        tables.append(table)
+    for note in relabel_notes([{"embodiment": e, "task_relabel": r} for e, r in zip(embodiments, relabels)]):
+        log.info(note)
     samples = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     if samples.empty:
         raise DataError("no samples: the datasets have no usable episodes or frames after sampling; "
@@ -75,7 +79,52 @@ def open_data(data: Sequence[DataSpec], sampling: SamplingConfig = SamplingConfi
     for w in coverage:  # the readers log their own warnings
         log.warning(w)
     warnings += coverage
-    return OpenedData(tuple(datasets), tuple(embodiments), tuple(names), samples, tuple(warnings))
+    return OpenedData(tuple(datasets), tuple(embodiments), tuple(names), samples, tuple(warnings), tuple(relabels))
+
+
+# at most this many of a dataset's own tasks are recorded in the provenance of a relabel (the count always)
+RELABEL_FROM_MAX = 50
+
+
+def _check_task_embodiments(tasks: dict[str, str], embodiments: Sequence[str]) -> None:
+    unknown = [e for e in tasks if e not in embodiments]
+    if unknown:
+        present = ", ".join(dict.fromkeys(embodiments))
+        raise ConfigError(f"--task {unknown[0]}=...: no dataset is labelled '{unknown[0]}' (the --data embodiments: "
+                          f"{present}); name one of them (--task {embodiments[0]}=TEXT) or label a dataset "
+                          f"--data {unknown[0]}=PATH")
+
+
+def _relabel_task(table: pd.DataFrame, task: str | None) -> dict[str, Any] | None:
+    """Give every row of a dataset's sample table ``task`` (None: keep its own); returns what the provenance
+    records of it: ``{"to": task, "from": [its own tasks], "from_count": n}``."""
+    if task is None or table.empty:
+        return None
+    own = list(dict.fromkeys(table[C.TASK].astype(str).tolist()))
+    table[C.TASK] = task
+    return {"to": task, "from": own[:RELABEL_FROM_MAX], "from_count": len(own)}
+
+
+def relabel_notes(datasets: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per relabelled embodiment, from provenance entries of datasets (``embodiment``, ``task_relabel``):
+    ``"robot: 5 tasks relabelled as 'pick'"`` or ``"human: task 'hand' relabelled as 'pick'"``."""
+    own: dict[tuple[str, str], dict[str, None]] = {}
+    most: dict[tuple[str, str], int] = {}  # the most tasks one dataset had (its recorded list may be cut)
+    for entry in datasets:
+        relabel = entry.get("task_relabel")
+        if relabel:
+            key = (str(entry.get("embodiment")), str(relabel["to"]))
+            own.setdefault(key, {}).update(dict.fromkeys(relabel["from"]))
+            most[key] = max(most.get(key, 0), int(relabel.get("from_count", len(relabel["from"]))))
+    notes = []
+    for (embodiment, task), tasks in own.items():
+        n = max(len(tasks), most[(embodiment, task)])
+        if n == 1:
+            notes.append(f"{embodiment}: task {next(iter(tasks))!r} relabelled as {task!r}")
+        else:
+            shown = ", ".join(repr(t) for t in list(tasks)[:3]) + (", ..." if n > 3 else "")
+            notes.append(f"{embodiment}: {n} tasks relabelled as {task!r} ({shown})")
+    return notes
 
 
 def dataset_provenance(opened: OpenedData, i: int) -> dict[str, Any]:
@@ -85,6 +134,8 @@ def dataset_provenance(opened: OpenedData, i: int) -> dict[str, Any]:
     entry = {"name": opened.names[i], "path": str(Path(ds.info.path).resolve()) if ds.info.path else "",
              "root": str(root) if root is not None else None, "embodiment": opened.embodiments[i],
              "format": str(ds.info.format.value), "fingerprint": ds.info.fingerprint, "fps": float(ds.info.fps)}
+    if i < len(opened.relabels) and opened.relabels[i] is not None:  # the task given with --task, and its own
+        entry["task_relabel"] = opened.relabels[i]
     if root is not None and C.VIDEO in opened.samples.columns:
         videos = opened.samples.loc[opened.samples[DATASET_INDEX] == i, C.VIDEO].astype(str).unique()
         extra = media_roots(root, videos)

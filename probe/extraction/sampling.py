@@ -1,9 +1,10 @@
-"""Which frames become samples: stride, target frame rate, caps per episode and dataset, stage labels."""
+"""Which frames become samples: stride, target frame rate, caps per episode and dataset, stage and task labels."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,6 +26,10 @@ class SamplingConfig:
     max_episodes : at most this many episodes of each dataset (the first ones). None means all.
     stages : how samples get their stage labels (``auto``, ``column:NAME``, ``subtasks``,
         ``file:PATH``, ``progress:N``; see :mod:`probe.readers.stages`).
+    tasks : ``{embodiment: task}``: every sample of the datasets labelled with that embodiment gets that
+        task instead of the dataset's own (its stored ``task`` and the prompt a policy reads), so that human
+        and robot data recorded under different task names are matched by the metrics. Empty: the datasets'
+        tasks. CLI: ``--task EMBODIMENT=TEXT`` (see :func:`parse_tasks`).
     """
 
     stride: int = 1
@@ -32,6 +37,7 @@ class SamplingConfig:
     max_frames: int | None = None
     max_episodes: int | None = None
     stages: str = "auto"
+    tasks: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.stride, bool) or not isinstance(self.stride, (int, np.integer)) or self.stride < 1:
@@ -48,6 +54,34 @@ class SamplingConfig:
                                               or self.max_episodes < 1):
             raise ConfigError(f"sampling max_episodes must be an integer >= 1 or None, got {self.max_episodes!r}")
         StageSpec.parse(self.stages)  # a bad spec fails before any work
+        if not isinstance(self.tasks, Mapping):
+            raise ConfigError(f"sampling tasks must be a mapping {{embodiment: task}}, got {type(self.tasks).__name__}")
+        for embodiment, task in self.tasks.items():
+            if not isinstance(embodiment, str) or not embodiment.strip():
+                raise ConfigError(f"sampling tasks: an embodiment must be a non-empty string, got {embodiment!r}")
+            if not isinstance(task, str) or not task.strip():
+                raise ConfigError(f"sampling tasks: the task of '{embodiment}' must be a non-empty string, got "
+                                  f"{task!r}; give --task {embodiment}=TEXT")
+        object.__setattr__(self, "tasks", dict(self.tasks))
+
+
+def parse_tasks(items: Iterable[str] | None) -> dict[str, str]:
+    """``--task EMBODIMENT=TEXT`` options as ``{embodiment: text}`` (split on the first ``=``: TEXT may hold one);
+    an option without ``=`` or an embodiment given twice is refused."""
+    tasks: dict[str, str] = {}
+    for item in items or ():
+        embodiment, sep, text = str(item).partition("=")
+        embodiment = embodiment.strip()
+        if not sep or not embodiment:
+            raise ConfigError(f"--task {item!r}: expected EMBODIMENT=TEXT naming the embodiment whose samples get "
+                              f"the task, e.g. --task human='pick up the can'")
+        if not text.strip():
+            raise ConfigError(f"--task {item!r}: no task after '='; give --task {embodiment}=TEXT")
+        if embodiment in tasks:
+            raise ConfigError(f"--task {embodiment}= given twice ({tasks[embodiment]!r} and {text!r}); give each "
+                              "embodiment one --task")
+        tasks[embodiment] = text
+    return tasks
 
 
 def sample_frames(length: int, episode_fps: float, config: SamplingConfig = SamplingConfig()) -> np.ndarray:
