@@ -3,6 +3,8 @@
 The right Inspire hand's closure (mean of observation.state[:, 20:26], about 1 = open)
 drops while the can is held; :func:`probe.readers.closure_stages.closure_stages` turns that into five
 segments per episode. Use the file with ``probe extract --stages file:g1_stages.csv``.
+Any other dataset (another robot's state, hand keypoints) is refused in one line (exit 2): its
+state[:, 20:26] is not the G1's right hand, and stages read from it would be wrong.
 
     .venv/bin/python examples/g1_closure_stages.py ../shared/data/g1_inspire_pick_can g1_stages.csv
 """
@@ -12,8 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from probe.readers import open_dataset
-from probe.readers.closure_stages import closure_stage_table
+from probe.readers.closure_stages import G1_RIGHT_HAND, closure_stage_table, open_g1_inspire
 from probe.errors import ProbeError
 from probe.readers.stage_files import STAGE_FILE, write_stage_file
 from probe.validate import check_output_path
@@ -28,8 +29,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     try:
         check_output_path(args.out, args.overwrite, kind=STAGE_FILE)  # before reading every episode
-        ds = open_dataset(args.dataset, video_keys=[])  # states only: every episode, no video needed
-        segments = closure_stage_table(ds)
+        ds = open_g1_inspire(args.dataset)  # states only: every episode, no video needed
+        segments = closure_stage_table(ds, G1_RIGHT_HAND)
         write_stage_file(segments, args.out, overwrite=args.overwrite)
     except ProbeError as exc:
         parser.exit(2, f"error: {exc}\n")

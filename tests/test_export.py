@@ -199,3 +199,45 @@ def test_export_refuses_an_out_that_is_not_parquet(store, tmp_path, capsys):
                        f"--out '{tmp_path / name}' does not end in .parquet", "pts.parquet")
         assert not (tmp_path / name).exists()
     assert not list(tmp_path.glob("*.parquet"))
+
+
+def test_the_cli_leaves_every_check_to_export_points_and_opens_the_store_once(tmp_path, capsys, monkeypatch):
+    import probe.projection.export
+    import probe.store.store
+    import probe.validate
+    from conftest import assert_refused
+
+    meta = synthetic_meta(n_episodes=2, frames=10)
+    store = write_store(tmp_path / "s", meta, {"vision": clustered_latents(meta, dim=8, seed=1),
+                                               "trunk": clustered_latents(meta, dim=16, seed=2)})
+    calls = {"open_store": [], "check_output_path": []}
+
+    def counted(module, name):
+        real = getattr(module, name)
+
+        def call(*args, **kwargs):
+            calls[name].append(args[0])
+            return real(*args, **kwargs)
+        return call
+
+    # the names the CLI imported (probe.store.store, probe.validate) and the ones export_points holds
+    for module, name in ((probe.store.store, "open_store"), (probe.projection.export, "open_store"),
+                         (probe.validate, "check_output_path"), (probe.projection.export, "check_output_path")):
+        monkeypatch.setattr(module, name, counted(module, name))
+    out = tmp_path / "p.parquet"
+    argv = ["export", str(store.path), "--projection", "pca", "--cache", str(tmp_path / "c"), "--out", str(out)]
+    assert main(argv) == 0  # without --layer: the CLI opened the store a first time to choose it
+    assert len(calls["open_store"]) == 1 and len(calls["check_output_path"]) == 1, calls
+    assert "layer trunk (the store's last of 2: vision, trunk; --layer picks another)" in capsys.readouterr().out
+    assert json.loads(pq.read_schema(out).metadata[b"embodiment_probe"])["layer"] == "trunk"
+    # the library's errors, before any work, as the CLI said them
+    for key in calls:
+        calls[key].clear()
+    assert_refused(capsys, argv, f"export file '{out}' already exists", "--overwrite")
+    assert_refused(capsys, [*argv[:-1], str(tmp_path / "p.csv")], f"--out '{tmp_path / 'p.csv'}' does not end in "
+                   ".parquet")
+    assert_refused(capsys, ["export", str(tmp_path / "none"), "--out", str(tmp_path / "q.parquet")],
+                   f"store '{tmp_path / 'none'}' does not exist")
+    assert_refused(capsys, [*argv[:-1], str(tmp_path / "q.parquet"), "--layer", "nope"], "layer 'nope' not found")
+    assert not (tmp_path / "q.parquet").exists() and not (tmp_path / "p.csv").exists()
+    assert len(calls["open_store"]) == 2  # the missing store and the unknown layer: once each

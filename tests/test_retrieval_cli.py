@@ -11,6 +11,7 @@ import pytest
 from conftest import clustered_latents, synthetic_meta
 from probe import columns as C
 from probe.cli import main
+from probe.errors import DataError
 from probe.retrieval.evaluation import retrieval_scores
 from probe.retrieval.index import build_index
 from probe.retrieval.retriever import Retriever
@@ -96,10 +97,12 @@ def test_readme_retrieve_by_episode_works_where_both_datasets_number_episodes_al
     assert main([*argv[:argv.index("--export-clips")], "--json"]) == 0
     query = json.loads(capsys.readouterr().out)["queries"][0]
     assert (query["embodiment"], query["episode"], query["frame"]) == ("robot", 3, 40)  # the robot frame, not an error
-    # a robot index is queried with the human episode; --dataset still chooses either
+    # a robot index is queried with the human episode; --dataset names the query's dataset, of the other embodiment
     r = Retriever.open(build_index(store, "trunk.block2", tmp_path / "idx-robot", embodiment="robot").path, store)
     assert store.meta[C.DATASET].iloc[r.locate(3, 10)] == "human-data"
-    assert store.meta[C.DATASET].iloc[r.locate(3, 10, "robot-data")] == "robot-data"
+    assert store.meta[C.DATASET].iloc[r.locate(3, 10, "human-data")] == "human-data"
+    with pytest.raises(DataError, match="dataset 'robot-data' is robot data, the embodiment the index holds"):
+        r.locate(3, 10, "robot-data")
 
 
 def test_cli_retrieve_hides_no_value_at_80_columns_and_says_what_next(world, capsys, monkeypatch):
@@ -136,17 +139,41 @@ def test_an_episode_only_the_indexed_embodiment_holds_is_no_query(world, capsys)
     err = assert_refused(capsys, ["retrieve", "--index", str(tmp / "idx"), "--episode", str(ep), "--frame", "5"],
                          f"episode {ep} is only in the human data", "a query comes from another embodiment",
                          f"robot episodes {', '.join(map(str, robot[:5]))}, ... ({len(robot)} in all)")
-    assert "--dataset" in err
+    assert "--sample-id" in err  # the way to query a human sample against the human index
     with pytest.raises(Exception, match="only in the human data"):  # the library says the same
         Retriever.open(tmp / "idx").search_frame(ep, 5)
-    # a robot episode is a query; naming the dataset still queries a human frame (its own episode skipped)
+    # a robot episode is a query; a human sample is queried by id (its own episode skipped)
     assert main(["retrieve", "--index", str(tmp / "idx"), "--episode", str(robot[0]), "--frame", "5", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["queries"][0]["embodiment"] == "robot"
-    assert main(["retrieve", "--index", str(tmp / "idx"), "--episode", str(ep), "--frame", "5",
-                 "--dataset", str(store.meta[C.DATASET].iloc[0]), "--json"]) == 0
+    sample = str(store.meta.loc[(store.meta[C.EPISODE] == ep) & (store.meta[C.FRAME] == 5), C.SAMPLE_ID].iloc[0])
+    assert main(["retrieve", "--index", str(tmp / "idx"), "--sample-id", sample, "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["queries"][0]["embodiment"] == "human"
     assert payload["results"] and all(r["episode"] != ep for r in payload["results"])
+
+
+def test_a_dataset_of_the_indexed_embodiment_is_no_query_as_its_episodes_are_not(world, capsys):
+    from conftest import assert_refused
+
+    store, tmp = world  # a human index; datasets human-data and robot-data
+    meta = store.meta
+    human_ep = int(meta.loc[meta[C.EMBODIMENT] == "human", C.EPISODE].iloc[0])
+    robot_ep = int(meta.loc[meta[C.EMBODIMENT] == "robot", C.EPISODE].iloc[0])
+    index = ["retrieve", "--index", str(tmp / "idx")]
+    # --dataset used to pick the human dataset and query the human index with a human frame (exit 0)
+    err = assert_refused(capsys, [*index, "--episode", str(human_ep), "--frame", "5", "--dataset", "human-data"],
+                         "dataset 'human-data' is human data, the embodiment the index holds",
+                         "another embodiment (robot: robot-data)", "--sample-id")
+    assert "--dataset human-data" not in err  # no longer offered as the way round
+    # refused whichever episode is named (the robot episode is not in human-data either)
+    assert_refused(capsys, [*index, "--episode", str(robot_ep), "--frame", "5", "--dataset", "human-data", "--json"],
+                   "dataset 'human-data' is human data")
+    with pytest.raises(DataError, match="dataset 'human-data' is human data"):  # the library has the same rule
+        Retriever.open(tmp / "idx").search_frame(human_ep, 5, dataset="human-data")
+    # the other embodiment's dataset is a query, as its episodes are
+    assert main([*index, "--episode", str(robot_ep), "--frame", "5", "--dataset", "robot-data", "--json"]) == 0
+    query = json.loads(capsys.readouterr().out)["queries"][0]
+    assert (query["embodiment"], query["dataset"], query["episode"]) == ("robot", "robot-data", robot_ep)
 
 
 def _refuse_nan(token: str):

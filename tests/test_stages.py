@@ -14,13 +14,16 @@ from probe import columns as C
 from probe.errors import ConfigError, DataError, OutputExistsError
 from probe.readers import open_dataset
 from probe.extraction.sampling import SamplingConfig, sample_frames
-from probe.readers.closure_stages import closure_stage_table, closure_stages
+from probe.readers.closure_stages import closure_stage_table, closure_stages, open_g1_inspire
 from probe.readers.stages import (UNLABELLED, StageSource, StageSpec, label_stages, run_progress, stage_labeller,
                                   stages_by_embodiment_report)
 from probe.readers.stage_files import read_stage_file, write_stage_file
 from test_readers_formats import write_v3
 
 G1 = SHARED_DATA / "g1_inspire_pick_can"
+GR1 = SHARED_DATA / "gr1_sim_picknplace"
+HAND = SHARED_DATA / "human_hand_dexretargeting"
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "g1_closure_stages.py"
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +191,44 @@ def test_g1_closure_sidecar_round_trip(tmp_path: Path) -> None:
     assert full["episode"].nunique() == 100
     write_stage_file(full, tmp_path / "all.parquet")
     stage_labeller(ds, f"file:{tmp_path / 'all.parquet'}")  # skipped episodes are known, not an error
+
+
+def _run_example(*args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, str(EXAMPLE), *args], capture_output=True, text=True,
+                          cwd=EXAMPLE.parents[1], timeout=300)
+
+
+def test_closure_stages_refuse_a_state_that_is_not_the_g1_inspire_layout(v3: Path) -> None:
+    with pytest.raises(DataError, match=r"has a 3-D observation.state.*not the G1 Inspire layout"):
+        open_g1_inspire(v3)  # 3-D state: dims 20:26 do not exist, so the mean would be of nothing
+
+
+@pytest.mark.skipif(not GR1.exists(), reason=f"real dataset not found at {GR1} (shared data absent)")
+def test_g1_example_refuses_another_robots_state_in_one_line(tmp_path: Path) -> None:
+    # GR1's 44-D state has other joints at 20:26: the example used to write stages from them (exit 0)
+    out = tmp_path / "stages.csv"
+    done = _run_example(str(GR1), str(out))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+    assert "'gr1_sim_picknplace' (robot_type GR1ArmsOnly) has a 44-D observation.state" in done.stderr
+    assert "not the G1 Inspire layout" in done.stderr and "--stages" in done.stderr
+    assert not out.exists() and done.stdout == ""
+
+
+@pytest.mark.skipif(not HAND.exists(), reason=f"real dataset not found at {HAND} (shared data absent)")
+def test_g1_example_says_a_keypoints_folder_is_not_a_lerobot_dataset(tmp_path: Path) -> None:
+    out = tmp_path / "stages.csv"
+    done = _run_example(str(HAND), str(out))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "is keypoints data, not a LeRobot dataset" in done.stderr and "g1_inspire_pick_can" in done.stderr
+    assert "video_keys" not in done.stderr and "unexpected keyword" not in done.stderr  # the reader's TypeError
+    assert not out.exists()
+    if G1.exists():  # the dataset it is made for passes the same check
+        assert open_g1_inspire(G1).info.features["observation.state"] == (26,)
 
 
 def test_write_stage_file_never_replaces_other_files(tmp_path: Path) -> None:

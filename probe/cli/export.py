@@ -37,28 +37,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from probe.projection.export import EXPORT_FILE, check_export_name, export_points
+    from probe.projection.export import export_points
     from probe.projection.layout import ProjectionConfig
     from probe.store.media import parse_data_roots
-    from probe.validate import check_output_path
 
-    # the output is checked first, as export_points would, before the store is opened: its path, then its name
-    check_output_path(args.out, args.overwrite, kind=EXPORT_FILE)
-    check_export_name(args.out)
-    data_roots = parse_data_roots(args.data_root)
-    layer = args.layer
-    if layer is None:
-        from probe.store.series import store_layer
-        from probe.store.store import open_store
-
-        layer, note = store_layer(open_store(args.store), None)
-        if note:
-            console.print(note, markup=False, soft_wrap=True)
-    result = export_points(args.store, layer, args.out,
+    # export_points checks the output (its path, then its name), the store and the layer before any work
+    result = export_points(args.store, args.layer, args.out,
                            projection=ProjectionConfig(method=args.projection, max_points=args.max_points),
                            cache_dir=args.cache, include_latents=not args.no_latents, neighbors=args.neighbors,
                            thumbnails=args.thumbnails, overwrite=args.overwrite, progress=True,
-                           data_roots=data_roots)
+                           data_roots=parse_data_roots(args.data_root))
+    if result.layer_note:
+        console.print(result.layer_note, markup=False, soft_wrap=True)
     layout = result.layout
     console.print(f"{result.rows} points, {layout.note}")
     if args.thumbnails:

@@ -20,7 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q = p.add_argument_group("query (one of)")
     q.add_argument("--episode", type=int, help="episode of the query frame (with --frame)")
     q.add_argument("--frame", type=int, help="frame of the query within --episode")
-    q.add_argument("--dataset", help="dataset of --episode, where episode numbers repeat across datasets")
+    q.add_argument("--dataset", help="dataset of --episode, where episode numbers repeat across datasets (of an "
+                   "embodiment the index does not hold, as --episode is)")
     q.add_argument("--sample-id", action="append", help="query by sample id (repeatable)")
     q.add_argument("--query-file", help="raw observation .npz (image/state arrays) embedded by the store's model")
     q.add_argument("--checkpoint", help="with --query-file: checkpoint to embed it (default: the store's provenance)")

@@ -71,6 +71,7 @@ class ExportResult:
     layer: str  # the layer exported (the store's default layer when none was named)
     thumbnails: int = 0  # rows given a thumbnail (0 without ``thumbnails=True``)
     with_video: int = 0  # rows that name a video (those a thumbnail is looked for; 0 without ``thumbnails=True``)
+    layer_note: str | None = None  # which layer was taken and why, when none was named (for the caller to say)
 
 
 #: what an output file of export must be called
@@ -99,13 +100,18 @@ def export_points(store_path: str | Path, layer: str | None, out: str | Path, *,
 
     ``layer=None`` exports the store's default layer, its last one, as ``probe export`` without
     ``--layer`` does (:func:`probe.store.series.store_layer`; the choice is logged and returned in
-    :attr:`ExportResult.layer`); a named layer missing from the store is an error naming the ones there.
+    :attr:`ExportResult.layer` and :attr:`ExportResult.layer_note`); a named layer missing from the store is
+    an error naming the ones there.
 
     Only laid-out rows are written: with ``projection.max_points`` set, a stratified
     sample (said in the file metadata and the log). ``neighbors`` (>= 1) per row;
     ``thumbnails`` decodes every row's frame (minutes for large stores). ``data_roots`` maps dataset
     names to the folders they now live in (``--data-root NAME=PATH``): thumbnails are read there and
     the file records those roots. ``out`` must end in ``.parquet``.
+
+    Every input is checked before any work, in this order: ``neighbors``, the output path (an existing file
+    only with ``overwrite``, and only one this exporter wrote), its name, the store, ``data_roots``, the layer;
+    ``probe export`` checks none of them itself.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -116,7 +122,7 @@ def export_points(store_path: str | Path, layer: str | None, out: str | Path, *,
     if neighbors < 1:
         raise ConfigError(f"neighbors must be >= 1, got {neighbors}")
     check_output_path(out, overwrite, kind=EXPORT_FILE)
-    check_export_name(out, "out")
+    check_export_name(out)  # named as --out: probe export leaves this check to export_points
     store = open_store(store_path)
     check_data_roots(data_roots, [store])
     videos = VideoPaths(store, data_roots)
@@ -157,7 +163,7 @@ def export_points(store_path: str | Path, layer: str | None, out: str | Path, *,
         log.warning("exported a stratified sample of %d of %d points (max_points)", len(rows), layout.n_total)
     with atomic_file(out, overwrite=overwrite, kind=EXPORT_FILE) as tmp:
         pq.write_table(table, tmp)
-    return ExportResult(Path(out), len(rows), layout, layer, n_thumbnails, n_video)
+    return ExportResult(Path(out), len(rows), layout, layer, n_thumbnails, n_video, layer_note=note or None)
 
 
 def _dataset_roots(videos, meta: pd.DataFrame) -> list[dict[str, Any]]:

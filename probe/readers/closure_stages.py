@@ -3,13 +3,16 @@
 The G1 humanoid dataset in ``shared/data`` (``g1_inspire_pick_can``) records the
 Inspire hand's finger closure in ``observation.state``; :func:`closure_stages` turns
 one episode's closure into five stages, and :func:`closure_stage_table` writes them
-for every episode as a sidecar table for ``--stages file:PATH``.
+for every episode as a sidecar table for ``--stages file:PATH``; :func:`open_g1_inspire` opens a
+dataset for it and refuses one whose state is not the G1 Inspire layout (any other state would
+give stages read from the wrong joints).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +24,8 @@ from probe.readers.stage_files import SEGMENT_COLUMNS
 log = logging.getLogger(__name__)
 
 G1_STAGES = ("reach", "grasp", "lift", "put down", "release")
+G1_STATE_WIDTH = 26  # Unitree G1 with Inspire hands: 14 arm joints, 6 left-hand then 6 right-hand fingers
+G1_RIGHT_HAND = slice(20, 26)  # observation.state dims of the right hand's fingers (about 1 = open)
 
 
 def closure_stages(closure: np.ndarray, fps: float, names: Sequence[str] = G1_STAGES,
@@ -105,3 +110,45 @@ def closure_stage_table(dataset: Any, dims: slice | Sequence[int] = slice(20, 26
             continue
         rows += [{"episode": ep.index, "start": a, "end": b, "stage": s} for s, a, b in segs]
     return pd.DataFrame(rows, columns=list(SEGMENT_COLUMNS))
+
+
+def open_g1_inspire(path: str | Path) -> Any:
+    """Open a LeRobot dataset of the Unitree G1 with Inspire hands (states only, no video) for
+    :func:`closure_stage_table`; :class:`DataError` for any other data, whose ``observation.state[:, 20:26]``
+    would not be the right hand's closure."""
+    from probe.readers import detect_format, open_dataset
+    from probe.readers.base import Format
+    from probe.readers.lerobot_meta import read_json
+
+    g1 = ("a LeRobot dataset of the Unitree G1 with Inspire hands (26-D observation.state, the right hand's "
+          "fingers at 20:26) such as g1_inspire_pick_can")
+    fmt = detect_format(path)
+    if fmt not in (Format.LEROBOT_V2, Format.LEROBOT_V3):
+        raise DataError(f"'{path}' is {fmt.value} data, not a LeRobot dataset: closure stages need {g1}")
+    ds = open_dataset(path, video_keys=[])
+    info = ds.info
+    shape = info.features.get("observation.state")
+    if shape is None:
+        raise DataError(f"dataset '{info.name}' has no observation.state; closure stages need {g1}")
+    names = _state_names(read_json(Path(info.path) / "meta" / "info.json"))
+    width = shape[0] if len(shape) == 1 else None
+    hand = names[G1_RIGHT_HAND] if width == G1_STATE_WIDTH and len(names) == width else []
+    if width == G1_STATE_WIDTH and (all("righthand" in n.lower().replace("_", "") for n in hand) if hand
+                                    else "g1" in info.robot_type.lower()):
+        return ds
+    shown = f" ({names[0]} ... {names[-1]})" if names else ""
+    raise DataError(f"dataset '{info.name}' (robot_type {info.robot_type}) has a {'x'.join(map(str, shape))}-D "
+                    f"observation.state{shown}, not the G1 Inspire layout: its dims 20:26 are not the right hand's "
+                    f"closure, so stages derived from them would be wrong; closure stages need {g1} (label this "
+                    "dataset with probe extract --stages auto, column:NAME, progress:N or file:PATH instead)")
+
+
+def _state_names(meta: dict[str, Any]) -> list[str]:
+    """The declared names of ``observation.state``'s dims (LeRobot writes a list, a list of one list, or a
+    mapping of one list); empty when none are declared."""
+    names = meta.get("features", {}).get("observation.state", {}).get("names")
+    if isinstance(names, dict):
+        names = next(iter(names.values()), None) if len(names) == 1 else None
+    if isinstance(names, list) and len(names) == 1 and isinstance(names[0], list):
+        names = names[0]
+    return [str(n) for n in names] if isinstance(names, list) else []

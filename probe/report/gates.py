@@ -34,7 +34,17 @@ GATES = ("value", "bound")
 
 
 def parse_thresholds(items: Sequence[str], flag: str) -> tuple[tuple[str, float], ...]:
-    """Parse ``METRIC=NUMBER`` strings of ``flag`` (``--fail-under``, ``--max-drop``)."""
+    """Parse ``METRIC=NUMBER`` strings of ``flag`` (``--fail-under``, ``--max-drop``) and refuse a gate that can
+    never pass or never fail (:func:`check_gate_ranges`)."""
+    out = read_thresholds(items, flag)
+    check_gate_ranges(out if flag == "--fail-under" else (), out if flag == "--max-drop" else ())
+    return out
+
+
+def read_thresholds(items: Sequence[str], flag: str) -> tuple[tuple[str, float], ...]:
+    """Parse ``METRIC=NUMBER`` strings of ``flag`` (``--fail-under``, ``--max-drop``) without the range check,
+    for a caller that hands them to :func:`probe.report.build_report`, which checks the ranges once before any
+    work (``probe report``)."""
     out = []
     for item in items:
         name, sep, value = item.partition("=")
@@ -47,7 +57,6 @@ def parse_thresholds(items: Sequence[str], flag: str) -> tuple[tuple[str, float]
         if flag == "--max-drop" and number < 0:
             raise ConfigError(f"--max-drop {name.strip()}: the allowed drop must be >= 0, got {number:g}")
         out.append((name.strip(), number))
-    check_gate_ranges(out if flag == "--fail-under" else (), out if flag == "--max-drop" else ())
     return tuple(out)
 
 

@@ -191,30 +191,33 @@ class Retriever:
         """Store row of ``(dataset, episode, frame)``; clear errors when it is not in the store.
 
         A query comes from an embodiment the index does not hold (an index of human clips is
-        queried with robot frames): without ``dataset``, episode ``episode`` is looked for among
-        the other embodiments only, and an episode that only the indexed embodiment holds is a
-        :class:`DataError` listing the other embodiments' episodes. A :class:`ConfigError` asks
-        for ``dataset`` when several of their datasets hold the episode. A named ``dataset`` is
-        taken as given, of any embodiment (a human frame against a human index finds other episodes).
+        queried with robot frames): episode ``episode`` is looked for among the other embodiments
+        only, and an episode that only the indexed embodiment holds is a :class:`DataError` listing
+        the other embodiments' episodes. ``dataset`` chooses among their datasets (a
+        :class:`ConfigError` asks for it when several hold the episode) under the same rule: a
+        dataset of the indexed embodiment only is a :class:`DataError` naming the embodiments. A
+        sample of the indexed embodiment is queried by id (:meth:`search_samples`, ``--sample-id``).
         """
         meta = self.store.meta
         in_episode = meta[C.EPISODE].to_numpy() == int(episode)
+        # a query comes from the embodiment the index does not hold (robot frames against human clips)
+        other = meta[C.EMBODIMENT].astype(str).to_numpy() != self.embodiment
         if dataset is not None:
-            datasets = sorted(meta[C.DATASET].astype(str).unique())
+            names = meta[C.DATASET].astype(str).to_numpy()
+            datasets = sorted(set(names.tolist()))
             if dataset not in datasets:
                 raise DataError(f"dataset '{dataset}' is not in store '{self.store.path}'; its datasets are: "
                                 f"{', '.join(datasets)}")
-            in_episode &= meta[C.DATASET].astype(str).to_numpy() == dataset
+            if not (other & (names == dataset)).any():
+                raise DataError(self._own_dataset(dataset, other))
+            in_episode &= names == dataset
         if not in_episode.any():
             raise DataError(f"episode {episode}{f' of dataset {dataset!r}' if dataset else ''} is not in store "
                             f"'{self.store.path}'; {_episode_summary(meta, dataset)} (run 'probe info "
                             f"{self.store.path}')")
-        if dataset is None:
-            # a query comes from the embodiment the index does not hold (robot frames against human clips)
-            other = meta[C.EMBODIMENT].astype(str).to_numpy() != self.embodiment
-            if not (in_episode & other).any():
-                raise DataError(self._own_episode(int(episode), in_episode, other))
-            in_episode &= other
+        if not (in_episode & other).any():
+            raise DataError(self._own_episode(int(episode), in_episode, other))
+        in_episode &= other
         found = meta.loc[in_episode, C.DATASET].astype(str).unique()
         if len(found) > 1:
             raise ConfigError(f"episode {episode} exists in several datasets ({', '.join(sorted(found))}); "
@@ -229,19 +232,32 @@ class Retriever:
                             f"(nearest stored frame: {near})")
         return int(hit[0])
 
+    def _own_dataset(self, dataset: str, other: np.ndarray) -> str:
+        """Why dataset ``dataset`` (of the indexed embodiment only) is no query, with the datasets that are."""
+        meta = self.store.meta
+        if not other.any():
+            return (f"dataset '{dataset}' is {self.embodiment} data and store '{self.store.path}' holds no other "
+                    f"embodiment to query the {self.embodiment} index with; query a {self.embodiment} sample by "
+                    "id with --sample-id (its own episode is skipped)")
+        listed = "; ".join(f"{emb}: {', '.join(sorted(group[C.DATASET].astype(str).unique()))}"
+                           for emb, group in meta[other].groupby(C.EMBODIMENT, sort=True))
+        return (f"dataset '{dataset}' is {self.embodiment} data, the embodiment the index holds; --dataset names "
+                f"the query's dataset, which comes from another embodiment ({listed}); query a "
+                f"{self.embodiment} sample by id with --sample-id")
+
     def _own_episode(self, episode: int, in_episode: np.ndarray, other: np.ndarray) -> str:
         """Why episode ``episode`` (held only by the indexed embodiment) is no query, with the episodes that are."""
         meta = self.store.meta
         own = ", ".join(sorted(meta.loc[in_episode, C.DATASET].astype(str).unique()))
         if not other.any():
             return (f"episode {episode} is a {self.embodiment} episode and store '{self.store.path}' holds no other "
-                    f"embodiment to query the {self.embodiment} index with; query a {self.embodiment} frame "
-                    f"explicitly with --dataset {own} (its own episode is skipped) or use --sample-id")
+                    f"embodiment to query the {self.embodiment} index with; query a {self.embodiment} sample of "
+                    f"{own} by id with --sample-id (its own episode is skipped)")
         listed = "; ".join(f"{emb} {_few(group[C.EPISODE].to_numpy())}"
                            for emb, group in meta[other].groupby(C.EMBODIMENT, sort=True))
         return (f"episode {episode} is only in the {self.embodiment} data ({own}), the embodiment the index holds; "
-                f"a query comes from another embodiment: {listed} (or pass --dataset {own} to query this "
-                f"{self.embodiment} frame anyway)")
+                f"a query comes from another embodiment: {listed} (or query a {self.embodiment} sample by id "
+                "with --sample-id)")
 
     def rows_of(self, sample_ids: Sequence[str]) -> np.ndarray:
         """Store rows of ``sample_ids``; :class:`DataError` naming the ids not in the store."""
@@ -384,13 +400,3 @@ def _episode_summary(meta: pd.DataFrame, dataset: str | None) -> str:
         shown = f"{eps.min()}..{eps.max()}" if len(eps) > 6 else ", ".join(map(str, eps))
         parts.append(f"{emb}: {len(eps)} episodes ({shown})")
     return "its episodes are " + "; ".join(parts)
-
-
-
-
-
-
-
-
-
-
