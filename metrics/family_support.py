@@ -61,12 +61,14 @@ def requires_shared(what: str, first_other: bool):
 
 
 def two_sides(ctx: Context, embodiment: np.ndarray) -> tuple[str, str]:
-    """(human, other): the pair the paired and distribution metrics compare (first other embodiment)."""
+    """(human, other): the pair the paired and distribution metrics compare (first other embodiment, in sorted
+    order; the caller keeps another pair by selecting the rows of two embodiments, ``--embodiments``)."""
     human = ctx.config.human
     others = sorted(set(np.unique(embodiment).tolist()) - {human})
     if len(others) > 1:
         ctx.note(f"paired and distribution metrics compare '{human}' with '{others[0]}' only "
-                 f"(also present: {', '.join(others[1:])})")
+                 f"(also present: {', '.join(others[1:])}); to compare '{human}' with another, keep the two "
+                 f"with --embodiments (e.g. --embodiments {human},{others[1]})")
     return human, others[0]
 
 

@@ -34,7 +34,7 @@ from metrics.spec import (REGISTRY, Better, By, Context, Family, Kind, Labels, M
                           MetricSpec, MetricValue, Null, SuiteResult, check_inputs)
 from metrics.subsample import strata_keys, stratified_subsample
 
-__all__ = ["available", "run_suite"]
+__all__ = ["available", "human_metrics", "run_suite"]
 
 log = logging.getLogger(__name__)
 
@@ -304,6 +304,13 @@ def run_suite(X: np.ndarray, labels: Labels, config: MetricsConfig | None = None
                  "without interval or null")
     return SuiteResult(n, results, scoped, config.by, notes, subsampled, k, config, replicates, replicas.design,
                        replicas.df)
+
+
+def human_metrics(config: MetricsConfig) -> list[str]:
+    """Names of the metrics ``config`` selects that compare the human embodiment (``config.human``) with the
+    others: those with a ``requires`` check, each of which asks for the human first
+    (:mod:`metrics.family_support`)."""
+    return [s.name for s in _selected(config) if s.requires is not None]
 
 
 def available(families: Iterable[Family] | None = None) -> list[str]:

@@ -245,6 +245,33 @@ def test_cli_refuses_an_out_of_range_gate_with_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "ilisi lies in [0, 1]" in err and not (tmp_path / "r").exists()
 
 
+@needs_suite
+def test_cli_checks_the_gate_ranges_once_before_any_work(tmp_path, capsys, monkeypatch):
+    import probe.report.assembly
+    import probe.report.gates
+
+    calls = []
+    check = probe.report.gates.check_gate_ranges
+
+    def counted(*args):
+        calls.append(args)
+        return check(*args)
+
+    for module in (probe.report.gates, probe.report.assembly):
+        monkeypatch.setattr(module, "check_gate_ranges", counted)
+    argv = ["report", str(tmp_path / "no-store"), "--out", str(tmp_path / "r")]
+    # a gate that can pass: checked once (it ran three times: once per parsed flag, again in build_report), then the
+    # missing store stops the report
+    assert main([*argv, "--fail-under", "ilisi=0.5"]) == 2
+    assert "store '" in capsys.readouterr().err
+    assert calls == [((("ilisi", 0.5),), ())]
+    calls.clear()
+    assert main([*argv, "--fail-under", "ilisi=1.5"]) == 2  # one that never passes: refused by that one check
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ilisi lies in [0, 1], so this gate can never pass" in err
+    assert len(calls) == 1 and not (tmp_path / "r").exists()
+
+
 def test_fail_under_unknown_metric_lists_known_names(stores, tmp_path):
     with pytest.raises(ConfigError) as err:
         build_report(stores[:1], tmp_path / "r", ReportConfig(fail_under=(("ilsi", 1.0),)))

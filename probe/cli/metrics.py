@@ -72,6 +72,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "embodiments share the space (a ratio rising with k: shared coarse structure, separate close "
                         "neighbourhoods); a view only: metrics, verdicts and gates still use the headline metrics")
     p.add_argument("--human", default="human", help="name of the human embodiment (default 'human')")
+    p.add_argument("--embodiments", default=None, metavar="NAME,NAME,...",
+                   help="measure only these embodiments (at least two, the human among them unless no selected "
+                        "metric compares with it, e.g. --families mixing), e.g. human,robot_b: every metric, kNN graph, null and interval uses "
+                        "their samples only; paired and distribution metrics compare the human with the first "
+                        "other embodiment, so keep two to choose which (default: every embodiment; the JSON "
+                        "records the selection under 'embodiments')")
     p.add_argument("--seed", type=int, default=0, help="seed of subsampling, bootstrap and nulls (default 0)")
     p.add_argument("--out", default=None, help="write the metrics as JSON here")
     p.add_argument("--csv", default=None, help="write the long-form table (one row per metric and scope) as CSV here")
@@ -233,6 +239,7 @@ def print_comparisons(rows: list[dict]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from probe.errors import ConfigError
+    from probe.measure.selection import parse_embodiments
     from probe.measure.suite import METRICS_CSV, METRICS_JSON, evaluate, write_metrics_csv, write_metrics_json
     from probe.validate import check_output_path
 
@@ -243,7 +250,8 @@ def run(args: argparse.Namespace) -> int:
             check_output_path(path, args.overwrite, kind=kind)
     scales = parse_scales(args.scales)
     config = _config(args)
-    records = evaluate(args.stores, layers=args.layer, config=config, progress=True, scales=scales)
+    records = evaluate(args.stores, layers=args.layer, config=config, progress=True, scales=scales,
+                       embodiments=parse_embodiments(args.embodiments))
     print_records(records)
     if scales:
         print_scale_profiles(records)

@@ -47,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "always added)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the metrics' subsampling, intervals and nulls (default 0)")
+    p.add_argument("--embodiments", default=None, metavar="NAME,NAME,...",
+                   help="the metrics of every store measure only these embodiments (as probe metrics "
+                        "--embodiments; e.g. human,robot_b); layouts and examples still show all (default: all)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--data-root", action="append", default=[], metavar="NAME=PATH",
                    help="dataset NAME (a value of the store's 'dataset' column) now lives in PATH: the retrieval "
@@ -58,13 +61,14 @@ def run(args: argparse.Namespace) -> int:
 
     from probe.projection.layout import ProjectionConfig
     from probe.report.config import ReportConfig
-    from probe.report.gates import gate_sentence, parse_thresholds
+    from probe.report.gates import gate_sentence, read_thresholds
     from probe.report.build import build_report
     from probe.measure.suite import default_eval_config, known_metric_names
+    from probe.measure.selection import parse_embodiments
     from probe.store.media import parse_data_roots
 
-    fail_under = parse_thresholds(args.fail_under, "--fail-under")
-    max_drop = parse_thresholds(args.max_drop, "--max-drop")
+    fail_under = read_thresholds(args.fail_under, "--fail-under")  # ranges: checked once by build_report
+    max_drop = read_thresholds(args.max_drop, "--max-drop")
     metrics = None
     if args.metrics:
         metrics = ([m.strip() for m in args.metrics.split(",") if m.strip()] + [name for name, _ in fail_under]
@@ -79,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=Path(args.cache) if args.cache else None, overwrite=args.overwrite,
         eval_config=default_eval_config(args.bootstrap, metrics, args.seed) if known_metric_names() else None,
         data_roots=tuple((name, str(path)) for name, path in parse_data_roots(args.data_root).items()),
+        embodiments=parse_embodiments(args.embodiments),
     )
     result = build_report(args.stores, args.out, config, progress=True)
     out = Path(args.out)

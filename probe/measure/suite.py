@@ -31,6 +31,7 @@ from probe.cache.directory import keep_within, touch
 from probe.errors import ConfigError, MetricError
 from probe.cache.graphs import shared_graph
 from probe.latents import Latents
+from probe.measure.selection import check_stores, select, selected_rows, selection_note
 from probe.progress import drawn
 from probe.store.series import describe, unique_labels
 from probe.store.store import Store, open_store
@@ -72,13 +73,15 @@ def labels_of(latents: Latents) -> Labels:
 
 def evaluate_latents(latents: Latents, config: MetricsConfig | None = None, *, store: str = "",
                      step: Any = None, fingerprint: str | None = None, cache_dir: str | Path | None = None,
-                     progress: bool = False) -> dict[str, Any]:
+                     progress: bool = False, embodiments: Sequence[str] | None = None) -> dict[str, Any]:
     """Metrics of one :class:`Latents` as a JSON-ready record.
 
     Returns ``{"store", "layer", "step", "n", "k", "subsampled", "metrics": {NAME: {"value",
     "ci", "null"}}, "per_stage"|"per_task": {...}, "notes": [...]}``. With the store's
     ``fingerprint`` and a ``cache_dir`` the kNN graph comes from (or goes to) the cache
-    shared with layouts (:func:`probe.cache.graphs.shared_graph`).
+    shared with layouts (:func:`probe.cache.graphs.shared_graph`). ``embodiments`` (checked by
+    :func:`probe.measure.selection.check_stores`) keeps only their rows, before anything is computed; the
+    record's ``embodiments`` names them (None: every embodiment).
 
     Raises
     ------
@@ -88,7 +91,15 @@ def evaluate_latents(latents: Latents, config: MetricsConfig | None = None, *, s
     """
     config = config or MetricsConfig()
     where = f"store '{store}', layer '{latents.layer}'" if store else f"layer '{latents.layer}'"
-    check_embodiments(latents, config.human, where)
+    kept = ""
+    if embodiments is not None:
+        embodiments = list(check_stores(embodiments, [latents], config))
+        kept = selection_note(latents, embodiments)
+        latents = select(latents, embodiments)
+        if fingerprint is not None:  # the graph of the kept rows, cached apart from the store's
+            fingerprint = f"{fingerprint}|embodiments={','.join(sorted(embodiments))}"
+    # a selection without the human passed check_selection: no selected metric needs one
+    check_embodiments(latents, config.human if embodiments is None or config.human in embodiments else None, where)
     try:
         labels = labels_of(latents)
         graph = None
@@ -99,20 +110,22 @@ def evaluate_latents(latents: Latents, config: MetricsConfig | None = None, *, s
         result = run_suite(latents.X, labels, config, graph=graph, progress=drawn(progress))
     except MetricInputError as exc:
         raise MetricError(f"{where}: {exc}") from exc
-    record: dict[str, Any] = {"store": store, "layer": latents.layer, "step": step}
+    record: dict[str, Any] = {"store": store, "layer": latents.layer, "step": step, "embodiments": embodiments}
     record.update(result.to_dict())
+    record["notes"] = ([kept] if kept else []) + record["notes"]
     for note in result.notes:
         log.info("%s: %s", where, note)
     return record
 
 
-def check_embodiments(latents: Latents, human: str, where: str) -> None:
-    """Refuse latents without rows, or without the embodiment named as human (``--human``)."""
+def check_embodiments(latents: Latents, human: str | None, where: str) -> None:
+    """Refuse latents without rows, or without the human embodiment (``--human``; None: none needed)."""
     if len(latents) == 0:
         raise MetricError(f"{where}: the store is empty (0 rows); nothing to measure, extract or import "
                           "samples first")
     present = sorted(latents.meta[C.EMBODIMENT].astype(str).unique())
-    if human not in present and len(present) > 1:  # one embodiment: the suite's own error says more
+    # one embodiment: the suite's own error says more
+    if human is not None and human not in present and len(present) > 1:
         raise MetricError(f"{where}: no samples of the human embodiment '{human}'; the store holds "
                           f"{', '.join(present)}: name one of them with --human")
 
@@ -150,18 +163,20 @@ def _metrics_code() -> str:
     return digest.hexdigest()[:16]
 
 
-def _cache_file(cache_dir: Path, store: Store, layer: str, config: MetricsConfig) -> Path:
-    settings = json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)
+def _cache_file(cache_dir: Path, store: Store, layer: str, config: MetricsConfig,
+                embodiments: Sequence[str] | None = None) -> Path:
+    chosen = {"embodiments": list(embodiments)} if embodiments is not None else {}
+    settings = json.dumps(dataclasses.asdict(config) | chosen, sort_keys=True, default=str)
     key = hashlib.sha256(json.dumps([store.fingerprint, layer, settings, _metrics_code()]).encode()).hexdigest()[:24]
     return cache_dir / "metrics" / f"{key}.json"
 
 
 def _cached_record(cache_dir: Path | None, store: Store, layer: str, config: MetricsConfig,
-                   compute: Any) -> dict[str, Any]:
+                   compute: Any, embodiments: Sequence[str] | None = None) -> dict[str, Any]:
     """A record from the cache (keyed by store fingerprint, layer and config), or computed and cached."""
     if cache_dir is None:
         return compute()
-    file = _cache_file(Path(cache_dir), store, layer, config)
+    file = _cache_file(Path(cache_dir), store, layer, config, embodiments)
     if file.is_file():
         try:
             record = json.loads(file.read_text(encoding="utf-8"))
@@ -179,7 +194,8 @@ def _cached_record(cache_dir: Path | None, store: Store, layer: str, config: Met
 
 def evaluate(sources: Source | Sequence[Source], layers: str | Sequence[str] | None = "all",
              config: MetricsConfig | None = None, *, progress: bool = False,
-             cache_dir: str | Path | None = None, scales: Sequence[int] | None = None) -> list[dict[str, Any]]:
+             cache_dir: str | Path | None = None, scales: Sequence[int] | None = None,
+             embodiments: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Metrics of every requested layer of every store (or of given :class:`Latents`).
 
     Parameters
@@ -194,6 +210,9 @@ def evaluate(sources: Source | Sequence[Source], layers: str | Sequence[str] | N
     scales : neighbourhood sizes k: each record also gets ``scale_profile`` (and ``scale_profile_notes``),
         kNN embodiment mixing at each k with its null (:func:`scale_profile`; computed anew, never cached).
         A k at or above a store's measured rows is refused before any metric is computed
+    embodiments : keep only the samples of these embodiments (at least two; the human among them when a
+        selected metric compares with it) in every store, before anything is computed; a name a store does
+        not hold is refused before any work (:mod:`probe.measure.selection`). None: every embodiment
 
     Returns
     -------
@@ -210,16 +229,19 @@ def evaluate(sources: Source | Sequence[Source], layers: str | Sequence[str] | N
     config = config or MetricsConfig()
     records = []
     stores: list[tuple[Store, list[dict[str, Any]]]] = []  # each store's records, labelled below
-    opened_sources = [_open(source) for source in sources] if scales else sources
+    opened_sources = [_open(source) for source in sources] if scales or embodiments is not None else sources
+    if embodiments is not None:
+        embodiments = check_stores(embodiments, opened_sources, config)
     if scales:
         for opened in opened_sources:
-            check_scales_fit(opened, scales, config)
+            check_scales_fit(opened, scales, config, embodiments)
     for source in opened_sources:
         opened = _open(source)
         if isinstance(opened, Latents):
-            records.append(evaluate_latents(opened, config, progress=progress))
+            records.append(evaluate_latents(opened, config, progress=progress, embodiments=embodiments))
             if scales:
-                records[-1].update(scale_profile(opened, scales, config))
+                kept = opened if embodiments is None else select(opened, embodiments)
+                records[-1].update(scale_profile(kept, scales, config))
             continue
         stores.append((opened, []))
         for layer in _layers_of(opened, layers):
@@ -229,11 +251,12 @@ def evaluate(sources: Source | Sequence[Source], layers: str | Sequence[str] | N
             def compute(opened: Store = opened, layer: str = layer, latents: Latents | None = latents) -> dict[str, Any]:
                 return evaluate_latents(latents if latents is not None else opened.latents(layer), config,
                                         store=str(opened.path), fingerprint=opened.fingerprint, cache_dir=cache_dir,
-                                        progress=progress)
+                                        progress=progress, embodiments=embodiments)
 
-            records.append(_cached_record(cache_dir, opened, layer, config, compute))
+            records.append(_cached_record(cache_dir, opened, layer, config, compute, embodiments))
             if latents is not None:  # added to the returned record only: the cached one stays as it was
-                records[-1].update(scale_profile(latents, scales, config, store=str(opened.path)))
+                kept = latents if embodiments is None else select(latents, embodiments)
+                records[-1].update(scale_profile(kept, scales, config, store=str(opened.path)))
             stores[-1][1].append(records[-1])
     # the step and label of each checkpoint as the report has them (probe.store.series: one labelling rule)
     for cp, (_, mine) in zip(unique_labels([describe(s) for s, _ in stores]), stores):
@@ -255,9 +278,11 @@ def scale_profile(latents: Latents, scales: Sequence[int], config: MetricsConfig
     return {"scale_profile": profile.to_records(), "scale_profile_notes": list(profile.notes)}
 
 
-def check_scales_fit(source: Store | Latents, scales: Sequence[int], config: MetricsConfig) -> None:
-    """Refuse, before any work, a neighbourhood size at or above the rows the profile of ``source`` measures."""
-    n = len(source) if isinstance(source, Latents) else source.n
+def check_scales_fit(source: Store | Latents, scales: Sequence[int], config: MetricsConfig,
+                     embodiments: Sequence[str] | None = None) -> None:
+    """Refuse, before any work, a neighbourhood size at or above the rows the profile of ``source`` measures
+    (those of the selected ``embodiments``)."""
+    n = selected_rows(source, embodiments)
     rows = min(n, config.max_samples)
     try:
         check_scales(scales, rows)  # the profile's own rule, on the rows it will measure
@@ -368,7 +393,7 @@ def check_metric_names(names: Sequence[str], flag: str = "--metrics", *, purpose
 
 
 def compute_metrics(store: Store, layers: Sequence[str], eval_config: Any = None,
-                    cache_dir: Path | None = None) -> list[dict[str, Any]]:
-    """The suite's records for one store, cached in ``cache_dir``."""
+                    cache_dir: Path | None = None, embodiments: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """The suite's records for one store, cached in ``cache_dir``, of the selected ``embodiments`` (None: all)."""
     config = eval_config if eval_config is not None else default_eval_config()
-    return list(evaluate(store, list(layers), config, cache_dir=cache_dir))
+    return list(evaluate(store, list(layers), config, cache_dir=cache_dir, embodiments=embodiments))

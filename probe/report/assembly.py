@@ -27,6 +27,7 @@ from probe.report.examples import coverage_gaps, retrieval_examples
 from probe.report.gates import (baseline_record, check_gate_ranges, check_interval_gates, fail_under_checks,
                                 load_baseline, max_drop_checks)
 from probe.measure.compare import compare_records
+from probe.measure.selection import check_stores
 from probe.measure.suite import NOT_AVAILABLE, check_fail_under, compute_metrics, known_metric_names
 from probe.store.media import check_data_roots
 from probe.store.store import open_store
@@ -58,6 +59,7 @@ class ReportData:
     failures: list[dict[str, Any]] = field(default_factory=list)
     checks: list[dict[str, Any]] = field(default_factory=list)
     comparisons: list[dict[str, Any]] = field(default_factory=list)  # consecutive checkpoints, headline layer
+    embodiments: tuple[str, ...] | None = None  # the embodiments the metrics measure (--embodiments), None: all
 
     def record(self, cp: Checkpoint, layer: str) -> dict[str, Any] | None:
         return self.records.get((cp.label, layer))
@@ -86,6 +88,7 @@ def collect(store_paths: Sequence[str | Path], config: ReportConfig = ReportConf
     baseline = load_baseline(config.baseline) if config.baseline is not None else None
     stores = [open_store(p) for p in store_paths]
     check_data_roots(dict(config.data_roots), stores)
+    chosen = None if config.embodiments is None else check_stores(config.embodiments, stores, config.eval_config)
     layers, notes = resolve_layers(stores, config.layers)
     headline = config.headline_layer
     if headline is None:  # the one default-layer rule, said in the report's notes
@@ -97,7 +100,10 @@ def collect(store_paths: Sequence[str | Path], config: ReportConfig = ReportConf
     if baseline is not None:
         baseline_record(baseline, headline)  # a baseline without this layer fails before any work
     cps = unique_labels(order_checkpoints([describe(s) for s in stores]))
-    data = ReportData(cps, layers, headline, notes=notes)
+    data = ReportData(cps, layers, headline, notes=notes, embodiments=chosen)
+    if chosen is not None:
+        data.notes.append(f"metrics measure embodiments {', '.join(chosen)} only (--embodiments); layouts, retrieval "
+                          "examples and coverage show every embodiment")
     dataset_sets = {cp.datasets for cp in cps}
     if len(dataset_sets) > 1:
         data.notes.append("the stores come from DIFFERENT datasets, so differences between them mix model changes "
@@ -113,7 +119,7 @@ def collect(store_paths: Sequence[str | Path], config: ReportConfig = ReportConf
     # every checkpoint at the headline layer (metric-vs-step curves), every layer of the last one (vs-layer curves)
     for cp in track(cps, desc="metrics", enabled=progress and data.metrics_available):
         wanted = layers if cp is cps[-1] else [headline]
-        for rec in compute_metrics(cp.store, wanted, config.eval_config, cache):
+        for rec in compute_metrics(cp.store, wanted, config.eval_config, cache, chosen):
             data.records[(cp.label, str(rec.get("layer")))] = rec
 
     steps = [(cp, headline) for cp in cps] + [(cps[-1], layer) for layer in layers if layer != headline]

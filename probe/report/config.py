@@ -24,7 +24,8 @@ class ReportConfig:
     ``gate="bound"``, on the interval's pessimistic bound. ``baseline`` / ``max_drop``: a previous
     report's metrics.json and ``(metric, allowed drop)`` pairs (:mod:`probe.report.gates`). ``data_roots``:
     ``(dataset name, folder)`` pairs for datasets that moved since extraction (``--data-root``;
-    the retrieval examples read their frames from there).
+    the retrieval examples read their frames from there). ``embodiments``: the embodiments the metrics of every
+    store measure (``--embodiments``; None: all; checked before any work, :mod:`probe.measure.selection`).
     """
 
     layers: tuple[str, ...] | None = None
@@ -40,6 +41,7 @@ class ReportConfig:
     overwrite: bool = False
     eval_config: Any = None
     data_roots: tuple[tuple[str, str], ...] = ()
+    embodiments: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.retrieval_queries < 0 or self.retrieval_k < 1:

@@ -48,6 +48,7 @@ def metrics_json(data: ReportData) -> dict[str, Any]:
         "format": "probe-report", "version": 1,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "layers": data.layers, "headline_layer": data.headline,
+        "embodiments": None if data.embodiments is None else list(data.embodiments),
         "metrics_available": data.metrics_available,
         "checkpoints": [{"label": cp.label, "store": str(cp.store.path), "fingerprint": cp.store.fingerprint,
                          "series": cp.series, "step": cp.step, "diversity": cp.diversity,
