@@ -4,8 +4,9 @@ Issue 17 asks the built-in world to show a shared human/robot space emerging wit
 diversity; it does not emerge (``docs/world-diversity.md``). This script asks why, on the
 checkpoints of a finished sweep (``probe demo`` or ``probe world sweep`` writes them), with
 counterfactual renders: the same people filmed in the target robot's lab, from the robot's own
-camera, or both (``make_episode(look=..., shot=...)``), and each pre-training robot beside the
-target robot. For every checkpoint and pair it reports the kNN embodiment-mixing ratio (k = 15,
+camera, or both (``make_episode(look=..., shot=...)``), moving as the robot does (``moves_as``), and
+the target robot moving as a person, also in the person's kitchen and head camera (only its arm and gripper
+its own: compared with the robot and with the person), and each pre-training robot beside the target robot. For every checkpoint and pair it reports the kNN embodiment-mixing ratio (k = 15,
 cosine; 1 = mixed as by chance, 0 = separate) on the prefix's output (the policy's
 ``embedding``), and the same ratio for human vs robot at every prefix layer.
 
@@ -31,14 +32,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from metrics.knn import knn  # noqa: E402
 from metrics.mixing import knn_embodiment_mixing  # noqa: E402
-from probe.world.bodies import LAB, MIXTURE, TARGET  # noqa: E402
+from probe.world.bodies import HUMAN, KITCHEN, LAB, MIXTURE, TARGET  # noqa: E402
 from probe.world.episodes import make_episode  # noqa: E402
 from probe.world.tasks import TASKS, sample_scene  # noqa: E402
 
 K = 15
 PREFIX = ("vision", "fuse", "trunk.block0", "trunk.block1", "trunk.block2", "norm")
 HUMANS = {"human": {}, "human in the robot's lab": {"look": LAB}, "human from the robot's camera": {"shot": TARGET.shot},
-          "human in the lab, robot's camera": {"look": LAB, "shot": TARGET.shot}}
+          "human in the lab, robot's camera": {"look": LAB, "shot": TARGET.shot},
+          "human moving as the robot": {"moves_as": "robot"},
+          "human moving as the robot, in the lab, robot's camera": {"look": LAB, "shot": TARGET.shot, "moves_as": "robot"}}
+# the target robot where only its effector (arm and gripper) is its own: each compared with the robot and the person
+ROBOTS = {"robot moving as a person": {"moves_as": "human"},
+          "robot in the kitchen, head camera, moving as a person": {"look": KITCHEN, "shot": HUMAN.shot,
+                                                                    "moves_as": "human"}}
 
 
 def render(embodiment: str, episodes: int, stream: int, **overrides) -> list:
@@ -97,6 +104,7 @@ def main() -> None:
     robot = render("robot", args.episodes, 1)
     humans = {name: render("human", args.episodes, 2, **kw) for name, kw in HUMANS.items()}
     others = {b.name: render(b.name, args.episodes, 3 + i) for i, b in enumerate(MIXTURE)}
+    robots = {name: render("robot", args.episodes, 50 + i, **kw) for i, (name, kw) in enumerate(ROBOTS.items())}
     checkpoints = [(f"{recipe} {r['level']}%", where / path)
                    for r in sweep["levels"] for recipe, path in r["checkpoints"].items()]
     checkpoints += [(f"pretrained {r['level']}%", where / "pretrained" / f"level-{r['level']:03d}")
@@ -105,17 +113,22 @@ def main() -> None:
     for label, path in checkpoints:
         policy = load_policy(path)
         own = activations(policy, robot, "robot", PREFIX)
-        row = {"checkpoint": label, "human vs robot by layer": {}, "vs robot": {}}
+        row = {"checkpoint": label, "human vs robot by layer": {}, "vs robot": {}, "vs human": {}}
         for name, eps in humans.items():
             acts = activations(policy, eps, "human", PREFIX if name == "human" else ("norm",))
             row["vs robot"][name] = mixing(own["norm"], acts["norm"])
             if name == "human":
+                person = acts["norm"]
                 row["human vs robot by layer"] = {layer: mixing(own[layer], acts[layer]) for layer in PREFIX}
+        for name, eps in robots.items():
+            acts = activations(policy, eps, "robot", ("norm",))["norm"]
+            row["vs robot"][name], row["vs human"][name] = mixing(own["norm"], acts), mixing(person, acts)
         known = [b for b in others if b in policy.embodiments]
         for b in known:
             row["vs robot"][b] = mixing(own["norm"], activations(policy, others[b], b, ("norm",))["norm"])
         rows.append(row)
         print(f"{label:<18}", "  ".join(f"{k}={v:.2f}" for k, v in row["vs robot"].items()), flush=True)
+        print(f"{'':<18}", "vs human:", "  ".join(f"{k}={v:.2f}" for k, v in row["vs human"].items()), flush=True)
         print(f"{'':<18}", "by layer:", "  ".join(f"{k}={v:.2f}" for k, v in row["human vs robot by layer"].items()),
               flush=True)
     result = {"world": str(args.world), "k": K, "episodes_per_task": args.episodes, "rows": rows,

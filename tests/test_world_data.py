@@ -197,3 +197,26 @@ def test_counterfactual_renders_put_a_person_in_the_robots_lab_and_camera():
     differ = lambda e: (np.abs(e.frames[-1].astype(int) - robot.frames[-1].astype(int)).max(-1) > 30).mean()  # noqa: E731
     assert differ(moved) < 0.25 and differ(own) > 0.9
     assert differ(episode("human", look=LAB)) > 2 * differ(moved)  # the head camera alone moves the whole view
+
+
+def test_moves_as_gives_a_body_the_other_kinds_motion_and_keeps_its_look():
+    """``make_episode(moves_as=...)``: a person moving as the robot starts where the robot rests and grips with the
+    robot's apertures (no tremor); a robot moving as a person starts near the person; a bad value is refused."""
+    from probe.world.embodiments import GRIP_APERTURE, START_APERTURE
+    from probe.world.episodes import make_episode
+    from probe.world.tasks import sample_scene
+
+    def episode(embodiment, **kw):
+        rng = np.random.default_rng(5)
+        return make_episode(TASKS[0], embodiment, rng, scene=sample_scene(TASKS[0], rng, region="near"), **kw)
+
+    person, as_robot, robot = episode("human"), episode("human", moves_as="robot"), episode("robot")
+    assert as_robot.motion.aperture[0] == pytest.approx(1.0, abs=0.05) != START_APERTURE["human"]
+    assert as_robot.motion.ee[0, 1] == pytest.approx(robot.motion.ee[0, 1], abs=0.05)  # the robot's rest, far side
+    assert person.motion.ee[0, 1] < 0.25
+    assert set(np.round(as_robot.motion.aperture[-1:], 3)) <= {round(v, 3) for v in GRIP_APERTURE["robot"].values()}
+    assert as_robot.length > person.length  # the robot's slower timing
+    assert as_robot.frames.shape[1:] == person.frames.shape[1:] and as_robot.state.shape[1] == person.state.shape[1]
+    assert episode("robot", moves_as="human").motion.ee[0, 1] < 0.25
+    with pytest.raises(ValueError, match="moves_as"):
+        episode("human", moves_as="cat")

@@ -63,10 +63,11 @@ class Motion:
 
 
 def plan_motion(embodiment: str, plan: list[Waypoint], start: np.ndarray, fps: float,
-                rng: np.random.Generator) -> Motion:
-    """Time and interpolate a stage plan the way ``embodiment`` moves."""
+                rng: np.random.Generator, moves_as: str | None = None) -> Motion:
+    """Time and interpolate a stage plan the way ``embodiment`` moves (``moves_as`` ``"human"`` or ``"robot"``:
+    the way that kind of body moves instead, a counterfactual)."""
     b = body(embodiment)
-    human = b.human
+    human = b.human if moves_as is None else moves_as == "human"
     if human:
         speed = rng.uniform(0.7, 1.45)  # people vary a lot from one episode to the next
         durations = [w.duration / speed * rng.uniform(0.75, 1.3) for w in plan]
@@ -106,9 +107,9 @@ def plan_motion(embodiment: str, plan: list[Waypoint], start: np.ndarray, fps: f
     return Motion(ee, aperture, np.concatenate(stages), tuple(bounds))
 
 
-def start_position(embodiment: str, rng: np.random.Generator) -> np.ndarray:
-    """Where the effector rests before the task starts."""
-    if body(embodiment).human:
+def start_position(embodiment: str, rng: np.random.Generator, moves_as: str | None = None) -> np.ndarray:
+    """Where the effector rests before the task starts (``moves_as``: as :func:`plan_motion`)."""
+    if (body(embodiment).human if moves_as is None else moves_as == "human"):
         return np.array([rng.uniform(0.35, 0.65), rng.uniform(0.0, 0.12), rng.uniform(0.2, 0.3)], np.float32)
     return np.array([0.5, 0.75, 0.35], np.float32)
 

@@ -80,15 +80,18 @@ def _camera(shot: Shot, ee: np.ndarray, rng: np.random.Generator, size: int) -> 
 
 def make_episode(task: Task, embodiment: str, rng: np.random.Generator, *, fps: float = 10.0,
                  image_size: int = 64, scene: Scene | None = None, look: Look | None = None,
-                 shot: Shot | None = None) -> Episode:
+                 shot: Shot | None = None, moves_as: str | None = None) -> Episode:
     """Sample a scene (unless given), move through the task's stages as ``embodiment`` and render every frame.
 
     ``look`` and ``shot`` film the body in another scene or from another camera than its own (a
-    counterfactual: e.g. a person in the robot's lab, seen by the robot's camera).
+    counterfactual: e.g. a person in the robot's lab, seen by the robot's camera); ``moves_as`` (``"human"`` or
+    ``"robot"``) moves it as that kind of body does (speed, path, start and grip), another counterfactual.
     """
+    if moves_as not in (None, "human", "robot"):
+        raise ValueError(f"moves_as must be 'human', 'robot' or None, got {moves_as!r}")
     b = body(embodiment)
     scene = sample_scene(task, rng) if scene is None else scene
-    motion = plan_motion(embodiment, stage_plan(scene), start_position(embodiment, rng), fps, rng)
+    motion = plan_motion(embodiment, stage_plan(scene), start_position(embodiment, rng, moves_as), fps, rng, moves_as)
     objects = object_tracks(scene, motion.ee, motion.stage)
     colors = _look(b, rng, look)
     cv = R.Canvas(_camera(shot or b.shot, motion.ee, rng, image_size), colors["background"])
