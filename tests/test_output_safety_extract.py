@@ -14,7 +14,7 @@ from extract_models import ArrayDataset, InterruptingImage, tiny_cnn, tiny_cnn_c
 from output_safety_fixtures import FACTORY, ROOT, extract_argv, hidden, one_line_error
 from output_safety_fixtures import ckpt as ckpt  # a fixture: imported under its own name
 from probe.cli import main
-from probe.errors import ConfigError, StoreError
+from probe.errors import ConfigError, OutputExistsError, StoreError
 from probe.extraction.run import extract, lock_path
 from probe.store.store import open_store
 from probe.store.writer import StoreWriter
@@ -138,6 +138,25 @@ def test_a_rerun_of_an_unfinished_run_of_several_checkpoints_points_to_resume(tm
     assert [s.path.name for s in both] == ["enc-a", "enc-b"] and both[0].fingerprint == first.fingerprint
     np.testing.assert_array_equal(both[1].matrix("head"), extract(config(other, tmp_path / "b")).matrix("head"))
     assert hidden(out) == []
+
+
+def test_a_rerun_of_an_interrupted_single_store_points_to_resume_and_keeps_its_rows(tmp_path, ckpt, monkeypatch,
+                                                                                     capsys):
+    """One checkpoint: a rerun without --resume or --overwrite used to start over; it is refused before any work
+    (the staged rows kept), and --resume then continues them."""
+    out = tmp_path / "store"
+    partial = _interrupted(ckpt, out, monkeypatch)
+    capsys.readouterr()
+    assert main(extract_argv(out, ckpt)) == 2
+    line = one_line_error(capsys)
+    assert f"an interrupted run of store '{out}' left its rows staged in" in line
+    assert "pass --resume to continue it, or --overwrite to start over" in line
+    assert np.load(partial / "done.npy").sum() == 12 and not out.exists()
+    with pytest.raises(OutputExistsError, match="pass --resume"):
+        extract(config(ckpt, out))
+    resumed = extract(config(ckpt, out, resume=True))
+    np.testing.assert_array_equal(resumed.matrix("head"), extract(config(ckpt, tmp_path / "fresh")).matrix("head"))
+    assert hidden(out.parent) == []
 
 
 def test_a_users_folder_beside_stores_gets_no_resume_hint(tmp_path, ckpt, capsys):

@@ -140,6 +140,9 @@ def _refuse_unfinished(paths: Sequence[Path]) -> None:
     existing = [p for p in paths if os.path.lexists(p)]
     staged = [p for p in paths if (_staged(p) / "state.json").is_file()]
     missing = [p for p in paths if p not in existing]
+    if staged and not existing:  # one store (or none published yet): its interrupted rows wait for --resume
+        raise OutputExistsError(f"an interrupted run of store '{staged[0]}' left its rows staged in "
+                                f"'{_staged(staged[0])}'; pass --resume to continue it, or --overwrite to start over")
     if not existing or not all(STORE_KIND.holds(p) for p in existing) or not (staged or missing):
         return
     detail = (f"the rows of '{staged[0].name}' are staged in '{_staged(staged[0])}'" if staged else
@@ -197,9 +200,6 @@ def _extract(config: ExtractConfig, progress: bool) -> Store | list[Store]:
     with contextlib.ExitStack() as locks:  # one run at a time stages and publishes each store
         for path in paths:
             locks.enter_context(exclusive(lock_path(path), what=f"store '{path}'"))
-            if not (config.resume or config.overwrite) and (_staged(path) / "state.json").is_file():
-                log.warning("an interrupted run's rows of '%s' are staged in '%s'; starting over (stop and rerun "
-                            "with --resume to continue them)", path, _staged(path))
         return _extract_locked(config, paths, progress)
 
 
