@@ -99,6 +99,15 @@ def test_both_datasets_and_their_prompts_carry_the_given_task(stores):
 
 
 @needs_data
+def test_probe_info_says_which_tasks_were_relabelled(stores, capsys):
+    for name, said in (("relabelled", True), ("base", False)):
+        capsys.readouterr()
+        assert main(["info", str(stores[name][0].path)]) == 0
+        out = " ".join(capsys.readouterr().out.split())
+        assert (f"task (--task): robot: task '{G1_TASK}' relabelled as '{TASK}'" in out) == said, out
+
+
+@needs_data
 def test_paired_retrieval_and_temporal_metrics_are_defined_once_tasks_match(stores, tmp_path, capsys):
     values = {}
     for name in ("base", "relabelled"):

@@ -53,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
             if key in prov:
                 for line in provenance_lines(key, prov[key]):
                     console.print(line, markup=False, soft_wrap=True)
+        from probe.extraction.samples import relabel_notes
+
+        for note in relabel_notes(prov.get("datasets") or []):  # tasks given with --task
+            console.print(f"task (--task): {note}", markup=False, soft_wrap=True)
     videos = VideoPaths(store)
     if videos.roots:  # the names --data-root takes, and where each dataset's videos are looked for
         datasets = Table("dataset", "root (videos are read from here; move with --data-root NAME=PATH)")

@@ -91,7 +91,8 @@ class WorldAdapter(Adapter):
         unknown = sorted({t for t in tasks if t not in index})
         if unknown:
             raise DataError(f"task(s) {unknown} are not among the policy's tasks {self.tasks}; "
-                            "extract a dataset of the world the policy was trained on")
+                            "extract a dataset of the world the policy was trained on (a --task relabel must name "
+                            "one of its tasks or their instructions)")
         return torch.tensor([index[t] for t in tasks], dtype=torch.long, device=device)
 
     def prepare(self, batch: Batch, meta: pd.DataFrame, embodiment: str, device: torch.device) -> ModelInputs:
