@@ -23,6 +23,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 K = 4
 MAP = "#map .js-plotly-plot"
+WAIT = 30000  # ms: Playwright's own default; a 2-core CI machine under load needed more than 10 s (session 12)
 
 
 def _free_port() -> int:
@@ -84,7 +85,7 @@ def page(browser):
 def _wait_map(page, n: int | None = None) -> None:
     cond = "g._fullData[0].x.length > 0" if n is None else f"g._fullData[0].x.length === {n}"
     page.wait_for_function(f"() => {{ const g = document.querySelector('{MAP}'); "
-                           f"return g && g._fullData && g._fullData.length === 4 && {cond}; }}", timeout=20000)
+                           f"return g && g._fullData && g._fullData.length === 4 && {cond}; }}", timeout=WAIT)
 
 
 def _point_xy(page, i: int) -> tuple[float, float]:
@@ -104,7 +105,7 @@ def test_map_renders_every_point_and_colour_switch_patches_it(server, page):
     assert "human" in legend and "robot" in legend
     x_before = page.evaluate(f"() => Array.from(document.querySelector('{MAP}')._fullData[0].x.slice(0, 5))")
     page.get_by_label("stage", exact=True).check()
-    page.wait_for_function("() => document.querySelector('#legend').innerText.includes('grasp')", timeout=10000)
+    page.wait_for_function("() => document.querySelector('#legend').innerText.includes('grasp')", timeout=WAIT)
     assert "color=stage" in page.url
     n_stage = len(prepared.categories["stage"])
     assert page.evaluate(f"() => document.querySelector('{MAP}')._fullData[0].marker.cmax") == 2 * n_stage - 0.5
@@ -146,12 +147,12 @@ def test_click_robot_point_shows_trajectory_and_playable_human_clips(server, pag
     page.mouse.move(x, y)
     page.wait_for_selector("#hover-card table")
     page.mouse.click(x, y)
-    page.wait_for_selector(".clip", timeout=10000)
+    page.wait_for_selector(".clip", timeout=WAIT)
     clicked = page.inner_text("#selected-point")
     assert clicked.startswith("robot ")
     assert page.locator(".clip").count() == K
     page.wait_for_function("() => { const v = document.querySelector('video.clip-video'); "
-                           "return v && v.readyState >= 1; }", timeout=15000)
+                           "return v && v.readyState >= 1; }", timeout=WAIT)
     src = page.evaluate("() => document.querySelector('video.clip-video').getAttribute('src')")
     assert src.startswith("/media/") and "#t=" in src
     sid = clicked.split()[1]
@@ -161,7 +162,7 @@ def test_click_robot_point_shows_trajectory_and_playable_human_clips(server, pag
     assert "point=" in page.url
     # highlight a human clip: its episode is drawn too
     page.locator(".clip button").first.click()
-    page.wait_for_function(f"() => document.querySelector('{MAP}')._fullData[2].x.length > 0", timeout=10000)
+    page.wait_for_function(f"() => document.querySelector('{MAP}')._fullData[2].x.length > 0", timeout=WAIT)
     assert "clip=" in page.url
     assert not page.errors
 
@@ -179,7 +180,7 @@ def test_lasso_selection_fills_the_table(server, page):
     assert inside > 0
     page.evaluate("""([sel, xs, ys]) => { const g = document.querySelector(sel);
         g.emit('plotly_selected', {points: [], lassoPoints: {x: xs, y: ys}}); }""", [MAP, xs, ys])
-    page.wait_for_selector("#selection-counts", timeout=10000)
+    page.wait_for_selector("#selection-counts", timeout=WAIT)
     assert page.inner_text("#selection-count").startswith(f"{inside} points")
     assert "total" in page.inner_text("#selection-counts")
     with page.expect_download() as download:
@@ -207,11 +208,11 @@ def test_shared_url_restores_the_view_and_stale_urls_give_a_notice(server, page)
     page.goto(f"{url}/?" + urlencode({"store": prepared.names[0], "color": "task", "point": sid,
                                       "compare": prepared.names[1]}))
     _wait_map(page)
-    page.wait_for_selector(".clip", timeout=10000)
+    page.wait_for_selector(".clip", timeout=WAIT)
     assert sid in page.inner_text("#selected-point")
     assert page.get_by_label("task", exact=True).is_checked()
     page.wait_for_function("() => { const g = document.querySelector('#panel-0 .js-plotly-plot'); "
-                           "return g && g._fullData && g._fullData[0].x.length > 0; }", timeout=10000)
+                           "return g && g._fullData && g._fullData[0].x.length > 0; }", timeout=WAIT)
     page.goto(f"{url}/?store=nope&point=robot/none&color=rainbow")
     _wait_map(page)
     page.wait_for_function("() => document.querySelector('#notice').innerText.includes('not available')")
