@@ -57,6 +57,21 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def served_urls(host: str, port: int) -> tuple[str, str | None]:
+    """The URL to open on this machine, and a warning line when ``host`` is not a loopback address (the
+    dashboard, the datasets' videos included, is then reachable from the network), else None."""
+    import socket
+
+    shown = "127.0.0.1" if host in WILDCARD else f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}/"
+    if is_loopback(host):
+        return url, None
+    network = f"http://{socket.gethostname()}:{port}/" if host in WILDCARD else url
+    return url, (f"warning: bound to {host or 'every interface'}, so the dashboard and the datasets' videos it "
+                 f"serves are reachable from the network ({network} from other machines); --host 127.0.0.1 "
+                 "keeps them on this machine")
+
+
 def make_server(app: Dash, host: str = "127.0.0.1", port: int = 8050, threads: int = THREADS, **options: Any):
     """A waitress server of the app, bound; ``run()`` serves until Ctrl+C.
 
@@ -94,8 +109,7 @@ def serve(stores: Sequence[str | Path], host: str = "127.0.0.1", port: int = 805
     from metrics.knn import set_threads
 
     set_threads(1)  # the server runs single-vector searches only: one thread answers fastest
-    shown = "127.0.0.1" if host in WILDCARD else f"[{host}]" if ":" in host else host
-    url = f"http://{shown}:{port}/"
+    url, exposed = served_urls(host, port)
     log.info("serving %d checkpoint(s) at %s", len(prepared.checkpoints), url)
     from probe.console import console
     if prepared.start_note:  # the layer the page opens on was chosen by the default rule among several
@@ -103,6 +117,8 @@ def serve(stores: Sequence[str | Path], host: str = "127.0.0.1", port: int = 805
     if prepared.video_roots and prepared.media:  # say which folders the server reads videos from
         console.print(f"videos served only from inside: {', '.join(prepared.video_roots)}", soft_wrap=True,
                       markup=False)
+    if exposed:
+        console.print(exposed, soft_wrap=True, markup=False, style="yellow")
     more = len(prepared.views) - prepared.views.ready()
     later = f"; {more} more maps are prepared in the background (progress in the page)" if more else ""
     if debug:  # Dash's debug mode (tracebacks in the page) needs Werkzeug's development server
@@ -112,7 +128,8 @@ def serve(stores: Sequence[str | Path], host: str = "127.0.0.1", port: int = 805
         return
     server = make_server(app, host, port, threads)
     prepared.views.start()
-    console.print(f"[bold green]dashboard ready[/]: {url}  (Ctrl+C to stop{later})")
+    here = " on this machine" if exposed else ""
+    console.print(f"[bold green]dashboard ready[/]: {url}{here}  (Ctrl+C to stop{later})")
     try:
         server.run()  # returns on Ctrl+C (waitress closes its sockets)
     finally:

@@ -83,3 +83,8 @@ class IndexFileError(ProbeError, ValueError):
 
 class MissingDependencyError(ProbeError, ImportError):
     """An optional dependency a checkpoint or format needs is not installed (the message names the extra)."""
+
+
+# ``log.warning(..., extra=IN_MANIFEST)``: a warning that is also kept in the store's manifest (its
+# ``warnings``), which ``probe extract`` prints once after extracting; its console drops these log records.
+IN_MANIFEST = {"in_manifest": True}

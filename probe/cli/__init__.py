@@ -12,6 +12,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from probe.errors import ProbeError
 
@@ -34,8 +35,32 @@ COMMANDS: tuple[str, ...] = (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """The parser of ``probe`` and of every subcommand (``add_subparsers`` makes its sub-parsers of the same
+    class, ``probe world``'s actions included): an argument error is one line naming the command whose
+    ``--help`` to read, exit code 2, no usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        line = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {line}; see {self.prog} --help\n")
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed, extra = super().parse_known_args(args, namespace)
+        if not hasattr(parsed, "_parser"):  # the innermost parser that read the command line sets it first
+            parsed._parser = self
+        return parsed, extra
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        # Unrecognized arguments are found by the top parser; the sub-parser that read the command line
+        # names them, so that the error points to its --help (not to 'probe --help').
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            parsed._parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="probe",
         description="Look inside robot models co-trained on human and robot data: extract latents, "
         "measure how well embodiments share one embedding space, retrieve human clips for robot states.",

@@ -17,7 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer", help="layer (default: the store's last layer, said in one line)")
     p.add_argument("--metric", default="cosine", choices=["cosine", "l2"], help="distance (default: cosine)")
     p.add_argument("--a", default="human", help="covering embodiment (default: human)")
-    p.add_argument("--b", default="robot", help="covered embodiment (default: robot)")
+    p.add_argument("--b", default=None, help="covered embodiment (default: robot if the store holds it, else its one "
+                   "embodiment besides --a; with several, name one)")
     p.add_argument("--quantile", type=float, default=0.95,
                    help="threshold = this quantile of human-to-other-human-episode NN distances (default 0.95)")
     p.add_argument("--top", type=int, default=10, help="rows shown per table (default 10)")

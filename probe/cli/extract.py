@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import shlex
+from collections.abc import Iterator
+
+from rich.text import Text
 
 from probe.console import console, outputs
 
@@ -90,7 +95,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from probe.extraction.config import ExtractConfig, PassConfig, parse_json_kwargs, with_rename
-    from probe.extraction.samples import relabel_notes
+    from probe.extraction.samples import relabel_notes, unshared_task_note
     from probe.extraction.sampling import SamplingConfig, parse_tasks
     from probe.model.config import ModelConfig
     from probe.extraction.run import extract
@@ -113,17 +118,54 @@ def run(args: argparse.Namespace) -> int:
     config = ExtractConfig(checkpoints=tuple(args.checkpoint), data=tuple(args.data), out=args.out, model=model,
                            sampling=sampling, passes=passes, overwrite=args.overwrite, resume=args.resume,
                            skip_bad_episodes=args.skip_bad_episodes)
-    result = extract(config, progress=True)
+    with manifest_warnings_held():
+        result = extract(config, progress=True)
     stores = result if isinstance(result, list) else [result]
+    warnings: dict[str, list[str]] = {}  # each once, though every store of the run keeps it
     for store in stores:
         counts = ", ".join(f"{k}={v}" for k, v in store.meta["embodiment"].value_counts().items())
         dims = ", ".join(f"{x} ({store.layer_info(x)['dim']}-d)" for x in store.layers)
         console.print(f"{store.name}: {store.n} samples ({counts}), layers: {dims}")
         for warning in store.manifest.get("warnings", []):
-            console.print(f"[yellow]warning:[/] {warning}")
-    for note in relabel_notes(stores[0].provenance.get("datasets", [])):
-        console.print(f"note: {note}", markup=False, soft_wrap=True)
+            warnings.setdefault(warning, []).append(store.name)
+    for warning, names in warnings.items():
+        where = f" ({', '.join(names)})" if len(names) < len(stores) else ""
+        console.print(Text.assemble(("warning:", "yellow"), f" {warning}{where}"), soft_wrap=True)
+    datasets = stores[0].provenance.get("datasets", [])
+    for note in [*relabel_notes(datasets), unshared_task_note(stores[0].meta, datasets)]:
+        if note:
+            console.print(f"note: {note}", markup=False, soft_wrap=True)
     outputs({f"store {s.name}": s.path for s in stores},
             [shlex.join(["probe", "metrics", str(stores[0].path)]),
              shlex.join(["probe", "report", *(str(s.path) for s in stores), "--out", "REPORT_DIR"])])
     return 0
+
+
+@contextlib.contextmanager
+def manifest_warnings_held() -> Iterator[None]:
+    """Warnings the stores' manifests keep (logged with ``extra=IN_MANIFEST``) are shown once, after the run,
+    from the manifests: while it runs their log records are held back from the console; should it fail, they
+    are printed before its error."""
+    from probe.errors import IN_MANIFEST
+
+    held: list[str] = []
+    flag = next(iter(IN_MANIFEST))
+
+    def keep(record: logging.LogRecord) -> bool:
+        if getattr(record, flag, False):
+            held.append(record.getMessage())
+            return False
+        return True
+
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(keep)
+    try:
+        yield
+    except BaseException:
+        for message in dict.fromkeys(held):
+            console.print(Text.assemble(("warning:", "yellow"), f" {message}"), soft_wrap=True)
+        raise
+    finally:
+        for handler in handlers:
+            handler.removeFilter(keep)

@@ -240,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
         print_table(table)
         n = int((results["query"] == qi).sum())
         if n < args.k:
-            console.print(f"note: only {n} clips under --per-episode {args.per_episode} (fewer distinct "
+            console.print(f"note: only {n} clip{'' if n == 1 else 's'} under --per-episode {args.per_episode} (fewer distinct "
                           "episodes than -k); raise --per-episode for more")
     if exported:
         for note in exported.notes:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from probe import columns as C
-from probe.errors import DataError
+from probe.errors import IN_MANIFEST, DataError
 from probe.extraction.samples import DATASET_INDEX, ROW, OpenedData
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ def read_work(opened: OpenedData, rows: pd.DataFrame, *, images: bool, size: tup
                                        rows[C.FRAME].to_numpy(np.int64), images=images, size=size,
                                        skip_bad=skip_bad, bad={e for (b, e) in bad if b == d}, fix=fix)
     for episode, msg in skipped:
-        log.warning("%s; skipped (--skip-bad-episodes)", msg)
+        log.warning("%s; skipped (--skip-bad-episodes)", msg, extra=IN_MANIFEST)
         bad.add((d, episode))
     return work_of(d, rows, batch, keep, skipped)
 

@@ -40,7 +40,7 @@ import pandas as pd
 from probe import columns as C
 from probe.extraction.samples import DATASET_INDEX, OpenedData
 from probe.extraction.batches import Work, read_frames, work_of
-from probe.errors import ConfigError, DataError
+from probe.errors import IN_MANIFEST, ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ def _received(item: tuple[int, pd.DataFrame, Future[Any]], bad: set[tuple[int, i
                                                    for k, v in batch.images.items()})
     skipped = [(episode, msg) for episode, msg in skipped if (d, episode) not in bad]  # reported once, as in a thread
     for episode, msg in skipped:
-        log.warning("%s; skipped (--skip-bad-episodes)", msg)
+        log.warning("%s; skipped (--skip-bad-episodes)", msg, extra=IN_MANIFEST)
         bad.add((d, episode))
     return work_of(d, rows, batch, keep, skipped), through_pipe
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import shlex
 from dataclasses import dataclass
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from probe import columns as C
-from probe.errors import ConfigError, DataError
+from probe.errors import IN_MANIFEST, ConfigError, DataError
 from probe.extraction.sampling import SamplingConfig, sample_frames
 from probe.store.media import dataset_root, media_roots, store_video
 
@@ -77,7 +78,7 @@ def open_data(data: Sequence[DataSpec], sampling: SamplingConfig = SamplingConfi
 
     coverage = stages_by_embodiment_report(samples)
     for w in coverage:  # the readers log their own warnings
-        log.warning(w)
+        log.warning("%s", w, extra=IN_MANIFEST)
     warnings += coverage
     return OpenedData(tuple(datasets), tuple(embodiments), tuple(names), samples, tuple(warnings), tuple(relabels))
 
@@ -125,6 +126,31 @@ def relabel_notes(datasets: Sequence[dict[str, Any]]) -> list[str]:
             shown = ", ".join(repr(t) for t in list(tasks)[:3]) + (", ..." if n > 3 else "")
             notes.append(f"{embodiment}: {n} tasks relabelled as {task!r} ({shown})")
     return notes
+
+
+def unshared_task_note(meta: pd.DataFrame, datasets: Sequence[dict[str, Any]] = (), human: str = C.HUMAN
+                       ) -> str | None:
+    """One line when the ``human`` samples and those of another embodiment share no task name (the metrics that
+    pair human and robot samples by task, and retrieval's task matches, are then undefined), saying how to fix it
+    with ``--task``; None when each other embodiment shares a task with the human, or there is no human.
+    ``datasets``: provenance entries (``embodiment``, ``task_relabel``), for the task already given with --task."""
+    tasks = {str(e): list(dict.fromkeys(t.astype(str))) for e, t in meta.groupby(C.EMBODIMENT, sort=True, observed=True)[C.TASK]}
+    if human not in tasks or len(tasks) < 2:
+        return None
+    apart = [e for e in tasks if e != human and not set(tasks[e]) & set(tasks[human])]
+    if not apart:
+        return None
+
+    def listed(e: str) -> str:
+        return ", ".join(repr(t) for t in tasks[e][:2]) + (", ..." if len(tasks[e]) > 2 else "")
+
+    given = {str(d.get("embodiment")): str(d["task_relabel"]["to"]) for d in datasets if d.get("task_relabel")}
+    text = next(iter(given.values()), "TEXT")
+    fix = " ".join(f"--task {e}={shlex.quote(text)}" for e in (human, *apart) if given.get(e) != text)
+    shown = "; ".join(f"{e}: {listed(e)}" for e in (human, *apart))
+    return (f"{human} and {', '.join(apart)} share no task name ({shown}): paired and retrieval metrics, which "
+            f"match samples by task, will be undefined; give every embodiment the same task ({fix}"
+            f"{' too' if given else ''})")
 
 
 def dataset_provenance(opened: OpenedData, i: int) -> dict[str, Any]:

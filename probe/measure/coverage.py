@@ -216,7 +216,20 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- putting it together
 
 
-def coverage(latents: Latents, a: str = C.HUMAN, b: str = C.ROBOT, metric: Metric | str = Metric.COSINE,
+def covered_default(present: list[str], a: str) -> str:
+    """The covered embodiment when none is named: ``robot`` when the store holds it, else the one embodiment
+    besides ``a``. With several others the choice is refused, listing them: every table of the result is about
+    that one embodiment, so a silent pick would answer another question than the one asked."""
+    others = [name for name in present if name != a]
+    if len(others) == 1 or C.ROBOT in others:
+        return C.ROBOT if C.ROBOT in others else others[0]
+    if not others:
+        raise ConfigError(f"coverage compares two embodiments, but the store holds '{a}' only")
+    raise ConfigError(f"the store holds several embodiments besides '{a}': {', '.join(others)}; name the one "
+                      f"'{a}' should cover with --b NAME (b= in Python)")
+
+
+def coverage(latents: Latents, a: str = C.HUMAN, b: str | None = None, metric: Metric | str = Metric.COSINE,
              quantile: float = DEFAULT_QUANTILE) -> CoverageResult:
     """How well embodiment ``a``'s samples cover embodiment ``b``'s, from one layer's latents.
 
@@ -224,7 +237,8 @@ def coverage(latents: Latents, a: str = C.HUMAN, b: str = C.ROBOT, metric: Metri
     ----------
     latents : the store layer (all embodiments)
     a : the covering embodiment (human); needs at least two episodes for the threshold
-    b : the covered embodiment (robot)
+    b : the covered embodiment (a robot); None: ``robot`` if present, else the one embodiment besides ``a``
+        (refused, listing them, when there are several)
     metric : "cosine" (``1 - cos``) or "l2" (squared)
     quantile : threshold quantile of ``a``-to-other-``a``-episode NN distances
 
@@ -234,6 +248,8 @@ def coverage(latents: Latents, a: str = C.HUMAN, b: str = C.ROBOT, metric: Metri
     """
     metric = Metric(metric)
     present = latents.meta[C.EMBODIMENT].value_counts()
+    if b is None and a in present.index:
+        b = covered_default(sorted(map(str, present.index)), a)
     for name in (a, b):
         if name not in present.index:
             listed = ", ".join(f"{k} ({v} samples)" for k, v in present.items())

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from probe import columns as C
-from probe.errors import DataError
+from probe.errors import IN_MANIFEST, DataError
 from probe.readers.base import Batch, Dataset, DatasetInfo, EpisodeInfo, Format, VideoRef, check_frames, fingerprint
 from probe.readers.video import decode_at, video_info
 
@@ -121,7 +121,7 @@ class KeypointsDataset(Dataset):
         self._episodes = [EpisodeInfo(index=0, length=int(len(kp)), task=self._task, fps=rate, video=ref)]
 
     def _warn(self, message: str) -> None:
-        log.warning("%s", message)
+        log.warning("%s", message, extra=IN_MANIFEST)
         self.warnings.append(message)
 
     @staticmethod

@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from probe import columns as C
-from probe.errors import DataError
+from probe.errors import IN_MANIFEST, DataError
 from probe.readers.base import (Batch, Dataset, DatasetInfo, EpisodeInfo, Format, VideoRef, check_frames,
                                 default_embodiment, fingerprint)
 from probe.readers.lerobot_meta import lerobot_version, read_json, read_jsonl, subtask_segments
@@ -137,7 +137,7 @@ class LeRobotDataset(Dataset):
 
     # ---- metadata ---------------------------------------------------------------------------
     def _warn(self, message: str) -> None:
-        log.warning("%s", message)
+        log.warning("%s", message, extra=IN_MANIFEST)
         self.warnings.append(message)
 
     def _load_tasks(self) -> dict[int, str]:

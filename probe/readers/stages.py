@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from probe import columns as C
-from probe.errors import ConfigError, DataError
+from probe.errors import IN_MANIFEST, ConfigError, DataError
 from probe.readers.stage_files import read_stage_file
 
 log = logging.getLogger(__name__)
@@ -250,7 +250,7 @@ class StageLabeller:
         return stages
 
     def _warn(self, message: str) -> None:
-        log.warning("%s", message)
+        log.warning("%s", message, extra=IN_MANIFEST)
         self.warnings.append(message)
 
 

@@ -1,0 +1,231 @@
+"""What a new user meets first: argument errors in one line naming the command's --help, coverage's defaults
+following the store, one note when human and robot share no task, extraction warnings shown once, serve's
+warning off loopback, and readable wording (plurals, quoted values, README synopses)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import assert_refused, clustered_latents, synthetic_meta
+from probe import columns as C
+from probe.cli import build_parser, main
+from probe.errors import IN_MANIFEST, ConfigError
+from probe.store.writer import write_store
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _argument_error(capsys, argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1 and "usage:" not in err, err
+    return err
+
+
+# -- 1. argument errors --------------------------------------------------------------------------------------
+
+
+def test_an_invalid_choice_is_one_line_naming_the_commands_help(capsys):
+    err = _argument_error(capsys, ["metrics", "STORE", "--by", "episode"])
+    assert err.startswith("probe metrics: error: argument --by: invalid choice: 'episode'"), err
+    assert "stage" in err and "task" in err and err.endswith("; see probe metrics --help"), err
+
+
+def test_a_value_given_to_a_flag_names_the_subcommand_not_probe(capsys):
+    err = _argument_error(capsys, ["coverage", "STORE", "--csv", "cov.csv"])
+    assert err == "probe coverage: error: unrecognized arguments: cov.csv; see probe coverage --help", err
+
+
+def test_every_command_and_world_action_answers_a_bad_flag_in_one_line(capsys):
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    commands = [[name] for name in sub.choices]
+    world = next(a for a in sub.choices["world"]._actions if a.dest == "action")
+    commands += [["world", action] for action in world.choices]
+    for command in commands:
+        err = _argument_error(capsys, [*command, "--no-such-flag"])
+        prog = " ".join(["probe", *command])
+        assert err.startswith(f"{prog}: error: ") and err.endswith(f"; see {prog} --help"), err
+    err = _argument_error(capsys, ["world", "train", "w", "--bogus"])
+    assert err.startswith("probe world train: error: unrecognized arguments: --bogus"), err
+    assert _argument_error(capsys, ["nope"]).endswith("; see probe --help")
+
+
+# -- 2. coverage's embodiments ---------------------------------------------------------------------------------
+
+
+def _store(path: Path, embodiments=("human", "robot"), tasks=None, warnings=None):
+    meta = synthetic_meta(n_episodes=3, frames=12, embodiments=embodiments)
+    if tasks:  # {embodiment: task}: every sample of it gets that task
+        for emb, task in tasks.items():
+            meta.loc[meta[C.EMBODIMENT] == emb, C.TASK] = task
+    return write_store(path, meta, {"trunk": clustered_latents(meta, dim=8)}, warnings=warnings)
+
+
+def test_coverage_covers_the_one_other_embodiment_without_b(tmp_path, capsys):
+    from probe.measure.coverage import coverage
+
+    store = _store(tmp_path / "s", ("human", "g1"))
+    assert coverage(store.latents("trunk")).b == "g1"
+    assert main(["coverage", str(store.path), "--layer", "trunk"]) == 0
+    out = capsys.readouterr().out
+    assert "g1 states" in out and "'robot'" not in out
+
+
+def test_coverage_with_several_other_embodiments_asks_for_b(tmp_path, capsys):
+    from probe.measure.coverage import coverage
+
+    assert coverage(_store(tmp_path / "r", ("human", "robot", "g1")).latents("trunk")).b == "robot"  # as before
+    store = _store(tmp_path / "s", ("human", "g1", "gr1"))
+    assert_refused(capsys, ["coverage", str(store.path), "--layer", "trunk"], "g1, gr1", "--b NAME")
+    assert main(["coverage", str(store.path), "--layer", "trunk", "--b", "gr1"]) == 0
+    assert "gr1 states" in capsys.readouterr().out
+
+
+def test_the_readme_coverage_section_names_a_and_b():
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("**Coverage: where human data is missing.**"):]
+    section = section[:section.index("\n\n")]
+    assert "--a" in section and "--b" in section
+
+
+# -- 3. and 4. extract's closing lines -------------------------------------------------------------------------
+
+
+def test_unshared_tasks_give_one_note_with_the_fix():
+    from probe.extraction.samples import unshared_task_note
+
+    meta = synthetic_meta(n_episodes=1, frames=4, tasks=("pick",))
+    assert unshared_task_note(meta) is None
+    meta.loc[meta[C.EMBODIMENT] == "human", C.TASK] = "grab it"
+    note = unshared_task_note(meta)
+    assert "human and robot share no task name" in note and "undefined" in note and "\n" not in note
+    assert "--task human=TEXT --task robot=TEXT" in note
+    given = [{"embodiment": "human", "task_relabel": {"to": "grab it", "from": ["pick"]}}]
+    assert "(--task robot='grab it' too)" in unshared_task_note(meta, given)
+    assert unshared_task_note(meta.assign(**{C.EMBODIMENT: meta[C.EMBODIMENT].replace("human", "hand")})) is None
+
+
+@pytest.fixture
+def fake_extract(tmp_path, monkeypatch):
+    """``probe extract`` over a stand-in for the library's extract(): it logs one warning the store's manifest
+    keeps and one it does not, and returns a written store (its tasks and warnings given by the test)."""
+    import probe.extraction.run as run
+
+    made = {}
+
+    def extract(config, progress=False):
+        log = logging.getLogger("probe.readers.lerobot")
+        log.warning("human-data: episode 1: 3 of 12 frames lie in no segment", extra=IN_MANIFEST)
+        log.warning("the frame cache is full")
+        return made["store"]
+
+    monkeypatch.setattr(run, "extract", extract)
+    argv = ["extract", "--checkpoint", "ckpt", "--data", "human=h", "--data", "robot=r", "--layer", "trunk",
+            "--out", str(tmp_path / "s")]
+    return made, argv
+
+
+def test_extract_prints_each_warning_once_and_notes_unshared_tasks(fake_extract, tmp_path, capsys):
+    made, argv = fake_extract
+    warning = "human-data: episode 1: 3 of 12 frames lie in no segment"
+    made["store"] = _store(tmp_path / "s", tasks={"human": "grab it"}, warnings=[warning])
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)  # stands for the console's log handler
+    logging.getLogger().addHandler(handler)
+    try:
+        assert main(argv) == 0
+    finally:
+        logging.getLogger().removeHandler(handler)
+    out = capsys.readouterr().out
+    assert out.count(warning) == 1 and f"warning: {warning}" in out
+    assert warning not in stream.getvalue() and "the frame cache is full" in stream.getvalue()
+    notes = [line for line in out.splitlines() if "share no task name" in line]
+    assert len(notes) == 1 and notes[0].startswith("note: human and robot share no task name"), out
+
+
+def test_extract_says_nothing_of_tasks_when_they_are_shared(fake_extract, tmp_path, capsys):
+    made, argv = fake_extract
+    made["store"] = _store(tmp_path / "s")
+    assert main(argv) == 0
+    assert "share no task" not in capsys.readouterr().out
+
+
+# -- 5. retrieve's note ----------------------------------------------------------------------------------------
+
+
+def test_one_clip_is_said_in_the_singular(tmp_path, capsys):
+    from probe.retrieval.index import build_index
+
+    meta = synthetic_meta(n_episodes=1, frames=12, tasks=("pick",))
+    store = write_store(tmp_path / "s", meta, {"trunk": clustered_latents(meta, dim=8)})
+    build_index(store, "trunk", tmp_path / "idx")
+    assert main(["retrieve", "--index", str(tmp_path / "idx"), "--sample-id", "robot/pick/0/5", "-k", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "note: only 1 clip under --per-episode 1" in out and "1 clips" not in out
+
+
+# -- 6. serve off loopback -------------------------------------------------------------------------------------
+
+
+class _Views:
+    def __len__(self):
+        return 1
+
+    def ready(self):
+        return 1
+
+    def start(self):
+        pass
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "127.0.0.1"])
+def test_serve_off_loopback_prints_the_local_url_and_a_network_warning(host, monkeypatch, capsys):
+    import socket
+
+    import dashboard.app as app
+    import metrics.knn
+
+    prepared = SimpleNamespace(checkpoints=["a"], start_note=None, video_roots=[], media=None, views=_Views())
+    monkeypatch.setattr(app, "prepare", lambda *a, **k: prepared)
+    monkeypatch.setattr(app, "create_app", lambda *a, **k: object())
+    monkeypatch.setattr(app, "make_server", lambda *a, **k: SimpleNamespace(run=lambda: None, close=lambda: None))
+    monkeypatch.setattr(metrics.knn, "set_threads", lambda n: None)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["serve", "--host", host, "--port", str(port), "store"]) == 0
+    out = capsys.readouterr().out
+    assert f"dashboard ready: http://127.0.0.1:{port}/" in out
+    warnings = [line for line in out.splitlines() if line.startswith("warning:")]
+    if host == "127.0.0.1":
+        assert not warnings, out
+    else:
+        assert len(warnings) == 1 and "reachable from the network" in warnings[0] and "videos" in warnings[0]
+        assert f"http://{socket.gethostname()}:{port}/" in warnings[0] and "--host 127.0.0.1" in warnings[0]
+
+
+# -- 7. and 8. README synopses, quoted values ------------------------------------------------------------------
+
+
+def test_readme_synopses_name_max_episodes_and_human():
+    text = README.read_text(encoding="utf-8")
+    extract = re.search(r"^probe extract --checkpoint CKPT \[CKPT2.*?```", text, re.S | re.M).group(0)
+    metrics = re.search(r"^probe metrics STORE \[STORE \.\.\.\].*?```", text, re.S | re.M).group(0)
+    assert "[--max-episodes N]" in extract and "[--human NAME]" in metrics
+
+
+def test_a_resume_refusal_quotes_string_values():
+    from probe.validate import check_same_options
+
+    with pytest.raises(ConfigError, match=r"used sampling\.tasks\.human 'pick up the can', this run 'grab it'; "
+                                          r"fix it"):
+        check_same_options({"sampling": {"tasks": {"human": "pick up the can"}}},
+                           {"sampling": {"tasks": {"human": "grab it"}}}, what="the complete store 's'", fix="fix it")
