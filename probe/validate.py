@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from probe import columns as C
+from probe.dataset_folders import KEYPOINTS, enclosing_dataset
 from probe.errors import ConfigError, LatentsError, LayerNotFoundError, OutputExistsError, OutputPathError
 
 _FINITE_CHUNK = 1 << 16  # rows checked at a time, so memory-mapped layers stay cheap
@@ -225,8 +226,9 @@ def _listing(path: Path, most: int = 4) -> str:
 
 def check_output_location(path: str | Path, what: str = "output") -> Path:
     """Refuse an output path that is the working directory, one above it, the home directory or the
-    file-system root, or that cannot be created: a file in the middle of the path, or a directory
-    on the way that is not writable. Returns the path."""
+    file-system root, that is a dataset or lies inside one (:func:`check_outside_datasets`), or that cannot be
+    created: a file in the middle of the path, or a directory on the way that is not writable (for root too: one
+    without any write permission bit). Returns the path."""
     path = Path(path).expanduser()
     try:
         resolved, cwd = path.resolve(), Path.cwd().resolve()
@@ -242,6 +244,7 @@ def check_output_location(path: str | Path, what: str = "output") -> Path:
     if resolved == home or resolved in home.parents or resolved.parent == resolved:
         raise OutputPathError(f"{what} '{path}' is the home directory, one above it or the file-system root; give "
                               f"it a path of its own, e.g. '{path / 'out'}'")
+    check_outside_datasets(path, what)
     for ancestor in path.parents:
         if not ancestor.exists():
             if os.path.lexists(ancestor):
@@ -255,8 +258,41 @@ def check_output_location(path: str | Path, what: str = "output") -> Path:
             raise OutputPathError(f"cannot write {what} '{path}': directory '{ancestor}' is not writable "
                                   "(permissions or a read-only file system); choose a writable location or "
                                   "check the path and permissions")
+        mode = _read_only_for_root(ancestor)
+        if mode is not None:
+            raise OutputPathError(f"cannot write {what} '{path}': directory '{ancestor}' is not writable (mode "
+                                  f"{mode}: no one may write there, and running as root does not change that); "
+                                  "choose a writable location or check the path and permissions")
         break
     return path
+
+
+def check_outside_datasets(path: str | Path, what: str = "output") -> None:
+    """Refuse an output path that is a dataset folder (LeRobot, hand keypoints) or lies inside one, checked on the
+    path and each existing ancestor (see :func:`probe.dataset_folders.enclosing_dataset`): datasets are read in
+    place and never written."""
+    found = enclosing_dataset(path)
+    if found is None:
+        return
+    folder, kind, itself = found
+    why = " (it holds a (T, 21, 3) .npy beside a video)" if kind == KEYPOINTS else ""
+    where = f"is a {kind}{why}" if itself else f"is inside the {kind} '{folder}'{why}"
+    raise OutputPathError(f"{what} '{path}' {where}; datasets are read in place and never written: choose a path "
+                          "outside it")
+
+
+def _read_only_for_root(folder: Path) -> str | None:
+    """The mode (``dr-xr-xr-x``) of a directory without any write permission bit that ``os.access`` calls
+    writable only because this process is root (root ignores the bits); None otherwise."""
+    import stat
+
+    if getattr(os, "geteuid", lambda: -1)() != 0:
+        return None
+    try:
+        mode = folder.stat().st_mode
+    except OSError:
+        return None
+    return stat.filemode(mode) if mode & 0o222 == 0 else None
 
 
 def check_output_path(path: str | Path, overwrite: bool, *, what: str = "output file",
@@ -324,7 +360,7 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 def _shown(value: Any) -> str:
     if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
         return value[:12]  # a content hash
-    return json.dumps(value) if not isinstance(value, str) else value
+    return json.dumps(value) if not isinstance(value, str) else repr(value)  # 'pick up the can', quoted
 
 
 def check_same_options(recorded: Mapping[str, Any] | None, current: Mapping[str, Any], *, what: str,

@@ -164,8 +164,8 @@ def test_resume_with_another_task_is_refused(encoder, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         extract(config(False, robot=TASK, human=TASK))
     monkeypatch.setattr(InterruptingImage, "after", None)
-    with pytest.raises(ConfigError, match=r"cannot resume: .* used sampling\.tasks\.robot pick up the can, this run "
-                                          r"pick up a can"):
+    with pytest.raises(ConfigError, match=r"cannot resume: .* used sampling\.tasks\.robot 'pick up the can', this run "
+                                          r"'pick up a can'"):
         extract(config(robot="pick up a can", human=TASK))
     with pytest.raises(ConfigError, match=r"cannot resume: .*sampling\.tasks"):
         extract(config())  # the datasets' own tasks

@@ -20,13 +20,13 @@ from typing import Any
 
 from probe import columns as C
 from probe.extraction.samples import OpenedData, open_data
-from probe.errors import ConfigError, OutputExistsError, ProbeError
+from probe.errors import ConfigError, OutputExistsError, OutputPathError, ProbeError
 from probe.cache.frames import frame_cache_for, use_frame_cache
 from probe.extraction.config import ExtractConfig
 from probe.model.config import resolve_device
 from probe.lock import exclusive
 from probe.store.store import STORE_KIND, Store, open_store
-from probe.validate import check_output_location, check_output_path, check_same_options
+from probe.validate import check_output_location, check_output_path, check_outside_datasets, check_same_options
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +151,34 @@ def _refuse_unfinished(paths: Sequence[Path]) -> None:
                             "to continue it (complete stores are kept), or --overwrite to start over")
 
 
+def _refuse_out_in_data(config: ExtractConfig, paths: Sequence[Path]) -> None:
+    """An --out that is or lies inside a dataset (:func:`probe.validate.check_outside_datasets`) or a --data folder
+    (whatever its format), or is a --data file, is refused."""
+    check_outside_datasets(config.out, "--out")
+
+    def real(path: Path | str) -> Path:
+        try:
+            return Path(path).expanduser().resolve()
+        except (OSError, RuntimeError):  # a symbolic link loop
+            return Path(os.path.abspath(Path(path).expanduser()))
+
+    outs = {real(p) for p in (config.out, *paths)}
+    for spec in config.data:
+        data = real(spec.path)
+        if os.path.isdir(data) and any(out == data or data in out.parents for out in outs):
+            where = "is the" if real(config.out) == data else "is inside the"
+            what = "folder"
+        elif os.path.isfile(data) and data in outs:
+            where, what = "is the", "file"
+        else:
+            continue
+        raise OutputPathError(f"--out '{config.out}' {where} --data {what} '{spec.path}'; datasets are read in place "
+                              "and never written: choose a path outside it")
+
+
 def _check_outputs(config: ExtractConfig, paths: Sequence[Path]) -> None:
-    """Every store path checked before any work (writable, not a user's folder, not a file)."""
+    """Every store path checked before any work (not in a dataset, writable, not a user's folder, not a file)."""
+    _refuse_out_in_data(config, paths)
     out = Path(config.out)
     if len(paths) > 1:
         check_output_location(out, "directory of stores")
