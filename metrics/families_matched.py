@@ -42,15 +42,31 @@ def _paired_scores(ctx: Context, state: dict, labels: Labels, w: np.ndarray) -> 
             raise ValueError("matched pairs need stage_progress (position within each stage) for every sample")
         sp = labels.stage_progress
         pairs = matched_pairs(ctx.X[r], labels.embodiment[r], labels.task[r], labels.stage[r], sp[r], a, b)
-        if len(pairs) < 2:
-            raise ValueError(f"only {len(pairs)} (task, stage, stage-progress bin) cells are seen by both embodiments")
-        state["cache"][key] = paired_scores(pairs.A, pairs.B)
+        state["cache"][key] = {**paired_scores(pairs.A, pairs.B, k=_MUTUAL_K), "pair_of": (a, b)}
     return state["cache"][key]
+
+
+_MUTUAL_K = 10  # neighbours of mutual_knn among the matched pairs
+
+
+def too_few_pairs(m: int, a: str, b: str) -> str:
+    """Why the paired metrics are undefined on ``m`` matched pairs: one text for all five, so that a scope's
+    notes group into one line (:func:`metrics.notes.group_notes`)."""
+    from metrics.paired import MIN_PAIRS
+
+    return (f"{m} matched pairs ((task, stage, stage-progress bin) cells seen by both '{a}' and '{b}'); "
+            f"cka_linear, cka_debiased, procrustes_angular and svcca need at least {MIN_PAIRS}, mutual_knn at "
+            f"least {_MUTUAL_K + 1}")
 
 
 def _paired(name: str):
     def score(ctx: Context, state: dict, labels: Labels, w: np.ndarray) -> float:
-        return _paired_scores(ctx, state, labels, w)[name]
+        from metrics.paired import min_pairs
+
+        scores = _paired_scores(ctx, state, labels, w)
+        if scores["n_pairs"] < min_pairs(_MUTUAL_K)[name]:  # undefined, and said (once per scope: metrics.notes)
+            raise ValueError(too_few_pairs(scores["n_pairs"], *scores["pair_of"]))
+        return scores[name]
     return score
 
 

@@ -55,9 +55,20 @@ def requires_shared(what: str, first_other: bool):
             if what != "task":
                 keys = np.char.add(np.char.add(keys, "\x1f"), labels.stage.astype(str))
             shared = np.intersect1d(keys[emb == human], keys[np.isin(emb, rest)]).size
-            ctx.cache[key] = None if shared else f"no {what} is seen by both '{human}' and {', '.join(map(repr, rest))}"
+            ctx.cache[key] = None if shared else (f"no {what} is seen by both '{human}' and "
+                                                  f"{', '.join(map(repr, rest))}{_unshared_fix(labels, human, rest)}")
         return requires_human(ctx, labels) or ctx.cache[key]
     return requires
+
+
+def _unshared_fix(labels: Labels, human: str, rest: list[str]) -> str:
+    """How to share what :func:`requires_shared` found unshared: one task name (``probe extract --task``) when
+    no task is shared, else the stage labels (``probe extract --stages``), since a task is shared."""
+    emb, task = labels.embodiment, labels.task.astype(str)
+    if np.intersect1d(task[emb == human], task[np.isin(emb, rest)]).size == 0:
+        return ("; their task names differ: give both embodiments one task name with probe extract --task "
+                "EMBODIMENT=TEXT")
+    return "; they share a task but no stage name in it: label both embodiments' stages alike (probe extract --stages)"
 
 
 def two_sides(ctx: Context, embodiment: np.ndarray) -> tuple[str, str]:

@@ -47,8 +47,25 @@ def _small_single_threaded(func: F) -> F:
             return func(A, B, *args, **kwargs)
     return wrapper  # type: ignore[return-value]
 
-__all__ = ["cka_debiased", "cka_linear", "mutual_knn", "mutual_knn_samples", "paired_scores",
-           "procrustes_angular", "svcca"]
+__all__ = ["MIN_PAIRS", "cka_debiased", "cka_linear", "min_pairs", "mutual_knn", "mutual_knn_samples",
+           "paired_scores", "procrustes_angular", "svcca"]
+
+# The fewest matched pairs (rows) on which :func:`paired_scores` reports cka_linear, cka_debiased,
+# procrustes_angular and svcca (nan below). m column-centred rows span at most m - 1 dimensions: at m = 2 any
+# two non-constant representations score cka_linear 1, procrustes_angular 0 and svcca 1 (two centred rows are
+# one line, up to scale), whatever the data; at m = 3 two triangles are compared (independent random 64-d rows
+# score cka_linear 0.97 and procrustes_angular 0.12 on average). Four is the fewest rows the unbiased HSIC of
+# cka_debiased is defined on (it divides by m - 3) and the fewest with which svcca's own cap (m // 4 directions)
+# keeps a direction; one minimum for the four keeps them defined in the same scopes. Above it the biased scores
+# still flatter small m (independent rows of more dimensions than rows score cka_linear near 1): judge them
+# against their null.
+MIN_PAIRS = 4
+
+
+def min_pairs(k: int = 10) -> dict[str, int]:
+    """The fewest matched pairs each score of :func:`paired_scores` needs (``mutual_knn``: ``k + 1``)."""
+    return {"cka_linear": MIN_PAIRS, "cka_debiased": MIN_PAIRS, "mutual_knn": k + 1,
+            "procrustes_angular": MIN_PAIRS, "svcca": MIN_PAIRS}
 
 
 def _check_pair(A: np.ndarray, B: np.ndarray, min_rows: int, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -238,18 +255,17 @@ def svcca(A: np.ndarray, B: np.ndarray, keep: float = 0.99, max_dims: int | None
 
 @_small_single_threaded
 def paired_scores(A: np.ndarray, B: np.ndarray, k: int = 10) -> dict[str, float]:
-    """All paired-similarity scores of A and B as a JSON-ready dict.
+    """All paired-similarity scores of A and B as a JSON-ready dict, with ``n_pairs`` (the rows m).
 
-    ``mutual_knn`` is nan when there are not more than ``k`` rows and ``cka_debiased`` when
-    there are fewer than 4, instead of raising, so a report over many small stages keeps going.
+    A score is nan when m is below its minimum (:func:`min_pairs`: :data:`MIN_PAIRS` rows, ``k + 1`` for
+    ``mutual_knn``) instead of raising or returning a value fixed by m, so a report over many small stages keeps
+    going; callers say why from ``n_pairs``.
     """
-    A, B = _check_pair(A, B, 2, "paired_scores")
+    A, B = _check_pair(A, B, 0, "paired_scores")
     m = A.shape[0]
-    return {
-        "cka_linear": cka_linear(A, B),
-        "cka_debiased": cka_debiased(A, B) if m >= 4 else float("nan"),
-        "mutual_knn": mutual_knn(A, B, k) if m > k else float("nan"),
-        "procrustes_angular": procrustes_angular(A, B),
-        "svcca": svcca(A, B),
-        "n_pairs": m,
-    }
+    scores = {"cka_linear": cka_linear, "cka_debiased": cka_debiased, "mutual_knn": lambda a, b: mutual_knn(a, b, k),
+              "procrustes_angular": procrustes_angular, "svcca": svcca}
+    need = min_pairs(k)
+    out: dict[str, float] = {name: fn(A, B) if m >= need[name] else float("nan") for name, fn in scores.items()}
+    out["n_pairs"] = m
+    return out

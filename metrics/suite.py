@@ -30,6 +30,7 @@ from metrics.calibration import NO_SCOPE_INTERVAL
 from metrics.graph import approximate_note, build_graph
 from metrics.intervals import Replicates
 from metrics.knn import Metric, Neighbors
+from metrics.notes import undefined_note
 from metrics.spec import (REGISTRY, Better, By, Context, Family, Kind, Labels, MetricInputError, MetricsConfig,
                           MetricSpec, MetricValue, Null, SuiteResult, check_inputs)
 from metrics.subsample import strata_keys, stratified_subsample
@@ -79,11 +80,11 @@ class _States:
         return self._store[key]
 
 
-def _safe(fn: Callable[[], float], ctx: Context, what: str) -> float:
+def _safe(fn: Callable[[], float], ctx: Context, name: str, scope: str | None = None) -> float:
     try:
         return float(fn())
     except ValueError as exc:
-        ctx.note(f"{what}: not computed ({exc})")
+        ctx.note(undefined_note(name, "not computed", str(exc), scope))
         return float("nan")
 
 
@@ -220,7 +221,7 @@ def run_suite(X: np.ndarray, labels: Labels, config: MetricsConfig | None = None
         if reason is None and spec.family is Family.CONSERVATION and n_stages < 2:
             reason = "the store has a single stage, so there is nothing to conserve"
         if reason:
-            ctx.note(f"{spec.name}: nan ({reason})")
+            ctx.note(undefined_note(spec.name, "nan", reason))
             results[spec.name] = MetricValue(float("nan"))
             for s in scopes_of:
                 scoped[s][spec.name] = MetricValue(float("nan"))
@@ -229,7 +230,7 @@ def run_suite(X: np.ndarray, labels: Labels, config: MetricsConfig | None = None
         try:
             state = states.get(spec, labels, main_rows, "main")
         except ValueError as exc:
-            ctx.note(f"{spec.name}: not computed ({exc})")
+            ctx.note(undefined_note(spec.name, "not computed", str(exc)))
             results[spec.name] = MetricValue(float("nan"))
             for s in scopes_of:
                 scoped[s][spec.name] = MetricValue(float("nan"))
@@ -264,14 +265,14 @@ def run_suite(X: np.ndarray, labels: Labels, config: MetricsConfig | None = None
                     nstate = (spec.permuted(ctx, nl) if spec.permuted is not None and spec.null is not Null.FRAME
                               else nstates.get(spec, nl, null_rows, f"null{r}"))
                 except ValueError as exc:
-                    ctx.note(f"{spec.name} (null): not computed ({exc})")
+                    ctx.note(undefined_note(spec.name, "not computed", str(exc), "null"))
                     break
-                null_vals.append(_safe(lambda: spec.score(ctx, nstate, nl, ones), ctx, f"{spec.name} (null)"))
+                null_vals.append(_safe(lambda: spec.score(ctx, nstate, nl, ones), ctx, spec.name, "null"))
                 if not fitted and r < max(config.null_repeats, 1):
                     for s, mask in scopes_of.items():
                         if config.by in spec.scopes:
                             null_scoped[s].append(_safe(lambda: spec.score(ctx, nstate, nl, mask), ctx,
-                                                        f"{spec.name} (null, {s})"))
+                                                        spec.name, f"null, {s}"))
         null = float(np.nanmean(null_vals)) if null_vals and not np.all(np.isnan(null_vals)) else float("nan")
         p = (bs.permutation_p_value(value, np.array(null_vals), greater=_greater(spec))
              if _tested(spec, config) else float("nan"))
@@ -285,7 +286,7 @@ def run_suite(X: np.ndarray, labels: Labels, config: MetricsConfig | None = None
             if config.by not in spec.scopes:
                 scoped[s][spec.name] = MetricValue(float("nan"))
                 continue
-            v = _safe(lambda: spec.score(ctx, state, labels, mask), ctx, f"{spec.name} ({config.by.value} {s})")
+            v = _safe(lambda: spec.score(ctx, state, labels, mask), ctx, spec.name, f"{config.by.value} {s}")
             if fitted:
                 scoped[s][spec.name] = MetricValue(v)
                 continue

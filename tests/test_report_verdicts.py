@@ -92,9 +92,11 @@ def test_gate_on_an_undefined_metric_fails_and_says_why(tmp_path, capsys):
     code = main(["report", str(store), "--projection", "pca", "--cache", str(tmp_path / "c"), "--bootstrap", "0",
                  "--metrics", "ilisi", "--out", str(tmp_path / "r"), "--fail-under", f"{name}=0.3"])
     assert code == 1
-    fail = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAIL")]
-    reason = "undefined: no (task, stage) is seen by both 'human' and 'robot'"
-    assert fail == [f"FAIL --fail-under {name} >= 0.3: got — ({reason}) (step 1, layer block1)"]
+    printed = " ".join(capsys.readouterr().out.split())  # the console folds lines longer than 160 columns
+    reason = ("undefined: no (task, stage) is seen by both 'human' and 'robot'; their task names differ: give both "
+              "embodiments one task name with probe extract --task EMBODIMENT=TEXT")
+    assert printed.count("FAIL") == 1
+    assert f"FAIL --fail-under {name} >= 0.3: got — ({reason}) (step 1, layer block1)" in printed
     assert f"| — ({reason}) | **FAIL** |" in (tmp_path / "r" / "summary.md").read_text()
     check = json.loads((tmp_path / "r" / "metrics.json").read_text())["fail_under"][0]
     assert not check["passed"] and check["why"] == reason
@@ -142,7 +144,8 @@ def test_unshared_cells_are_said_once_per_store_and_layer_not_once_per_call(tmp_
         assert sum(text in r.getMessage() for r in caplog.records) <= len(records), text
     for rec in records:  # the condition is in each record's notes, once per metric
         notes = [n for n in rec["notes"] if "is seen by both 'human' and 'robot'" in n]
-        assert notes == [f"{name}: nan (no {what} is seen by both 'human' and 'robot')"
+        assert notes == [f"{name}: nan (no {what} is seen by both 'human' and 'robot'; their task names differ: give "
+                         "both embodiments one task name with probe extract --task EMBODIMENT=TEXT)"
                          for name, what in (("cka_linear", "(task, stage)"), ("mutual_knn", "(task, stage)"),
                                             ("kendall_tau", "task"), ("cycle_consistency", "task"))]
 

@@ -192,10 +192,13 @@ def print_scale_profiles(records: list[dict]) -> None:
 
 def _shared_notes(records: list[dict], key: str = "notes") -> list[tuple[str, str]]:
     """Each distinct note (of ``key``) once, in order of first appearance, with the stores and layers it is
-    about (``all 8 stores, trunk.block2`` when every record has it)."""
+    about (``all 8 stores, trunk.block2`` when every record has it); a record's notes on undefined metrics are
+    first grouped into one line per reason (:func:`metrics.notes.group_notes`)."""
+    from metrics.notes import group_notes
+
     holders: dict[str, list[dict]] = {}
     for rec in records:
-        for note in rec.get(key, ()):
+        for note in group_notes(list(rec.get(key, ()))):
             holders.setdefault(note, []).append(rec)
     out = []
     for note, recs in holders.items():

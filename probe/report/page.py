@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from metrics.notes import group_notes
 from probe import columns as C
 from probe import figures as F
 from probe.report.assembly import ReportData
@@ -206,7 +207,7 @@ def render_html(data: ReportData) -> str:
         sections.append(_interval_methods(rec, names))
         sections.append(fig(F.metric_bars({n: metric_entry(rec, n) for n in names if metric_entry(rec, n)},
                                           title=f"{last.label}, layer {data.headline}"), "metric-bars"))
-        for note in rec.get("notes", []):
+        for note in group_notes(list(rec.get("notes", []))):  # one line per reason on undefined metrics
             sections.append(f"<div class='note'>{html.escape(str(note))}</div>")
 
         stage_metric = next((m for m in MIXING_METRICS if any(stage_entries(data.record(cp, data.headline), m)

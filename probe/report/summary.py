@@ -33,13 +33,29 @@ def series_verdicts(data: ReportData) -> list[str]:
         if len(cps) > 1 and v.status != "unknown":
             line += (f"; alignment emerges at {emerged.label}" if emerged is not None
                      else "; no checkpoint of this series reaches a shared space")
-        best = max(((layer, null_ratio(metric_entry(data.record(last, layer), v.mixing_metric or "")))
-                    for layer in data.layers),
-                   key=lambda t: -1 if not math.isfinite(t[1]) else t[1])
-        if len(data.layers) > 1 and math.isfinite(best[1]):
-            line += f"; best-mixed layer: {best[0]} ({best[1]:.0%} of null)"
+        if len(data.layers) > 1:
+            line += best_mixed_layer({layer: null_ratio(metric_entry(data.record(last, layer), v.mixing_metric or ""))
+                                      for layer in data.layers}, v.mixing_metric or "")
         lines.append(line)
     return lines
+
+
+def best_mixed_layer(ratios: dict[str, float], metric: str) -> str:
+    """``"; best-mixed layer: L (45% of null)"`` from each layer's mixing ratio (value / null), at the precision
+    shown: layers that round to the same best percentage tie and are all named, and when the best rounds to 0%
+    no layer is named, since none mixes; "" when no layer has a ratio."""
+    shown = {layer: round(100 * r) for layer, r in ratios.items() if math.isfinite(r)}
+    if not shown:
+        return ""
+    best = max(shown.values())
+    missing = [layer for layer in ratios if layer not in shown]
+    if best == 0:
+        every = f"every layer with a value (none in {', '.join(missing)})" if missing else "every layer"
+        return f"; no layer mixes: {metric} at 0% of its null in {every}"
+    top = [layer for layer, pct in shown.items() if pct == best]
+    if len(top) == 1:
+        return f"; best-mixed layer: {top[0]} ({best}% of null)"
+    return f"; best-mixed layers: {', '.join(top)} (tied at {best}% of null)"
 
 
 def metrics_json(data: ReportData) -> dict[str, Any]:
