@@ -31,8 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "entry of a returned dict (run 'probe layers CHECKPOINT' to list them)")
     p.add_argument("--pool", default="mean", choices=["mean", "first", "last", "max", "flatten"],
                    help="how token / spatial outputs become one vector per sample (default: mean)")
-    p.add_argument("--stages", default="auto",
-                   help="stage labels: auto (default), column:NAME, subtasks, file:PATH, progress:N")
+    p.add_argument("--stages", action="append", default=[], metavar="[EMBODIMENT=]SPEC",
+                   help="stage labels: auto (default), column:NAME, subtasks, file:PATH, progress:N; "
+                        "EMBODIMENT=SPEC for one embodiment's datasets (repeat: e.g. --stages robot=file:g1.csv "
+                        "--stages human=progress:5)")
     p.add_argument("--task", action="append", default=[], metavar="EMBODIMENT=TEXT",
                    help="every sample of the --data labelled EMBODIMENT gets task TEXT (stored, and the prompt "
                         "policies read) instead of its dataset's own, so that human and robot data recorded under "
@@ -96,7 +98,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from probe.extraction.config import ExtractConfig, PassConfig, parse_json_kwargs, with_rename
     from probe.extraction.samples import relabel_notes, unshared_task_note
-    from probe.extraction.sampling import SamplingConfig, parse_tasks
+    from probe.extraction.sampling import SamplingConfig, parse_stages, parse_tasks
     from probe.model.config import ModelConfig
     from probe.extraction.run import extract
 
@@ -107,7 +109,9 @@ def run(args: argparse.Namespace) -> int:
         adapter_kwargs=with_rename(parse_json_kwargs(args.adapter_kwargs, "--adapter-kwargs"), args.rename),
         embed=args.embed, device=args.device, autocast=args.autocast,
     )
-    sampling = SamplingConfig(stages=args.stages, stride=args.stride, fps=args.fps, max_frames=args.max_frames,
+    stages, embodiment_stages = parse_stages(args.stages)
+    sampling = SamplingConfig(stages=stages, embodiment_stages=embodiment_stages, stride=args.stride, fps=args.fps,
+                              max_frames=args.max_frames,
                               max_episodes=args.max_episodes, tasks=parse_tasks(args.task))
     passes = PassConfig(
         batch_size=args.batch_size, pass_memory=0 if args.one_checkpoint_per_pass else args.pass_memory,

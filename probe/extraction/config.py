@@ -177,8 +177,9 @@ class ExtractConfig:
         """
         m = self.model
         sampling = dataclasses.asdict(self.sampling)
-        if not sampling["tasks"]:  # as stores made before --task recorded it: they resume
-            del sampling["tasks"]
+        for key in ("tasks", "embodiment_stages"):  # unset: as stores made before these options, which resume
+            if not sampling[key]:
+                del sampling[key]
         return {"checkpoint": {"sha256": checkpoint_sha256, "model": m.model, "model_kwargs": dict(m.model_kwargs)},
                 "layers": sorted(m.layers), "pooling": {"pool": m.pool, "layer_pooling": dict(m.layer_pooling)},
                 "adapter": {"spec": m.adapter, "kwargs": dict(m.adapter_kwargs)}, "embed": m.embed,

@@ -62,7 +62,8 @@ def open_data(data: Sequence[DataSpec], sampling: SamplingConfig = SamplingConfi
         embodiments.append(spec.embodiment or ds.info.embodiment)
         names.append(name)
         warnings += [f"{name}: {w}" for w in getattr(ds, "warnings", [])]
-    _check_task_embodiments(sampling.tasks, embodiments)  # before any frame is listed
+    _check_embodiments("--task", sampling.tasks, embodiments, "TEXT")  # before any frame is listed
+    _check_embodiments("--stages", sampling.embodiment_stages, embodiments, "SPEC")
     for i, (ds, name, emb) in enumerate(zip(datasets, names, embodiments)):
         table = _dataset_samples(ds, i, name, emb, sampling, warnings)
         relabels.append(_relabel_task(table, sampling.tasks.get(emb)))
@@ -87,12 +88,13 @@ def open_data(data: Sequence[DataSpec], sampling: SamplingConfig = SamplingConfi
 RELABEL_FROM_MAX = 50
 
 
-def _check_task_embodiments(tasks: dict[str, str], embodiments: Sequence[str]) -> None:
-    unknown = [e for e in tasks if e not in embodiments]
+def _check_embodiments(flag: str, given: dict[str, str], embodiments: Sequence[str], value: str) -> None:
+    """Refuse a ``flag EMBODIMENT=...`` whose embodiment no dataset carries."""
+    unknown = [e for e in given if e not in embodiments]
     if unknown:
         present = ", ".join(dict.fromkeys(embodiments))
-        raise ConfigError(f"--task {unknown[0]}=...: no dataset is labelled '{unknown[0]}' (the --data embodiments: "
-                          f"{present}); name one of them (--task {embodiments[0]}=TEXT) or label a dataset "
+        raise ConfigError(f"{flag} {unknown[0]}=...: no dataset is labelled '{unknown[0]}' (the --data embodiments: "
+                          f"{present}); name one of them ({flag} {embodiments[0]}={value}) or label a dataset "
                           f"--data {unknown[0]}=PATH")
 
 
@@ -192,7 +194,7 @@ def _dataset_samples(ds: Any, index: int, name: str, embodiment: str, sampling: 
                      warnings: list[str]) -> pd.DataFrame:
     from probe.readers.stages import stage_labeller
 
-    labeller = stage_labeller(ds, sampling.stages)
+    labeller = stage_labeller(ds, sampling.stages_of(embodiment))
     episodes = ds.episodes()
     if sampling.max_episodes is not None:
         episodes = episodes[: sampling.max_episodes]

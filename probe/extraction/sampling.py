@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -26,6 +27,9 @@ class SamplingConfig:
     max_episodes : at most this many episodes of each dataset (the first ones). None means all.
     stages : how samples get their stage labels (``auto``, ``column:NAME``, ``subtasks``,
         ``file:PATH``, ``progress:N``; see :mod:`probe.readers.stages`).
+    embodiment_stages : ``{embodiment: spec}``: the stage labels of the datasets labelled with that embodiment,
+        instead of ``stages`` (e.g. a stage file for the robot, ``progress:5`` for people). CLI:
+        ``--stages EMBODIMENT=SPEC`` (see :func:`parse_stages`).
     tasks : ``{embodiment: task}``: every sample of the datasets labelled with that embodiment gets that
         task instead of the dataset's own (its stored ``task`` and the prompt a policy reads), so that human
         and robot data recorded under different task names are matched by the metrics. Empty: the datasets'
@@ -38,6 +42,7 @@ class SamplingConfig:
     max_episodes: int | None = None
     stages: str = "auto"
     tasks: Mapping[str, str] = field(default_factory=dict, hash=False)
+    embodiment_stages: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.stride, bool) or not isinstance(self.stride, (int, np.integer)) or self.stride < 1:
@@ -54,6 +59,15 @@ class SamplingConfig:
                                               or self.max_episodes < 1):
             raise ConfigError(f"sampling max_episodes must be an integer >= 1 or None, got {self.max_episodes!r}")
         StageSpec.parse(self.stages)  # a bad spec fails before any work
+        if not isinstance(self.embodiment_stages, Mapping):
+            raise ConfigError("sampling embodiment_stages must be a mapping {embodiment: spec}, got "
+                              f"{type(self.embodiment_stages).__name__}")
+        for embodiment, spec in self.embodiment_stages.items():
+            if not isinstance(embodiment, str) or not embodiment.strip():
+                raise ConfigError(f"sampling embodiment_stages: an embodiment must be a non-empty string, got "
+                                  f"{embodiment!r}")
+            StageSpec.parse(spec)
+        object.__setattr__(self, "embodiment_stages", dict(self.embodiment_stages))
         if not isinstance(self.tasks, Mapping):
             raise ConfigError(f"sampling tasks must be a mapping {{embodiment: task}}, got {type(self.tasks).__name__}")
         for embodiment, task in self.tasks.items():
@@ -63,6 +77,10 @@ class SamplingConfig:
                 raise ConfigError(f"sampling tasks: the task of '{embodiment}' must be a non-empty string, got "
                                   f"{task!r}; give --task {embodiment}=TEXT")
         object.__setattr__(self, "tasks", dict(self.tasks))
+
+    def stages_of(self, embodiment: str) -> str:
+        """The stage spec of the datasets labelled ``embodiment``."""
+        return self.embodiment_stages.get(embodiment, self.stages)
 
 
 def parse_tasks(items: Iterable[str] | None) -> dict[str, str]:
@@ -82,6 +100,33 @@ def parse_tasks(items: Iterable[str] | None) -> dict[str, str]:
                               "embodiment one --task")
         tasks[embodiment] = text
     return tasks
+
+
+_EMBODIMENT = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def parse_stages(items: str | Iterable[str] | None) -> tuple[str, dict[str, str]]:
+    """``--stages`` options as ``(default spec, {embodiment: spec})``: ``SPEC`` for every dataset (once at most;
+    default ``auto``), ``EMBODIMENT=SPEC`` for that embodiment's (a name of letters, digits, ``_.-`` before the
+    first ``=``, so ``file:a=b.csv`` stays a spec)."""
+    items = [items] if isinstance(items, str) else list(items or ())
+    default: str | None = None
+    by: dict[str, str] = {}
+    for item in items:
+        name, sep, spec = str(item).partition("=")
+        if sep and _EMBODIMENT.fullmatch(name.strip()):
+            name = name.strip()
+            if name in by:
+                raise ConfigError(f"--stages {name}= given twice ({by[name]!r} and {spec!r}); give each embodiment "
+                                  "one --stages")
+            by[name] = spec.strip()
+        elif default is not None:
+            raise ConfigError(f"--stages given twice for every dataset ({default!r} and {item!r}); give one, and "
+                              "EMBODIMENT=SPEC for an embodiment's own (e.g. --stages robot=file:g1.csv "
+                              "--stages human=progress:5)")
+        else:
+            default = str(item)
+    return (default if default is not None else "auto"), by
 
 
 def sample_frames(length: int, episode_fps: float, config: SamplingConfig = SamplingConfig()) -> np.ndarray:
