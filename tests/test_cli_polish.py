@@ -229,3 +229,10 @@ def test_a_resume_refusal_quotes_string_values():
                                           r"fix it"):
         check_same_options({"sampling": {"tasks": {"human": "pick up the can"}}},
                            {"sampling": {"tasks": {"human": "grab it"}}}, what="the complete store 's'", fix="fix it")
+
+
+def test_metric_values_too_small_for_three_decimals_keep_two_significant_digits():
+    from probe.cli.metrics import _fmt
+
+    assert [_fmt(v) for v in (None, 0.0, -0.0, 0.00093, -0.0001, 0.0093, 0.1234, 1.5)] == [
+        "—", "0.000", "0.000", "0.00093", "-0.0001", "0.0093", "0.123", "1.500"]

@@ -196,6 +196,12 @@ def test_a_dataset_or_a_directory_where_a_store_goes_is_named(tmp_path, capsys):
     assert main(["metrics", str(dataset)]) == 2
     err = capsys.readouterr().err
     assert "is a LeRobot dataset" in err and "Traceback" not in err
+    hand = tmp_path / "hand"  # a hand-keypoints recording is named as one too (it was "manifest.json is missing")
+    hand.mkdir()
+    np.save(hand / "joints.npy", np.zeros((4, 21, 3), np.float32))
+    (hand / "video.mp4").write_bytes(b"\0")
+    with pytest.raises(StoreError, match=r"is a hand-keypoints recording, not a latent store; extract one from it"):
+        open_store(hand)
     from probe.errors import ImportSourceError
 
     with pytest.raises(ImportSourceError, match="is a directory; probe import takes one .parquet or .npz file"):

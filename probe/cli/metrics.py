@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 
@@ -121,7 +122,14 @@ def parse_scales(text: str | None) -> tuple[int, ...] | None:
 
 
 def _fmt(v) -> str:
-    return "—" if v is None else f"{v:.3f}"
+    """Three decimals; a value below 0.01 keeps two significant digits (a Fréchet distance of 0.00093
+    is not shown as 0.000, nor a tiny negative as -0.000)."""
+    if v is None:
+        return "—"
+    v = float(v)
+    if v == 0 or not math.isfinite(v) or abs(v) >= 0.01:
+        return f"{v + 0.0:.3f}"  # + 0.0: -0.0 prints as 0.000
+    return f"{v:.2g}"
 
 
 def _label(record: dict) -> str:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from probe.dataset_folders import dataset_kind
 from probe.errors import LatentsError, StoreError, StoreNotFoundError
 from probe.latents import Latents
 from probe.validate import OutputKind, check_layer, check_meta
@@ -154,8 +155,9 @@ def open_store(path: str | Path) -> Store:
         if inside:
             raise StoreError(f"'{path}' is a folder of {len(inside)} stores, not a store: {names_of(inside)}; "
                              f"give one of them (e.g. '{inside[-1]}') or several")
-        if (path / "meta" / "info.json").is_file():  # a LeRobot dataset: the input of extraction, not its output
-            raise StoreError(f"'{path}' is a LeRobot dataset, not a latent store; extract one from it first: "
+        kind = dataset_kind(path)
+        if kind is not None:  # a dataset: the input of extraction, not its output
+            raise StoreError(f"'{path}' is a {kind}, not a latent store; extract one from it first: "
                              f"probe extract --checkpoint CKPT --data {shlex.quote(str(path))} --out STORE")
         raise StoreError(
             f"'{path}' is not a latent store: {MANIFEST} is missing "
