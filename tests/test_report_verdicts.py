@@ -92,11 +92,14 @@ def test_gate_on_an_undefined_metric_fails_and_says_why(tmp_path, capsys):
     code = main(["report", str(store), "--projection", "pca", "--cache", str(tmp_path / "c"), "--bootstrap", "0",
                  "--metrics", "ilisi", "--out", str(tmp_path / "r"), "--fail-under", f"{name}=0.3"])
     assert code == 1
-    printed = " ".join(capsys.readouterr().out.split())  # the console folds lines longer than 160 columns
+    out = capsys.readouterr().out
+    (fail,) = [line for line in out.splitlines() if "FAIL" in line]  # one line, however long (soft-wrapped)
+    printed = " ".join(out.split())
     reason = ("undefined: no (task, stage) is seen by both 'human' and 'robot'; their task names differ: give both "
               "embodiments one task name with probe extract --task EMBODIMENT=TEXT")
     assert printed.count("FAIL") == 1
     assert f"FAIL --fail-under {name} >= 0.3: got — ({reason}) (step 1, layer block1)" in printed
+    assert fail.startswith("FAIL --fail-under") and fail.endswith("(step 1, layer block1)")
     assert f"| — ({reason}) | **FAIL** |" in (tmp_path / "r" / "summary.md").read_text()
     check = json.loads((tmp_path / "r" / "metrics.json").read_text())["fail_under"][0]
     assert not check["passed"] and check["why"] == reason

@@ -92,10 +92,12 @@ def run(args: argparse.Namespace) -> int:
              shlex.join(["probe", "serve", *(["--cache", args.cache] if args.cache else []),
                          "--start-layer", result.data.headline,
                          *args.stores])])
+    from rich.markup import escape
+
     for line in result.data.notes:
-        console.print(f"[yellow]note:[/] {line}")
+        console.print(f"[yellow]note:[/] {escape(str(line))}", soft_wrap=True)
     if result.failed:
-        for f in result.failures:
-            console.print(f"[bold red]FAIL[/] {gate_sentence(f)}")
+        for f in result.failures:  # one line each, whatever the console's width (CI logs grep them)
+            console.print(f"[bold red]FAIL[/] {escape(gate_sentence(f))}", soft_wrap=True)
         return 1
     return 0

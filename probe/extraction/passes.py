@@ -348,8 +348,9 @@ def _finish(run: CheckpointRun, opened: OpenedData, overwrite: bool) -> Store:
     if not writer.done.any() and run.skipped:
         raise DataError(f"every episode was skipped as unreadable ({len(run.skipped)}); nothing to write")
     for msg in run.skipped.values():
-        if msg not in writer.warnings:
-            writer.warnings.append(f"{msg}; skipped (--skip-bad-episodes)")
+        line = f"{msg}; skipped (--skip-bad-episodes)"
+        if line not in writer.warnings:  # a resumed run's staged warnings hold the same lines
+            writer.warnings.append(line)
     if run.skipped:
         _fill_skipped(writer, extractor)
     staged = writer.commit()
