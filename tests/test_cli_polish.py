@@ -236,3 +236,17 @@ def test_metric_values_too_small_for_three_decimals_keep_two_significant_digits(
 
     assert [_fmt(v) for v in (None, 0.0, -0.0, 0.00093, -0.0001, 0.0093, 0.1234, 1.5)] == [
         "—", "0.000", "0.000", "0.00093", "-0.0001", "0.0093", "0.123", "1.500"]
+
+
+def test_a_folder_of_several_keypoint_files_says_how_to_choose_one_from_the_cli():
+    from conftest import SHARED_DATA
+    from probe.readers import open_dataset
+
+    hand = SHARED_DATA / "human_hand_dexretargeting"
+    if not hand.is_dir():
+        pytest.skip(f"real dataset not found: {hand} (see shared/data/README.md)")
+    (warning,) = open_dataset(hand).warnings
+    assert "holds 2 .npy files; using 'human_joint_right.npy' (others: mp_world_landmarks.npy)" in warning
+    assert f"give the file itself: --data EMBODIMENT={hand / 'mp_world_landmarks.npy'}" in warning
+    chosen = open_dataset(hand / "mp_world_landmarks.npy")  # the CLI form the warning names
+    assert chosen.warnings == [] and chosen.episodes()[0].length == open_dataset(hand).episodes()[0].length

@@ -82,8 +82,10 @@ class KeypointsDataset(Dataset):
                     raise DataError(f"no .npy keypoint file in '{folder}'; expected a (T, 21, 3) array")
                 npy = found[0]
                 if len(found) > 1:
-                    self._warn(f"'{folder}' holds {len(found)} .npy files; using '{npy.name}' "
-                               f"(others: {[p.name for p in found[1:]]}; choose with keypoints=NAME)")
+                    others = ", ".join(p.name for p in found[1:])
+                    self._warn(f"'{folder}' holds {len(found)} .npy files; using '{npy.name}' (others: {others}); "
+                               f"to choose, give the file itself: --data EMBODIMENT={folder / found[-1].name} "
+                               "(in Python: keypoints=NAME)")
         else:
             npy, folder = path, path.parent
         if not npy.is_file():
