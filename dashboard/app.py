@@ -41,8 +41,31 @@ def create_app(prepared: Prepared, *, title: str = "embodiment probe", host: str
     restrict_hosts(app.server, host, port, allow_hosts)
     add_media_routes(app.server, prepared.media, Thumbnails(prepared.frame_location))
     restrict_paths(app.server)
+    one_line_errors(app.server)
     callbacks.register(app, prepared)
     return app
+
+
+def one_line_errors(server) -> None:
+    """A request that makes the app raise (e.g. a malformed callback POST) is logged in one line and answered
+    with a 500, not a traceback on the console; ``probe serve --debug`` (Flask's debug mode) keeps tracebacks."""
+    import logging
+
+    from flask import current_app, request
+    from werkzeug.exceptions import HTTPException
+
+    log = logging.getLogger("dashboard")
+
+    @server.errorhandler(Exception)
+    def _one_line(exc: Exception):  # noqa: ANN202 (Flask error handler)
+        if isinstance(exc, HTTPException):  # 404, 400 ...: Flask's own answer
+            return exc
+        if current_app.debug:
+            raise exc
+        first = (str(exc).strip().splitlines() or [""])[0]
+        log.error("%s %s failed: %s%s (probe serve --debug shows the traceback)", request.method, request.path,
+                  type(exc).__name__, f": {first}" if first else "")
+        return "internal error", 500, {"Content-Type": "text/plain"}
 
 
 def is_loopback(host: str) -> bool:
