@@ -12,6 +12,8 @@ Variants (each one function below that patches ``probe.world.*`` in this process
   compares the target robot with the first 4 of them, as the scratch runs did.
 * ``randomised-looks``: domain randomisation: every episode of a mixture robot draws its table, background,
   link and sleeve colours at random (the target robot and people keep their looks).
+* ``randomised-cameras``: every episode of a mixture robot is filmed from a random camera: a third from a swaying
+  head camera following the effector, the rest from a fixed camera anywhere around the table.
 * ``object-head``: an object-localisation head on the prefix for every body (the task object's table x, y,
   labelled from where the reach stage ends), its loss added to every step. Its checkpoints hold
   ``heads.objects``, so only this script can load them.
@@ -122,6 +124,30 @@ def randomised_looks(config: SweepConfig, args) -> SweepConfig:
         return out
 
     EP._look = _look
+    return config
+
+
+def randomised_cameras(config: SweepConfig, args) -> SweepConfig:
+    """``episodes._camera`` films every episode of a mixture robot from a camera drawn at random: a third of them
+    from a swaying head camera that follows the effector (as humanoids, mobile manipulators and people are
+    filmed), the rest from a fixed camera anywhere around the table (the target robot and people keep theirs)."""
+    import probe.world.episodes as EP
+    from probe.world.bodies import MIXTURE, Shot
+
+    shots, own = {id(b.shot) for b in MIXTURE}, EP._camera
+
+    def _camera(shot, ee, rng, size):
+        if id(shot) in shots:
+            if rng.random() < 1 / 3:
+                shot = Shot((0.5 + rng.uniform(-0.1, 0.1), -0.25 + rng.uniform(-0.05, 0.05),
+                             0.72 + rng.uniform(-0.05, 0.05)), (0.5, 0.5, 0.0), rng.uniform(1.15, 1.3), head=True)
+            else:
+                azimuth, radius = rng.uniform(0, 2 * np.pi), rng.uniform(0.9, 1.2)
+                shot = Shot((0.5 + radius * np.cos(azimuth), 0.5 + radius * np.sin(azimuth), rng.uniform(0.7, 1.1)),
+                            (0.5, 0.55, 0.05), rng.uniform(1.3, 1.5))
+        return own(shot, ee, rng, size)
+
+    EP._camera = _camera
     return config
 
 
@@ -239,6 +265,7 @@ def pooled_vision(config: SweepConfig, args) -> SweepConfig:
 
 
 VARIANTS = {"standard": standard, "pooled-vision": pooled_vision, "procedural-32": procedural, "randomised-looks": randomised_looks,
+            "randomised-cameras": randomised_cameras,
             "object-head": object_head, "trajectory-head": trajectory_head, "replay": replay}
 
 

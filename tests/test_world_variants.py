@@ -31,7 +31,7 @@ def variants(world: Path, variant: str, out: Path, *extra: str) -> subprocess.Co
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 
-@pytest.mark.parametrize("variant", ["standard", "randomised-looks", "pooled-vision"])
+@pytest.mark.parametrize("variant", ["standard", "randomised-looks", "randomised-cameras", "pooled-vision"])
 def test_a_variant_writes_its_sweep_and_separation(world, tmp_path, variant):
     out = tmp_path / "out"
     done = variants(world, variant, out)
