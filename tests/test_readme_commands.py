@@ -48,3 +48,26 @@ def test_readme_command_parses(command):
         parser.parse_args(shlex.split(command)[1:])
     except SystemExit as exc:
         pytest.fail(f"the README's command does not parse (exit {exc.code}): {command}")
+
+
+def _commands(parser, prefix: str = "probe"):
+    """``(command, parser)`` for every subcommand, nested ones (``probe world sweep``) included."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield f"{prefix} {name}", sub
+                yield from _commands(sub, f"{prefix} {name}")
+
+
+def test_every_long_option_of_every_command_is_in_the_readme():
+    """A user reads the README, not only --help: an option added to a command without a word there is caught."""
+    import re
+
+    text = README.read_text(encoding="utf-8")
+    missing = sorted({f"{command} {option}" for command, sub in _commands(build_parser())
+                      for action in sub._actions for option in action.option_strings
+                      if option.startswith("--") and option not in ("--help", "--debug")
+                      and not re.search(re.escape(option) + r"(?![\w-])", text)})
+    assert not missing, f"options the README never mentions: {missing}"
