@@ -134,6 +134,8 @@ def serve(stores: Sequence[str | Path], host: str = "127.0.0.1", port: int = 805
     set_threads(1)  # the server runs single-vector searches only: one thread answers fastest
     url, exposed = served_urls(host, port)
     log.info("serving %d checkpoint(s) at %s", len(prepared.checkpoints), url)
+    from rich.markup import escape
+
     from probe.console import console
     if prepared.start_note:  # the layer the page opens on was chosen by the default rule among several
         console.print(prepared.start_note, soft_wrap=True, markup=False)
@@ -146,13 +148,14 @@ def serve(stores: Sequence[str | Path], host: str = "127.0.0.1", port: int = 805
     later = f"; {more} more maps are prepared in the background (progress in the page)" if more else ""
     if debug:  # Dash's debug mode (tracebacks in the page) needs Werkzeug's development server
         prepared.views.start()
-        console.print(f"[bold green]dashboard ready[/]: {url}  (Ctrl+C to stop; debug mode, development server{later})")
+        console.print(f"[bold green]dashboard ready[/]: {escape(url)}  (Ctrl+C to stop; debug mode, development "
+                      f"server{later})")
         app.run(host=host, port=port, debug=True, use_reloader=False)
         return
     server = make_server(app, host, port, threads)
     prepared.views.start()
     here = " on this machine" if exposed else ""
-    console.print(f"[bold green]dashboard ready[/]: {url}{here}  (Ctrl+C to stop{later})")
+    console.print(f"[bold green]dashboard ready[/]: {escape(url)}{here}  (Ctrl+C to stop{later})")
     try:
         server.run()  # returns on Ctrl+C (waitress closes its sockets)
     finally:

@@ -4,7 +4,8 @@ Paths and commands are printed as one line each, never wrapped at the terminal's
 and never read as rich markup, so that a printed command can be copied and pasted whole
 (build commands with :func:`shlex.join`, so that paths with spaces stay one argument).
 
-Tables go through :func:`print_table`, which never hides a value behind an ellipsis: a column
+Tables go through :func:`print_table`, which shows every string in a table (title, headers, cells: task and
+stage names, paths) as written, never as markup, and never hides a value behind an ellipsis: a column
 is never narrower than its longest word, a wide table is split into parts, and output that is not
 a terminal (CI logs, files, pipes) is :data:`WIDE` columns wide unless ``$COLUMNS`` says otherwise
 (Rich would use 80).
@@ -21,6 +22,7 @@ from pathlib import Path
 from rich.cells import cell_len
 from rich.console import Console
 from rich.errors import MarkupError
+from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
@@ -62,14 +64,9 @@ def _plain(cell: object) -> str:
         return cell
 
 
-def _as_text(cell: object) -> object:
-    """``cell``, or a plain :class:`Text` of it when it is a string Rich cannot read as markup."""
-    if isinstance(cell, str):
-        try:
-            console.render_str(cell)
-        except MarkupError:
-            return Text(cell)
-    return cell
+def _as_text(value: object, style: str | Style = "") -> object:
+    """A string as a plain :class:`Text` (shown as written: "[run1]" in a path is not markup); else ``value``."""
+    return Text(value, style=style) if isinstance(value, str) else value
 
 
 def _keep_whole(table: Table) -> None:
@@ -141,11 +138,15 @@ def _parts(table: Table, key_columns: int, width: int) -> list[Table]:
 
 
 def print_table(table: Table, key_columns: int = 0) -> None:
-    """Print ``table`` so that no value is hidden at any width: words stay whole (columns fold only words
+    """Print ``table`` so that no value is hidden at any width: its strings are shown as written (style a cell with
+    a :class:`Text`, or a row with ``add_row(..., style=)``), words stay whole (columns fold only words
     longer than LONGEST_WORD), a table wider than the console is printed in parts that repeat its first
     ``key_columns`` columns (row labels), and a table still wider is printed uncropped (the terminal wraps it)."""
-    try:  # a value that is not valid markup (e.g. "[/]" in a task name) is shown as written, not an error
+    table.title = _as_text(table.title, Style.pick_first(table.title_style, "table.title"))
+    table.caption = _as_text(table.caption, Style.pick_first(table.caption_style, "table.caption"))
+    try:  # names and paths in cells ("pick [left] cup", "[/]") are shown as written, never read as markup
         for column in table.columns:
+            column.header = _as_text(column.header)
             column._cells = [_as_text(cell) for cell in column._cells]
     except AttributeError:
         pass

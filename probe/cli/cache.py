@@ -21,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from rich.markup import escape
     from rich.table import Table
 
     from probe.sizes import format_bytes as _size
@@ -30,12 +31,12 @@ def run(args: argparse.Namespace) -> int:
     if args.clear is not None:
         freed = clear_cache(args.clear or None, root)
         console.print(f"cleared {', '.join(args.clear) if args.clear else 'everything'} under {root}: "
-                      f"{_size(freed)} freed")
+                      f"{_size(freed)} freed", markup=False)
     usage = cache_usage(root)
     table = Table("part", "files", "size", "holds")
     for u in usage:
         table.add_row(u.kind, str(u.files), _size(u.bytes), u.what)
-    console.print(f"[bold]{root}[/]  {_size(sum(u.bytes for u in usage))} in all")
+    console.print(f"[bold]{escape(str(root))}[/]  {_size(sum(u.bytes for u in usage))} in all")
     print_table(table)
     console.print("Anything here may be deleted; it is computed again when needed. "
                   "Move it with $PROBE_CACHE_DIR.")

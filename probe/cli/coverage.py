@@ -83,9 +83,10 @@ def run(args: argparse.Namespace) -> int:
         print(json_text(payload, default=str))
         return 0
     a, b = result.a, result.b
-    console.print(f"[bold]{escape(str(store.path))}[/] layer '{escape(layer)}': {len(result.samples)} {b} states, "
-                  f"threshold {result.threshold:.4f} ({result.quantile:.0%} quantile of {a}-to-other-{a}-episode NN "
-                  f"{result.metric.value} distance); {result.share_beyond:.0%} of {b} states lie beyond it")
+    console.print(f"[bold]{escape(str(store.path))}[/] layer '{escape(layer)}': {len(result.samples)} {escape(b)} "
+                  f"states, threshold {result.threshold:.4f} ({result.quantile:.0%} quantile of {escape(a)}-to-other-"
+                  f"{escape(a)}-episode NN {result.metric.value} distance); {result.share_beyond:.0%} of {escape(b)} "
+                  "states lie beyond it")
     stages = Table(title=f"where {a} data is missing: {b} stages, worst covered first")
     for col in ("#", "task", "stage", f"{b}", f"{a}", "median dist", "beyond", "NN same stage"):
         stages.add_column(col)

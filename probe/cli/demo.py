@@ -38,6 +38,8 @@ def serve_command(stores: list[Path], cache: Path, layer: str) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     import shlex
 
+    from rich.markup import escape
+
     from probe.cli.serve import check_port, launch, warm
     from probe.console import console, outputs
     from probe.demo.run import HEADLINE_LAYER, DemoConfig, run_demo
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         check_port("127.0.0.1", args.port)  # before minutes of work, not after
     done = run_demo(DemoConfig(out=args.out, size=args.size, overwrite=args.overwrite))
     console.print("[bold]6/6[/] dashboard: the first map, its nearest-clip index, metrics and coverage, cached in "
-                  f"{done.cache} (the dashboard prepares the other maps in the background)")
+                  f"{escape(str(done.cache))} (the dashboard prepares the other maps in the background)")
     # what `probe serve` computes before it answers, computed now into the demo's cache (the same keys:
     # the same defaults as the printed command), so that the command below answers in seconds
     warm([str(p) for p in done.dashboard], cache=done.cache, progress=True, lazy=True, start=HEADLINE_LAYER)

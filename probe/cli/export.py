@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if result.layer_note:
         console.print(result.layer_note, markup=False, soft_wrap=True)
     layout = result.layout
-    console.print(f"{result.rows} points, {layout.note}")
+    console.print(f"{result.rows} points, {layout.note}", markup=False)
     if args.thumbnails:
         console.print(_thumbnail_line(result.thumbnails, result.with_video, result.rows), markup=False,
                       soft_wrap=True)

@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     for store in stores:
         counts = ", ".join(f"{k}={v}" for k, v in store.meta["embodiment"].value_counts().items())
         dims = ", ".join(f"{x} ({store.layer_info(x)['dim']}-d)" for x in store.layers)
-        console.print(f"{store.name}: {store.n} samples ({counts}), layers: {dims}")
+        console.print(f"{store.name}: {store.n} samples ({counts}), layers: {dims}", markup=False)
         for warning in store.manifest.get("warnings", []):
             warnings.setdefault(warning, []).append(store.name)
     for warning, names in warnings.items():

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     exported = store.provenance.get("probe_export")
     if exported is not None:
         console.print(_export_line(exported, store.n), markup=False, soft_wrap=True)
-    console.print(f"imported {store.n} samples, layers: {', '.join(store.layers)}")
+    console.print(f"imported {store.n} samples, layers: {', '.join(store.layers)}", markup=False)
     outputs({"store": store.path}, [shlex.join(["probe", "info", str(store.path)]),
                                     shlex.join(["probe", "metrics", str(store.path)])])
     return 0

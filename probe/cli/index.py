@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     m = index.manifest
     params = ", ".join(f"{k}={v}" for k, v in m.params.items())
     console.print(f"indexed {m.n} {m.embodiment} samples of layer '{m.layer}' (dim {m.dim}) as {m.kind.value} "
-                  f"({m.metric.value}; {params}) in {m.build_seconds:.2f}s")
+                  f"({m.metric.value}; {params}) in {m.build_seconds:.2f}s", markup=False)
     outputs({"index": out}, [shlex.join(["probe", "retrieve", "--index", str(out)]) + " --episode E --frame F -k 5",
                              shlex.join(["probe", "retrieve", "--index", str(out), "--eval"])])
     return 0

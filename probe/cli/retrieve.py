@@ -244,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
                           "episodes than -k); raise --per-episode for more")
     if exported:
         for note in exported.notes:
-            console.print(f"note: {note}")
+            console.print(f"note: {note}", markup=False)
     elif not retriever.has_video:
         console.print("note: the store has no video columns; clips are time windows only (no files to export)")
     index = ["probe", "retrieve", "--index", str(retriever.index.path)]

@@ -118,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
                              episodes_per_task=args.episodes_per_task, overwrite=args.overwrite, progress=True)
         world = read_world_config(out)
         for emb, d in world["datasets"].items():
-            console.print(f"{emb}: {d['episodes']} episodes, {d['frames']} frames, video key {d['video_key']}")
+            console.print(f"{emb}: {d['episodes']} episodes, {d['frames']} frames, video key {d['video_key']}",
+                          markup=False)
         outputs({f"{e} dataset": out / d["path"] for e, d in world["datasets"].items()},
                 [f"probe world sweep {out} --size {args.size}", f"probe world train {out} --size {args.size}"])
         return 0

@@ -95,7 +95,6 @@ def _extract_recipe(world, recipe: str, out: Path, cache: Path, overwrite: bool,
 
 
 def _print_metrics(records: list[dict]) -> None:
-    from rich.markup import escape
     from rich.table import Table
 
     from metrics.spec import headline_metrics
@@ -104,7 +103,7 @@ def _print_metrics(records: list[dict]) -> None:
     held = {m for rec in records for m in rec["metrics"]}
     shown = [m for m in headline_metrics() if m in held][:SHOWN_METRICS]
     table = Table("checkpoint", *[f"{LABELS.get(m, m)} {better_arrow(m)}" for m in shown],
-                  title=escape(f"headline metrics at {HEADLINE_LAYER}: value [null baseline]"))
+                  title=f"headline metrics at {HEADLINE_LAYER}: value [null baseline]")  # print_table: as written
     for rec in records:
         cells = []
         for m in shown:
@@ -121,6 +120,8 @@ def _print_metrics(records: list[dict]) -> None:
 
 def run_demo(config: DemoConfig = DemoConfig()) -> DemoOutputs:
     """Run every stage of the pipeline into ``config.out``; returns where the outputs went."""
+    from rich.markup import escape
+
     from probe.cache.directory import use_numba_cache
     from probe.world.build import build_sweep
 
@@ -129,16 +130,17 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoOutputs:
     done = DemoOutputs(cache=demo_cache(out))
     if "numba" not in sys.modules:  # numba's compiled code (LISI, UMAP) in the cache, not beside the sources
         use_numba_cache(done.cache)
-    console.print(f"[bold]probe demo[/] -> {out.resolve()}  (size {config.size})")
+    console.print(f"[bold]probe demo[/] -> {escape(str(out.resolve()))}  (size {config.size})")
 
     console.print("[bold]1/6[/] world: generate human and robot datasets; diversity sweep: pre-train on robot "
                   "mixtures of rising diversity, fine-tune with and without human data")
     world, sweep = build_sweep(out / "world", size=config.size, overwrite=config.overwrite, progress=True)
     done.world, done.sweep = world.path, sweep.path / "sweep.json"
     for emb, path in world.datasets.items():
-        console.print(f"  dataset {emb}: {path}")
+        console.print(f"  dataset {emb}: {path}", markup=False)
     for recipe, dirs in world.checkpoints.items():
-        console.print(f"  checkpoints {recipe}: {len(dirs)} ({', '.join(d.name for d in dirs)}) in {dirs[0].parent}")
+        console.print(f"  checkpoints {recipe}: {len(dirs)} ({', '.join(d.name for d in dirs)}) in {dirs[0].parent}",
+                      markup=False)
     from probe.world.sweep import transfer_table
 
     print_table(transfer_table(sweep.result))
@@ -147,7 +149,7 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoOutputs:
     for recipe in world.checkpoints:
         done.stores[recipe] = _extract_recipe(world, recipe, out / "stores" / recipe, done.cache, config.overwrite,
                                               True)
-        console.print(f"  stores {recipe}: {out / 'stores' / recipe}")
+        console.print(f"  stores {recipe}: {out / 'stores' / recipe}", markup=False)
 
     console.print(f"[bold]3/6[/] alignment metrics of every checkpoint ({HEADLINE_LAYER})")
     from probe.measure.suite import evaluate, interactive_config, write_metrics_json
@@ -198,10 +200,11 @@ def _retrieval(store_path: Path, out: Path, overwrite: bool) -> tuple[Path, Path
             picks.append(rows.iloc[int(rng.integers(len(rows)))])
     results = retriever.search_samples([str(p[C.SAMPLE_ID]) for p in picks], k=3, per_episode=1)
     for i, pick in enumerate(picks):
-        console.print(f"  robot {pick[C.TASK]} / {pick[C.STAGE]} (episode {pick[C.EPISODE]}, frame {pick[C.FRAME]}):")
+        console.print(f"  robot {pick[C.TASK]} / {pick[C.STAGE]} (episode {pick[C.EPISODE]}, frame {pick[C.FRAME]}):",
+                      markup=False)
         for _, r in results[results["query"] == i].iterrows():
             console.print(f"    human episode {r['episode']} {r['start']:.1f}-{r['end']:.1f}s  "
-                          f"{r['task']} / {r['stage']}  score {r['score']:.3f}")
+                          f"{r['task']} / {r['stage']}  score {r['score']:.3f}", markup=False)
     captions = [{"caption": f"robot {p[C.TASK]} / {p[C.STAGE]} (episode {p[C.EPISODE]}, frame {p[C.FRAME]})"}
                 for p in picks]
     # the query tiles show each robot frame, read from the store's videos
