@@ -1,7 +1,9 @@
 """The toolkit's exceptions: one base class, with standard-library parents.
 
 Every message says what was expected, what was found and how to fix it. The CLI
-prints ``str(error)`` on one line and exits with code 2; Python callers can catch
+prints ``str(error)`` on one line, less its hints for Python callers (the
+"(overwrite=True in Python)" of "--overwrite (overwrite=True in Python)", see
+:func:`probe.cli.cli_message`), and exits with code 2; Python callers can catch
 either :class:`ProbeError` or the usual ``ValueError`` / ``FileNotFoundError``.
 """
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -55,8 +56,32 @@ class Parser(argparse.ArgumentParser):
         # names them, so that the error points to its --help (not to 'probe --help').
         parsed, extra = self.parse_known_args(args, namespace)
         if extra:
-            parsed._parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            parsed._parser.error(f"unrecognized arguments: {' '.join(extra)}{parsed._parser.did_you_mean(extra)}")
         return parsed
+
+    def did_you_mean(self, extra: Sequence[str]) -> str:
+        """`` (did you mean --layer?)`` for unrecognized arguments that look like options (``--layr``,
+        ``-layer``, ``--layr=x``): this command's closest long options, compared without their dashes (which
+        every option shares, so that they do not make unrelated names look close); "" when none is close."""
+        import difflib
+
+        options = {o.lstrip("-"): o for a in self._actions if a.help != argparse.SUPPRESS
+                   for o in a.option_strings if o.startswith("--")}
+        near: list[str] = []
+        for arg in extra:
+            name = arg.split("=", 1)[0]
+            if len(name) > 2 and name.startswith("-") and not _is_number(name):
+                found = difflib.get_close_matches(name.lstrip("-"), list(options), n=3, cutoff=0.6)
+                near += [options[o] for o in found if options[o] not in near]
+        return f" (did you mean {' or '.join(near)}?)" if near else ""
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ProbeError as exc:
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {cli_message(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:  # a path the checks could not foresee (removed, made read-only, a full disk meanwhile)
         if args.debug:
@@ -123,6 +148,17 @@ def use_numba_cache_of(args: argparse.Namespace) -> None:
     root_of = getattr(args, "_cache_root", None)
     root = root_of(args) if root_of else (getattr(args, "cache", None) or getattr(args, "cache_dir", None))
     use_numba_cache(Path(root) if root else default_cache_dir())
+
+
+# the library's hint for Python callers beside a flag: "--overwrite (overwrite=True in Python)",
+# "--b NAME (b= in Python)"
+_PYTHON_HINT = re.compile(r" \(\w+=[^()\s]* in Python\)")
+
+
+def cli_message(exc: ProbeError) -> str:
+    """An error's message as the CLI shows it: the flag to pass, without the hint for Python callers
+    (``(overwrite=True in Python)``) that the library's message adds beside it."""
+    return _PYTHON_HINT.sub("", str(exc))
 
 
 def os_error_line(exc: OSError) -> str:

@@ -41,22 +41,31 @@ def sweep_checkpoints(data: ReportData) -> list[Checkpoint]:
     return [cp for cp in data.checkpoints if cp.diversity is not None]
 
 
+def _interval(ci: Any) -> list[float] | None:
+    """``[lo, hi]`` when both ends are finite numbers, else None: no interval is ``"ci": null`` in
+    ``metrics.json``, as for every metric (never ``[null, null]``)."""
+    try:
+        lo, hi = (float(c) for c in ci)
+    except (TypeError, ValueError):  # None, a missing end, not two numbers
+        return None
+    return [lo, hi] if math.isfinite(lo) and math.isfinite(hi) else None
+
+
 def _entry(e: Mapping[str, Any] | None) -> dict[str, Any]:
     if not e:
-        return {"value": None, "ci": [None, None]}
-    ci = list(e.get("ci") or [None, None])
-    return {"value": e.get("value"), "ci": ci}
+        return {"value": None, "ci": None}
+    return {"value": e.get("value"), "ci": _interval(e.get("ci"))}
 
 
 def _mixing(record: Mapping[str, Any] | None) -> tuple[dict[str, Any], str, str]:
     v = verdict(record)
     if v.mixing_metric is None:
-        return {"value": None, "ci": [None, None], "stages_conserved": None}, v.status, v.sentence()
+        return {"value": None, "ci": None, "stages_conserved": None}, v.status, v.sentence()
     e = metric_entry(record, v.mixing_metric)
     null = entry_value(e, "null")
     ci = e.get("ci") or [None, None]
     scaled = [c / null if c is not None and math.isfinite(null) and null > 0 else None for c in ci]
-    entry = {"value": v.ratio, "ci": scaled, "metric": v.mixing_metric, "p": v.p,
+    entry = {"value": v.ratio, "ci": _interval(scaled), "metric": v.mixing_metric, "p": v.p,
              "stages_conserved": v.stages_conserved}
     return entry, v.status, v.sentence()
 
@@ -77,11 +86,11 @@ def _across(entries: list[dict[str, Any]], bounds: tuple[float, float]) -> dict[
     mean: the seeds' spread / sqrt(n), n - 1 degrees of freedom); none where a seed lacks the value."""
     values = [e.get("value") for e in entries]
     if any(v is None or not math.isfinite(float(v)) for v in values):
-        return {"value": None, "ci": [None, None], "seeds": values}
+        return {"value": None, "ci": None, "seeds": values}
     mean = float(np.mean(values))
     ci = centred_interval(np.asarray(values, dtype=np.float64), mean, scale=1 / math.sqrt(len(values)),
                           bounds=bounds)
-    return {"value": mean, "ci": [ci.lo, ci.hi], "seeds": values,
+    return {"value": mean, "ci": _interval([ci.lo, ci.hi]), "seeds": values,
             "interval": f"Student t across {len(values)} training seeds (their spread, not one model's)"}
 
 
@@ -100,8 +109,9 @@ def _over_seeds(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out["verdict"] = status
     statuses = [r["verdict"] for r in rows]
     metric = first["mixing"].get("metric", "mixing")
-    lo, hi = out["mixing"]["ci"]
-    where = f"{metric} at {ratio:.0%} of its null [{lo:.0%}, {hi:.0%}], " if ratio is not None else ""
+    ci = out["mixing"]["ci"]
+    interval = f" [{ci[0]:.0%}, {ci[1]:.0%}]" if ci else ""
+    where = f"{metric} at {ratio:.0%} of its null{interval}, " if ratio is not None else ""
     out["verdict_sentence"] = (f"{status} (mean of {len(rows)} training seeds: {where}per seed: "
                                f"{', '.join(statuses)})")
     out["behaviour"] = [r["behaviour"] for r in rows]
@@ -146,7 +156,7 @@ def emergence_curves(rows: list[dict[str, Any]]) -> tuple[list[float], dict[str,
     for name, key in CURVES.items():
         for s in dict.fromkeys(r["series"] for r in rows):
             by_level = {r["level"]: r[key] for r in rows if r["series"] == s}
-            entries = [by_level.get(level) or {"value": None, "ci": [None, None]} for level in levels]
+            entries = [by_level.get(level) or {"value": None, "ci": None} for level in levels]
             if any(e.get("value") is not None for e in entries):
                 series[f"{name} ({s})"] = entries
     return levels, series
