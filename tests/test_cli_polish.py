@@ -4,18 +4,15 @@ warning off loopback, and readable wording (plurals, quoted values, README synop
 
 from __future__ import annotations
 
-import io
-import logging
 import re
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from conftest import assert_refused, clustered_latents, synthetic_meta
 from probe import columns as C
 from probe.cli import build_parser, main
-from probe.errors import IN_MANIFEST, ConfigError
+from probe.errors import ConfigError
 from probe.store.writer import write_store
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -113,51 +110,6 @@ def test_unshared_tasks_give_one_note_with_the_fix():
     assert unshared_task_note(meta.assign(**{C.EMBODIMENT: meta[C.EMBODIMENT].replace("human", "hand")})) is None
 
 
-@pytest.fixture
-def fake_extract(tmp_path, monkeypatch):
-    """``probe extract`` over a stand-in for the library's extract(): it logs one warning the store's manifest
-    keeps and one it does not, and returns a written store (its tasks and warnings given by the test)."""
-    import probe.extraction.run as run
-
-    made = {}
-
-    def extract(config, progress=False):
-        log = logging.getLogger("probe.readers.lerobot")
-        log.warning("human-data: episode 1: 3 of 12 frames lie in no segment", extra=IN_MANIFEST)
-        log.warning("the frame cache is full")
-        return made["store"]
-
-    monkeypatch.setattr(run, "extract", extract)
-    argv = ["extract", "--checkpoint", "ckpt", "--data", "human=h", "--data", "robot=r", "--layer", "trunk",
-            "--out", str(tmp_path / "s")]
-    return made, argv
-
-
-def test_extract_prints_each_warning_once_and_notes_unshared_tasks(fake_extract, tmp_path, capsys):
-    made, argv = fake_extract
-    warning = "human-data: episode 1: 3 of 12 frames lie in no segment"
-    made["store"] = _store(tmp_path / "s", tasks={"human": "grab it"}, warnings=[warning])
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)  # stands for the console's log handler
-    logging.getLogger().addHandler(handler)
-    try:
-        assert main(argv) == 0
-    finally:
-        logging.getLogger().removeHandler(handler)
-    out = capsys.readouterr().out
-    assert out.count(warning) == 1 and f"warning: {warning}" in out
-    assert warning not in stream.getvalue() and "the frame cache is full" in stream.getvalue()
-    notes = [line for line in out.splitlines() if "share no task name" in line]
-    assert len(notes) == 1 and notes[0].startswith("note: human and robot share no task name"), out
-
-
-def test_extract_says_nothing_of_tasks_when_they_are_shared(fake_extract, tmp_path, capsys):
-    made, argv = fake_extract
-    made["store"] = _store(tmp_path / "s")
-    assert main(argv) == 0
-    assert "share no task" not in capsys.readouterr().out
-
-
 # -- 5. retrieve's note ----------------------------------------------------------------------------------------
 
 
@@ -175,41 +127,23 @@ def test_one_clip_is_said_in_the_singular(tmp_path, capsys):
 # -- 6. serve off loopback -------------------------------------------------------------------------------------
 
 
-class _Views:
-    def __len__(self):
-        return 1
-
-    def ready(self):
-        return 1
-
-    def start(self):
-        pass
-
-
-@pytest.mark.parametrize("host", ["0.0.0.0", "127.0.0.1"])
-def test_serve_off_loopback_prints_the_local_url_and_a_network_warning(host, monkeypatch, capsys):
+@pytest.mark.parametrize("host, warned", [("0.0.0.0", True), ("::", True), ("192.0.2.7", True), ("127.0.0.1", False),
+                                           ("localhost", False), ("::1", False)])
+def test_serve_off_loopback_gives_the_local_url_and_a_network_warning(host, warned):
+    """What ``probe serve`` prints when ready (``dashboard.app.served_urls``): the URL to open here, and off loopback
+    one warning that the dashboard and its videos are reachable from the network."""
     import socket
 
-    import dashboard.app as app
-    import metrics.knn
+    from dashboard.app import served_urls
 
-    prepared = SimpleNamespace(checkpoints=["a"], start_note=None, video_roots=[], media=None, views=_Views())
-    monkeypatch.setattr(app, "prepare", lambda *a, **k: prepared)
-    monkeypatch.setattr(app, "create_app", lambda *a, **k: object())
-    monkeypatch.setattr(app, "make_server", lambda *a, **k: SimpleNamespace(run=lambda: None, close=lambda: None))
-    monkeypatch.setattr(metrics.knn, "set_threads", lambda n: None)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    assert main(["serve", "--host", host, "--port", str(port), "store"]) == 0
-    out = capsys.readouterr().out
-    assert f"dashboard ready: http://127.0.0.1:{port}/" in out
-    warnings = [line for line in out.splitlines() if line.startswith("warning:")]
-    if host == "127.0.0.1":
-        assert not warnings, out
-    else:
-        assert len(warnings) == 1 and "reachable from the network" in warnings[0] and "videos" in warnings[0]
-        assert f"http://{socket.gethostname()}:{port}/" in warnings[0] and "--host 127.0.0.1" in warnings[0]
+    url, warning = served_urls(host, 8123)
+    assert url == {"0.0.0.0": "http://127.0.0.1:8123/", "::": "http://127.0.0.1:8123/",
+                   "::1": "http://[::1]:8123/"}.get(host, f"http://{host}:8123/")
+    assert (warning is not None) is warned
+    if warned:
+        assert "reachable from the network" in warning and "videos" in warning and "--host 127.0.0.1" in warning
+        network = f"http://{socket.gethostname()}:8123/" if host in ("0.0.0.0", "::") else url
+        assert network in warning
 
 
 # -- 7. and 8. README synopses, quoted values ------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -173,3 +174,25 @@ def test_resume_with_another_task_is_refused(encoder, tmp_path, monkeypatch):
     assert store.n == 18 and (store.meta[C.TASK] == TASK).all()
     with pytest.raises(ConfigError, match=r"cannot resume: the complete store .*sampling\.tasks\.human"):
         extract(config(robot=TASK, human="wave"))
+
+
+@needs_data
+def test_extract_prints_each_reader_warning_once_and_notes_unshared_tasks(stores, encoder, tmp_path, caplog):
+    """The real extraction without --task: each reader warning (the hand folder's two .npy files, the G1 episodes
+    without video) reaches the console once, as the end summary's 'warning:' line, not also as a live log record,
+    and one note says the human shares no task with the robot; with --task for both, no such note."""
+    base, printed, _ = stores["base"]
+    assert base.manifest["warnings"]
+    for warning in base.manifest["warnings"]:
+        assert printed.count(warning) == 1 and f"warning: {warning}" in printed, warning
+    notes = [line for line in printed.splitlines() if "share no task name" in line]
+    assert len(notes) == 1 and notes[0].startswith("note: human and robot share no task name"), printed
+    assert "--task" in notes[0]
+    assert "share no task" not in stores["relabelled"][1]
+    with caplog.at_level(logging.INFO):  # the log handlers the console shows see none of the kept warnings
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert main(_argv(encoder, tmp_path / "again")) == 0
+    logged = [r.getMessage() for r in caplog.records]
+    assert logged, "no log record at all: the check below would pass vacuously"
+    kept = [w.split(": ", 1)[-1] for w in base.manifest["warnings"]]
+    assert not [m for m in logged for w in kept if w in m], logged
