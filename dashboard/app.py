@@ -128,6 +128,13 @@ def serve(stores: Sequence[str | Path], host: str = "127.0.0.1", port: int = 805
     # the first store's map of the start layer before the server starts; the others in the background once it answers
     prepared = prepare(stores, layers=layers, max_points=max_points, cache=cache, k=k, method=method,
                        progress=progress, data_roots=data_roots, lazy=True, start=start)
+    with prepared:  # closed when the server stops: removes the temporary index folder of a run without a cache
+        _serve_prepared(prepared, host, port, debug=debug, allow_hosts=allow_hosts, threads=threads)
+
+
+def _serve_prepared(prepared: Prepared, host: str, port: int, *, debug: bool, allow_hosts: Sequence[str],
+                    threads: int) -> None:
+    """Serve prepared data until interrupted (the part of :func:`serve` after preparing)."""
     app = create_app(prepared, host=host, port=port, allow_hosts=allow_hosts)
     from metrics.knn import set_threads
 

@@ -16,13 +16,18 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 
-from probe import columns as C
 from probe import figures as F
 
 # fixed trace order of the map (clicks map to rows through it)
 POINTS, TRAJECTORY, CLIP_TRAJECTORY, MARKS = 0, 1, 2, 3
 
-HUMAN_COLOR = F.EMBODIMENT_COLORS[C.HUMAN]  # the clip trajectory and highlighted clip (human clips)
+# Overlays (the clicked point's episode, the highlighted clip, the marks) stand apart from every point colour:
+# none of them is an embodiment colour, a palette colour or near the progress scale (tests check the distances).
+# Each is drawn thick, with a dark outline and a contrasting fill, so it reads on any colouring.
+OUTLINE = "#111111"  # the episode trajectory, and the outline of every overlay marker
+CLIP_COLOR = "#E600E6"  # magenta: the highlighted clip's trajectory, the matched-clip marks, the clip card's border
+SELECTED_FILL = "#FFFFFF"  # the clicked point's star (white, outlined)
+OVERLAY_COLORS = (OUTLINE, CLIP_COLOR, SELECTED_FILL)
 DIM_ALPHA = 0.12
 POINT_SIZE = 4
 
@@ -110,13 +115,15 @@ def map_figure(coords: np.ndarray, enc: ColorEncoding, *, title: str = "", heigh
         x=typed_array(coords[:, 0].astype(np.float32)), y=typed_array(coords[:, 1].astype(np.float32)),
         mode="markers", marker=marker_style(enc), hoverinfo="none", name="points", showlegend=False))
     fig.add_trace(go.Scattergl(x=[], y=[], mode="lines+markers", name="episode trajectory",
-                               line={"color": "#222", "width": 2}, marker={"size": 5, "color": "#222"},
+                               line={"color": OUTLINE, "width": 3},
+                               marker={"size": 7, "color": OUTLINE, "line": {"width": 1, "color": SELECTED_FILL}},
                                hoverinfo="none", showlegend=False))
     fig.add_trace(go.Scattergl(x=[], y=[], mode="lines+markers", name="clip trajectory",
-                               line={"color": HUMAN_COLOR, "width": 2, "dash": "dot"},
-                               marker={"size": 5, "color": HUMAN_COLOR}, hoverinfo="none", showlegend=False))
+                               line={"color": CLIP_COLOR, "width": 3},
+                               marker={"size": 8, "color": CLIP_COLOR, "line": {"width": 1.5, "color": OUTLINE}},
+                               hoverinfo="none", showlegend=False))
     fig.add_trace(go.Scattergl(x=[], y=[], mode="markers", name="marks",
-                               marker={"size": [], "color": [], "symbol": [], "line": {"width": 2, "color": "#000"}},
+                               marker={"size": [], "color": [], "symbol": [], "line": {"width": 2, "color": OUTLINE}},
                                hoverinfo="none", showlegend=False))
     fig.update_layout(
         title={"text": title, "x": 0.01, "font": {"size": 14}}, height=height,
@@ -135,14 +142,15 @@ def overlay(coords: np.ndarray, points: np.ndarray) -> dict[str, list[float]]:
 
 
 def marks(coords: np.ndarray, selected: int | None, matches: list[int]) -> dict[str, Any]:
-    """The marks trace: a star on the selected point and rings on matched human moments drawn on the map."""
+    """The marks trace: an outlined white star on the selected point and outlined magenta diamonds on the
+    matched human moments drawn on the map (no point of the map is a diamond or has these colours)."""
     pts = ([selected] if selected is not None else []) + [m for m in matches if m is not None and m >= 0]
     xy = overlay(coords, np.asarray(pts, dtype=np.int64))
     n_sel = 1 if selected is not None else 0
-    return {**xy, "marker": {"size": [16] * n_sel + [11] * (len(pts) - n_sel),
-                             "color": ["#FFD700"] * n_sel + ["rgba(0,0,0,0)"] * (len(pts) - n_sel),
-                             "symbol": ["star"] * n_sel + ["circle-open"] * (len(pts) - n_sel),
-                             "line": {"width": 2, "color": "#000"}}}
+    return {**xy, "marker": {"size": [18] * n_sel + [13] * (len(pts) - n_sel),
+                             "color": [SELECTED_FILL] * n_sel + [CLIP_COLOR] * (len(pts) - n_sel),
+                             "symbol": ["star"] * n_sel + ["diamond"] * (len(pts) - n_sel),
+                             "line": {"width": 2, "color": OUTLINE}}}
 
 
 def panel_figure(coords: np.ndarray, enc: ColorEncoding, *, title: str, selected: int | None = None,

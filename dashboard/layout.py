@@ -10,7 +10,7 @@ from typing import Any
 from dash import dcc, html
 
 from dashboard import ids
-from dashboard.figures import HUMAN_COLOR
+from dashboard.figures import CLIP_COLOR
 from dashboard.media import media_url, thumb_url
 from dashboard.state.viewstate import MAX_PANELS, ColorBy
 from dashboard.state.metrics_panel import STAGE_FAMILIES, stage_columns
@@ -155,7 +155,8 @@ def clip_card(checkpoint: int, clip: Clip, highlighted: bool) -> html.Div:
                     style={"fontSize": "11px", "fontWeight": "bold" if highlighted else "normal"}),
         video,
     ], className="clip", style={**CSS["card"], "overflow": "hidden",
-                                "borderColor": HUMAN_COLOR if highlighted else "#ddd"})
+                                "borderColor": CLIP_COLOR if highlighted else "#ddd",
+                                "borderWidth": "2px" if highlighted else "1px"})
 
 
 def _fmt(v: Any) -> str:

@@ -10,8 +10,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from dashboard.figures import (CLIP_TRAJECTORY, MARKS, POINTS, TRAJECTORY, encode_colors, map_figure, marker_style,
-                               marks, panel_figure, stepped_colorscale, typed_array, view_encoding)
+from dashboard.figures import (CLIP_TRAJECTORY, MARKS, POINT_SIZE, POINTS, TRAJECTORY, encode_colors, hex_to_rgb,
+                               map_figure, marker_style, marks, panel_figure, stepped_colorscale, typed_array,
+                               view_encoding)
 from dashboard.selection import (active_mask, counts, points_in_polygon, selected_points, selection_csv,
                                  selection_frame)
 from probe import columns as C
@@ -66,12 +67,39 @@ def test_map_figure_sends_points_once_as_typed_arrays():
     assert panel.data[1].x == (coords[3, 0],) or np.isclose(panel.data[1].x[0], coords[3, 0])
 
 
-def test_marks_put_a_star_on_the_selected_point_and_rings_on_matches():
+def test_marks_put_a_star_on_the_selected_point_and_diamonds_on_matches():
+    from dashboard.figures import CLIP_COLOR, OUTLINE, SELECTED_FILL
+
     coords = np.arange(20, dtype=np.float32).reshape(10, 2)
     m = marks(coords, 2, [5, -1, 7])
     assert m["x"] == [4.0, 10.0, 14.0]
-    assert m["marker"]["symbol"] == ["star", "circle-open", "circle-open"]
+    assert m["marker"]["symbol"] == ["star", "diamond", "diamond"]  # the map's points are circles
+    assert m["marker"]["color"] == [SELECTED_FILL, CLIP_COLOR, CLIP_COLOR] and m["marker"]["line"]["color"] == OUTLINE
+    assert min(m["marker"]["size"]) > 2 * POINT_SIZE
     assert marks(coords, None, [])["x"] == []
+
+
+def _rgb(color: str) -> np.ndarray:
+    return np.array(hex_to_rgb(color), dtype=float)
+
+
+def test_overlays_stand_apart_from_every_point_colour():
+    """The trajectories and marks use none of the colours points can take (embodiments, the palette, the
+    progress scale): each overlay colour is far (RGB distance) from all of them, and the overlays are drawn
+    thicker than the points, solid, with outlined markers."""
+    from dashboard.figures import CLIP_COLOR, OUTLINE, OVERLAY_COLORS, progress_colors
+
+    point_colors = [*F.EMBODIMENT_COLORS.values(), *F.PALETTE, F.NULL_COLOR, *progress_colors(32)]
+    for overlay_color in OVERLAY_COLORS:
+        nearest = min(np.linalg.norm(_rgb(overlay_color) - _rgb(c)) for c in point_colors)
+        assert nearest > 80, (overlay_color, nearest)
+    assert np.linalg.norm(_rgb(CLIP_COLOR) - _rgb(OUTLINE)) > 200  # the two trajectories differ from each other
+    fig = map_figure(np.zeros((3, 2), np.float32), encode_colors(np.zeros(3, np.int64), ["#ff0000"],
+                                                                 np.ones(3, bool)))
+    episode, clip = fig.data[TRAJECTORY], fig.data[CLIP_TRAJECTORY]
+    assert (episode.line.color, clip.line.color) == (OUTLINE, CLIP_COLOR)
+    assert clip.line.dash in (None, "solid") and min(episode.line.width, clip.line.width) >= 3
+    assert clip.marker.line.color == OUTLINE and clip.marker.size > POINT_SIZE
 
 
 def test_view_encoding_for_every_colour():

@@ -305,3 +305,47 @@ def test_lazy_prepare_answers_with_the_first_map_and_prepares_the_rest_on_use_or
     eager = prepare(paths, method="pca", metrics_config=light_metrics())
     for key in eager.views:  # the same maps, whichever order they were prepared in
         np.testing.assert_allclose(lazy.views[key].coords, eager.views[key].coords, atol=1e-5)
+
+
+def test_checkpoint_menu_follows_training_order_not_the_command_line(tmp_path):
+    from dashboard import ids
+    from dashboard.layout import page
+
+    stores = make_stores(tmp_path / "s", n_episodes=1, frames=6, video=False, checkpoints=3)
+    given = [stores[2].path, stores[0].path, stores[1].path]  # steps 300, 100, 200
+    p = prepare(given, layers="trunk.block0", method="pca", metrics_config=light_metrics(), lazy=True)
+    assert p.names == ["step 100", "step 200", "step 300"]
+    assert [ck.store.path for ck in p.checkpoints] == [s.path for s in stores]  # each label keeps its store
+    assert p.categories["checkpoint"] == p.names and p.default_state().store == "step 100"
+    menu = next(c for c in _walk(page(p)) if getattr(c, "id", None) == ids.STORE)
+    assert [o["value"] for o in menu.options] == p.names
+
+
+def test_prepare_without_a_cache_leaves_no_temporary_folder(tmp_path, monkeypatch):
+    import gc
+    import tempfile
+
+    stores = make_stores(tmp_path / "s", n_episodes=1, frames=6, video=False, checkpoints=1)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where mkdtemp puts the index folder
+
+    def leftovers():
+        return sorted(p.name for p in scratch.glob("probe-dash-*"))
+
+    with prepare([stores[0].path], method="pca", metrics_config=light_metrics()) as p:
+        assert leftovers() and p.views.index_root.is_dir() and any(p.views.index_root.iterdir())  # indexes built
+        robot = int(np.flatnonzero(p.checkpoints[0].meta[C.EMBODIMENT] == "robot")[0])
+        assert p.views[(0, "trunk.block0")].neighbours.clips(robot)  # the index is in memory
+    assert leftovers() == []
+    p.close()  # idempotent
+    # dropped without closing: garbage collection removes it
+    p = prepare([stores[0].path], method="pca", metrics_config=light_metrics(), lazy=True)
+    assert leftovers()
+    del p
+    gc.collect()
+    assert leftovers() == []
+    # with a cache the indexes are kept there, never in a temporary folder
+    p = prepare([stores[0].path], method="pca", metrics_config=light_metrics(), cache=tmp_path / "cache")
+    p.close()
+    assert leftovers() == [] and any((tmp_path / "cache" / "dashboard-indexes").iterdir())

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import secrets
+import shutil
 import tempfile
 import threading
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from probe import columns as C
 from probe.errors import ConfigError
 from probe.progress import track
 from probe.store.media import FIX, VIDEO_SUFFIXES, VideoPaths, check_data_roots
-from probe.store.series import checkpoint_labels, default_layer
+from probe.store.series import default_layer, training_order
 from probe.store.store import Store, layer_filename, open_store
 from probe.validate import check_layer
 
@@ -155,12 +157,16 @@ class Views(Mapping):
     A view's layout is warm-started from the previous checkpoint's and aligned to the first
     checkpoint's, so preparing checkpoint i of a layer prepares 0..i of it first. Thread-safe:
     the server's request threads and :meth:`start`'s background thread share one lock per layer.
+
+    A ``temporary`` ``index_root`` (no cache) is removed by :meth:`close`, or when the views are
+    garbage-collected or the interpreter exits, whichever comes first.
     """
 
     def __init__(self, checkpoints: list[Checkpoint], layers: list[str], *, method: str, cache_dir: Path | None,
-                 index_root: Path, k: int, metrics_config: Any) -> None:
+                 index_root: Path, k: int, metrics_config: Any, temporary: bool = False) -> None:
         self.checkpoints, self.layers, self.method = checkpoints, layers, method
         self.cache_dir, self.index_root, self.k, self.metrics_config = cache_dir, index_root, k, metrics_config
+        self._remove = weakref.finalize(self, shutil.rmtree, str(index_root), ignore_errors=True) if temporary else None
         self.order = [(i, layer) for layer in layers for i in range(len(checkpoints))]
         self._views: dict[tuple[int, str], View] = {}
         self._previous: dict[str, Any] = {}
@@ -197,6 +203,11 @@ class Views(Mapping):
     def __len__(self) -> int:
         return len(self.order)
 
+    def close(self) -> None:
+        """Remove the temporary index folder (none with a cache); views not yet prepared cannot be after this."""
+        if self._remove is not None:
+            self._remove()
+
     def ready(self) -> int:
         """How many views are prepared."""
         return len(self._views)
@@ -226,11 +237,13 @@ def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str]
 
     Parameters
     ----------
-    stores : paths of latent stores (or opened stores), in checkpoint order.
-        Checkpoints are labelled as in the report (:func:`probe.store.series.checkpoint_labels`).
+    stores : paths of latent stores (or opened stores), one per checkpoint, in any order.
+        Checkpoints are labelled and ordered as in the report (:func:`probe.store.series.training_order`:
+        series in order of first appearance, each by training step or pre-training diversity).
     layers : layer name(s) to prepare; all layers the stores share when None.
     max_points : at most this many points per map (a deterministic subsample by sample id).
-    cache : cache directory for layouts and indexes (None: nothing cached, indexes in a temporary directory).
+    cache : cache directory for layouts and indexes (None: nothing cached, indexes in a temporary directory
+        removed by :meth:`Prepared.close <dashboard.state.prepared.Prepared.close>`, on garbage collection or at exit).
     k : human clips listed for a clicked point.
     method : layout method, "umap" (warm-started across checkpoints) or "pca".
     metrics_config : :class:`metrics.suite.MetricsConfig` of the metrics panel (default:
@@ -265,6 +278,8 @@ def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str]
         metrics_config = interactive_config()
     opened = [s if isinstance(s, Store) else open_store(s) for s in stores]
     check_data_roots(data_roots, opened)
+    ordered = training_order(opened)  # the checkpoint menu in training order, labelled as in the report
+    opened, names = [c.store for c in ordered], [c.label for c in ordered]
     roots = {name: Path(p) for name, p in (data_roots or {}).items()}
     common = [layer for layer in opened[0].layers if all(layer in s.layers for s in opened[1:])]
     if not common:
@@ -281,7 +296,6 @@ def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str]
         start, note = default_layer(chosen, whose="the shown layers'", option="--start-layer")
     else:
         check_layer(start, chosen, where="the layers shown", hint="name a shown layer (see --layer)")
-    names = checkpoint_labels(opened)
     metas = [s.meta for s in opened]
     categories = {
         "embodiment": list(dict.fromkeys(v for m in metas for v in sorted(m[C.EMBODIMENT].astype(str).unique()))),
@@ -295,13 +309,20 @@ def prepare(stores: Sequence[str | Path | Store], *, layers: str | Sequence[str]
     checkpoints = [_checkpoint(n, s, max_points, categories, media, roots, video_roots)
                    for n, s in zip(names, opened)]
     cache_dir = Path(cache) if cache is not None else None
+    # without a cache nothing is kept: the indexes go to a temporary folder that Prepared.close() (or garbage
+    # collection, or the interpreter's exit) removes
     index_root = cache_dir / "dashboard-indexes" if cache_dir is not None else Path(tempfile.mkdtemp(prefix="probe-dash-"))
     views = Views(checkpoints, [start] + [layer for layer in chosen if layer != start], method=method,
-                  cache_dir=cache_dir, index_root=index_root, k=k, metrics_config=metrics_config)
-    if lazy:  # the first store's start layer now; the others on first view or in the background
-        views[(0, start)]
-    else:
-        for key in track(views.order, total=len(views.order), desc="preparing maps, indexes, metrics",
-                         enabled=progress):
-            views[key]
+                  cache_dir=cache_dir, index_root=index_root, k=k, metrics_config=metrics_config,
+                  temporary=cache_dir is None)
+    try:
+        if lazy:  # the first store's start layer now; the others on first view or in the background
+            views[(0, start)]
+        else:
+            for key in track(views.order, total=len(views.order), desc="preparing maps, indexes, metrics",
+                             enabled=progress):
+                views[key]
+    except BaseException:
+        views.close()
+        raise
     return Prepared(checkpoints, chosen, views, categories, media, k, tuple(sorted(video_roots)), start, note)

@@ -124,8 +124,20 @@ class Prepared:
     def view(self, name: str, layer: str) -> View:
         return self.views[(self.names.index(name), layer)]
 
+    def close(self) -> None:
+        """Remove the temporary folder of a preparation without a cache (its FAISS indexes); idempotent."""
+        close = getattr(self.views, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> Prepared:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def default_state(self) -> ViewState:
-        # the first store given, at the start layer (the one default-layer rule unless one was named)
+        # the first checkpoint in training order, at the start layer (the one default-layer rule unless one was named)
         return ViewState(store=self.names[0], layer=self.start_layer or default_layer(self.layers)[0])
 
     def frame_location(self, checkpoint: int, row: int) -> tuple[Path, float] | None:

@@ -13,8 +13,9 @@ EXAMPLE = "probe serve probe-demo/stores/cotrained/level-000 probe-demo/stores/c
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("stores", nargs="+", metavar="STORE", help="latent store directories, one per checkpoint, "
-                   "in training order")
+    p.add_argument("stores", nargs="+", metavar="STORE", help="latent store directories, one per checkpoint, in any "
+                   "order: the checkpoint menu lists them in training order (series, then step or diversity, from "
+                   "each store's provenance, as in the report)")
     p.add_argument("--layer", action="append", default=None,
                    help="layer to prepare (repeat for several; default: every layer the stores share)")
     p.add_argument("--start-layer", default=None, metavar="LAYER",

@@ -155,6 +155,7 @@ def unique_labels(cps: Sequence[Checkpoint]) -> list[Checkpoint]:
     return out
 
 
-def checkpoint_labels(stores: Sequence[Store]) -> list[str]:
-    """Unique labels of stores, in the given order (:func:`describe`, :func:`unique_labels`)."""
-    return [c.label for c in unique_labels([describe(s) for s in stores])]
+def training_order(stores: Sequence[Store]) -> list[Checkpoint]:
+    """The stores as checkpoints in training order (:func:`order_checkpoints`), labels made unique
+    (:func:`unique_labels`): the one order of the report's checkpoints and the dashboard's checkpoint menu."""
+    return unique_labels(order_checkpoints([describe(s) for s in stores]))
