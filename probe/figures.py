@@ -311,41 +311,8 @@ class Thumb:
 
 @dataclass(frozen=True)
 class RetrievalExample:
-    """A robot query frame and its top human matches."""
+    """A robot query frame and its top human matches (the report draws them as an HTML grid:
+    :func:`probe.report.examples.examples_html`)."""
 
     query: Thumb
     matches: Sequence[Thumb]
-
-
-def retrieval_examples(examples: Sequence[RetrievalExample], *, title: str = "", cell: int = 150) -> go.Figure:
-    """A grid: each row a robot query frame then its top human frames, as images or captions.
-
-    Images are embedded (``go.Image`` with a ``data:`` URI source); without images each
-    cell shows its caption. ``customdata`` on each cell holds the store row.
-    """
-    if not examples:
-        raise ValueError("retrieval_examples needs at least one example")
-    k = max(len(e.matches) for e in examples)
-    nrows = len(examples)
-    titles = []
-    for e in examples:
-        titles += [f"query: {e.query.caption}"] + [f"#{j + 1}: {m.caption}" for j, m in enumerate(e.matches)]
-        titles += [""] * (k - len(e.matches))
-    fig = make_subplots(rows=nrows, cols=1 + k, subplot_titles=titles, horizontal_spacing=0.01,
-                        vertical_spacing=0.08 if nrows > 1 else 0.02)
-    for r, e in enumerate(examples, start=1):
-        for c, thumb in enumerate([e.query, *e.matches], start=1):
-            if thumb.image:
-                fig.add_trace(go.Image(source=thumb.image, name=thumb.caption, customdata=[[thumb.row]],
-                                       hoverinfo="name"), row=r, col=c)
-            else:
-                fig.add_trace(go.Scatter(x=[0], y=[0], mode="text", text=[thumb.caption.replace(" | ", "<br>")],
-                                         textfont={"size": 11}, customdata=[thumb.row], showlegend=False,
-                                         hoverinfo="text", name=thumb.caption,
-                                         marker={"color": EMBODIMENT_COLORS[C.ROBOT if c == 1 else C.HUMAN]}),
-                              row=r, col=c)
-    _hide_axes(fig)
-    fig.update_annotations(font_size=10)
-    fig.update_layout(template=TEMPLATE, title=title or None, height=cell * nrows + 60, showlegend=False,
-                      margin={"l": 10, "r": 10, "t": 50, "b": 10})
-    return fig

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -107,13 +108,24 @@ def test_coverage_bars_sorted_largest_first():
     assert list(fig.data[0].y) == ["push/grasp", "pick/lift"]  # drawn bottom-up: largest at the top
 
 
-def test_retrieval_examples_images_and_labels():
+def test_retrieval_examples_are_a_grid_of_images_and_wrapping_captions():
+    from probe.report.examples import examples_html
+
     png = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYPgPAAEDAQAIicLsAAAAAElFTkSuQmCC"
-    ex = [F.RetrievalExample(F.Thumb("robot pick grasp", png, 3), [F.Thumb("human 1", png, 10), F.Thumb("human 2", None, 11)])]
-    fig = F.retrieval_examples(ex)
-    types = [t["type"] for t in _json(fig)["data"]]
-    assert types == ["image", "image", "scatter"]
-    assert fig.data[0].source == png and fig.data[2].customdata[0] == 11
+    ex = [F.RetrievalExample(F.Thumb("robot | pick <cup> | grasp | ep 0 f 6", png, 3),
+                             [F.Thumb("human | pick <cup> | grasp | ep 2 f 5 | sim 0.93", png, 10),
+                              F.Thumb("human | push | lift | ep 4 f 1 | sim 0.71", None, 11)]),
+          F.RetrievalExample(F.Thumb("robot | push | lift | ep 1 f 2", None, 4), [])]
+    page = examples_html(ex)
+    assert "repeat(3,minmax(0,1fr))" in page  # a query and its 2 matches per row
+    rows = re.findall(r"<figure class='(\w+)' data-row='(\d+)'", page)
+    assert rows == [("query", "3"), ("match", "10"), ("match", "11"), ("query", "4")]
+    assert page.count(f"<img src='{png}'") == 2 and page.count("no video frame") == 2
+    assert page.count("<div></div>") == 2  # the second row is padded to the grid's width
+    assert "<b>query: robot</b><br>pick &lt;cup&gt;<br>grasp<br>ep 0 f 6" in page  # escaped, one label a line
+    assert "<b>#1: human · sim 0.93</b>" in page and "<b>#2: human · sim 0.71</b>" in page
+    assert "overflow-wrap:anywhere" in page
+    assert examples_html([]) == "<div class='note'>no retrieval examples</div>"
 
 
 def test_color_map_fixed_colours_are_not_reused():

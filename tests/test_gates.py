@@ -75,8 +75,17 @@ def test_gate_bound_judges_the_pessimistic_end_of_the_interval(stores, tmp_path,
     threshold = f"{PRO}={(value + hi) / 2:.9f}"  # between the estimate and the pessimistic (upper) bound
     capsys.readouterr()
     assert main([*argv, "--out", str(tmp_path / "value"), "--fail-under", threshold]) == 0
+    passed = capsys.readouterr().out
+    # a gate that passes says so, one line per gate
+    assert f"gate passed: {PRO} <= {float(threshold.split('=')[1]):g} (1 of 1 checkpoint)" in passed.splitlines()
+    assert "FAIL" not in passed
     assert main([*argv, "--out", str(tmp_path / "bound"), "--fail-under", threshold, "--gate", "bound"]) == 1
-    assert f"FAIL --fail-under {PRO} <=" in capsys.readouterr().out.replace("\n", " ")
+    printed = capsys.readouterr().out
+    assert f"gate failed: {PRO} <= {float(threshold.split('=')[1]):g} (95% bound) (0 of 1 checkpoint pass)" in printed
+    # the FAIL line says that the number is the interval's (upper: lower is better) bound, not the estimate
+    (fail,) = [line for line in printed.splitlines() if line.startswith("FAIL")]
+    assert fail.startswith(f"FAIL --fail-under {PRO} <=")
+    assert f"got upper bound {hi:.3f} (estimate {value:.3f})" in fail
     gate = json.loads((tmp_path / "bound" / "metrics.json").read_text())["gates"][0]
     assert gate["gate"] == "bound" and gate["judged"] == pytest.approx(hi) and not gate["passed"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path
@@ -147,10 +148,49 @@ def test_summary_says_which_labels_each_null_shuffles(report):
                       "null of kendall_tau: value with frame order shuffled within each episode"]
     md = (report.out / "summary.md").read_text()
     if known_metric_names():
-        values = next(line for line in md.splitlines() if line.startswith("Values: estimate [95% interval]"))
+        values = next(line for line in md.splitlines() if line.startswith("Values: "))
         names = report.data.headline_metrics()[:8]
-        assert values == "Values: estimate [95% interval]" + "".join(f"; {x}" for x in null_legend(names)) + "."
+        # the legend names what the cells show: an interval only where a cell has one, the null where one has it
+        cells = [c for line in md.splitlines() if line.startswith("| co-trained step") for c in line.split("|")[4:-1]]
+        shown = ("estimate" + (" [95% interval]" if any("[" in c for c in cells) else "")
+                 + (" (null N), N the null baseline" if any("(null " in c for c in cells) else ""))
+        assert values == f"Values: {shown}" + "".join(f"; {x}" for x in null_legend(names)) + "."
+        assert "[95% interval]" not in values  # no metric of this report has a calibrated interval
         assert "null: value with embodiment labels shuffled" not in md  # the old legend, wrong for stage metrics
+
+
+@needs_suite
+def test_every_output_says_how_its_intervals_were_made(report):
+    """Replicates and mode of the intervals, from the configuration the metrics ran with (3 'refit' here)."""
+    doc = json.loads((report.out / "metrics.json").read_text())
+    assert doc["intervals"] == {"replicates": eval_config().bootstrap, "mode": "refit", "level": 0.95}
+    line = "Intervals (95%) and p-values of changes: 3 'refit' replicates (each recomputes every metric"
+    assert line in (report.out / "summary.md").read_text()
+    assert line in html.unescape((report.out / "report.html").read_text())
+    assert "probe metrics uses 30 'refit' replicates by default" in (report.out / "summary.md").read_text()
+
+
+def test_detail_picks_the_checkpoint_measured_at_every_layer(stores, tmp_path):
+    """--detail: the named store gets every layer, the retrieval examples and the coverage, and the headings say so;
+    by default the last checkpoint does. A store not in the report is refused before any work."""
+    config = dict(projection=ProjectionConfig(method="pca"), cache_dir=tmp_path / "c", retrieval_queries=1,
+                  eval_config=quick_eval())
+    first = build_report(stores, tmp_path / "first", ReportConfig(detail=stores[0], **config))
+    default = build_report(stores, tmp_path / "last", ReportConfig(**config))
+    for result, label in ((first, "co-trained step 100"), (default, "co-trained step 300")):
+        data = result.data
+        assert data.detailed.label == label
+        assert {cp for cp, layer in data.layouts if layer == "block0"} == {label}
+        if known_metric_names():
+            assert {cp for cp, layer in data.records if layer == "block0"} == {label}
+        page = (result.out / "report.html").read_text()
+        for heading in (f"Layers of {label}", f"Metrics across layers ({label})", f"Coverage gaps ({label}",
+                        f"Retrieval examples ({label}", f"every layer measured for {label}"):
+            assert heading in page or (heading.startswith("Metrics") and not known_metric_names())
+        assert json.loads((result.out / "metrics.json").read_text())["detail"] == label
+    with pytest.raises(ConfigError, match="--detail .* is not one of the report's stores"):
+        build_report(stores[1:], tmp_path / "never", ReportConfig(detail=stores[0], **config))
+    assert not (tmp_path / "never").exists()
 
 
 @needs_suite

@@ -35,10 +35,17 @@ def serve_command(stores: list[Path], cache: Path, layer: str) -> list[str]:
     return ["probe", "serve", "--cache", str(cache), "--start-layer", layer, *(str(p) for p in stores)]
 
 
+def _cache_files(root: Path) -> set[str]:
+    """The files under the cache directory ``root``. Cached results are written once, under a key, and only touched
+    when read again (their recency), so a run that adds none computed nothing there."""
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} if root.is_dir() else set()
+
+
 def run(args: argparse.Namespace) -> int:
     import shlex
 
     from rich.markup import escape
+    from rich.text import Text
 
     from probe.cli.serve import check_port, launch, warm
     from probe.console import console, outputs
@@ -46,16 +53,23 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.no_serve:
         check_port("127.0.0.1", args.port)  # before minutes of work, not after
+    cache_before = _cache_files(cache_root(args))
     done = run_demo(DemoConfig(out=args.out, size=args.size, overwrite=args.overwrite))
     console.print("[bold]6/6[/] dashboard: the first map, its nearest-clip index, metrics and coverage, cached in "
                   f"{escape(str(done.cache))} (the dashboard prepares the other maps in the background)")
     # what `probe serve` computes before it answers, computed now into the demo's cache (the same keys:
     # the same defaults as the printed command), so that the command below answers in seconds
     warm([str(p) for p in done.dashboard], cache=done.cache, progress=True, lazy=True, start=HEADLINE_LAYER)
-    outputs({"world": done.world, "sweep": done.sweep, "stores": Path(args.out) / "stores", "metrics": done.metrics,
-             "index": done.index, "clips": done.clips, "report": done.report, "cache": done.cache},
-            [shlex.join(["open", str(done.report)]),
-             shlex.join(serve_command(done.dashboard, done.cache, HEADLINE_LAYER))])
+    reused = done.reused | ({"cache"} if cache_before and _cache_files(done.cache) <= cache_before else set())
+    for label, path in {"world": done.world, "sweep": done.sweep, "stores": Path(args.out) / "stores",
+                        "metrics": done.metrics, "index": done.index, "clips": done.clips, "report": done.report,
+                        "cache": done.cache}.items():
+        if label in reused:  # found from an earlier run and left as it was
+            console.print(Text.assemble(("reused", "bold"), f" {label}: {path}"), soft_wrap=True)
+        else:
+            outputs({label: path})
+    outputs({}, [shlex.join(["open", str(done.report)]),
+                 shlex.join(serve_command(done.dashboard, done.cache, HEADLINE_LAYER))])
     if args.no_serve:
         return 0
     check_port("127.0.0.1", args.port)

@@ -50,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embodiments", default=None, metavar="NAME,NAME,...",
                    help="the metrics of every store measure only these embodiments (as probe metrics "
                         "--embodiments; e.g. human,robot_b); layouts and examples still show all (default: all)")
+    p.add_argument("--detail", default=None, metavar="STORE",
+                   help="the store measured at every layer, whose retrieval examples and coverage gaps the report "
+                        "shows (one of the STOREs; default: the last checkpoint, series then step or level)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--data-root", action="append", default=[], metavar="NAME=PATH",
                    help="dataset NAME (a value of the store's 'dataset' column) now lives in PATH: the retrieval "
@@ -61,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
     from probe.projection.layout import ProjectionConfig
     from probe.report.config import ReportConfig
-    from probe.report.gates import gate_sentence, read_thresholds
+    from probe.report.gates import gate_sentence, gate_summary, read_thresholds
     from probe.report.build import build_report
     from probe.measure.suite import default_eval_config, known_metric_names
     from probe.measure.selection import parse_embodiments
@@ -83,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         cache_dir=Path(args.cache) if args.cache else None, overwrite=args.overwrite,
         eval_config=default_eval_config(args.bootstrap, metrics, args.seed) if known_metric_names() else None,
         data_roots=tuple((name, str(path)) for name, path in parse_data_roots(args.data_root).items()),
-        embodiments=parse_embodiments(args.embodiments),
+        embodiments=parse_embodiments(args.embodiments), detail=Path(args.detail) if args.detail else None,
     )
     result = build_report(args.stores, args.out, config, progress=True)
     out = Path(args.out)
@@ -96,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
 
     for line in result.data.notes:
         console.print(f"[yellow]note:[/] {escape(str(line))}", soft_wrap=True)
+    for line in gate_summary(result.data.checks):  # every gate, passed or not, one line each
+        console.print(line, markup=False, soft_wrap=True)
     if result.failed:
         for f in result.failures:  # one line each, whatever the console's width (CI logs grep them)
             console.print(f"[bold red]FAIL[/] {escape(gate_sentence(f))}", soft_wrap=True)

@@ -12,6 +12,7 @@ graphs, layouts and metric results go to ``out/cache`` (:func:`demo_cache`), nev
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -63,6 +64,9 @@ class DemoOutputs:
     report: Path | None = None
     dashboard: list[Path] = field(default_factory=list)
     cache: Path | None = None
+    reused: set[str] = field(default_factory=set)  # outputs found from an earlier run and left as they were
+    detail: Path | None = None  # the checkpoint the retrieval step and the report's per-layer sections describe
+    verdict: list[str] = field(default_factory=list)  # the closing block, from the report's metrics.json
 
 
 def demo_cache(out: str | Path) -> Path:
@@ -70,7 +74,14 @@ def demo_cache(out: str | Path) -> Path:
     return Path(out) / "cache"
 
 
-def _extract_recipe(world, recipe: str, out: Path, cache: Path, overwrite: bool, progress: bool) -> list[Path]:
+def _stamp(path: Path) -> int | None:
+    """A file's modification time (None when missing): unchanged across a stage means the stage reused it."""
+    return path.stat().st_mtime_ns if path.exists() else None
+
+
+def _extract_recipe(world, recipe: str, out: Path, cache: Path, overwrite: bool,
+                    progress: bool) -> tuple[list[Path], bool]:
+    """The stores of ``recipe``'s checkpoints, and whether they were all reused from an earlier run."""
     from probe.extraction.config import ExtractConfig, PassConfig
     from probe.model.config import ModelConfig
     from probe.extraction.run import extract
@@ -82,7 +93,7 @@ def _extract_recipe(world, recipe: str, out: Path, cache: Path, overwrite: bool,
         for p in paths:
             open_store(p)  # a cached store must still be whole
         log.info("reusing stores of %s", recipe)
-        return paths
+        return paths, True
     config = ExtractConfig(checkpoints=tuple(str(c) for c in checkpoints),
                            data=tuple(f"{emb}={path}" for emb, path in world.datasets.items()),
                            out=str(out),
@@ -91,7 +102,7 @@ def _extract_recipe(world, recipe: str, out: Path, cache: Path, overwrite: bool,
                            passes=PassConfig(batch_size=256, frame_cache=str(cache / "frames")))
     stores = extract(config, progress=progress)
     stores = stores if isinstance(stores, list) else [stores]
-    return [s.path for s in stores]
+    return [s.path for s in stores], False
 
 
 def _print_metrics(records: list[dict]) -> None:
@@ -134,8 +145,11 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoOutputs:
 
     console.print("[bold]1/6[/] world: generate human and robot datasets; diversity sweep: pre-train on robot "
                   "mixtures of rising diversity, fine-tune with and without human data")
+    before = {"world": _stamp(out / "world" / "world.json"), "sweep": _stamp(out / "world" / "sweep" / "sweep.json")}
     world, sweep = build_sweep(out / "world", size=config.size, overwrite=config.overwrite, progress=True)
     done.world, done.sweep = world.path, sweep.path / "sweep.json"
+    after = {"world": _stamp(world.path / "world.json"), "sweep": _stamp(done.sweep)}
+    done.reused |= {k for k, stamp in before.items() if stamp is not None and stamp == after[k]}
     for emb, path in world.datasets.items():
         console.print(f"  dataset {emb}: {path}", markup=False)
     for recipe, dirs in world.checkpoints.items():
@@ -146,11 +160,15 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoOutputs:
     print_table(transfer_table(sweep.result))
 
     console.print(f"[bold]2/6[/] extract latents of {', '.join(DEMO_LAYERS)} for every checkpoint")
+    reused = []
     for recipe in world.checkpoints:
-        done.stores[recipe] = _extract_recipe(world, recipe, out / "stores" / recipe, done.cache, config.overwrite,
-                                              True)
+        done.stores[recipe], was_reused = _extract_recipe(world, recipe, out / "stores" / recipe, done.cache,
+                                                          config.overwrite, True)
+        reused.append(was_reused)
         console.print(f"  stores {recipe}: {out / 'stores' / recipe}", markup=False)
 
+    if all(reused):
+        done.reused.add("stores")
     console.print(f"[bold]3/6[/] alignment metrics of every checkpoint ({HEADLINE_LAYER})")
     from probe.measure.suite import evaluate, interactive_config, write_metrics_json
 
@@ -160,23 +178,37 @@ def run_demo(config: DemoConfig = DemoConfig()) -> DemoOutputs:
     done.metrics = write_metrics_json(out / "metrics.json", records)
     _print_metrics(records)
 
-    console.print("[bold]4/6[/] retrieval: nearest human clips for robot moments (last co-trained checkpoint)")
-    done.index, done.clips = _retrieval(done.stores["cotrained"][-1], out, config.overwrite)
+    # one checkpoint in detail: the co-trained one at the highest diversity (the last of its series), for the
+    # retrieval step here and the report's per-layer sections, retrieval examples and coverage gaps (--detail)
+    done.detail = done.stores["cotrained"][-1]
+    console.print(f"[bold]4/6[/] retrieval: nearest human clips for robot moments ({escape(_name(done.detail))})")
+    done.index, done.clips, index_reused = _retrieval(done.detail, out, config.overwrite)
+    if index_reused:
+        done.reused.add("index")
 
-    console.print("[bold]5/6[/] report over all checkpoints")
+    console.print(f"[bold]5/6[/] report over all checkpoints, every layer of {escape(_name(done.detail))}")
+    from probe.demo.verdict import verdict_lines
     from probe.report.build import build_report
     from probe.report.config import ReportConfig
 
     report = build_report(all_stores, out / "report",
                           ReportConfig(overwrite=True, headline_layer=HEADLINE_LAYER, cache_dir=done.cache,
-                                       eval_config=interactive_config()), progress=True)
+                                       eval_config=interactive_config(), detail=done.detail), progress=True)
     done.report = report.out / "report.html"
+    done.verdict = verdict_lines(json.loads((report.out / "metrics.json").read_text(encoding="utf-8")))
+    for line in done.verdict:  # soft-wrapped: one line each, whatever the terminal's width
+        console.print(line, markup=False, soft_wrap=True, style="bold" if line == done.verdict[0] else None)
     cotrained = done.stores["cotrained"]  # the highest level first (the dashboard opens on it), then the lowest
     done.dashboard = list(dict.fromkeys([cotrained[-1], cotrained[0], done.stores["robot-only"][-1]]))
     return done
 
 
-def _retrieval(store_path: Path, out: Path, overwrite: bool) -> tuple[Path, Path]:
+def _name(store_path: Path) -> str:
+    """``cotrained level-100``: a demo store by its recipe and checkpoint, as the metrics table names it."""
+    return f"{store_path.parent.name} {store_path.name}"
+
+
+def _retrieval(store_path: Path, out: Path, overwrite: bool) -> tuple[Path, Path, bool]:
     import numpy as np
 
     from probe import columns as C
@@ -188,7 +220,8 @@ def _retrieval(store_path: Path, out: Path, overwrite: bool) -> tuple[Path, Path
 
     store = open_store(store_path)
     index_dir = out / "index" / f"{store_path.parent.name}-{store_path.name}"
-    if overwrite or not (index_dir / "index.json").exists():
+    reused = not overwrite and (index_dir / "index.json").exists()
+    if not reused:
         build_index(store, HEADLINE_LAYER, index_dir, overwrite=True)
     retriever = Retriever.open(index_dir, store)
     robot = store.meta[store.meta[C.EMBODIMENT] == "robot"]
@@ -209,4 +242,4 @@ def _retrieval(store_path: Path, out: Path, overwrite: bool) -> tuple[Path, Path
                 for p in picks]
     # the query tiles show each robot frame, read from the store's videos
     clips = export_clips(results, out / "clips", queries=captions, overwrite=True, videos=VideoPaths(store))
-    return index_dir, clips.sheet or clips.directory
+    return index_dir, clips.sheet or clips.directory, reused

@@ -28,7 +28,8 @@ from probe.report.gates import (baseline_record, check_gate_ranges, check_interv
                                 load_baseline, max_drop_checks)
 from probe.measure.compare import compare_records
 from probe.measure.selection import check_stores
-from probe.measure.suite import NOT_AVAILABLE, check_fail_under, compute_metrics, known_metric_names
+from probe.measure.suite import (NOT_AVAILABLE, check_fail_under, compute_metrics, default_eval_config,
+                                 known_metric_names)
 from probe.store.media import check_data_roots
 from probe.store.store import open_store
 
@@ -60,6 +61,14 @@ class ReportData:
     checks: list[dict[str, Any]] = field(default_factory=list)
     comparisons: list[dict[str, Any]] = field(default_factory=list)  # consecutive checkpoints, headline layer
     embodiments: tuple[str, ...] | None = None  # the embodiments the metrics measure (--embodiments), None: all
+    detail: Checkpoint | None = None  # measured at every layer, with retrieval examples and coverage (--detail)
+    intervals: dict[str, Any] = field(default_factory=dict)  # how the metrics' 95% intervals were made
+
+    @property
+    def detailed(self) -> Checkpoint:
+        """The checkpoint the per-layer sections, retrieval examples and coverage gaps describe (``--detail``;
+        default: the last one)."""
+        return self.detail if self.detail is not None else self.checkpoints[-1]
 
     def record(self, cp: Checkpoint, layer: str) -> dict[str, Any] | None:
         return self.records.get((cp.label, layer))
@@ -100,7 +109,9 @@ def collect(store_paths: Sequence[str | Path], config: ReportConfig = ReportConf
     if baseline is not None:
         baseline_record(baseline, headline)  # a baseline without this layer fails before any work
     cps = unique_labels(order_checkpoints([describe(s) for s in stores]))
-    data = ReportData(cps, layers, headline, notes=notes, embodiments=chosen)
+    data = ReportData(cps, layers, headline, notes=notes, embodiments=chosen,
+                      detail=detail_checkpoint(cps, config.detail))
+    detail = data.detailed
     if chosen is not None:
         data.notes.append(f"metrics measure embodiments {', '.join(chosen)} only (--embodiments); layouts, retrieval "
                           "examples and coverage show every embodiment")
@@ -116,17 +127,21 @@ def collect(store_paths: Sequence[str | Path], config: ReportConfig = ReportConf
     if not data.metrics_available:
         data.notes.append(NOT_AVAILABLE)
     cache = Path(config.cache_dir) if config.cache_dir is not None else default_cache_dir()
-    # every checkpoint at the headline layer (metric-vs-step curves), every layer of the last one (vs-layer curves)
+    eval_config = config.eval_config
+    if data.metrics_available:
+        eval_config = eval_config if eval_config is not None else default_eval_config()
+        data.intervals = interval_settings(eval_config)
+    # every checkpoint at the headline layer (metric-vs-step curves), every layer of the detailed one (vs-layer curves)
     for cp in track(cps, desc="metrics", enabled=progress and data.metrics_available):
-        wanted = layers if cp is cps[-1] else [headline]
-        for rec in compute_metrics(cp.store, wanted, config.eval_config, cache, chosen):
+        wanted = layers if cp is detail else [headline]
+        for rec in compute_metrics(cp.store, wanted, eval_config, cache, chosen):
             data.records[(cp.label, str(rec.get("layer")))] = rec
 
-    steps = [(cp, headline) for cp in cps] + [(cps[-1], layer) for layer in layers if layer != headline]
+    steps = [(cp, headline) for cp in cps] + [(detail, layer) for layer in layers if layer != headline]
     previous: dict[str, Layout] = {}
     for cp, layer in track(steps, desc="layouts", enabled=progress):
         chain = cp.series if layer == headline else f"{cp.label}/layers"
-        prev = previous.get(chain) or (data.layouts.get((cps[-1].label, headline)) if layer != headline else None)
+        prev = previous.get(chain) or (data.layouts.get((detail.label, headline)) if layer != headline else None)
         layout = project(cp.store.latents(layer), config.projection, fingerprint=cp.store.fingerprint,
                          cache_dir=cache, previous=prev)
         data.layouts[(cp.label, layer)] = layout
@@ -137,11 +152,11 @@ def collect(store_paths: Sequence[str | Path], config: ReportConfig = ReportConf
                           f"{first.n_total} points per store (--max-points); metrics use every point")
 
     if config.retrieval_queries:
-        data.examples, more = retrieval_examples(cps[-1].store, headline, config.retrieval_queries,
+        data.examples, more = retrieval_examples(detail.store, headline, config.retrieval_queries,
                                                  config.retrieval_k, config.projection.metric,
                                                  data_roots=dict(config.data_roots))
         data.notes += more
-    data.coverage, data.coverage_summary, data.coverage_notes = coverage_gaps(cps[-1].store, headline,
+    data.coverage, data.coverage_summary, data.coverage_notes = coverage_gaps(detail.store, headline,
                                                                               config.projection.metric)
 
     records = [(cp.label, str(cp.store.path), data.record(cp, headline)) for cp in cps]
@@ -154,3 +169,20 @@ def collect(store_paths: Sequence[str | Path], config: ReportConfig = ReportConf
                                        config.max_drop)
     data.failures = [c for c in data.checks if not c["passed"]]
     return data
+
+
+def detail_checkpoint(cps: Sequence[Checkpoint], detail: str | Path | None) -> Checkpoint:
+    """The checkpoint of ``cps`` whose store is ``detail`` (``--detail``), or the last one when None."""
+    if detail is None:
+        return cps[-1]
+    want = Path(detail).resolve()
+    for cp in cps:
+        if Path(cp.store.path).resolve() == want:
+            return cp
+    raise ConfigError(f"--detail '{detail}' is not one of the report's stores; give one of: "
+                      + ", ".join(str(cp.store.path) for cp in cps))
+
+
+def interval_settings(config: Any) -> dict[str, Any]:
+    """How the suite's 95% intervals were made (:class:`metrics.spec.MetricsConfig`): replicates and mode."""
+    return {"replicates": int(config.bootstrap), "mode": str(config.intervals), "level": float(config.ci_level)}

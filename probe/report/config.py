@@ -26,6 +26,8 @@ class ReportConfig:
     ``(dataset name, folder)`` pairs for datasets that moved since extraction (``--data-root``;
     the retrieval examples read their frames from there). ``embodiments``: the embodiments the metrics of every
     store measure (``--embodiments``; None: all; checked before any work, :mod:`probe.measure.selection`).
+    ``detail``: the store whose every layer is measured and drawn, and whose retrieval examples and coverage gaps
+    the report shows (``--detail``; None: the last checkpoint in the report's order, series then step or level).
     """
 
     layers: tuple[str, ...] | None = None
@@ -42,6 +44,7 @@ class ReportConfig:
     eval_config: Any = None
     data_roots: tuple[tuple[str, str], ...] = ()
     embodiments: tuple[str, ...] | None = None
+    detail: Path | None = None
 
     def __post_init__(self) -> None:
         if self.retrieval_queries < 0 or self.retrieval_k < 1:

@@ -1,13 +1,15 @@
 """What the report shows of the data itself: retrieval examples with their video frames, and coverage gaps.
 
 Frames are decoded with PyAV and embedded as PNG data URIs (a missing video degrades
-to a caption); coverage gaps come from :mod:`probe.measure.coverage` when it is installed.
+to a caption) in an HTML grid (:func:`examples_html`); coverage gaps come from
+:mod:`probe.measure.coverage` when it is installed.
 """
 
 from __future__ import annotations
 
+import html
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,46 @@ def frame_image(store: Store, row: int, width: int = 160, videos: VideoPaths | N
     except Exception as exc:  # a missing or broken video degrades to a caption, and says so in the log
         log.warning("cannot read frame of row %d from '%s': %s", row, path, exc)
         return None
+
+
+# The examples are an HTML grid, not a figure: captions wrap inside their own cell, so at any page width they
+# neither overlap their neighbours nor run off the page (a plotly subplot title cannot wrap). Scoped to .rx.
+EXAMPLES_CSS = (".rx{display:grid;gap:14px 12px;margin:8px 0 16px}.rx figure{margin:0;min-width:0}"
+                ".rx img{display:block;max-width:100%;height:auto;border-radius:3px}"
+                ".rx .noframe{background:#f3f3f3;color:#888;font-size:11px;padding:24px 6px;text-align:center}"
+                ".rx figcaption{font-size:11px;line-height:1.35;color:#444;margin-top:4px;overflow-wrap:anywhere}"
+                ".rx figcaption b{color:#222}.rx figure{padding-left:6px;border-left:4px solid "
+                f"{F.EMBODIMENT_COLORS[C.HUMAN]}}}.rx .query{{border-left-color:{F.EMBODIMENT_COLORS[C.ROBOT]}}}")
+
+
+def _cell(thumb: F.Thumb, title: str, kind: str) -> str:
+    """One frame of the grid: the image (or a placeholder) and its caption, one label per line."""
+    parts = thumb.caption.split(" | ")
+    score = parts.pop() if len(parts) > 1 and parts[-1].startswith(("sim ", "d ")) else None
+    head = f"{title}: {parts[0]}" + (f" · {score}" if score else "")
+    image = (f"<img src='{html.escape(thumb.image, quote=True)}' alt='{html.escape(thumb.caption, quote=True)}'>"
+             if thumb.image else "<div class='noframe'>no video frame</div>")
+    lines = "<br>".join(html.escape(p) for p in parts[1:])
+    return (f"<figure class='{kind}' data-row='{thumb.row}' title='{html.escape(thumb.caption, quote=True)}'>"
+            f"{image}<figcaption><b>{html.escape(head)}</b>{'<br>' if lines else ''}{lines}</figcaption></figure>")
+
+
+def examples_html(examples: Sequence[F.RetrievalExample]) -> str:
+    """The report's retrieval examples: one grid row per robot query frame, then its matches, best first.
+
+    Each cell is a ``<figure>`` (``data-row``: the store row) with the frame and a wrapping caption;
+    a note when there are no examples.
+    """
+    if not examples:
+        return "<div class='note'>no retrieval examples</div>"
+    k = max(len(e.matches) for e in examples)
+    cells = []
+    for e in examples:
+        cells.append(_cell(e.query, "query", "query"))
+        cells += [_cell(m, f"#{j + 1}", "match") for j, m in enumerate(e.matches)]
+        cells += ["<div></div>"] * (k - len(e.matches))
+    return (f"<style>{EXAMPLES_CSS}</style><div class='rx' id='retrieval-examples' "
+            f"style='grid-template-columns:repeat({k + 1},minmax(0,1fr))'>{''.join(cells)}</div>")
 
 
 def _caption(meta: pd.DataFrame, row: int) -> str:

@@ -244,4 +244,23 @@ def gate_sentence(check: Mapping[str, Any]) -> str:
     if check.get("kind") == "max-drop":
         return (f"--max-drop {check['metric']}={check['threshold']:g} against {check['baseline']}: "
                 f"{check.get('why') or 'failed'} {where}")
-    return f"--fail-under {gate_label(check)}: got {gate_result(check)} {where}"
+    got = gate_result(check)
+    if check.get("gate") == "bound" and check.get("judged") is not None:  # the interval's bound, not the estimate
+        end = "upper" if check["better"] == "lower" else "lower"
+        got = f"{end} bound {got} (estimate {check['value']:.3f})"
+    return f"--fail-under {gate_label(check)}: got {got} {where}"
+
+
+def gate_summary(checks: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per gate (as the user wrote it) with how many checkpoints passed it, in the order given, e.g.
+    ``gate passed: clisi >= 0.8 (2 of 2 checkpoints)`` or ``gate failed: ... (1 of 2 checkpoints pass)``."""
+    gates: dict[str, list[bool]] = {}
+    for c in checks:
+        gates.setdefault(gate_label(c), []).append(bool(c["passed"]))
+    lines = []
+    for label, passed in gates.items():
+        n, ok = len(passed), sum(passed)
+        noun = "checkpoint" if n == 1 else "checkpoints"
+        lines.append(f"gate passed: {label} ({ok} of {n} {noun})" if ok == n
+                     else f"gate failed: {label} ({ok} of {n} {noun} pass)")
+    return lines

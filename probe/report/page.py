@@ -17,12 +17,13 @@ from metrics.notes import group_notes
 from probe import columns as C
 from probe import figures as F
 from probe.report.assembly import ReportData
+from probe.report.examples import examples_html
 from probe.report.emergence import emergence_curves, emergence_rows, emergence_table, sweep_checkpoints
 from probe.store.series import Checkpoint
 from probe.report.records import metric_entry, stage_entries, entry_value, fmt
 from probe.measure.suite import NOT_AVAILABLE
 from probe.report.gates import gate_label, gate_result
-from probe.report.summary import series_verdicts
+from probe.report.summary import interval_sentence, series_verdicts
 from probe.report.verdicts import MIXING_METRICS, STAGE_METRICS, STAGE_TRANSFER, VERDICT_RULES, verdict
 
 _CSS = """
@@ -44,8 +45,9 @@ NULL_NOTE = ("null: the value with labels shuffled between whole (episode, stage
              "which keep one label after the shuffle; so mixing is read as a fraction of its null.")
 
 
-def _interval_methods(record: Mapping[str, Any], names: Sequence[str]) -> str:
-    """Which method made each headline metric's interval, and what the p-values test."""
+def _interval_methods(record: Mapping[str, Any], names: Sequence[str], settings: Mapping[str, Any]) -> str:
+    """How many replicates of which mode made the intervals, which method made each headline metric's interval,
+    and what the p-values test."""
     by_method: dict[str, list[str]] = {}
     for n in names:
         method = metric_entry(record, n).get("interval")
@@ -58,8 +60,9 @@ def _interval_methods(record: Mapping[str, Any], names: Sequence[str]) -> str:
     if tested:
         items.append(f"<li>p: permutation p-value of {html.escape(', '.join(tested))} against its null (mixing: "
                      "less mixed than shuffled embodiments; conservation: stages kept beyond shuffled stages)</li>")
-    return f"<p class='small'>95% intervals, centred on each estimate:</p><ul class='small'>{''.join(items)}</ul>" \
-        if items else ""
+    how = f"<p class='small'>{html.escape(interval_sentence(dict(settings)))}</p>" if settings else ""
+    return how + (f"<p class='small'>95% intervals, centred on each estimate:</p><ul class='small'>{''.join(items)}"
+                  "</ul>" if items else "")
 
 
 def _changes_table(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -175,7 +178,7 @@ def render_html(data: ReportData) -> str:
                         "umap-embodiment"))
     sections.append(fig(F.small_multiples(head_panels, F.ColorBy.STAGE, title="coloured by stage"), "umap-stage"))
     if len(data.layers) > 1:
-        last = data.checkpoints[-1]
+        last = data.detailed
         panels = []
         for layer in data.layers:
             layout = data.layouts[(last.label, layer)]
@@ -202,9 +205,9 @@ def render_html(data: ReportData) -> str:
             rows.append([html.escape(cp.label)] + cells)
         sections.append(_table(["checkpoint"] + names, rows))
         sections.append(f"<p class='small'>{html.escape(NULL_NOTE)}</p>")
-        last = data.checkpoints[-1]
+        last = data.detailed
         rec = data.record(last, data.headline) or {}
-        sections.append(_interval_methods(rec, names))
+        sections.append(_interval_methods(rec, names, data.intervals))
         sections.append(fig(F.metric_bars({n: metric_entry(rec, n) for n in names if metric_entry(rec, n)},
                                           title=f"{last.label}, layer {data.headline}"), "metric-bars"))
         for note in group_notes(list(rec.get("notes", []))):  # one line per reason on undefined metrics
@@ -215,13 +218,13 @@ def render_html(data: ReportData) -> str:
         if stage_metric:
             per_stage = {cp.label: stage_entries(data.record(cp, data.headline), stage_metric)
                          for cp in data.checkpoints}
-            stages = list(dict.fromkeys(data.checkpoints[-1].store.meta[C.STAGE].astype(str)))
+            stages = list(dict.fromkeys(data.detailed.store.meta[C.STAGE].astype(str)))
             sections.append(f"<h2 id='stages'>Per stage: {html.escape(stage_metric)}</h2>")
             sections.append(fig(F.per_stage_bars(per_stage, metric=stage_metric, stages=stages), "per-stage"))
 
         curve_names = [n for n in names if n in MIXING_METRICS + STAGE_METRICS] or names[:4]
         if len(data.layers) > 1:
-            last = data.checkpoints[-1]
+            last = data.detailed
             sections.append(f"<h2 id='layers'>Metrics across layers ({html.escape(last.label)})</h2>")
             series = {n: [metric_entry(data.record(last, layer), n) for layer in data.layers] for n in curve_names}
             nulls = {n: entry_value(metric_entry(data.record(last, data.headline), n), "null") for n in curve_names}
@@ -243,13 +246,10 @@ def render_html(data: ReportData) -> str:
                 sections.append(_changes_table([c for c in data.comparisons
                                                 if c["to"] in {cp.label for cp in cps}]))
 
-    sections.append("<h2 id='retrieval'>Retrieval examples (robot frame and its nearest human clips, one per "
-                    "episode)</h2>")
-    if data.examples:
-        sections.append(fig(F.retrieval_examples(data.examples), "retrieval"))
-    else:
-        sections.append("<div class='note'>no retrieval examples</div>")
-    sections.append(f"<h2 id='coverage'>Coverage gaps ({html.escape(data.checkpoints[-1].label)}, "
+    sections.append(f"<h2 id='retrieval'>Retrieval examples ({html.escape(data.detailed.label)}, layer "
+                    f"{html.escape(data.headline)}: robot frame and its nearest human clips, one per episode)</h2>")
+    sections.append(examples_html(data.examples))
+    sections.append(f"<h2 id='coverage'>Coverage gaps ({html.escape(data.detailed.label)}, "
                     f"layer {html.escape(data.headline)})</h2>")
     sections += [f"<p>{html.escape(n)}</p>" for n in data.coverage_notes]
     if data.coverage is not None:
@@ -263,8 +263,10 @@ def render_html(data: ReportData) -> str:
              html.escape(", ".join(cp.datasets))] for cp in data.checkpoints]
     sections.append("<h2>Stores</h2>" + _table(["checkpoint", "store", "fingerprint", "samples", "datasets"], rows))
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    detailed = (f"; every layer measured for {html.escape(data.detailed.label)} (--detail)" if len(data.layers) > 1
+                else "")
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Embodiment alignment report</title>"
             f"<style>{_CSS}</style><script type='text/javascript'>{get_plotlyjs()}</script></head><body>"
             f"<h1>Embodiment alignment report</h1><p class='small'>{len(data.checkpoints)} checkpoint(s), "
-            f"layers: {html.escape(', '.join(data.layers))}; generated {created}</p>"
+            f"layers: {html.escape(', '.join(data.layers))}{detailed}; generated {created}</p>"
             + "\n".join(sections) + "</body></html>")

@@ -21,6 +21,31 @@ from probe.report.gates import gate_label, gate_result
 from probe.measure.compare import CORRECTION
 
 
+# what each interval mode's replicates do (metrics.intervals)
+INTERVAL_MODES = {"refit": "each recomputes every metric, kNN graph included, on an episode subsample",
+                  "reweight": "fast: per-sample values reweighted on the fixed kNN graph, so only fitted metrics "
+                              "report an interval"}
+
+
+def interval_sentence(settings: dict[str, Any]) -> str:
+    """How the report's 95% intervals were made, in one sentence ("" when metrics were not computed), and the
+    suite's default where it differs (``probe metrics`` uses it: its intervals and p-values can differ)."""
+    from metrics.spec import MetricsConfig
+
+    if not settings:
+        return ""
+    n, mode = settings["replicates"], settings["mode"]
+    if n == 0:
+        return "No intervals: computed with 0 replicates (--bootstrap 0)."
+    text = (f"Intervals ({settings.get('level', 0.95):.0%}) and p-values of changes: {n} '{mode}' replicates "
+            f"({INTERVAL_MODES.get(mode, mode)})")
+    default = MetricsConfig()
+    if (n, mode) != (default.bootstrap, default.intervals):
+        text += (f"; probe metrics uses {default.bootstrap} '{default.intervals}' replicates by default, so its "
+                 "intervals and p-values can differ from these")
+    return text + "."
+
+
 def series_verdicts(data: ReportData) -> list[str]:
     """One verdict line per series: its last checkpoint's verdict, where alignment emerges, the best-mixed layer."""
     lines = []
@@ -33,9 +58,10 @@ def series_verdicts(data: ReportData) -> list[str]:
         if len(cps) > 1 and v.status != "unknown":
             line += (f"; alignment emerges at {emerged.label}" if emerged is not None
                      else "; no checkpoint of this series reaches a shared space")
-        if len(data.layers) > 1:
+        measured = [layer for layer in data.layers if data.record(last, layer)]  # every layer of --detail only
+        if len(measured) > 1:
             line += best_mixed_layer({layer: null_ratio(metric_entry(data.record(last, layer), v.mixing_metric or ""))
-                                      for layer in data.layers}, v.mixing_metric or "")
+                                      for layer in measured}, v.mixing_metric or "")
         lines.append(line)
     return lines
 
@@ -83,6 +109,7 @@ def metrics_json(data: ReportData) -> dict[str, Any]:
         "failed": bool(data.failures), "notes": data.notes,
         "comparisons": data.comparisons, "comparison_correction": CORRECTION,
         "emergence": emergence_rows(data),
+        "detail": data.detailed.label if data.checkpoints else None, "intervals": data.intervals or None,
     })
 
 
@@ -119,12 +146,20 @@ def summary_markdown(data: ReportData) -> str:
                 cells.append(fmt(e) + (f" (null {null:.3f})" if math.isfinite(null) else ""))
             out.append(f"| {cp.label} | {data.headline} | {verdict(rec).status} | " + " | ".join(cells) + " |")
         out.append("")
-        out.append("Values: estimate [95% interval]" + "".join(f"; {line}" for line in null_legend(names)) + ".")
         bare = [n for n in names if any(metric_entry(data.record(cp, data.headline), n).get("interval_note")
                                         for cp in data.checkpoints)]
+        entries = [metric_entry(data.record(cp, data.headline), n) for cp in data.checkpoints for n in names]
+        has_ci = any(fmt(e).endswith("]") for e in entries)  # as printed: a cell shows an interval
+        has_null = any(math.isfinite(entry_value(e, "null")) for e in entries)
+        shown = "estimate" + (" [95% interval]" if has_ci else "") + (" (null N), N the null baseline" if has_null
+                                                                      else "")
+        legend = null_legend(names) if has_null else []
+        out.append(f"Values: {shown}" + "".join(f"; {line}" for line in legend) + ".")
         if bare:
             out.append(f"No interval for {', '.join(bare)}: not calibrated (their 'interval_note' in metrics.json "
                        "says why).")
+        if data.intervals:
+            out.append(interval_sentence(data.intervals))
     else:
         out.append(f"_{NOT_AVAILABLE}_")
     if data.checks:
