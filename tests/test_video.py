@@ -234,3 +234,55 @@ def test_a_forked_child_neither_reads_through_nor_frees_its_parents_open_videos(
         pytest.fail("the forked child hung")
     assert os.waitstatus_to_exitcode(status) == 0
     D.close_decoders()
+
+
+def _fork_and_read(video) -> int | None:
+    """Fork; the child collects garbage and reads ``video`` afresh. Its exit code, or None when it hung."""
+    pid = os.fork()
+    if pid == 0:
+        import gc
+
+        try:
+            gc.collect()
+            os._exit(0 if decode_at(video, [0.5]).shape[0] == 1 else 3)
+        except BaseException:
+            os._exit(4)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return None
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork only")
+@pytest.mark.parametrize("thread_alive", [True, False])
+def test_a_forked_child_does_not_free_the_videos_another_thread_keeps_open(thread_alive) -> None:
+    """A reader thread (an extraction's, a dashboard's) keeps its own open videos. A child forked while it
+    holds them loses that thread, and freeing its frame-threaded decoder there would hang: the child keeps
+    every thread's decoders, unused (a full-suite run hung here when a thread of an earlier test held one)."""
+    import threading
+
+    opened, release = threading.Event(), threading.Event()
+
+    def reader():
+        decode_at(G1_VIDEO, [0.5])
+        opened.set()
+        release.wait(60)
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    assert opened.wait(30)
+    if not thread_alive:
+        release.set()
+        thread.join(30)
+    try:
+        code = _fork_and_read(G1_VIDEO)
+    finally:
+        release.set()
+        thread.join(30)
+    assert code is not None, "the forked child hung"
+    assert code == 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +28,9 @@ RESEEK_GAP_S = 4.0  # seek instead of decoding through a gap longer than this
 _local = threading.local()
 
 
-_inherited: list[threading.local] = []  # a forked child's copy of its parent's decoders, never used nor freed
+_inherited: list[object] = []  # a forked child's copy of its parent's decoders, never used nor freed
+_every: weakref.WeakSet = weakref.WeakSet()  # every thread's open decoders (a thread's own are in _local)
+_held: list[Decoder] = []  # strong references from just before a fork to just after it
 
 
 
@@ -65,24 +68,36 @@ def prepare_stream(stream) -> tuple[int, int]:
     return native
 
 
+def _hold() -> None:
+    """Before a fork: hold every thread's open decoders, so that the child gets them referenced."""
+    _held[:] = list(_every)
+
+
+def _release() -> None:
+    _held.clear()
+
+
 def _forget_in_child() -> None:
     """A forked child must not read through its parent's open videos (the file offsets are shared): it
-    starts with none. The inherited ones are kept, neither used nor freed: freeing a decoder that ran
-    with frame threads waits on threads a forked child does not have, and hangs."""
-    global _local
-    _inherited.append(_local)
-    _local = threading.local()
+    starts with none. The inherited ones, every thread's, are kept, neither used nor freed: freeing a
+    decoder that ran with frame threads waits on threads a forked child does not have, and hangs."""
+    global _local, _every
+    for decoder in _held:
+        decoder.inherited = True
+    _inherited.append((_local, list(_held)))
+    _held.clear()
+    _local, _every = threading.local(), weakref.WeakSet()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_in_child)
+    os.register_at_fork(before=_hold, after_in_parent=_release, after_in_child=_forget_in_child)
 
 
 class Decoder:
     """An open video's first stream and the last frame decoded from it (``prev``, at ``prev_t`` seconds)."""
 
     def __init__(self, path: Path) -> None:
-
+        self.inherited = False  # a forked child's copy: never closed there (its decoding threads are gone)
         self.container = open_video(path)
         self.stream = self.container.streams.video[0]
         self.native = prepare_stream(self.stream)
@@ -91,6 +106,7 @@ class Decoder:
         self.frames: Iterator | None = None  # the decode iterator since the last seek
         self.prev = None
         self.prev_t = -np.inf
+        _every.add(self)
 
     def reaches(self, t: float) -> bool:
         """Whether decoding forward from here finds the frame nearest ``t`` without a seek."""
@@ -106,6 +122,13 @@ class Decoder:
     def close(self) -> None:
         self.frames = self.prev = None
         self.container.close()
+
+    def __del__(self) -> None:
+        # closed here, in the process and thread state that decoded with it: a decoder dropped with its thread
+        # (or left in a reference cycle) is not freed later by a forked child's garbage collection
+        if not getattr(self, "inherited", True) and getattr(self, "container", None) is not None:
+            with contextlib.suppress(Exception):
+                self.close()
 
 
 def _key(path: Path) -> tuple | None:
