@@ -202,49 +202,16 @@ def test_an_edited_video_is_reopened(tmp_path: Path) -> None:
     np.testing.assert_array_equal(got, decode_at(path, [0.5]))
     assert got.shape == (1, 48, 64, 3)
 
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork only")
-def test_a_forked_child_neither_reads_through_nor_frees_its_parents_open_videos() -> None:
-    """The G1 video decodes with frame threads; a forked child that freed that decoder would wait on
-    threads it does not have, forever. It starts with no open videos and can read on its own."""
-    from probe.readers import decoder as D
-
-    D.close_decoders()
-    decode_at(G1_VIDEO, [0.5])  # an open decoder with frame threads in this thread
-    assert len(D._local.decoders) == 1
-    pid = os.fork()
-    if pid == 0:  # the child: collect garbage, read the same video afresh, report by exit code
-        import gc
-
-        try:
-            gc.collect()
-            ok = not getattr(D._local, "decoders", None) and decode_at(G1_VIDEO, [0.5]).shape[0] == 1
-            os._exit(0 if ok else 3)
-        except BaseException:
-            os._exit(4)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        time.sleep(0.05)
-    else:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        pytest.fail("the forked child hung")
-    assert os.waitstatus_to_exitcode(status) == 0
-    D.close_decoders()
-
-
-def _fork_and_read(video) -> int | None:
-    """Fork; the child collects garbage and reads ``video`` afresh. Its exit code, or None when it hung."""
+def _fork_and_read(video, check=lambda: True) -> int | None:
+    """Fork; the child collects garbage, asks ``check()`` and reads ``video`` afresh. Its exit code (0: both
+    held), or None when it hung."""
     pid = os.fork()
     if pid == 0:
         import gc
 
         try:
             gc.collect()
-            os._exit(0 if decode_at(video, [0.5]).shape[0] == 1 else 3)
+            os._exit(0 if check() and decode_at(video, [0.5]).shape[0] == 1 else 3)
         except BaseException:
             os._exit(4)
     deadline = time.monotonic() + 30
@@ -256,6 +223,22 @@ def _fork_and_read(video) -> int | None:
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     return None
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork only")
+def test_a_forked_child_neither_reads_through_nor_frees_its_parents_open_videos() -> None:
+    """The G1 video decodes with frame threads; a forked child that freed that decoder would wait on
+    threads it does not have, forever. It starts with no open videos and can read on its own."""
+    from probe.readers import decoder as D
+
+    D.close_decoders()
+    decode_at(G1_VIDEO, [0.5])  # an open decoder with frame threads in this thread
+    assert len(D._local.decoders) == 1
+    code = _fork_and_read(G1_VIDEO, lambda: not getattr(D._local, "decoders", None))  # starts with none
+    assert code is not None, "the forked child hung"
+    assert code == 0
+    D.close_decoders()
+
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork only")
