@@ -18,6 +18,8 @@ from metrics.knn import knn
 from probe import columns as C
 from probe.cli import main
 from probe.console import console
+from probe.errors import LayerNotFoundError
+from probe.projection.layout import ProjectionConfig
 from probe.store.writer import write_store
 
 FPS = 10
@@ -241,3 +243,53 @@ def test_the_cli_leaves_every_check_to_export_points_and_opens_the_store_once(tm
     assert_refused(capsys, [*argv[:-1], str(tmp_path / "q.parquet"), "--layer", "nope"], "layer 'nope' not found")
     assert not (tmp_path / "q.parquet").exists() and not (tmp_path / "p.csv").exists()
     assert len(calls["open_store"]) == 2  # the missing store and the unknown layer: once each
+
+
+# -- export of the report's stores (a step series of two layers) -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def report_stores(tmp_path_factory):
+    from test_report import make_stores
+
+    return make_stores(tmp_path_factory.mktemp("report-stores"))
+
+
+def test_export_points_opens_in_pandas(report_stores, tmp_path):
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "points.parquet"
+    code = main(["export", str(report_stores[0]), "--layer", "block0", "--projection", "pca", "--cache",
+                 str(tmp_path / "c"), "--out", str(out)])
+    assert code == 0
+    df = pd.read_parquet(out)
+    from probe.store.store import open_store
+
+    store = open_store(report_stores[0])
+    assert len(df) == store.n and {"x", "y", "vector", C.SAMPLE_ID, C.STAGE} <= set(df.columns)
+    assert "row" not in df.columns  # rows are in store order: the table's row number is the store row
+    np.testing.assert_allclose(np.stack(df["vector"].to_numpy()), store.matrix("block0"))
+    assert df[C.SAMPLE_ID].tolist() == store.meta[C.SAMPLE_ID].tolist()
+    info = json.loads(pq.read_schema(out).metadata[b"embodiment_probe"])
+    assert info["layer"] == "block0" and info["method"] == "pca" and not info["sampled"]
+    # bad inputs: existing file, unknown layer
+    assert main(["export", str(report_stores[0]), "--layer", "block0", "--out", str(out)]) == 2
+    from probe.projection.export import export_points
+
+    with pytest.raises(LayerNotFoundError, match="layer 'nope' not found.*block0"):
+        export_points(report_stores[0], "nope", tmp_path / "p2.parquet")
+    sampled = export_points(report_stores[0], "block1", tmp_path / "p3.parquet", include_latents=False,
+                            projection=ProjectionConfig(method="pca", max_points=30), cache_dir=tmp_path / "c")
+    df3 = pd.read_parquet(tmp_path / "p3.parquet")
+    assert len(df3) == 30 and "vector" not in df3.columns and sampled.layout.sampled
+
+
+def test_export_without_layer_takes_the_stores_last_layer_and_says_so(report_stores, tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "points.parquet"
+    assert main(["export", str(report_stores[0]), "--projection", "pca", "--no-latents", "--cache", str(tmp_path / "c"),
+                 "--out", str(out)]) == 0
+    assert "layer block1 (the store's last of 2: block0, block1; --layer picks another)" in capsys.readouterr().out
+    assert json.loads(pq.read_schema(out).metadata[b"embodiment_probe"])["layer"] == "block1"
