@@ -9,6 +9,7 @@ checks that both agree.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -69,7 +70,9 @@ def enclosing_dataset(path: str | Path) -> tuple[Path, str, bool] | None:
     """``(folder, kind, itself)`` of the dataset that ``path`` is (``itself``) or lies inside, or None.
 
     The path itself and each of its existing ancestors are looked at, both as written (made absolute) and with
-    symbolic links resolved, so a link into a dataset counts as inside it; the nearest dataset is named."""
+    symbolic links resolved, so a link into a dataset counts as inside it; the nearest dataset is named. Every
+    output write is checked (caches write many files into one folder), so a folder's listing is read again only
+    when the folder changed (:func:`_keypoints_listing`); a LeRobot folder costs one stat."""
     written = Path(os.path.abspath(Path(path).expanduser()))
     try:
         real = written.resolve()
@@ -81,7 +84,23 @@ def enclosing_dataset(path: str | Path) -> tuple[Path, str, bool] | None:
             if folder in seen:
                 continue
             seen.add(folder)
-            kind = dataset_kind(folder) if os.path.isdir(folder) else None
+            kind = _kind(folder)
             if kind is not None:
                 return folder, kind, folder == start
     return None
+
+
+def _kind(folder: Path) -> str | None:
+    if is_lerobot_folder(folder):
+        return LEROBOT
+    try:
+        changed = os.stat(folder).st_mtime_ns
+    except OSError:  # not there: nothing to list
+        return None
+    return KEYPOINTS if os.path.isdir(folder) and _keypoints_listing(str(folder), changed) else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _keypoints_listing(folder: str, changed: int) -> bool:
+    """:func:`is_keypoints_folder`, remembered while the folder's modification time (``changed``) stays."""
+    return is_keypoints_folder(folder)

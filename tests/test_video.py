@@ -225,6 +225,7 @@ def _fork_and_read(video, check=lambda: True) -> int | None:
     return None
 
 
+@pytest.mark.skipif(not G1_VIDEO.exists(), reason=f"real data not found at {SHARED_DATA} (shared data absent)")
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork only")
 def test_a_forked_child_neither_reads_through_nor_frees_its_parents_open_videos() -> None:
     """The G1 video decodes with frame threads; a forked child that freed that decoder would wait on
@@ -241,6 +242,7 @@ def test_a_forked_child_neither_reads_through_nor_frees_its_parents_open_videos(
 
 
 
+@pytest.mark.skipif(not G1_VIDEO.exists(), reason=f"real data not found at {SHARED_DATA} (shared data absent)")
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork only")
 @pytest.mark.parametrize("thread_alive", [True, False])
 def test_a_forked_child_does_not_free_the_videos_another_thread_keeps_open(thread_alive) -> None:

@@ -211,7 +211,8 @@ def test_moves_as_gives_a_body_the_other_kinds_motion_and_keeps_its_look():
         return make_episode(TASKS[0], embodiment, rng, scene=sample_scene(TASKS[0], rng, region="near"), **kw)
 
     person, as_robot, robot = episode("human"), episode("human", moves_as="robot"), episode("robot")
-    assert as_robot.motion.aperture[0] == pytest.approx(1.0, abs=0.05) != START_APERTURE["human"]
+    assert as_robot.motion.aperture[0] == pytest.approx(START_APERTURE["robot"], abs=0.05)
+    assert abs(as_robot.motion.aperture[0] - START_APERTURE["human"]) > 0.05
     assert as_robot.motion.ee[0, 1] == pytest.approx(robot.motion.ee[0, 1], abs=0.05)  # the robot's rest, far side
     assert person.motion.ee[0, 1] < 0.25
     assert set(np.round(as_robot.motion.aperture[-1:], 3)) <= {round(v, 3) for v in GRIP_APERTURE["robot"].values()}

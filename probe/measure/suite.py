@@ -236,7 +236,7 @@ def evaluate(sources: Source | Sequence[Source], layers: str | Sequence[str] | N
         for opened in opened_sources:
             check_scales_fit(opened, scales, config, embodiments)
     for source in opened_sources:
-        opened = _open(source)
+        opened = _open(source)  # opened above already when checks needed it (then returned as it is)
         if isinstance(opened, Latents):
             records.append(evaluate_latents(opened, config, progress=progress, embodiments=embodiments))
             if scales:
