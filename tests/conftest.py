@@ -35,6 +35,19 @@ def assert_refused(capsys, argv: list[str], *needles: str) -> str:
     return err
 
 
+def assert_argument_error(capsys, argv: list[str]) -> str:
+    """Run the CLI on ``argv`` whose arguments argparse refuses: exit 2 and one line, no usage block; returns it."""
+    import pytest
+
+    from probe.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1 and "usage:" not in err, err
+    return err
+
+
 def files_under(root: Path) -> dict[str, tuple[int, int]]:
     """Every file under ``root`` (relative path -> (size, mtime in ns)); empty when ``root`` does not exist."""
     out = {}

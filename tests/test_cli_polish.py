@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_refused, clustered_latents, synthetic_meta
+from conftest import assert_argument_error, assert_refused, clustered_latents, synthetic_meta
 from probe import columns as C
 from probe.cli import build_parser, main
 from probe.errors import ConfigError
@@ -18,25 +18,17 @@ from probe.store.writer import write_store
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def _argument_error(capsys, argv: list[str]) -> str:
-    with pytest.raises(SystemExit) as exit_:
-        main(argv)
-    err = capsys.readouterr().err.strip()
-    assert exit_.value.code == 2 and len(err.splitlines()) == 1 and "usage:" not in err, err
-    return err
-
-
 # -- 1. argument errors --------------------------------------------------------------------------------------
 
 
 def test_an_invalid_choice_is_one_line_naming_the_commands_help(capsys):
-    err = _argument_error(capsys, ["metrics", "STORE", "--by", "episode"])
+    err = assert_argument_error(capsys, ["metrics", "STORE", "--by", "episode"])
     assert err.startswith("probe metrics: error: argument --by: invalid choice: 'episode'"), err
     assert "stage" in err and "task" in err and err.endswith("; see probe metrics --help"), err
 
 
 def test_a_value_given_to_a_flag_names_the_subcommand_not_probe(capsys):
-    err = _argument_error(capsys, ["coverage", "STORE", "--csv", "cov.csv"])
+    err = assert_argument_error(capsys, ["coverage", "STORE", "--csv", "cov.csv"])
     assert err == "probe coverage: error: unrecognized arguments: cov.csv; see probe coverage --help", err
 
 
@@ -47,12 +39,12 @@ def test_every_command_and_world_action_answers_a_bad_flag_in_one_line(capsys):
     world = next(a for a in sub.choices["world"]._actions if a.dest == "action")
     commands += [["world", action] for action in world.choices]
     for command in commands:
-        err = _argument_error(capsys, [*command, "--no-such-flag"])
+        err = assert_argument_error(capsys, [*command, "--no-such-flag"])
         prog = " ".join(["probe", *command])
         assert err.startswith(f"{prog}: error: ") and err.endswith(f"; see {prog} --help"), err
-    err = _argument_error(capsys, ["world", "train", "w", "--bogus"])
+    err = assert_argument_error(capsys, ["world", "train", "w", "--bogus"])
     assert err.startswith("probe world train: error: unrecognized arguments: --bogus"), err
-    assert _argument_error(capsys, ["nope"]).endswith("; see probe --help")
+    assert assert_argument_error(capsys, ["nope"]).endswith("; see probe --help")
 
 
 # -- 2. coverage's embodiments ---------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from conftest import clustered_latents, synthetic_meta
+from conftest import assert_argument_error, clustered_latents, synthetic_meta
 from probe.cli import main
 from probe.console import console
 from probe.errors import OutputExistsError
@@ -17,29 +17,21 @@ from probe.errors import OutputExistsError
 # -- 1. a mistyped option ------------------------------------------------------------------------------------
 
 
-def _argument_error(capsys, argv: list[str]) -> str:
-    with pytest.raises(SystemExit) as exit_:
-        main(argv)
-    err = capsys.readouterr().err.strip()
-    assert exit_.value.code == 2 and len(err.splitlines()) == 1, err
-    return err
-
-
 @pytest.mark.parametrize("typo", [["--layr", "trunk.block2"], ["--layr=trunk.block2"], ["-layer", "trunk.block2"]])
 def test_a_mistyped_option_suggests_the_commands_closest_option(capsys, typo):
-    err = _argument_error(capsys, ["metrics", "STORE", *typo])
+    err = assert_argument_error(capsys, ["metrics", "STORE", *typo])
     assert err == (f"probe metrics: error: unrecognized arguments: {' '.join(typo)} (did you mean --layer?); "
                    "see probe metrics --help"), err
 
 
 def test_the_suggestion_comes_from_the_command_that_read_the_line_and_only_when_one_is_close(capsys):
-    err = _argument_error(capsys, ["world", "train", "w", "--sed", "3"])
+    err = assert_argument_error(capsys, ["world", "train", "w", "--sed", "3"])
     assert "--sed 3 (did you mean --seed?); see probe world train --help" in err, err
-    err = _argument_error(capsys, ["metrics", "STORE", "--bootstrp", "5"])
+    err = assert_argument_error(capsys, ["metrics", "STORE", "--bootstrp", "5"])
     assert "(did you mean --bootstrap?)" in err, err
     for argv in (["metrics", "STORE", "--no-such-flag"], ["coverage", "STORE", "--csv", "cov.csv"],
                  ["world", "train", "w", "--bogus"]):
-        assert "did you mean" not in _argument_error(capsys, argv)
+        assert "did you mean" not in assert_argument_error(capsys, argv)
 
 
 # -- 2. overwrite refusals -----------------------------------------------------------------------------------

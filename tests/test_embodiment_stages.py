@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from extract_models import ArrayDataset, tiny_cnn_checkpoint
+from extract_models import ArrayDataset
+from output_safety_fixtures import ckpt as ckpt  # a fixture: imported under its own name
 from output_safety_fixtures import one_line_error
 from probe import columns as C
 from probe.cli import main
@@ -15,11 +16,6 @@ from probe.extraction.sampling import SamplingConfig, parse_stages
 from tests.conftest import SHARED_DATA, extract_config
 
 GR1 = SHARED_DATA / "gr1_sim_picknplace"
-
-
-@pytest.fixture
-def ckpt(tmp_path):
-    return tiny_cnn_checkpoint(tmp_path / "ckpts" / "enc.safetensors")
 
 
 def _config(ckpt, out, **kw):
